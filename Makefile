@@ -1,0 +1,51 @@
+# Two commands do all the set-up: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UV_VERSION := 0.13.9
+PORT ?= 3003
+DEMO ?= 0
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench lint typecheck migrate services clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): $(BIN)/python requirements.lock pyproject.toml
+	$(UV) pip sync -q --python $(BIN)/python requirements.lock
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/vpp-aggregator migrate
+
+run: install
+	$(BIN)/vpp-aggregator migrate
+	PORT=$(PORT) $(BIN)/vpp-aggregator serve $(if $(filter 1 true yes,$(DEMO)),--demo,)
+
+services:
+	@bash scripts/ensure_services.sh
+
+test: install services
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+	$(BIN)/pytest -n 2 --dist loadfile
+
+bench: install
+	$(BIN)/vpp-aggregator bench --output BENCHMARKS.md
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: install
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) var/*.db .pytest_cache .mypy_cache .ruff_cache

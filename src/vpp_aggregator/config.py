@@ -1,0 +1,70 @@
+"""Settings from the environment, validated once at start-up so a bad value fails loudly and early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_PATH = Path("var") / "vpp.db"
+
+
+class Settings(BaseSettings):
+    """Every knob an operator can turn; names are the environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    min_capacity_kw: float = Field(100.0, ge=0, validation_alias="VPP_MIN_CAPACITY_KW")
+    bess_min_soc_pct: float = Field(20.0, ge=0, le=100, validation_alias="VPP_BESS_MIN_SOC")
+    forecast_horizon_hours: int = Field(
+        72, ge=1, le=24 * 14, validation_alias="VPP_FORECAST_HORIZON_HOURS"
+    )
+    max_ramp_kw_per_min: float = Field(10.0, gt=0, validation_alias="VPP_MAX_RAMP_KW_PER_MIN")
+    telemetry_stale_seconds: float = Field(
+        300.0, gt=0, validation_alias="VPP_TELEMETRY_STALE_SECONDS"
+    )
+    telemetry_max_clock_skew_seconds: float = Field(
+        5.0, ge=0, le=300, validation_alias="VPP_TELEMETRY_MAX_CLOCK_SKEW_SECONDS"
+    )
+    telemetry_max_batch: int = Field(
+        10_000, ge=1, le=100_000, validation_alias="VPP_TELEMETRY_MAX_BATCH"
+    )
+    database_url: str = Field("", validation_alias="DATABASE_URL")
+    kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    port: int = Field(3003, ge=1, le=65535, validation_alias="PORT")
+    host: str = Field("0.0.0.0", validation_alias=AliasChoices("VPP_HOST", "HOST"))
+
+    @field_validator("database_url")
+    @classmethod
+    def _default_sqlite(cls, value: str) -> str:
+        """Empty means the embedded default; bare postgresql:// is routed to psycopg 3."""
+        if not value:
+            return f"sqlite:///{DEFAULT_SQLITE_PATH}"
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://") :]
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value[len("postgresql://") :]
+        if not (value.startswith("sqlite") or value.startswith("postgresql+")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+
+class ConfigError(RuntimeError):
+    """A configuration value an operator must fix before the service can start."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; turn pydantic's error into one message naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            field = Settings.model_fields.get(name)
+            alias = field.validation_alias if field is not None else None
+            var = alias if isinstance(alias, str) else name.upper()
+            lines.append(f"  {var}={err.get('input')!r}: {err['msg']}")
+        raise ConfigError("Invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Pure domain core: no I/O, no frameworks; adapters depend on it, never the reverse."""

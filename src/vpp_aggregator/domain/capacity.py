@@ -1,0 +1,98 @@
+"""Capacity maths of DESIGN.md §3, vectorised over columnar fleet state.
+
+One function computes every resource's contribution for a window and, alongside it, the
+earliest time at which that contribution could change with no new telemetry (staleness,
+the departure raise of the floor, a departure inside the window). The fleet state uses that
+time to re-evaluate only the resources that need it, so a read does not recompute the fleet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+F8 = NDArray[np.float64]
+B1 = NDArray[np.bool_]
+
+# Columns of a contribution row.
+GROSS_KWH, DISCHARGE_KWH, DISCHARGE_KW, CHARGE_KWH, CHARGE_KW, N_AVAILABLE, N_RESOURCES = range(7)
+N_COLUMNS = 7
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceColumns:
+    """Per-resource inputs of the capacity formulas, one entry per resource."""
+
+    capacity_kwh: F8
+    soc_pct: F8  # NaN when no telemetry yet
+    floor_pct: F8  # static floor: BESS max(VPP_BESS_MIN_SOC, own min); EV driver minimum
+    ceiling_pct: F8
+    max_discharge_kw: F8
+    max_charge_kw: F8
+    departure_ts: F8  # epoch s of the next departure; +inf when none (always +inf for BESS)
+    departure_soc_pct: F8  # SoC needed at that departure
+    telemetry_ts: F8  # epoch s of the latest sample; -inf when none
+    eligible: B1  # present, status active, plugged in (availability before time-dependent rules)
+
+
+def departure_floor_pct(cols: ResourceColumns, window_end_ts: float) -> F8:
+    """Floor raised so that charging at full power from the window's end still meets the departure SoC."""
+    with np.errstate(invalid="ignore"):
+        hours_left = (cols.departure_ts - window_end_ts) / 3600.0
+        raised = (
+            cols.departure_soc_pct - cols.max_charge_kw * hours_left / cols.capacity_kwh * 100.0
+        )
+    raised = np.where(np.isfinite(cols.departure_ts), raised, -np.inf)
+    return np.maximum(cols.floor_pct, raised)
+
+
+def raise_lead_seconds(cols: ResourceColumns) -> F8:
+    """How long before a departure (measured from the window's end) the floor starts to rise."""
+    lead_h = (
+        (cols.departure_soc_pct - cols.floor_pct) / 100.0 * cols.capacity_kwh / cols.max_charge_kw
+    )
+    return np.where(np.isfinite(cols.departure_ts), np.maximum(lead_h, 0.0) * 3600.0, 0.0)
+
+
+def availability(cols: ResourceColumns, now_ts: float, window_s: float, stale_s: float) -> B1:
+    """Real-time availability factor (0/1) of DESIGN §2."""
+    fresh = cols.telemetry_ts >= now_ts - stale_s
+    departs_in_window = cols.departure_ts <= now_ts + window_s
+    return cols.eligible & fresh & ~departs_in_window & ~np.isnan(cols.soc_pct)
+
+
+def contributions(
+    cols: ResourceColumns, now_ts: float, window_s: float, stale_s: float
+) -> tuple[NDArray[np.float64], F8]:
+    """Each resource's capacity contribution over [now, now + window] and when it next may change.
+
+    Returns (values of shape (n, N_COLUMNS), next_change_ts of shape (n,)). A next change at or
+    before `now_ts` marks a resource whose numbers move continuously (inside its departure raise).
+    """
+    n = cols.capacity_kwh.shape[0]
+    window_h = window_s / 3600.0
+    window_end = now_ts + window_s
+    a = availability(cols, now_ts, window_s, stale_s)
+    soc = np.where(a, cols.soc_pct, 0.0)
+    floor = departure_floor_pct(cols, window_end)
+    out = np.empty((n, N_COLUMNS), dtype=np.float64)
+    scale = np.where(a, cols.capacity_kwh / 100.0, 0.0)
+    out[:, GROSS_KWH] = soc * scale
+    np.multiply(np.maximum(soc - floor, 0.0), scale, out=out[:, DISCHARGE_KWH])
+    np.minimum(
+        cols.max_discharge_kw * a, out[:, DISCHARGE_KWH] / window_h, out=out[:, DISCHARGE_KW]
+    )
+    np.multiply(np.maximum(cols.ceiling_pct - soc, 0.0), scale, out=out[:, CHARGE_KWH])
+    np.minimum(cols.max_charge_kw * a, out[:, CHARGE_KWH] / window_h, out=out[:, CHARGE_KW])
+    out[:, N_AVAILABLE] = a
+    out[:, N_RESOURCES] = 1.0
+
+    zone_start = cols.departure_ts - window_s - raise_lead_seconds(cols)
+    stale_at = cols.telemetry_ts + stale_s
+    departing = cols.departure_ts <= window_end
+    next_change = np.where(now_ts >= zone_start, now_ts, np.minimum(stale_at, zone_start))
+    next_change = np.where(departing, cols.departure_ts, next_change)
+    next_change = np.where(a | departing, next_change, np.inf)
+    return out, next_change

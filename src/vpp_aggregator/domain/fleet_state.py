@@ -1,0 +1,493 @@
+"""Live, columnar state of the whole fleet and incrementally maintained capacity aggregates.
+
+Resources live in numpy columns (one row each). For every window length that is being asked
+about, a `_WindowView` keeps each row's contribution and running sums per group
+(resource type x grid node x fleet). Telemetry and registry changes re-evaluate only the rows
+they touch; a read re-evaluates only the rows whose `next_change` time has come. The sums are
+rebuilt from scratch now and then so floating-point drift cannot accumulate.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vpp_aggregator.domain.capacity import (
+    CHARGE_KW,
+    CHARGE_KWH,
+    DISCHARGE_KW,
+    DISCHARGE_KWH,
+    GROSS_KWH,
+    N_AVAILABLE,
+    N_COLUMNS,
+    N_RESOURCES,
+    ResourceColumns,
+    availability,
+    contributions,
+)
+from vpp_aggregator.domain.resources import Resource, ResourceStatus, ResourceType
+from vpp_aggregator.domain.schedule import next_departure
+
+I8 = NDArray[np.int64]
+F8 = NDArray[np.float64]
+
+MAX_WINDOW_VIEWS = 4
+TYPES = (ResourceType.EV, ResourceType.BESS)
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Capacity of a set of resources over one window."""
+
+    discharge_kw: float
+    discharge_kwh: float
+    charge_kw: float
+    charge_kwh: float
+    gross_energy_kwh: float
+    resource_count: int
+    available_resource_count: int
+
+    @classmethod
+    def from_sums(cls, sums: F8) -> Figures:
+        return cls(
+            discharge_kw=max(0.0, float(sums[DISCHARGE_KW])),
+            discharge_kwh=max(0.0, float(sums[DISCHARGE_KWH])),
+            charge_kw=max(0.0, float(sums[CHARGE_KW])),
+            charge_kwh=max(0.0, float(sums[CHARGE_KWH])),
+            gross_energy_kwh=max(0.0, float(sums[GROSS_KWH])),
+            resource_count=round(float(sums[N_RESOURCES])),
+            available_resource_count=round(float(sums[N_AVAILABLE])),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CapacitySnapshot:
+    as_of: datetime
+    duration_minutes: float
+    total: Figures
+    by_type: dict[str, Figures]
+    by_grid_node: dict[str, Figures]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """What the state knows about one resource right now."""
+
+    soc_pct: float | None
+    plugged_in: bool
+    power_kw: float | None
+    telemetry_at: datetime | None
+    next_departure: datetime | None
+    departure_soc_pct: float | None
+    availability_factor: float
+    availability_reason: str | None
+
+
+@dataclass(slots=True)
+class _WindowView:
+    window_s: float
+    values: NDArray[np.float64]  # (rows, N_COLUMNS)
+    next_change: F8
+    group_sums: NDArray[np.float64]  # (groups, N_COLUMNS)
+    evaluated_at: float = -np.inf
+    updates_since_rebuild: int = 0
+
+
+class FleetState:
+    """Thread-safe columnar fleet state; the single source of real-time capacity."""
+
+    capacity_kwh: F8
+    soc_pct: F8
+    floor_pct: F8
+    ceiling_pct: F8
+    max_discharge_kw: F8
+    max_charge_kw: F8
+    departure_ts: F8
+    departure_soc_pct: F8
+    telemetry_ts: F8
+    power_kw: F8
+    present: NDArray[np.bool_]
+    status_active: NDArray[np.bool_]
+    plugged: NDArray[np.bool_]
+    is_bess: NDArray[np.bool_]
+    group: I8
+
+    def __init__(
+        self, *, bess_min_soc_pct: float, stale_seconds: float, initial_rows: int = 1024
+    ) -> None:
+        self.bess_min_soc_pct = bess_min_soc_pct
+        self.stale_seconds = stale_seconds
+        self._lock = threading.RLock()
+        self._n = 0
+        self._alloc(max(16, initial_rows))
+        self._row_of: dict[str, int] = {}
+        self._ids: list[str | None] = []
+        self._free: list[int] = []
+        self._schedules: dict[int, Resource] = {}
+        self._group_of_key: dict[tuple[int, str, str], int] = {}
+        self._group_type: list[int] = []
+        self._group_node: list[str] = []
+        self._group_fleet: list[str] = []
+        self._views: OrderedDict[float, _WindowView] = OrderedDict()
+
+    # ----------------------------------------------------------------- storage
+    def _alloc(self, rows: int) -> None:
+        def grow(name: str, fill: float | bool | int, dtype: type) -> None:
+            new: NDArray[Any] = np.full(rows, fill, dtype=dtype)
+            old = getattr(self, name, None)
+            if old is not None:
+                new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+        for name, fill in (
+            ("capacity_kwh", 1.0),
+            ("soc_pct", np.nan),
+            ("floor_pct", 0.0),
+            ("ceiling_pct", 100.0),
+            ("max_discharge_kw", 0.0),
+            ("max_charge_kw", 1.0),
+            ("departure_ts", np.inf),
+            ("departure_soc_pct", 0.0),
+            ("telemetry_ts", -np.inf),
+            ("power_kw", np.nan),
+        ):
+            grow(name, fill, np.float64)
+        grow("present", False, np.bool_)
+        grow("status_active", False, np.bool_)
+        grow("plugged", False, np.bool_)
+        grow("is_bess", False, np.bool_)
+        grow("group", 0, np.int64)
+        self._rows = rows
+        for view in getattr(self, "_views", {}).values():
+            values = np.zeros((rows, N_COLUMNS))
+            values[: view.values.shape[0]] = view.values
+            nxt = np.full(rows, np.inf)
+            nxt[: view.next_change.shape[0]] = view.next_change
+            view.values, view.next_change = values, nxt
+
+    def _columns(self, rows: I8 | slice) -> ResourceColumns:
+        return ResourceColumns(
+            capacity_kwh=self.capacity_kwh[rows],
+            soc_pct=self.soc_pct[rows],
+            floor_pct=self.floor_pct[rows],
+            ceiling_pct=self.ceiling_pct[rows],
+            max_discharge_kw=self.max_discharge_kw[rows],
+            max_charge_kw=self.max_charge_kw[rows],
+            departure_ts=self.departure_ts[rows],
+            departure_soc_pct=self.departure_soc_pct[rows],
+            telemetry_ts=self.telemetry_ts[rows],
+            eligible=self.present[rows] & self.status_active[rows] & self.plugged[rows],
+        )
+
+    def _group(self, rtype: ResourceType, node: str, fleet: str) -> int:
+        key = (TYPES.index(rtype), node, fleet)
+        gid = self._group_of_key.get(key)
+        if gid is None:
+            gid = len(self._group_type)
+            self._group_of_key[key] = gid
+            self._group_type.append(key[0])
+            self._group_node.append(node)
+            self._group_fleet.append(fleet)
+            for view in self._views.values():
+                view.group_sums = np.vstack([view.group_sums, np.zeros((1, N_COLUMNS))])
+        return gid
+
+    # ----------------------------------------------------------------- views
+    def _new_view(self, window_s: float, now_ts: float) -> _WindowView:
+        view = _WindowView(
+            window_s=window_s,
+            values=np.zeros((self._rows, N_COLUMNS)),
+            next_change=np.full(self._rows, np.inf),
+            group_sums=np.zeros((len(self._group_type), N_COLUMNS)),
+        )
+        self._rebuild(view, now_ts)
+        return view
+
+    def _rebuild(self, view: _WindowView, now_ts: float) -> None:
+        n = self._n
+        self._roll_departures(np.flatnonzero(self.departure_ts[:n] <= now_ts), now_ts)
+        values, nxt = contributions(
+            self._columns(slice(0, n)), now_ts, view.window_s, self.stale_seconds
+        )
+        present = self.present[:n]
+        values[~present] = 0.0
+        nxt[~present] = np.inf
+        view.values[:n] = values
+        view.next_change[:n] = nxt
+        sums = np.zeros((len(self._group_type), N_COLUMNS))
+        groups = self.group[:n][present]
+        for k in range(N_COLUMNS):
+            sums[:, k] = np.bincount(
+                groups, weights=values[present, k], minlength=len(self._group_type)
+            )
+        view.group_sums = sums
+        view.evaluated_at = now_ts
+        view.updates_since_rebuild = 0
+
+    def _view(self, window_s: float, now_ts: float) -> _WindowView:
+        view = self._views.get(window_s)
+        if view is None:
+            view = self._new_view(window_s, now_ts)
+            self._views[window_s] = view
+            while len(self._views) > MAX_WINDOW_VIEWS:
+                self._views.popitem(last=False)
+        else:
+            self._views.move_to_end(window_s)
+        return view
+
+    def _refresh(self, view: _WindowView, rows: I8, now_ts: float) -> None:
+        if rows.size == 0:
+            return
+        values, nxt = contributions(self._columns(rows), now_ts, view.window_s, self.stale_seconds)
+        gone = ~self.present[rows]
+        values[gone] = 0.0
+        nxt[gone] = np.inf
+        delta = values - view.values[rows]
+        groups = self.group[rows]
+        if rows.size < 64:
+            np.add.at(view.group_sums, groups, delta)
+        else:
+            g = len(self._group_type)
+            for k in range(N_COLUMNS):
+                view.group_sums[:, k] += np.bincount(groups, weights=delta[:, k], minlength=g)
+        view.values[rows] = values
+        view.next_change[rows] = nxt
+        view.updates_since_rebuild += int(rows.size)
+
+    def _touch(self, rows: I8, now_ts: float) -> None:
+        """Re-evaluate rows in every view after their inputs changed."""
+        for view in self._views.values():
+            self._refresh(view, rows, max(now_ts, view.evaluated_at))
+
+    def _detach(self, row: int) -> None:
+        """Take a row's contribution out of its group before its group or presence changes."""
+        for view in self._views.values():
+            view.group_sums[self.group[row]] -= view.values[row]
+            view.values[row] = 0.0
+            view.next_change[row] = np.inf
+
+    def _roll_departures(self, rows: I8, now_ts: float) -> None:
+        """Move rows whose departure has passed on to their next one."""
+        if rows.size == 0:
+            return
+        after = datetime.fromtimestamp(now_ts, tz=UTC)
+        for row in rows.tolist():
+            resource = self._schedules.get(row)
+            nxt = (
+                next_departure(resource.departure_schedule, resource.trips, after)
+                if resource
+                else None
+            )
+            self.departure_ts[row] = nxt.at.timestamp() if nxt else np.inf
+            self.departure_soc_pct[row] = nxt.required_soc_pct if nxt else 0.0
+
+    # ----------------------------------------------------------------- registry
+    def upsert(self, resource: Resource, now: datetime) -> None:
+        """Add or update a resource's static attributes (registration, PATCH, deactivate)."""
+        now_ts = now.timestamp()
+        with self._lock:
+            row = self._row_of.get(resource.resource_id)
+            if resource.status is ResourceStatus.INACTIVE:
+                if row is not None:
+                    self._remove_row(row)
+                return
+            if row is None:
+                row = self._new_row(resource.resource_id)
+            else:
+                self._detach(row)
+            self.capacity_kwh[row] = resource.battery_capacity_kwh
+            self.floor_pct[row] = resource.floor_pct(self.bess_min_soc_pct)
+            self.ceiling_pct[row] = resource.max_soc_pct
+            self.max_discharge_kw[row] = resource.max_discharge_kw
+            self.max_charge_kw[row] = resource.max_charge_kw
+            self.is_bess[row] = resource.resource_type is ResourceType.BESS
+            self.status_active[row] = resource.status is ResourceStatus.ACTIVE
+            self.present[row] = True
+            self.group[row] = self._group(
+                resource.resource_type, resource.grid_node, resource.fleet_id
+            )
+            if resource.departure_schedule or resource.trips:
+                self._schedules[row] = resource
+            else:
+                self._schedules.pop(row, None)
+            self.departure_ts[row] = -np.inf  # forces a roll to the next departure after now
+            self._roll_departures(np.array([row]), now_ts)
+            self._touch(np.array([row]), now_ts)
+
+    def _new_row(self, resource_id: str) -> int:
+        if self._free:
+            row = self._free.pop()
+            self._ids[row] = resource_id
+        else:
+            if self._n == self._rows:
+                self._alloc(self._rows * 2)
+            row = self._n
+            self._n += 1
+            self._ids.append(resource_id)
+        self._row_of[resource_id] = row
+        return row
+
+    def _remove_row(self, row: int) -> None:
+        self._detach(row)
+        resource_id = self._ids[row]
+        if resource_id is not None:
+            del self._row_of[resource_id]
+        self._ids[row] = None
+        self.present[row] = False
+        self.status_active[row] = False
+        self.plugged[row] = False
+        self.soc_pct[row] = np.nan
+        self.power_kw[row] = np.nan
+        self.telemetry_ts[row] = -np.inf
+        self.departure_ts[row] = np.inf
+        self._schedules.pop(row, None)
+        self._free.append(row)
+
+    def __contains__(self, resource_id: str) -> bool:
+        return resource_id in self._row_of
+
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    def rows_of(self, resource_ids: list[str]) -> I8:
+        """Row index per id, -1 where the resource is unknown or deactivated."""
+        get = self._row_of.get
+        return np.fromiter(
+            (get(r, -1) for r in resource_ids), dtype=np.int64, count=len(resource_ids)
+        )
+
+    # ----------------------------------------------------------------- telemetry
+    def apply_telemetry(
+        self,
+        rows: I8,
+        timestamp_s: F8,
+        soc_pct: F8,
+        plugged_in: NDArray[np.bool_],
+        power_kw: F8,
+        now: datetime,
+    ) -> int:
+        """Apply validated samples; a sample older than (or as old as) what is held is ignored.
+
+        Returns how many samples changed the live state.
+        """
+        if rows.size == 0:
+            return 0
+        with self._lock:
+            # Newest sample per row wins within the batch.
+            order = np.lexsort((timestamp_s, rows))
+            rows_sorted = rows[order]
+            last = np.ones(rows_sorted.size, dtype=bool)
+            last[:-1] = rows_sorted[1:] != rows_sorted[:-1]
+            pick = order[last]
+            r = rows[pick]
+            newer = timestamp_s[pick] > self.telemetry_ts[r]
+            pick, r = pick[newer], r[newer]
+            self.telemetry_ts[r] = timestamp_s[pick]
+            self.soc_pct[r] = soc_pct[pick]
+            self.plugged[r] = plugged_in[pick]
+            self.power_kw[r] = power_kw[pick]
+            self._touch(r, now.timestamp())
+            return int(r.size)
+
+    # ----------------------------------------------------------------- reads
+    def capacity(
+        self,
+        now: datetime,
+        duration_minutes: float,
+        grid_node: str | None = None,
+        fleet_id: str | None = None,
+        resource_type: ResourceType | None = None,
+    ) -> CapacitySnapshot:
+        now_ts = now.timestamp()
+        window_s = float(duration_minutes) * 60.0
+        with self._lock:
+            view = self._view(window_s, now_ts)
+            if now_ts < view.evaluated_at or view.updates_since_rebuild > max(4 * self._n, 100_000):
+                self._rebuild(view, now_ts)
+            else:
+                n = self._n
+                due = np.flatnonzero(view.next_change[:n] <= now_ts)
+                if due.size:
+                    self._roll_departures(due[self.departure_ts[due] <= now_ts], now_ts)
+                    self._refresh(view, due, now_ts)
+                view.evaluated_at = now_ts
+            sums = view.group_sums.copy()
+            g_type = np.asarray(self._group_type, dtype=np.int64)
+            g_node = list(self._group_node)
+            g_fleet = list(self._group_fleet)
+        mask = np.ones(len(g_node), dtype=bool)
+        if grid_node is not None:
+            mask &= np.fromiter((n == grid_node for n in g_node), dtype=bool, count=len(g_node))
+        if fleet_id is not None:
+            mask &= np.fromiter((f == fleet_id for f in g_fleet), dtype=bool, count=len(g_fleet))
+        if resource_type is not None:
+            mask &= g_type == TYPES.index(resource_type)
+        selected = sums[mask]
+        by_type = {
+            t.value: Figures.from_sums(sums[mask & (g_type == i)].sum(axis=0))
+            for i, t in enumerate(TYPES)
+        }
+        by_node: dict[str, F8] = {}
+        for gid in np.flatnonzero(mask).tolist():
+            node = g_node[gid]
+            by_node[node] = by_node.get(node, 0.0) + sums[gid]
+        return CapacitySnapshot(
+            as_of=now,
+            duration_minutes=duration_minutes,
+            total=Figures.from_sums(selected.sum(axis=0)),
+            by_type=by_type,
+            by_grid_node={node: Figures.from_sums(v) for node, v in sorted(by_node.items())},
+        )
+
+    def live(
+        self, resource_id: str, now: datetime, duration_minutes: float = 60.0
+    ) -> LiveState | None:
+        """Latest telemetry and availability of one resource, with the reason when unavailable."""
+        now_ts = now.timestamp()
+        window_s = duration_minutes * 60.0
+        with self._lock:
+            row = self._row_of.get(resource_id)
+            if row is None:
+                return None
+            if self.departure_ts[row] <= now_ts:
+                self._roll_departures(np.array([row]), now_ts)
+            cols = self._columns(np.array([row]))
+            a = bool(availability(cols, now_ts, window_s, self.stale_seconds)[0])
+            soc = float(self.soc_pct[row])
+            tel = float(self.telemetry_ts[row])
+            dep = float(self.departure_ts[row])
+            reason = None
+            if not a:
+                if not self.status_active[row]:
+                    reason = "suspended"
+                elif np.isnan(soc) or not np.isfinite(tel):
+                    reason = "no_telemetry"
+                elif tel < now_ts - self.stale_seconds:
+                    reason = "stale_telemetry"
+                elif not self.plugged[row]:
+                    reason = "unplugged"
+                elif dep <= now_ts + window_s:
+                    reason = "departing"
+            return LiveState(
+                soc_pct=None if np.isnan(soc) else soc,
+                plugged_in=bool(self.plugged[row]),
+                power_kw=None if np.isnan(self.power_kw[row]) else float(self.power_kw[row]),
+                telemetry_at=datetime.fromtimestamp(tel, tz=UTC) if np.isfinite(tel) else None,
+                next_departure=datetime.fromtimestamp(dep, tz=UTC) if np.isfinite(dep) else None,
+                departure_soc_pct=float(self.departure_soc_pct[row]) if np.isfinite(dep) else None,
+                availability_factor=1.0 if a else 0.0,
+                availability_reason=reason,
+            )
+
+    def counts_by_type(self) -> dict[str, int]:
+        with self._lock:
+            n = self._n
+            present = self.present[:n]
+            bess = int(np.count_nonzero(present & self.is_bess[:n]))
+            return {"EV": int(np.count_nonzero(present)) - bess, "BESS": bess}

@@ -1,0 +1,200 @@
+"""Capacity maths (DESIGN §3) against hand-computed cases, and incremental = full recomputation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from factories import bess, ev
+from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.resources import ResourceStatus
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _state() -> FleetState:
+    return FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0)
+
+
+def _telemetry(state: FleetState, rid: str, soc: float, at: datetime, plugged: bool = True) -> None:
+    state.apply_telemetry(
+        state.rows_of([rid]),
+        np.array([at.timestamp()]),
+        np.array([soc]),
+        np.array([plugged]),
+        np.array([0.0]),
+        at,
+    )
+
+
+def test_hand_computed_mixed_fleet() -> None:
+    s = _state()
+    s.upsert(bess("b1", min_soc_pct=20.0), NOW)  # floor 20 %
+    s.upsert(ev("e1", departs_in=timedelta(hours=5), now=NOW, required_soc_pct=80), NOW)
+    s.upsert(ev("e2", departs_in=timedelta(hours=2), now=NOW, required_soc_pct=90), NOW)
+    s.upsert(ev("e3", departs_in=timedelta(minutes=30), now=NOW), NOW)
+    s.upsert(ev("e4"), NOW)
+    _telemetry(s, "b1", 60, NOW)
+    _telemetry(s, "e1", 70, NOW)
+    _telemetry(s, "e2", 70, NOW)
+    _telemetry(s, "e3", 70, NOW)
+    _telemetry(s, "e4", 70, NOW - timedelta(seconds=301))  # stale
+
+    snap = s.capacity(NOW, 60)
+    # b1: (60-20)% of 200 = 80 kWh, 50 kW limit; charge (100-60)% of 200 = 80 kWh, 40 kW.
+    # e1: raise 80 - 11*4/60*100 = 6.7 % < 30 %: floor 30 -> 24 kWh, 10 kW; charge 18 kWh, 11 kW.
+    # e2: raise 90 - 11*1/60*100 = 71.7 % > 70 %: nothing to give; charge 18 kWh, 11 kW.
+    # e3 departs within the window, e4 is stale: both unavailable.
+    assert snap.total.discharge_kwh == pytest.approx(104.0)
+    assert snap.total.discharge_kw == pytest.approx(60.0)
+    assert snap.total.charge_kwh == pytest.approx(80 + 18 + 18)
+    assert snap.total.charge_kw == pytest.approx(62.0)
+    assert snap.total.gross_energy_kwh == pytest.approx(120 + 42 + 42)
+    assert snap.total.resource_count == 5
+    assert snap.total.available_resource_count == 3
+    assert snap.by_type["BESS"].discharge_kw == pytest.approx(50.0)
+    assert snap.by_type["EV"].discharge_kwh == pytest.approx(24.0)
+
+    # A 4 h window: e1's window now ends 1 h before departure -> floor 80 - 11/60*100 = 61.67 %.
+    snap4 = s.capacity(NOW, 240)
+    assert snap4.total.discharge_kwh == pytest.approx(80 + (70 - (80 - 11 / 60 * 100)) / 100 * 60)
+    # b1 over 4 h: 80 kWh / 4 h = 20 kW, below its 50 kW limit.
+    assert snap4.by_type["BESS"].discharge_kw == pytest.approx(20.0)
+    # e2 departs inside a 4 h window.
+    assert snap4.total.available_resource_count == 2
+
+
+def test_staleness_and_departure_take_effect_as_time_passes() -> None:
+    s = _state()
+    s.upsert(bess("b1"), NOW)
+    s.upsert(ev("e1", departs_in=timedelta(hours=3), now=NOW, required_soc_pct=80), NOW)
+    _telemetry(s, "b1", 50, NOW)
+    _telemetry(s, "e1", 90, NOW)
+    assert s.capacity(NOW, 60).total.available_resource_count == 2
+    later = NOW + timedelta(seconds=299)
+    _telemetry(s, "e1", 90, later)
+    assert s.capacity(later, 60).total.available_resource_count == 2
+    # b1's telemetry goes stale; e1 stays (it reported at `later`).
+    snap = s.capacity(NOW + timedelta(seconds=301), 60)
+    assert snap.total.available_resource_count == 1
+    assert snap.by_type["BESS"].available_resource_count == 0
+    # Inside the raise zone the EV's floor climbs continuously as departure nears.
+    t1 = NOW + timedelta(seconds=310)
+    _telemetry(s, "e1", 90, t1)
+    e_early = s.capacity(t1, 60).total.discharge_kwh
+    t2 = NOW + timedelta(minutes=90)
+    _telemetry(s, "e1", 90, t2)
+    e_late = s.capacity(t2, 60).total.discharge_kwh
+    assert e_late < e_early
+    # After departure time passes the trip is over: no departure left, full headroom to the 30 % floor.
+    t3 = NOW + timedelta(hours=3, minutes=1)
+    _telemetry(s, "e1", 90, t3)
+    assert s.capacity(t3, 60).total.discharge_kwh == pytest.approx(0.6 * 60)
+
+
+def test_filters_deactivation_and_suspension() -> None:
+    s = _state()
+    s.upsert(bess("b1", grid_node="N1", fleet_id="f1"), NOW)
+    s.upsert(bess("b2", grid_node="N2", fleet_id="f2"), NOW)
+    for rid in ("b1", "b2"):
+        _telemetry(s, rid, 80, NOW)
+    assert set(s.capacity(NOW, 60).by_grid_node) == {"N1", "N2"}
+    assert s.capacity(NOW, 60, grid_node="N1").total.discharge_kwh == pytest.approx(120.0)
+    assert s.capacity(NOW, 60, fleet_id="f2").total.discharge_kwh == pytest.approx(120.0)
+    s.upsert(bess("b2", grid_node="N2", fleet_id="f2", status=ResourceStatus.SUSPENDED), NOW)
+    assert s.capacity(NOW, 60).total.available_resource_count == 1
+    s.upsert(bess("b1", grid_node="N1", fleet_id="f1", status=ResourceStatus.INACTIVE), NOW)
+    snap = s.capacity(NOW, 60)
+    assert snap.total.resource_count == 1
+    assert snap.total.discharge_kwh == 0.0
+    assert "b1" not in s
+
+
+def test_older_sample_never_overwrites_newer() -> None:
+    s = _state()
+    s.upsert(bess("b1"), NOW)
+    _telemetry(s, "b1", 80, NOW)
+    _telemetry(s, "b1", 30, NOW - timedelta(seconds=10))
+    live = s.live("b1", NOW)
+    assert live is not None and live.soc_pct == 80
+
+
+def test_bess_floor_never_below_fleet_minimum() -> None:
+    s = FleetState(bess_min_soc_pct=25.0, stale_seconds=300.0)
+    s.upsert(bess("b1", min_soc_pct=20.0), NOW)
+    _telemetry(s, "b1", 30, NOW)
+    assert s.capacity(NOW, 60).total.discharge_kwh == pytest.approx(0.05 * 200)
+
+
+# ---------------------------------------------------------------- properties
+resource_spec = st.tuples(
+    st.booleans(),  # is EV
+    st.floats(50, 1000),  # capacity
+    st.floats(0, 100),  # soc
+    st.floats(0, 60),  # min soc
+    st.floats(1, 350),  # power
+    st.one_of(st.none(), st.floats(0.1, 30)),  # departs in hours
+    st.floats(0, 100),  # required soc
+    st.booleans(),  # plugged
+    st.floats(0, 600),  # telemetry age s
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(resource_spec, min_size=1, max_size=40), st.floats(1, 24 * 60), st.floats(0, 7200))
+def test_energy_bounded_and_incremental_equals_full(
+    specs: list[tuple[bool, float, float, float, float, float | None, float, bool, float]],
+    duration_min: float,
+    advance_s: float,
+) -> None:
+    s = _state()
+    bound = 0.0
+    for i, (is_ev, cap, soc, min_soc, kw, dep_h, req, plugged, age) in enumerate(specs):
+        rid = f"r{i}"
+        if is_ev:
+            s.upsert(
+                ev(
+                    rid,
+                    battery_capacity_kwh=cap,
+                    min_soc_pct=min_soc,
+                    max_charge_kw=kw,
+                    max_discharge_kw=kw,
+                    departs_in=timedelta(hours=dep_h) if dep_h else None,
+                    now=NOW,
+                    required_soc_pct=req,
+                ),
+                NOW,
+            )
+        else:
+            s.upsert(
+                bess(
+                    rid,
+                    battery_capacity_kwh=cap,
+                    min_soc_pct=max(20.0, min_soc),
+                    max_charge_kw=kw,
+                    max_discharge_kw=kw,
+                ),
+                NOW,
+            )
+        _telemetry(s, rid, soc, NOW - timedelta(seconds=age), plugged)
+        floor = min_soc if is_ev else max(20.0, min_soc)
+        bound += max(0.0, soc - floor) / 100 * cap
+    first = s.capacity(NOW, duration_min)
+    assert 0.0 <= first.total.discharge_kwh <= bound + 1e-6
+    assert 0.0 <= first.total.discharge_kw
+    assert first.total.charge_kwh >= 0.0
+    # Advance time: the incrementally maintained view must equal a view built from scratch.
+    later = NOW + timedelta(seconds=advance_s)
+    incremental = s.capacity(later, duration_min)
+    s._views.clear()  # drop cached aggregates: the next read recomputes everything
+    full = s.capacity(later, duration_min)
+    for name in ("discharge_kw", "discharge_kwh", "charge_kw", "charge_kwh", "gross_energy_kwh"):
+        assert getattr(incremental.total, name) == pytest.approx(
+            getattr(full.total, name), abs=1e-6
+        )
+    assert incremental.total.available_resource_count == full.total.available_resource_count
+    assert 0.0 <= incremental.total.discharge_kwh <= bound + 1e-6
