@@ -1,0 +1,117 @@
+"""FastAPI application factory: one Aggregator, its metrics, and errors every client can read."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from vpp_aggregator import SERVICE_NAME, __version__
+from vpp_aggregator.adapters.api import (
+    routes_capacity,
+    routes_ops,
+    routes_resources,
+    routes_telemetry,
+)
+from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics
+from vpp_aggregator.adapters.store.database import make_engine, migrate
+from vpp_aggregator.adapters.store.repository import Repository
+from vpp_aggregator.app.aggregator import Aggregator, utc_now
+from vpp_aggregator.app.errors import (
+    RegistrationRejectedError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from vpp_aggregator.config import Settings, load_settings
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            msg, field = e["msg"], _field(tuple(e["loc"]))
+            if e["type"] == "json_invalid":
+                msg, field = (
+                    "Body is not valid JSON: " + str(e.get("ctx", {}).get("error", msg)),
+                    "body",
+                )
+            elif e["type"] == "extra_forbidden":
+                msg = "Unknown field; check the spelling against /docs"
+            errors.append({"field": field, "message": msg})
+        detail = f"Request is invalid: {len(errors)} problem{'s' if len(errors) != 1 else ''}"
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(RegistrationRejectedError)
+    async def _rejected(_: Request, exc: RegistrationRejectedError) -> JSONResponse:
+        errors = [{"field": v.field, "message": v.message} for v in exc.violations]
+        n = len(errors)
+        detail = f"Registration rejected: {n} requirement{'s' if n != 1 else ''} not met"
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(ResourceExistsError)
+    async def _exists(_: Request, exc: ResourceExistsError) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": f"Resource {exc} is already registered",
+                "errors": [{"field": "resource_id", "message": "already registered"}],
+            },
+            status_code=409,
+        )
+
+    @app.exception_handler(ResourceNotFoundError)
+    async def _missing(_: Request, exc: ResourceNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": f"No resource with id {exc}", "errors": []}, status_code=404)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc.detail), "errors": []},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+
+def create_app(
+    settings: Settings | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    run_migrations: bool = True,
+) -> FastAPI:
+    settings = settings or load_settings()
+    engine = make_engine(settings.database_url)
+    if run_migrations:
+        migrate(engine)
+    aggregator = Aggregator(settings, Repository(engine), clock)
+    aggregator.load()
+    metrics = Metrics(aggregator)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="VPP Aggregator",
+        version=__version__,
+        summary=f"{SERVICE_NAME}: V2G EVs and batteries as one dispatchable resource (FERC Order 2222)",
+        description="Units: kW, kWh, SoC in %. Positive kW = discharge to the grid (up), negative = charge (down). "
+        "Timestamps are timezone-aware ISO-8601.",
+        lifespan=lifespan,
+    )
+    app.state.aggregator = aggregator
+    app.state.metrics = metrics
+    _install_error_handlers(app)
+    for module in (routes_ops, routes_resources, routes_telemetry, routes_capacity):
+        app.include_router(module.router)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    return app

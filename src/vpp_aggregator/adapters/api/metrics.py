@@ -1,0 +1,114 @@
+"""Prometheus metrics: request latency, telemetry counters, and capacity read at scrape time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vpp_aggregator.app.aggregator import Aggregator
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class FleetCollector(Collector):
+    """Computes capacity when Prometheus scrapes, so the numbers are never older than the scrape."""
+
+    def __init__(self, agg: Aggregator) -> None:
+        self.agg = agg
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self.agg.capacity.snapshot(60)
+        kw = GaugeMetricFamily(
+            "vpp_available_capacity_kw",
+            "Available power over a 60 min window (direction: discharge=up, charge=down)",
+            labels=["direction", "scope", "name"],
+        )
+        kwh = GaugeMetricFamily(
+            "vpp_available_energy_kwh",
+            "Available energy over a 60 min window",
+            labels=["direction", "scope", "name"],
+        )
+        scopes: list[tuple[str, str, Any]] = [("total", "all", snap.total)]
+        scopes += [("resource_type", t, f) for t, f in snap.by_type.items()]
+        scopes += [("grid_node", n, f) for n, f in snap.by_grid_node.items()]
+        for scope, name, f in scopes:
+            kw.add_metric(["discharge", scope, name], f.discharge_kw)
+            kw.add_metric(["charge", scope, name], f.charge_kw)
+            kwh.add_metric(["discharge", scope, name], f.discharge_kwh)
+            kwh.add_metric(["charge", scope, name], f.charge_kwh)
+        yield kw
+        yield kwh
+        active = GaugeMetricFamily(
+            "vpp_active_resources",
+            "Registered, not deactivated resources",
+            labels=["resource_type"],
+        )
+        for t, n in self.agg.state.counts_by_type().items():
+            active.add_metric([t], n)
+        yield active
+        avail = GaugeMetricFamily(
+            "vpp_available_resources",
+            "Resources available right now (60 min window)",
+            labels=["resource_type"],
+        )
+        for t, f in snap.by_type.items():
+            avail.add_metric([t], f.available_resource_count)
+        yield avail
+
+
+class Metrics:
+    def __init__(self, agg: Aggregator) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(FleetCollector(agg))
+        self.samples_accepted = Counter(
+            "vpp_telemetry_samples_accepted", "Telemetry samples accepted", registry=self.registry
+        )
+        self.samples_rejected = Counter(
+            "vpp_telemetry_samples_rejected",
+            "Telemetry samples rejected",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.request_latency = Histogram(
+            "vpp_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+
+class LatencyMiddleware:
+    """Pure ASGI (no per-request task) so timing costs microseconds on the hot read path."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.request_latency.labels(scope["method"], path, str(status)).observe(
+                time.perf_counter() - start
+            )

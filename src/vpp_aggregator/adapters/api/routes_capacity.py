@@ -1,0 +1,25 @@
+"""Real-time capacity."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from vpp_aggregator.adapters.api.deps import AggDep
+from vpp_aggregator.adapters.api.schemas import CapacityOut, ErrorOut
+
+router = APIRouter(prefix="/capacity", tags=["capacity"])
+
+
+@router.get("/available", response_model=CapacityOut, responses={422: {"model": ErrorOut}})
+async def available(
+    agg: AggDep,
+    duration_minutes: Annotated[float, Query(gt=0, le=24 * 60, description="Window length h")] = 60,
+    grid_node: Annotated[str | None, Query(max_length=128)] = None,
+    fleet_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> CapacityOut:
+    """Power and energy the fleet can give (discharge, up) or absorb (charge, down) over the window."""
+    return CapacityOut.model_validate(
+        agg.capacity.available(duration_minutes, grid_node or None, fleet_id or None)
+    )

@@ -1,0 +1,98 @@
+"""Resource registry endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+
+from vpp_aggregator.adapters.api.deps import AggDep
+from vpp_aggregator.adapters.api.mapping import (
+    changes_from_patch,
+    resource_from_request,
+    resource_out,
+)
+from vpp_aggregator.adapters.api.schemas import (
+    ErrorOut,
+    PatchIn,
+    RegisterIn,
+    ResourceList,
+    ResourceOut,
+)
+
+router = APIRouter(prefix="/resources", tags=["resources"])
+ERRORS: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorOut, "description": "No such resource"},
+    422: {"model": ErrorOut, "description": "Every failed requirement, each with its field"},
+}
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ResourceOut,
+    responses={409: {"model": ErrorOut, "description": "resource_id already registered"}, **ERRORS},
+)
+def register(body: RegisterIn, agg: AggDep) -> ResourceOut:
+    """Enrol an EV or BESS. It must have ≥ 50 kWh, be V2G capable, report telemetry and be approved."""
+    resource = agg.registry.register(resource_from_request(body, agg.settings.bess_min_soc_pct))
+    now = agg.clock()
+    return resource_out(
+        resource, agg.state.live(resource.resource_id, now), agg.settings.bess_min_soc_pct
+    )
+
+
+@router.get("", response_model=ResourceList, responses={422: {"model": ErrorOut}})
+def list_resources(
+    agg: AggDep,
+    resource_type: Literal["EV", "BESS"] | None = None,
+    grid_node: Annotated[str | None, Query(max_length=128)] = None,
+    fleet_id: Annotated[str | None, Query(max_length=128)] = None,
+    status: Literal["active", "suspended", "inactive"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> ResourceList:
+    items, total = agg.store.list(
+        resource_type=resource_type,
+        grid_node=grid_node,
+        fleet_id=fleet_id,
+        status=status,
+        limit=limit,
+        offset=offset,
+    )
+    now = agg.clock()
+    bess_min = agg.settings.bess_min_soc_pct
+    return ResourceList(
+        items=[resource_out(r, agg.state.live(r.resource_id, now), bess_min) for r in items],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{resource_id}", response_model=ResourceOut, responses=ERRORS)
+def get_resource(
+    resource_id: str,
+    agg: AggDep,
+    duration_minutes: Annotated[float, Query(gt=0, le=24 * 60)] = 60,
+) -> ResourceOut:
+    """One resource with its latest telemetry and whether it can respond over the next window."""
+    resource = agg.registry.get(resource_id)
+    live = agg.state.live(resource_id, agg.clock(), duration_minutes)
+    return resource_out(resource, live, agg.settings.bess_min_soc_pct)
+
+
+@router.patch("/{resource_id}", response_model=ResourceOut, responses=ERRORS)
+def patch_resource(resource_id: str, body: PatchIn, agg: AggDep) -> ResourceOut:
+    """Change the driver's minimum SoC, schedule, trips, name, charge point or status."""
+    resource = agg.registry.change(resource_id, changes_from_patch(body))
+    return resource_out(
+        resource, agg.state.live(resource_id, agg.clock()), agg.settings.bess_min_soc_pct
+    )
+
+
+@router.delete("/{resource_id}", response_model=ResourceOut, responses=ERRORS)
+def deactivate_resource(resource_id: str, agg: AggDep) -> ResourceOut:
+    """Deactivate: the resource leaves every aggregation; its record and telemetry history are kept."""
+    resource = agg.registry.deactivate(resource_id)
+    return resource_out(resource, None, agg.settings.bess_min_soc_pct)

@@ -1,0 +1,197 @@
+"""HTTP request and response models: one schema drives validation and the OpenAPI document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+Kw = float
+FINITE = ConfigDict(allow_inf_nan=False, populate_by_name=True)
+
+
+class InterconnectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    approved: StrictBool
+    reference: str = Field(
+        "", max_length=200, description="Utility interconnection agreement reference"
+    )
+
+
+class DepartureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+    days: list[str] = Field(..., examples=[["mon", "tue", "wed", "thu", "fri"]])
+    departure: str = Field(..., examples=["07:30"], description="Local time HH:MM")
+    return_: str | None = Field(None, alias="return", examples=["17:30"])
+    required_soc_pct: float = Field(..., examples=[80])
+    timezone: str = Field("UTC", examples=["America/Los_Angeles"])
+
+
+class TripIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+    departure: datetime
+    return_: datetime | None = Field(None, alias="return")
+    required_soc_pct: float
+
+
+class RegisterIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    resource_id: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$"
+    )
+    resource_type: Literal["EV", "BESS"]
+    name: str = Field("", max_length=200)
+    fleet_id: str = Field(..., min_length=1, max_length=128)
+    grid_node: str = Field(..., min_length=1, max_length=128)
+    battery_capacity_kwh: float = Field(..., gt=0, le=1_000_000)
+    max_charge_kw: float = Field(..., ge=0, le=1_000_000)
+    max_discharge_kw: float = Field(..., ge=0, le=1_000_000)
+    v2g_capable: StrictBool
+    telemetry_enabled: StrictBool
+    interconnection: InterconnectionIn
+    min_soc_pct: float | None = Field(
+        None,
+        description="EV: the driver's minimum (default 20). BESS: at least VPP_BESS_MIN_SOC (the default).",
+    )
+    max_soc_pct: float = 100.0
+    departure_schedule: list[DepartureIn] = Field(default_factory=list, max_length=50)
+    trips: list[TripIn] = Field(default_factory=list, max_length=500)
+    charge_point_id: str | None = Field(None, max_length=128)
+
+
+class PatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str | None = Field(None, max_length=200)
+    min_soc_pct: float | None = None
+    max_soc_pct: float | None = None
+    departure_schedule: list[DepartureIn] | None = Field(None, max_length=50)
+    trips: list[TripIn] | None = Field(None, max_length=500)
+    status: Literal["active", "suspended"] | None = None
+    charge_point_id: str | None = Field(None, max_length=128)
+
+
+class TelemetryOut(BaseModel):
+    timestamp: datetime
+    soc_pct: float
+    plugged_in: bool
+    power_kw: float | None
+
+
+class NextDepartureOut(BaseModel):
+    departure: datetime
+    required_soc_pct: float
+
+
+class ResourceOut(BaseModel):
+    resource_id: str
+    resource_type: Literal["EV", "BESS"]
+    name: str
+    fleet_id: str
+    grid_node: str
+    battery_capacity_kwh: float
+    max_charge_kw: float
+    max_discharge_kw: float
+    v2g_capable: bool
+    telemetry_enabled: bool
+    interconnection: InterconnectionIn
+    min_soc_pct: float
+    max_soc_pct: float
+    floor_soc_pct: float = Field(
+        ..., description="The SoC never dispatched below, before any departure raise"
+    )
+    departure_schedule: list[DepartureIn]
+    trips: list[TripIn]
+    charge_point_id: str
+    status: Literal["active", "suspended", "inactive"]
+    created_at: datetime
+    updated_at: datetime
+    telemetry: TelemetryOut | None = None
+    next_departure: NextDepartureOut | None = None
+    availability_factor: float = 0.0
+    availability_reason: str | None = None
+
+
+class ResourceList(BaseModel):
+    items: list[ResourceOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class SampleIn(BaseModel):
+    """Lenient on purpose: a naive timestamp or an out-of-range SoC is rejected per sample, with a reason."""
+
+    model_config = ConfigDict(allow_inf_nan=True)
+    resource_id: str = Field(..., max_length=128)
+    timestamp: datetime
+    soc_pct: float
+    plugged_in: StrictBool
+    power_kw: float = 0.0
+
+
+class TelemetryIn(BaseModel):
+    samples: list[SampleIn] = Field(..., max_length=10_000)
+
+
+class RejectionOut(BaseModel):
+    index: int
+    reason: str
+
+
+class IngestOut(BaseModel):
+    accepted: int
+    rejected: list[RejectionOut]
+
+
+class PowerEnergy(BaseModel):
+    kw: float
+    kwh: float
+
+
+class FiguresOut(BaseModel):
+    discharge: PowerEnergy
+    charge: PowerEnergy
+    gross_energy_kwh: float
+    resource_count: int
+    available_resource_count: int
+
+
+class NodeFiguresOut(FiguresOut):
+    meets_minimum: bool
+
+
+class CapacityOut(BaseModel):
+    as_of: datetime
+    duration_minutes: float
+    discharge: PowerEnergy
+    charge: PowerEnergy
+    gross_energy_kwh: float
+    resource_count: int
+    available_resource_count: int
+    min_capacity_kw: float
+    meets_minimum: bool
+    by_type: dict[str, FiguresOut]
+    by_grid_node: dict[str, NodeFiguresOut]
+    available_capacity_kw: float = Field(
+        ..., description="Discharge kW (name read by the market gateway)"
+    )
+    available_capacity_kwh: float = Field(
+        ..., description="Discharge kWh (name read by the market gateway)"
+    )
+
+
+class HealthOut(BaseModel):
+    status: Literal["healthy", "degraded"]
+    service: str
+    version: str
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)

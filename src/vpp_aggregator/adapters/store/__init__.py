@@ -1,0 +1,1 @@
+"""Durable state: SQLAlchemy 2 tables, Alembic migrations and the repository over them."""

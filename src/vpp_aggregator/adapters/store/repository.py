@@ -1,0 +1,228 @@
+"""Registry and telemetry history persistence (SQLAlchemy Core for bulk speed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from vpp_aggregator.adapters.store.tables import resources, telemetry_samples
+from vpp_aggregator.app.errors import DuplicateResourceError
+from vpp_aggregator.app.ports import StoredSample
+from vpp_aggregator.domain.resources import (
+    Interconnection,
+    RecurringDeparture,
+    Resource,
+    ResourceStatus,
+    ResourceType,
+    Trip,
+)
+
+
+def schedule_to_json(schedule: Sequence[RecurringDeparture]) -> list[dict[str, Any]]:
+    return [
+        {
+            "days": list(e.days),
+            "departure": e.departure,
+            "return": e.return_,
+            "required_soc_pct": e.required_soc_pct,
+            "timezone": e.timezone,
+        }
+        for e in schedule
+    ]
+
+
+def trips_to_json(trips: Sequence[Trip]) -> list[dict[str, Any]]:
+    return [
+        {
+            "departure": t.departure.isoformat(),
+            "return": t.return_.isoformat() if t.return_ else None,
+            "required_soc_pct": t.required_soc_pct,
+        }
+        for t in trips
+    ]
+
+
+def _row_values(r: Resource) -> dict[str, Any]:
+    return {
+        "resource_id": r.resource_id,
+        "resource_type": r.resource_type.value,
+        "name": r.name,
+        "fleet_id": r.fleet_id,
+        "grid_node": r.grid_node,
+        "battery_capacity_kwh": r.battery_capacity_kwh,
+        "max_charge_kw": r.max_charge_kw,
+        "max_discharge_kw": r.max_discharge_kw,
+        "v2g_capable": r.v2g_capable,
+        "telemetry_enabled": r.telemetry_enabled,
+        "interconnection_approved": r.interconnection.approved,
+        "interconnection_reference": r.interconnection.reference,
+        "min_soc_pct": r.min_soc_pct,
+        "max_soc_pct": r.max_soc_pct,
+        "departure_schedule": schedule_to_json(r.departure_schedule),
+        "trips": trips_to_json(r.trips),
+        "charge_point_id": r.charge_point_id,
+        "status": r.status.value,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    }
+
+
+def _from_row(m: Any) -> Resource:
+    return Resource(
+        resource_id=m.resource_id,
+        resource_type=ResourceType(m.resource_type),
+        name=m.name,
+        fleet_id=m.fleet_id,
+        grid_node=m.grid_node,
+        battery_capacity_kwh=m.battery_capacity_kwh,
+        max_charge_kw=m.max_charge_kw,
+        max_discharge_kw=m.max_discharge_kw,
+        v2g_capable=m.v2g_capable,
+        telemetry_enabled=m.telemetry_enabled,
+        interconnection=Interconnection(m.interconnection_approved, m.interconnection_reference),
+        min_soc_pct=m.min_soc_pct,
+        max_soc_pct=m.max_soc_pct,
+        departure_schedule=tuple(
+            RecurringDeparture(
+                days=tuple(e["days"]),
+                departure=e["departure"],
+                return_=e.get("return"),
+                required_soc_pct=e["required_soc_pct"],
+                timezone=e["timezone"],
+            )
+            for e in m.departure_schedule
+        ),
+        trips=tuple(
+            Trip(
+                departure=datetime.fromisoformat(t["departure"]),
+                return_=datetime.fromisoformat(t["return"]) if t.get("return") else None,
+                required_soc_pct=t["required_soc_pct"],
+            )
+            for t in m.trips
+        ),
+        charge_point_id=m.charge_point_id,
+        status=ResourceStatus(m.status),
+        created_at=m.created_at,
+        updated_at=m.updated_at,
+    )
+
+
+class Repository:
+    """All SQL lives here; callers see domain objects."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    # ------------------------------------------------------------- registry
+    def add(self, resource: Resource) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(resources).values(**_row_values(resource)))
+        except IntegrityError as exc:
+            raise DuplicateResourceError(resource.resource_id) from exc
+
+    def add_many(self, items: Sequence[Resource]) -> None:
+        """Bulk registration (simulator and benchmarks); all or nothing."""
+        if not items:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(resources), [_row_values(r) for r in items])
+        except IntegrityError as exc:
+            raise DuplicateResourceError("one of the resources") from exc
+
+    def save(self, resource: Resource) -> None:
+        values = _row_values(resource)
+        rid = values.pop("resource_id")
+        values.pop("created_at")
+        with self.engine.begin() as conn:
+            conn.execute(update(resources).where(resources.c.resource_id == rid).values(**values))
+
+    def get(self, resource_id: str) -> Resource | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(resources).where(resources.c.resource_id == resource_id)
+            ).first()
+        return _from_row(row) if row else None
+
+    def list(
+        self,
+        *,
+        resource_type: str | None = None,
+        grid_node: str | None = None,
+        fleet_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Resource], int]:
+        conds = []
+        if resource_type:
+            conds.append(resources.c.resource_type == resource_type)
+        if grid_node:
+            conds.append(resources.c.grid_node == grid_node)
+        if fleet_id:
+            conds.append(resources.c.fleet_id == fleet_id)
+        if status:
+            conds.append(resources.c.status == status)
+        where = and_(*conds) if conds else None
+        q = select(resources).order_by(resources.c.resource_id).limit(limit).offset(offset)
+        cq = select(func.count()).select_from(resources)
+        if where is not None:
+            q, cq = q.where(where), cq.where(where)
+        with self.engine.connect() as conn:
+            items = [_from_row(r) for r in conn.execute(q)]
+            total = int(conn.execute(cq).scalar_one())
+        return items, total
+
+    def live_resources(self) -> Iterable[Resource]:
+        """Everything not deactivated, streamed (for rebuilding live state at start-up)."""
+        q = select(resources).where(resources.c.status != ResourceStatus.INACTIVE.value)
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=10_000).execute(q):
+                yield _from_row(row)
+
+    # ------------------------------------------------------------- telemetry
+    def insert_samples(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append history; a replayed (resource, timestamp) sample is ignored, not duplicated."""
+        if not rows:
+            return
+        dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        stmt = dialect_insert(telemetry_samples).on_conflict_do_nothing(
+            index_elements=["resource_id", "ts"]
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, list(rows))
+
+    def latest_samples(self) -> Iterable[StoredSample]:
+        """The newest sample of every resource (restores live state after a restart)."""
+        newest = (
+            select(telemetry_samples.c.resource_id, func.max(telemetry_samples.c.ts).label("ts"))
+            .group_by(telemetry_samples.c.resource_id)
+            .subquery()
+        )
+        t = telemetry_samples
+        q = select(t.c.resource_id, t.c.ts, t.c.soc_pct, t.c.plugged_in, t.c.power_kw).join(
+            newest, and_(t.c.resource_id == newest.c.resource_id, t.c.ts == newest.c.ts)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=10_000).execute(q):
+                yield StoredSample(
+                    row.resource_id, row.ts, row.soc_pct, row.plugged_in, row.power_kw
+                )
+
+    def count_samples(self, resource_id: str | None = None) -> int:
+        q = select(func.count()).select_from(telemetry_samples)
+        if resource_id:
+            q = q.where(telemetry_samples.c.resource_id == resource_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")

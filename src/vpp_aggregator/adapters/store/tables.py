@@ -1,0 +1,81 @@
+"""Table definitions shared by the repository and the migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in, aware UTC out, on PostgreSQL (timestamptz) and on SQLite (naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("resource_id", String(128), primary_key=True),
+    Column("resource_type", String(8), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("fleet_id", String(128), nullable=False, index=True),
+    Column("grid_node", String(128), nullable=False, index=True),
+    Column("battery_capacity_kwh", Float, nullable=False),
+    Column("max_charge_kw", Float, nullable=False),
+    Column("max_discharge_kw", Float, nullable=False),
+    Column("v2g_capable", Boolean, nullable=False),
+    Column("telemetry_enabled", Boolean, nullable=False),
+    Column("interconnection_approved", Boolean, nullable=False),
+    Column("interconnection_reference", String(200), nullable=False),
+    Column("min_soc_pct", Float, nullable=False),
+    Column("max_soc_pct", Float, nullable=False),
+    Column("departure_schedule", JSON, nullable=False),
+    Column("trips", JSON, nullable=False),
+    Column("charge_point_id", String(128), nullable=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+telemetry_samples = Table(
+    "telemetry_samples",
+    metadata,
+    Column("resource_id", String(128), primary_key=True),
+    Column("ts", UTCDateTime, primary_key=True),
+    Column("soc_pct", Float, nullable=False),
+    Column("plugged_in", Boolean, nullable=False),
+    Column("power_kw", Float, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_telemetry_samples_ts", "ts"),
+)

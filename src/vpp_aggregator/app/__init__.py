@@ -1,0 +1,1 @@
+"""Use cases: what an operator or another layer asks of the aggregator, over ports to the adapters."""

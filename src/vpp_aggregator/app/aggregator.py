@@ -1,0 +1,67 @@
+"""Wires the use cases to one store and one live state, and rebuilds that state at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import numpy as np
+
+from vpp_aggregator.app.capacity import CapacityService
+from vpp_aggregator.app.ports import ResourceStore
+from vpp_aggregator.app.registry import RegistryService
+from vpp_aggregator.app.telemetry import TelemetryService
+from vpp_aggregator.config import Settings
+from vpp_aggregator.domain.fleet_state import FleetState
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Aggregator:
+    def __init__(
+        self, settings: Settings, store: ResourceStore, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.state = FleetState(
+            bess_min_soc_pct=settings.bess_min_soc_pct,
+            stale_seconds=settings.telemetry_stale_seconds,
+        )
+        self.registry = RegistryService(store, self.state, settings.bess_min_soc_pct, clock)
+        self.telemetry = TelemetryService(
+            store, self.state, clock, settings.telemetry_max_clock_skew_seconds
+        )
+        self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)
+
+    def load(self) -> int:
+        """Rebuild live state from the registry and the newest stored sample of each resource."""
+        now = self.clock()
+        for resource in self.store.live_resources():
+            self.state.upsert(resource, now)
+        batch: list[tuple[str, float, float, bool, float]] = []
+
+        def flush() -> None:
+            rows = self.state.rows_of([b[0] for b in batch])
+            keep = rows >= 0
+            self.state.apply_telemetry(
+                rows[keep],
+                np.array([b[1] for b in batch])[keep],
+                np.array([b[2] for b in batch])[keep],
+                np.array([b[3] for b in batch], dtype=bool)[keep],
+                np.array([b[4] for b in batch])[keep],
+                now,
+            )
+            batch.clear()
+
+        for s in self.store.latest_samples():
+            batch.append(
+                (s.resource_id, s.timestamp.timestamp(), s.soc_pct, s.plugged_in, s.power_kw)
+            )
+            if len(batch) >= 50_000:
+                flush()
+        if batch:
+            flush()
+        return len(self.state)

@@ -1,0 +1,56 @@
+"""Real-time capacity answers in the shape operators and the market gateway read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from vpp_aggregator.domain.fleet_state import CapacitySnapshot, Figures, FleetState
+
+
+def _figures(f: Figures, min_capacity_kw: float | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "discharge": {"kw": round(f.discharge_kw, 3), "kwh": round(f.discharge_kwh, 3)},
+        "charge": {"kw": round(f.charge_kw, 3), "kwh": round(f.charge_kwh, 3)},
+        "gross_energy_kwh": round(f.gross_energy_kwh, 3),
+        "resource_count": f.resource_count,
+        "available_resource_count": f.available_resource_count,
+    }
+    if min_capacity_kw is not None:
+        out["meets_minimum"] = f.discharge_kw >= min_capacity_kw
+    return out
+
+
+class CapacityService:
+    def __init__(
+        self, state: FleetState, min_capacity_kw: float, clock: Callable[[], datetime]
+    ) -> None:
+        self.state = state
+        self.min_capacity_kw = min_capacity_kw
+        self.clock = clock
+
+    def snapshot(
+        self, duration_minutes: float, grid_node: str | None = None, fleet_id: str | None = None
+    ) -> CapacitySnapshot:
+        return self.state.capacity(
+            self.clock(), duration_minutes, grid_node=grid_node, fleet_id=fleet_id
+        )
+
+    def available(
+        self, duration_minutes: float, grid_node: str | None = None, fleet_id: str | None = None
+    ) -> dict[str, Any]:
+        snap = self.snapshot(duration_minutes, grid_node, fleet_id)
+        total = _figures(snap.total, self.min_capacity_kw)
+        return {
+            "as_of": snap.as_of.isoformat(),
+            "duration_minutes": snap.duration_minutes,
+            **total,
+            "min_capacity_kw": self.min_capacity_kw,
+            "by_type": {t: _figures(f) for t, f in snap.by_type.items()},
+            "by_grid_node": {
+                n: _figures(f, self.min_capacity_kw) for n, f in snap.by_grid_node.items()
+            },
+            "available_capacity_kw": total["discharge"]["kw"],
+            "available_capacity_kwh": total["discharge"]["kwh"],
+        }

@@ -1,0 +1,42 @@
+"""What the use cases need from storage; the store adapter implements it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from vpp_aggregator.domain.resources import Resource
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSample:
+    resource_id: str
+    timestamp: datetime
+    soc_pct: float
+    plugged_in: bool
+    power_kw: float
+
+
+class ResourceStore(Protocol):
+    def add(self, resource: Resource) -> None:
+        """Insert; raises DuplicateResourceError when the id exists."""
+
+    def add_many(self, items: Sequence[Resource]) -> None: ...
+    def save(self, resource: Resource) -> None: ...
+    def get(self, resource_id: str) -> Resource | None: ...
+    def live_resources(self) -> Iterable[Resource]: ...
+    def insert_samples(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    def latest_samples(self) -> Iterable[StoredSample]: ...
+    def ping(self) -> None: ...
+    def list(
+        self,
+        *,
+        resource_type: str | None = None,
+        grid_node: str | None = None,
+        fleet_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Resource], int]: ...

@@ -1,0 +1,95 @@
+"""Register, change and deactivate resources; the registry and the live state move together."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from vpp_aggregator.app.errors import (
+    DuplicateResourceError,
+    RegistrationRejectedError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from vpp_aggregator.app.ports import ResourceStore
+from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.registration import check_registration
+from vpp_aggregator.domain.resources import Resource, ResourceStatus
+
+
+class RegistryService:
+    def __init__(
+        self,
+        repo: ResourceStore,
+        state: FleetState,
+        bess_min_soc_pct: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.repo = repo
+        self.state = state
+        self.bess_min_soc_pct = bess_min_soc_pct
+        self.clock = clock
+
+    @staticmethod
+    def new_id(resource: Resource) -> str:
+        return f"{resource.resource_type.value.lower()}-{uuid.uuid4().hex[:12]}"
+
+    def register(self, resource: Resource) -> Resource:
+        if not resource.resource_id:
+            resource = replace(resource, resource_id=self.new_id(resource))
+        violations = check_registration(resource, self.bess_min_soc_pct)
+        if violations:
+            raise RegistrationRejectedError(violations)
+        now = self.clock()
+        resource = replace(resource, status=ResourceStatus.ACTIVE, created_at=now, updated_at=now)
+        try:
+            self.repo.add(resource)
+        except DuplicateResourceError:
+            raise ResourceExistsError(resource.resource_id) from None
+        self.state.upsert(resource, now)
+        return resource
+
+    def register_many(self, items: list[Resource]) -> None:
+        """Bulk path for seeding large fleets: same rules, one transaction."""
+        now = self.clock()
+        ready = []
+        for resource in items:
+            violations = check_registration(resource, self.bess_min_soc_pct)
+            if violations:
+                raise RegistrationRejectedError(violations)
+            ready.append(
+                replace(resource, status=ResourceStatus.ACTIVE, created_at=now, updated_at=now)
+            )
+        try:
+            self.repo.add_many(ready)
+        except DuplicateResourceError:
+            raise ResourceExistsError("one of the resources") from None
+        for resource in ready:
+            self.state.upsert(resource, now)
+
+    def get(self, resource_id: str) -> Resource:
+        resource = self.repo.get(resource_id)
+        if resource is None:
+            raise ResourceNotFoundError(resource_id)
+        return resource
+
+    def change(self, resource_id: str, changes: dict[str, Any]) -> Resource:
+        """Apply a PATCH; the changed resource must still satisfy every registration rule."""
+        current = self.get(resource_id)
+        updated = replace(current, **changes, updated_at=self.clock())
+        violations = check_registration(updated, self.bess_min_soc_pct)
+        if violations:
+            raise RegistrationRejectedError(violations)
+        self.repo.save(updated)
+        self.state.upsert(updated, self.clock())
+        return updated
+
+    def deactivate(self, resource_id: str) -> Resource:
+        current = self.get(resource_id)
+        updated = replace(current, status=ResourceStatus.INACTIVE, updated_at=self.clock())
+        self.repo.save(updated)
+        self.state.upsert(updated, self.clock())
+        return updated

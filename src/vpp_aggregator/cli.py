@@ -1,0 +1,129 @@
+"""The one entry point: serve, migrate, simulate, bench."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vpp_aggregator.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    help="VPP aggregator: V2G EVs and batteries as one dispatchable resource.", no_args_is_help=True
+)
+console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (SQLite file or PostgreSQL from DATABASE_URL)."""
+    from vpp_aggregator.adapters.store.database import make_engine
+    from vpp_aggregator.adapters.store.database import migrate as run
+
+    settings = _settings()
+    revision = run(make_engine(settings.database_url))
+    console.print(
+        f"database at revision [bold]{revision}[/bold] ({_safe_url(settings.database_url)})"
+    )
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def serve(
+    demo: Annotated[
+        bool, typer.Option(help="Also run a simulated fleet posting telemetry to this service")
+    ] = False,
+    demo_evs: Annotated[int, typer.Option(help="EVs in the demo fleet")] = 40,
+    demo_bess: Annotated[int, typer.Option(help="Batteries in the demo fleet")] = 4,
+) -> None:
+    """Start the HTTP API on $PORT (default 3003)."""
+    import uvicorn
+
+    from vpp_aggregator.adapters.api.app import create_app
+
+    settings = _settings()
+    try:
+        api = create_app(settings)
+    except Exception as exc:  # a clear line for the operator instead of a traceback wall
+        console.print(f"[red]cannot start: {type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"vpp-aggregator on http://127.0.0.1:{settings.port}  (docs /docs, metrics /metrics, "
+        f"database {_safe_url(settings.database_url)})"
+    )
+    if demo:
+        from vpp_aggregator.simulate import run_simulation
+
+        base = f"http://127.0.0.1:{settings.port}"
+        threading.Thread(
+            target=run_simulation,
+            kwargs={"base_url": base, "ev_count": demo_evs, "bess_count": demo_bess},
+            daemon=True,
+            name="demo-fleet",
+        ).start()
+        console.print(
+            f"demo fleet: {demo_evs} EVs and {demo_bess} batteries posting telemetry every 2 s"
+        )
+    uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+@app.command()
+def simulate(
+    url: Annotated[
+        str, typer.Option(help="Base URL of a running service")
+    ] = "http://127.0.0.1:3003",
+    evs: Annotated[int, typer.Option(help="Number of EVs")] = 40,
+    bess: Annotated[int, typer.Option(help="Number of batteries")] = 4,
+    interval: Annotated[float, typer.Option(help="Seconds between telemetry posts")] = 2.0,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: run until Ctrl-C)")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Simulated minutes of driver behaviour per real minute")
+    ] = 60.0,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Real data folder (default ../shared/data)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 7,
+) -> None:
+    """Run a fleet whose plug-ins, batteries and power come from real charging data."""
+    from vpp_aggregator.simulate import run_simulation
+
+    def tick(accepted: int, rejected: int) -> None:
+        console.print(f"posted telemetry: {accepted} accepted, {rejected} rejected")
+
+    try:
+        run_simulation(
+            base_url=url,
+            ev_count=evs,
+            bess_count=bess,
+            interval_s=interval,
+            duration_s=duration,
+            speed=speed,
+            data_dir=data_dir,
+            seed=seed,
+            on_tick=tick,
+        )
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    app()
