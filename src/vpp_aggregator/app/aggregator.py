@@ -13,6 +13,7 @@ from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import TelemetryService
 from vpp_aggregator.config import Settings
 from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.resources import Resource
 
 
 def utc_now() -> datetime:
@@ -39,8 +40,13 @@ class Aggregator:
     def load(self) -> int:
         """Rebuild live state from the registry and the newest stored sample of each resource."""
         now = self.clock()
+        chunk: list[Resource] = []
         for resource in self.store.live_resources():
-            self.state.upsert(resource, now)
+            chunk.append(resource)
+            if len(chunk) >= 50_000:
+                self.state.upsert_many(chunk, now)
+                chunk.clear()
+        self.state.upsert_many(chunk, now)
         batch: list[tuple[str, float, float, bool, float]] = []
 
         def flush() -> None:

@@ -67,8 +67,7 @@ class RegistryService:
             self.repo.add_many(ready)
         except DuplicateResourceError:
             raise ResourceExistsError("one of the resources") from None
-        for resource in ready:
-            self.state.upsert(resource, now)
+        self.state.upsert_many(ready, now)
 
     def get(self, resource_id: str) -> Resource:
         resource = self.repo.get(resource_id)
