@@ -65,11 +65,13 @@ def availability(cols: ResourceColumns, now_ts: float, window_s: float, stale_s:
 
 def contributions(
     cols: ResourceColumns, now_ts: float, window_s: float, stale_s: float
-) -> tuple[NDArray[np.float64], F8]:
-    """Each resource's capacity contribution over [now, now + window] and when it next may change.
+) -> tuple[NDArray[np.float64], NDArray[np.float64], F8]:
+    """Each resource's capacity contribution over [now, now + window], how it moves, and until when.
 
-    Returns (values of shape (n, N_COLUMNS), next_change_ts of shape (n,)). A next change at or
-    before `now_ts` marks a resource whose numbers move continuously (inside its departure raise).
+    Returns `(values, slopes, next_change)`: values of shape (n, N_COLUMNS) at `now_ts`; slopes of
+    shape (n, 2), the exact rate of change per second of DISCHARGE_KWH and DISCHARGE_KW (non-zero
+    only while a departure raises the floor, where both fall linearly); and the time until which
+    `values + slopes * (t - now_ts)` stays exact. Past it the resource must be re-evaluated.
     """
     n = cols.capacity_kwh.shape[0]
     window_h = window_s / 3600.0
@@ -80,19 +82,33 @@ def contributions(
     out = np.empty((n, N_COLUMNS), dtype=np.float64)
     scale = np.where(a, cols.capacity_kwh / 100.0, 0.0)
     out[:, GROSS_KWH] = soc * scale
-    np.multiply(np.maximum(soc - floor, 0.0), scale, out=out[:, DISCHARGE_KWH])
-    np.minimum(
-        cols.max_discharge_kw * a, out[:, DISCHARGE_KWH] / window_h, out=out[:, DISCHARGE_KW]
-    )
+    dis_kwh = out[:, DISCHARGE_KWH]
+    np.multiply(np.maximum(soc - floor, 0.0), scale, out=dis_kwh)
+    cap_kwh = cols.max_discharge_kw * window_h  # energy at which power stops being the limit
+    np.minimum(cols.max_discharge_kw * a, dis_kwh / window_h, out=out[:, DISCHARGE_KW])
     np.multiply(np.maximum(cols.ceiling_pct - soc, 0.0), scale, out=out[:, CHARGE_KWH])
     np.minimum(cols.max_charge_kw * a, out[:, CHARGE_KWH] / window_h, out=out[:, CHARGE_KW])
     out[:, N_AVAILABLE] = a
     out[:, N_RESOURCES] = 1.0
 
+    # Inside the raise zone the floor climbs at Pc/C per second, so energy falls at Pc kWh/h.
     zone_start = cols.departure_ts - window_s - raise_lead_seconds(cols)
+    in_zone = a & (now_ts >= zone_start)
+    falling = in_zone & (dis_kwh > 0.0)
+    rate = np.where(falling, cols.max_charge_kw / 3600.0, 0.0)  # kWh per second
+    power_capped = dis_kwh >= cap_kwh
+    slopes = np.zeros((n, 2), dtype=np.float64)
+    slopes[:, 0] = -rate
+    slopes[:, 1] = np.where(power_capped, 0.0, -rate / window_h)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_zero = np.where(falling, now_ts + dis_kwh / rate, np.inf)
+        t_uncap = np.where(falling & power_capped, now_ts + (dis_kwh - cap_kwh) / rate, np.inf)
+
     stale_at = cols.telemetry_ts + stale_s
+    departs_at = cols.departure_ts - window_s  # from then on it leaves inside the window
     departing = cols.departure_ts <= window_end
-    next_change = np.where(now_ts >= zone_start, now_ts, np.minimum(stale_at, zone_start))
+    next_change = np.minimum(np.minimum(stale_at, departs_at), np.minimum(t_zero, t_uncap))
+    next_change = np.where(in_zone, next_change, np.minimum(next_change, zone_start))
     next_change = np.where(departing, cols.departure_ts, next_change)
     next_change = np.where(a | departing, next_change, np.inf)
-    return out, next_change
+    return out, slopes, next_change

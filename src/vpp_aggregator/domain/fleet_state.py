@@ -32,13 +32,20 @@ from vpp_aggregator.domain.capacity import (
     availability,
     contributions,
 )
-from vpp_aggregator.domain.resources import Resource, ResourceStatus, ResourceType
+from vpp_aggregator.domain.resources import (
+    RecurringDeparture,
+    Resource,
+    ResourceStatus,
+    ResourceType,
+    Trip,
+)
 from vpp_aggregator.domain.schedule import next_departure
 
 I8 = NDArray[np.int64]
 F8 = NDArray[np.float64]
 
 MAX_WINDOW_VIEWS = 4
+N_COEF = N_COLUMNS + 2
 TYPES = (ResourceType.EV, ResourceType.BESS)
 
 
@@ -92,12 +99,33 @@ class LiveState:
 
 @dataclass(slots=True)
 class _WindowView:
+    """Per-row linear contributions `coef` (intercept at t_ref, then the two discharge slopes)."""
+
     window_s: float
-    values: NDArray[np.float64]  # (rows, N_COLUMNS)
+    t_ref: float
+    coef: NDArray[np.float64]  # (rows, N_COEF)
     next_change: F8
-    group_sums: NDArray[np.float64]  # (groups, N_COLUMNS)
+    group_sums: NDArray[np.float64]  # (groups, N_COEF)
     evaluated_at: float = -np.inf
     updates_since_rebuild: int = 0
+
+    def at(self, sums: NDArray[np.float64], ts: float) -> NDArray[np.float64]:
+        """Evaluate summed coefficients at time `ts`."""
+        values = sums[..., :N_COLUMNS].copy()
+        dt = ts - self.t_ref
+        values[..., DISCHARGE_KWH] += sums[..., N_COLUMNS] * dt
+        values[..., DISCHARGE_KW] += sums[..., N_COLUMNS + 1] * dt
+        return values
+
+
+def _coef(
+    values: NDArray[np.float64], slopes: NDArray[np.float64], now_ts: float, t_ref: float
+) -> NDArray[np.float64]:
+    coef = np.concatenate([values, slopes], axis=1)
+    dt = now_ts - t_ref
+    coef[:, DISCHARGE_KWH] -= slopes[:, 0] * dt
+    coef[:, DISCHARGE_KW] -= slopes[:, 1] * dt
+    return coef
 
 
 class FleetState:
@@ -118,6 +146,7 @@ class FleetState:
     plugged: NDArray[np.bool_]
     is_bess: NDArray[np.bool_]
     group: I8
+    routine: I8
 
     def __init__(
         self, *, bess_min_soc_pct: float, stale_seconds: float, initial_rows: int = 1024
@@ -130,7 +159,8 @@ class FleetState:
         self._row_of: dict[str, int] = {}
         self._ids: list[str | None] = []
         self._free: list[int] = []
-        self._schedules: dict[int, Resource] = {}
+        self._routines: list[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]]] = []
+        self._routine_ids: dict[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]], int] = {}
         self._group_of_key: dict[tuple[int, str, str], int] = {}
         self._group_type: list[int] = []
         self._group_node: list[str] = []
@@ -164,13 +194,14 @@ class FleetState:
         grow("plugged", False, np.bool_)
         grow("is_bess", False, np.bool_)
         grow("group", 0, np.int64)
+        grow("routine", -1, np.int64)
         self._rows = rows
         for view in getattr(self, "_views", {}).values():
-            values = np.zeros((rows, N_COLUMNS))
-            values[: view.values.shape[0]] = view.values
+            coef = np.zeros((rows, N_COEF))
+            coef[: view.coef.shape[0]] = view.coef
             nxt = np.full(rows, np.inf)
             nxt[: view.next_change.shape[0]] = view.next_change
-            view.values, view.next_change = values, nxt
+            view.coef, view.next_change = coef, nxt
 
     def _columns(self, rows: I8 | slice) -> ResourceColumns:
         return ResourceColumns(
@@ -196,16 +227,17 @@ class FleetState:
             self._group_node.append(node)
             self._group_fleet.append(fleet)
             for view in self._views.values():
-                view.group_sums = np.vstack([view.group_sums, np.zeros((1, N_COLUMNS))])
+                view.group_sums = np.vstack([view.group_sums, np.zeros((1, N_COEF))])
         return gid
 
     # ----------------------------------------------------------------- views
     def _new_view(self, window_s: float, now_ts: float) -> _WindowView:
         view = _WindowView(
             window_s=window_s,
-            values=np.zeros((self._rows, N_COLUMNS)),
+            t_ref=now_ts,
+            coef=np.zeros((self._rows, N_COEF)),
             next_change=np.full(self._rows, np.inf),
-            group_sums=np.zeros((len(self._group_type), N_COLUMNS)),
+            group_sums=np.zeros((len(self._group_type), N_COEF)),
         )
         self._rebuild(view, now_ts)
         return view
@@ -213,20 +245,21 @@ class FleetState:
     def _rebuild(self, view: _WindowView, now_ts: float) -> None:
         n = self._n
         self._roll_departures(np.flatnonzero(self.departure_ts[:n] <= now_ts), now_ts)
-        values, nxt = contributions(
+        values, slopes, nxt = contributions(
             self._columns(slice(0, n)), now_ts, view.window_s, self.stale_seconds
         )
+        view.t_ref = now_ts
+        coef = _coef(values, slopes, now_ts, view.t_ref)
         present = self.present[:n]
-        values[~present] = 0.0
+        coef[~present] = 0.0
         nxt[~present] = np.inf
-        view.values[:n] = values
+        view.coef[:n] = coef
         view.next_change[:n] = nxt
-        sums = np.zeros((len(self._group_type), N_COLUMNS))
+        g = len(self._group_type)
         groups = self.group[:n][present]
-        for k in range(N_COLUMNS):
-            sums[:, k] = np.bincount(
-                groups, weights=values[present, k], minlength=len(self._group_type)
-            )
+        sums = np.zeros((g, N_COEF), dtype=np.float64)
+        for k in range(N_COEF):
+            sums[:, k] = np.bincount(groups, weights=coef[present, k], minlength=g)
         view.group_sums = sums
         view.evaluated_at = now_ts
         view.updates_since_rebuild = 0
@@ -245,19 +278,22 @@ class FleetState:
     def _refresh(self, view: _WindowView, rows: I8, now_ts: float) -> None:
         if rows.size == 0:
             return
-        values, nxt = contributions(self._columns(rows), now_ts, view.window_s, self.stale_seconds)
+        values, slopes, nxt = contributions(
+            self._columns(rows), now_ts, view.window_s, self.stale_seconds
+        )
+        coef = _coef(values, slopes, now_ts, view.t_ref)
         gone = ~self.present[rows]
-        values[gone] = 0.0
+        coef[gone] = 0.0
         nxt[gone] = np.inf
-        delta = values - view.values[rows]
+        delta = coef - view.coef[rows]
         groups = self.group[rows]
         if rows.size < 64:
             np.add.at(view.group_sums, groups, delta)
         else:
             g = len(self._group_type)
-            for k in range(N_COLUMNS):
+            for k in range(N_COEF):
                 view.group_sums[:, k] += np.bincount(groups, weights=delta[:, k], minlength=g)
-        view.values[rows] = values
+        view.coef[rows] = coef
         view.next_change[rows] = nxt
         view.updates_since_rebuild += int(rows.size)
 
@@ -269,24 +305,34 @@ class FleetState:
     def _detach(self, row: int) -> None:
         """Take a row's contribution out of its group before its group or presence changes."""
         for view in self._views.values():
-            view.group_sums[self.group[row]] -= view.values[row]
-            view.values[row] = 0.0
+            view.group_sums[self.group[row]] -= view.coef[row]
+            view.coef[row] = 0.0
             view.next_change[row] = np.inf
+
+    def _routine(self, resource: Resource) -> int:
+        """Intern a resource's departure routine; fleets share a handful, so rows store an index."""
+        if not (resource.departure_schedule or resource.trips):
+            return -1
+        key = (resource.departure_schedule, resource.trips)
+        rid = self._routine_ids.get(key)
+        if rid is None:
+            rid = len(self._routines)
+            self._routines.append(key)
+            self._routine_ids[key] = rid
+        return rid
 
     def _roll_departures(self, rows: I8, now_ts: float) -> None:
         """Move rows whose departure has passed on to their next one."""
         if rows.size == 0:
             return
         after = datetime.fromtimestamp(now_ts, tz=UTC)
-        for row in rows.tolist():
-            resource = self._schedules.get(row)
-            nxt = (
-                next_departure(resource.departure_schedule, resource.trips, after)
-                if resource
-                else None
-            )
-            self.departure_ts[row] = nxt.at.timestamp() if nxt else np.inf
-            self.departure_soc_pct[row] = nxt.required_soc_pct if nxt else 0.0
+        routine = self.routine[rows]
+        for rid in np.unique(routine).tolist():
+            hit = rows[routine == rid]
+            schedule, trips = self._routines[rid] if rid >= 0 else ((), ())
+            nxt = next_departure(schedule, trips, after) if rid >= 0 else None
+            self.departure_ts[hit] = nxt.at.timestamp() if nxt else np.inf
+            self.departure_soc_pct[hit] = nxt.required_soc_pct if nxt else 0.0
 
     # ----------------------------------------------------------------- registry
     def upsert(self, resource: Resource, now: datetime) -> None:
@@ -301,6 +347,7 @@ class FleetState:
             values: dict[str, list[float]] = {k: [] for k in ("cap", "floor", "ceil", "pd", "pc")}
             flags: dict[str, list[bool]] = {"bess": [], "active": []}
             groups: list[int] = []
+            routines: list[int] = []
             for resource in resources:
                 row = self._row_of.get(resource.resource_id)
                 if resource.status is ResourceStatus.INACTIVE:
@@ -319,11 +366,10 @@ class FleetState:
                 values["pc"].append(resource.max_charge_kw)
                 flags["bess"].append(resource.resource_type is ResourceType.BESS)
                 flags["active"].append(resource.status is ResourceStatus.ACTIVE)
-                groups.append(self._group(resource.resource_type, resource.grid_node, resource.fleet_id))
-                if resource.departure_schedule or resource.trips:
-                    self._schedules[row] = resource
-                else:
-                    self._schedules.pop(row, None)
+                groups.append(
+                    self._group(resource.resource_type, resource.grid_node, resource.fleet_id)
+                )
+                routines.append(self._routine(resource))
             if not rows:
                 return
             idx = np.asarray(rows, dtype=np.int64)
@@ -336,6 +382,7 @@ class FleetState:
             self.status_active[idx] = flags["active"]
             self.present[idx] = True
             self.group[idx] = groups
+            self.routine[idx] = routines
             self.departure_ts[idx] = -np.inf  # forces a roll to the next departure after now
             self._roll_departures(idx, now_ts)
             self._touch(idx, now_ts)
@@ -366,7 +413,7 @@ class FleetState:
         self.power_kw[row] = np.nan
         self.telemetry_ts[row] = -np.inf
         self.departure_ts[row] = np.inf
-        self._schedules.pop(row, None)
+        self.routine[row] = -1
         self._free.append(row)
 
     def __contains__(self, resource_id: str) -> bool:
@@ -437,7 +484,7 @@ class FleetState:
                     self._roll_departures(due[self.departure_ts[due] <= now_ts], now_ts)
                     self._refresh(view, due, now_ts)
                 view.evaluated_at = now_ts
-            sums = view.group_sums.copy()
+            sums = view.at(view.group_sums, now_ts)
             g_type = np.asarray(self._group_type, dtype=np.int64)
             g_node = list(self._group_node)
             g_fleet = list(self._group_fleet)
