@@ -125,5 +125,26 @@ def simulate(
         sys.exit(0)
 
 
+@app.command()
+def bench(
+    output: Annotated[
+        Path | None, typer.Option(help="Prepend the results to this Markdown file")
+    ] = None,
+    sizes: Annotated[
+        str, typer.Option(help="Fleet sizes for the capacity benchmark")
+    ] = "10000,100000,1000000",
+    http_resources: Annotated[
+        int, typer.Option(help="Fleet size for the HTTP benchmark")
+    ] = 100_000,
+) -> None:
+    """Measure capacity reads, HTTP latency, telemetry ingest and memory (loopback only)."""
+    from vpp_aggregator.bench import run_all
+
+    text = run_all(
+        [int(x) for x in sizes.split(",") if x], http_resources, output, log=console.print
+    )
+    typer.echo(text)
+
+
 if __name__ == "__main__":
     app()

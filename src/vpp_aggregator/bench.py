@@ -1,0 +1,426 @@
+"""`vpp-aggregator bench`: the speed and memory targets of the capacity engine and the HTTP API.
+
+Everything runs on loopback with bounded loops. Figures are appended to BENCHMARKS.md together
+with the machine and the command, so a reader can rerun and compare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.resources import (
+    Interconnection,
+    RecurringDeparture,
+    Resource,
+    ResourceType,
+)
+
+ROUTINES = [
+    (
+        RecurringDeparture(
+            ("mon", "tue", "wed", "thu", "fri"),
+            f"{h:02d}:{m:02d}",
+            "17:30",
+            80.0,
+            "America/Los_Angeles",
+        ),
+    )
+    for h in range(5, 10)
+    for m in (0, 15, 30, 45)
+]
+
+
+def synthetic_fleet(n: int, start: int = 0, seed: int = 1) -> list[Resource]:
+    """A mixed fleet (80 % EVs on weekday routines, 20 % BESS) over 50 grid nodes and 10 fleets."""
+    rng = np.random.default_rng(seed + start)
+    caps = rng.choice([57.5, 64.8, 77.0, 82.0, 100.0], size=n)
+    out = []
+    for k in range(n):
+        i = start + k
+        is_ev = i % 5 != 0
+        out.append(
+            Resource(
+                resource_id=f"{'ev' if is_ev else 'bess'}-{i:07d}",
+                resource_type=ResourceType.EV if is_ev else ResourceType.BESS,
+                name="",
+                fleet_id=f"fleet-{i % 10}",
+                grid_node=f"NODE_{i % 50:02d}",
+                battery_capacity_kwh=float(caps[k]) if is_ev else 500.0,
+                max_charge_kw=11.0 if is_ev else 250.0,
+                max_discharge_kw=11.0 if is_ev else 250.0,
+                v2g_capable=True,
+                telemetry_enabled=True,
+                interconnection=Interconnection(True, f"IA-{i}"),
+                min_soc_pct=30.0 if is_ev else 20.0,
+                departure_schedule=ROUTINES[i % len(ROUTINES)] if is_ev else (),
+            )
+        )
+    return out
+
+
+def _chunks(n: int, size: int = 50_000) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(size, n - start)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class CapacityResult:
+    resources: int
+    build_s: float
+    cold_read_ms: float
+    read_p50_ms: float
+    read_p99_ms: float
+    reads: int
+    telemetry_per_read: int
+    state_rss_mb: float
+
+
+def bench_capacity(n: int, reads: int = 300, seed: int = 1) -> CapacityResult:
+    """Steady state: between reads a slice of the fleet reports; only the read is timed."""
+    now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)  # 06:00 in Los Angeles: departures are near
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, initial_rows=n)
+    for start, size in _chunks(n):
+        state.upsert_many(synthetic_fleet(size, start, seed), now)
+    rng = np.random.default_rng(seed)
+    rows = np.arange(n, dtype=np.int64)
+    state.apply_telemetry(
+        rows,
+        now.timestamp() - rng.uniform(0, 240, n),
+        rng.uniform(15, 95, n),
+        rng.random(n) < 0.85,
+        np.zeros(n),
+        now,
+    )
+    build_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    state.capacity(now, 60)
+    cold_ms = (time.perf_counter() - t1) * 1e3
+    rss = _rss_mb() - rss0
+    per_read = max(1, n // 1000)
+    times = []
+    for k in range(reads):
+        t = now + timedelta(milliseconds=200 * (k + 1))
+        b = rng.integers(0, n, size=per_read)
+        state.apply_telemetry(
+            b,
+            np.full(per_read, t.timestamp()),
+            rng.uniform(15, 95, per_read),
+            np.ones(per_read, bool),
+            np.zeros(per_read),
+            t,
+        )
+        a = time.perf_counter()
+        state.capacity(t, 60)
+        times.append(time.perf_counter() - a)
+    ms = np.asarray(times) * 1e3
+    return CapacityResult(
+        n,
+        build_s,
+        cold_ms,
+        float(np.percentile(ms, 50)),
+        float(np.percentile(ms, 99)),
+        reads,
+        per_read,
+        rss,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _seed_database(url: str, n: int, now: datetime) -> None:
+    from vpp_aggregator.adapters.store.database import make_engine, migrate
+    from vpp_aggregator.adapters.store.repository import Repository
+
+    engine = make_engine(url)
+    migrate(engine)
+    repo = Repository(engine)
+    rng = np.random.default_rng(3)
+    for start, size in _chunks(n, 20_000):
+        fleet = synthetic_fleet(size, start)
+        for r in fleet:
+            r.created_at = r.updated_at = now
+        repo.add_many(fleet)
+        repo.insert_samples(
+            [
+                {
+                    "resource_id": r.resource_id,
+                    "ts": now - timedelta(seconds=5),
+                    "soc_pct": float(rng.uniform(15, 95)),
+                    "plugged_in": bool(rng.random() < 0.85),
+                    "power_kw": 0.0,
+                    "received_at": now,
+                }
+                for r in fleet
+            ]
+        )
+    engine.dispose()
+
+
+class _Server:
+    def __init__(self, url: str, port: int) -> None:
+        env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "VPP_HOST": "127.0.0.1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vpp_aggregator.cli", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
+                )
+            try:
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise RuntimeError("server did not become healthy within 180 s")
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def _load(
+    base: str, path: str, concurrency: int, total: int, body: bytes | None = None
+) -> tuple[list[float], float, list[Any]]:
+    latencies: list[float] = []
+    answers: list[Any] = []
+    remaining = total
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                t = time.perf_counter()
+                if body is None:
+                    r = await client.get(path)
+                else:
+                    r = await client.post(
+                        path, content=body, headers={"content-type": "application/json"}
+                    )
+                latencies.append(time.perf_counter() - t)
+                r.raise_for_status()
+                answers.append(r.json())
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - t0, answers
+
+
+@dataclass
+class HttpResult:
+    resources: int
+    capacity_requests: int
+    capacity_concurrency: int
+    capacity_p50_ms: float
+    capacity_p99_ms: float
+    capacity_rps: float
+    ingest_batches: int
+    ingest_batch_size: int
+    ingest_concurrency: int
+    ingest_samples_per_s: float
+    ingest_batch_p50_ms: float
+    server_rss_mb: float
+
+
+def bench_http(
+    n: int = 100_000,
+    requests: int = 5000,
+    concurrency: int = 50,
+    batches: int = 30,
+    batch: int = 10_000,
+) -> HttpResult:
+    now = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="vpp-bench-") as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        _seed_database(url, n, now)
+        server = _Server(url, _free_port())
+        try:
+            asyncio.run(_load(server.base, "/capacity/available", concurrency, 200))  # warm-up
+            lat, elapsed, answers = asyncio.run(
+                _load(server.base, "/capacity/available", concurrency, requests)
+            )
+            assert answers[-1]["resource_count"] == n, answers[-1]["resource_count"]
+            cap_ms = np.asarray(lat) * 1e3
+            ids = [r.resource_id for r in synthetic_fleet(n)]
+            rng = np.random.default_rng(5)
+            bodies = []
+            for b in range(batches):
+                pick = rng.integers(0, n, size=batch)
+                ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+                bodies.append(
+                    orjson.dumps(
+                        {
+                            "samples": [
+                                {
+                                    "resource_id": ids[i],
+                                    "timestamp": ts,
+                                    "soc_pct": round(float(rng.uniform(15, 95)), 2),
+                                    "plugged_in": True,
+                                    "power_kw": -7.2,
+                                }
+                                for i in pick.tolist()
+                            ]
+                        }
+                    )
+                )
+            ingest_conc = 4
+            lat_i: list[float] = []
+            accepted = 0
+            t0 = time.perf_counter()
+            for k in range(0, batches, ingest_conc):
+                group = bodies[k : k + ingest_conc]
+
+                async def post_all(group: list[bytes] = group) -> list[Any]:
+                    async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+
+                        async def one(body: bytes) -> Any:
+                            t = time.perf_counter()
+                            r = await client.post(
+                                "/telemetry",
+                                content=body,
+                                headers={"content-type": "application/json"},
+                            )
+                            lat_i.append(time.perf_counter() - t)
+                            r.raise_for_status()
+                            return r.json()
+
+                        return await asyncio.gather(*(one(b) for b in group))
+
+                accepted += sum(a["accepted"] for a in asyncio.run(post_all()))
+            elapsed_i = time.perf_counter() - t0
+            assert accepted == batches * batch, accepted
+            return HttpResult(
+                resources=n,
+                capacity_requests=requests,
+                capacity_concurrency=concurrency,
+                capacity_p50_ms=float(np.percentile(cap_ms, 50)),
+                capacity_p99_ms=float(np.percentile(cap_ms, 99)),
+                capacity_rps=requests / elapsed,
+                ingest_batches=batches,
+                ingest_batch_size=batch,
+                ingest_concurrency=ingest_conc,
+                ingest_samples_per_s=accepted / elapsed_i,
+                ingest_batch_p50_ms=float(np.percentile(np.asarray(lat_i) * 1e3, 50)),
+                server_rss_mb=server.rss_mb(),
+            )
+        finally:
+            server.stop()
+
+
+def _capacity_in_subprocess(n: int) -> CapacityResult:
+    """Each size in a fresh interpreter so its RSS is the state's alone."""
+    code = f"import json,dataclasses; from vpp_aggregator.bench import bench_capacity; print(json.dumps(dataclasses.asdict(bench_capacity({n}))))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    return CapacityResult(**json.loads(out.strip().splitlines()[-1]))
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}, numpy {np.__version__}"
+
+
+def run_all(sizes: list[int], http_resources: int, output: Path | None, log: Any = print) -> str:
+    lines = [
+        f"## Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- Machine: {machine()}",
+        "- Command: `make bench` (= `vpp-aggregator bench --output BENCHMARKS.md`)",
+        "",
+        "### Capacity computation (in-process, `FleetState.capacity`, 60 min window)",
+        "",
+        "Steady state: before every read 0.1 % of the fleet reports new telemetry (not timed); the read",
+        "brings the aggregates up to date and returns totals, by type and by grid node. 80 % EVs on weekday",
+        "routines departing 05:00-09:45 local, measured at 06:00 local, so most EVs sit inside their",
+        "departure raise. `cold` is the first read, which builds the aggregates from scratch.",
+        "",
+        "| resources | build (s) | cold read (ms) | read p50 (ms) | read p99 (ms) | state RSS (MB) | target |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    targets = {100_000: "≤ 1 ms", 1_000_000: "≤ 10 ms; ≤ 500 MB"}
+    for n in sizes:
+        log(f"capacity benchmark at {n:,} resources ...")
+        r = _capacity_in_subprocess(n)
+        lines.append(
+            f"| {n:,} | {r.build_s:.1f} | {r.cold_read_ms:.1f} | {r.read_p50_ms:.3f} | {r.read_p99_ms:.3f} | {r.state_rss_mb:.0f} | {targets.get(n, '')} |"
+        )
+    log(f"HTTP benchmark at {http_resources:,} resources (seeding, starting the server) ...")
+    h = bench_http(http_resources)
+    lines += [
+        "",
+        f"### HTTP, one `vpp-aggregator serve` process, SQLite, {h.resources:,} resources (client: httpx on the same machine)",
+        "",
+        f"- `GET /capacity/available`: {h.capacity_requests:,} requests from {h.capacity_concurrency} concurrent clients: "
+        f"p50 {h.capacity_p50_ms:.1f} ms, **p99 {h.capacity_p99_ms:.1f} ms** (target ≤ 20 ms), {h.capacity_rps:,.0f} req/s",
+        f"- `POST /telemetry`: {h.ingest_batches} batches of {h.ingest_batch_size:,} samples, {h.ingest_concurrency} concurrent: "
+        f"**{h.ingest_samples_per_s:,.0f} samples/s** into state and history (target ≥ 50,000), batch p50 {h.ingest_batch_p50_ms:.0f} ms",
+        f"- Server RSS after the run: {h.server_rss_mb:.0f} MB",
+        "",
+    ]
+    text = "\n".join(lines)
+    if output is not None:
+        header = "# Benchmarks\n\nNewest run first. Rerun with `make bench`.\n\n"
+        old = output.read_text() if output.exists() else ""
+        old = old.replace(header, "", 1) if old.startswith(header) else old
+        output.write_text(header + text + "\n" + old)
+    return text

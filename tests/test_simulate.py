@@ -1,0 +1,345 @@
+"""The simulator on the real data: what it registers is acceptable, and what it reports is physics."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from vpp_aggregator.domain.registration import check_registration
+from vpp_aggregator.domain.resources import (
+    WEEKDAYS,
+    Interconnection,
+    RecurringDeparture,
+    Resource,
+    ResourceType,
+)
+from vpp_aggregator.simulate import (
+    CHARGE_EFFICIENCY,
+    SITE_TZ,
+    SimulatedFleet,
+    build_fleet,
+    default_data_dir,
+    run_simulation,
+)
+
+DATA = default_data_dir()
+pytestmark = pytest.mark.skipif(
+    not (DATA / "acn_caltech" / "sessions_caltech.csv").is_file()
+    or not (DATA / "prices_nl" / "ev_specs_v2g_enabled2024.json").is_file(),
+    reason=f"real data not found at {DATA} (set VPP_DATA_DIR to the shared data folder)",
+)
+
+LA = ZoneInfo(SITE_TZ)
+N_EV, N_BESS = 40, 4
+DT_S = 300.0
+# A Wednesday, local midnight at the Caltech garage: the pattern clock starts here.
+T0 = datetime(2025, 11, 19, 0, 0, tzinfo=LA).astimezone(UTC)
+
+
+def _to_resource(body: dict[str, Any]) -> Resource:
+    """The registration body as the domain sees it, so the domain's own rules judge it."""
+    return Resource(
+        resource_id=body["resource_id"],
+        resource_type=ResourceType(body["resource_type"]),
+        name=body["name"],
+        fleet_id=body["fleet_id"],
+        grid_node=body["grid_node"],
+        battery_capacity_kwh=body["battery_capacity_kwh"],
+        max_charge_kw=body["max_charge_kw"],
+        max_discharge_kw=body["max_discharge_kw"],
+        v2g_capable=body["v2g_capable"],
+        telemetry_enabled=body["telemetry_enabled"],
+        interconnection=Interconnection(**body["interconnection"]),
+        min_soc_pct=body["min_soc_pct"],
+        max_soc_pct=body.get("max_soc_pct", 100.0),
+        departure_schedule=tuple(
+            RecurringDeparture(
+                days=tuple(e["days"]),
+                departure=e["departure"],
+                return_=e.get("return"),
+                required_soc_pct=e["required_soc_pct"],
+                timezone=e["timezone"],
+            )
+            for e in body.get("departure_schedule", [])
+        ),
+    )
+
+
+def _run(fleet: SimulatedFleet, steps: int, dt_s: float = DT_S) -> list[list[dict[str, Any]]]:
+    return [fleet.step(T0 + timedelta(seconds=k * dt_s), dt_s) for k in range(steps)]
+
+
+@pytest.fixture(scope="module")
+def fleet_day() -> tuple[SimulatedFleet, list[list[dict[str, Any]]]]:
+    fleet = build_fleet(N_EV, N_BESS, DATA)
+    return fleet, _run(fleet, int(86_400 / DT_S))
+
+
+def test_registrations_meet_the_requirements() -> None:
+    fleet = build_fleet(N_EV, N_BESS, DATA, grid_nodes=("N1", "N2", "N3"), fleet_id="f-1")
+    regs = fleet.registrations()
+    assert len(regs) == N_EV + N_BESS
+    assert len({r["resource_id"] for r in regs}) == len(regs)
+    assert [r["resource_type"] for r in regs] == ["EV"] * N_EV + ["BESS"] * N_BESS
+    assert {r["grid_node"] for r in regs} == {"N1", "N2", "N3"}
+    for r in regs:
+        assert r["fleet_id"] == "f-1"
+        assert r["battery_capacity_kwh"] >= 50
+        assert r["v2g_capable"] is True and r["telemetry_enabled"] is True
+        assert r["interconnection"]["approved"] is True and r["interconnection"]["reference"]
+        assert r["max_charge_kw"] > 0 and r["max_discharge_kw"] > 0
+        assert 0 <= r["min_soc_pct"] < r["max_soc_pct"] <= 100
+        json.dumps(r)  # plain JSON, no numpy scalars
+        assert check_registration(_to_resource(r), bess_min_soc_pct=20.0) == [], r
+        if r["resource_type"] == "BESS":
+            assert r["min_soc_pct"] >= 20
+            assert "departure_schedule" not in r
+            continue
+        (entry,) = r["departure_schedule"]
+        assert entry["days"] and set(entry["days"]) <= set(WEEKDAYS)
+        for key in ("departure", "return"):
+            hh, mm = entry[key].split(":")
+            assert len(hh) == len(mm) == 2 and 0 <= int(hh) <= 23 and 0 <= int(mm) <= 59
+        assert r["min_soc_pct"] < entry["required_soc_pct"] <= r["max_soc_pct"]
+        assert entry["timezone"] == SITE_TZ
+
+
+def test_ev_batteries_are_real_models_weighted_by_registrations() -> None:
+    specs = json.loads((DATA / "prices_nl" / "ev_specs_v2g_enabled2024.json").read_text())
+    big = {(s["battery_capacity"], s["max_ac_charge_power"]) for s in specs.values()}
+    big = {b for b in big if b[0] >= 50}
+    regs = build_fleet(500, 0, DATA).registrations()
+    assert {(r["battery_capacity_kwh"], r["max_charge_kw"]) for r in regs} <= big
+    # Teslas (57.5 kWh) are ~38 % of registrations among the models of 50 kWh or more.
+    share = np.mean([r["battery_capacity_kwh"] == 57.5 for r in regs])
+    assert 0.30 < share < 0.47
+
+
+def test_same_seed_same_fleet_other_seed_other_fleet() -> None:
+    a, b, c = (build_fleet(10, 2, DATA, seed=s) for s in (7, 7, 8))
+    assert a.registrations() == b.registrations()
+    assert a.registrations() != c.registrations()
+    assert _run(a, 20) == _run(b, 20)
+
+
+def test_samples_are_well_formed(
+    fleet_day: tuple[SimulatedFleet, list[list[dict[str, Any]]]],
+) -> None:
+    fleet, ticks = fleet_day
+    for k, samples in enumerate(ticks):
+        now = T0 + timedelta(seconds=k * DT_S)
+        assert [s["resource_id"] for s in samples] == list(fleet.resource_ids)
+        for s in samples:
+            ts = datetime.fromisoformat(s["timestamp"])
+            assert ts.tzinfo is not None and ts <= now
+            assert 0.0 <= s["soc_pct"] <= 100.0
+            assert isinstance(s["plugged_in"], bool)
+            assert isinstance(s["power_kw"], float)
+
+
+def test_naive_now_is_refused() -> None:
+    fleet = build_fleet(1, 0, DATA)
+    with pytest.raises(ValueError, match="aware"):
+        fleet.step(datetime(2025, 1, 1, 12, 0), 60.0)
+
+
+def test_evs_follow_a_workplace_day(
+    fleet_day: tuple[SimulatedFleet, list[list[dict[str, Any]]]],
+) -> None:
+    """Caltech is a workplace garage: cars are there at midday, gone at night."""
+    _, ticks = fleet_day
+    plugged = np.array([[s["plugged_in"] for s in t[:N_EV]] for t in ticks])
+    per_tick = plugged.sum(axis=1)
+    assert per_tick.max() > 0 and per_tick.min() < N_EV
+    at_13h, at_3h = int(13 * 3600 / DT_S), int(3 * 3600 / DT_S)
+    assert per_tick[at_13h] > per_tick[at_3h]
+    changed = (plugged[1:] != plugged[:-1]).any(axis=0)
+    assert changed.sum() >= 5  # real arrivals and departures, not a static fleet
+    bess = np.array([[s["plugged_in"] for s in t[N_EV:]] for t in ticks])
+    assert bess.all()
+
+
+def test_plugged_ev_below_target_charges(
+    fleet_day: tuple[SimulatedFleet, list[list[dict[str, Any]]]],
+) -> None:
+    fleet, ticks = fleet_day
+    charging_pairs = full_pairs = drained = 0
+    for prev, cur in itertools.pairwise(ticks):
+        for i in range(N_EV):
+            p, c = prev[i], cur[i]
+            if c["power_kw"] < 0:
+                assert c["plugged_in"]
+            if not c["plugged_in"]:
+                assert c["power_kw"] == 0.0
+                assert c["soc_pct"] <= p["soc_pct"] + 0.01  # away: only driving, never charging
+                drained += c["soc_pct"] < p["soc_pct"] - 0.01
+            if p["plugged_in"] and c["plugged_in"] and p["soc_pct"] < fleet.target_soc_pct[i] - 1:
+                charging_pairs += 1
+                assert c["power_kw"] < 0
+                assert c["soc_pct"] > p["soc_pct"]
+                # The SoC rise is the power drawn, less losses, over the step.
+                rise = (
+                    -c["power_kw"] * CHARGE_EFFICIENCY * DT_S / 3600 / fleet.capacity_kwh[i] * 100
+                )
+                assert c["soc_pct"] - p["soc_pct"] == pytest.approx(rise, abs=0.02)
+            if c["plugged_in"] and p["soc_pct"] >= fleet.target_soc_pct[i] + 0.01:
+                full_pairs += 1
+                assert c["power_kw"] == 0.0  # at its target a car idles (no dispatch here)
+            assert c["soc_pct"] <= fleet.max_soc_pct[i] + 0.01
+            assert -fleet.max_charge_kw[i] - 1e-6 <= c["power_kw"] <= fleet.max_discharge_kw[i]
+    assert charging_pairs >= 10 and full_pairs >= 10
+    assert drained >= 5
+
+
+def test_bess_cycles_within_its_limits(
+    fleet_day: tuple[SimulatedFleet, list[list[dict[str, Any]]]],
+) -> None:
+    fleet, ticks = fleet_day
+    soc = np.array([[s["soc_pct"] for s in t[N_EV:]] for t in ticks])
+    kw = np.array([[s["power_kw"] for s in t[N_EV:]] for t in ticks])
+    cap = fleet.capacity_kwh[N_EV:]
+    assert ((cap >= 100) & (cap <= 1000)).all()
+    assert np.allclose(fleet.max_charge_kw[N_EV:], 0.5 * cap)
+    assert (soc >= fleet.min_soc_pct[N_EV:] - 0.01).all()
+    assert (soc <= fleet.max_soc_pct[N_EV:] + 0.01).all()
+    assert (kw > 1).any(axis=0).all() and (kw < -1).any(axis=0).all()  # both ways, every battery
+    assert (np.abs(kw) <= 0.5 * cap + 1e-6).all()
+    d_soc = np.diff(soc, axis=0)
+    moving = np.abs(kw[1:]) > 0.5
+    assert (np.sign(d_soc[moving]) == -np.sign(kw[1:][moving])).all()  # discharge lowers SoC
+    _assert_bess_energy_balance(kw[1:], d_soc, cap, DT_S)
+
+
+def _assert_bess_energy_balance(
+    kw: np.ndarray[Any, Any], d_soc: np.ndarray[Any, Any], cap: np.ndarray[Any, Any], dt_s: float
+) -> None:
+    """Reported power and SoC change tell the same story (losses on the battery side)."""
+    battery_kwh = np.where(kw > 0, kw / CHARGE_EFFICIENCY, kw * CHARGE_EFFICIENCY) * dt_s / 3600
+    assert np.allclose(d_soc, -battery_kwh / cap * 100, atol=0.02)
+
+
+def test_bess_long_steps_stop_at_the_floor_and_ceiling() -> None:
+    """Hour-long steps would overshoot a naive integrator; power is cut to what the SoC allows."""
+    fleet = build_fleet(0, 6, DATA, seed=3)
+    dt = 3 * 3600.0
+    ticks = _run(fleet, 16, dt)  # two days
+    soc = np.array([[s["soc_pct"] for s in t] for t in ticks])
+    kw = np.array([[s["power_kw"] for s in t] for t in ticks])
+    assert (soc >= fleet.min_soc_pct - 0.01).all() and (soc <= fleet.max_soc_pct + 0.01).all()
+    _assert_bess_energy_balance(kw[1:], np.diff(soc, axis=0), fleet.capacity_kwh, dt)
+
+
+def test_departure_schedule_matches_when_the_replayed_driver_leaves() -> None:
+    fleet = build_fleet(N_EV, 0, DATA)
+    dt = 600.0
+    ticks = _run(fleet, int(28 * 86_400 / dt), dt)  # the whole replay loop, four weeks
+    pattern_start = T0
+    close = 0
+    for i, reg in enumerate(fleet.registrations()):
+        (entry,) = reg["departure_schedule"]
+        hh, mm = (int(x) for x in entry["departure"].split(":"))
+        unplugs = [
+            (pattern_start + timedelta(seconds=(k + 1) * dt)).astimezone(LA)
+            for k in range(len(ticks) - 1)
+            if ticks[k][i]["plugged_in"] and not ticks[k + 1][i]["plugged_in"]
+        ]
+        on_days = [
+            u.hour * 60 + u.minute for u in unplugs if WEEKDAYS[u.weekday()] in entry["days"]
+        ]
+        assert on_days, reg["resource_id"]
+        close += abs(float(np.median(on_days)) - (hh * 60 + mm)) <= 45
+    assert close >= 0.8 * N_EV
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+class _FakeService(BaseHTTPRequestHandler):
+    state: dict[str, Any]
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _answer(self, status: int, body: Any) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self) -> None:
+        st = self.state
+        st["health_calls"] += 1
+        self._answer(200 if st["health_calls"] > 1 else 503, {"status": "ok"})
+
+    def do_POST(self) -> None:
+        st = self.state
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if self.path == "/resources/register":
+            rid = body["resource_id"]
+            if rid.endswith("bess-001"):
+                self._answer(422, {"detail": "refused for the test"})
+            elif rid in st["registered"]:
+                self._answer(409, {"detail": "exists"})
+            else:
+                st["registered"].add(rid)
+                self._answer(201, body)
+        elif self.path == "/telemetry":
+            st["posts"].append(body["samples"])
+            if len(st["posts"]) == 1:
+                self._answer(500, {"detail": "transient"})
+            else:
+                n = len(body["samples"])
+                self._answer(200, {"accepted": n - 1, "rejected": [{"index": 0, "reason": "x"}]})
+        else:
+            self._answer(404, {})
+
+
+@pytest.fixture
+def fake_service() -> Iterator[tuple[str, dict[str, Any]]]:
+    state: dict[str, Any] = {"health_calls": 0, "registered": {"demo-fleet-ev-0001"}, "posts": []}
+    handler = type("Handler", (_FakeService,), {"state": state})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_run_simulation_survives_errors_and_rejections(
+    fake_service: tuple[str, dict[str, Any]],
+) -> None:
+    url, state = fake_service
+    ticks: list[tuple[int, int]] = []  # (accepted, rejected) per tick
+    run_simulation(
+        url,
+        5,
+        2,
+        interval_s=0.2,
+        duration_s=1.0,
+        speed=600.0,
+        data_dir=DATA,
+        on_tick=lambda accepted, rejected: ticks.append((accepted, rejected)),
+    )
+    assert state["health_calls"] >= 2  # waited through the 503
+    assert len(state["registered"]) == 6  # 5 EVs (one answered 409) + 1 BESS; one BESS refused
+    assert len(ticks) >= 4 and len(ticks) == len(state["posts"])
+    assert ticks[0] == (0, 6)  # the 500 was logged, not raised: 6 sent, none accepted
+    assert all(t == (5, 1) for t in ticks[1:])  # 6 sent, 1 rejected by the service
+    after = datetime.now(UTC)
+    for post in state["posts"]:
+        assert {s["resource_id"] for s in post} == state["registered"]
+        assert all(datetime.fromisoformat(s["timestamp"]) <= after for s in post)
