@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
 from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.adapters.api.schemas import CapacityOut
 from vpp_aggregator.config import load_settings
 
 
@@ -200,6 +201,7 @@ def test_capacity_follows_design_formulas(client: TestClient, clock: Clock) -> N
         },
     )
     cap = client.get("/capacity/available", params={"duration_minutes": 60}).json()
+    CapacityOut.model_validate(cap)  # the documented schema holds
     # BESS: (80-20)% of 500 = 300 kWh, 250 kW; EV-1: (70-30)% of 200 = 80 kWh, 60 kW; EV-2 unplugged.
     assert cap["discharge"] == {"kw": 310.0, "kwh": 380.0}
     assert cap["available_capacity_kw"] == 310.0 and cap["available_capacity_kwh"] == 380.0

@@ -174,17 +174,12 @@ def _seed_database(url: str, n: int, now: datetime) -> None:
             r.created_at = r.updated_at = now
         repo.add_many(fleet)
         repo.insert_samples(
-            [
-                {
-                    "resource_id": r.resource_id,
-                    "ts": now - timedelta(seconds=5),
-                    "soc_pct": float(rng.uniform(15, 95)),
-                    "plugged_in": bool(rng.random() < 0.85),
-                    "power_kw": 0.0,
-                    "received_at": now,
-                }
-                for r in fleet
-            ]
+            [r.resource_id for r in fleet],
+            np.full(size, now.timestamp() - 5.0),
+            rng.uniform(15, 95, size),
+            rng.random(size) < 0.85,
+            np.zeros(size),
+            now,
         )
     engine.dispose()
 
@@ -294,7 +289,7 @@ def bench_http(
             ids = [r.resource_id for r in synthetic_fleet(n)]
             rng = np.random.default_rng(5)
             bodies = []
-            for b in range(batches):
+            for _ in range(batches):
                 pick = rng.integers(0, n, size=batch)
                 ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
                 bodies.append(

@@ -23,12 +23,22 @@ def _figures(f: Figures, min_capacity_kw: float | None = None) -> dict[str, Any]
 
 
 class CapacityService:
+    """Answers are memoised for at most `max_age_s`, and only while no input has changed."""
+
     def __init__(
-        self, state: FleetState, min_capacity_kw: float, clock: Callable[[], datetime]
+        self,
+        state: FleetState,
+        min_capacity_kw: float,
+        clock: Callable[[], datetime],
+        max_age_s: float = 0.2,
     ) -> None:
         self.state = state
         self.min_capacity_kw = min_capacity_kw
         self.clock = clock
+        self.max_age_s = max_age_s
+        self._memo: dict[
+            tuple[float, str | None, str | None], tuple[int, datetime, dict[str, Any]]
+        ] = {}
 
     def snapshot(
         self, duration_minutes: float, grid_node: str | None = None, fleet_id: str | None = None
@@ -39,6 +49,23 @@ class CapacityService:
 
     def available(
         self, duration_minutes: float, grid_node: str | None = None, fleet_id: str | None = None
+    ) -> dict[str, Any]:
+        key = (float(duration_minutes), grid_node, fleet_id)
+        now = self.clock()
+        hit = self._memo.get(key)
+        if hit is not None:
+            version, at, answer = hit
+            if version == self.state.version and 0 <= (now - at).total_seconds() <= self.max_age_s:
+                return answer
+        version = self.state.version
+        answer = self._compute(duration_minutes, grid_node, fleet_id)
+        if len(self._memo) > 256:
+            self._memo.clear()
+        self._memo[key] = (version, now, answer)
+        return answer
+
+    def _compute(
+        self, duration_minutes: float, grid_node: str | None, fleet_id: str | None
     ) -> dict[str, Any]:
         snap = self.snapshot(duration_minutes, grid_node, fleet_id)
         total = _figures(snap.total, self.min_capacity_kw)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
 
 from vpp_aggregator.domain.resources import Resource
 
@@ -27,7 +30,17 @@ class ResourceStore(Protocol):
     def save(self, resource: Resource) -> None: ...
     def get(self, resource_id: str) -> Resource | None: ...
     def live_resources(self) -> Iterable[Resource]: ...
-    def insert_samples(self, rows: Sequence[dict[str, Any]]) -> None: ...
+    def insert_samples(
+        self,
+        resource_ids: Sequence[str],
+        timestamp_s: NDArray[np.float64],
+        soc_pct: NDArray[np.float64],
+        plugged_in: NDArray[np.bool_],
+        power_kw: NDArray[np.float64],
+        received_at: datetime,
+    ) -> None:
+        """Append history; a replayed (resource, timestamp) sample is ignored, not duplicated."""
+
     def latest_samples(self) -> Iterable[StoredSample]: ...
     def ping(self) -> None: ...
     def list(

@@ -166,6 +166,7 @@ class FleetState:
         self._group_node: list[str] = []
         self._group_fleet: list[str] = []
         self._views: OrderedDict[float, _WindowView] = OrderedDict()
+        self.version = 0  # bumped on every change of inputs; lets readers cache answers
 
     # ----------------------------------------------------------------- storage
     def _alloc(self, rows: int) -> None:
@@ -299,6 +300,7 @@ class FleetState:
 
     def _touch(self, rows: I8, now_ts: float) -> None:
         """Re-evaluate rows in every view after their inputs changed."""
+        self.version += 1
         for view in self._views.values():
             self._refresh(view, rows, max(now_ts, view.evaluated_at))
 
@@ -401,6 +403,7 @@ class FleetState:
         return row
 
     def _remove_row(self, row: int) -> None:
+        self.version += 1
         self._detach(row)
         resource_id = self._ids[row]
         if resource_id is not None:

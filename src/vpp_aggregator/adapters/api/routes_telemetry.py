@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from vpp_aggregator.adapters.api.deps import AggDep, MetricsDep
@@ -14,37 +11,11 @@ from vpp_aggregator.adapters.api.schemas import (
     ErrorOut,
     IngestOut,
     RejectionOut,
-    SampleIn,
     TelemetryIn,
 )
-from vpp_aggregator.app.telemetry import Rejection, Sample
+from vpp_aggregator.app.telemetry import parse_samples
 
 router = APIRouter(tags=["telemetry"])
-_samples = TypeAdapter(list[SampleIn])
-
-
-def _reason(errors: list[Any]) -> str:
-    parts = []
-    for e in errors:
-        field = ".".join(str(p) for p in e["loc"][1:]) or "sample"
-        parts.append(f"{field}: {e['msg']}")
-    return "; ".join(parts)
-
-
-def _parse(raw: list[Any]) -> tuple[list[Sample], list[Rejection]]:
-    try:
-        parsed = _samples.validate_python(raw)
-        bad: dict[int, str] = {}
-    except ValidationError as exc:
-        by_index: dict[int, list[Any]] = {}
-        for e in exc.errors():
-            by_index.setdefault(int(e["loc"][0]), []).append(e)
-        bad = {i: _reason(errs) for i, errs in by_index.items()}
-        parsed = _samples.validate_python([x for i, x in enumerate(raw) if i not in bad])
-    samples = [
-        Sample(s.resource_id, s.timestamp, s.soc_pct, s.plugged_in, s.power_kw) for s in parsed
-    ]
-    return samples, [Rejection(i, r) for i, r in sorted(bad.items())]
 
 
 @router.post(
@@ -79,8 +50,8 @@ async def ingest(request: Request, agg: AggDep, metrics: MetricsDep) -> IngestOu
         raise HTTPException(
             413, f"A batch may hold at most {limit} samples; this one has {len(raw)}. Split it."
         )
-    samples, pre_rejected = _parse(raw)
-    result = await run_in_threadpool(agg.telemetry.ingest, samples, pre_rejected)
+    batch, pre_rejected = parse_samples(raw)
+    result = await run_in_threadpool(agg.telemetry.ingest, batch, pre_rejected)
     metrics.samples_accepted.inc(result.accepted)
     for r in result.rejected:
         metrics.samples_rejected.labels(r.reason.split(":")[0][:60]).inc()
