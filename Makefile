@@ -9,14 +9,14 @@ PORT ?= 3003
 DEMO ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint typecheck migrate services clean
+.PHONY: install run test bench lint typecheck migrate services clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
-$(STAMP): $(BIN)/python requirements.lock pyproject.toml
-	$(UV) pip sync -q --python $(BIN)/python requirements.lock
+$(STAMP): $(BIN)/python requirements-dev.lock pyproject.toml
+	$(UV) pip sync -q --python $(BIN)/python requirements-dev.lock
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
@@ -49,3 +49,8 @@ typecheck: install
 
 clean:
 	rm -rf $(VENV) var/*.db .pytest_cache .mypy_cache .ruff_cache
+
+# Re-pin after changing dependencies in pyproject.toml (runtime lock for the image, dev lock for make).
+lock: $(BIN)/python
+	$(UV) pip compile -q pyproject.toml --generate-hashes --python-version 3.11 -o requirements.lock
+	$(UV) pip compile -q pyproject.toml --extra dev -c requirements.lock --generate-hashes --python-version 3.11 -o requirements-dev.lock

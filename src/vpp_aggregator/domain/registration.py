@@ -18,7 +18,12 @@ class Violation:
 
 def _parse_hhmm(value: str) -> bool:
     parts = value.split(":")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if (
+        len(parts) != 2
+        or not all(p.isdigit() for p in parts)
+        or len(parts[1]) != 2
+        or len(parts[0]) > 2
+    ):
         return False
     hour, minute = int(parts[0]), int(parts[1])
     return 0 <= hour <= 23 and 0 <= minute <= 59

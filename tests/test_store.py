@@ -1,0 +1,67 @@
+"""Persistence on SQLite and PostgreSQL: migrations, history, replays, latest-sample restore."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from factories import bess, ev
+from vpp_aggregator.adapters.store.database import current_revision, make_engine, migrate
+from vpp_aggregator.adapters.store.repository import Repository
+from vpp_aggregator.app.errors import DuplicateResourceError
+from vpp_aggregator.domain.resources import RecurringDeparture, Trip
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def repo(database_url: str) -> Repository:
+    engine = make_engine(database_url)
+    migrate(engine)
+    return Repository(engine)
+
+
+def test_migrations_are_idempotent(database_url: str) -> None:
+    engine = make_engine(database_url)
+    assert migrate(engine) == "0001"
+    assert migrate(engine) == "0001"
+    assert current_revision(engine) == "0001"
+
+
+def test_resource_round_trip(repo: Repository) -> None:
+    r = ev(
+        "ev-9",
+        departure_schedule=(
+            RecurringDeparture(("mon",), "07:30", "17:00", 80, "America/New_York"),
+        ),
+        trips=(Trip(NOW + timedelta(days=1), None, 90),),
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    repo.add(r)
+    got = repo.get("ev-9")
+    assert got == r
+    with pytest.raises(DuplicateResourceError):
+        repo.add(r)
+    items, total = repo.list(resource_type="EV")
+    assert total == 1 and items[0].resource_id == "ev-9"
+
+
+def test_history_keeps_every_sample_once_and_latest_wins(repo: Repository) -> None:
+    repo.add(bess("b1", created_at=NOW, updated_at=NOW))
+    ts = np.array([NOW.timestamp() - 60, NOW.timestamp(), NOW.timestamp() - 30])
+    for _ in range(2):  # a replayed batch is not stored twice
+        repo.insert_samples(
+            ["b1", "b1", "b1"],
+            ts,
+            np.array([40.0, 60.0, 50.0]),
+            np.array([True, True, False]),
+            np.array([-5.0, 0.0, 3.5]),
+            NOW,
+        )
+    assert repo.count_samples("b1") == 3
+    latest = list(repo.latest_samples())
+    assert len(latest) == 1
+    assert latest[0].soc_pct == 60.0 and latest[0].timestamp == NOW and latest[0].plugged_in is True
