@@ -62,8 +62,12 @@ _STRIDE = 4 * LOOP_S  # key spacing per EV in the flat session index (three loop
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "demo_data"
+
+
 def default_data_dir() -> Path:
-    """`VPP_DATA_DIR`, else `<repo>/../shared/data` (checked from the source tree, then the cwd)."""
+    """`VPP_DATA_DIR`, else `<repo>/../shared/data` (from the source tree, then the cwd), else the
+    small extract shipped in the package, so a demo runs from any clone or container."""
     env = os.environ.get("VPP_DATA_DIR")
     if env:
         return Path(env)
@@ -72,9 +76,9 @@ def default_data_dir() -> Path:
         Path.cwd().parent / "shared" / "data",
     ]
     for path in candidates:
-        if path.is_dir():
+        if (path / "acn_caltech" / "sessions_caltech.csv").is_file():
             return path
-    return candidates[0]
+    return PACKAGED_DATA_DIR
 
 
 # --------------------------------------------------------------------------- data loading
