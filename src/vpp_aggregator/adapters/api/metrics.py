@@ -38,10 +38,10 @@ class FleetCollector(Collector):
         scopes += [("resource_type", t, f) for t, f in snap.by_type.items()]
         scopes += [("grid_node", n, f) for n, f in snap.by_grid_node.items()]
         for scope, name, f in scopes:
-            kw.add_metric(["discharge", scope, name], f.discharge_kw)
-            kw.add_metric(["charge", scope, name], f.charge_kw)
-            kwh.add_metric(["discharge", scope, name], f.discharge_kwh)
-            kwh.add_metric(["charge", scope, name], f.charge_kwh)
+            kw.add_metric(["discharge", scope, name], round(f.discharge_kw, 3))
+            kw.add_metric(["charge", scope, name], round(f.charge_kw, 3))
+            kwh.add_metric(["discharge", scope, name], round(f.discharge_kwh, 3))
+            kwh.add_metric(["charge", scope, name], round(f.charge_kwh, 3))
         yield kw
         yield kwh
         active = GaugeMetricFamily(
