@@ -262,6 +262,22 @@ def test_state_survives_restart(database_url: str, clock: Clock) -> None:
         assert c.get("/capacity/available").json()["discharge"]["kwh"] == pytest.approx(200.0)
 
 
+def test_nothing_lost_when_the_process_dies_before_a_snapshot(
+    database_url: str, clock: Clock
+) -> None:
+    settings = load_settings(DATABASE_URL=database_url)
+    with TestClient(create_app(settings, clock=clock)) as c:
+        c.post("/resources/register", json=bess_body())
+        c.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 50)]})
+    clock.advance(seconds=30)
+    crashed = TestClient(
+        create_app(settings, clock=clock)
+    )  # no lifespan: no final snapshot, as in a crash
+    crashed.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 75)]})
+    with TestClient(create_app(settings, clock=clock)) as c:
+        assert c.get("/resources/bess-1").json()["telemetry"]["soc_pct"] == 75
+
+
 def test_metrics_exposed(client: TestClient, clock: Clock) -> None:
     client.post("/resources/register", json=bess_body())
     client.post(

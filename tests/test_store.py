@@ -49,7 +49,7 @@ def test_resource_round_trip(repo: Repository) -> None:
     assert total == 1 and items[0].resource_id == "ev-9"
 
 
-def test_history_keeps_every_sample_once_and_latest_wins(repo: Repository) -> None:
+def test_history_keeps_every_sample_once(repo: Repository) -> None:
     repo.add(bess("b1", created_at=NOW, updated_at=NOW))
     ts = np.array([NOW.timestamp() - 60, NOW.timestamp(), NOW.timestamp() - 30])
     for _ in range(2):  # a replayed batch is not stored twice
@@ -62,6 +62,32 @@ def test_history_keeps_every_sample_once_and_latest_wins(repo: Repository) -> No
             NOW,
         )
     assert repo.count_samples("b1") == 3
-    latest = list(repo.latest_samples())
-    assert len(latest) == 1
-    assert latest[0].soc_pct == 60.0 and latest[0].timestamp == NOW and latest[0].plugged_in is True
+    replay = sorted(
+        repo.samples_received_since(NOW - timedelta(seconds=1)), key=lambda s: s.timestamp
+    )
+    assert [s.soc_pct for s in replay] == [40.0, 50.0, 60.0]
+    assert replay[-1].timestamp == NOW and replay[-1].plugged_in is True
+    assert list(repo.samples_received_since(NOW + timedelta(seconds=1))) == []
+
+
+def test_latest_snapshot_never_goes_back_in_time(repo: Repository) -> None:
+    t = NOW.timestamp()
+    repo.upsert_latest(
+        ["b1", "b2"],
+        np.array([t, t]),
+        np.array([60.0, 70.0]),
+        np.array([True, False]),
+        np.array([0.0, 1.0]),
+        NOW,
+    )
+    repo.upsert_latest(
+        ["b1"],
+        np.array([t - 10]),
+        np.array([10.0]),
+        np.array([True]),
+        np.array([0.0]),
+        NOW + timedelta(seconds=10),
+    )
+    latest = {s.resource_id: s for s in repo.latest_samples()}
+    assert latest["b1"].soc_pct == 60.0 and latest["b2"].plugged_in is False
+    assert repo.last_snapshot_at() == NOW + timedelta(seconds=10)

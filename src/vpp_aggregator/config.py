@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     telemetry_max_batch: int = Field(
         10_000, ge=1, le=100_000, validation_alias="VPP_TELEMETRY_MAX_BATCH"
     )
+    telemetry_snapshot_seconds: float = Field(
+        10.0, gt=0, le=3600, validation_alias="VPP_TELEMETRY_SNAPSHOT_SECONDS"
+    )
     database_url: str = Field("", validation_alias="DATABASE_URL")
     kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")

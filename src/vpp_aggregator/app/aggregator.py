@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import numpy as np
 
 from vpp_aggregator.app.capacity import CapacityService
-from vpp_aggregator.app.ports import ResourceStore
+from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
-from vpp_aggregator.app.telemetry import TelemetryService
+from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.resources import Resource
@@ -36,9 +36,10 @@ class Aggregator:
             store, self.state, clock, settings.telemetry_max_clock_skew_seconds
         )
         self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)
+        self.snapshotter = LatestSnapshotter(store, self.state, clock)
 
     def load(self) -> int:
-        """Rebuild live state from the registry and the newest stored sample of each resource."""
+        """Rebuild live state: registry, last telemetry snapshot, then history received since."""
         now = self.clock()
         chunk: list[Resource] = []
         for resource in self.store.live_resources():
@@ -47,27 +48,30 @@ class Aggregator:
                 self.state.upsert_many(chunk, now)
                 chunk.clear()
         self.state.upsert_many(chunk, now)
-        batch: list[tuple[str, float, float, bool, float]] = []
+        since = self.snapshotter.replay_since()
+        self._apply(self.store.latest_samples(), now)
+        self._apply(self.store.samples_received_since(since), now)
+        return len(self.state)
+
+    def _apply(self, samples: Iterable[StoredSample], now: datetime) -> None:
+        batch: list[StoredSample] = []
 
         def flush() -> None:
-            rows = self.state.rows_of([b[0] for b in batch])
+            rows = self.state.rows_of([b.resource_id for b in batch])
             keep = rows >= 0
             self.state.apply_telemetry(
                 rows[keep],
-                np.array([b[1] for b in batch])[keep],
-                np.array([b[2] for b in batch])[keep],
-                np.array([b[3] for b in batch], dtype=bool)[keep],
-                np.array([b[4] for b in batch])[keep],
+                np.array([b.timestamp.timestamp() for b in batch])[keep],
+                np.array([b.soc_pct for b in batch])[keep],
+                np.array([b.plugged_in for b in batch], dtype=bool)[keep],
+                np.array([b.power_kw for b in batch])[keep],
                 now,
             )
             batch.clear()
 
-        for s in self.store.latest_samples():
-            batch.append(
-                (s.resource_id, s.timestamp.timestamp(), s.soc_pct, s.plugged_in, s.power_kw)
-            )
+        for s in samples:
+            batch.append(s)
             if len(batch) >= 50_000:
                 flush()
         if batch:
             flush()
-        return len(self.state)

@@ -42,6 +42,17 @@ class ResourceStore(Protocol):
         """Append history; a replayed (resource, timestamp) sample is ignored, not duplicated."""
 
     def latest_samples(self) -> Iterable[StoredSample]: ...
+    def samples_received_since(self, since: datetime | None) -> Iterable[StoredSample]: ...
+    def last_snapshot_at(self) -> datetime | None: ...
+    def upsert_latest(
+        self,
+        resource_ids: Sequence[str],
+        timestamp_s: NDArray[np.float64],
+        soc_pct: NDArray[np.float64],
+        plugged_in: NDArray[np.bool_],
+        power_kw: NDArray[np.float64],
+        snapshot_at: datetime,
+    ) -> None: ...
     def ping(self) -> None: ...
     def list(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -152,3 +152,35 @@ class TelemetryService:
         )
         rejected.sort(key=lambda r: r.index)
         return IngestResult(accepted=int(idx.size), applied=applied, rejected=rejected)
+
+
+class LatestSnapshotter:
+    """Writes the newest sample of each changed resource to the store now and then.
+
+    Ingest only appends history (cheap, sequential); this keeps a restart from having to find
+    each resource's newest sample in that history. After a crash, start-up replays the history
+    received since the last snapshot (minus a margin for ingests in flight), so nothing is lost.
+    """
+
+    REPLAY_MARGIN = timedelta(seconds=60)
+
+    def __init__(
+        self, store: ResourceStore, state: FleetState, clock: Callable[[], datetime]
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.clock = clock
+
+    def flush(self) -> int:
+        at = self.clock()
+        ids, rows, ts, soc, plugged, power = self.state.take_dirty()
+        try:
+            self.store.upsert_latest(ids, ts, soc, plugged, power, at)
+        except Exception:
+            self.state.mark_dirty(rows)
+            raise
+        return len(ids)
+
+    def replay_since(self) -> datetime | None:
+        last = self.store.last_snapshot_at()
+        return None if last is None else last - self.REPLAY_MARGIN

@@ -147,6 +147,7 @@ class FleetState:
     is_bess: NDArray[np.bool_]
     group: I8
     routine: I8
+    dirty: NDArray[np.bool_]  # live telemetry not yet snapshotted to the store
 
     def __init__(
         self, *, bess_min_soc_pct: float, stale_seconds: float, initial_rows: int = 1024
@@ -196,6 +197,7 @@ class FleetState:
         grow("is_bess", False, np.bool_)
         grow("group", 0, np.int64)
         grow("routine", -1, np.int64)
+        grow("dirty", False, np.bool_)
         self._rows = rows
         for view in getattr(self, "_views", {}).values():
             coef = np.zeros((rows, N_COEF))
@@ -462,6 +464,7 @@ class FleetState:
             self.soc_pct[r] = soc_pct[pick]
             self.plugged[r] = plugged_in[pick]
             self.power_kw[r] = power_kw[pick]
+            self.dirty[r] = True
             self._touch(r, now.timestamp())
             return int(r.size)
 
@@ -554,6 +557,26 @@ class FleetState:
                 availability_factor=1.0 if a else 0.0,
                 availability_reason=reason,
             )
+
+    def take_dirty(self) -> tuple[list[str], I8, F8, F8, NDArray[np.bool_], F8]:
+        """Rows whose telemetry changed since the last call: ids, rows, ts, soc, plugged, power."""
+        with self._lock:
+            rows = np.flatnonzero(self.dirty[: self._n] & self.present[: self._n])
+            self.dirty[rows] = False
+            ids = [self._ids[r] or "" for r in rows.tolist()]
+            return (
+                ids,
+                rows,
+                self.telemetry_ts[rows].copy(),
+                self.soc_pct[rows].copy(),
+                self.plugged[rows].copy(),
+                np.nan_to_num(self.power_kw[rows]),
+            )
+
+    def mark_dirty(self, rows: I8) -> None:
+        """Give rows back to the next snapshot (the last one could not be stored)."""
+        with self._lock:
+            self.dirty[rows] = True
 
     def counts_by_type(self) -> dict[str, int]:
         with self._lock:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -10,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from vpp_aggregator import SERVICE_NAME, __version__
 from vpp_aggregator.adapters.api import (
@@ -28,6 +32,8 @@ from vpp_aggregator.app.errors import (
     ResourceNotFoundError,
 )
 from vpp_aggregator.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -95,10 +101,30 @@ def create_app(
     aggregator.load()
     metrics = Metrics(aggregator)
 
+    async def snapshot_loop() -> None:
+        while True:
+            await asyncio.sleep(settings.telemetry_snapshot_seconds)
+            try:
+                await run_in_threadpool(aggregator.snapshotter.flush)
+            except Exception:  # the database may be away for a while; the rows stay dirty
+                log.exception("telemetry snapshot failed; will retry")
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        task = asyncio.create_task(snapshot_loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            try:
+                aggregator.snapshotter.flush()
+            except Exception:
+                log.exception(
+                    "final telemetry snapshot failed; start-up will replay history instead"
+                )
+            engine.dispose()
 
     app = FastAPI(
         title="VPP Aggregator",

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from vpp_aggregator.adapters.store.tables import resources, telemetry_samples
+from vpp_aggregator.adapters.store.tables import (
+    resources,
+    service_meta,
+    telemetry_latest,
+    telemetry_samples,
+)
 from vpp_aggregator.app.errors import DuplicateResourceError
 from vpp_aggregator.app.ports import StoredSample
 from vpp_aggregator.domain.resources import (
@@ -189,6 +195,13 @@ class Repository:
                 yield _from_row(row)
 
     # ------------------------------------------------------------- telemetry
+    def _stamps(self, timestamp_s: NDArray[np.float64]) -> builtins.list[Any]:
+        """Driver-ready timestamps: SQLAlchemy's SQLite text form (naive UTC), aware datetimes for psycopg."""
+        micros = np.round(np.asarray(timestamp_s) * 1e6).astype("datetime64[us]")
+        if self._dialect == "sqlite":
+            return [s.replace("T", " ") for s in np.datetime_as_string(micros, unit="us").tolist()]
+        return [d.replace(tzinfo=UTC) for d in micros.astype(datetime).tolist()]
+
     def insert_samples(
         self,
         resource_ids: Sequence[str],
@@ -205,54 +218,91 @@ class Repository:
         """
         if not resource_ids:
             return
-        micros = np.round(np.asarray(timestamp_s) * 1e6).astype("datetime64[us]")
-        if self._dialect == "sqlite":
-            # The text form SQLAlchemy's SQLite DateTime reads back (naive UTC).
-            stamps: list[Any] = [
-                s.replace("T", " ") for s in np.datetime_as_string(micros, unit="us").tolist()
-            ]
-            received: Any = (
-                received_at.astimezone(UTC)
-                .replace(tzinfo=None)
-                .isoformat(sep=" ", timespec="microseconds")
-            )
-            sql = (
-                "INSERT OR IGNORE INTO telemetry_samples "
-                "(resource_id, ts, soc_pct, plugged_in, power_kw, received_at) VALUES (?, ?, ?, ?, ?, ?)"
-            )
-        else:
-            stamps = [d.replace(tzinfo=UTC) for d in micros.astype(datetime).tolist()]
-            received = received_at
-            sql = (
-                "INSERT INTO telemetry_samples "
-                "(resource_id, ts, soc_pct, plugged_in, power_kw, received_at) VALUES (%s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (resource_id, ts) DO NOTHING"
-            )
-        rows = list(
+        received = self._stamps(np.array([received_at.timestamp()]))[0]
+        conflict = "OR IGNORE" if self._dialect == "sqlite" else ""
+        tail = "" if self._dialect == "sqlite" else " ON CONFLICT (ts, resource_id) DO NOTHING"
+        sql = (
+            f"INSERT {conflict} INTO telemetry_samples (ts, resource_id, soc_pct, plugged_in, power_kw, received_at) "
+            f"VALUES ({self._marks(6)}){tail}"
+        )
+        rows: builtins.list[tuple[Any, ...]] = builtins.list(
             zip(
+                self._stamps(timestamp_s),
                 resource_ids,
-                stamps,
                 soc_pct.tolist(),
                 plugged_in.tolist(),
                 power_kw.tolist(),
-                [received] * len(stamps),
+                [received] * len(resource_ids),
                 strict=True,
             )
         )
         with self.engine.begin() as conn:
             conn.exec_driver_sql(sql, rows)
 
+    def _marks(self, n: int) -> str:
+        return ", ".join(["?" if self._dialect == "sqlite" else "%s"] * n)
+
+    def upsert_latest(
+        self,
+        resource_ids: Sequence[str],
+        timestamp_s: NDArray[np.float64],
+        soc_pct: NDArray[np.float64],
+        plugged_in: NDArray[np.bool_],
+        power_kw: NDArray[np.float64],
+        snapshot_at: datetime,
+    ) -> None:
+        """Store the newest sample per resource (never replacing a newer one) and the snapshot time."""
+        sql = (
+            "INSERT INTO telemetry_latest (resource_id, ts, soc_pct, plugged_in, power_kw) "
+            f"VALUES ({self._marks(5)}) ON CONFLICT (resource_id) DO UPDATE SET ts = excluded.ts, "
+            "soc_pct = excluded.soc_pct, plugged_in = excluded.plugged_in, power_kw = excluded.power_kw "
+            "WHERE excluded.ts > telemetry_latest.ts"
+        )
+        rows: builtins.list[tuple[Any, ...]] = builtins.list(
+            zip(
+                resource_ids,
+                self._stamps(timestamp_s),
+                soc_pct.tolist(),
+                plugged_in.tolist(),
+                power_kw.tolist(),
+                strict=True,
+            )
+        )
+        with self.engine.begin() as conn:
+            if rows:
+                conn.exec_driver_sql(sql, rows)
+            self._set_meta(conn, "latest_snapshot_at", snapshot_at.isoformat())
+
+    def _set_meta(self, conn: Connection, key: str, value: str) -> None:
+        sql = (
+            f"INSERT INTO service_meta (key, value) VALUES ({self._marks(2)}) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        conn.exec_driver_sql(sql, [(key, value)])
+
+    def last_snapshot_at(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(service_meta.c.value).where(service_meta.c.key == "latest_snapshot_at")
+            ).scalar_one_or_none()
+        return datetime.fromisoformat(value) if value else None
+
     def latest_samples(self) -> Iterable[StoredSample]:
-        """The newest sample of every resource (restores live state after a restart)."""
-        newest = (
-            select(telemetry_samples.c.resource_id, func.max(telemetry_samples.c.ts).label("ts"))
-            .group_by(telemetry_samples.c.resource_id)
-            .subquery()
-        )
+        """The newest sample of every resource as of the last snapshot."""
+        t = telemetry_latest
+        q = select(t.c.resource_id, t.c.ts, t.c.soc_pct, t.c.plugged_in, t.c.power_kw)
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=10_000).execute(q):
+                yield StoredSample(
+                    row.resource_id, row.ts, row.soc_pct, row.plugged_in, row.power_kw
+                )
+
+    def samples_received_since(self, since: datetime | None) -> Iterable[StoredSample]:
+        """History that arrived after `since` (all of it when None), for replay after a restart."""
         t = telemetry_samples
-        q = select(t.c.resource_id, t.c.ts, t.c.soc_pct, t.c.plugged_in, t.c.power_kw).join(
-            newest, and_(t.c.resource_id == newest.c.resource_id, t.c.ts == newest.c.ts)
-        )
+        q = select(t.c.resource_id, t.c.ts, t.c.soc_pct, t.c.plugged_in, t.c.power_kw)
+        if since is not None:
+            q = q.where(t.c.received_at >= since)
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=10_000).execute(q):
                 yield StoredSample(

@@ -68,14 +68,35 @@ resources = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# History is keyed (ts, resource_id): new samples land at the end of the index, so ingest cost
+# stays flat as history grows (keyed by resource first, every insert dirtied a random page).
 telemetry_samples = Table(
     "telemetry_samples",
     metadata,
-    Column("resource_id", String(128), primary_key=True),
     Column("ts", UTCDateTime, primary_key=True),
+    Column("resource_id", String(128), primary_key=True),
     Column("soc_pct", Float, nullable=False),
     Column("plugged_in", Boolean, nullable=False),
     Column("power_kw", Float, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
-    Index("ix_telemetry_samples_ts", "ts"),
+    Index("ix_telemetry_samples_received_at", "received_at"),
+)
+
+# The newest sample per resource, written in the background by the snapshotter; at start-up it
+# is read back and the history received since the last snapshot is replayed on top.
+telemetry_latest = Table(
+    "telemetry_latest",
+    metadata,
+    Column("resource_id", String(128), primary_key=True),
+    Column("ts", UTCDateTime, nullable=False),
+    Column("soc_pct", Float, nullable=False),
+    Column("plugged_in", Boolean, nullable=False),
+    Column("power_kw", Float, nullable=False),
+)
+
+service_meta = Table(
+    "service_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
 )

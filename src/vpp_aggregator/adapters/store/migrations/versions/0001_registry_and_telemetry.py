@@ -1,4 +1,4 @@
-"""Resource registry and telemetry history.
+"""Resource registry, telemetry history, latest-sample snapshot.
 
 Revision ID: 0001
 Revises:
@@ -45,16 +45,31 @@ def upgrade() -> None:
     op.create_index("ix_resources_status", "resources", ["status"])
     op.create_table(
         "telemetry_samples",
-        sa.Column("resource_id", sa.String(128), primary_key=True),
         sa.Column("ts", UTCDateTime, primary_key=True),
+        sa.Column("resource_id", sa.String(128), primary_key=True),
         sa.Column("soc_pct", sa.Float, nullable=False),
         sa.Column("plugged_in", sa.Boolean, nullable=False),
         sa.Column("power_kw", sa.Float, nullable=False),
         sa.Column("received_at", UTCDateTime, nullable=False),
     )
-    op.create_index("ix_telemetry_samples_ts", "telemetry_samples", ["ts"])
+    op.create_index("ix_telemetry_samples_received_at", "telemetry_samples", ["received_at"])
+    op.create_table(
+        "telemetry_latest",
+        sa.Column("resource_id", sa.String(128), primary_key=True),
+        sa.Column("ts", UTCDateTime, nullable=False),
+        sa.Column("soc_pct", sa.Float, nullable=False),
+        sa.Column("plugged_in", sa.Boolean, nullable=False),
+        sa.Column("power_kw", sa.Float, nullable=False),
+    )
+    op.create_table(
+        "service_meta",
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.String(256), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("service_meta")
+    op.drop_table("telemetry_latest")
     op.drop_table("telemetry_samples")
     op.drop_table("resources")
