@@ -334,7 +334,9 @@ def bench_http(
         _seed_database(url, n, now)
         server = _Server(url, _free_port())
         try:
-            asyncio.run(_closed_loop(server.base, "/capacity/available", concurrency, 200))
+            asyncio.run(
+                _closed_loop(server.base, "/capacity/available", concurrency, 2000)
+            )  # warm-up
             lat, elapsed = asyncio.run(
                 _closed_loop(server.base, "/capacity/available", concurrency, requests)
             )

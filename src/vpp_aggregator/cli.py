@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from pathlib import Path
@@ -81,6 +82,9 @@ def serve(
         console.print(
             f"demo fleet: {demo_evs} EVs and {demo_bess} batteries posting telemetry every 2 s"
         )
+    # Everything loaded so far lives for the whole process: keep the collector from rescanning it.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 

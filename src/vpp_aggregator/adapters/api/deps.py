@@ -1,4 +1,7 @@
-"""Request-scoped access to the one Aggregator the app was built with."""
+"""Request-scoped access to the one Aggregator the app was built with.
+
+Async on purpose: FastAPI runs plain `def` dependencies in its thread pool, a thread hop per request.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,12 @@ from vpp_aggregator.adapters.api.metrics import Metrics
 from vpp_aggregator.app.aggregator import Aggregator
 
 
-def _agg(request: Request) -> Aggregator:
+async def _agg(request: Request) -> Aggregator:
     agg: Aggregator = request.app.state.aggregator
     return agg
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     m: Metrics = request.app.state.metrics
     return m
 
