@@ -50,6 +50,7 @@ class Aggregator:
         self.state.upsert_many(chunk, now)
         since = self.snapshotter.replay_since()
         self._apply(self.store.latest_samples(), now)
+        self.state.take_dirty()  # already stored: only what is replayed below needs a new snapshot
         self._apply(self.store.samples_received_since(since), now)
         return len(self.state)
 

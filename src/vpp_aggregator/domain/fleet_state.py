@@ -45,6 +45,8 @@ I8 = NDArray[np.int64]
 F8 = NDArray[np.float64]
 
 MAX_WINDOW_VIEWS = 4
+RACE_TOLERANCE_S = 5.0
+RESUM_AFTER_UPDATES_PER_ROW = 64
 N_COEF = N_COLUMNS + 2
 TYPES = (ResourceType.EV, ResourceType.BESS)
 
@@ -267,6 +269,14 @@ class FleetState:
         view.evaluated_at = now_ts
         view.updates_since_rebuild = 0
 
+    def _resum(self, view: _WindowView) -> None:
+        """Re-add the group sums from the per-row coefficients, dropping accumulated round-off."""
+        n, g = self._n, len(self._group_type)
+        groups = self.group[:n]
+        for k in range(N_COEF):
+            view.group_sums[:, k] = np.bincount(groups, weights=view.coef[:n, k], minlength=g)
+        view.updates_since_rebuild = 0
+
     def _view(self, window_s: float, now_ts: float) -> _WindowView:
         view = self._views.get(window_s)
         if view is None:
@@ -481,8 +491,14 @@ class FleetState:
         window_s = float(duration_minutes) * 60.0
         with self._lock:
             view = self._view(window_s, now_ts)
-            if now_ts < view.evaluated_at or view.updates_since_rebuild > max(4 * self._n, 100_000):
-                self._rebuild(view, now_ts)
+            if view.evaluated_at - RACE_TOLERANCE_S <= now_ts < view.evaluated_at:
+                # A concurrent reader got the lock first with a later clock: answer as of its time.
+                now_ts = view.evaluated_at
+                now = datetime.fromtimestamp(now_ts, tz=now.tzinfo or UTC)
+            if view.updates_since_rebuild > max(RESUM_AFTER_UPDATES_PER_ROW * self._n, 1_000_000):
+                self._resum(view)
+            if now_ts < view.evaluated_at:
+                self._rebuild(view, now_ts)  # asked about an earlier time than last evaluated
             else:
                 n = self._n
                 due = np.flatnonzero(view.next_change[:n] <= now_ts)
