@@ -1,0 +1,1 @@
+"""Dispatch: one problem definition, two interchangeable solvers, one independent safety check."""

@@ -1,0 +1,159 @@
+"""Reference solver: the dispatch as one time-stepped linear programme, solved exactly by HiGHS.
+
+Variables per eligible resource i and point t: setpoint q[i,t] (dispatch direction) and level
+y[i,t]. Rows: level dynamics (trapezoidal energy), ramp bands, the fleet cap at the target.
+Bounds carry power limits, departures, fixed leads and floors. The objective maximises energy
+delivered inside the window; tiny costs break ties the way the fast allocator does (priority
+order, least energy spent after the window), so both answer the same question.
+"""
+
+from __future__ import annotations
+
+import highspy
+import numpy as np
+from numpy.typing import NDArray
+
+from vpp_aggregator.domain.dispatch.problem import DispatchProblem, Solution
+
+INF = highspy.kHighsInf
+TIE_BREAK = 1e-4
+
+
+class LPError(RuntimeError):
+    pass
+
+
+def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
+    p = problem
+    H, T, r = p.horizon, p.duration_min, p.ramp_kw_per_min
+    q_out = np.zeros((p.n, H + 1), dtype=np.float64)
+    prio = p.priority()
+    order = prio[p.eligible[prio]]
+    m = order.size
+    if m == 0:
+        return Solution(q_out, "lp")
+    P = H  # points 1..H are variables per resource
+    nq = m * P
+
+    # column index helpers: q[j, t] -> j*P + (t-1); y[j, t] -> nq + j*P + (t-1)
+    def qi(j: NDArray[np.int64], t: NDArray[np.int64]) -> NDArray[np.int64]:
+        return j * P + (t - 1)
+
+    def yi(j: NDArray[np.int64], t: NDArray[np.int64]) -> NDArray[np.int64]:
+        return nq + j * P + (t - 1)
+
+    grid_j, grid_t = np.meshgrid(np.arange(m), np.arange(1, H + 1), indexing="ij")
+    jj, tt = grid_j.ravel(), grid_t.ravel()
+    max_kw = p.max_kw[order]
+    lead_end = p.lead_end[order]
+    last_point = p.last_point[order]
+    lead_q = p.lead_q[order]
+    q0 = np.where(lead_end > 0, lead_q[:, 0], p.q0[order])
+    k = p.k_dir[order]
+    k_opp = p.k_opp[order]
+
+    # Bounds of q.
+    q_lo = np.zeros(nq)
+    q_hi = np.repeat(max_kw, P)
+    q_hi = np.where(tt > last_point[jj], 0.0, q_hi)
+    q_hi = np.where(tt == H, 0.0, q_hi)
+    fixed = tt <= lead_end[jj]
+    q_lo = np.where(fixed, lead_q[jj, tt], q_lo)
+    q_hi = np.where(fixed, lead_q[jj, tt], q_hi)
+    # Bounds of y: the floor path (levels may rise only during a fixed lead).
+    y_lo = p.lo[order][jj, tt]
+    y_hi = np.full(nq, INF)
+
+    rows_i: list[NDArray[np.int64]] = []
+    cols_i: list[NDArray[np.int64]] = []
+    vals_i: list[NDArray[np.float64]] = []
+    row_lo: list[NDArray[np.float64]] = []
+    row_hi: list[NDArray[np.float64]] = []
+    n_rows = 0
+
+    def add(rows: NDArray[np.int64], cols: NDArray[np.int64], vals: NDArray[np.float64]) -> None:
+        rows_i.append(rows)
+        cols_i.append(cols)
+        vals_i.append(vals)
+
+    # Dynamics: y[t] - y[t-1] + kk*(q[t-1] + q[t])/2 = 0, with y[0] = y0 and q[0] = q0 constants.
+    # Steps inside a lead move the level with the opposite-direction efficiency.
+    kk = np.where(tt <= lead_end[jj], k_opp[jj], k[jj])
+    base = n_rows + np.arange(nq)
+    add(base, yi(jj, tt), np.ones(nq))
+    prev = tt > 1
+    add(base[prev], yi(jj[prev], tt[prev] - 1), -np.ones(int(prev.sum())))
+    add(base, qi(jj, tt), kk / 2.0)
+    add(base[prev], qi(jj[prev], tt[prev] - 1), kk[prev] / 2.0)
+    rhs = np.where(prev, 0.0, p.y0[order][jj] - kk * q0[jj] / 2.0)
+    row_lo.append(rhs)
+    row_hi.append(rhs)
+    n_rows += nq
+
+    # Ramp: -r <= q[t] - q[t-1] <= r (q[0] constant folds into the bounds).
+    base = n_rows + np.arange(nq)
+    add(base, qi(jj, tt), np.ones(nq))
+    add(base[prev], qi(jj[prev], tt[prev] - 1), -np.ones(int(prev.sum())))
+    first = np.where(prev, 0.0, q0[jj])
+    row_lo.append(first - r)
+    row_hi.append(first + r)
+    n_rows += nq
+
+    # After the window a resource only ramps down.
+    tail = (tt > T + 1) | ((tt == T + 1) & (T >= 1))
+    tail &= tt > 1
+    nt = int(tail.sum())
+    base = n_rows + np.arange(nt)
+    add(base, qi(jj[tail], tt[tail]), np.ones(nt))
+    add(base, qi(jj[tail], tt[tail] - 1), -np.ones(nt))
+    row_lo.append(np.full(nt, -INF))
+    row_hi.append(np.zeros(nt))
+    n_rows += nt
+
+    # Fleet: sum_i q[i, t] <= target at every point of the window.
+    inside = tt <= T
+    add(n_rows + (tt[inside] - 1), qi(jj[inside], tt[inside]), np.ones(int(inside.sum())))
+    row_lo.append(np.full(T, -INF))
+    row_hi.append(np.full(T, p.target_abs_kw))
+    n_rows += T
+
+    # Objective (minimise): -delivered energy inside the window (trapezoid weights) plus tie-breaks.
+    weight = np.where(tt < T, 1.0, np.where(tt == T, 0.5, 0.0))
+    rank = np.arange(m, dtype=np.float64) / max(m, 1)
+    cost_q = -weight + TIE_BREAK * (1.0 + rank[jj]) + np.where(tt > T, TIE_BREAK, 0.0)
+    cost = np.concatenate([cost_q, np.zeros(nq)])
+
+    lp = highspy.HighsLp()
+    lp.num_col_ = 2 * nq
+    lp.num_row_ = n_rows
+    lp.col_cost_ = cost
+    lp.col_lower_ = np.concatenate([q_lo, y_lo])
+    lp.col_upper_ = np.concatenate([q_hi, y_hi])
+    lp.row_lower_ = np.concatenate(row_lo)
+    lp.row_upper_ = np.concatenate(row_hi)
+    rows = np.concatenate(rows_i)
+    cols = np.concatenate(cols_i)
+    vals = np.concatenate(vals_i)
+    order_c = np.lexsort((rows, cols))
+    rows, cols, vals = rows[order_c], cols[order_c], vals[order_c]
+    start = np.searchsorted(cols, np.arange(2 * nq + 1))
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = start.astype(np.int32)
+    lp.a_matrix_.index_ = rows.astype(np.int32)
+    lp.a_matrix_.value_ = vals
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    h.passModel(lp)
+    h.run()
+    status = h.getModelStatus()
+    if status != highspy.HighsModelStatus.kOptimal:
+        raise LPError(f"HiGHS finished with {h.modelStatusToString(status)}")
+    x = np.asarray(h.getSolution().col_value)[:nq].reshape(m, P)
+    out = np.empty((m, H + 1))
+    out[:, 0] = q0
+    out[:, 1:] = x
+    # Clean solver round-off so exact zeros stay zeros.
+    out[np.abs(out) < 1e-7] = 0.0
+    q_out[order] = out
+    return Solution(q_out, "lp")
