@@ -57,6 +57,8 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     q_hi = np.repeat(max_kw, P)
     q_hi = np.where(tt > last_point[jj], 0.0, q_hi)
     q_hi = np.where(tt == H, 0.0, q_hi)
+    # Power above the limit right now can only come down at the ramp rate.
+    q_hi = np.maximum(q_hi, np.where(tt <= last_point[jj], q0[jj] - r * tt, 0.0))
     fixed = tt <= lead_end[jj]
     q_lo = np.where(fixed, lead_q[jj, tt], q_lo)
     q_hi = np.where(fixed, lead_q[jj, tt], q_hi)
@@ -101,7 +103,7 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
 
     # After the window a resource only ramps down.
     tail = (tt > T + 1) | ((tt == T + 1) & (T >= 1))
-    tail &= tt > 1
+    tail &= (tt > 1) & (tt - 1 >= lead_end[jj])
     nt = int(tail.sum())
     base = n_rows + np.arange(nt)
     add(base, qi(jj[tail], tt[tail]), np.ones(nt))
@@ -114,7 +116,9 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     inside = tt <= T
     add(n_rows + (tt[inside] - 1), qi(jj[inside], tt[inside]), np.ones(int(inside.sum())))
     row_lo.append(np.full(T, -INF))
-    row_hi.append(np.full(T, p.target_abs_kw))
+    # Power already flowing beyond the target can only come down at the ramp rate.
+    forced = np.maximum(p.q0[order][:, None] - r * np.arange(1, T + 1)[None, :], 0.0).sum(axis=0)
+    row_hi.append(np.maximum(p.target_abs_kw, forced))
     n_rows += T
 
     # Objective (minimise): -delivered energy inside the window (trapezoid weights) plus tie-breaks.

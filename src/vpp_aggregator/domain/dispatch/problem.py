@@ -116,9 +116,21 @@ class DispatchProblem:
             lo = np.broadcast_to(-inp.ceiling_pct[:, None], (n, horizon + 1)).copy()
         # The level may not dip below the floor at any point the dispatch holds the resource, and
         # while held (even at zero) a vehicle does not charge: the binding floor is the last one.
-        lo_final = lo[np.arange(n), np.minimum(last_point + 1, horizon)]
+        final_point = np.where(
+            np.isfinite(dep), np.minimum(np.ceil(np.nan_to_num(dep, posinf=0.0)), horizon), horizon
+        )
+        lo_final = lo[np.arange(n), final_point.astype(np.int64)]
+        # It must at least be able to bring its present power back to zero above the floor.
+        q_now = np.maximum(q0, 0.0)
+        j = np.floor(q_now / r)
+        e = q_now - j * r
+        stop_kwmin = j * j * r / 2.0 + j * e + e / 2.0
         eligible = (
-            inp.available & (max_kw > EPS_KW) & (y0 > lo_final + 1e-9) & (last_point > lead_end)
+            inp.available
+            & (max_kw > EPS_KW)
+            & (y0 - k_dir * stop_kwmin > lo_final + 1e-9)
+            & (last_point > lead_end)
+            & (q_now <= r * (last_point + 1))  # and have stopped by the time it leaves
         )
         object.__setattr__(self, "direction", d)
         object.__setattr__(self, "n", n)
@@ -175,3 +187,14 @@ def levels(problem: DispatchProblem, q: NDArray[np.float64]) -> NDArray[np.float
     y[:, 0] = problem.y0
     y[:, 1:] = problem.y0[:, None] - np.cumsum(drop, axis=1)
     return y
+
+
+def fleet_power(problem: DispatchProblem, q: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Fleet power in the dispatch direction at every point (kW)."""
+    return np.asarray(q[problem.eligible].sum(axis=0), dtype=np.float64)
+
+
+def delivered_kwh(problem: DispatchProblem, q: NDArray[np.float64]) -> float:
+    """Energy delivered in the dispatch direction inside the window (trapezoid, kWh)."""
+    fleet = fleet_power(problem, q)[: problem.duration_min + 1]
+    return float(0.5 * (fleet[1:] + fleet[:-1]).sum() * STEP_MIN / 60.0)

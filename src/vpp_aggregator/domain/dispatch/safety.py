@@ -62,76 +62,90 @@ def check(
         for row, point in zip(*np.nonzero(mask), strict=True):
             out.append(SafetyViolation(ids[row], rule, int(point), what))
 
+    # A resource already moving against the dispatch, or beyond its limits, must first ramp at
+    # the ramp limit: those points are forced by rule 4, not chosen, so power limits and floors
+    # are not held against them. The ramp itself always is.
+    d = 1.0 if problem.target_kw >= 0 else -1.0
+    now_kw = np.nan_to_num(inp.power_kw[scheduled])
+    own_limit = np.where(now_kw > 0, inp.max_discharge_kw[scheduled], inp.max_charge_kw[scheduled])
+    allowed_now = np.where(d * now_kw > 0, own_limit, 0.0)
+    forced_until = np.ceil(np.maximum(np.abs(now_kw) - allowed_now, 0.0) / ramp_kw_per_min)
+    chosen = np.arange(n_points)[None, :] > forced_until[:, None]
+
+    step = np.zeros_like(sp)
+    step[:, 1:] = np.abs(np.diff(sp, axis=1))
     report(
-        np.abs(np.diff(sp, axis=1)) > ramp_kw_per_min * STEP_MIN + TOL_KW,
+        step > ramp_kw_per_min * STEP_MIN + TOL_KW,
         "ramp",
         "setpoint changes faster than the ramp limit",
     )
-    body = sp[:, 1:]
+    later = sp.copy()
+    later[:, 0] = 0.0  # point 0 is the resource's present power, not a setpoint
     report(
-        body > inp.max_discharge_kw[scheduled, None] + TOL_KW,
+        (later > inp.max_discharge_kw[scheduled, None] + TOL_KW) & chosen,
         "discharge_power",
         "above max_discharge_kw",
     )
     report(
-        -body > inp.max_charge_kw[scheduled, None] + TOL_KW, "charge_power", "above max_charge_kw"
+        (-later > inp.max_charge_kw[scheduled, None] + TOL_KW) & chosen,
+        "charge_power",
+        "above max_charge_kw",
     )
-    if not inp.available[scheduled].all():
-        report(
-            np.broadcast_to(~inp.available[scheduled, None], body.shape),
-            "unavailable",
-            "unavailable resource scheduled",
-        )
+    report(
+        ~inp.available[scheduled, None] & (np.abs(later) > TOL_KW),
+        "unavailable",
+        "unavailable resource scheduled",
+    )
     bess = inp.is_bess[scheduled]
     floor = np.where(
         bess, np.maximum(inp.floor_pct[scheduled], bess_min_soc_pct), inp.floor_pct[scheduled]
     )
-    # SoC may only fall below the floor if it started there and never falls further (no discharge).
-    below = (soc < floor[:, None] - TOL_PCT) & (np.diff(soc, axis=1, prepend=soc[:, :1]) < -TOL_PCT)
-    # A resource already moving against the dispatch must first ramp to zero at the ramp limit;
-    # those points are forced by rule 4, not chosen, so they are not held against the floor.
-    opposite = np.maximum(
-        -np.sign(problem.target_kw or 1.0) * np.nan_to_num(inp.power_kw[scheduled]), 0.0
-    )
-    forced_until = np.ceil(opposite / ramp_kw_per_min)
-    below &= np.arange(n_points)[None, :] > forced_until[:, None]
+    # SoC may only be below the floor if it started there and falls no further.
+    change = np.diff(soc, axis=1, prepend=soc[:, :1])
+    falling, rising = change < -TOL_PCT, change > TOL_PCT
+    below = (soc < floor[:, None] - TOL_PCT) & falling & chosen
     report(below & bess[:, None], "bess_min_soc", "BESS below its minimum SoC")
     report(below & ~bess[:, None], "driver_min_soc", "vehicle below the driver's minimum SoC")
-    report(soc > inp.ceiling_pct[scheduled, None] + TOL_PCT, "max_soc", "above the maximum SoC")
+    report(
+        (soc > inp.ceiling_pct[scheduled, None] + TOL_PCT) & rising & chosen,
+        "max_soc",
+        "above the maximum SoC",
+    )
     dep = inp.departure_min[scheduled]
-    after = t[None, :] >= dep[:, None]
-    report(after & (np.abs(sp) > TOL_KW), "after_departure", "scheduled after the vehicle leaves")
-    # Leaving with the required charge: either already there, or recharging at full power
-    # from the schedule's end still gets there.
-    has_dep = np.isfinite(dep) & (dep <= t[-1])
-    if has_dep.any():
-        dep_point = np.minimum(np.ceil(np.where(has_dep, dep, 0.0)).astype(np.int64), n_points - 1)
-        soc_at_dep = soc[np.arange(len(ids)), dep_point]
-        need = inp.departure_soc_pct[scheduled]
-        short = has_dep & (soc_at_dep < need - TOL_PCT) & (soc_at_dep < soc[:, 0] - TOL_PCT)
-        for row in np.flatnonzero(short).tolist():
-            out.append(
-                SafetyViolation(
-                    ids[row], "departure_soc", int(dep_point[row]), "leaves below its required SoC"
-                )
+    report(
+        (t[None, :] >= dep[:, None]) & (np.abs(later) > TOL_KW),
+        "after_departure",
+        "scheduled after the vehicle leaves",
+    )
+    eta_c = np.sqrt(problem.round_trip_efficiency)
+    lost = soc < soc[:, :1] - TOL_PCT  # only a dispatch that took charge can strand a driver
+    # Leaving inside the schedule: the SoC at the departure point.
+    inside = np.isfinite(dep) & (dep <= t[-1])
+    dep_point = np.minimum(np.ceil(np.where(inside, dep, 0.0)).astype(np.int64), n_points - 1)
+    rows = np.arange(len(ids))
+    short = (
+        inside
+        & (soc[rows, dep_point] < inp.departure_soc_pct[scheduled] - TOL_PCT)
+        & lost[rows, dep_point]
+    )
+    for row in np.flatnonzero(short).tolist():
+        out.append(
+            SafetyViolation(
+                ids[row], "departure_soc", int(dep_point[row]), "leaves below its required SoC"
             )
-    # Ahead of a departure beyond the schedule, the remaining time must allow recharging.
+        )
+    # Leaving after the schedule: recharging at full power from its end must still get there.
     future = np.isfinite(dep) & (dep > t[-1])
-    if future.any():
-        hours = (dep - t[-1]) / 60.0
-        eta_c = np.sqrt(problem.round_trip_efficiency)
-        gain = eta_c * inp.max_charge_kw[scheduled] * hours / inp.capacity_kwh[scheduled] * 100.0
-        lost = (
-            soc[:, -1] < soc[:, 0] - TOL_PCT
-        )  # only a dispatch that took charge can strand a driver
-        bad = future & lost & (soc[:, -1] + gain < inp.departure_soc_pct[scheduled] - TOL_PCT)
-        for row in np.flatnonzero(bad).tolist():
-            out.append(
-                SafetyViolation(
-                    ids[row],
-                    "departure_soc",
-                    n_points - 1,
-                    "cannot recharge to its required SoC before leaving",
-                )
+    hours = np.where(future, (dep - t[-1]) / 60.0, 0.0)
+    gain = eta_c * inp.max_charge_kw[scheduled] * hours / inp.capacity_kwh[scheduled] * 100.0
+    bad = future & lost[:, -1] & (soc[:, -1] + gain < inp.departure_soc_pct[scheduled] - TOL_PCT)
+    for row in np.flatnonzero(bad).tolist():
+        out.append(
+            SafetyViolation(
+                ids[row],
+                "departure_soc",
+                n_points - 1,
+                "cannot recharge to its required SoC before leaving",
             )
+        )
     return out

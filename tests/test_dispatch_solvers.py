@@ -1,0 +1,139 @@
+"""Both solvers against the safety rules, and the fast one against the LP reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from dispatch_fleets import fleet_cases, market_cases, random_inputs
+from vpp_aggregator.domain.dispatch.fast import solve_fast
+from vpp_aggregator.domain.dispatch.lp import solve_lp
+from vpp_aggregator.domain.dispatch.problem import (
+    DispatchProblem,
+    ResourceInputs,
+    delivered_kwh,
+    fleet_power,
+)
+from vpp_aggregator.domain.dispatch.safety import check, soc_path
+
+RAMP = 10.0
+BESS_MIN = 20.0
+
+
+def _problem(case: tuple[int, int, float, int]) -> DispatchProblem:
+    n, seed, target, window = case
+    return DispatchProblem(random_inputs(n, seed), target, window, RAMP)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleet_cases)
+def test_fast_allocator_never_breaks_a_rule(case: tuple[int, int, float, int]) -> None:
+    p = _problem(case)
+    sol = solve_fast(p)
+    assert check(p, sol.setpoints_kw(p), RAMP, BESS_MIN) == []
+    fleet = fleet_power(p, sol.q)[1 : p.duration_min + 1]
+    # Never more than asked, unless power already flowing cannot ramp down any faster.
+    t = np.arange(1, p.duration_min + 1)
+    forced = np.maximum(p.q0[p.eligible][:, None] - RAMP * t[None, :], 0.0).sum(axis=0)
+    assert (fleet <= np.maximum(p.target_abs_kw, forced) + 1e-6).all()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleet_cases)
+def test_lp_never_breaks_a_rule(case: tuple[int, int, float, int]) -> None:
+    p = _problem(case)
+    assert check(p, solve_lp(p).setpoints_kw(p), RAMP, BESS_MIN) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(market_cases)
+def test_fast_delivers_within_half_a_percent_of_the_lp(
+    case: tuple[int, int, float, int],
+) -> None:
+    p = _problem(case)
+    lp, fast = solve_lp(p), solve_fast(p)
+    e_lp, e_fast = delivered_kwh(p, lp.q), delivered_kwh(p, fast.q)
+    assert e_fast <= e_lp + 1e-6 * max(1.0, abs(e_lp))  # the LP is the optimum
+    assert e_fast >= e_lp - 0.005 * abs(e_lp) - 1e-6
+
+
+def _one(**kw: float) -> ResourceInputs:
+    base = {
+        "is_bess": False,
+        "capacity_kwh": 60.0,
+        "soc_pct": 80.0,
+        "floor_pct": 20.0,
+        "ceiling_pct": 100.0,
+        "max_discharge_kw": 11.0,
+        "max_charge_kw": 11.0,
+        "power_kw": 0.0,
+        "departure_min": np.inf,
+        "departure_soc_pct": 0.0,
+        "available": True,
+    }
+    base.update(kw)
+    return ResourceInputs(
+        resource_ids=["x"],
+        **{
+            k: np.array([v], dtype=bool if k in ("is_bess", "available") else float)
+            for k, v in base.items()
+        },
+    )
+
+
+def test_ramp_up_shape_from_rest() -> None:
+    inputs = _one(is_bess=True, capacity_kwh=1000.0, max_discharge_kw=250.0, max_charge_kw=250.0)
+    p = DispatchProblem(inputs, 100.0, 60, RAMP)
+    sp = solve_fast(p).setpoints_kw(p)[0]
+    assert list(sp[:12]) == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 100]
+    assert sp[60] == 100 and list(sp[61:64]) == [90, 80, 70]  # ramps back down after the window
+    assert sp[-1] == 0
+
+
+def test_vehicle_charging_now_first_ramps_through_zero() -> None:
+    p = DispatchProblem(_one(power_kw=-7.0), 11.0, 30, RAMP)
+    sp = solve_fast(p).setpoints_kw(p)[0]
+    assert sp[0] == -7.0 and sp[1] == 0.0 and sp[2] == 10.0 and sp[3] == 11.0
+
+
+def test_departure_mid_window_ends_before_leaving_with_the_required_charge() -> None:
+    # Leaves in 40 min needing 75 %; recharging at 11 kW gives ~0.3 %/min back.
+    p = DispatchProblem(
+        _one(soc_pct=85.0, departure_min=40.0, departure_soc_pct=75.0), 50.0, 60, RAMP
+    )
+    for sol in (solve_fast(p), solve_lp(p)):
+        sp = sol.setpoints_kw(p)[0]
+        assert (sp[40:] == 0).all()
+        soc = soc_path(p, sol.setpoints_kw(p))[0]
+        assert soc[40] >= 75.0 - 1e-9
+        assert sp.max() > 0  # it does take part before leaving
+
+
+def test_vehicle_that_must_recharge_is_left_alone() -> None:
+    # 70 % now, needs 90 % in 90 min: even charging flat out it needs ~105 min; no discharge.
+    p = DispatchProblem(
+        _one(soc_pct=70.0, departure_min=90.0, departure_soc_pct=90.0), 50.0, 30, RAMP
+    )
+    assert not p.eligible[0]
+    assert (solve_fast(p).q == 0).all()
+
+
+def test_bess_at_21_percent_gives_one_percent_and_stops_at_20() -> None:
+    inputs = _one(
+        is_bess=True, capacity_kwh=500.0, soc_pct=21.0, max_discharge_kw=250.0, max_charge_kw=250.0
+    )
+    p = DispatchProblem(inputs, 200.0, 60, RAMP)
+    for sol in (solve_fast(p), solve_lp(p)):
+        soc = soc_path(p, sol.setpoints_kw(p))[0]
+        assert soc.min() >= 20.0 - 1e-9
+        # 1 % of 500 kWh = 5 kWh of cells; with losses ~4.7 kWh reach the grid, less the ramp-down reserve
+        assert 3.5 <= delivered_kwh(p, sol.q) <= 5.0
+
+
+def test_infeasible_target_is_delivered_as_far_as_the_rules_allow() -> None:
+    p = DispatchProblem(random_inputs(5, 3, departures=False), 100_000.0, 30, RAMP)
+    lp, fast = solve_lp(p), solve_fast(p)
+    assert delivered_kwh(p, lp.q) < 100_000.0 * 0.5
+    assert delivered_kwh(p, fast.q) == pytest.approx(delivered_kwh(p, lp.q), rel=0.005)
+    assert check(p, fast.setpoints_kw(p), RAMP, BESS_MIN) == []
