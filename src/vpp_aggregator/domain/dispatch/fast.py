@@ -94,10 +94,12 @@ def _pass(
             need = cap[t] - lb.sum()
             if need > 0:
                 # First at most the rate each resource can hold until it must stop (window end or
-                # departure), so energy is not spent early that power will be missing for later;
-                # only then beyond it, in priority order.
+                # departure) and still ramp down, so energy is not spent early that power will be
+                # missing for later; only then beyond it, in priority order.
                 minutes_left = np.maximum(np.minimum(window, last_point) - t + 1, 1)
-                sustain = np.clip(budget / minutes_left, lb, ub)
+                # s held for the minutes left plus the ramp back to zero (s²/2r) within budget:
+                hold = r * (np.sqrt(minutes_left * minutes_left + 2.0 * budget / r) - minutes_left)
+                sustain = np.clip(hold, lb, ub)
                 room1 = sustain - lb
                 total1 = room1.sum()
                 if total1 >= need:
