@@ -36,6 +36,7 @@ fleet_cases = st.tuples(
     st.integers(0, 2**31 - 1),  # seed
     st.floats(-3000, 3000).filter(lambda x: abs(x) > 1),  # target kW
     st.integers(1, 90),  # window minutes
+    st.booleans(),  # draw on resources moving against the dispatch
 )
 
 # What a market or DR event asks of an aggregation: at least the 100 kW minimum for 5+ minutes.
@@ -44,4 +45,5 @@ market_cases = st.tuples(
     st.integers(0, 2**31 - 1),
     st.floats(100, 3000) | st.floats(-3000, -100),
     st.integers(5, 120),
+    st.booleans(),
 )

@@ -12,8 +12,6 @@ from vpp_aggregator.domain.dispatch.lp import solve_lp
 from vpp_aggregator.domain.dispatch.problem import (
     DispatchProblem,
     ResourceInputs,
-    delivered_kwh,
-    fleet_power,
 )
 from vpp_aggregator.domain.dispatch.safety import check, soc_path
 
@@ -21,18 +19,21 @@ RAMP = 10.0
 BESS_MIN = 20.0
 
 
-def _problem(case: tuple[int, int, float, int]) -> DispatchProblem:
-    n, seed, target, window = case
-    return DispatchProblem(random_inputs(n, seed), target, window, RAMP)
+Case = tuple[int, int, float, int, bool]
+
+
+def _problem(case: Case) -> DispatchProblem:
+    n, seed, target, window, opposite = case
+    return DispatchProblem(random_inputs(n, seed), target, window, RAMP, include_opposite=opposite)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleet_cases)
-def test_fast_allocator_never_breaks_a_rule(case: tuple[int, int, float, int]) -> None:
+def test_fast_allocator_never_breaks_a_rule(case: Case) -> None:
     p = _problem(case)
     sol = solve_fast(p)
     assert check(p, sol.setpoints_kw(p), RAMP, BESS_MIN) == []
-    fleet = fleet_power(p, sol.q)[1 : p.duration_min + 1]
+    fleet = sol.fleet_power()[1 : p.duration_min + 1]
     # Never more than asked, unless power already flowing cannot ramp down any faster.
     t = np.arange(1, p.duration_min + 1)
     forced = np.maximum(p.q0[p.eligible][:, None] - RAMP * t[None, :], 0.0).sum(axis=0)
@@ -41,7 +42,7 @@ def test_fast_allocator_never_breaks_a_rule(case: tuple[int, int, float, int]) -
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleet_cases)
-def test_lp_never_breaks_a_rule(case: tuple[int, int, float, int]) -> None:
+def test_lp_never_breaks_a_rule(case: Case) -> None:
     p = _problem(case)
     assert check(p, solve_lp(p).setpoints_kw(p), RAMP, BESS_MIN) == []
 
@@ -49,11 +50,11 @@ def test_lp_never_breaks_a_rule(case: tuple[int, int, float, int]) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(market_cases)
 def test_fast_delivers_within_half_a_percent_of_the_lp(
-    case: tuple[int, int, float, int],
+    case: Case,
 ) -> None:
     p = _problem(case)
     lp, fast = solve_lp(p), solve_fast(p)
-    e_lp, e_fast = delivered_kwh(p, lp.q), delivered_kwh(p, fast.q)
+    e_lp, e_fast = lp.delivered_kwh(p), fast.delivered_kwh(p)
     assert e_fast <= e_lp + 1e-6 * max(1.0, abs(e_lp))  # the LP is the optimum
     assert e_fast >= e_lp - 0.005 * abs(e_lp) - 1e-6
 
@@ -92,7 +93,8 @@ def test_ramp_up_shape_from_rest() -> None:
 
 
 def test_vehicle_charging_now_first_ramps_through_zero() -> None:
-    p = DispatchProblem(_one(power_kw=-7.0), 11.0, 30, RAMP)
+    assert not DispatchProblem(_one(power_kw=-7.0), 11.0, 30, RAMP).eligible[0]  # left charging
+    p = DispatchProblem(_one(power_kw=-7.0), 11.0, 30, RAMP, include_opposite=True)
     sp = solve_fast(p).setpoints_kw(p)[0]
     assert sp[0] == -7.0 and sp[1] == 0.0 and sp[2] == 10.0 and sp[3] == 11.0
 
@@ -116,7 +118,7 @@ def test_vehicle_that_must_recharge_is_left_alone() -> None:
         _one(soc_pct=70.0, departure_min=90.0, departure_soc_pct=90.0), 50.0, 30, RAMP
     )
     assert not p.eligible[0]
-    assert (solve_fast(p).q == 0).all()
+    assert solve_fast(p).rows.size == 0
 
 
 def test_bess_at_21_percent_gives_one_percent_and_stops_at_20() -> None:
@@ -128,12 +130,12 @@ def test_bess_at_21_percent_gives_one_percent_and_stops_at_20() -> None:
         soc = soc_path(p, sol.setpoints_kw(p))[0]
         assert soc.min() >= 20.0 - 1e-9
         # 1 % of 500 kWh = 5 kWh of cells; with losses ~4.7 kWh reach the grid, less the ramp-down reserve
-        assert 3.5 <= delivered_kwh(p, sol.q) <= 5.0
+        assert 3.5 <= sol.delivered_kwh(p) <= 5.0
 
 
 def test_infeasible_target_is_delivered_as_far_as_the_rules_allow() -> None:
     p = DispatchProblem(random_inputs(5, 3, departures=False), 100_000.0, 30, RAMP)
     lp, fast = solve_lp(p), solve_fast(p)
-    assert delivered_kwh(p, lp.q) < 100_000.0 * 0.5
-    assert delivered_kwh(p, fast.q) == pytest.approx(delivered_kwh(p, lp.q), rel=0.005)
+    assert lp.delivered_kwh(p) < 100_000.0 * 0.5
+    assert fast.delivered_kwh(p) == pytest.approx(lp.delivered_kwh(p), rel=0.005)
     assert check(p, fast.setpoints_kw(p), RAMP, BESS_MIN) == []

@@ -13,7 +13,7 @@ import highspy
 import numpy as np
 from numpy.typing import NDArray
 
-from vpp_aggregator.domain.dispatch.problem import DispatchProblem, Solution
+from vpp_aggregator.domain.dispatch.problem import DispatchProblem, Solution, empty_solution
 
 INF = highspy.kHighsInf
 TIE_BREAK = 1e-4
@@ -26,12 +26,11 @@ class LPError(RuntimeError):
 def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     p = problem
     H, T, r = p.horizon, p.duration_min, p.ramp_kw_per_min
-    q_out = np.zeros((p.n, H + 1), dtype=np.float64)
     prio = p.priority()
     order = prio[p.eligible[prio]]
     m = order.size
     if m == 0:
-        return Solution(q_out, "lp")
+        return empty_solution(p, "lp")
     P = H  # points 1..H are variables per resource
     nq = m * P
 
@@ -47,8 +46,7 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     max_kw = p.max_kw[order]
     lead_end = p.lead_end[order]
     last_point = p.last_point[order]
-    lead_q = p.lead_q[order]
-    q0 = np.where(lead_end > 0, lead_q[:, 0], p.q0[order])
+    q0 = p.q0[order]
     k = p.k_dir[order]
     k_opp = p.k_opp[order]
 
@@ -60,10 +58,11 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     # Power above the limit right now can only come down at the ramp rate.
     q_hi = np.maximum(q_hi, np.where(tt <= last_point[jj], q0[jj] - r * tt, 0.0))
     fixed = tt <= lead_end[jj]
-    q_lo = np.where(fixed, lead_q[jj, tt], q_lo)
-    q_hi = np.where(fixed, lead_q[jj, tt], q_hi)
+    lead = p.lead_rows(order[jj], tt)
+    q_lo = np.where(fixed, lead, q_lo)
+    q_hi = np.where(fixed, lead, q_hi)
     # Bounds of y: the floor path (levels may rise only during a fixed lead).
-    y_lo = p.lo[order][jj, tt]
+    y_lo = p.lo_rows(order[jj], tt)
     y_hi = np.full(nq, INF)
 
     rows_i: list[NDArray[np.int64]] = []
@@ -159,5 +158,5 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     out[:, 1:] = x
     # Clean solver round-off so exact zeros stay zeros.
     out[np.abs(out) < 1e-7] = 0.0
-    q_out[order] = out
-    return Solution(q_out, "lp")
+    used = np.flatnonzero(np.abs(out).max(axis=1) > 0)
+    return Solution(order[used], out[used], "lp")

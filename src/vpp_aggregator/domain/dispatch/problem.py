@@ -54,23 +54,23 @@ class DispatchProblem:
     ramp_kw_per_min: float
     round_trip_efficiency: float = 0.9
     prefer_bess: bool = True
-    # derived (filled in __post_init__)
+    # Resources moving against the dispatch (typically EVs charging) first have to ramp through
+    # zero; they are drawn on only when asked, so a modest target leaves their charging alone.
+    include_opposite: bool = False
+    # derived in __post_init__ (per resource; time-dependent quantities are methods, so nothing
+    # of size resources x points is built unless a solver asks for it)
     direction: int = field(init=False)
     n: int = field(init=False)
     horizon: int = field(init=False)  # index of the last point (window + tail)
     max_kw: F8 = field(init=False)  # power limit in the dispatch direction
     k_dir: F8 = field(init=False)  # level change per kW·min in the dispatch direction
     k_opp: F8 = field(init=False)  # level change per kW·min opposite (negative q)
-    q0: F8 = field(init=False)  # current power in dispatch direction
-    lead_q: NDArray[np.float64] = field(
-        init=False
-    )  # (n, horizon+1) fixed negative lead, 0 elsewhere
-    lead_end: NDArray[np.int64] = field(init=False)  # first point the solver may move
+    q0: F8 = field(init=False)  # present power in the dispatch direction
+    lead_end: NDArray[np.int64] = field(init=False)  # last point of the fixed lead (0: none)
     last_point: NDArray[np.int64] = field(init=False)  # last point a resource may be non-zero
     y0: F8 = field(init=False)
-    lo: NDArray[np.float64] = field(init=False)  # (n, horizon+1) lowest allowed level
-    eligible: B1 = field(init=False)
     lo_final: F8 = field(init=False)  # the highest floor met while the dispatch holds the resource
+    eligible: B1 = field(init=False)
 
     def __post_init__(self) -> None:
         inp = self.inputs
@@ -83,44 +83,33 @@ class DispatchProblem:
         kwmin_to_pct = STEP_MIN / 60.0 * 100.0 / inp.capacity_kwh  # % per kW held one minute
         # Discharging draws kWh/eta from the cells; charging stores kWh*eta.
         k_dis, k_ch = kwmin_to_pct / eta, kwmin_to_pct * eta
-        k_dir = k_dis if d > 0 else k_ch
-        k_opp = k_ch if d > 0 else k_dis
         tail = math.ceil(float(np.max(np.maximum(max_kw, np.abs(q0)), initial=0.0)) / r) + 1
         horizon = self.duration_min + tail
-        t = np.arange(horizon + 1, dtype=np.float64)
-        # Lead: opposite power ramps to zero at full rate; fixed, counted as it really is.
-        lead_q = np.minimum(0.0, q0[:, None] + r * t[None, :])
-        lead_end = np.ceil(np.maximum(-q0, 0.0) / r).astype(np.int64)
-        # Departure: nothing scheduled from the departure point on.
         dep = inp.departure_min
-        last_point = np.where(np.isfinite(dep), np.floor(dep) - 1, horizon).astype(np.int64)
-        last_point = np.minimum(last_point, horizon)
-        if d > 0:
-            y0 = inp.soc_pct.astype(np.float64)
-            hours_left = np.where(
-                np.isfinite(dep)[:, None], np.maximum(dep[:, None] - t[None, :], 0.0) / 60.0, np.inf
-            )
-            with np.errstate(invalid="ignore"):
-                raised = (
-                    inp.departure_soc_pct[:, None]
-                    - eta
-                    * inp.max_charge_kw[:, None]
-                    * hours_left
-                    / inp.capacity_kwh[:, None]
-                    * 100.0
-                )
-            raised = np.where(np.isfinite(hours_left), raised, -np.inf)
-            lo = np.maximum(inp.floor_pct[:, None], raised)
-        else:
-            y0 = -inp.soc_pct.astype(np.float64)
-            lo = np.broadcast_to(-inp.ceiling_pct[:, None], (n, horizon + 1)).copy()
-        # The level may not dip below the floor at any point the dispatch holds the resource, and
-        # while held (even at zero) a vehicle does not charge: the binding floor is the last one.
+        last_point = np.minimum(
+            np.where(np.isfinite(dep), np.floor(np.nan_to_num(dep, posinf=0.0)) - 1, horizon),
+            horizon,
+        ).astype(np.int64)
+        set_ = object.__setattr__
+        set_(self, "direction", d)
+        set_(self, "n", n)
+        set_(self, "horizon", horizon)
+        set_(self, "max_kw", max_kw)
+        set_(self, "k_dir", k_dis if d > 0 else k_ch)
+        set_(self, "k_opp", k_ch if d > 0 else k_dis)
+        set_(self, "q0", q0)
+        set_(self, "lead_end", np.ceil(np.maximum(-q0, 0.0) / r).astype(np.int64))
+        set_(self, "last_point", last_point)
+        set_(self, "y0", (inp.soc_pct if d > 0 else -inp.soc_pct).astype(np.float64))
+        # While held (even at zero) a vehicle does not charge, so the floor to respect is the one
+        # at the end of the hold: at its departure, or at the end of the schedule.
         final_point = np.where(
             np.isfinite(dep), np.minimum(np.ceil(np.nan_to_num(dep, posinf=0.0)), horizon), horizon
         )
-        lo_final = lo[np.arange(n), final_point.astype(np.int64)]
-        # It must at least be able to bring its present power back to zero above the floor.
+        lo_final = self.lo_rows(np.arange(n), final_point)
+        set_(self, "lo_final", lo_final)
+        # It must at least be able to bring its present power back to zero above that floor,
+        # and to have stopped by the time it leaves.
         q_now = np.maximum(q0, 0.0)
         j = np.floor(q_now / r)
         e = q_now - j * r
@@ -128,37 +117,48 @@ class DispatchProblem:
         eligible = (
             inp.available
             & (max_kw > EPS_KW)
-            & (y0 - k_dir * stop_kwmin > lo_final + 1e-9)
-            & (last_point > lead_end)
-            & (q_now <= r * (last_point + 1))  # and have stopped by the time it leaves
+            & ((q0 >= -EPS_KW) | self.include_opposite)
+            & (self.y0 - self.k_dir * stop_kwmin > lo_final + 1e-9)
+            & (last_point > self.lead_end)
+            & (q_now <= r * (last_point + 1))
         )
-        object.__setattr__(self, "direction", d)
-        object.__setattr__(self, "n", n)
-        object.__setattr__(self, "horizon", horizon)
-        object.__setattr__(self, "max_kw", max_kw)
-        object.__setattr__(self, "k_dir", k_dir)
-        object.__setattr__(self, "k_opp", k_opp)
-        object.__setattr__(self, "q0", q0)
-        object.__setattr__(self, "lead_q", lead_q)
-        object.__setattr__(self, "lead_end", lead_end)
-        object.__setattr__(self, "last_point", last_point)
-        object.__setattr__(self, "y0", y0)
-        object.__setattr__(self, "lo", lo)
-        object.__setattr__(self, "eligible", eligible)
-        object.__setattr__(self, "lo_final", lo_final)
+        set_(self, "eligible", eligible)
+
+    def lo_rows(
+        self, rows: NDArray[np.int64], points: NDArray[np.float64] | NDArray[np.int64]
+    ) -> F8:
+        """Lowest allowed level of `rows` at `points` (broadcasting): the floor, raised ahead of a
+        departure so that charging at full power (with losses) still meets the required SoC."""
+        inp = self.inputs
+        if self.direction < 0:
+            return np.broadcast_to(-inp.ceiling_pct[rows], np.broadcast(rows, points).shape).astype(
+                np.float64
+            )
+        dep = inp.departure_min[rows]
+        eta = math.sqrt(self.round_trip_efficiency)
+        with np.errstate(invalid="ignore"):
+            hours_left = np.maximum(dep - points, 0.0) / 60.0
+            raised = (
+                inp.departure_soc_pct[rows]
+                - eta * inp.max_charge_kw[rows] * hours_left / inp.capacity_kwh[rows] * 100.0
+            )
+        raised = np.where(np.isfinite(dep), raised, -np.inf)
+        return np.maximum(inp.floor_pct[rows], raised)
+
+    def lead_rows(self, rows: NDArray[np.int64], points: NDArray[np.int64] | int) -> F8:
+        """Fixed setpoints of a lead (opposite power ramping to zero at full rate); 0 elsewhere."""
+        return np.minimum(
+            0.0, self.q0[rows] + self.ramp_kw_per_min * np.asarray(points, dtype=np.float64)
+        )
 
     @property
     def target_abs_kw(self) -> float:
         return abs(self.target_kw)
 
-    def lead_total(self) -> F8:
-        """Fleet power of the fixed leads at each point (negative or zero)."""
-        return np.asarray(self.lead_q.sum(axis=0), dtype=np.float64)
-
     def priority(self) -> NDArray[np.int64]:
         """Order in which resources are drawn on: BESS first when preferred, then most headroom."""
         frac = np.clip(
-            (self.y0 - self.lo[:, 0]) / 100.0, 0, 1
+            (self.y0 - self.lo_final) / 100.0, 0, 1
         )  # share of the battery above its floor
         key_bess = (
             (~self.inputs.is_bess).astype(np.float64) if self.prefer_bess else np.zeros(self.n)
@@ -168,33 +168,36 @@ class DispatchProblem:
 
 @dataclass(slots=True)
 class Solution:
-    """Setpoints in the dispatch direction at every point (n, horizon+1), including fixed leads."""
+    """Setpoints in the dispatch direction for the resources that take part.
 
+    `rows` index the problem's resources; `q` holds their setpoints at every point
+    (len(rows), horizon+1), leads included. Resources not listed stay untouched.
+    """
+
+    rows: NDArray[np.int64]
     q: NDArray[np.float64]
     solver: str
 
+    def dense_q(self, problem: DispatchProblem) -> NDArray[np.float64]:
+        out = np.zeros((problem.n, problem.horizon + 1))
+        out[self.rows] = self.q
+        return out
+
     def setpoints_kw(self, problem: DispatchProblem) -> NDArray[np.float64]:
-        """Signed setpoints (+ discharge)."""
-        return problem.direction * self.q
+        """Signed setpoints (+ discharge) for every resource of the problem (tests, checks)."""
+        return problem.direction * self.dense_q(problem)
+
+    def fleet_power(self) -> NDArray[np.float64]:
+        """Fleet power in the dispatch direction at every point (kW)."""
+        return np.asarray(self.q.sum(axis=0), dtype=np.float64)
+
+    def delivered_kwh(self, problem: DispatchProblem) -> float:
+        """Energy delivered in the dispatch direction inside the window (trapezoid, kWh)."""
+        fleet = self.fleet_power()[: problem.duration_min + 1]
+        if fleet.size < 2:
+            return 0.0
+        return float(0.5 * (fleet[1:] + fleet[:-1]).sum() * STEP_MIN / 60.0)
 
 
-def levels(problem: DispatchProblem, q: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Level path implied by setpoints q (n, horizon+1); trapezoidal energy, sign-aware efficiency."""
-    avg = 0.5 * (q[:, 1:] + q[:, :-1])
-    pos, neg = np.maximum(avg, 0.0), np.minimum(avg, 0.0)
-    drop = pos * problem.k_dir[:, None] + neg * problem.k_opp[:, None]
-    y = np.empty_like(q)
-    y[:, 0] = problem.y0
-    y[:, 1:] = problem.y0[:, None] - np.cumsum(drop, axis=1)
-    return y
-
-
-def fleet_power(problem: DispatchProblem, q: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Fleet power in the dispatch direction at every point (kW)."""
-    return np.asarray(q[problem.eligible].sum(axis=0), dtype=np.float64)
-
-
-def delivered_kwh(problem: DispatchProblem, q: NDArray[np.float64]) -> float:
-    """Energy delivered in the dispatch direction inside the window (trapezoid, kWh)."""
-    fleet = fleet_power(problem, q)[: problem.duration_min + 1]
-    return float(0.5 * (fleet[1:] + fleet[:-1]).sum() * STEP_MIN / 60.0)
+def empty_solution(problem: DispatchProblem, solver: str) -> Solution:
+    return Solution(np.zeros(0, dtype=np.int64), np.zeros((0, problem.horizon + 1)), solver)
