@@ -33,6 +33,28 @@ class Settings(BaseSettings):
     telemetry_snapshot_seconds: float = Field(
         10.0, gt=0, le=3600, validation_alias="VPP_TELEMETRY_SNAPSHOT_SECONDS"
     )
+    dispatch_lp_max_resources: int = Field(
+        300, ge=0, le=100_000, validation_alias="VPP_DISPATCH_LP_MAX_RESOURCES"
+    )
+    dispatch_max_target_kw: float = Field(
+        10_000_000.0, gt=0, validation_alias="VPP_DISPATCH_MAX_TARGET_KW"
+    )
+    dispatch_soc_tolerance_pct: float = Field(
+        5.0, gt=0, le=50, validation_alias="VPP_DISPATCH_SOC_TOLERANCE_PCT"
+    )
+    dispatch_tick_seconds: float = Field(
+        5.0, gt=0, le=300, validation_alias="VPP_DISPATCH_TICK_SECONDS"
+    )
+    round_trip_efficiency: float = Field(
+        0.9, gt=0.5, le=1.0, validation_alias="VPP_ROUND_TRIP_EFFICIENCY"
+    )
+    prefer_bess: bool = Field(True, validation_alias="VPP_PREFER_BESS")
+    bess_recharge_target_soc: float = Field(
+        80.0, ge=0, le=100, validation_alias="VPP_BESS_RECHARGE_TARGET_SOC"
+    )
+    recharge_tariff: str = Field("", validation_alias="VPP_RECHARGE_TARIFF")
+    site_timezone: str = Field("America/Los_Angeles", validation_alias="VPP_SITE_TIMEZONE")
+    topic_v2g_commands: str = Field("migrid.l3.v2g", validation_alias="VPP_TOPIC_V2G_COMMANDS")
     database_url: str = Field("", validation_alias="DATABASE_URL")
     kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")

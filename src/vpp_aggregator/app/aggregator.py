@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
 from vpp_aggregator.app.capacity import CapacityService
+from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
 from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.resources import Resource
+from vpp_aggregator.domain.tariff import Tariff
 
 
 def utc_now() -> datetime:
@@ -22,7 +26,12 @@ def utc_now() -> datetime:
 
 class Aggregator:
     def __init__(
-        self, settings: Settings, store: ResourceStore, clock: Callable[[], datetime] = utc_now
+        self,
+        settings: Settings,
+        store: ResourceStore,
+        dispatch_store: DispatchStore,
+        bus: Bus,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -37,6 +46,23 @@ class Aggregator:
         )
         self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)
         self.snapshotter = LatestSnapshotter(store, self.state, clock)
+        self.bus = bus
+        self.dispatch = DispatchService(
+            self.state,
+            dispatch_store,
+            self.bus,
+            clock,
+            ramp_kw_per_min=settings.max_ramp_kw_per_min,
+            bess_min_soc_pct=settings.bess_min_soc_pct,
+            round_trip_efficiency=settings.round_trip_efficiency,
+            prefer_bess=settings.prefer_bess,
+            lp_max_resources=settings.dispatch_lp_max_resources,
+            max_target_kw=settings.dispatch_max_target_kw,
+            soc_tolerance_pct=settings.dispatch_soc_tolerance_pct,
+            recharge_target_soc_pct=settings.bess_recharge_target_soc,
+            tariff=load_tariff(settings.recharge_tariff, settings.site_timezone),
+            command_topic=settings.topic_v2g_commands,
+        )
 
     def load(self) -> int:
         """Rebuild live state: registry, last telemetry snapshot, then history received since."""
@@ -52,6 +78,7 @@ class Aggregator:
         self._apply(self.store.latest_samples(), now)
         self.state.take_dirty()  # already stored: only what is replayed below needs a new snapshot
         self._apply(self.store.samples_received_since(since), now)
+        self.dispatch.resume()
         return len(self.state)
 
     def _apply(self, samples: Iterable[StoredSample], now: datetime) -> None:
@@ -76,3 +103,12 @@ class Aggregator:
                 flush()
         if batch:
             flush()
+
+
+PACKAGED_TARIFF = Path(__file__).resolve().parent.parent / "tariffs" / "sce_tou_ev_8_june_2019.json"
+
+
+def load_tariff(path: str, timezone: str) -> Tariff:
+    """The configured TOU tariff (acnportal JSON), or the packaged SCE TOU-EV-8."""
+    doc = json.loads(Path(path or PACKAGED_TARIFF).read_text())
+    return Tariff(doc["name"], doc["schedule"], timezone)

@@ -35,6 +35,7 @@ class ResourceColumns:
     departure_soc_pct: F8  # SoC needed at that departure
     telemetry_ts: F8  # epoch s of the latest sample; -inf when none
     eligible: B1  # present, status active, plugged in (availability before time-dependent rules)
+    discharge_locked: B1  # safety lockout: may charge, may not discharge
 
 
 def departure_floor_pct(cols: ResourceColumns, window_end_ts: float) -> F8:
@@ -83,7 +84,7 @@ def contributions(
     scale = np.where(a, cols.capacity_kwh / 100.0, 0.0)
     out[:, GROSS_KWH] = soc * scale
     dis_kwh = out[:, DISCHARGE_KWH]
-    np.multiply(np.maximum(soc - floor, 0.0), scale, out=dis_kwh)
+    np.multiply(np.maximum(soc - floor, 0.0), scale * ~cols.discharge_locked, out=dis_kwh)
     cap_kwh = cols.max_discharge_kw * window_h  # energy at which power stops being the limit
     np.minimum(cols.max_discharge_kw * a, dis_kwh / window_h, out=out[:, DISCHARGE_KW])
     np.multiply(np.maximum(cols.ceiling_pct - soc, 0.0), scale, out=out[:, CHARGE_KWH])

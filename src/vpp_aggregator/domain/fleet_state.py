@@ -32,6 +32,7 @@ from vpp_aggregator.domain.capacity import (
     availability,
     contributions,
 )
+from vpp_aggregator.domain.dispatch.problem import ResourceInputs
 from vpp_aggregator.domain.resources import (
     RecurringDeparture,
     Resource,
@@ -46,6 +47,7 @@ F8 = NDArray[np.float64]
 
 MAX_WINDOW_VIEWS = 4
 RACE_TOLERANCE_S = 5.0
+LOCKOUT_HYSTERESIS_PCT = 1.0
 RESUM_AFTER_UPDATES_PER_ROW = 64
 N_COEF = N_COLUMNS + 2
 TYPES = (ResourceType.EV, ResourceType.BESS)
@@ -97,6 +99,7 @@ class LiveState:
     departure_soc_pct: float | None
     availability_factor: float
     availability_reason: str | None
+    discharge_locked: bool = False
 
 
 @dataclass(slots=True)
@@ -150,6 +153,7 @@ class FleetState:
     group: I8
     routine: I8
     dirty: NDArray[np.bool_]  # live telemetry not yet snapshotted to the store
+    discharge_locked: NDArray[np.bool_]  # BESS seen below its floor: no discharge until recovered
 
     def __init__(
         self, *, bess_min_soc_pct: float, stale_seconds: float, initial_rows: int = 1024
@@ -169,6 +173,7 @@ class FleetState:
         self._group_node: list[str] = []
         self._group_fleet: list[str] = []
         self._views: OrderedDict[float, _WindowView] = OrderedDict()
+        self._charge_points: dict[str, str] = {}  # only where it differs from the resource id
         self.version = 0  # bumped on every change of inputs; lets readers cache answers
 
     # ----------------------------------------------------------------- storage
@@ -200,6 +205,7 @@ class FleetState:
         grow("group", 0, np.int64)
         grow("routine", -1, np.int64)
         grow("dirty", False, np.bool_)
+        grow("discharge_locked", False, np.bool_)
         self._rows = rows
         for view in getattr(self, "_views", {}).values():
             coef = np.zeros((rows, N_COEF))
@@ -220,6 +226,7 @@ class FleetState:
             departure_soc_pct=self.departure_soc_pct[rows],
             telemetry_ts=self.telemetry_ts[rows],
             eligible=self.present[rows] & self.status_active[rows] & self.plugged[rows],
+            discharge_locked=self.discharge_locked[rows],
         )
 
     def _group(self, rtype: ResourceType, node: str, fleet: str) -> int:
@@ -384,6 +391,10 @@ class FleetState:
                     self._group(resource.resource_type, resource.grid_node, resource.fleet_id)
                 )
                 routines.append(self._routine(resource))
+                if resource.charge_point_id and resource.charge_point_id != resource.resource_id:
+                    self._charge_points[resource.resource_id] = resource.charge_point_id
+                else:
+                    self._charge_points.pop(resource.resource_id, None)
             if not rows:
                 return
             idx = np.asarray(rows, dtype=np.int64)
@@ -429,6 +440,7 @@ class FleetState:
         self.telemetry_ts[row] = -np.inf
         self.departure_ts[row] = np.inf
         self.routine[row] = -1
+        self.discharge_locked[row] = False
         self._free.append(row)
 
     def __contains__(self, resource_id: str) -> bool:
@@ -475,6 +487,12 @@ class FleetState:
             self.plugged[r] = plugged_in[pick]
             self.power_kw[r] = power_kw[pick]
             self.dirty[r] = True
+            # BESS safety monitor: below its floor -> locked out of discharge until it is back
+            # LOCKOUT_HYSTERESIS_PCT above it (so it does not flap at the boundary).
+            bess = r[self.is_bess[r]]
+            soc_b, floor_b = self.soc_pct[bess], self.floor_pct[bess]
+            self.discharge_locked[bess[soc_b < floor_b]] = True
+            self.discharge_locked[bess[soc_b >= floor_b + LOCKOUT_HYSTERESIS_PCT]] = False
             self._touch(r, now.timestamp())
             return int(r.size)
 
@@ -572,6 +590,7 @@ class FleetState:
                 departure_soc_pct=float(self.departure_soc_pct[row]) if np.isfinite(dep) else None,
                 availability_factor=1.0 if a else 0.0,
                 availability_reason=reason,
+                discharge_locked=bool(self.discharge_locked[row]),
             )
 
     def take_dirty(self) -> tuple[list[str], I8, F8, F8, NDArray[np.bool_], F8]:
@@ -593,6 +612,83 @@ class FleetState:
         """Give rows back to the next snapshot (the last one could not be stored)."""
         with self._lock:
             self.dirty[rows] = True
+
+    def lockouts(self) -> list[str]:
+        """Resources currently locked out of discharge by the BESS safety monitor."""
+        with self._lock:
+            rows = np.flatnonzero(self.discharge_locked[: self._n] & self.present[: self._n])
+            return [self._ids[r] or "" for r in rows.tolist()]
+
+    def dispatch_inputs(
+        self,
+        now: datetime,
+        start: datetime,
+        *,
+        direction: int,
+        grid_node: str | None = None,
+        fleet_id: str | None = None,
+        resource_ids: Sequence[str] | None = None,
+        busy: Sequence[str] = (),
+    ) -> tuple[ResourceInputs, int]:
+        """Inputs of a dispatch over the resources in scope, and how many of them cannot take part.
+
+        A resource takes part when present, active, plugged in, reporting fresh telemetry, not
+        held by another dispatch, and (for discharge) not locked out by the safety monitor.
+        Departures are passed on, not excluded: a vehicle can serve until it leaves.
+        """
+        now_ts, start_ts = now.timestamp(), start.timestamp()
+        with self._lock:
+            n = self._n
+            if resource_ids is not None:
+                rows = self.rows_of(list(resource_ids))
+                rows = rows[rows >= 0]
+            else:
+                g_ok = np.ones(len(self._group_type), dtype=bool)
+                if grid_node is not None:
+                    g_ok &= np.array([x == grid_node for x in self._group_node], dtype=bool)
+                if fleet_id is not None:
+                    g_ok &= np.array([x == fleet_id for x in self._group_fleet], dtype=bool)
+                rows = np.flatnonzero(
+                    self.present[:n] & g_ok[self.group[:n]] if g_ok.size else np.zeros(n, bool)
+                )
+            late = rows[self.departure_ts[rows] <= now_ts]
+            self._roll_departures(late, now_ts)
+            fresh = self.telemetry_ts[rows] >= now_ts - self.stale_seconds
+            available = (
+                self.present[rows]
+                & self.status_active[rows]
+                & self.plugged[rows]
+                & fresh
+                & ~np.isnan(self.soc_pct[rows])
+            )
+            if direction > 0:
+                available &= ~self.discharge_locked[rows]
+            if busy:
+                held = self.rows_of(list(busy))
+                available &= ~np.isin(rows, held[held >= 0])
+            ids = [self._ids[r] or "" for r in rows.tolist()]
+            inputs = ResourceInputs(
+                resource_ids=ids,
+                is_bess=self.is_bess[rows].copy(),
+                capacity_kwh=self.capacity_kwh[rows].copy(),
+                soc_pct=np.nan_to_num(self.soc_pct[rows]),
+                floor_pct=self.floor_pct[rows].copy(),
+                ceiling_pct=self.ceiling_pct[rows].copy(),
+                max_discharge_kw=self.max_discharge_kw[rows].copy(),
+                max_charge_kw=self.max_charge_kw[rows].copy(),
+                power_kw=np.where(available, np.nan_to_num(self.power_kw[rows]), 0.0),
+                departure_min=(self.departure_ts[rows] - start_ts) / 60.0,
+                departure_soc_pct=self.departure_soc_pct[rows].copy(),
+                available=available,
+            )
+            return inputs, int((~available).sum())
+
+    def charge_point(self, resource_id: str) -> str:
+        return self._charge_points.get(resource_id, resource_id)
+
+    def grid_nodes(self) -> set[str]:
+        with self._lock:
+            return set(self._group_node)
 
     def counts_by_type(self) -> dict[str, int]:
         with self._lock:

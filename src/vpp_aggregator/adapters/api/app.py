@@ -23,7 +23,9 @@ from vpp_aggregator.adapters.api import (
     routes_telemetry,
 )
 from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics
+from vpp_aggregator.adapters.bus.memory import InProcessBus
 from vpp_aggregator.adapters.store.database import make_engine, migrate
+from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.app.aggregator import Aggregator, utc_now
 from vpp_aggregator.app.errors import (
@@ -97,7 +99,9 @@ def create_app(
     engine = make_engine(settings.database_url)
     if run_migrations:
         migrate(engine)
-    aggregator = Aggregator(settings, Repository(engine), clock)
+    aggregator = Aggregator(
+        settings, Repository(engine), DispatchRepository(engine), InProcessBus(), clock
+    )
     aggregator.load()
     metrics = Metrics(aggregator)
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -99,4 +100,69 @@ service_meta = Table(
     metadata,
     Column("key", String(64), primary_key=True),
     Column("value", String(256), nullable=False),
+)
+
+dispatches = Table(
+    "dispatches",
+    metadata,
+    Column("dispatch_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("source", String(32), nullable=False),
+    Column("reference", String(200), nullable=True),
+    Column("idempotency_key", String(200), nullable=True, unique=True),
+    Column("target_kw", Float, nullable=False),
+    Column("start_at", UTCDateTime, nullable=False),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("end_at", UTCDateTime, nullable=False, index=True),
+    Column("scope", JSON, nullable=False),
+    Column("solver", String(16), nullable=False),
+    Column("allocated_kw", Float, nullable=False),
+    Column("shortfall_kw", Float, nullable=False),
+    Column("shortfall_reasons", JSON, nullable=False),
+    Column("ramp_complete_at", UTCDateTime, nullable=True),
+    Column("response_time_ms", Float, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("plan_kw", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+dispatch_allocations = Table(
+    "dispatch_allocations",
+    metadata,
+    Column("dispatch_id", String(64), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("resource_id", String(128), primary_key=True),
+    Column("resource_type", String(8), nullable=False),
+    Column("charge_point_id", String(128), nullable=False),
+    Column("setpoint_kw", Float, nullable=False),
+    Column("schedule_start", UTCDateTime, nullable=False),
+    Column("schedule_kw", JSON, nullable=False),
+    Column("start_soc_pct", Float, nullable=False),
+    Column("expected_end_soc_pct", Float, nullable=False),
+    Column("binding_constraint", String(32), nullable=False),
+)
+
+dispatch_revisions = Table(
+    "dispatch_revisions",
+    metadata,
+    Column("dispatch_id", String(64), primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+
+# Transactional outbox: commands are stored with their dispatch, then published.
+control_commands = Table(
+    "control_commands",
+    metadata,
+    Column("command_id", Integer, primary_key=True, autoincrement=True),
+    Column("dispatch_id", String(64), nullable=False, index=True),
+    Column("revision", Integer, nullable=False),
+    Column("resource_id", String(128), nullable=False),
+    Column("charge_point_id", String(128), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime, nullable=True, index=True),
 )

@@ -25,19 +25,29 @@ class SafetyViolation:
     detail: str
 
 
-def soc_path(problem: DispatchProblem, setpoints_kw: NDArray[np.float64]) -> NDArray[np.float64]:
-    """SoC (%) at each point from signed setpoints, linear between points."""
-    inp = problem.inputs
-    eta = np.sqrt(problem.round_trip_efficiency)
-    avg = 0.5 * (setpoints_kw[:, 1:] + setpoints_kw[:, :-1])  # kW over each minute, + = discharge
+def soc_trajectory(
+    soc_pct: NDArray[np.float64],
+    capacity_kwh: NDArray[np.float64],
+    round_trip_efficiency: float,
+    setpoints_kw: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """SoC (%) at each point from signed setpoints (+ discharge), linear between points."""
+    eta = np.sqrt(round_trip_efficiency)
+    avg = 0.5 * (setpoints_kw[:, 1:] + setpoints_kw[:, :-1])
     kwh = avg * STEP_MIN / 60.0
     delta_kwh = np.where(kwh > 0, -kwh / eta, -kwh * eta)
     soc = np.empty_like(setpoints_kw)
-    soc[:, 0] = inp.soc_pct
-    soc[:, 1:] = (
-        inp.soc_pct[:, None] + np.cumsum(delta_kwh, axis=1) / inp.capacity_kwh[:, None] * 100.0
-    )
+    soc[:, 0] = soc_pct
+    soc[:, 1:] = soc_pct[:, None] + np.cumsum(delta_kwh, axis=1) / capacity_kwh[:, None] * 100.0
     return soc
+
+
+def soc_path(problem: DispatchProblem, setpoints_kw: NDArray[np.float64]) -> NDArray[np.float64]:
+    """SoC (%) of every resource of the problem at each point."""
+    inp = problem.inputs
+    return soc_trajectory(
+        inp.soc_pct, inp.capacity_kwh, problem.round_trip_efficiency, setpoints_kw
+    )
 
 
 def check(
@@ -47,14 +57,28 @@ def check(
     bess_min_soc_pct: float,
 ) -> list[SafetyViolation]:
     """Every rule broken by any scheduled resource (rows that are all zero are not scheduled)."""
+    scheduled = np.flatnonzero(np.abs(setpoints_kw[:, 1:]).max(axis=1, initial=0.0) > TOL_KW)
+    return check_rows(
+        problem, scheduled, setpoints_kw[scheduled], ramp_kw_per_min, bess_min_soc_pct
+    )
+
+
+def check_rows(
+    problem: DispatchProblem,
+    scheduled: NDArray[np.int64],
+    sp: NDArray[np.float64],
+    ramp_kw_per_min: float,
+    bess_min_soc_pct: float,
+) -> list[SafetyViolation]:
+    """`check` for the schedules `sp` of the resources `scheduled` only."""
     inp = problem.inputs
     out: list[SafetyViolation] = []
-    scheduled = np.flatnonzero(np.abs(setpoints_kw[:, 1:]).max(axis=1, initial=0.0) > TOL_KW)
     if scheduled.size == 0:
         return out
-    sp = setpoints_kw[scheduled]
     ids = [inp.resource_ids[i] for i in scheduled.tolist()]
-    soc = soc_path(problem, setpoints_kw)[scheduled]
+    soc = soc_trajectory(
+        inp.soc_pct[scheduled], inp.capacity_kwh[scheduled], problem.round_trip_efficiency, sp
+    )
     n_points = sp.shape[1]
     t = np.arange(n_points, dtype=np.float64) * STEP_MIN
 

@@ -1,0 +1,1 @@
+"""Message bus adapters: in-process (embedded default); Kafka in the integration work."""

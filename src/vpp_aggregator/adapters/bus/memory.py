@@ -1,0 +1,36 @@
+"""In-process bus: subscribers are called synchronously; recent messages are kept for inspection."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable
+from typing import Any
+
+Handler = Callable[[str, str, dict[str, Any]], None]
+
+
+class InProcessBus:
+    def __init__(self, keep_last: int = 10_000) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: dict[str, list[Handler]] = defaultdict(list)
+        self._recent: dict[str, deque[tuple[str, dict[str, Any]]]] = defaultdict(
+            lambda: deque(maxlen=keep_last)
+        )
+        self.published = 0
+
+    def publish(self, topic: str, key: str, payload: dict[str, Any]) -> None:
+        with self._lock:
+            self._recent[topic].append((key, payload))
+            self.published += 1
+            handlers = list(self._subscribers[topic])
+        for handler in handlers:
+            handler(topic, key, payload)
+
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        with self._lock:
+            self._subscribers[topic].append(handler)
+
+    def recent(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            return list(self._recent[topic])

@@ -1,0 +1,280 @@
+"""Persistence of dispatches, their revisions and the control-command outbox."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from vpp_aggregator.adapters.store.tables import (
+    control_commands,
+    dispatch_allocations,
+    dispatch_revisions,
+    dispatches,
+)
+from vpp_aggregator.app.dispatch_records import (
+    OPEN_STATUSES,
+    AllocationRecord,
+    DispatchRecord,
+    DispatchStatus,
+    RevisionRecord,
+)
+
+
+class DuplicateIdempotencyKeyError(Exception):
+    pass
+
+
+def _row(r: DispatchRecord) -> dict[str, Any]:
+    return {
+        "dispatch_id": r.dispatch_id,
+        "status": r.status.value,
+        "source": r.source,
+        "reference": r.reference,
+        "idempotency_key": r.idempotency_key,
+        "target_kw": r.target_kw,
+        "start_at": r.start,
+        "duration_minutes": r.duration_minutes,
+        "end_at": r.end_at,
+        "scope": r.scope,
+        "solver": r.solver,
+        "allocated_kw": r.allocated_kw,
+        "shortfall_kw": r.shortfall_kw,
+        "shortfall_reasons": r.shortfall_reasons,
+        "ramp_complete_at": r.ramp_complete_at,
+        "response_time_ms": r.response_time_ms,
+        "revision": r.revision,
+        "plan_kw": r.plan_kw,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    }
+
+
+def _record(m: Any) -> DispatchRecord:
+    return DispatchRecord(
+        dispatch_id=m.dispatch_id,
+        status=DispatchStatus(m.status),
+        source=m.source,
+        reference=m.reference,
+        idempotency_key=m.idempotency_key,
+        target_kw=m.target_kw,
+        start=m.start_at,
+        duration_minutes=m.duration_minutes,
+        end_at=m.end_at,
+        scope=m.scope,
+        solver=m.solver,
+        allocated_kw=m.allocated_kw,
+        shortfall_kw=m.shortfall_kw,
+        shortfall_reasons=m.shortfall_reasons,
+        ramp_complete_at=m.ramp_complete_at,
+        response_time_ms=m.response_time_ms,
+        revision=m.revision,
+        plan_kw=m.plan_kw,
+        created_at=m.created_at,
+        updated_at=m.updated_at,
+    )
+
+
+def _alloc_rows(r: DispatchRecord) -> builtins.list[dict[str, Any]]:
+    return [
+        {
+            "dispatch_id": r.dispatch_id,
+            "revision": r.revision,
+            "resource_id": a.resource_id,
+            "resource_type": a.resource_type,
+            "charge_point_id": a.charge_point_id,
+            "setpoint_kw": a.setpoint_kw,
+            "schedule_start": a.schedule_start,
+            "schedule_kw": a.schedule_kw,
+            "start_soc_pct": a.start_soc_pct,
+            "expected_end_soc_pct": a.expected_end_soc_pct,
+            "binding_constraint": a.binding_constraint,
+        }
+        for a in r.allocations
+    ]
+
+
+class DispatchRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def insert(
+        self, record: DispatchRecord, commands: Sequence[dict[str, Any]], at: datetime
+    ) -> None:
+        """The dispatch, its allocations, its first revision and its commands: one transaction."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(dispatches).values(**_row(record)))
+                self._write_revision(conn, record, "created", {}, commands, at)
+        except IntegrityError as exc:
+            raise DuplicateIdempotencyKeyError(record.idempotency_key) from exc
+
+    def revise(
+        self,
+        record: DispatchRecord,
+        reason: str,
+        detail: dict[str, Any],
+        commands: Sequence[dict[str, Any]],
+        at: datetime,
+    ) -> None:
+        with self.engine.begin() as conn:
+            values = _row(record)
+            values.pop("dispatch_id")
+            conn.execute(
+                update(dispatches)
+                .where(dispatches.c.dispatch_id == record.dispatch_id)
+                .values(**values)
+            )
+            self._write_revision(conn, record, reason, detail, commands, at)
+
+    def _write_revision(
+        self,
+        conn: Connection,
+        record: DispatchRecord,
+        reason: str,
+        detail: dict[str, Any],
+        commands: Sequence[dict[str, Any]],
+        at: datetime,
+    ) -> None:
+        rows = _alloc_rows(record)
+        if rows:
+            conn.execute(insert(dispatch_allocations), rows)
+        conn.execute(
+            insert(dispatch_revisions).values(
+                dispatch_id=record.dispatch_id,
+                revision=record.revision,
+                at=at,
+                reason=reason,
+                detail=detail,
+            )
+        )
+        if commands:
+            conn.execute(
+                insert(control_commands),
+                [
+                    {
+                        "dispatch_id": record.dispatch_id,
+                        "revision": record.revision,
+                        "resource_id": c["resource_id"],
+                        "charge_point_id": c["chargePointId"],
+                        "payload": c,
+                        "created_at": at,
+                        "published_at": None,
+                    }
+                    for c in commands
+                ],
+            )
+
+    def set_status(self, dispatch_id: str, status: DispatchStatus, at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(dispatches)
+                .where(dispatches.c.dispatch_id == dispatch_id)
+                .values(status=status.value, updated_at=at)
+            )
+
+    def find_by_key(self, key: str) -> DispatchRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(dispatches).where(dispatches.c.idempotency_key == key)
+            ).first()
+            return self._with_allocations(conn, _record(row)) if row else None
+
+    def get(self, dispatch_id: str) -> DispatchRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(dispatches).where(dispatches.c.dispatch_id == dispatch_id)
+            ).first()
+            return self._with_allocations(conn, _record(row)) if row else None
+
+    def _with_allocations(self, conn: Connection, record: DispatchRecord) -> DispatchRecord:
+        a = dispatch_allocations
+        rows = conn.execute(
+            select(a)
+            .where(and_(a.c.dispatch_id == record.dispatch_id, a.c.revision == record.revision))
+            .order_by(a.c.resource_id)
+        )
+        record.allocations = [
+            AllocationRecord(
+                r.resource_id,
+                r.resource_type,
+                r.charge_point_id,
+                r.setpoint_kw,
+                r.schedule_start,
+                r.schedule_kw,
+                r.start_soc_pct,
+                r.expected_end_soc_pct,
+                r.binding_constraint,
+            )
+            for r in rows
+        ]
+        return record
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[builtins.list[DispatchRecord], int]:
+        conds = []
+        if status:
+            conds.append(dispatches.c.status == status)
+        if source:
+            conds.append(dispatches.c.source == source)
+        q = select(dispatches).order_by(dispatches.c.created_at.desc()).limit(limit).offset(offset)
+        cq = select(func.count()).select_from(dispatches)
+        if conds:
+            q, cq = q.where(and_(*conds)), cq.where(and_(*conds))
+        with self.engine.connect() as conn:
+            return [_record(r) for r in conn.execute(q)], int(conn.execute(cq).scalar_one())
+
+    def open_dispatches(self, now: datetime) -> builtins.list[DispatchRecord]:
+        q = select(dispatches).where(
+            and_(
+                dispatches.c.status.in_([s.value for s in OPEN_STATUSES]), dispatches.c.end_at > now
+            )
+        )
+        with self.engine.connect() as conn:
+            return [self._with_allocations(conn, _record(r)) for r in conn.execute(q)]
+
+    def revisions(self, dispatch_id: str) -> builtins.list[RevisionRecord]:
+        r = dispatch_revisions
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(r).where(r.c.dispatch_id == dispatch_id).order_by(r.c.revision)
+            )
+            return [RevisionRecord(x.revision, x.at, x.reason, x.detail) for x in rows]
+
+    def pending_commands(self, limit: int = 10_000) -> builtins.list[tuple[int, dict[str, Any]]]:
+        c = control_commands
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.c.command_id, c.c.payload)
+                .where(c.c.published_at.is_(None))
+                .order_by(c.c.command_id)
+                .limit(limit)
+            )
+            return [(r.command_id, r.payload) for r in rows]
+
+    def mark_published(self, command_ids: Sequence[int], at: datetime) -> None:
+        if not command_ids:
+            return
+        c = control_commands
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(c).where(c.c.command_id.in_(list(command_ids))).values(published_at=at)
+            )
+
+    def count_commands(self, dispatch_id: str | None = None) -> int:
+        c = control_commands
+        q = select(func.count()).select_from(c)
+        if dispatch_id:
+            q = q.where(c.c.dispatch_id == dispatch_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())

@@ -1,0 +1,761 @@
+"""Dispatch lifecycle: plan, check, persist, command; follow through; re-plan when the fleet moves.
+
+A dispatch is planned on the live fleet state with one of two solvers behind one problem
+definition (the HiGHS LP for small fleets, the vectorised allocator for large ones), checked by
+the independent safety checker before anything leaves, persisted together with its control
+commands (transactional outbox) and then published. While it runs, every allocated resource is
+watched: one that unplugs, goes stale, is locked out or drifts off its planned SoC is dropped and
+the rest of the window is re-planned on what is left, each time as a recorded revision.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vpp_aggregator.app.dispatch_records import (
+    OPEN_STATUSES,
+    AllocationRecord,
+    DispatchRecord,
+    DispatchStatus,
+    RevisionRecord,
+)
+from vpp_aggregator.domain.dispatch.fast import solve_fast
+from vpp_aggregator.domain.dispatch.lp import LPError, solve_lp
+from vpp_aggregator.domain.dispatch.outcome import Outcome, Shortfall, summarise
+from vpp_aggregator.domain.dispatch.problem import (
+    STEP_MIN,
+    DispatchProblem,
+    ResourceInputs,
+    Solution,
+)
+from vpp_aggregator.domain.dispatch.safety import check_rows, soc_trajectory
+from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.tariff import Tariff
+
+log = logging.getLogger(__name__)
+
+MAX_DURATION_MIN = 24 * 60
+PAST_TOLERANCE = timedelta(minutes=1)
+
+
+class DispatchStore(Protocol):
+    def insert(
+        self, record: DispatchRecord, commands: Sequence[dict[str, Any]], at: datetime
+    ) -> None: ...
+    def revise(
+        self,
+        record: DispatchRecord,
+        reason: str,
+        detail: dict[str, Any],
+        commands: Sequence[dict[str, Any]],
+        at: datetime,
+    ) -> None: ...
+    def set_status(self, dispatch_id: str, status: DispatchStatus, at: datetime) -> None: ...
+    def find_by_key(self, key: str) -> DispatchRecord | None: ...
+    def get(self, dispatch_id: str) -> DispatchRecord | None: ...
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[builtins.list[DispatchRecord], int]: ...
+    def open_dispatches(self, now: datetime) -> builtins.list[DispatchRecord]: ...
+    def revisions(self, dispatch_id: str) -> builtins.list[RevisionRecord]: ...
+    def pending_commands(
+        self, limit: int = 10_000
+    ) -> builtins.list[tuple[int, dict[str, Any]]]: ...
+    def mark_published(self, command_ids: Sequence[int], at: datetime) -> None: ...
+
+
+class Bus(Protocol):
+    def publish(self, topic: str, key: str, payload: dict[str, Any]) -> None: ...
+
+
+class DispatchMetricsPort(Protocol):
+    def observe(self, record: DispatchRecord) -> None: ...
+    def status_changed(self, status: DispatchStatus) -> None: ...
+
+
+class DispatchRejectedError(Exception):
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in errors))
+        self.errors = errors
+
+
+class DispatchNotFoundError(Exception):
+    pass
+
+
+class DispatchConflictError(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchRequest:
+    target_kw: float
+    duration_minutes: int
+    start: datetime | None = None
+    grid_node: str | None = None
+    fleet_id: str | None = None
+    resource_ids: tuple[str, ...] | None = None
+    source: str = "manual"
+    reference: str | None = None
+    idempotency_key: str | None = None
+    charge_ceiling_pct: float | None = None  # recharges stop at their target SoC
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """What a dispatch is doing right now."""
+
+    planned_kw: float
+    delivered_kw: float | None  # from the allocated resources' fresh telemetry
+    reporting_resources: int
+
+
+@dataclass(slots=True)
+class _Open:
+    """A dispatch in flight, as the closed loop follows it."""
+
+    record: DispatchRecord
+    start_ts: float
+    window_end_ts: float
+    ids: list[str]
+    kw: NDArray[np.float64]  # (resources, points) signed setpoints
+    soc: NDArray[np.float64]  # planned SoC at each point
+
+
+class DispatchService:
+    def __init__(
+        self,
+        state: FleetState,
+        store: DispatchStore,
+        bus: Bus,
+        clock: Callable[[], datetime],
+        *,
+        ramp_kw_per_min: float,
+        bess_min_soc_pct: float,
+        round_trip_efficiency: float = 0.9,
+        prefer_bess: bool = True,
+        lp_max_resources: int = 300,
+        max_target_kw: float = 1e7,
+        soc_tolerance_pct: float = 5.0,
+        recharge_target_soc_pct: float = 80.0,
+        tariff: Tariff | None = None,
+        command_topic: str = "migrid.l3.v2g",
+        metrics: DispatchMetricsPort | None = None,
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.ramp = ramp_kw_per_min
+        self.bess_min = bess_min_soc_pct
+        self.rte = round_trip_efficiency
+        self.prefer_bess = prefer_bess
+        self.lp_max = lp_max_resources
+        self.max_target_kw = max_target_kw
+        self.soc_tolerance = soc_tolerance_pct
+        self.recharge_target = recharge_target_soc_pct
+        self.tariff = tariff
+        self.topic = command_topic
+        self.metrics = metrics
+        self._lock = threading.RLock()
+        self._open: dict[str, _Open] = {}
+
+    # ----------------------------------------------------------------- create
+    def create(
+        self, req: DispatchRequest, received: float | None = None
+    ) -> tuple[DispatchRecord, bool]:
+        """Plan and emit a dispatch; the same idempotency key returns the first one (created=False)."""
+        t0 = received if received is not None else time.perf_counter()
+        if req.idempotency_key:
+            existing = self.store.find_by_key(req.idempotency_key)
+            if existing is not None:
+                return existing, False
+        now = self.clock()
+        start = req.start or now
+        self._validate(req, now, start)
+        with self._lock:
+            record, commands = self._plan_record(req, now, start)
+            record.response_time_ms = (time.perf_counter() - t0) * 1e3
+            try:
+                self.store.insert(record, commands, now)
+            except Exception as exc:
+                if req.idempotency_key and (again := self.store.find_by_key(req.idempotency_key)):
+                    return again, False
+                raise DispatchConflictError(str(exc)) from exc
+            self._track(record)
+        self.publish_pending()
+        record.response_time_ms = (time.perf_counter() - t0) * 1e3
+        if self.metrics:
+            self.metrics.observe(record)
+        return record, True
+
+    def _validate(self, req: DispatchRequest, now: datetime, start: datetime) -> None:
+        errors: list[tuple[str, str]] = []
+        if not math.isfinite(req.target_kw) or req.target_kw == 0:
+            errors.append(
+                (
+                    "target_kw",
+                    "Target must be a non-zero power in kW (positive discharges to the grid, "
+                    "negative charges).",
+                )
+            )
+        elif abs(req.target_kw) > self.max_target_kw:
+            errors.append(
+                (
+                    "target_kw",
+                    f"{req.target_kw:g} kW is beyond any fleet this service runs "
+                    f"(limit {self.max_target_kw:g} kW, VPP_DISPATCH_MAX_TARGET_KW).",
+                )
+            )
+        if not 0 < req.duration_minutes <= MAX_DURATION_MIN:
+            errors.append(
+                ("duration_minutes", f"Duration must be between 1 and {MAX_DURATION_MIN} minutes.")
+            )
+        if start.tzinfo is None:
+            errors.append(("start", "Start needs a time zone offset."))
+        elif start < now - PAST_TOLERANCE:
+            errors.append(
+                ("start", f"Start {start.isoformat()} is more than a minute in the past.")
+            )
+        elif start > now + timedelta(days=7):
+            errors.append(("start", "Start may be at most 7 days ahead."))
+        if req.grid_node is not None and req.grid_node not in self.state.grid_nodes():
+            errors.append(
+                ("grid_node", f"No registered resource is on grid node {req.grid_node!r}.")
+            )
+        if req.resource_ids is not None:
+            unknown = [r for r in req.resource_ids if r not in self.state]
+            if not req.resource_ids:
+                errors.append(("resource_ids", "Give at least one resource id, or leave it out."))
+            elif unknown:
+                errors.append(
+                    (
+                        "resource_ids",
+                        f"Unknown or deactivated: {', '.join(unknown[:10])}"
+                        + (" ..." if len(unknown) > 10 else ""),
+                    )
+                )
+        if errors:
+            raise DispatchRejectedError(errors)
+
+    def _plan(
+        self,
+        target_kw: float,
+        duration_min: int,
+        now: datetime,
+        start: datetime,
+        scope: dict[str, Any],
+        busy: Sequence[str],
+        power_override: dict[str, float] | None = None,
+        charge_ceiling_pct: float | None = None,
+    ) -> tuple[DispatchProblem, Solution, Outcome]:
+        direction = 1 if target_kw > 0 else -1
+        inputs, unavailable = self.state.dispatch_inputs(
+            now,
+            start,
+            direction=direction,
+            grid_node=scope.get("grid_node"),
+            fleet_id=scope.get("fleet_id"),
+            resource_ids=scope.get("resource_ids"),
+            busy=busy,
+        )
+        if power_override:
+            inputs = _override_power(inputs, power_override)
+        if charge_ceiling_pct is not None:
+            inputs = replace(inputs, ceiling_pct=np.minimum(inputs.ceiling_pct, charge_ceiling_pct))
+        best: tuple[DispatchProblem, Solution, Outcome] | None = None
+        for include_opposite in (False, True):
+            problem = DispatchProblem(
+                inputs,
+                target_kw,
+                duration_min,
+                self.ramp,
+                self.rte,
+                self.prefer_bess,
+                include_opposite=include_opposite,
+            )
+            solution = self._solve(problem)
+            outcome = summarise(problem, solution, unavailable)
+            if best is None or abs(outcome.delivered_kwh) > abs(best[2].delivered_kwh) + 1e-6:
+                best = (problem, solution, outcome)
+            opposite = bool(((problem.q0 < 0) & inputs.available).any())
+            if outcome.shortfall_kw == 0 or not opposite:
+                break
+        assert best is not None
+        problem, solution, outcome = best
+        violations = check_rows(
+            problem, solution.rows, problem.direction * solution.q, self.ramp, self.bess_min
+        )
+        if violations:  # never emit an unsafe schedule; the checker is independent of the solvers
+            log.error("safety check refused a %s schedule: %s", solution.solver, violations[:5])
+            empty = Solution(solution.rows[:0], solution.q[:0], solution.solver)
+            outcome = summarise(problem, empty, unavailable)
+            outcome.reasons.insert(0, Shortfall("safety_check", str(violations[0])))
+            return problem, empty, outcome
+        return problem, solution, outcome
+
+    def _solve(self, problem: DispatchProblem) -> Solution:
+        if int(problem.eligible.sum()) <= self.lp_max:
+            try:
+                return solve_lp(problem, time_limit_s=5.0)
+            except LPError as exc:
+                log.warning("LP solver gave up (%s); using the fast allocator", exc)
+        return solve_fast(problem)
+
+    def _plan_record(
+        self,
+        req: DispatchRequest,
+        now: datetime,
+        start: datetime,
+    ) -> tuple[DispatchRecord, list[dict[str, Any]]]:
+        scope = {
+            "grid_node": req.grid_node,
+            "fleet_id": req.fleet_id,
+            "resource_ids": list(req.resource_ids) if req.resource_ids is not None else None,
+        }
+        problem, solution, outcome = self._plan(
+            req.target_kw,
+            req.duration_minutes,
+            now,
+            start,
+            scope,
+            busy=self.held_resources(),
+            charge_ceiling_pct=req.charge_ceiling_pct,
+        )
+        status = _initial_status(outcome, start, now)
+        record = DispatchRecord(
+            dispatch_id=f"dsp-{uuid.uuid4().hex[:16]}",
+            status=status,
+            source=req.source,
+            reference=req.reference,
+            idempotency_key=req.idempotency_key,
+            target_kw=req.target_kw,
+            start=start,
+            duration_minutes=req.duration_minutes,
+            end_at=start + timedelta(minutes=problem.horizon),
+            scope={**scope, "charge_ceiling_pct": req.charge_ceiling_pct},
+            solver=solution.solver,
+            allocated_kw=round(outcome.allocated_kw, 3),
+            shortfall_kw=round(outcome.shortfall_kw, 3),
+            shortfall_reasons=[{"rule": r.rule, "detail": r.detail} for r in outcome.reasons],
+            ramp_complete_at=(
+                start + timedelta(minutes=outcome.ramp_complete_min)
+                if outcome.ramp_complete_min is not None
+                else None
+            ),
+            response_time_ms=0.0,
+            revision=1,
+            plan_kw=[round(float(x), 3) for x in outcome.fleet_kw],
+            created_at=now,
+            updated_at=now,
+            allocations=self._allocations(problem, outcome, start),
+        )
+        return record, self._commands(record, now)
+
+    def _allocations(
+        self, problem: DispatchProblem, outcome: Outcome, start: datetime
+    ) -> list[AllocationRecord]:
+        return [
+            AllocationRecord(
+                resource_id=a.resource_id,
+                resource_type="BESS" if a.is_bess else "EV",
+                charge_point_id=self.state.charge_point(a.resource_id),
+                setpoint_kw=round(a.setpoint_kw, 3),
+                schedule_start=start,
+                schedule_kw=[round(float(x), 3) for x in a.schedule_kw],
+                start_soc_pct=round(a.start_soc_pct, 3),
+                expected_end_soc_pct=round(a.expected_end_soc_pct, 3),
+                binding_constraint=a.binding_constraint,
+            )
+            for a in outcome.allocations
+        ]
+
+    def _commands(
+        self,
+        record: DispatchRecord,
+        at: datetime,
+        allocations: Sequence[AllocationRecord] | None = None,
+    ) -> list[dict[str, Any]]:
+        out = []
+        for a in allocations if allocations is not None else record.allocations:
+            peak = max(a.schedule_kw, key=abs, default=0.0)
+            out.append(
+                {
+                    "chargePointId": a.charge_point_id,
+                    "timestamp": at.isoformat(),
+                    "mode": "Discharge" if peak > 0 else "Charge",
+                    "limitKw": round(abs(peak), 3),
+                    "v2xProfile": True,
+                    "dispatch_id": record.dispatch_id,
+                    "revision": record.revision,
+                    "resource_id": a.resource_id,
+                    "schedule": [
+                        {
+                            "t": (a.schedule_start + timedelta(minutes=i * STEP_MIN)).isoformat(),
+                            "setpoint_kw": kw,
+                        }
+                        for i, kw in enumerate(a.schedule_kw)
+                    ],
+                }
+            )
+        return out
+
+    def publish_pending(self) -> int:
+        """Outbox relay: publish stored commands not yet published; safe to call any time."""
+        pending = self.store.pending_commands()
+        done: list[int] = []
+        try:
+            for command_id, payload in pending:
+                self.bus.publish(self.topic, str(payload["chargePointId"]), payload)
+                done.append(command_id)
+        finally:
+            self.store.mark_published(done, self.clock())
+        return len(done)
+
+    # ----------------------------------------------------------------- follow-through
+    def _track(self, record: DispatchRecord) -> None:
+        if record.status not in OPEN_STATUSES or not record.allocations:
+            self._open.pop(record.dispatch_id, None)
+            return
+        kw = np.array([a.schedule_kw for a in record.allocations], dtype=np.float64)
+        ids = [a.resource_id for a in record.allocations]
+        start_ts = record.allocations[0].schedule_start.timestamp()
+        rows = self.state.rows_of(ids)
+        cap = np.array([self.state.capacity_kwh[r] if r >= 0 else 1.0 for r in rows.tolist()])
+        soc0 = np.array([a.start_soc_pct for a in record.allocations])
+        self._open[record.dispatch_id] = _Open(
+            record=record,
+            start_ts=start_ts,
+            window_end_ts=record.start.timestamp() + record.duration_minutes * 60.0,
+            ids=ids,
+            kw=kw,
+            soc=soc_trajectory(soc0, cap, self.rte, kw),
+        )
+
+    def held_resources(self) -> list[str]:
+        with self._lock:
+            return [rid for o in self._open.values() for rid in o.ids]
+
+    def resume(self) -> int:
+        """After a restart: follow the dispatches that are still running and flush the outbox."""
+        with self._lock:
+            for record in self.store.open_dispatches(self.clock()):
+                self._track(record)
+        self.publish_pending()
+        return len(self._open)
+
+    def tick(self) -> None:
+        """Move statuses with time, re-plan dispatches whose resources dropped out, schedule recharges."""
+        now = self.clock()
+        now_ts = now.timestamp()
+        finished: list[DispatchRecord] = []
+        with self._lock:
+            for did, o in list(self._open.items()):
+                r = o.record
+                if now_ts >= r.end_at.timestamp():
+                    self._set_status(r, DispatchStatus.COMPLETED, now)
+                    del self._open[did]
+                    finished.append(r)
+                    continue
+                if r.status is DispatchStatus.SCHEDULED and now_ts >= r.start.timestamp():
+                    self._set_status(r, DispatchStatus.ACTIVE, now)
+                if r.start.timestamp() <= now_ts < o.window_end_ts:
+                    self._follow(o, now)
+        for r in finished:
+            self._schedule_recharge(r, now)
+
+    def _set_status(self, record: DispatchRecord, status: DispatchStatus, now: datetime) -> None:
+        record.status = status
+        record.updated_at = now
+        self.store.set_status(record.dispatch_id, status, now)
+        if self.metrics:
+            self.metrics.status_changed(status)
+
+    def _follow(self, o: _Open, now: datetime) -> None:
+        point = (now.timestamp() - o.start_ts) / 60.0
+        i = min(int(point), o.kw.shape[1] - 1)
+        dropped: dict[str, str] = {}
+        for j, rid in enumerate(o.ids):
+            if not np.any(o.kw[j, i:] != 0):
+                continue  # its part is done
+            live = self.state.live(rid, now, duration_minutes=1.0)
+            if live is None:
+                dropped[rid] = "deactivated"
+            elif live.availability_reason in (
+                "unplugged",
+                "stale_telemetry",
+                "suspended",
+                "no_telemetry",
+            ):
+                dropped[rid] = live.availability_reason
+            elif o.record.target_kw > 0 and live.discharge_locked:
+                dropped[rid] = "safety_lockout"
+            elif live.soc_pct is not None and abs(live.soc_pct - o.soc[j, i]) > self.soc_tolerance:
+                dropped[rid] = f"soc_off_plan ({live.soc_pct:.1f} % vs {o.soc[j, i]:.1f} % planned)"
+        if dropped:
+            self._replan(o, now, dropped)
+
+    def _replan(self, o: _Open, now: datetime, dropped: dict[str, str]) -> None:
+        """Re-plan the rest of the window without the dropped resources; the others keep ramping
+        from where their plan has them now."""
+        r = o.record
+        point = (now.timestamp() - o.start_ts) / 60.0
+        current = {
+            rid: float(np.interp(point, np.arange(o.kw.shape[1]), o.kw[j]))
+            for j, rid in enumerate(o.ids)
+        }
+        remaining = math.floor((o.window_end_ts - now.timestamp()) / 60.0)
+        others_busy = [x for d, oo in self._open.items() if d != r.dispatch_id for x in oo.ids]
+        allocations: list[AllocationRecord] = []
+        outcome: Outcome | None = None
+        if remaining >= 1:
+            scope = dict(r.scope)
+            keep = {k: v for k, v in current.items() if k not in dropped}
+            problem, _, outcome = self._plan(
+                r.target_kw,
+                remaining,
+                now,
+                now,
+                scope,
+                busy=[*others_busy, *dropped],
+                power_override=keep,
+                charge_ceiling_pct=scope.get("charge_ceiling_pct"),
+            )
+            allocations = self._allocations(problem, outcome, now)
+        # Dropped resources (and any no longer used) ramp down from their planned power.
+        used = {a.resource_id for a in allocations}
+        for rid, kw in current.items():
+            if rid not in used and abs(kw) > 1e-9:
+                allocations.append(self._ramp_down(rid, kw, now, o, dropped.get(rid, "not needed")))
+        r.revision += 1
+        r.allocations = allocations
+        r.updated_at = now
+        if outcome is not None:
+            r.allocated_kw = round(outcome.allocated_kw, 3)
+            r.shortfall_kw = round(outcome.shortfall_kw, 3)
+            r.shortfall_reasons = [{"rule": x.rule, "detail": x.detail} for x in outcome.reasons]
+            offset = round((now.timestamp() - r.start.timestamp()) / 60.0)
+            r.plan_kw = r.plan_kw[:offset] + [round(float(x), 3) for x in outcome.fleet_kw]
+            if r.status is DispatchStatus.ACTIVE and outcome.shortfall_kw != 0:
+                r.status = DispatchStatus.PARTIAL
+        last = max(
+            (a.schedule_start + timedelta(minutes=len(a.schedule_kw) - 1) for a in allocations),
+            default=now,
+        )
+        r.end_at = max(last, now)
+        commands = self._commands(r, now)
+        detail = {"dropped": dropped, "resources": len(allocations)}
+        self.store.revise(r, "redispatch", detail, commands, now)
+        log.info("dispatch %s re-planned (revision %d): %s", r.dispatch_id, r.revision, dropped)
+        self._track(r)
+        self.publish_pending()
+
+    def _ramp_down(
+        self, rid: str, kw: float, now: datetime, o: _Open, why: str
+    ) -> AllocationRecord:
+        steps = math.ceil(abs(kw) / self.ramp)
+        sched = [
+            round(math.copysign(max(abs(kw) - self.ramp * i, 0.0), kw), 3) for i in range(steps + 1)
+        ]
+        j = o.ids.index(rid) if rid in o.ids else -1
+        live = self.state.live(rid, now)
+        soc = (
+            live.soc_pct
+            if live and live.soc_pct is not None
+            else (float(o.soc[j, 0]) if j >= 0 else 0.0)
+        )
+        return AllocationRecord(
+            resource_id=rid,
+            resource_type="BESS"
+            if j >= 0 and self.state.is_bess[self.state.rows_of([rid])[0]]
+            else "EV",
+            charge_point_id=self.state.charge_point(rid),
+            setpoint_kw=0.0,
+            schedule_start=now,
+            schedule_kw=sched,
+            start_soc_pct=round(soc, 3),
+            expected_end_soc_pct=round(soc, 3),
+            binding_constraint=f"released: {why}",
+        )
+
+    # ----------------------------------------------------------------- operator actions
+    def cancel(self, dispatch_id: str) -> DispatchRecord:
+        now = self.clock()
+        with self._lock:
+            record = self.store.get(dispatch_id)
+            if record is None:
+                raise DispatchNotFoundError(dispatch_id)
+            if record.status not in OPEN_STATUSES:
+                raise DispatchConflictError(
+                    f"Dispatch {dispatch_id} is {record.status.value}; only scheduled, "
+                    "active or partial dispatches can be cancelled."
+                )
+            o = self._open.get(dispatch_id)
+            allocations: list[AllocationRecord] = []
+            if o is not None and now.timestamp() >= o.start_ts:
+                point = (now.timestamp() - o.start_ts) / 60.0
+                for j, rid in enumerate(o.ids):
+                    kw = float(np.interp(point, np.arange(o.kw.shape[1]), o.kw[j]))
+                    if abs(kw) > 1e-9:
+                        allocations.append(self._ramp_down(rid, kw, now, o, "cancelled"))
+            elif o is not None:  # not started: release every resource at zero
+                allocations = [
+                    AllocationRecord(
+                        rid,
+                        "",
+                        self.state.charge_point(rid),
+                        0.0,
+                        now,
+                        [0.0],
+                        0.0,
+                        0.0,
+                        "released: cancelled",
+                    )
+                    for rid in o.ids
+                ]
+            record.status = DispatchStatus.CANCELLED
+            record.revision += 1
+            record.allocations = allocations
+            record.updated_at = now
+            record.end_at = max(
+                (a.schedule_start + timedelta(minutes=len(a.schedule_kw) - 1) for a in allocations),
+                default=now,
+            )
+            self.store.revise(
+                record,
+                "cancelled",
+                {"ramping_down": len(allocations)},
+                self._commands(record, now),
+                now,
+            )
+            self._open.pop(dispatch_id, None)
+        self.publish_pending()
+        if self.metrics:
+            self.metrics.status_changed(DispatchStatus.CANCELLED)
+        self._schedule_recharge(record, now)
+        return record
+
+    def get(self, dispatch_id: str) -> tuple[DispatchRecord, DeliveryView, list[RevisionRecord]]:
+        record = self.store.get(dispatch_id)
+        if record is None:
+            raise DispatchNotFoundError(dispatch_id)
+        return record, self.delivery(record), self.store.revisions(dispatch_id)
+
+    def delivery(self, record: DispatchRecord) -> DeliveryView:
+        now = self.clock()
+        planned = 0.0
+        delivered = 0.0
+        reporting = 0
+        for a in record.allocations:
+            point = (now.timestamp() - a.schedule_start.timestamp()) / 60.0
+            if 0 <= point <= len(a.schedule_kw) - 1:
+                planned += float(np.interp(point, np.arange(len(a.schedule_kw)), a.schedule_kw))
+            live = self.state.live(a.resource_id, now, duration_minutes=1.0)
+            if (
+                live is not None
+                and live.power_kw is not None
+                and live.availability_reason != "stale_telemetry"
+                and live.telemetry_at is not None
+                and live.telemetry_at >= record.start
+            ):
+                delivered += live.power_kw
+                reporting += 1
+        return DeliveryView(
+            round(planned, 3), round(delivered, 3) if reporting else None, reporting
+        )
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[DispatchRecord], int]:
+        return self.store.list(status=status, source=source, limit=limit, offset=offset)
+
+    # ----------------------------------------------------------------- BESS coordinator
+    def _schedule_recharge(self, record: DispatchRecord, now: datetime) -> DispatchRecord | None:
+        """After a discharge, bring its batteries back toward the recharge target at the cheapest time."""
+        if record.target_kw <= 0 or record.source == "bess_recharge" or self.tariff is None:
+            return None
+        bess = [a.resource_id for a in record.allocations if a.resource_type == "BESS"]
+        need: list[str] = []
+        energy = 0.0
+        power = 0.0
+        for rid in bess:
+            live = self.state.live(rid, now)
+            row = self.state.rows_of([rid])[0]
+            if live is None or live.soc_pct is None or row < 0:
+                continue
+            cap, pc = float(self.state.capacity_kwh[row]), float(self.state.max_charge_kw[row])
+            short = (self.recharge_target - live.soc_pct) / 100.0 * cap / math.sqrt(self.rte)
+            if short > 0.5:
+                need.append(rid)
+                energy += short
+                power += pc
+        if not need:
+            return None
+        hours = energy / power
+        duration = min(MAX_DURATION_MIN, max(15, int(math.ceil(hours * 60 / 15) * 15)))
+        begin = self.tariff.cheapest_start(
+            now + timedelta(minutes=1), now + timedelta(hours=24), timedelta(minutes=duration)
+        )
+        req = DispatchRequest(
+            target_kw=-power,
+            duration_minutes=duration,
+            start=begin,
+            resource_ids=tuple(need),
+            source="bess_recharge",
+            reference=record.dispatch_id,
+            idempotency_key=f"recharge-after-{record.dispatch_id}",
+            charge_ceiling_pct=self.recharge_target,
+        )
+        try:
+            recharge, _ = self.create(req)
+        except (DispatchRejectedError, DispatchConflictError) as exc:
+            log.warning("could not schedule the recharge after %s: %s", record.dispatch_id, exc)
+            return None
+        log.info(
+            "recharge %s scheduled for %s (%d batteries)",
+            recharge.dispatch_id,
+            begin.isoformat(),
+            len(need),
+        )
+        return recharge
+
+
+def _initial_status(outcome: Outcome, start: datetime, now: datetime) -> DispatchStatus:
+    if not outcome.allocations:
+        return DispatchStatus.REJECTED
+    if outcome.shortfall_kw != 0:
+        return DispatchStatus.PARTIAL
+    return (
+        DispatchStatus.SCHEDULED if start > now + timedelta(seconds=30) else DispatchStatus.ACTIVE
+    )
+
+
+def _override_power(inputs: ResourceInputs, power: dict[str, float]) -> ResourceInputs:
+    """Resources already in this dispatch start from their planned power, not their last report."""
+    kw = inputs.power_kw.copy()
+    for i, rid in enumerate(inputs.resource_ids):
+        if rid in power:
+            kw[i] = power[rid]
+    return replace(inputs, power_kw=kw)

@@ -1,0 +1,66 @@
+"""Dispatch records as the use cases and the store exchange them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class DispatchStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    PARTIAL = "partial"
+    REJECTED = "rejected"
+
+
+OPEN_STATUSES = (DispatchStatus.SCHEDULED, DispatchStatus.ACTIVE, DispatchStatus.PARTIAL)
+
+
+@dataclass(slots=True)
+class AllocationRecord:
+    resource_id: str
+    resource_type: str
+    charge_point_id: str
+    setpoint_kw: float
+    schedule_start: datetime
+    schedule_kw: list[float]  # one point per minute from schedule_start, linear between
+    start_soc_pct: float
+    expected_end_soc_pct: float
+    binding_constraint: str
+
+
+@dataclass(slots=True)
+class DispatchRecord:
+    dispatch_id: str
+    status: DispatchStatus
+    source: str
+    reference: str | None
+    idempotency_key: str | None
+    target_kw: float
+    start: datetime
+    duration_minutes: int
+    end_at: datetime  # end of the last ramp-down
+    scope: dict[str, Any]
+    solver: str
+    allocated_kw: float
+    shortfall_kw: float
+    shortfall_reasons: list[dict[str, str]]
+    ramp_complete_at: datetime | None
+    response_time_ms: float
+    revision: int
+    plan_kw: list[float]  # planned fleet power per minute from start (signed)
+    created_at: datetime
+    updated_at: datetime
+    allocations: list[AllocationRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionRecord:
+    revision: int
+    at: datetime
+    reason: str
+    detail: dict[str, Any]

@@ -1,0 +1,64 @@
+"""Time-of-use prices (acnportal tariff format) and the cheapest window to recharge in."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    name: str
+    schedule: list[dict[str, Any]]
+    timezone: str
+
+    def price(self, at: datetime) -> float:
+        """$/kWh at an aware instant, from the season, day type and hour that apply locally."""
+        local = at.astimezone(ZoneInfo(self.timezone))
+        for period in self.schedule:
+            if not _in_season(local, period["effective_start"], period["effective_end"]):
+                continue
+            mask = period.get("dow_mask", "ALL")
+            if (mask == "WEEKDAYS" and local.weekday() >= 5) or (
+                mask == "WEEKENDS" and local.weekday() < 5
+            ):
+                continue
+            hour = local.hour + local.minute / 60.0
+            price = period["tariffs"][0]
+            for start, value in zip(period["times"], period["tariffs"], strict=True):
+                if hour >= start:
+                    price = value
+            return float(price)
+        raise ValueError(f"tariff {self.name} has no price for {local.isoformat()}")
+
+    def cheapest_start(
+        self,
+        earliest: datetime,
+        latest_end: datetime,
+        duration: timedelta,
+        step: timedelta = timedelta(minutes=15),
+    ) -> datetime:
+        """Start of the cheapest `duration` block inside [earliest, latest_end] (earliest on ties)."""
+        best, best_cost = earliest, math.inf
+        start = earliest
+        while start + duration <= latest_end or start == earliest:
+            cost, t = 0.0, start
+            while t < start + duration:
+                cost += self.price(t)
+                t += step
+            if cost < best_cost - 1e-12:
+                best, best_cost = start, cost
+            start += step
+            if start + duration > latest_end:
+                break
+        return best
+
+
+def _in_season(local: datetime, start: str, end: str) -> bool:
+    sm, sd = (int(x) for x in start.split("-"))
+    em, ed = (int(x) for x in end.split("-"))
+    key, s, e = (local.month, local.day), (sm, sd), (em, ed)
+    return s <= key <= e if s <= e else (key >= s or key <= e)
