@@ -339,7 +339,10 @@ class DispatchService:
             busy=self.held_resources(),
             charge_ceiling_pct=req.charge_ceiling_pct,
         )
-        status = _initial_status(outcome, start, now)
+        # A recharge is an energy goal, not a power obligation: reaching the SoC target early is
+        # success, not a shortfall.
+        energy_goal = req.charge_ceiling_pct is not None
+        status = _initial_status(outcome, start, now, energy_goal)
         record = DispatchRecord(
             dispatch_id=f"dsp-{uuid.uuid4().hex[:16]}",
             status=status,
@@ -434,7 +437,10 @@ class DispatchService:
         if record.status not in OPEN_STATUSES or not record.allocations:
             self._open.pop(record.dispatch_id, None)
             return
-        kw = np.array([a.schedule_kw for a in record.allocations], dtype=np.float64)
+        width = max(len(a.schedule_kw) for a in record.allocations)
+        kw = np.zeros((len(record.allocations), width))
+        for j, a in enumerate(record.allocations):
+            kw[j, : len(a.schedule_kw)] = a.schedule_kw
         ids = [a.resource_id for a in record.allocations]
         start_ts = record.allocations[0].schedule_start.timestamp()
         rows = self.state.rows_of(ids)
@@ -742,10 +748,12 @@ class DispatchService:
         return recharge
 
 
-def _initial_status(outcome: Outcome, start: datetime, now: datetime) -> DispatchStatus:
+def _initial_status(
+    outcome: Outcome, start: datetime, now: datetime, energy_goal: bool = False
+) -> DispatchStatus:
     if not outcome.allocations:
         return DispatchStatus.REJECTED
-    if outcome.shortfall_kw != 0:
+    if outcome.shortfall_kw != 0 and not energy_goal:
         return DispatchStatus.PARTIAL
     return (
         DispatchStatus.SCHEDULED if start > now + timedelta(seconds=30) else DispatchStatus.ACTIVE

@@ -42,9 +42,14 @@ class Tariff:
         step: timedelta = timedelta(minutes=15),
     ) -> datetime:
         """Start of the cheapest `duration` block inside [earliest, latest_end] (earliest on ties)."""
-        best, best_cost = earliest, math.inf
-        start = earliest
-        while start + duration <= latest_end or start == earliest:
+        # Candidates on the step grid (quarter hours), so a block can start when a price period does.
+        step_s = step.total_seconds()
+        first = datetime.fromtimestamp(
+            math.ceil(earliest.timestamp() / step_s) * step_s, tz=earliest.tzinfo
+        )
+        best, best_cost = first, math.inf
+        start = first
+        while start + duration <= latest_end or start == first:
             cost, t = 0.0, start
             while t < start + duration:
                 cost += self.price(t)

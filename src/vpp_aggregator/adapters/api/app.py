@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from vpp_aggregator import SERVICE_NAME, __version__
 from vpp_aggregator.adapters.api import (
     routes_capacity,
+    routes_dispatch,
     routes_ops,
     routes_resources,
     routes_telemetry,
@@ -28,6 +29,11 @@ from vpp_aggregator.adapters.store.database import make_engine, migrate
 from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.app.aggregator import Aggregator, utc_now
+from vpp_aggregator.app.dispatch import (
+    DispatchConflictError,
+    DispatchNotFoundError,
+    DispatchRejectedError,
+)
 from vpp_aggregator.app.errors import (
     RegistrationRejectedError,
     ResourceExistsError,
@@ -81,6 +87,21 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _missing(_: Request, exc: ResourceNotFoundError) -> JSONResponse:
         return JSONResponse({"detail": f"No resource with id {exc}", "errors": []}, status_code=404)
 
+    @app.exception_handler(DispatchRejectedError)
+    async def _bad_dispatch(_: Request, exc: DispatchRejectedError) -> JSONResponse:
+        errors = [{"field": f, "message": m} for f, m in exc.errors]
+        return JSONResponse(
+            {"detail": "Dispatch request is invalid", "errors": errors}, status_code=422
+        )
+
+    @app.exception_handler(DispatchNotFoundError)
+    async def _no_dispatch(_: Request, exc: DispatchNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": f"No dispatch with id {exc}", "errors": []}, status_code=404)
+
+    @app.exception_handler(DispatchConflictError)
+    async def _dispatch_conflict(_: Request, exc: DispatchConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "errors": []}, status_code=409)
+
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(
@@ -113,15 +134,25 @@ def create_app(
             except Exception:  # the database may be away for a while; the rows stay dirty
                 log.exception("telemetry snapshot failed; will retry")
 
+    async def dispatch_loop() -> None:
+        while True:
+            await asyncio.sleep(settings.dispatch_tick_seconds)
+            try:
+                await run_in_threadpool(aggregator.dispatch.tick)
+                await run_in_threadpool(aggregator.dispatch.publish_pending)
+            except Exception:
+                log.exception("dispatch follow-through failed; will retry")
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(snapshot_loop())
+        tasks = [asyncio.create_task(snapshot_loop()), asyncio.create_task(dispatch_loop())]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             try:
                 aggregator.snapshotter.flush()
             except Exception:
@@ -141,7 +172,13 @@ def create_app(
     app.state.aggregator = aggregator
     app.state.metrics = metrics
     _install_error_handlers(app)
-    for module in (routes_ops, routes_resources, routes_telemetry, routes_capacity):
+    for module in (
+        routes_ops,
+        routes_resources,
+        routes_telemetry,
+        routes_capacity,
+        routes_dispatch,
+    ):
         app.include_router(module.router)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     return app

@@ -6,12 +6,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vpp_aggregator.app.aggregator import Aggregator
+from vpp_aggregator.app.dispatch_records import DispatchRecord, DispatchStatus
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -60,6 +61,12 @@ class FleetCollector(Collector):
         for t, f in snap.by_type.items():
             avail.add_metric([t], f.available_resource_count)
         yield avail
+        lockouts = GaugeMetricFamily(
+            "vpp_bess_safety_lockouts",
+            "Batteries reported below their floor, locked out of discharge",
+        )
+        lockouts.add_metric([], len(self.agg.state.lockouts()))
+        yield lockouts
 
 
 class Metrics:
@@ -75,6 +82,8 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.dispatch = DispatchMetrics(self.registry)
+        agg.dispatch.metrics = self.dispatch
         self.request_latency = Histogram(
             "vpp_http_request_duration_seconds",
             "HTTP request latency",
@@ -82,6 +91,34 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+
+class DispatchMetrics:
+    """Dispatch response time, dispatches by status and the latest shortfall."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.response = Histogram(
+            "vpp_dispatch_response_seconds",
+            "Dispatch request received to control commands emitted",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0),
+            registry=registry,
+        )
+        self.by_status = Counter(
+            "vpp_dispatches", "Dispatches entering each status", ["status"], registry=registry
+        )
+        self.shortfall = Gauge(
+            "vpp_dispatch_shortfall_kw",
+            "Shortfall of the latest dispatch (signed like its target)",
+            registry=registry,
+        )
+
+    def observe(self, record: DispatchRecord) -> None:
+        self.response.observe(record.response_time_ms / 1e3)
+        self.by_status.labels(record.status.value).inc()
+        self.shortfall.set(record.shortfall_kw)
+
+    def status_changed(self, status: DispatchStatus) -> None:
+        self.by_status.labels(status.value).inc()
 
 
 class LatencyMiddleware:

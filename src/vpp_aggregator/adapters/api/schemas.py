@@ -110,6 +110,9 @@ class ResourceOut(BaseModel):
     next_departure: NextDepartureOut | None = None
     availability_factor: float = 0.0
     availability_reason: str | None = None
+    safety_lockout: bool = Field(
+        False, description="Below its floor: locked out of discharge until it recovers"
+    )
 
 
 class ResourceList(BaseModel):
@@ -195,3 +198,102 @@ class FieldError(BaseModel):
 class ErrorOut(BaseModel):
     detail: str
     errors: list[FieldError] = Field(default_factory=list)
+
+
+class DispatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    target_kw: float = Field(
+        ..., description="Positive: discharge to the grid; negative: charge", examples=[250.0]
+    )
+    start: datetime | None = Field(None, description="Default: now. At most a minute in the past.")
+    duration_minutes: int = Field(..., examples=[60], description="1 to 1440")
+    grid_node: str | None = Field(None, max_length=128)
+    fleet_id: str | None = Field(None, max_length=128)
+    resource_ids: list[str] | None = Field(None, max_length=100_000)
+    source: Literal["manual", "market_award", "dr_event"] = "manual"
+    reference: str | None = Field(None, max_length=200)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+class SchedulePoint(BaseModel):
+    t: datetime
+    setpoint_kw: float
+
+
+class AllocationOut(BaseModel):
+    resource_id: str
+    resource_type: str
+    chargePointId: str
+    setpoint_kw: float
+    schedule: list[SchedulePoint]
+    start_soc_pct: float
+    expected_end_soc_pct: float
+    binding_constraint: str
+
+
+class ShortfallReason(BaseModel):
+    rule: str
+    detail: str
+
+
+class DispatchOut(BaseModel):
+    dispatch_id: str
+    status: Literal["scheduled", "active", "completed", "cancelled", "partial", "rejected"]
+    source: str
+    reference: str | None
+    target_kw: float
+    start: datetime
+    duration_minutes: int
+    end_at: datetime = Field(..., description="When the last resource has ramped back to zero")
+    allocated_kw: float = Field(
+        ..., description="Sustained fleet power once ramped (signed like the target)"
+    )
+    shortfall_kw: float
+    shortfall_reasons: list[ShortfallReason]
+    ramp_complete_at: datetime | None
+    solver: str
+    revision: int
+    resource_count: int
+    allocations: list[AllocationOut]
+    response_time_ms: float
+
+
+class RevisionOut(BaseModel):
+    revision: int
+    at: datetime
+    reason: str
+    detail: dict[str, object]
+
+
+class DispatchDetailOut(DispatchOut):
+    planned_kw_now: float
+    delivered_kw: float | None = Field(
+        ..., description="Sum of the allocated resources' fresh telemetry, if any"
+    )
+    reporting_resources: int
+    plan_kw: list[float] = Field(
+        ..., description="Planned fleet power, one point per minute from start"
+    )
+    revisions: list[RevisionOut]
+
+
+class DispatchSummary(BaseModel):
+    dispatch_id: str
+    status: str
+    source: str
+    reference: str | None
+    target_kw: float
+    allocated_kw: float
+    shortfall_kw: float
+    start: datetime
+    duration_minutes: int
+    end_at: datetime
+    revision: int
+    created_at: datetime
+
+
+class DispatchList(BaseModel):
+    items: list[DispatchSummary]
+    total: int
+    limit: int
+    offset: int

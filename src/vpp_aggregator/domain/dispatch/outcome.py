@@ -56,8 +56,9 @@ def summarise(problem: DispatchProblem, solution: Solution, unavailable: int) ->
         ramp_complete: float | None = float(reached[0] + 1)
         sustained = float(inside[reached[0] :].min())
     else:
+        # Never reached: what the fleet gives on average over the window is the honest figure.
         ramp_complete = None
-        sustained = float(inside.max()) if inside.size else 0.0
+        sustained = abs(solution.delivered_kwh(p)) * 60.0 / max(window, 1)
     sustained = max(0.0, min(sustained, target))
     shortfall = target - sustained if sustained < target * (1 - TOLERANCE) else 0.0
 

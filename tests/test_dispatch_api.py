@@ -1,0 +1,282 @@
+"""Dispatch through the HTTP API, as an operator and the device gateway see it, on both databases."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api_helpers import bess_body, ev_body, sample
+from conftest import Clock
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.adapters.api.schemas import DispatchDetailOut, DispatchOut
+from vpp_aggregator.config import load_settings
+
+
+@pytest.fixture
+def settings(database_url: str) -> Any:
+    return load_settings(DATABASE_URL=database_url)
+
+
+@pytest.fixture
+def client(settings: Any, clock: Clock) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, clock=clock)) as c:
+        yield c
+
+
+def _fleet(
+    client: TestClient, clock: Clock, bess_soc: float = 80.0, ev_soc: float = 70.0, evs: int = 3
+) -> None:
+    client.post("/resources/register", json=bess_body("bess-1"))  # 500 kWh, 250 kW
+    samples = [sample("bess-1", clock.now, bess_soc)]
+    for i in range(evs):
+        client.post("/resources/register", json=ev_body(f"ev-{i}"))  # 200 kWh, 60 kW
+        samples.append(sample(f"ev-{i}", clock.now, ev_soc))
+    assert client.post("/telemetry", json={"samples": samples}).json()["accepted"] == len(samples)
+
+
+def _commands(client: TestClient) -> list[tuple[str, dict[str, Any]]]:
+    agg = client.app.state.aggregator  # type: ignore[attr-defined]
+    return list(agg.bus.recent("migrid.l3.v2g"))
+
+
+def test_dispatch_ramps_up_holds_and_commands_every_resource(
+    client: TestClient, clock: Clock
+) -> None:
+    _fleet(client, clock)
+    r = client.post(
+        "/dispatch", json={"target_kw": 100, "duration_minutes": 30, "source": "manual"}
+    )
+    assert r.status_code == 201, r.text
+    d = r.json()
+    DispatchOut.model_validate(d)
+    assert (
+        d["status"] == "active"
+        and d["shortfall_kw"] == 0
+        and d["allocated_kw"] == pytest.approx(100)
+    )
+    assert d["solver"] == "lp"
+    # Every schedule starts at the resource's present power, moves at most 10 kW per minute,
+    # points one minute apart; together they reach 100 kW and hold it.
+    fleet = [0.0] * 200
+    for a in d["allocations"]:
+        points = a["schedule"]
+        assert points[0]["setpoint_kw"] == 0
+        for p0, p1 in itertools.pairwise(points):
+            dt = datetime.fromisoformat(p1["t"]) - datetime.fromisoformat(p0["t"])
+            assert dt == timedelta(minutes=1)
+            assert abs(p1["setpoint_kw"] - p0["setpoint_kw"]) <= 10 + 1e-6
+        assert points[-1]["setpoint_kw"] == 0
+        for i, p in enumerate(points):
+            fleet[i] += p["setpoint_kw"]
+    assert fleet[1] <= 10 * len(d["allocations"]) + 1e-6  # the ramp shows in the first minute
+    assert all(abs(x - 100) < 1e-3 for x in fleet[10:31])
+    assert d["ramp_complete_at"] is not None
+    # BESS first: the battery carries the load.
+    assert d["allocations"][0]["resource_id"] == "bess-1"
+    cmds = _commands(client)
+    assert {k for k, _ in cmds} == {a["chargePointId"] for a in d["allocations"]}
+    payload = cmds[0][1]
+    assert payload["mode"] == "Discharge" and payload["dispatch_id"] == d["dispatch_id"]
+    assert payload["v2xProfile"] is True and payload["schedule"]
+
+
+def test_bad_requests_are_422_with_reasons(client: TestClient, clock: Clock) -> None:
+    _fleet(client, clock)
+    cases = [
+        ({"target_kw": 0, "duration_minutes": 30}, "target_kw"),
+        ({"target_kw": 1e12, "duration_minutes": 30}, "target_kw"),
+        ({"target_kw": 100, "duration_minutes": 0}, "duration_minutes"),
+        ({"target_kw": 100, "duration_minutes": 1441}, "duration_minutes"),
+        (
+            {
+                "target_kw": 100,
+                "duration_minutes": 30,
+                "start": (clock.now - timedelta(minutes=5)).isoformat(),
+            },
+            "start",
+        ),
+        ({"target_kw": 100, "duration_minutes": 30, "grid_node": "NOWHERE"}, "grid_node"),
+        ({"target_kw": 100, "duration_minutes": 30, "resource_ids": ["ghost"]}, "resource_ids"),
+        ({"target_kw": "lots", "duration_minutes": 30}, "target_kw"),
+    ]
+    for body, field in cases:
+        r = client.post("/dispatch", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert field in {e["field"] for e in r.json()["errors"]}, r.text
+
+
+def test_unmeetable_target_is_partial_with_binding_rules(client: TestClient, clock: Clock) -> None:
+    _fleet(client, clock, bess_soc=30.0, ev_soc=35.0)
+    d = client.post("/dispatch", json={"target_kw": 2000, "duration_minutes": 60}).json()
+    assert d["status"] == "partial"
+    assert 0 < d["allocated_kw"] < 2000 and d["shortfall_kw"] == pytest.approx(
+        2000 - d["allocated_kw"]
+    )
+    rules = {x["rule"] for x in d["shortfall_reasons"]}
+    assert "power_limit" in rules and "min_soc" in rules
+
+
+def test_idempotency_key_returns_the_same_dispatch(client: TestClient, clock: Clock) -> None:
+    _fleet(client, clock)
+    body = {
+        "target_kw": 50,
+        "duration_minutes": 15,
+        "idempotency_key": "award-42",
+        "source": "market_award",
+    }
+    first = client.post("/dispatch", json=body)
+    second = client.post("/dispatch", json=body)
+    assert first.status_code == 201 and second.status_code == 200
+    assert first.json()["dispatch_id"] == second.json()["dispatch_id"]
+    assert client.get("/dispatch").json()["total"] == 1
+
+
+def test_bess_at_21_percent_never_goes_below_20(client: TestClient, clock: Clock) -> None:
+    client.post("/resources/register", json=bess_body("bess-1"))
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 21.0)]})
+    d = client.post("/dispatch", json={"target_kw": 200, "duration_minutes": 60}).json()
+    assert d["status"] == "partial"
+    a = d["allocations"][0]
+    assert a["expected_end_soc_pct"] >= 20.0 - 1e-9
+    assert a["binding_constraint"] in ("bess_min_soc", "ramp_limit")
+    assert d["allocated_kw"] < 10  # 1 % of 500 kWh is 5 kWh of cells
+
+
+def test_vehicle_leaving_mid_window_is_released_before_it_leaves(
+    client: TestClient, clock: Clock
+) -> None:
+    dep = clock.now + timedelta(minutes=25)
+    client.post(
+        "/resources/register",
+        json=ev_body("ev-1", trips=[{"departure": dep.isoformat(), "required_soc_pct": 60}]),
+    )
+    client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 90)]})
+    d = client.post("/dispatch", json={"target_kw": 40, "duration_minutes": 60}).json()
+    (a,) = d["allocations"]
+    after = [p for p in a["schedule"] if datetime.fromisoformat(p["t"]) >= dep]
+    assert after and all(p["setpoint_kw"] == 0 for p in after)
+    assert a["binding_constraint"] == "departure"
+    assert d["status"] == "partial"
+
+
+def test_get_shows_plan_delivery_and_cancel_ramps_down(client: TestClient, clock: Clock) -> None:
+    _fleet(client, clock)
+    d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).json()
+    clock.advance(minutes=12)
+    samples = [
+        sample(a["resource_id"], clock.now, 75, power=a["schedule"][12]["setpoint_kw"])
+        for a in d["allocations"]
+    ]
+    client.post("/telemetry", json={"samples": samples})
+    got = client.get(f"/dispatch/{d['dispatch_id']}").json()
+    DispatchDetailOut.model_validate(got)
+    assert got["planned_kw_now"] == pytest.approx(100, abs=1e-3)
+    assert got["delivered_kw"] == pytest.approx(100, abs=1e-3)
+    assert got["revisions"][0]["reason"] == "created"
+    c = client.post(f"/dispatch/{d['dispatch_id']}/cancel")
+    assert c.status_code == 200 and c.json()["status"] == "cancelled"
+    for a in c.json()["allocations"]:
+        kws = [p["setpoint_kw"] for p in a["schedule"]]
+        assert kws[-1] == 0 and all(abs(y - x) <= 10 + 1e-6 for x, y in itertools.pairwise(kws))
+    assert sum(a["schedule"][0]["setpoint_kw"] for a in c.json()["allocations"]) == pytest.approx(
+        100, abs=1e-3
+    )
+    assert client.post(f"/dispatch/{d['dispatch_id']}/cancel").status_code == 409
+    assert client.get("/dispatch/nope").status_code == 404
+    assert client.get("/dispatch", params={"status": "cancelled"}).json()["total"] == 1
+
+
+def test_unplugged_vehicle_is_replaced_and_the_redispatch_recorded(
+    client: TestClient, clock: Clock
+) -> None:
+    for i in range(4):
+        client.post("/resources/register", json=ev_body(f"ev-{i}"))
+    client.post(
+        "/telemetry", json={"samples": [sample(f"ev-{i}", clock.now, 80) for i in range(4)]}
+    )
+    d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 60}).json()
+    used = {a["resource_id"] for a in d["allocations"]}
+    gone = sorted(used)[0]
+    clock.advance(minutes=15)
+    client.post(
+        "/telemetry",
+        json={
+            "samples": [
+                sample(f"ev-{i}", clock.now, 77, plugged=(f"ev-{i}" != gone)) for i in range(4)
+            ]
+        },
+    )
+    client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    got = client.get(f"/dispatch/{d['dispatch_id']}").json()
+    assert got["revision"] == 2 and got["revisions"][-1]["reason"] == "redispatch"
+    assert gone in got["revisions"][-1]["detail"]["dropped"]
+    released = next(a for a in got["allocations"] if a["resource_id"] == gone)
+    assert (
+        released["binding_constraint"].startswith("released")
+        and released["schedule"][-1]["setpoint_kw"] == 0
+    )
+    fleet_at_20 = sum(
+        a["schedule"][5]["setpoint_kw"]
+        for a in got["allocations"]
+        if not a["binding_constraint"].startswith("released")
+    )
+    assert fleet_at_20 == pytest.approx(100, abs=1e-3)  # the others took over
+
+
+def test_restart_resumes_active_dispatches(settings: Any, clock: Clock) -> None:
+    with TestClient(create_app(settings, clock=clock)) as c:
+        _fleet(c, clock)
+        d = c.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).json()
+    with TestClient(create_app(settings, clock=clock)) as c:
+        agg = c.app.state.aggregator  # type: ignore[attr-defined]
+        assert set(agg.dispatch.held_resources()) == {a["resource_id"] for a in d["allocations"]}
+        assert c.get(f"/dispatch/{d['dispatch_id']}").json()["status"] == "active"
+        # Held resources are not offered twice.
+        second = c.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).json()
+        assert not {a["resource_id"] for a in second["allocations"]} & set(
+            agg.dispatch.held_resources()[:1]
+        )
+        clock.advance(minutes=60)
+        agg.dispatch.tick()
+        assert c.get(f"/dispatch/{d['dispatch_id']}").json()["status"] == "completed"
+
+
+def test_bess_below_floor_is_locked_out_and_alerts(client: TestClient, clock: Clock) -> None:
+    client.post("/resources/register", json=bess_body("bess-1"))
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 18.0)]})
+    assert client.get("/resources/bess-1").json()["safety_lockout"] is True
+    assert "vpp_bess_safety_lockouts 1.0" in client.get("/metrics").text
+    d = client.post("/dispatch", json={"target_kw": 50, "duration_minutes": 30}).json()
+    assert d["status"] == "rejected" and not d["allocations"]
+    # It may still charge, and recovers above its floor plus 1 %.
+    assert client.post("/dispatch", json={"target_kw": -50, "duration_minutes": 30}).json()[
+        "allocations"
+    ]
+    clock.advance(minutes=60)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 21.5)]})
+    assert client.get("/resources/bess-1").json()["safety_lockout"] is False
+
+
+def test_recharge_is_scheduled_at_the_cheapest_time_after_a_discharge(
+    client: TestClient, clock: Clock
+) -> None:
+    _fleet(client, clock, bess_soc=60.0, evs=0)
+    d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).json()
+    clock.advance(minutes=70)  # the 30 min window and the ramp back down are over
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 50.0)]})
+    client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    recharges = client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"]
+    assert len(recharges) == 1
+    rc = client.get(f"/dispatch/{recharges[0]['dispatch_id']}").json()
+    assert (
+        rc["reference"] == d["dispatch_id"] and rc["target_kw"] < 0 and rc["status"] == "scheduled"
+    )
+    # 2026-11-25 13:10 UTC is 05:10 in Los Angeles; winter TOU-EV-8 is cheapest 08:00-16:00 local
+    # (16:00-24:00 UTC), so the recharge waits for 08:00 local.
+    start = datetime.fromisoformat(rc["start"])
+    assert start == datetime.fromisoformat("2026-11-25T16:00:00+00:00")
