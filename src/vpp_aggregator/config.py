@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         10.0, gt=0, le=3600, validation_alias="VPP_TELEMETRY_SNAPSHOT_SECONDS"
     )
     dispatch_lp_max_resources: int = Field(
-        300, ge=0, le=100_000, validation_alias="VPP_DISPATCH_LP_MAX_RESOURCES"
+        40, ge=0, le=100_000, validation_alias="VPP_DISPATCH_LP_MAX_RESOURCES"
     )
     dispatch_max_target_kw: float = Field(
         10_000_000.0, gt=0, validation_alias="VPP_DISPATCH_MAX_TARGET_KW"

@@ -151,7 +151,7 @@ class DispatchService:
         bess_min_soc_pct: float,
         round_trip_efficiency: float = 0.9,
         prefer_bess: bool = True,
-        lp_max_resources: int = 300,
+        lp_max_resources: int = 40,
         max_target_kw: float = 1e7,
         soc_tolerance_pct: float = 5.0,
         recharge_target_soc_pct: float = 80.0,

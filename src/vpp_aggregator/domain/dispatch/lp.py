@@ -1,8 +1,13 @@
 """Reference solver: the dispatch as one time-stepped linear programme, solved exactly by HiGHS.
 
-Variables per eligible resource i and point t: setpoint q[i,t] (dispatch direction) and level
-y[i,t]. Rows: level dynamics (trapezoidal energy), ramp bands, the fleet cap at the target.
-Bounds carry power limits, departures, fixed leads and floors. The objective maximises energy
+Variables: the setpoint q[i,t] of every eligible resource i at every point t (dispatch
+direction). Rows: ramp bands, the fleet cap at the target, and one energy row per resource.
+Bounds carry power limits, departures and fixed leads.
+
+One energy row is exact, not a relaxation: after its lead a resource only moves the level one
+way, and every floor it must respect is at most the floor at the end of its hold (floors only
+rise toward a departure), so "the level at the end of the hold is above that floor" implies
+"above the floor at every point". The objective maximises energy
 delivered inside the window; tiny costs break ties the way the fast allocator does (priority
 order, least energy spent after the window), so both answer the same question.
 """
@@ -34,12 +39,9 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     P = H  # points 1..H are variables per resource
     nq = m * P
 
-    # column index helpers: q[j, t] -> j*P + (t-1); y[j, t] -> nq + j*P + (t-1)
+    # column of q[j, t] (t = 1..H)
     def qi(j: NDArray[np.int64], t: NDArray[np.int64]) -> NDArray[np.int64]:
         return j * P + (t - 1)
-
-    def yi(j: NDArray[np.int64], t: NDArray[np.int64]) -> NDArray[np.int64]:
-        return nq + j * P + (t - 1)
 
     grid_j, grid_t = np.meshgrid(np.arange(m), np.arange(1, H + 1), indexing="ij")
     jj, tt = grid_j.ravel(), grid_t.ravel()
@@ -61,10 +63,6 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     lead = p.lead_rows(order[jj], tt)
     q_lo = np.where(fixed, lead, q_lo)
     q_hi = np.where(fixed, lead, q_hi)
-    # Bounds of y: the floor path (levels may rise only during a fixed lead).
-    y_lo = p.lo_rows(order[jj], tt)
-    y_hi = np.full(nq, INF)
-
     rows_i: list[NDArray[np.int64]] = []
     cols_i: list[NDArray[np.int64]] = []
     vals_i: list[NDArray[np.float64]] = []
@@ -77,19 +75,17 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
         cols_i.append(cols)
         vals_i.append(vals)
 
-    # Dynamics: y[t] - y[t-1] + kk*(q[t-1] + q[t])/2 = 0, with y[0] = y0 and q[0] = q0 constants.
-    # Steps inside a lead move the level with the opposite-direction efficiency.
+    # Energy: sum over steps of kk*(q[t-1] + q[t])/2 <= y0 - lo_final, where a step inside a
+    # lead moves the level with the opposite-direction efficiency. q[t] closes step t and opens
+    # step t+1; q[0] is a constant.
     kk = np.where(tt <= lead_end[jj], k_opp[jj], k[jj])
-    base = n_rows + np.arange(nq)
-    add(base, yi(jj, tt), np.ones(nq))
+    kk_next = np.where(tt < H, np.where(tt + 1 <= lead_end[jj], k_opp[jj], k[jj]), 0.0)
+    add(n_rows + jj, qi(jj, tt), (kk + kk_next) / 2.0)
+    first_step = np.where(lead_end >= 1, k_opp, k)
+    row_lo.append(np.full(m, -INF))
+    row_hi.append(p.y0[order] - p.lo_final[order] - first_step * q0 / 2.0)
+    n_rows += m
     prev = tt > 1
-    add(base[prev], yi(jj[prev], tt[prev] - 1), -np.ones(int(prev.sum())))
-    add(base, qi(jj, tt), kk / 2.0)
-    add(base[prev], qi(jj[prev], tt[prev] - 1), kk[prev] / 2.0)
-    rhs = np.where(prev, 0.0, p.y0[order][jj] - kk * q0[jj] / 2.0)
-    row_lo.append(rhs)
-    row_hi.append(rhs)
-    n_rows += nq
 
     # Ramp: -r <= q[t] - q[t-1] <= r (q[0] constant folds into the bounds).
     base = n_rows + np.arange(nq)
@@ -124,14 +120,14 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     weight = np.where(tt < T, 1.0, np.where(tt == T, 0.5, 0.0))
     rank = np.arange(m, dtype=np.float64) / max(m, 1)
     cost_q = -weight + TIE_BREAK * (1.0 + rank[jj]) + np.where(tt > T, TIE_BREAK, 0.0)
-    cost = np.concatenate([cost_q, np.zeros(nq)])
+    cost = cost_q
 
     lp = highspy.HighsLp()
-    lp.num_col_ = 2 * nq
+    lp.num_col_ = nq
     lp.num_row_ = n_rows
     lp.col_cost_ = cost
-    lp.col_lower_ = np.concatenate([q_lo, y_lo])
-    lp.col_upper_ = np.concatenate([q_hi, y_hi])
+    lp.col_lower_ = q_lo
+    lp.col_upper_ = q_hi
     lp.row_lower_ = np.concatenate(row_lo)
     lp.row_upper_ = np.concatenate(row_hi)
     rows = np.concatenate(rows_i)
@@ -139,7 +135,7 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     vals = np.concatenate(vals_i)
     order_c = np.lexsort((rows, cols))
     rows, cols, vals = rows[order_c], cols[order_c], vals[order_c]
-    start = np.searchsorted(cols, np.arange(2 * nq + 1))
+    start = np.searchsorted(cols, np.arange(nq + 1))
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_ = start.astype(np.int32)
     lp.a_matrix_.index_ = rows.astype(np.int32)

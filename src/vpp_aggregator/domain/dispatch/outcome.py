@@ -19,7 +19,9 @@ class Allocation:
     row: int
     resource_id: str
     is_bess: bool
-    setpoint_kw: float  # steady (largest) setpoint inside the window, signed
+    setpoint_kw: (
+        float  # the setpoint it mostly holds inside the window (median of non-zero), signed
+    )
     schedule_kw: NDArray[np.float64]  # signed setpoint at each point
     start_soc_pct: float
     expected_end_soc_pct: float
@@ -69,12 +71,16 @@ def summarise(problem: DispatchProblem, solution: Solution, unavailable: int) ->
             sched = d * q[i]
             body = q[i, 1 : window + 1]
             peak = float(body.max()) if body.size else 0.0
+            held = body[body > 1e-9]
+            steady = (
+                float(np.median(held)) if held.size else 0.0
+            )  # what it mostly holds, not a ramp
             allocations.append(
                 Allocation(
                     row=row,
                     resource_id=p.inputs.resource_ids[row],
                     is_bess=bool(p.inputs.is_bess[row]),
-                    setpoint_kw=d * peak,
+                    setpoint_kw=d * steady,
                     schedule_kw=sched,
                     start_soc_pct=float(p.inputs.soc_pct[row]),
                     expected_end_soc_pct=float(dense_soc[i, -1]),
