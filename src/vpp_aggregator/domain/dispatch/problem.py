@@ -160,10 +160,10 @@ class DispatchProblem:
         frac = np.clip(
             (self.y0 - self.lo_final) / 100.0, 0, 1
         )  # share of the battery above its floor
-        key_bess = (
-            (~self.inputs.is_bess).astype(np.float64) if self.prefer_bess else np.zeros(self.n)
-        )
-        return np.lexsort((-frac, key_bess)).astype(np.int64)
+        key = 1.0 - frac  # in [0, 1]: fuller first
+        if self.prefer_bess:
+            key = key + 2.0 * ~self.inputs.is_bess  # batteries before vehicles
+        return np.argsort(key, kind="stable").astype(np.int64)
 
 
 @dataclass(slots=True)
