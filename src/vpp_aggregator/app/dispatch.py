@@ -403,7 +403,7 @@ class DispatchService:
                 {
                     "chargePointId": a.charge_point_id,
                     "timestamp": at.isoformat(),
-                    "mode": "Discharge" if peak > 0 else "Charge",
+                    "mode": "Discharge" if (peak or record.target_kw) > 0 else "Charge",
                     "limitKw": round(abs(peak), 3),
                     "v2xProfile": True,
                     "dispatch_id": record.dispatch_id,
