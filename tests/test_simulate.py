@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
+import httpx
 import numpy as np
 import pytest
 
@@ -25,10 +27,13 @@ from vpp_aggregator.domain.resources import (
 from vpp_aggregator.simulate import (
     CHARGE_EFFICIENCY,
     SITE_TZ,
+    DispatchFollower,
     SimulatedFleet,
     build_fleet,
     default_data_dir,
+    parse_schedule,
     run_simulation,
+    schedule_setpoint_kw,
 )
 
 DATA = default_data_dir()
@@ -260,6 +265,202 @@ def test_departure_schedule_matches_when_the_replayed_driver_leaves() -> None:
     assert close >= 0.8 * N_EV
 
 
+# --------------------------------------------------------------------------- setpoints
+
+
+def _twins_at_noon() -> tuple[SimulatedFleet, SimulatedFleet, list[dict[str, Any]]]:
+    """Two identical fleets run to Wednesday noon (cars at work), and the last samples."""
+    a, b = build_fleet(N_EV, N_BESS, DATA), build_fleet(N_EV, N_BESS, DATA)
+    ticks = _run(a, int(12 * 3600 / DT_S) + 1)
+    assert _run(b, len(ticks)) == ticks
+    return a, b, ticks[-1]
+
+
+NOON = T0 + timedelta(hours=12, seconds=DT_S)
+
+
+def test_setpoints_make_plugged_resources_discharge_and_charge() -> None:
+    a, b, last = _twins_at_noon()
+    ev = next(
+        i
+        for i in range(N_EV)
+        if last[i]["plugged_in"]
+        and a.min_soc_pct[i] + 5 < last[i]["soc_pct"] < a.max_soc_pct[i] - 5
+    )
+    bess_out, bess_in = N_EV, N_EV + 1
+    cmd = {
+        ev: 0.5 * a.max_discharge_kw[ev],
+        bess_out: 0.25 * a.max_discharge_kw[bess_out],
+        bess_in: -0.25 * a.max_charge_kw[bess_in],
+    }
+    a.set_setpoints({a.resource_ids[i]: kw for i, kw in cmd.items()})
+    dt = 60.0
+    soc0 = a.soc_pct
+    got, twin = a.step(NOON, dt), b.step(NOON, dt)
+    soc1 = a.soc_pct
+    cap = a.capacity_kwh
+    for i, kw in cmd.items():
+        assert got[i]["plugged_in"] is True
+        assert got[i]["power_kw"] == pytest.approx(kw, abs=1e-3)
+        assert twin[i]["power_kw"] != pytest.approx(kw, abs=1e-3)  # not what it did on its own
+        battery_kwh = kw / CHARGE_EFFICIENCY if kw > 0 else kw * CHARGE_EFFICIENCY
+        assert soc0[i] - soc1[i] == pytest.approx(battery_kwh * dt / 3600 / cap[i] * 100, rel=1e-9)
+    others = [k for k in range(len(got)) if k not in cmd]
+    assert [got[k] for k in others] == [twin[k] for k in others]  # the rest is untouched
+
+
+def test_setpoints_are_clipped_to_power_and_soc_limits() -> None:
+    a, b, last = _twins_at_noon()
+    ev = next(i for i in range(N_EV) if last[i]["plugged_in"] and last[i]["soc_pct"] < 80)
+    bess = N_EV
+    a.set_setpoints({a.resource_ids[ev]: -1e4, a.resource_ids[bess]: 1e6})
+    got = a.step(NOON, 60.0)
+    assert got[ev]["power_kw"] == pytest.approx(-a.max_charge_kw[ev], abs=1e-3)
+    assert got[bess]["power_kw"] == pytest.approx(a.max_discharge_kw[bess], abs=1e-3)
+    # Hours at full discharge: every BESS stops exactly at its floor, and the reported power is
+    # the energy that really left (not the command).
+    a.set_setpoints({rid: 1e6 for rid in a.resource_ids[N_EV:]})
+    dt = 3 * 3600.0
+    ticks = [a.step(NOON + timedelta(hours=3 * (k + 1)), dt) for k in range(3)]
+    soc = np.array([[s["soc_pct"] for s in t[N_EV:]] for t in ticks])
+    kw = np.array([[s["power_kw"] for s in t[N_EV:]] for t in ticks])
+    assert np.allclose(soc[-1], a.min_soc_pct[N_EV:], atol=0.01)
+    assert (kw[-1] == 0).all()
+    _assert_bess_energy_balance(kw[1:], np.diff(soc, axis=0), a.capacity_kwh[N_EV:], dt)
+
+    # An EV told to discharge for longer than its pack allows stops at its minimum SoC.
+    soc0 = b.soc_pct
+    hours = (soc0 - b.min_soc_pct) / 100 * b.capacity_kwh * CHARGE_EFFICIENCY / b.max_discharge_kw
+    for i in range(N_EV):
+        if not last[i]["plugged_in"] or hours[i] < 0.25:
+            continue
+        span = 1.5 * hours[i] * 3600
+        probe = build_fleet(N_EV, N_BESS, DATA)
+        _run(probe, int(12 * 3600 / DT_S) + 1)
+        steps = int(span // 60) + 1
+        if all(
+            probe.step(NOON + timedelta(minutes=m), 60.0)[i]["plugged_in"] for m in range(steps)
+        ):
+            break  # plugged in all along: no drive in between
+    else:
+        pytest.fail("no EV stays plugged in long enough")
+    b.set_setpoints({b.resource_ids[i]: 1e6})
+    sample = b.step(NOON, span)[i]
+    assert sample["plugged_in"] is True
+    assert b.soc_pct[i] == pytest.approx(b.min_soc_pct[i], abs=1e-6)
+    assert sample["power_kw"] == pytest.approx(b.max_discharge_kw[i] / 1.5, abs=1e-3)
+
+
+def test_unplugged_ev_ignores_its_setpoint() -> None:
+    a, b, last = _twins_at_noon()
+    dt = 60.0
+    away = [i for i in range(N_EV) if not last[i]["plugged_in"]]
+    assert away
+    a.set_setpoints({a.resource_ids[i]: 0.5 * a.max_discharge_kw[i] for i in away})
+    got, twin = a.step(NOON, dt), b.step(NOON, dt)
+    for i in away:
+        if twin[i]["plugged_in"]:
+            continue  # arrived during this step: obeys from now on, checked elsewhere
+        assert got[i] == twin[i]
+        assert got[i]["power_kw"] == 0.0
+    assert np.array_equal(a.soc_pct, b.soc_pct)
+
+
+def test_set_setpoints_replaces_the_previous_command() -> None:
+    a, b, _ = _twins_at_noon()
+    a.set_setpoints({rid: -5.0 for rid in a.resource_ids})
+    a.set_setpoints({"not-in-this-fleet": 3.0})  # everything back to its own behaviour
+    assert a.step(NOON, 60.0) == b.step(NOON, 60.0)
+    with pytest.raises(ValueError, match="finite"):
+        a.set_setpoints({a.resource_ids[0]: float("nan")})
+
+
+def test_schedule_interpolation_is_linear_and_zero_outside() -> None:
+    t0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    points = [  # out of order, both UTC spellings
+        {"t": (t0 + timedelta(minutes=2)).isoformat(), "setpoint_kw": -4.0},
+        {"t": t0.isoformat().replace("+00:00", "Z"), "setpoint_kw": 10.0},
+        {"t": (t0 + timedelta(minutes=1)).isoformat(), "setpoint_kw": 20.0},
+    ]
+    times, kw = parse_schedule(points)
+    assert times.tolist() == [t0.timestamp() + 60 * m for m in range(3)]
+    assert kw.tolist() == [10.0, 20.0, -4.0]
+
+    def at(seconds: float) -> float:
+        return schedule_setpoint_kw(times, kw, t0.timestamp() + seconds)
+
+    assert at(-0.001) == 0.0
+    assert at(0) == 10.0
+    assert at(15) == pytest.approx(12.5)
+    assert at(60) == 20.0
+    assert at(90) == pytest.approx(8.0)
+    assert at(120) == -4.0
+    assert at(120.001) == 0.0
+    empty = parse_schedule([])
+    assert schedule_setpoint_kw(*empty, t0.timestamp()) == 0.0
+    with pytest.raises(KeyError):
+        parse_schedule([{"t": t0.isoformat()}])
+
+
+def test_dispatch_follower_caches_by_revision_and_expires_stale_plans() -> None:
+    t0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    svc: dict[str, Any] = {"up": True, "revision": 1, "detail_calls": 0, "lists": []}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not svc["up"]:
+            return httpx.Response(503, json={"detail": "down"})
+        if request.url.path == "/dispatch":
+            status = request.url.params["status"]
+            svc["lists"].append((status, request.url.params["limit"]))
+            items = {
+                "active": [{"dispatch_id": "d1", "revision": svc["revision"]}],
+                "partial": [],
+                "scheduled": [
+                    {"dispatch_id": "later", "revision": 1, "start": "2026-03-02T11:00:00Z"}
+                ],
+            }[status]
+            return httpx.Response(200, json={"items": items, "total": len(items)})
+        assert request.url.path == "/dispatch/d1"
+        svc["detail_calls"] += 1
+        kw = 10.0 * svc["revision"]
+        schedule = [
+            {"t": (t0 + timedelta(minutes=m)).isoformat(), "setpoint_kw": kw} for m in range(5)
+        ]
+        return httpx.Response(
+            200,
+            json={
+                "dispatch_id": "d1",
+                "status": "active",
+                "revision": svc["revision"],
+                "allocations": [
+                    {"resource_id": "r1", "schedule": schedule},
+                    {"resource_id": "r2", "schedule": schedule[3:]},  # starts at +3 min
+                ],
+            },
+        )
+
+    mono = [0.0]
+    with httpx.Client(transport=httpx.MockTransport(handler), base_url="http://svc") as client:
+        follower = DispatchFollower(client, clock=lambda: mono[0])
+        assert follower.setpoints(t0 + timedelta(seconds=30)) == {"r1": 10.0}  # r2 not begun
+        assert follower.setpoints(t0 + timedelta(minutes=3)) == {"r1": 10.0, "r2": 10.0}
+        assert svc["detail_calls"] == 1  # same revision: not fetched again
+        assert {status for status, _ in svc["lists"]} == {"active", "partial", "scheduled"}
+        assert {limit for _, limit in svc["lists"]} == {"500"}
+        svc["up"] = False
+        mono[0] = 59.0
+        assert follower.setpoints(t0 + timedelta(minutes=4)) == {"r1": 10.0, "r2": 10.0}
+        mono[0] = 61.0
+        assert follower.setpoints(t0 + timedelta(minutes=4)) == {}  # too old to follow
+        svc["up"] = True
+        assert follower.setpoints(t0 + timedelta(minutes=4)) == {"r1": 10.0, "r2": 10.0}
+        assert svc["detail_calls"] == 1
+        svc["revision"] = 2
+        assert follower.setpoints(t0 + timedelta(minutes=4)) == {"r1": 20.0, "r2": 20.0}
+        assert follower.setpoints(t0 + timedelta(minutes=5)) == {"r1": 0.0, "r2": 0.0}  # held
+        assert svc["detail_calls"] == 2
+
+
 # --------------------------------------------------------------------------- over HTTP
 
 
@@ -279,8 +480,25 @@ class _FakeService(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         st = self.state
-        st["health_calls"] += 1
-        self._answer(200 if st["health_calls"] > 1 else 503, {"status": "ok"})
+        url = urlsplit(self.path)
+        if url.path == "/health":
+            st["health_calls"] += 1
+            self._answer(200 if st["health_calls"] > 1 else 503, {"status": "ok"})
+        elif url.path == "/dispatch":
+            status = parse_qs(url.query)["status"][0]
+            st["list_calls"] += 1
+            if st["list_calls"] == 4:  # the second tick cannot see the dispatches
+                self._answer(500, {"detail": "transient"})
+                return
+            items = [d["summary"] for d in st["dispatches"].values() if d["status"] == status]
+            self._answer(200, {"items": items, "total": len(items), "limit": 500, "offset": 0})
+        elif url.path.startswith("/dispatch/"):
+            did = url.path.removeprefix("/dispatch/")
+            st["detail_calls"][did] = st["detail_calls"].get(did, 0) + 1
+            d = st["dispatches"][did]
+            self._answer(200, {"status": d["status"], "revision": 1, **d["detail"]})
+        else:
+            self._answer(404, {})
 
     def do_POST(self) -> None:
         st = self.state
@@ -307,7 +525,14 @@ class _FakeService(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_service() -> Iterator[tuple[str, dict[str, Any]]]:
-    state: dict[str, Any] = {"health_calls": 0, "registered": {"demo-fleet-ev-0001"}, "posts": []}
+    state: dict[str, Any] = {
+        "health_calls": 0,
+        "registered": {"demo-fleet-ev-0001"},
+        "posts": [],
+        "dispatches": {},
+        "list_calls": 0,
+        "detail_calls": {},
+    }
     handler = type("Handler", (_FakeService,), {"state": state})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -343,6 +568,75 @@ def test_run_simulation_survives_errors_and_rejections(
     for post in state["posts"]:
         assert {s["resource_id"] for s in post} == state["registered"]
         assert all(datetime.fromisoformat(s["timestamp"]) <= after for s in post)
+
+
+def _schedule(t0: datetime, kws: list[float]) -> list[dict[str, Any]]:
+    return [
+        {"t": (t0 + timedelta(minutes=m)).isoformat(), "setpoint_kw": kw}
+        for m, kw in enumerate(kws)
+    ]
+
+
+def test_run_simulation_obeys_the_open_dispatches(
+    fake_service: tuple[str, dict[str, Any]],
+) -> None:
+    url, state = fake_service
+    now = datetime.now(UTC)
+    t0 = now.replace(second=0, microsecond=0) - timedelta(minutes=2)
+    bess_kw = [20.0 + 3.0 * m for m in range(6)]  # a ramp: 26 kW now, 29 kW in a minute
+    ev_kw = [-2.0] * 6  # charge at 2 kW (below every model's limit)
+    state["dispatches"] = {
+        "d-active": {
+            "status": "active",
+            "summary": {"dispatch_id": "d-active", "status": "active", "revision": 1},
+            "detail": {
+                "allocations": [
+                    {"resource_id": "demo-fleet-bess-002", "schedule": _schedule(t0, bess_kw)}
+                ]
+            },
+        },
+        "d-partial": {  # an active dispatch short of its target is listed as partial
+            "status": "partial",
+            "summary": {"dispatch_id": "d-partial", "status": "partial", "revision": 1},
+            "detail": {
+                "allocations": [
+                    {"resource_id": "demo-fleet-ev-0001", "schedule": _schedule(t0, ev_kw)}
+                ]
+            },
+        },
+        "d-later": {  # starts in an hour: not followed yet, not even fetched
+            "status": "scheduled",
+            "summary": {
+                "dispatch_id": "d-later",
+                "status": "scheduled",
+                "revision": 1,
+                "start": (now + timedelta(hours=1)).isoformat(),
+            },
+            "detail": {},
+        },
+    }
+    run_simulation(url, 5, 2, interval_s=0.2, duration_s=1.0, speed=600.0, data_dir=DATA)
+    posts = state["posts"]
+    assert len(posts) >= 4
+    # Active, partial and scheduled every tick; the failing tick gave up after its first call.
+    assert state["list_calls"] == 3 * len(posts) - 2
+    assert state["detail_calls"] == {"d-active": 1, "d-partial": 1}  # cached by revision
+    times, kw = parse_schedule(_schedule(t0, bess_kw))
+    for post in posts:  # including the tick whose dispatch list failed (last plan kept)
+        by_id = {s["resource_id"]: s for s in post}
+        bess = by_id["demo-fleet-bess-002"]
+        at = datetime.fromisoformat(bess["timestamp"]).timestamp()
+        expected = schedule_setpoint_kw(times, kw, at)
+        assert 25.0 < expected < 32.0
+        assert bess["power_kw"] == pytest.approx(expected, abs=2e-3)
+        ev = by_id["demo-fleet-ev-0001"]
+        assert ev["power_kw"] == (-2.0 if ev["plugged_in"] else 0.0)
+        for rid in ("demo-fleet-ev-0002", "demo-fleet-bess-002"):
+            assert 0.0 <= by_id[rid]["soc_pct"] <= 100.0
+    bess_soc = [
+        next(s["soc_pct"] for s in p if s["resource_id"].endswith("bess-002")) for p in posts
+    ]
+    assert all(b < a for a, b in itertools.pairwise(bess_soc))  # discharging all along
 
 
 def test_packaged_extract_runs_a_demo_without_shared_data() -> None:

@@ -22,12 +22,14 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -58,6 +60,10 @@ CHARGE_EFFICIENCY = 0.92
 TAPER_START_PCT = 85.0  # constant-current/constant-voltage taper above this SoC
 BESS_TAU_H = 1.0  # BESS follows its daily target with this time constant
 MAX_BATCH = 10_000
+DISPATCH_STATUSES = ("active", "partial", "scheduled")  # open; scheduled only once started
+MAX_DISPATCHES = 50  # followed per tick, at most (one detail fetch each, when revised)
+SETPOINT_STALE_S = 60.0  # a plan not confirmed by the service for this long is dropped
+DISPATCH_TIMEOUT_S = 5.0
 _STRIDE = 4 * LOOP_S  # key spacing per EV in the flat session index (three loop copies fit)
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -256,6 +262,8 @@ class SimulatedFleet:
         self._sess_end = session_end
         self._sess_kwh = session_kwh
         self._ev_index = np.arange(n_ev, dtype=np.int64)
+        self._index = {rid: i for i, rid in enumerate(self.resource_ids)}
+        self._override = np.full(len(self.resource_ids), np.nan)  # kW, NaN = own behaviour
         self._clock: float | None = None  # simulated pattern time, UTC epoch seconds
         self._week0 = 0.0  # local Monday 00:00 of the first step: hour-of-week alignment
 
@@ -273,11 +281,32 @@ class SimulatedFleet:
         """Bodies for POST /resources/register, one per resource (deep copies, safe to mutate)."""
         return copy.deepcopy(self._registrations)
 
+    def set_setpoints(self, setpoints_kw: Mapping[str, float]) -> None:
+        """Command the power of some resources (kW, positive = discharge to the grid).
+
+        Replaces every earlier command: resources not listed go back to their own behaviour.
+        A command holds for the following steps until the next call, like a charger holding
+        its last control command. In `step` it is clipped to the resource's charge/discharge
+        limits and to what its SoC allows (EVs: between their min and max SoC; BESS: the
+        same floor and ceiling they keep on their own), and it only acts while plugged in.
+        Ids that are not in this fleet are ignored (a dispatch may span other fleets).
+        """
+        override = np.full(len(self.resource_ids), np.nan)
+        for rid, kw in setpoints_kw.items():
+            value = float(kw)
+            if not math.isfinite(value):
+                raise ValueError(f"setpoint for {rid!r} must be a finite number, not {kw!r}")
+            i = self._index.get(rid)
+            if i is not None:
+                override[i] = value
+        self._override = override
+
     def step(self, now: datetime, dt_s: float) -> list[dict[str, Any]]:
         """Advance pattern time by `dt_s` simulated seconds; return samples stamped `now`.
 
         The first call starts pattern time at `now`, so the replayed week lines up with the
-        real hour-of-week. Power is the average over the step (negative = charging).
+        real hour-of-week. Power is the average over the step (negative = charging); for a
+        resource under a setpoint (`set_setpoints`) it is the power actually applied.
         """
         if now.tzinfo is None or now.utcoffset() is None:
             raise ValueError("now must be timezone-aware (UTC on the wire)")
@@ -357,10 +386,21 @@ class SimulatedFleet:
         in_leg = np.clip(np.minimum(x1, away_to) - np.maximum(x0, away_to - leg), 0.0, None)
         e_out = trip_kwh / 2.0 * (out_leg + in_leg) / leg
 
+        power = -charge_kw
+        commanded = plugged & ~np.isnan(self._override[:k])
+        if commanded.any():
+            # A setpoint replaces the driver's own charging while plugged in; the trip energy
+            # spent on the drive in (if the car arrived during this step) is unaffected.
+            kw = np.clip(self._override[:k], -p_avail, self.max_discharge_kw[:k])
+            dt_h = plugged_s / 3600.0
+            kw = _limit_to_soc(kw, soc, cap, self.min_soc_pct[:k], self.max_soc_pct[:k], dt_h)
+            e_in = np.where(commanded, -_battery_kwh(kw, dt_h), e_in)
+            power = np.where(commanded, kw, power)
+
         new_soc = soc + e_in / cap * 100.0
         drained = np.maximum(new_soc - e_out / cap * 100.0, np.minimum(new_soc, DRIVE_FLOOR_PCT))
         self._soc[:k] = drained
-        return -charge_kw, plugged
+        return power, plugged
 
     def _step_bess(self, dt_s: float) -> FloatArray:
         """Follow a daily SoC target: charge through the morning, discharge into the evening."""
@@ -374,14 +414,43 @@ class SimulatedFleet:
         wave = np.cos(2.0 * np.pi * (hour - 16.0 - self._bess_phase_h) / 24.0)
         target = np.clip(57.5 + 27.5 * wave, lo + 5.0, hi - 5.0)
         kw = (soc - target) / 100.0 * cap / BESS_TAU_H  # positive = discharge
+        override = self._override[k:]
+        kw = np.where(np.isnan(override), kw, override)  # a setpoint replaces the daily cycle
         kw = np.clip(kw, -self.max_charge_kw[k:], self.max_discharge_kw[k:])
+        dt_h = dt_s / 3600.0
+        kw = _limit_to_soc(kw, soc, cap, lo, hi, np.full(kw.shape, dt_h))
         if dt_s > 0:
-            dt_h = dt_s / 3600.0
-            kw = np.minimum(kw, np.maximum(soc - lo, 0.0) / 100.0 * cap * CHARGE_EFFICIENCY / dt_h)
-            kw = np.maximum(kw, -np.maximum(hi - soc, 0.0) / 100.0 * cap / CHARGE_EFFICIENCY / dt_h)
-            battery_kwh = np.where(kw > 0, kw / CHARGE_EFFICIENCY, kw * CHARGE_EFFICIENCY) * dt_h
-            self._soc[k:] = np.clip(soc - battery_kwh / cap * 100.0, lo, hi)
+            self._soc[k:] = np.clip(soc - _battery_kwh(kw, dt_h) / cap * 100.0, lo, hi)
         return kw
+
+
+def _battery_kwh(kw: FloatArray, dt_h: FloatArray | float) -> FloatArray:
+    """Energy leaving the battery for `kw` at the grid over `dt_h` (losses on the battery side)."""
+    out: FloatArray = np.where(kw > 0, kw / CHARGE_EFFICIENCY, kw * CHARGE_EFFICIENCY) * dt_h
+    return out
+
+
+def _limit_to_soc(
+    kw: FloatArray,
+    soc: FloatArray,
+    cap: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    dt_h: FloatArray,
+) -> FloatArray:
+    """Cut grid power (+ = discharge) so that `dt_h` hours of it keep the SoC within [lo, hi].
+
+    With no time to integrate over (dt_h == 0) a battery at its floor still cannot discharge,
+    nor one at its ceiling charge.
+    """
+    out_kwh = np.maximum(soc - lo, 0.0) / 100.0 * cap * CHARGE_EFFICIENCY
+    in_kwh = np.maximum(hi - soc, 0.0) / 100.0 * cap / CHARGE_EFFICIENCY
+    timed = dt_h > 0
+    safe_h = np.where(timed, dt_h, 1.0)
+    max_out = np.where(timed, out_kwh / safe_h, np.where(out_kwh > 0, np.inf, 0.0))
+    max_in = np.where(timed, in_kwh / safe_h, np.where(in_kwh > 0, np.inf, 0.0))
+    limited: FloatArray = np.maximum(np.minimum(kw, max_out), -max_in)
+    return limited
 
 
 def build_fleet(
@@ -598,6 +667,161 @@ def _post_samples(client: httpx.Client, samples: list[dict[str, Any]]) -> int:
     return accepted
 
 
+def parse_schedule(points: Sequence[Mapping[str, Any]]) -> tuple[FloatArray, FloatArray]:
+    """A dispatch allocation's `schedule` as (UTC epoch seconds, kW) arrays sorted by time.
+
+    Raises KeyError, TypeError or ValueError on a malformed point. A time without an offset is
+    taken as UTC (the service always sends one).
+    """
+    rows: list[tuple[float, float]] = []
+    for point in points:
+        t = datetime.fromisoformat(str(point["t"]))
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        kw = float(point["setpoint_kw"])
+        if not math.isfinite(kw):
+            raise ValueError(f"setpoint_kw must be finite, not {kw!r}")
+        rows.append((t.timestamp(), kw))
+    rows.sort()
+    arr = np.array(rows, dtype=np.float64).reshape(-1, 2)
+    return arr[:, 0].copy(), arr[:, 1].copy()
+
+
+def schedule_setpoint_kw(times_s: FloatArray, kw: FloatArray, at_s: float) -> float:
+    """The setpoint at `at_s`: linear between schedule points, 0 before the first and after
+    the last (an empty schedule is 0 throughout)."""
+    if times_s.size == 0:
+        return 0.0
+    return float(np.interp(at_s, times_s, kw, left=0.0, right=0.0))
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One dispatch revision as the simulator follows it."""
+
+    revision: int | None
+    allocations: list[tuple[str, FloatArray, FloatArray]]  # (resource id, times, kW)
+    confirmed_at: float  # monotonic time the service last listed it at this revision
+
+
+class DispatchFollower:
+    """Turns the service's open dispatches into per-resource setpoints, as chargers obey them.
+
+    Each call lists the open dispatches (active, partial, and scheduled ones whose start has
+    come but that the service has not flipped to active yet), fetches the detail of at most
+    `max_dispatches` of them only when their revision changed, and interpolates every
+    allocation at `now`. A resource whose schedule has not begun is left to its own behaviour;
+    one past its last point is held at 0 while the dispatch is open; a resource in several
+    dispatches gets the sum. When the service cannot be asked, the plans last confirmed within
+    `stale_s` seconds are still followed (at the current time), then dropped.
+    """
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        max_dispatches: int = MAX_DISPATCHES,
+        stale_s: float = SETPOINT_STALE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._max = max_dispatches
+        self._stale_s = stale_s
+        self._clock = clock
+        self._plans: dict[str, _Plan] = {}
+        self._failing = False
+        self._truncated = False
+
+    def setpoints(self, now: datetime) -> dict[str, float]:
+        """Resource id -> kW (+ = discharge) for every resource an open dispatch allocates."""
+        mono = self._clock()
+        listed = self._list_open(now)
+        if listed is not None:
+            plans: dict[str, _Plan] = {}
+            for dispatch_id, revision in listed:
+                plan = self._plans.get(dispatch_id)
+                if plan is not None and revision is not None and plan.revision == revision:
+                    plan.confirmed_at = mono
+                else:
+                    fresh = self._fetch(dispatch_id, mono)
+                    if fresh is not None:
+                        plan = fresh
+                if plan is not None:  # a failed re-fetch keeps the old plan until it is stale
+                    plans[dispatch_id] = plan
+            self._plans = plans
+        out: dict[str, float] = {}
+        at_s = now.timestamp()
+        for plan in self._plans.values():
+            if mono - plan.confirmed_at > self._stale_s:
+                continue
+            for rid, times_s, kw in plan.allocations:
+                if times_s.size == 0 or at_s < times_s[0]:
+                    continue  # not started: the resource keeps its own behaviour until then
+                out[rid] = out.get(rid, 0.0) + schedule_setpoint_kw(times_s, kw, at_s)
+        return out
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        resp = self._client.get(path, params=params, timeout=DISPATCH_TIMEOUT_S)
+        resp.raise_for_status()
+        return resp.json()
+
+    def _list_open(self, now: datetime) -> list[tuple[str, int | None]] | None:
+        """(dispatch id, revision) of the dispatches to follow, or None when the service failed."""
+        found: dict[str, int | None] = {}
+        try:
+            for status in DISPATCH_STATUSES:
+                body = self._get("/dispatch", {"status": status, "limit": 500})
+                for item in body["items"]:
+                    if status == "scheduled":
+                        start = datetime.fromisoformat(str(item["start"]))
+                        if start.tzinfo is None:
+                            start = start.replace(tzinfo=UTC)
+                        if start > now:
+                            continue
+                    revision = item.get("revision")
+                    found.setdefault(
+                        str(item["dispatch_id"]), revision if isinstance(revision, int) else None
+                    )
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            if not self._failing:
+                log.warning(
+                    "dispatch list failed (%s: %s); following the last known plans for up to %g s",
+                    type(exc).__name__,
+                    exc,
+                    self._stale_s,
+                )
+            self._failing = True
+            return None
+        if self._failing:
+            log.info("dispatch list answers again")
+        self._failing = False
+        if len(found) > self._max and not self._truncated:
+            log.warning("%d open dispatches; following the first %d", len(found), self._max)
+        self._truncated = len(found) > self._max
+        return list(found.items())[: self._max]
+
+    def _fetch(self, dispatch_id: str, mono: float) -> _Plan | None:
+        try:
+            body = self._get(f"/dispatch/{quote(dispatch_id, safe='')}")
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("dispatch %s: %s: %s", dispatch_id, type(exc).__name__, exc)
+            return None
+        revision = body.get("revision") if isinstance(body, dict) else None
+        revision = revision if isinstance(revision, int) else None
+        try:
+            if body["status"] not in ("active", "partial", "scheduled"):
+                return _Plan(revision, [], mono)  # ended since it was listed: nothing to hold
+            allocations = [
+                (str(a["resource_id"]), *parse_schedule(a["schedule"])) for a in body["allocations"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            # Remembered (by revision) as empty, so a malformed dispatch is not fetched each tick.
+            log.warning(
+                "dispatch %s: malformed detail (%s: %s)", dispatch_id, type(exc).__name__, exc
+            )
+            return _Plan(revision, [], mono)
+        return _Plan(revision, allocations, mono)
+
+
 def run_simulation(
     base_url: str,
     ev_count: int,
@@ -608,6 +832,7 @@ def run_simulation(
     data_dir: Path | None = None,
     seed: int = 7,
     on_tick: Callable[[int, int], None] | None = None,
+    follow_dispatch: bool = True,
 ) -> None:
     """Register a simulated fleet with a running service and stream telemetry to it.
 
@@ -616,6 +841,10 @@ def run_simulation(
     posts the samples. Runs for `duration_s` (None: until Ctrl-C). HTTP trouble is logged and
     the loop goes on; `on_tick(accepted, rejected)` is called after each tick, where
     `rejected` counts every sample sent that tick and not accepted (refused or lost).
+
+    With `follow_dispatch`, each tick the fleet first obeys the service's open dispatches:
+    every allocated resource runs at its schedule's setpoint for the current real time (see
+    `DispatchFollower`), so the telemetry shows the dispatch being delivered.
     """
     if interval_s <= 0 or speed <= 0:
         raise ValueError("interval_s and speed must be > 0")
@@ -628,6 +857,7 @@ def run_simulation(
         if not registered:
             raise RuntimeError("no simulated resource could be registered; see the log")
         log.info("simulating %d resources (%d EV, %d BESS)", len(registered), ev_count, bess_count)
+        follower = DispatchFollower(client) if follow_dispatch else None
         start = last = time.monotonic()
         tick = 0
         try:
@@ -635,11 +865,10 @@ def run_simulation(
                 t = time.monotonic()
                 dt_pattern = (t - last) * speed if tick else 0.0
                 last = t
-                samples = [
-                    s
-                    for s in fleet.step(datetime.now(UTC), dt_pattern)
-                    if s["resource_id"] in registered
-                ]
+                now = datetime.now(UTC)
+                if follower is not None:
+                    fleet.set_setpoints(follower.setpoints(now))
+                samples = [s for s in fleet.step(now, dt_pattern) if s["resource_id"] in registered]
                 accepted = _post_samples(client, samples)
                 if on_tick is not None:
                     on_tick(accepted, len(samples) - accepted)
