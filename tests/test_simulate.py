@@ -636,7 +636,10 @@ def test_run_simulation_obeys_the_open_dispatches(
     bess_soc = [
         next(s["soc_pct"] for s in p if s["resource_id"].endswith("bess-002")) for p in posts
     ]
-    assert all(b < a for a, b in itertools.pairwise(bess_soc))  # discharging all along
+    # Discharging all along, in real time: 30 kW for about a second barely moves the SoC, whereas
+    # the battery's own cycle at 600x pattern speed would have moved it visibly.
+    assert all(b <= a for a, b in itertools.pairwise(bess_soc))
+    assert bess_soc[0] - bess_soc[-1] < 0.05
 
 
 def test_packaged_extract_runs_a_demo_without_shared_data() -> None:

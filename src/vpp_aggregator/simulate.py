@@ -264,6 +264,7 @@ class SimulatedFleet:
         self._ev_index = np.arange(n_ev, dtype=np.int64)
         self._index = {rid: i for i, rid in enumerate(self.resource_ids)}
         self._override = np.full(len(self.resource_ids), np.nan)  # kW, NaN = own behaviour
+        self._wall_dt_s = 0.0  # real seconds of the current step (setpoints run in real time)
         self._clock: float | None = None  # simulated pattern time, UTC epoch seconds
         self._week0 = 0.0  # local Monday 00:00 of the first step: hour-of-week alignment
 
@@ -301,8 +302,13 @@ class SimulatedFleet:
                 override[i] = value
         self._override = override
 
-    def step(self, now: datetime, dt_s: float) -> list[dict[str, Any]]:
+    def step(
+        self, now: datetime, dt_s: float, wall_dt_s: float | None = None
+    ) -> list[dict[str, Any]]:
         """Advance pattern time by `dt_s` simulated seconds; return samples stamped `now`.
+
+        `wall_dt_s` is the real time the step covers (default `dt_s`): a commanded setpoint is
+        real power over real time, so it moves SoC by `wall_dt_s`, not by the faster pattern time.
 
         The first call starts pattern time at `now`, so the replayed week lines up with the
         real hour-of-week. Power is the average over the step (negative = charging); for a
@@ -317,6 +323,7 @@ class SimulatedFleet:
             self._clock = now.timestamp()
             self._week0 = _local_monday(self._clock)
         self._clock += dt_s
+        self._wall_dt_s = dt_s if wall_dt_s is None else wall_dt_s
         n = len(self.resource_ids)
         power = np.zeros(n, dtype=np.float64)
         plugged = np.ones(n, dtype=np.bool_)
@@ -392,7 +399,7 @@ class SimulatedFleet:
             # A setpoint replaces the driver's own charging while plugged in; the trip energy
             # spent on the drive in (if the car arrived during this step) is unaffected.
             kw = np.clip(self._override[:k], -p_avail, self.max_discharge_kw[:k])
-            dt_h = plugged_s / 3600.0
+            dt_h = np.where(plugged, self._wall_dt_s, 0.0) / 3600.0
             kw = _limit_to_soc(kw, soc, cap, self.min_soc_pct[:k], self.max_soc_pct[:k], dt_h)
             e_in = np.where(commanded, -_battery_kwh(kw, dt_h), e_in)
             power = np.where(commanded, kw, power)
@@ -417,9 +424,10 @@ class SimulatedFleet:
         override = self._override[k:]
         kw = np.where(np.isnan(override), kw, override)  # a setpoint replaces the daily cycle
         kw = np.clip(kw, -self.max_charge_kw[k:], self.max_discharge_kw[k:])
-        dt_h = dt_s / 3600.0
-        kw = _limit_to_soc(kw, soc, cap, lo, hi, np.full(kw.shape, dt_h))
-        if dt_s > 0:
+        # Commanded power runs in real time; the daily cycle in pattern time.
+        dt_h = np.where(np.isnan(override), dt_s, self._wall_dt_s) / 3600.0
+        kw = _limit_to_soc(kw, soc, cap, lo, hi, dt_h)
+        if dt_s > 0 or self._wall_dt_s > 0:
             self._soc[k:] = np.clip(soc - _battery_kwh(kw, dt_h) / cap * 100.0, lo, hi)
         return kw
 
@@ -868,7 +876,10 @@ def run_simulation(
                 now = datetime.now(UTC)
                 if follower is not None:
                     fleet.set_setpoints(follower.setpoints(now))
-                samples = [s for s in fleet.step(now, dt_pattern) if s["resource_id"] in registered]
+                wall = dt_pattern / speed
+                samples = [
+                    s for s in fleet.step(now, dt_pattern, wall) if s["resource_id"] in registered
+                ]
                 accepted = _post_samples(client, samples)
                 if on_tick is not None:
                     on_tick(accepted, len(samples) - accepted)
