@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -148,6 +149,67 @@ def bench(
         [int(x) for x in sizes.split(",") if x], http_resources, output, log=console.print
     )
     typer.echo(text)
+
+
+forecast_app = typer.Typer(help="Train and backtest the availability forecaster on session data.")
+app.add_typer(forecast_app, name="forecast")
+
+
+@forecast_app.command("backtest")
+def forecast_backtest(
+    sessions: Annotated[
+        Path, typer.Option(help="Sessions CSV (connect_time_utc, disconnect_time_utc, user_id)")
+    ],
+    weather: Annotated[
+        Path | None, typer.Option(help="Hourly weather CSV (hour_utc, temperature, precipitation)")
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="Site time zone")] = "America/Los_Angeles",
+    start: Annotated[str, typer.Option(help="First origin date (UTC, YYYY-MM-DD)")] = "2019-01-07",
+    days: Annotated[int, typer.Option(help="Days of daily origins")] = 56,
+    horizon_hours: Annotated[int, typer.Option(help="Hours ahead")] = 72,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here")] = None,
+) -> None:
+    """Rolling origins, one per day; trains only on data before each origin; scores the model,
+    seasonal-naive-168 and persistence-24 on the same hours."""
+    import json
+
+    from rich.progress import Progress
+
+    from vpp_aggregator.app.forecasting import BacktestSpec, backtest
+
+    spec = BacktestSpec(
+        sessions,
+        weather,
+        timezone,
+        datetime.fromisoformat(start).replace(tzinfo=UTC),
+        days,
+        horizon_hours,
+    )
+    with Progress(console=console) as bar:
+        task = bar.add_task("backtest", total=None)
+        result = backtest(
+            spec, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    text = json.dumps(result, indent=2)
+    if json_out:
+        json_out.write_text(text)
+    typer.echo(text)
+
+
+@forecast_app.command("train")
+def forecast_train(
+    sessions: Annotated[Path, typer.Option(help="Sessions CSV")],
+    weather: Annotated[Path | None, typer.Option(help="Hourly weather CSV")] = None,
+    timezone: Annotated[str, typer.Option(help="Site time zone")] = "America/Los_Angeles",
+    out_dir: Annotated[Path, typer.Option(help="Where versioned models are stored")] = Path(
+        "var/models"
+    ),
+) -> None:
+    """Fit P10/P50/P90 models on the whole file and store a versioned model."""
+    from vpp_aggregator.app.forecasting import train
+
+    path = train(sessions, weather, timezone, out_dir)
+    console.print(f"model stored at [bold]{path}[/bold]")
 
 
 if __name__ == "__main__":

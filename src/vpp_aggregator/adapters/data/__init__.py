@@ -1,0 +1,1 @@
+"""Readers of external data files (charging sessions, weather)."""

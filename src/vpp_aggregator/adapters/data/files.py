@@ -1,0 +1,82 @@
+"""Session and weather CSV readers, and the local calendar (time zone, public holidays)."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import holidays
+import numpy as np
+
+from vpp_aggregator.domain.forecast.features import Calendar, Weather
+from vpp_aggregator.domain.forecast.series import HOUR, HourlySeries, hourly_from_sessions
+
+REQUIRED = ("connect_time_utc", "disconnect_time_utc", "user_id")
+
+
+class DataFileError(ValueError):
+    pass
+
+
+def _ts(value: str) -> float:
+    dt = datetime.fromisoformat(
+        value.replace(" ", "T") if "T" not in value and ":" in value else value
+    )
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def read_sessions(path: Path, timezone: str) -> HourlySeries:
+    """Hourly plugged-in vehicles from a sessions CSV (columns as in shared/data/acn_caltech)."""
+    if not path.is_file():
+        raise DataFileError(f"sessions file not found: {path}")
+    connect, disconnect = [], []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataFileError(f"{path} lacks column(s) {', '.join(missing)}")
+        for row in reader:
+            a, b = row["connect_time_utc"], row["disconnect_time_utc"]
+            if a and b:
+                connect.append(_ts(a))
+                disconnect.append(_ts(b))
+    if not connect:
+        raise DataFileError(f"{path} holds no complete session")
+    s, e = np.array(connect), np.array(disconnect)
+    offset = ZoneInfo(timezone).utcoffset(
+        datetime.fromtimestamp(float(np.median(s)), UTC).replace(tzinfo=None)
+    )
+    hours = (offset.total_seconds() / 3600.0) if offset is not None else 0.0
+    return hourly_from_sessions(s, e, np.array([hours]))
+
+
+def calendar(
+    series: HourlySeries, timezone: str, country: str = "US", subdivision: str | None = "CA"
+) -> Calendar:
+    zone = ZoneInfo(timezone)
+    ts = series.hours_ts
+    local = [datetime.fromtimestamp(float(t), zone) for t in ts]
+    years = sorted({d.year for d in local})
+    days = holidays.country_holidays(country, subdiv=subdivision, years=years)
+    return Calendar(
+        hour_local=np.array([d.hour for d in local], dtype=np.int64),
+        dow_local=np.array([d.weekday() for d in local], dtype=np.int64),
+        holiday=np.array([d.date() in days for d in local], dtype=np.bool_),
+    )
+
+
+def read_weather(path: Path, series: HourlySeries) -> Weather:
+    """Hourly temperature and precipitation aligned with the series (column `hour_utc`)."""
+    if not path.is_file():
+        raise DataFileError(f"weather file not found: {path}")
+    n = len(series)
+    temp, rain = np.full(n, np.nan), np.full(n, np.nan)
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            i = int((_ts(row["hour_utc"]) - series.start_ts) // HOUR)
+            if 0 <= i < n:
+                temp[i] = float(row["temperature"]) if row.get("temperature") else np.nan
+                rain[i] = float(row["precipitation"]) if row.get("precipitation") else np.nan
+    return Weather(temp, rain)

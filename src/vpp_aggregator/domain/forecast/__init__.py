@@ -1,0 +1,1 @@
+"""Forecasting maths: hourly availability series, features, quantile models, backtests (no I/O)."""
