@@ -11,6 +11,7 @@ import numpy as np
 
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
+from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
@@ -47,6 +48,13 @@ class Aggregator:
         self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)
         self.snapshotter = LatestSnapshotter(store, self.state, clock)
         self.bus = bus
+        self.forecast = ForecastService(
+            self.state,
+            store,
+            clock,
+            max_horizon_hours=settings.forecast_horizon_hours,
+            timezone=settings.site_timezone,
+        )
         self.dispatch = DispatchService(
             self.state,
             dispatch_store,

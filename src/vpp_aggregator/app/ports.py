@@ -54,6 +54,9 @@ class ResourceStore(Protocol):
         snapshot_at: datetime,
     ) -> None: ...
     def ping(self) -> None: ...
+    def history_between(
+        self, start: datetime, end: datetime
+    ) -> tuple[list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]: ...
     def list(
         self,
         *,

@@ -683,6 +683,18 @@ class FleetState:
             )
             return inputs, int((~available).sum())
 
+    def routines_of(
+        self, resource_ids: Sequence[str]
+    ) -> list[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]] | None]:
+        """Each resource's departure routine and trips (None when it has none)."""
+        with self._lock:
+            rows = self.rows_of(list(resource_ids))
+            out: list[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]] | None] = []
+            for r in rows.tolist():
+                rid = int(self.routine[r]) if r >= 0 else -1
+                out.append(self._routines[rid] if rid >= 0 else None)
+            return out
+
     def charge_point(self, resource_id: str) -> str:
         return self._charge_points.get(resource_id, resource_id)
 

@@ -48,3 +48,30 @@ def next_departure(
     first = min(c.at for c in candidates)
     need = max(c.required_soc_pct for c in candidates if c.at == first)
     return Departure(first, need)
+
+
+def away_intervals(
+    schedule: tuple[RecurringDeparture, ...],
+    trips: tuple[Trip, ...],
+    start: datetime,
+    end: datetime,
+) -> list[tuple[float, float]]:
+    """Known absences (epoch seconds) overlapping [start, end): routine days from departure to
+    return (overnight returns roll to the next day), and one-off trips with a return."""
+    out: list[tuple[float, float]] = []
+    days = max(1, int((end - start).total_seconds() // 86_400) + 2)
+    for entry in schedule:
+        if entry.return_ is None:
+            continue
+        zone = ZoneInfo(entry.timezone)
+        rh, rm = (int(p) for p in entry.return_.split(":"))
+        for dep in _local_departures(entry, start - timedelta(days=1), days):
+            ret = datetime.combine(dep.date(), time(rh, rm), tzinfo=zone)
+            if ret <= dep:
+                ret += timedelta(days=1)
+            if ret > start and dep < end:
+                out.append((dep.timestamp(), ret.timestamp()))
+    for trip in trips:
+        if trip.return_ is not None and trip.return_ > start and trip.departure < end:
+            out.append((trip.departure.timestamp(), trip.return_.timestamp()))
+    return out

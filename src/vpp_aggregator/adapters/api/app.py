@@ -39,6 +39,7 @@ from vpp_aggregator.app.errors import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
+from vpp_aggregator.app.forecast_service import ForecastRejectedError
 from vpp_aggregator.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         errors = [{"field": f, "message": m} for f, m in exc.errors]
         return JSONResponse(
             {"detail": "Dispatch request is invalid", "errors": errors}, status_code=422
+        )
+
+    @app.exception_handler(ForecastRejectedError)
+    async def _bad_forecast(_: Request, exc: ForecastRejectedError) -> JSONResponse:
+        errors = [{"field": f, "message": m} for f, m in exc.errors]
+        return JSONResponse(
+            {"detail": "Forecast request is invalid", "errors": errors}, status_code=422
         )
 
     @app.exception_handler(DispatchNotFoundError)

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Response
 
 from vpp_aggregator.adapters.api.deps import AggDep
-from vpp_aggregator.adapters.api.schemas import CapacityOut, ErrorOut
+from vpp_aggregator.adapters.api.schemas import CapacityOut, ErrorOut, ForecastOut
 
 router = APIRouter(prefix="/capacity", tags=["capacity"])
 
@@ -23,4 +23,19 @@ async def available(
     """Power and energy the fleet can give (discharge, up) or absorb (charge, down) over the window."""
     answer = agg.capacity.available(duration_minutes, grid_node or None, fleet_id or None)
     # Built to CapacityOut's shape by the use case (tests hold it to the schema); not re-validated per request.
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+@router.get("/forecast", response_model=ForecastOut, responses={422: {"model": ErrorOut}})
+def capacity_forecast(
+    agg: AggDep,
+    horizon_hours: Annotated[int, Query(ge=1, le=24 * 14)] = 72,
+    interval_minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
+    grid_node: Annotated[str | None, Query(max_length=128)] = None,
+) -> Response:
+    """P10/P50/P90 of available vehicles and of discharge kW/kWh and charge kW per interval.
+
+    Served by the documented fallback (a per-resource seasonal profile from stored telemetry,
+    driver schedules applied), marked `model.fallback = true`."""
+    answer = agg.forecast.capacity_forecast(horizon_hours, interval_minutes, grid_node or None)
     return Response(orjson.dumps(answer), media_type="application/json")

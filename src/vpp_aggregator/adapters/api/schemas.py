@@ -297,3 +297,38 @@ class DispatchList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class Quantiles(BaseModel):
+    p10: float
+    p50: float
+    p90: float
+
+
+class ForecastInterval(BaseModel):
+    start: datetime
+    end: datetime
+    available_vehicles: Quantiles
+    discharge_kw: Quantiles
+    discharge_kwh: Quantiles
+    charge_kw: Quantiles
+
+
+class ForecastModelInfo(BaseModel):
+    name: str
+    version: str
+    trained_at: datetime
+    fallback: bool
+    detail: str
+    history_samples: int
+    backtest: dict[str, float] | None
+
+
+class ForecastOut(BaseModel):
+    generated_at: datetime
+    horizon_hours: int
+    interval_minutes: int
+    grid_node: str | None
+    resource_count: int
+    model: ForecastModelInfo
+    intervals: list[ForecastInterval]

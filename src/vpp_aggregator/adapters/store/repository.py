@@ -309,6 +309,26 @@ class Repository:
                     row.resource_id, row.ts, row.soc_pct, row.plugged_in, row.power_kw
                 )
 
+    def history_between(
+        self, start: datetime, end: datetime
+    ) -> tuple[builtins.list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
+        """Samples in [start, end) as columns: resource ids, epoch seconds, plugged, SoC (ts-keyed scan)."""
+        t = telemetry_samples
+        q = select(t.c.resource_id, t.c.ts, t.c.plugged_in, t.c.soc_pct).where(
+            t.c.ts >= start, t.c.ts < end
+        )
+        ids: builtins.list[str] = []
+        ts: builtins.list[float] = []
+        plugged: builtins.list[bool] = []
+        soc: builtins.list[float] = []
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=50_000).execute(q):
+                ids.append(row.resource_id)
+                ts.append(row.ts.timestamp())
+                plugged.append(bool(row.plugged_in))
+                soc.append(row.soc_pct)
+        return ids, np.array(ts), np.array(plugged, dtype=bool), np.array(soc)
+
     def count_samples(self, resource_id: str | None = None) -> int:
         q = select(func.count()).select_from(telemetry_samples)
         if resource_id:

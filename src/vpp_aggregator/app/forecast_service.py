@@ -1,0 +1,154 @@
+"""Fleet availability forecast for the next hours, as the market side will read it.
+
+This is the documented fallback of the forecasting issue: a seasonal profile per resource,
+learned from the fleet's own stored telemetry (last `history_days`), with driver schedules
+applied and live availability for the first interval. It is marked as such in every answer;
+the trained gradient-boosting model (`vpp-aggregator forecast train`) is not wired in yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vpp_aggregator.app.ports import ResourceStore
+from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.forecast.fleet import forecast, learn_profile
+from vpp_aggregator.domain.schedule import away_intervals
+
+
+class ForecastRejectedError(Exception):
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in errors))
+        self.errors = errors
+
+
+class ForecastService:
+    def __init__(
+        self,
+        state: FleetState,
+        store: ResourceStore,
+        clock: Callable[[], datetime],
+        *,
+        max_horizon_hours: int,
+        timezone: str,
+        history_days: int = 28,
+    ) -> None:
+        self.state = state
+        self.store = store
+        self.clock = clock
+        self.max_horizon_hours = max_horizon_hours
+        self.zone = ZoneInfo(timezone)
+        self.history_days = history_days
+
+    def capacity_forecast(
+        self, horizon_hours: int, interval_minutes: int, grid_node: str | None
+    ) -> dict[str, Any]:
+        errors = []
+        if not 1 <= horizon_hours <= self.max_horizon_hours:
+            errors.append(
+                (
+                    "horizon_hours",
+                    f"Horizon must be between 1 and {self.max_horizon_hours} hours "
+                    "(VPP_FORECAST_HORIZON_HOURS).",
+                )
+            )
+        if interval_minutes not in (15, 60):
+            errors.append(("interval_minutes", "Interval must be 15 or 60 minutes."))
+        if grid_node is not None and grid_node not in self.state.grid_nodes():
+            errors.append(("grid_node", f"No registered resource is on grid node {grid_node!r}."))
+        if errors:
+            raise ForecastRejectedError(errors)
+        now = self.clock()
+        step = timedelta(minutes=interval_minutes)
+        start = now.replace(second=0, microsecond=0) - timedelta(
+            minutes=now.minute % interval_minutes
+        )
+        count = int(horizon_hours * 60 // interval_minutes)
+        starts = [start + i * step for i in range(count)]
+        inputs, _ = self.state.dispatch_inputs(now, now, direction=1, grid_node=grid_node)
+        n = len(inputs.resource_ids)
+        ids, ts, plugged, soc = self.store.history_between(
+            now - timedelta(days=self.history_days), now
+        )
+        index = {rid: i for i, rid in enumerate(inputs.resource_ids)}
+        row = np.array([index.get(r, -1) for r in ids], dtype=np.int64)
+        keep = row >= 0
+        how = _hour_of_week(ts[keep], self.zone)
+        profile = learn_profile(
+            n, row[keep], ts[keep], how, plugged[keep], soc[keep], inputs.soc_pct, inputs.is_bess
+        )
+        interval_how = _hour_of_week(
+            np.array([s.timestamp() + step.total_seconds() / 2 for s in starts]), self.zone
+        )
+        away = np.zeros((n, count), dtype=bool)
+        mids = np.array([s.timestamp() for s in starts]) + step.total_seconds() / 2
+        for i, routine in enumerate(self.state.routines_of(inputs.resource_ids)):
+            if routine is None:
+                continue
+            for a, b in away_intervals(routine[0], routine[1], start, start + count * step):
+                away[i] |= (mids >= a) & (mids < b)
+        result = forecast(
+            inputs, profile, interval_how, away, interval_minutes / 60.0, inputs.available
+        )
+        return {
+            "generated_at": now.isoformat(),
+            "horizon_hours": horizon_hours,
+            "interval_minutes": interval_minutes,
+            "grid_node": grid_node,
+            "resource_count": n,
+            "model": {
+                "name": "seasonal-profile",
+                "version": f"telemetry-{self.history_days}d",
+                "trained_at": now.isoformat(),
+                "fallback": True,
+                "detail": "Per-resource plug-in probability by hour of week from the last "
+                f"{self.history_days} days of telemetry, driver schedules applied; the trained "
+                "gradient-boosting model is not served yet.",
+                "history_samples": int(keep.sum()),
+                "backtest": None,
+            },
+            "intervals": [
+                {
+                    "start": s.isoformat(),
+                    "end": (s + step).isoformat(),
+                    "available_vehicles": _q(result.vehicles, i),
+                    "discharge_kw": _q(result.discharge_kw, i),
+                    "discharge_kwh": _q(result.discharge_kwh, i),
+                    "charge_kw": _q(result.charge_kw, i),
+                }
+                for i, s in enumerate(starts)
+            ],
+        }
+
+
+def _q(arr: NDArray[np.float64], i: int) -> dict[str, float]:
+    return {
+        "p10": round(float(arr[i, 0]), 3),
+        "p50": round(float(arr[i, 1]), 3),
+        "p90": round(float(arr[i, 2]), 3),
+    }
+
+
+def _hour_of_week(ts: NDArray[np.float64], zone: ZoneInfo) -> NDArray[np.int64]:
+    """Local hour of week (Monday 00:00 = 0) for epoch seconds, using each instant's UTC offset."""
+    if ts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    # Offsets change only at DST switches: look them up once per hour.
+    hours = np.floor(ts / 3600.0).astype(np.int64)
+    uniq, inv = np.unique(hours, return_inverse=True)
+    offs = np.array([_offset_s(zone, h * 3600) for h in uniq.tolist()])
+    local = ts + offs[inv]
+    days = np.floor(local / 86_400).astype(np.int64)
+    dow = (days + 3) % 7  # 1970-01-01 was a Thursday
+    return np.asarray(dow * 24 + np.floor((local % 86_400) / 3600).astype(np.int64), dtype=np.int64)
+
+
+def _offset_s(zone: ZoneInfo, epoch_s: int) -> float:
+    offset = datetime.fromtimestamp(epoch_s, zone).utcoffset()
+    return offset.total_seconds() if offset is not None else 0.0

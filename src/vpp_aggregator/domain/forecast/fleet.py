@@ -1,0 +1,121 @@
+"""Availability forecast of a registered fleet from its own telemetry history.
+
+Each resource gets a plug-in probability per local hour of week, learned from its history
+(shrunk toward the fleet's profile when it has few samples), zeroed where its driver's schedule
+says it is away; batteries stay. Vehicles available per interval then follow a Poisson-binomial
+law, summarised by a normal approximation for P10/P50/P90; power and energy scale with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vpp_aggregator.domain.dispatch.problem import ResourceInputs
+
+Z90 = 1.2815515655446004  # standard normal 90th percentile
+PRIOR_WEIGHT = 1.0  # pseudo-weeks of the fleet's profile behind each resource's own estimate
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Per resource: plug-in probability by local hour of week, and typical SoC when plugged."""
+
+    p_plugged: NDArray[np.float64]  # (resources, 168)
+    soc_typical: NDArray[np.float64]  # (resources,)
+    samples: NDArray[np.int64]  # history samples behind each resource
+
+
+def learn_profile(
+    n: int,
+    row: NDArray[np.int64],
+    ts: NDArray[np.float64],
+    how_of: NDArray[np.int64],
+    plugged: NDArray[np.bool_],
+    soc: NDArray[np.float64],
+    current_soc: NDArray[np.float64],
+    is_bess: NDArray[np.bool_],
+) -> Profile:
+    """One entry per stored sample: resource index, epoch seconds, its local hour of week.
+
+    Samples are first reduced to one value per resource and clock hour, so a resource that
+    reports every few seconds does not outweigh the prior more than one reporting hourly.
+    """
+    hour = np.floor(ts / 3600.0).astype(np.int64)
+    pair = row * (hour.max(initial=0) + 1) + hour
+    uniq, inv = np.unique(pair, return_inverse=True)
+    per = np.bincount(inv).astype(np.float64)
+    plug_h = np.bincount(inv, weights=plugged.astype(np.float64)) / per
+    first = np.zeros(uniq.size, dtype=np.int64)
+    first[inv[::-1]] = np.arange(inv.size)[
+        ::-1
+    ]  # one sample per pair, for its row and hour of week
+    row_h, how_h = row[first], how_of[first]
+    key = row_h * 168 + how_h
+    count = np.bincount(key, minlength=n * 168).reshape(n, 168).astype(np.float64)
+    hits = np.bincount(key, weights=plug_h, minlength=n * 168).reshape(n, 168)
+    p = np.empty((n, 168))
+    for kind in (False, True):  # vehicles learn from vehicles, batteries from batteries
+        members = is_bess == kind
+        c, h = count[members].sum(axis=0), hits[members].sum(axis=0)
+        fleet = np.where(c > 0, h / np.maximum(c, 1.0), 0.5)
+        p[members] = (hits[members] + PRIOR_WEIGHT * fleet[None, :]) / (
+            count[members] + PRIOR_WEIGHT
+        )
+    plugged_n = np.bincount(row, weights=plugged.astype(np.float64), minlength=n)
+    soc_sum = np.bincount(row, weights=np.where(plugged, soc, 0.0), minlength=n)
+    soc_typ = np.where(plugged_n > 0, soc_sum / np.maximum(plugged_n, 1.0), current_soc)
+    return Profile(
+        p, np.nan_to_num(soc_typ, nan=50.0), np.bincount(row, minlength=n).astype(np.int64)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalForecast:
+    vehicles: NDArray[np.float64]  # (intervals, 3) P10, P50, P90 of available resources
+    discharge_kw: NDArray[np.float64]
+    discharge_kwh: NDArray[np.float64]
+    charge_kw: NDArray[np.float64]
+
+
+def forecast(
+    inputs: ResourceInputs,
+    profile: Profile,
+    how: NDArray[np.int64],
+    away: NDArray[np.bool_],
+    hours: float,
+    now_available: NDArray[np.bool_],
+    first_intervals_live: int = 1,
+) -> IntervalForecast:
+    """`how` per interval, `away` (resources, intervals). The first interval(s) use live availability."""
+    p = profile.p_plugged[:, how].copy()  # (resources, intervals)
+    p[inputs.is_bess, :] = 1.0
+    p[away] = 0.0
+    p[:, :first_intervals_live] = now_available[:, None] * (~away[:, :first_intervals_live])
+    cap = inputs.capacity_kwh[:, None]
+    soc = np.where(inputs.is_bess, inputs.soc_pct, profile.soc_typical)[:, None]
+    dis_kwh = np.maximum(soc - inputs.floor_pct[:, None], 0.0) / 100.0 * cap
+    dis_kw = np.minimum(inputs.max_discharge_kw[:, None], dis_kwh / hours)
+    ch_kwh = np.maximum(inputs.ceiling_pct[:, None] - soc, 0.0) / 100.0 * cap
+    ch_kw = np.minimum(inputs.max_charge_kw[:, None], ch_kwh / hours)
+
+    def quantiles(weight: NDArray[np.float64]) -> NDArray[np.float64]:
+        mean = (p * weight).sum(axis=0)
+        sd = np.sqrt((p * (1 - p) * weight * weight).sum(axis=0))
+        # The normal approximation must not leave what is possible: at least every certain
+        # resource, at most every possible one.
+        low = (weight * (p >= 1.0)).sum(axis=0)
+        high = (weight * (p > 0.0)).sum(axis=0)
+        return np.column_stack(
+            [np.clip(mean - Z90 * sd, low, high), mean, np.clip(mean + Z90 * sd, low, high)]
+        )
+
+    ones = np.ones_like(p)
+    return IntervalForecast(
+        vehicles=quantiles(ones),
+        discharge_kw=quantiles(np.broadcast_to(dis_kw, p.shape)),
+        discharge_kwh=quantiles(np.broadcast_to(dis_kwh, p.shape)),
+        charge_kw=quantiles(np.broadcast_to(ch_kw, p.shape)),
+    )

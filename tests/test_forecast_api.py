@@ -1,0 +1,81 @@
+"""GET /capacity/forecast on the fleet's own history (the documented seasonal-profile fallback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api_helpers import bess_body, ev_body, sample
+from conftest import Clock
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.adapters.api.schemas import ForecastOut
+from vpp_aggregator.config import load_settings
+
+
+@pytest.fixture
+def client(tmp_path, clock: Clock) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    settings = load_settings(DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}", VPP_SITE_TIMEZONE="UTC")
+    with TestClient(create_app(settings, clock=clock)) as c:
+        yield c
+
+
+def test_forecast_follows_history_schedules_and_keeps_batteries(
+    client: TestClient, clock: Clock
+) -> None:
+    # ev-day is plugged in 08:00-18:00 UTC, ev-night the other hours, for two weeks of history.
+    client.post("/resources/register", json=ev_body("ev-day"))
+    client.post("/resources/register", json=ev_body("ev-night"))
+    client.post("/resources/register", json=bess_body("bess-1"))
+    now = clock.now  # 2026-11-25 12:00 UTC, a Wednesday
+    batch = []
+    for hours_back in range(1, 14 * 24):
+        t = now - timedelta(hours=hours_back)
+        day = 8 <= t.hour < 18
+        batch += [
+            sample("ev-day", t, 70, plugged=day),
+            sample("ev-night", t, 70, plugged=not day),
+            sample("bess-1", t, 60),
+        ]
+    batch += [
+        sample(r, now, 70, plugged=(r != "ev-night")) for r in ("ev-day", "ev-night", "bess-1")
+    ]
+    for i in range(0, len(batch), 5000):
+        assert client.post("/telemetry", json={"samples": batch[i : i + 5000]}).status_code == 200
+    # ev-day leaves on a trip tomorrow 09:00-15:00.
+    trip = {
+        "departure": (now + timedelta(hours=21)).isoformat(),
+        "return": (now + timedelta(hours=27)).isoformat(),
+        "required_soc_pct": 80,
+    }
+    assert client.patch("/resources/ev-day", json={"trips": [trip]}).status_code == 200
+    r = client.get("/capacity/forecast", params={"horizon_hours": 48, "interval_minutes": 60})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    ForecastOut.model_validate(doc)
+    assert doc["model"]["fallback"] is True and len(doc["intervals"]) == 48
+    by_hour = {
+        i["start"][11:13]
+        + ("+1" if i["start"][:10] != doc["intervals"][0]["start"][:10] else ""): i
+        for i in doc["intervals"]
+    }
+    # Tonight at 22:00 only ev-night and the battery are expected; at 12:00 tomorrow ev-day is on its trip.
+    assert by_hour["22"]["available_vehicles"]["p50"] == pytest.approx(2.0, abs=0.35)
+    assert by_hour["12+1"]["available_vehicles"]["p50"] == pytest.approx(1.0, abs=0.35)
+    assert by_hour["16+1"]["available_vehicles"]["p50"] == pytest.approx(2.0, abs=0.35)
+    for i in doc["intervals"]:
+        for key in ("available_vehicles", "discharge_kw", "discharge_kwh", "charge_kw"):
+            q = i[key]
+            assert 0 <= q["p10"] <= q["p50"] <= q["p90"]
+    # The battery alone always offers its discharge power: (60-20) % of 500 kWh over 1 h, capped at 250 kW.
+    assert all(i["discharge_kw"]["p10"] >= 250 - 1e-6 for i in doc["intervals"])
+
+
+def test_forecast_rejects_bad_requests(client: TestClient) -> None:
+    client.post("/resources/register", json=bess_body("bess-1"))
+    assert client.get("/capacity/forecast", params={"horizon_hours": 100}).status_code == 422
+    assert client.get("/capacity/forecast", params={"interval_minutes": 30}).status_code == 422
+    r = client.get("/capacity/forecast", params={"grid_node": "NOWHERE"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "grid_node"
