@@ -79,3 +79,21 @@ def test_forecast_rejects_bad_requests(client: TestClient) -> None:
     assert client.get("/capacity/forecast", params={"interval_minutes": 30}).status_code == 422
     r = client.get("/capacity/forecast", params={"grid_node": "NOWHERE"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "grid_node"
+
+
+def test_online_accuracy_compares_forecasts_with_what_happened(
+    client: TestClient, clock: Clock
+) -> None:
+    client.post("/resources/register", json=bess_body("bess-1"))
+    agg = client.app.state.aggregator  # type: ignore[attr-defined]
+    for _ in range(3):  # three hours: the battery reports and is available all along
+        client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 60)]})
+        agg.forecast.track_accuracy()
+        clock.advance(minutes=30)
+        client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 60)]})
+        agg.forecast.track_accuracy()
+        clock.advance(minutes=30)
+    agg.forecast.track_accuracy()
+    assert agg.forecast.scored_hours >= 2
+    assert agg.forecast.mape == pytest.approx(0.0, abs=1e-9)  # a battery that never leaves is easy
+    assert "vpp_forecast_mape 0.0" in client.get("/metrics").text

@@ -168,6 +168,7 @@ def forecast_backtest(
     days: Annotated[int, typer.Option(help="Days of daily origins")] = 56,
     horizon_hours: Annotated[int, typer.Option(help="Hours ahead")] = 72,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here")] = None,
+    site: Annotated[str | None, typer.Option(help="Keep one site of a multi-site file")] = None,
 ) -> None:
     """Rolling origins, one per day; trains only on data before each origin; scores the model,
     seasonal-naive-168 and persistence-24 on the same hours."""
@@ -184,6 +185,7 @@ def forecast_backtest(
         datetime.fromisoformat(start).replace(tzinfo=UTC),
         days,
         horizon_hours,
+        site=site,
     )
     with Progress(console=console) as bar:
         task = bar.add_task("backtest", total=None)

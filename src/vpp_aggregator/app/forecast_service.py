@@ -45,6 +45,15 @@ class ForecastService:
         self.max_horizon_hours = max_horizon_hours
         self.zone = ZoneInfo(timezone)
         self.history_days = history_days
+        # Online accuracy: forecasts made for each coming hour, and what the fleet then did.
+        self._predicted: dict[int, list[float]] = {}  # hour (epoch h) -> P50 vehicles made earlier
+        self._observed: dict[int, list[float]] = {}  # hour -> available counts seen in it
+        self._last_forecast_hour = -1
+        self.abs_error = 0.0
+        self.actual_sum = 0.0
+        self.ape_sum = 0.0
+        self.ape_hours = 0
+        self.scored_hours = 0
 
     def capacity_forecast(
         self, horizon_hours: int, interval_minutes: int, grid_node: str | None
@@ -125,6 +134,40 @@ class ForecastService:
                 for i, s in enumerate(starts)
             ],
         }
+
+    def track_accuracy(self) -> None:
+        """Call periodically: observe availability now, score finished hours, forecast hourly."""
+        now = self.clock()
+        hour = int(now.timestamp() // 3600)
+        available = self.state.capacity(now, 60).total.available_resource_count
+        self._observed.setdefault(hour, []).append(float(available))
+        for h in [h for h in self._observed if h < hour]:
+            seen = self._observed.pop(h)
+            actual = sum(seen) / len(seen)
+            for predicted in self._predicted.pop(h, []):
+                err = abs(predicted - actual)
+                self.abs_error += err
+                self.actual_sum += actual
+                self.scored_hours += 1
+                if actual >= 1.0:
+                    self.ape_sum += err / actual
+                    self.ape_hours += 1
+        for h in [h for h in self._predicted if h < hour - 1]:
+            del self._predicted[h]
+        if hour != self._last_forecast_hour and len(self.state) > 0:
+            self._last_forecast_hour = hour
+            doc = self.capacity_forecast(min(24, self.max_horizon_hours), 60, None)
+            for interval in doc["intervals"][1:]:
+                h = int(datetime.fromisoformat(interval["start"]).timestamp() // 3600)
+                self._predicted.setdefault(h, []).append(interval["available_vehicles"]["p50"])
+
+    @property
+    def mape(self) -> float | None:
+        return self.ape_sum / self.ape_hours if self.ape_hours else None
+
+    @property
+    def wape(self) -> float | None:
+        return self.abs_error / self.actual_sum if self.actual_sum > 0 else None
 
 
 def _q(arr: NDArray[np.float64], i: int) -> dict[str, float]:

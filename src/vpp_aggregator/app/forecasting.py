@@ -27,12 +27,13 @@ class BacktestSpec:
     horizon_hours: int = 72
     origin_hour_local: int = 0
     retrain_days: int = 7
+    site: str | None = None
 
 
 def backtest(
     spec: BacktestSpec, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
-    series = read_sessions(spec.sessions, spec.timezone)
+    series = read_sessions(spec.sessions, spec.timezone, spec.site)
     cal = calendar(series, spec.timezone)
     weather = read_weather(spec.weather, series) if spec.weather else None
     first = int(np.ceil((spec.start.timestamp() - series.start_ts) / HOUR))

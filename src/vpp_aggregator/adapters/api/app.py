@@ -148,6 +148,7 @@ def create_app(
             try:
                 await run_in_threadpool(aggregator.dispatch.tick)
                 await run_in_threadpool(aggregator.dispatch.publish_pending)
+                await run_in_threadpool(aggregator.forecast.track_accuracy)
             except Exception:
                 log.exception("dispatch follow-through failed; will retry")
 

@@ -67,6 +67,27 @@ class FleetCollector(Collector):
         )
         lockouts.add_metric([], len(self.agg.state.lockouts()))
         yield lockouts
+        for name, value, what in (
+            (
+                "vpp_forecast_mape",
+                self.agg.forecast.mape,
+                "Running MAPE of the available-vehicle forecast (hours with >= 1)",
+            ),
+            (
+                "vpp_forecast_wape",
+                self.agg.forecast.wape,
+                "Running WAPE of the available-vehicle forecast",
+            ),
+        ):
+            if value is not None:
+                g = GaugeMetricFamily(name, what)
+                g.add_metric([], value)
+                yield g
+        scored = GaugeMetricFamily(
+            "vpp_forecast_scored_hours", "Forecast hours compared with what happened"
+        )
+        scored.add_metric([], self.agg.forecast.scored_hours)
+        yield scored
 
 
 class Metrics:

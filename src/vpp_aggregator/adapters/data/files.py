@@ -27,8 +27,9 @@ def _ts(value: str) -> float:
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
-def read_sessions(path: Path, timezone: str) -> HourlySeries:
-    """Hourly plugged-in vehicles from a sessions CSV (columns as in shared/data/acn_caltech)."""
+def read_sessions(path: Path, timezone: str, site: str | None = None) -> HourlySeries:
+    """Hourly plugged-in vehicles from a sessions CSV (columns as in shared/data/acn_caltech);
+    `site` keeps one site of a multi-site file (its `site` column)."""
     if not path.is_file():
         raise DataFileError(f"sessions file not found: {path}")
     connect, disconnect = [], []
@@ -38,6 +39,8 @@ def read_sessions(path: Path, timezone: str) -> HourlySeries:
         if missing:
             raise DataFileError(f"{path} lacks column(s) {', '.join(missing)}")
         for row in reader:
+            if site is not None and row.get("site") != site:
+                continue
             a, b = row["connect_time_utc"], row["disconnect_time_utc"]
             if a and b:
                 connect.append(_ts(a))
