@@ -169,6 +169,12 @@ def forecast_backtest(
     horizon_hours: Annotated[int, typer.Option(help="Hours ahead")] = 72,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics here")] = None,
     site: Annotated[str | None, typer.Option(help="Keep one site of a multi-site file")] = None,
+    country: Annotated[
+        str, typer.Option(help="Public holidays: country code (holidays package)")
+    ] = "US",
+    subdivision: Annotated[
+        str | None, typer.Option(help="Public holidays: subdivision ('' for none)")
+    ] = "CA",
 ) -> None:
     """Rolling origins, one per day; trains only on data before each origin; scores the model,
     seasonal-naive-168 and persistence-24 on the same hours."""
@@ -186,6 +192,8 @@ def forecast_backtest(
         days,
         horizon_hours,
         site=site,
+        country=country,
+        subdivision=subdivision or None,
     )
     with Progress(console=console) as bar:
         task = bar.add_task("backtest", total=None)

@@ -28,13 +28,15 @@ class BacktestSpec:
     origin_hour_local: int = 0
     retrain_days: int = 7
     site: str | None = None
+    country: str = "US"
+    subdivision: str | None = "CA"
 
 
 def backtest(
     spec: BacktestSpec, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     series = read_sessions(spec.sessions, spec.timezone, spec.site)
-    cal = calendar(series, spec.timezone)
+    cal = calendar(series, spec.timezone, spec.country, spec.subdivision)
     weather = read_weather(spec.weather, series) if spec.weather else None
     first = int(np.ceil((spec.start.timestamp() - series.start_ts) / HOUR))
     # one origin per day at the given local hour
