@@ -97,3 +97,42 @@ def test_online_accuracy_compares_forecasts_with_what_happened(
     assert agg.forecast.scored_hours >= 2
     assert agg.forecast.mape == pytest.approx(0.0, abs=1e-9)  # a battery that never leaves is easy
     assert "vpp_forecast_mape 0.0" in client.get("/metrics").text
+
+
+DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (DATA / "acn_office001").is_dir(), reason="shared/data not beside the repo")
+def test_api_serves_the_stored_model(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    from vpp_aggregator.app.forecasting import train
+
+    models = tmp_path / "models"
+    path = train(DATA / "acn_office001" / "sessions_office001.csv", None, "UTC", models)
+    version = path.stem.removeprefix("forecast-")
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MODEL_DIR=str(models),
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        evs = [f"ev-{i}" for i in range(8)]
+        for rid in evs:
+            c.post("/resources/register", json=ev_body(rid))
+        batch = []
+        for hours_back in range(1, 21 * 24):
+            t = clock.now - timedelta(hours=hours_back)
+            work = t.weekday() < 5 and 8 <= t.hour < 17
+            batch += [sample(rid, t, 70, plugged=work and i % 4 != 0) for i, rid in enumerate(evs)]
+        batch += [sample(rid, clock.now, 70, plugged=True) for rid in evs]
+        for i in range(0, len(batch), 10_000):
+            assert c.post("/telemetry", json={"samples": batch[i : i + 10_000]}).status_code == 200
+        doc = c.get("/capacity/forecast", params={"horizon_hours": 36}).json()
+        ForecastOut.model_validate(doc)
+        assert doc["model"]["fallback"] is False and doc["model"]["version"] == version
+        hours = {i["start"][:13]: i["available_vehicles"] for i in doc["intervals"]}
+        night = hours["2026-11-26T02"]["p50"]
+        day = hours["2026-11-26T12"]["p50"]
+        assert day > night + 1  # the stored model carries the fleet's working-day pattern
+        for i in doc["intervals"]:
+            q = i["available_vehicles"]
+            assert 0 <= q["p10"] <= q["p50"] <= q["p90"] <= len(evs)

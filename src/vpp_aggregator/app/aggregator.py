@@ -54,6 +54,9 @@ class Aggregator:
             clock,
             max_horizon_hours=settings.forecast_horizon_hours,
             timezone=settings.site_timezone,
+            model_dir=Path(settings.model_dir),
+            holiday_country=settings.holiday_country,
+            holiday_subdivision=settings.holiday_subdivision,
         )
         self.dispatch = DispatchService(
             self.state,

@@ -8,17 +8,23 @@ the trained gradient-boosting model (`vpp-aggregator forecast train`) is not wir
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.adapters.data.files import calendar as fleet_calendar
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
-from vpp_aggregator.domain.forecast.fleet import forecast, learn_profile
+from vpp_aggregator.domain.forecast.features import Calendar, design
+from vpp_aggregator.domain.forecast.fleet import IntervalForecast, forecast, learn_profile
+from vpp_aggregator.domain.forecast.model import QuantileForecaster
+from vpp_aggregator.domain.forecast.series import HourlySeries
 from vpp_aggregator.domain.schedule import away_intervals
 
 
@@ -38,6 +44,9 @@ class ForecastService:
         max_horizon_hours: int,
         timezone: str,
         history_days: int = 28,
+        model_dir: Path | None = None,
+        holiday_country: str = "US",
+        holiday_subdivision: str | None = "CA",
     ) -> None:
         self.state = state
         self.store = store
@@ -45,6 +54,10 @@ class ForecastService:
         self.max_horizon_hours = max_horizon_hours
         self.zone = ZoneInfo(timezone)
         self.history_days = history_days
+        self.model_dir = model_dir
+        self.timezone = timezone
+        self.holidays = (holiday_country, holiday_subdivision or None)
+        self._model: tuple[Path, float, dict[str, Any], QuantileForecaster] | None = None
         # Online accuracy: forecasts made for each coming hour, and what the fleet then did.
         self._predicted: dict[int, list[float]] = {}  # hour (epoch h) -> P50 vehicles made earlier
         self._observed: dict[int, list[float]] = {}  # hour -> available counts seen in it
@@ -105,23 +118,29 @@ class ForecastService:
         result = forecast(
             inputs, profile, interval_how, away, interval_minutes / 60.0, inputs.available
         )
+        model_info: dict[str, Any] = {
+            "name": "seasonal-profile",
+            "version": f"telemetry-{self.history_days}d",
+            "trained_at": now.isoformat(),
+            "fallback": True,
+            "detail": "Per-resource plug-in probability by hour of week from the last "
+            f"{self.history_days} days of telemetry, driver schedules applied (no trained model in "
+            f"{self.model_dir}, or under 15 days of fleet history).",
+            "history_samples": int(keep.sum()),
+            "backtest": None,
+        }
+        served = self._serve_model(
+            inputs, row[keep], ts[keep], plugged[keep], now, starts, step, result
+        )
+        if served is not None:
+            result, model_info = served[0], {**served[1], "history_samples": int(keep.sum())}
         return {
             "generated_at": now.isoformat(),
             "horizon_hours": horizon_hours,
             "interval_minutes": interval_minutes,
             "grid_node": grid_node,
             "resource_count": n,
-            "model": {
-                "name": "seasonal-profile",
-                "version": f"telemetry-{self.history_days}d",
-                "trained_at": now.isoformat(),
-                "fallback": True,
-                "detail": "Per-resource plug-in probability by hour of week from the last "
-                f"{self.history_days} days of telemetry, driver schedules applied; the trained "
-                "gradient-boosting model is not served yet.",
-                "history_samples": int(keep.sum()),
-                "backtest": None,
-            },
+            "model": model_info,
             "intervals": [
                 {
                     "start": s.isoformat(),
@@ -134,6 +153,105 @@ class ForecastService:
                 for i, s in enumerate(starts)
             ],
         }
+
+    def _load_model(self) -> tuple[dict[str, Any], QuantileForecaster] | None:
+        """The newest stored model (`vpp-aggregator forecast train`), cached until a newer one appears."""
+        if self.model_dir is None or not self.model_dir.is_dir():
+            return None
+        files = sorted(self.model_dir.glob("forecast-*.json"))
+        if not files:
+            return None
+        path = files[-1]
+        mtime = path.stat().st_mtime
+        if self._model is None or self._model[0] != path or self._model[1] != mtime:
+            doc = json.loads(path.read_text())
+            self._model = (path, mtime, doc, QuantileForecaster.from_dict(doc["model"]))
+        return self._model[2], self._model[3]
+
+    def _serve_model(
+        self,
+        inputs: Any,
+        row: NDArray[np.int64],
+        ts: NDArray[np.float64],
+        plugged: NDArray[np.bool_],
+        now: datetime,
+        starts: list[datetime],
+        step: timedelta,
+        fallback: IntervalForecast,
+    ) -> tuple[IntervalForecast, dict[str, Any]] | None:
+        """Vehicles from the trained model on the fleet's own hourly history; power and energy per
+        vehicle from the per-resource profile; batteries as the profile has them (they stay)."""
+        loaded = self._load_model()
+        if loaded is None:
+            return None
+        doc, model = loaded
+        ev = ~inputs.is_bess[row] if row.size else np.zeros(0, dtype=bool)
+        if ts.size == 0 or (now.timestamp() - float(ts.min())) < 15 * 86_400:
+            return None
+        start_h = int(ts.min() // 3600)
+        origin = int(now.timestamp() // 3600) - start_h  # first hour not yet complete
+        hour = (ts // 3600).astype(np.int64) - start_h
+        # Plugged vehicles per hour: each EV's share of samples plugged in that hour, summed.
+        key = row * (origin + 1) + hour
+        uniq, inv = np.unique(key[ev], return_inverse=True)
+        share = np.bincount(inv, weights=plugged[ev].astype(np.float64)) / np.bincount(inv)
+        series_hour = uniq % (origin + 1)
+        plugged_h = np.asarray(
+            np.bincount(series_hour, weights=share, minlength=origin + 1)[:origin], dtype=np.float64
+        )
+        seen = np.bincount(series_hour, minlength=origin + 1)[:origin] > 0
+        series = HourlySeries(float(start_h * 3600), plugged_h, np.zeros(origin), ~seen)
+        cal = fleet_calendar(series, self.timezone, *self.holidays)
+        hours_needed = int(
+            np.ceil(
+                (
+                    starts[-1]
+                    + step
+                    - datetime.fromtimestamp(origin * 3600.0 + start_h * 3600.0, UTC)
+                ).total_seconds()
+                / 3600.0
+            )
+        )
+        horizon = max(1, min(hours_needed, int(doc.get("horizon_hours", 72))))
+        cal_ext = _extend_calendar(cal, series, horizon, self.timezone, *self.holidays)
+        series_ext = HourlySeries(
+            series.start_ts,
+            np.concatenate([series.plugged, np.zeros(horizon)]),
+            np.zeros(origin + horizon),
+            np.concatenate([series.gap, np.ones(horizon, bool)]),
+        )
+        X, _ = design(series_ext, cal_ext, None, np.array([origin]), horizon)
+        q = model.predict(X)  # (horizon, 3) EVs plugged
+        # Per interval: EV vehicles from the model (hour containing the interval), the rest as before.
+        veh = fallback.vehicles.copy()
+        first_model_hour = origin * 3600.0 + start_h * 3600.0
+        ev_rows = ~inputs.is_bess
+        ev_p50_fallback = np.maximum(fallback.vehicles[:, 1] - float(inputs.is_bess.sum()), 1e-9)
+        scale = np.ones((len(starts), 3))
+        for i, s in enumerate(starts):
+            k = int((s.timestamp() - first_model_hour) // 3600)
+            if i == 0 or not 0 <= k < horizon:
+                continue  # the first interval stays live
+            bess = float(inputs.is_bess.sum())
+            veh[i] = np.minimum(q[k] + bess, float(len(ev_rows)))
+            scale[i] = q[k] / ev_p50_fallback[i]
+        del ev_rows
+        out = IntervalForecast(
+            vehicles=veh,
+            discharge_kw=_rescale(fallback.discharge_kw, scale, fallback.vehicles, veh),
+            discharge_kwh=_rescale(fallback.discharge_kwh, scale, fallback.vehicles, veh),
+            charge_kw=_rescale(fallback.charge_kw, scale, fallback.vehicles, veh),
+        )
+        info = {
+            "name": doc.get("name", "lightgbm-quantile-direct"),
+            "version": doc.get("version", "unknown"),
+            "trained_at": doc.get("trained_at", now.isoformat()),
+            "fallback": False,
+            "detail": f"Stored model {doc.get('version')} applied to the fleet's hourly plugged-in vehicles "
+            "from its telemetry; kW and kWh per vehicle from each resource's profile.",
+            "backtest": doc.get("backtest"),
+        }
+        return out, info
 
     def track_accuracy(self) -> None:
         """Call periodically: observe availability now, score finished hours, forecast hourly."""
@@ -168,6 +286,36 @@ class ForecastService:
     @property
     def wape(self) -> float | None:
         return self.abs_error / self.actual_sum if self.actual_sum > 0 else None
+
+
+def _rescale(
+    values: NDArray[np.float64],
+    scale: NDArray[np.float64],
+    old_veh: NDArray[np.float64],
+    new_veh: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Scale power/energy quantiles with the vehicle count the model expects (P50 per vehicle held)."""
+    per_vehicle = values[:, 1] / np.maximum(old_veh[:, 1], 1e-9)
+    out = np.column_stack([new_veh[:, j] * per_vehicle for j in range(3)])
+    changed = np.any(scale != 1.0, axis=1)
+    return np.where(changed[:, None], np.sort(out, axis=1), values)
+
+
+def _extend_calendar(
+    cal: Calendar,
+    series: HourlySeries,
+    extra: int,
+    timezone: str,
+    country: str,
+    subdivision: str | None,
+) -> Calendar:
+    ext = HourlySeries(
+        series.start_ts,
+        np.zeros(len(series) + extra),
+        np.zeros(len(series) + extra),
+        np.zeros(len(series) + extra, dtype=bool),
+    )
+    return fleet_calendar(ext, timezone, country, subdivision)
 
 
 def _q(arr: NDArray[np.float64], i: int) -> dict[str, float]:
