@@ -68,7 +68,7 @@ def summarise(problem: DispatchProblem, solution: Solution, unavailable: int) ->
     if rows.size:
         dense_soc = _soc_rows(p, rows, d * q)
         for i, row in enumerate(rows.tolist()):
-            sched = d * q[i]
+            sched = d * q[i] + 0.0  # + 0.0: no negative zeros on the wire
             body = q[i, 1 : window + 1]
             peak = float(body.max()) if body.size else 0.0
             held = body[body > 1e-9]
@@ -80,7 +80,7 @@ def summarise(problem: DispatchProblem, solution: Solution, unavailable: int) ->
                     row=row,
                     resource_id=p.inputs.resource_ids[row],
                     is_bess=bool(p.inputs.is_bess[row]),
-                    setpoint_kw=d * steady,
+                    setpoint_kw=d * steady + 0.0,
                     schedule_kw=sched,
                     start_soc_pct=float(p.inputs.soc_pct[row]),
                     expected_end_soc_pct=float(dense_soc[i, -1]),
@@ -90,12 +90,12 @@ def summarise(problem: DispatchProblem, solution: Solution, unavailable: int) ->
     reasons = _reasons(p, solution, shortfall, ramp_complete, unavailable)
     return Outcome(
         allocations=allocations,
-        allocated_kw=d * sustained,
-        shortfall_kw=d * shortfall,
+        allocated_kw=d * sustained + 0.0,
+        shortfall_kw=d * shortfall + 0.0,
         reasons=reasons,
         ramp_complete_min=ramp_complete,
         delivered_kwh=d * solution.delivered_kwh(p),
-        fleet_kw=d * fleet,
+        fleet_kw=d * fleet + 0.0,
     )
 
 
