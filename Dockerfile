@@ -11,6 +11,11 @@ ENV PYTHONUNBUFFERED=1 \
     DATABASE_URL=sqlite:////data/vpp.db \
     VPP_MIGRATE_ON_START=1
 
+# LightGBM (forecaster) needs the OpenMP runtime, which the slim image does not carry.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, pinned and hash-checked, so this layer is reused until the lock changes.
 COPY requirements.lock /tmp/requirements.lock
 RUN pip install --require-hashes -r /tmp/requirements.lock && rm /tmp/requirements.lock
