@@ -213,6 +213,10 @@ def test_unplugged_vehicle_is_replaced_and_the_redispatch_recorded(
     )
     client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
     got = client.get(f"/dispatch/{d['dispatch_id']}").json()
+    for _ in range(3):  # a released resource is not dropped again on every tick
+        clock.advance(seconds=5)
+        client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    got = client.get(f"/dispatch/{d['dispatch_id']}").json()
     assert got["revision"] == 2 and got["revisions"][-1]["reason"] == "redispatch"
     assert gone in got["revisions"][-1]["detail"]["dropped"]
     released = next(a for a in got["allocations"] if a["resource_id"] == gone)
@@ -280,3 +284,7 @@ def test_recharge_is_scheduled_at_the_cheapest_time_after_a_discharge(
     # (16:00-24:00 UTC), so the recharge waits for 08:00 local.
     start = datetime.fromisoformat(rc["start"])
     assert start == datetime.fromisoformat("2026-11-25T16:00:00+00:00")
+    # Booked for later, the battery is still free now.
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 50.0)]})
+    now_dr = client.post("/dispatch", json={"target_kw": 50, "duration_minutes": 30}).json()
+    assert now_dr["status"] == "active" and now_dr["allocations"]

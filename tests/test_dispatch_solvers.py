@@ -142,3 +142,15 @@ def test_infeasible_target_is_delivered_as_far_as_the_rules_allow() -> None:
     assert lp.delivered_kwh(p) < 100_000.0 * 0.5
     assert fast.delivered_kwh(p) == pytest.approx(lp.delivered_kwh(p), rel=0.005)
     assert check(p, fast.setpoints_kw(p), RAMP, BESS_MIN) == []
+
+
+def test_charge_dispatch_leaves_a_vehicle_that_needs_its_charge_alone() -> None:
+    # Charging itself at 11 kW, leaving in 2 h needing 80 %: a 1 kW charge target must not
+    # throttle it below what it needs (it would leave at ~78 %).
+    inputs = _one(soc_pct=60.0, power_kw=-11.0, departure_min=120.0, departure_soc_pct=80.0)
+    p = DispatchProblem(inputs, -1.0, 60, RAMP, include_opposite=True)
+    assert not p.eligible[0]
+    assert solve_fast(p).rows.size == 0 and solve_lp(p).rows.size == 0
+    # And the checker itself refuses such a throttled schedule.
+    throttled = np.array([[-11.0, -1.0] + [-1.0] * 59 + [0.0] * (p.horizon - 60)])
+    assert any(v.rule == "departure_soc" for v in check(p, throttled, RAMP, BESS_MIN))

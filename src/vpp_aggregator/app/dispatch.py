@@ -137,6 +137,7 @@ class _Open:
     ids: list[str]
     kw: NDArray[np.float64]  # (resources, points) signed setpoints
     soc: NDArray[np.float64]  # planned SoC at each point
+    released: list[bool]  # ramping down after being dropped or cancelled: not followed again
 
 
 class DispatchService:
@@ -281,6 +282,7 @@ class DispatchService:
         if charge_ceiling_pct is not None:
             inputs = replace(inputs, ceiling_pct=np.minimum(inputs.ceiling_pct, charge_ceiling_pct))
         best: tuple[DispatchProblem, Solution, Outcome] | None = None
+        refused: str | None = None
         for include_opposite in (False, True):
             problem = DispatchProblem(
                 inputs,
@@ -292,6 +294,14 @@ class DispatchService:
                 include_opposite=include_opposite,
             )
             solution = self._solve(problem)
+            # Never emit an unsafe schedule: every try passes the independent checker first.
+            violations = check_rows(
+                problem, solution.rows, problem.direction * solution.q, self.ramp, self.bess_min
+            )
+            if violations:
+                log.error("safety check refused a %s schedule: %s", solution.solver, violations[:5])
+                refused = str(violations[0])
+                solution = Solution(solution.rows[:0], solution.q[:0], solution.solver)
             outcome = summarise(problem, solution, unavailable)
             if best is None or abs(outcome.delivered_kwh) > abs(best[2].delivered_kwh) + 1e-6:
                 best = (problem, solution, outcome)
@@ -299,17 +309,9 @@ class DispatchService:
             if outcome.shortfall_kw == 0 or not opposite:
                 break
         assert best is not None
-        problem, solution, outcome = best
-        violations = check_rows(
-            problem, solution.rows, problem.direction * solution.q, self.ramp, self.bess_min
-        )
-        if violations:  # never emit an unsafe schedule; the checker is independent of the solvers
-            log.error("safety check refused a %s schedule: %s", solution.solver, violations[:5])
-            empty = Solution(solution.rows[:0], solution.q[:0], solution.solver)
-            outcome = summarise(problem, empty, unavailable)
-            outcome.reasons.insert(0, Shortfall("safety_check", str(violations[0])))
-            return problem, empty, outcome
-        return problem, solution, outcome
+        if refused is not None and not best[1].rows.size:
+            best[2].reasons.insert(0, Shortfall("safety_check", refused))
+        return best
 
     def _solve(self, problem: DispatchProblem) -> Solution:
         if int(problem.eligible.sum()) <= self.lp_max:
@@ -336,7 +338,7 @@ class DispatchService:
             now,
             start,
             scope,
-            busy=self.held_resources(),
+            busy=self.held_resources(start, start + timedelta(minutes=req.duration_minutes + 60)),
             charge_ceiling_pct=req.charge_ceiling_pct,
         )
         # A recharge is an energy goal, not a power obligation: reaching the SoC target early is
@@ -398,13 +400,17 @@ class DispatchService:
     ) -> list[dict[str, Any]]:
         out = []
         for a in allocations if allocations is not None else record.allocations:
-            peak = max(a.schedule_kw, key=abs, default=0.0)
+            direction = 1.0 if record.target_kw > 0 else -1.0
+            # The limit in the dispatch's direction; a release carries 0 (it only ramps down).
+            peak = max((direction * x for x in a.schedule_kw), default=0.0)
+            if a.binding_constraint.startswith("released"):
+                peak = 0.0
             out.append(
                 {
                     "chargePointId": a.charge_point_id,
                     "timestamp": at.isoformat(),
-                    "mode": "Discharge" if (peak or record.target_kw) > 0 else "Charge",
-                    "limitKw": round(abs(peak), 3),
+                    "mode": "Discharge" if record.target_kw > 0 else "Charge",
+                    "limitKw": round(max(peak, 0.0), 3),
                     "v2xProfile": True,
                     "dispatch_id": record.dispatch_id,
                     "revision": record.revision,
@@ -453,11 +459,26 @@ class DispatchService:
             ids=ids,
             kw=kw,
             soc=soc_trajectory(soc0, cap, self.rte, kw),
+            released=[a.binding_constraint.startswith("released") for a in record.allocations],
         )
 
-    def held_resources(self) -> list[str]:
+    def held_resources(
+        self, start: datetime | None = None, end: datetime | None = None, exclude: str | None = None
+    ) -> list[str]:
+        """Resources in open dispatches whose time overlaps [start, end] (all when not given)."""
         with self._lock:
-            return [rid for o in self._open.values() for rid in o.ids]
+            out = []
+            for did, o in self._open.items():
+                if did == exclude:
+                    continue
+                if (
+                    start is not None
+                    and end is not None
+                    and (o.record.end_at <= start or o.record.start >= end)
+                ):
+                    continue
+                out.extend(o.ids)
+            return out
 
     def resume(self) -> int:
         """After a restart: follow the dispatches that are still running and flush the outbox."""
@@ -499,8 +520,8 @@ class DispatchService:
         i = min(int(point), o.kw.shape[1] - 1)
         dropped: dict[str, str] = {}
         for j, rid in enumerate(o.ids):
-            if not np.any(o.kw[j, i:] != 0):
-                continue  # its part is done
+            if not np.any(o.kw[j, i:] != 0) or o.released[j]:
+                continue  # its part is done, or it is already being released
             live = self.state.live(rid, now, duration_minutes=1.0)
             if live is None:
                 dropped[rid] = "deactivated"
@@ -528,7 +549,7 @@ class DispatchService:
             for j, rid in enumerate(o.ids)
         }
         remaining = math.floor((o.window_end_ts - now.timestamp()) / 60.0)
-        others_busy = [x for d, oo in self._open.items() if d != r.dispatch_id for x in oo.ids]
+        others_busy = self.held_resources(now, r.end_at, exclude=r.dispatch_id)
         allocations: list[AllocationRecord] = []
         outcome: Outcome | None = None
         if remaining >= 1:
@@ -587,11 +608,15 @@ class DispatchService:
             if live and live.soc_pct is not None
             else (float(o.soc[j, 0]) if j >= 0 else 0.0)
         )
+        row = int(self.state.rows_of([rid])[0])
+        kind = "BESS" if row >= 0 and bool(self.state.is_bess[row]) else "EV"
+        if row < 0:  # deactivated since: keep the type it was allocated with
+            kind = next(
+                (a.resource_type for a in o.record.allocations if a.resource_id == rid), "EV"
+            )
         return AllocationRecord(
             resource_id=rid,
-            resource_type="BESS"
-            if j >= 0 and self.state.is_bess[self.state.rows_of([rid])[0]]
-            else "EV",
+            resource_type=kind,
             charge_point_id=self.state.charge_point(rid),
             setpoint_kw=0.0,
             schedule_start=now,

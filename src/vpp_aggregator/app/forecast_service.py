@@ -22,7 +22,7 @@ from vpp_aggregator.adapters.data.files import calendar as fleet_calendar
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.features import Calendar, design
-from vpp_aggregator.domain.forecast.fleet import IntervalForecast, forecast, learn_profile
+from vpp_aggregator.domain.forecast.fleet import IntervalForecast, Profile, forecast, learn_profile
 from vpp_aggregator.domain.forecast.model import QuantileForecaster
 from vpp_aggregator.domain.forecast.series import HourlySeries
 from vpp_aggregator.domain.schedule import away_intervals
@@ -130,7 +130,17 @@ class ForecastService:
             "backtest": None,
         }
         served = self._serve_model(
-            inputs, row[keep], ts[keep], plugged[keep], now, starts, step, result
+            inputs,
+            row[keep],
+            ts[keep],
+            plugged[keep],
+            now,
+            starts,
+            step,
+            result,
+            profile,
+            interval_how,
+            away,
         )
         if served is not None:
             result, model_info = served[0], {**served[1], "history_samples": int(keep.sum())}
@@ -178,6 +188,9 @@ class ForecastService:
         starts: list[datetime],
         step: timedelta,
         fallback: IntervalForecast,
+        profile: Profile,
+        interval_how: NDArray[np.int64],
+        away: NDArray[np.bool_],
     ) -> tuple[IntervalForecast, dict[str, Any]] | None:
         """Vehicles from the trained model on the fleet's own hourly history; power and energy per
         vehicle from the per-resource profile; batteries as the profile has them (they stay)."""
@@ -222,26 +235,32 @@ class ForecastService:
         )
         X, _ = design(series_ext, cal_ext, None, np.array([origin]), horizon)
         q = model.predict(X)  # (horizon, 3) EVs plugged
-        # Per interval: EV vehicles from the model (hour containing the interval), the rest as before.
-        veh = fallback.vehicles.copy()
-        first_model_hour = origin * 3600.0 + start_h * 3600.0
-        ev_rows = ~inputs.is_bess
-        ev_p50_fallback = np.maximum(fallback.vehicles[:, 1] - float(inputs.is_bess.sum()), 1e-9)
-        scale = np.ones((len(starts), 3))
-        for i, s in enumerate(starts):
-            k = int((s.timestamp() - first_model_hour) // 3600)
-            if i == 0 or not 0 <= k < horizon:
-                continue  # the first interval stays live
-            bess = float(inputs.is_bess.sum())
-            veh[i] = np.minimum(q[k] + bess, float(len(ev_rows)))
-            scale[i] = q[k] / ev_p50_fallback[i]
-        del ev_rows
-        out = IntervalForecast(
-            vehicles=veh,
-            discharge_kw=_rescale(fallback.discharge_kw, scale, fallback.vehicles, veh),
-            discharge_kwh=_rescale(fallback.discharge_kwh, scale, fallback.vehicles, veh),
-            charge_kw=_rescale(fallback.charge_kw, scale, fallback.vehicles, veh),
+        # Vehicles from the model; per-vehicle kW and kWh from the vehicles' profile; batteries
+        # (which do not leave) exactly as the profile has them. The first interval stays live.
+        is_bess = inputs.is_bess
+        hours_per_interval = step.total_seconds() / 3600.0
+        ev = forecast(
+            inputs, profile, interval_how, away, hours_per_interval, inputs.available, only=~is_bess
         )
+        bess = forecast(
+            inputs, profile, interval_how, away, hours_per_interval, inputs.available, only=is_bess
+        )
+        first_model_hour = origin * 3600.0 + start_h * 3600.0
+        parts = {
+            name: getattr(fallback, name).copy()
+            for name in ("vehicles", "discharge_kw", "discharge_kwh", "charge_kw")
+        }
+        n_ev = float((~is_bess).sum())
+        for i, s_ in enumerate(starts):
+            k = int((s_.timestamp() - first_model_hour) // 3600)
+            if i == 0 or not 0 <= k < horizon:
+                continue
+            vehicles = np.minimum(q[k], n_ev)
+            parts["vehicles"][i] = vehicles + bess.vehicles[i]
+            for name in ("discharge_kw", "discharge_kwh", "charge_kw"):
+                per_vehicle = getattr(ev, name)[i, 1] / max(ev.vehicles[i, 1], 1e-9)
+                parts[name][i] = vehicles * per_vehicle + getattr(bess, name)[i]
+        out = IntervalForecast(**parts)
         info = {
             "name": doc.get("name", "lightgbm-quantile-direct"),
             "version": doc.get("version", "unknown"),
@@ -286,19 +305,6 @@ class ForecastService:
     @property
     def wape(self) -> float | None:
         return self.abs_error / self.actual_sum if self.actual_sum > 0 else None
-
-
-def _rescale(
-    values: NDArray[np.float64],
-    scale: NDArray[np.float64],
-    old_veh: NDArray[np.float64],
-    new_veh: NDArray[np.float64],
-) -> NDArray[np.float64]:
-    """Scale power/energy quantiles with the vehicle count the model expects (P50 per vehicle held)."""
-    per_vehicle = values[:, 1] / np.maximum(old_veh[:, 1], 1e-9)
-    out = np.column_stack([new_veh[:, j] * per_vehicle for j in range(3)])
-    changed = np.any(scale != 1.0, axis=1)
-    return np.where(changed[:, None], np.sort(out, axis=1), values)
 
 
 def _extend_calendar(

@@ -122,6 +122,10 @@ class DispatchProblem:
             & (last_point > self.lead_end)
             & (q_now <= r * (last_point + 1))
         )
+        if d < 0:
+            # Charging on the grid's schedule could also slow a vehicle's own charging; one that
+            # still needs charge for its next departure is left to charge itself.
+            eligible &= ~(np.isfinite(dep) & (inp.soc_pct < inp.departure_soc_pct))
         set_(self, "eligible", eligible)
 
     def lo_rows(

@@ -88,12 +88,16 @@ def forecast(
     hours: float,
     now_available: NDArray[np.bool_],
     first_intervals_live: int = 1,
+    only: NDArray[np.bool_] | None = None,
 ) -> IntervalForecast:
     """`how` per interval, `away` (resources, intervals). The first interval(s) use live availability."""
     p = profile.p_plugged[:, how].copy()  # (resources, intervals)
-    p[inputs.is_bess, :] = 1.0
+    # Batteries do not leave: what they are now (available, or suspended/stale/locked) they stay.
+    p[inputs.is_bess, :] = now_available[inputs.is_bess][:, None]
     p[away] = 0.0
     p[:, :first_intervals_live] = now_available[:, None] * (~away[:, :first_intervals_live])
+    if only is not None:  # a subset of the resources (e.g. vehicles or batteries alone)
+        p[~only] = 0.0
     cap = inputs.capacity_kwh[:, None]
     soc = np.where(inputs.is_bess, inputs.soc_pct, profile.soc_typical)[:, None]
     dis_kwh = np.maximum(soc - inputs.floor_pct[:, None], 0.0) / 100.0 * cap
