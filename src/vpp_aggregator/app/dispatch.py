@@ -30,12 +30,12 @@ from vpp_aggregator.app.dispatch_records import (
     DispatchRecord,
     DispatchStatus,
     RevisionRecord,
+    point_times,
 )
 from vpp_aggregator.domain.dispatch.fast import solve_fast
 from vpp_aggregator.domain.dispatch.lp import LPError, solve_lp
 from vpp_aggregator.domain.dispatch.outcome import Outcome, Shortfall, summarise
 from vpp_aggregator.domain.dispatch.problem import (
-    STEP_MIN,
     DispatchProblem,
     ResourceInputs,
     Solution,
@@ -416,11 +416,12 @@ class DispatchService:
                     "revision": record.revision,
                     "resource_id": a.resource_id,
                     "schedule": [
-                        {
-                            "t": (a.schedule_start + timedelta(minutes=i * STEP_MIN)).isoformat(),
-                            "setpoint_kw": kw,
-                        }
-                        for i, kw in enumerate(a.schedule_kw)
+                        {"t": t, "setpoint_kw": kw}
+                        for t, kw in zip(
+                            point_times(a.schedule_start, len(a.schedule_kw)),
+                            a.schedule_kw,
+                            strict=True,
+                        )
                     ],
                 }
             )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 
@@ -64,3 +65,9 @@ class RevisionRecord:
     at: datetime
     reason: str
     detail: dict[str, Any]
+
+
+@lru_cache(maxsize=64)
+def point_times(start: datetime, count: int) -> tuple[str, ...]:
+    """ISO times of a schedule's one-minute points; shared by every allocation of a dispatch."""
+    return tuple((start + timedelta(minutes=i)).isoformat() for i in range(count))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -20,7 +19,7 @@ from vpp_aggregator.adapters.api.schemas import (
     ErrorOut,
 )
 from vpp_aggregator.app.dispatch import DeliveryView, DispatchRequest
-from vpp_aggregator.app.dispatch_records import DispatchRecord, RevisionRecord
+from vpp_aggregator.app.dispatch_records import DispatchRecord, RevisionRecord, point_times
 
 router = APIRouter(prefix="/dispatch", tags=["dispatch"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -54,8 +53,12 @@ def dispatch_body(r: DispatchRecord) -> dict[str, Any]:
                 "chargePointId": a.charge_point_id,
                 "setpoint_kw": a.setpoint_kw,
                 "schedule": [
-                    {"t": (a.schedule_start + timedelta(minutes=i)).isoformat(), "setpoint_kw": kw}
-                    for i, kw in enumerate(a.schedule_kw)
+                    {"t": t, "setpoint_kw": kw}
+                    for t, kw in zip(
+                        point_times(a.schedule_start, len(a.schedule_kw)),
+                        a.schedule_kw,
+                        strict=True,
+                    )
                 ],
                 "start_soc_pct": a.start_soc_pct,
                 "expected_end_soc_pct": a.expected_end_soc_pct,
