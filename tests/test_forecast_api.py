@@ -136,3 +136,27 @@ def test_api_serves_the_stored_model(tmp_path, clock: Clock) -> None:  # type: i
         for i in doc["intervals"]:
             q = i["available_vehicles"]
             assert 0 <= q["p10"] <= q["p50"] <= q["p90"] <= len(evs)
+
+
+def test_forecast_respects_departure_floor_and_live_soc(client: TestClient, clock: Clock) -> None:
+    client.post("/resources/register", json=ev_body("ev-1"))  # 200 kWh, 60 kW
+    now = clock.now
+    batch = [sample("ev-1", now - timedelta(hours=h), 90, plugged=True) for h in range(1, 7 * 24)]
+    batch.append(sample("ev-1", now, 50, plugged=True))  # came back low today
+    client.post("/telemetry", json={"samples": batch})
+    trip = {
+        "departure": (now + timedelta(minutes=150)).isoformat(),
+        "return": (now + timedelta(hours=10)).isoformat(),
+        "required_soc_pct": 90,
+    }
+    client.patch("/resources/ev-1", json={"trips": [trip]})
+    iv = client.get("/capacity/forecast", params={"horizon_hours": 4}).json()["intervals"]
+    # Live SoC first (50 %, not the 90 % it usually has), above the floor raised for a departure
+    # 1.5 h after this interval: 90 - 60 kW * 1.5 h / 200 kWh = 45 % -> 5 % of 200 kWh.
+    assert iv[0]["discharge_kwh"]["p50"] == pytest.approx(10.0, abs=1e-6)
+    # 13:00-14:00 ends 30 min before it leaves needing 90 %: floor 90 - 60 kW * 0.5 h / 200 kWh = 75 %.
+    assert iv[1]["discharge_kwh"]["p50"] == pytest.approx(
+        0.15 * 200 * iv[1]["available_vehicles"]["p50"], rel=1e-6
+    )
+    # It leaves inside 14:00-15:00: not available then, nor while away.
+    assert iv[2]["available_vehicles"]["p50"] == 0 and iv[3]["available_vehicles"]["p50"] == 0

@@ -115,8 +115,15 @@ class ForecastService:
                 continue
             for a, b in away_intervals(routine[0], routine[1], start, start + count * step):
                 away[i] |= (mids >= a) & (mids < b)
+        offset = (start - now).total_seconds() / 60.0  # the first interval began before now
         result = forecast(
-            inputs, profile, interval_how, away, interval_minutes / 60.0, inputs.available
+            inputs,
+            profile,
+            interval_how,
+            away,
+            interval_minutes / 60.0,
+            inputs.available,
+            offset_min=offset,
         )
         model_info: dict[str, Any] = {
             "name": "seasonal-profile",
@@ -240,10 +247,24 @@ class ForecastService:
         is_bess = inputs.is_bess
         hours_per_interval = step.total_seconds() / 3600.0
         ev = forecast(
-            inputs, profile, interval_how, away, hours_per_interval, inputs.available, only=~is_bess
+            inputs,
+            profile,
+            interval_how,
+            away,
+            hours_per_interval,
+            inputs.available,
+            only=~is_bess,
+            offset_min=(starts[0] - now).total_seconds() / 60.0,
         )
         bess = forecast(
-            inputs, profile, interval_how, away, hours_per_interval, inputs.available, only=is_bess
+            inputs,
+            profile,
+            interval_how,
+            away,
+            hours_per_interval,
+            inputs.available,
+            only=is_bess,
+            offset_min=(starts[0] - now).total_seconds() / 60.0,
         )
         first_model_hour = origin * 3600.0 + start_h * 3600.0
         parts = {

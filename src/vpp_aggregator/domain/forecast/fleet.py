@@ -89,6 +89,7 @@ def forecast(
     now_available: NDArray[np.bool_],
     first_intervals_live: int = 1,
     only: NDArray[np.bool_] | None = None,
+    offset_min: float = 0.0,
 ) -> IntervalForecast:
     """`how` per interval, `away` (resources, intervals). The first interval(s) use live availability."""
     p = profile.p_plugged[:, how].copy()  # (resources, intervals)
@@ -98,9 +99,32 @@ def forecast(
     p[:, :first_intervals_live] = now_available[:, None] * (~away[:, :first_intervals_live])
     if only is not None:  # a subset of the resources (e.g. vehicles or batteries alone)
         p[~only] = 0.0
+    n_int = how.size
+    minutes = hours * 60.0
+    end_min = offset_min + minutes * np.arange(1, n_int + 1)  # interval ends, minutes from now
+    start_min = end_min - minutes
+    dep = inputs.departure_min[:, None]
+    # A vehicle that leaves inside an interval is not available for it (DESIGN §3).
+    p[(dep > start_min[None, :]) & (dep <= end_min[None, :])] = 0.0
+    if only is not None:
+        p[~only] = 0.0
     cap = inputs.capacity_kwh[:, None]
-    soc = np.where(inputs.is_bess, inputs.soc_pct, profile.soc_typical)[:, None]
-    dis_kwh = np.maximum(soc - inputs.floor_pct[:, None], 0.0) / 100.0 * cap
+    # Live SoC while it is live; the SoC a vehicle usually has when plugged in after that.
+    soc = np.where(inputs.is_bess, inputs.soc_pct, profile.soc_typical)[:, None] * np.ones(
+        (1, n_int)
+    )
+    soc[:, :first_intervals_live] = inputs.soc_pct[:, None]
+    # Floor raised ahead of the next departure so charging at full power still meets its need.
+    with np.errstate(invalid="ignore"):
+        raised = (
+            inputs.departure_soc_pct[:, None]
+            - inputs.max_charge_kw[:, None]
+            * (np.maximum(dep - end_min[None, :], 0.0) / 60.0)
+            / cap
+            * 100.0
+        )
+    floor = np.maximum(inputs.floor_pct[:, None], np.where(np.isfinite(dep), raised, -np.inf))
+    dis_kwh = np.maximum(soc - floor, 0.0) / 100.0 * cap
     dis_kw = np.minimum(inputs.max_discharge_kw[:, None], dis_kwh / hours)
     ch_kwh = np.maximum(inputs.ceiling_pct[:, None] - soc, 0.0) / 100.0 * cap
     ch_kw = np.minimum(inputs.max_charge_kw[:, None], ch_kwh / hours)
