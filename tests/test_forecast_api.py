@@ -160,3 +160,53 @@ def test_forecast_respects_departure_floor_and_live_soc(client: TestClient, cloc
     )
     # It leaves inside 14:00-15:00: not available then, nor while away.
     assert iv[2]["available_vehicles"]["p50"] == 0 and iv[3]["available_vehicles"]["p50"] == 0
+
+
+def test_operator_events_scale_availability_and_weather_is_stored(
+    client: TestClient, clock: Clock
+) -> None:
+    client.post("/resources/register", json=ev_body("ev-1", grid_node="NODE_A"))
+    client.post("/resources/register", json=ev_body("ev-2", grid_node="NODE_B"))
+    now = clock.now
+    batch = [
+        sample(r, now - timedelta(hours=h), 70) for h in range(0, 7 * 24) for r in ("ev-1", "ev-2")
+    ]
+    client.post("/telemetry", json={"samples": batch})
+    stand_down = {
+        "name": "Depot A stand-down",
+        "grid_node": "NODE_A",
+        "availability_factor": 0.0,
+        "start": (now + timedelta(hours=2)).isoformat(),
+        "end": (now + timedelta(hours=4)).isoformat(),
+    }
+    r = client.post("/forecast/events", json=stand_down)
+    assert r.status_code == 201 and r.json()["event_id"].startswith("evt-")
+    doc = client.get("/capacity/forecast", params={"horizon_hours": 6}).json()
+    assert [e["name"] for e in doc["events"]] == ["Depot A stand-down"]
+    vehicles = [i["available_vehicles"]["p50"] for i in doc["intervals"]]
+    assert vehicles[1] == pytest.approx(2.0, abs=0.05) and vehicles[5] == pytest.approx(
+        2.0, abs=0.05
+    )
+    assert vehicles[2] == pytest.approx(1.0, abs=0.05) and vehicles[3] == pytest.approx(
+        1.0, abs=0.05
+    )
+    bad = {**stand_down, "availability_factor": 5, "grid_node": "NOWHERE"}
+    assert {e["field"] for e in client.post("/forecast/events", json=bad).json()["errors"]} == {
+        "availability_factor",
+        "grid_node",
+    }
+    hours = [
+        {
+            "hour_utc": (now + timedelta(hours=h)).isoformat(),
+            "temperature_c": 12.5,
+            "precipitation_mm": 0.0,
+        }
+        for h in range(3)
+    ]
+    assert client.post("/forecast/weather", json={"hours": hours}).json() == {"stored": 3}
+    assert (
+        client.post(
+            "/forecast/weather", json={"hours": [{"hour_utc": "2026-11-25T12:00:00"}]}
+        ).status_code
+        == 422
+    )

@@ -9,6 +9,7 @@ the trained gradient-boosting model (`vpp-aggregator forecast train`) is not wir
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,7 @@ from numpy.typing import NDArray
 from vpp_aggregator.adapters.data.files import calendar as fleet_calendar
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
-from vpp_aggregator.domain.forecast.features import Calendar, design
+from vpp_aggregator.domain.forecast.features import Calendar, Weather, design
 from vpp_aggregator.domain.forecast.fleet import IntervalForecast, Profile, forecast, learn_profile
 from vpp_aggregator.domain.forecast.model import QuantileForecaster
 from vpp_aggregator.domain.forecast.series import HourlySeries
@@ -58,6 +59,7 @@ class ForecastService:
         self.timezone = timezone
         self.holidays = (holiday_country, holiday_subdivision or None)
         self._model: tuple[Path, float, dict[str, Any], QuantileForecaster] | None = None
+        self._scale: NDArray[np.float64] | None = None
         # Online accuracy: forecasts made for each coming hour, and what the fleet then did.
         self._predicted: dict[int, list[float]] = {}  # hour (epoch h) -> P50 vehicles made earlier
         self._observed: dict[int, list[float]] = {}  # hour -> available counts seen in it
@@ -116,6 +118,14 @@ class ForecastService:
             for a, b in away_intervals(routine[0], routine[1], start, start + count * step):
                 away[i] |= (mids >= a) & (mids < b)
         offset = (start - now).total_seconds() / 60.0  # the first interval began before now
+        events = self.store.events_between(start, start + count * step)
+        scale = np.ones((n, count))
+        nodes = self.state.grid_nodes_of(inputs.resource_ids) if events else []
+        for ev_ in events:
+            in_time = (mids >= ev_["start_at"].timestamp()) & (mids < ev_["end_at"].timestamp())
+            who = np.array([ev_["grid_node"] in (None, node) for node in nodes], dtype=bool)
+            scale[np.ix_(who, in_time)] *= float(ev_["availability_factor"])
+        self._scale = scale
         result = forecast(
             inputs,
             profile,
@@ -124,6 +134,7 @@ class ForecastService:
             interval_minutes / 60.0,
             inputs.available,
             offset_min=offset,
+            availability_scale=scale,
         )
         model_info: dict[str, Any] = {
             "name": "seasonal-profile",
@@ -158,6 +169,17 @@ class ForecastService:
             "grid_node": grid_node,
             "resource_count": n,
             "model": model_info,
+            "events": [
+                {
+                    "event_id": e["event_id"],
+                    "name": e["name"],
+                    "grid_node": e["grid_node"],
+                    "start": e["start_at"].isoformat(),
+                    "end": e["end_at"].isoformat(),
+                    "availability_factor": e["availability_factor"],
+                }
+                for e in events
+            ],
             "intervals": [
                 {
                     "start": s.isoformat(),
@@ -240,7 +262,7 @@ class ForecastService:
             np.zeros(origin + horizon),
             np.concatenate([series.gap, np.ones(horizon, bool)]),
         )
-        X, _ = design(series_ext, cal_ext, None, np.array([origin]), horizon)
+        X, _ = design(series_ext, cal_ext, self._weather(series_ext), np.array([origin]), horizon)
         q = model.predict(X)  # (horizon, 3) EVs plugged
         # Vehicles from the model; per-vehicle kW and kWh from the vehicles' profile; batteries
         # (which do not leave) exactly as the profile has them. The first interval stays live.
@@ -255,6 +277,7 @@ class ForecastService:
             inputs.available,
             only=~is_bess,
             offset_min=(starts[0] - now).total_seconds() / 60.0,
+            availability_scale=self._scale,
         )
         bess = forecast(
             inputs,
@@ -265,6 +288,7 @@ class ForecastService:
             inputs.available,
             only=is_bess,
             offset_min=(starts[0] - now).total_seconds() / 60.0,
+            availability_scale=self._scale,
         )
         first_model_hour = origin * 3600.0 + start_h * 3600.0
         parts = {
@@ -292,6 +316,69 @@ class ForecastService:
             "backtest": doc.get("backtest"),
         }
         return out, info
+
+    def _weather(self, series: HourlySeries) -> Weather | None:
+        """Stored hourly weather aligned with a series (None when nothing is stored)."""
+        start = datetime.fromtimestamp(series.start_ts, UTC)
+        rows = self.store.weather_between(start, start + timedelta(hours=len(series)))
+        if not rows:
+            return None
+        temp, rain = np.full(len(series), np.nan), np.full(len(series), np.nan)
+        for at, t, r in rows:
+            i = int((at.timestamp() - series.start_ts) // 3600)
+            if 0 <= i < len(series):
+                temp[i] = np.nan if t is None else t
+                rain[i] = np.nan if r is None else r
+        return Weather(temp, rain)
+
+    def add_weather(self, hours: list[tuple[datetime, float | None, float | None]]) -> int:
+        naive = [i for i, h in enumerate(hours) if h[0].tzinfo is None]
+        if naive:
+            raise ForecastRejectedError(
+                [(f"hours[{i}].hour_utc", "needs a time zone offset") for i in naive]
+            )
+        whole = [
+            (h[0].astimezone(UTC).replace(minute=0, second=0, microsecond=0), h[1], h[2])
+            for h in hours
+        ]
+        self.store.upsert_weather(whole)
+        return len(whole)
+
+    def add_event(
+        self,
+        name: str,
+        grid_node: str | None,
+        start: datetime,
+        end: datetime,
+        availability_factor: float,
+    ) -> dict[str, Any]:
+        errors = []
+        if start.tzinfo is None or end.tzinfo is None:
+            errors.append(("start", "Start and end need a time zone offset."))
+        elif end <= start:
+            errors.append(("end", "The event must end after it starts."))
+        if not 0.0 <= availability_factor <= 2.0:
+            errors.append(
+                (
+                    "availability_factor",
+                    "Expected effect on availability: a factor from 0 (nobody) to 2.",
+                )
+            )
+        if grid_node is not None and grid_node not in self.state.grid_nodes():
+            errors.append(("grid_node", f"No registered resource is on grid node {grid_node!r}."))
+        if errors:
+            raise ForecastRejectedError(errors)
+        event = {
+            "event_id": f"evt-{uuid.uuid4().hex[:12]}",
+            "name": name,
+            "grid_node": grid_node,
+            "start_at": start,
+            "end_at": end,
+            "availability_factor": availability_factor,
+            "created_at": self.clock(),
+        }
+        self.store.add_event(event)
+        return event
 
     def track_accuracy(self) -> None:
         """Call periodically: observe availability now, score finished hours, forecast hourly."""

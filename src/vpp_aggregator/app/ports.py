@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -54,6 +54,14 @@ class ResourceStore(Protocol):
         snapshot_at: datetime,
     ) -> None: ...
     def ping(self) -> None: ...
+    def upsert_weather(
+        self, hours: Sequence[tuple[datetime, float | None, float | None]]
+    ) -> None: ...
+    def weather_between(
+        self, start: datetime, end: datetime
+    ) -> list[tuple[datetime, float | None, float | None]]: ...
+    def add_event(self, event: dict[str, Any]) -> None: ...
+    def events_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]: ...
     def history_between(
         self, start: datetime, end: datetime
     ) -> tuple[list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]: ...

@@ -698,6 +698,11 @@ class FleetState:
     def charge_point(self, resource_id: str) -> str:
         return self._charge_points.get(resource_id, resource_id)
 
+    def grid_nodes_of(self, resource_ids: Sequence[str]) -> list[str]:
+        with self._lock:
+            rows = self.rows_of(list(resource_ids))
+            return [self._group_node[int(self.group[r])] if r >= 0 else "" for r in rows.tolist()]
+
     def grid_nodes(self) -> set[str]:
         with self._lock:
             return set(self._group_node)

@@ -19,6 +19,7 @@ from vpp_aggregator import SERVICE_NAME, __version__
 from vpp_aggregator.adapters.api import (
     routes_capacity,
     routes_dispatch,
+    routes_forecast,
     routes_ops,
     routes_resources,
     routes_telemetry,
@@ -187,6 +188,7 @@ def create_app(
         routes_telemetry,
         routes_capacity,
         routes_dispatch,
+        routes_forecast,
     ):
         app.include_router(module.router)
     app.add_middleware(LatencyMiddleware, metrics=metrics)

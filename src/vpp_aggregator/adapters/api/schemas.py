@@ -324,6 +324,42 @@ class ForecastModelInfo(BaseModel):
     backtest: dict[str, float] | None
 
 
+class ForecastEventOut(BaseModel):
+    event_id: str
+    name: str
+    grid_node: str | None
+    start: datetime
+    end: datetime
+    availability_factor: float
+
+
+class ForecastEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str = Field(..., min_length=1, max_length=200, examples=["Depot stand-down"])
+    grid_node: str | None = Field(None, max_length=128, description="Whole fleet when absent")
+    start: datetime
+    end: datetime
+    availability_factor: float = Field(
+        ...,
+        description="Expected effect on availability: 0 = nobody plugged in, 0.5 = half, 1.2 = 20 % more",
+    )
+
+
+class WeatherHourIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    hour_utc: datetime
+    temperature_c: float | None = None
+    precipitation_mm: float | None = None
+
+
+class WeatherIn(BaseModel):
+    hours: list[WeatherHourIn] = Field(..., max_length=10_000)
+
+
+class WeatherStoredOut(BaseModel):
+    stored: int
+
+
 class ForecastOut(BaseModel):
     generated_at: datetime
     horizon_hours: int
@@ -331,4 +367,5 @@ class ForecastOut(BaseModel):
     grid_node: str | None
     resource_count: int
     model: ForecastModelInfo
+    events: list[ForecastEventOut]
     intervals: list[ForecastInterval]

@@ -13,6 +13,8 @@ from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from vpp_aggregator.adapters.store.tables import (
+    forecast_events,
+    forecast_weather,
     resources,
     service_meta,
     telemetry_latest,
@@ -328,6 +330,41 @@ class Repository:
                 plugged.append(bool(row.plugged_in))
                 soc.append(row.soc_pct)
         return ids, np.array(ts), np.array(plugged, dtype=bool), np.array(soc)
+
+    # ------------------------------------------------------------- forecast inputs
+    def upsert_weather(self, hours: Sequence[tuple[datetime, float | None, float | None]]) -> None:
+        if not hours:
+            return
+        sql = (
+            f"INSERT INTO forecast_weather (hour_utc, temperature_c, precipitation_mm) VALUES ({self._marks(3)}) "
+            "ON CONFLICT (hour_utc) DO UPDATE SET temperature_c = excluded.temperature_c, "
+            "precipitation_mm = excluded.precipitation_mm"
+        )
+        stamps = self._stamps(np.array([h[0].timestamp() for h in hours]))
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(
+                sql, [(st, h[1], h[2]) for st, h in zip(stamps, hours, strict=True)]
+            )
+
+    def weather_between(
+        self, start: datetime, end: datetime
+    ) -> builtins.list[tuple[datetime, float | None, float | None]]:
+        w = forecast_weather
+        q = select(w.c.hour_utc, w.c.temperature_c, w.c.precipitation_mm).where(
+            w.c.hour_utc >= start, w.c.hour_utc < end
+        )
+        with self.engine.connect() as conn:
+            return [(r.hour_utc, r.temperature_c, r.precipitation_mm) for r in conn.execute(q)]
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(forecast_events).values(**event))
+
+    def events_between(self, start: datetime, end: datetime) -> builtins.list[dict[str, Any]]:
+        e = forecast_events
+        q = select(e).where(e.c.end_at > start, e.c.start_at < end).order_by(e.c.start_at)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
 
     def count_samples(self, resource_id: str | None = None) -> int:
         q = select(func.count()).select_from(telemetry_samples)

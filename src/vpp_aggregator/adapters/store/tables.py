@@ -166,3 +166,23 @@ control_commands = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("published_at", UTCDateTime, nullable=True, index=True),
 )
+
+forecast_weather = Table(
+    "forecast_weather",
+    metadata,
+    Column("hour_utc", UTCDateTime, primary_key=True),
+    Column("temperature_c", Float, nullable=True),
+    Column("precipitation_mm", Float, nullable=True),
+)
+
+forecast_events = Table(
+    "forecast_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("grid_node", String(128), nullable=True),
+    Column("start_at", UTCDateTime, nullable=False),
+    Column("end_at", UTCDateTime, nullable=False),
+    Column("availability_factor", Float, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)

@@ -90,6 +90,7 @@ def forecast(
     first_intervals_live: int = 1,
     only: NDArray[np.bool_] | None = None,
     offset_min: float = 0.0,
+    availability_scale: NDArray[np.float64] | None = None,
 ) -> IntervalForecast:
     """`how` per interval, `away` (resources, intervals). The first interval(s) use live availability."""
     p = profile.p_plugged[:, how].copy()  # (resources, intervals)
@@ -108,6 +109,8 @@ def forecast(
     p[(dep > start_min[None, :]) & (dep <= end_min[None, :])] = 0.0
     if only is not None:
         p[~only] = 0.0
+    if availability_scale is not None:  # operator events (stand-downs, site events)
+        p = np.clip(p * availability_scale, 0.0, 1.0)
     cap = inputs.capacity_kwh[:, None]
     # Live SoC while it is live; the SoC a vehicle usually has when plugged in after that.
     soc = np.where(inputs.is_bess, inputs.soc_pct, profile.soc_typical)[:, None] * np.ones(

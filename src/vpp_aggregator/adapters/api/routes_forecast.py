@@ -1,0 +1,44 @@
+"""Forecast inputs an operator supplies: hourly weather and events with an expected effect."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from vpp_aggregator.adapters.api.deps import AggDep
+from vpp_aggregator.adapters.api.schemas import (
+    ErrorOut,
+    ForecastEventIn,
+    ForecastEventOut,
+    WeatherIn,
+    WeatherStoredOut,
+)
+
+router = APIRouter(prefix="/forecast", tags=["forecast"])
+
+
+@router.post("/weather", response_model=WeatherStoredOut, responses={422: {"model": ErrorOut}})
+def post_weather(body: WeatherIn, agg: AggDep) -> WeatherStoredOut:
+    """Hourly temperature and precipitation (observed or forecast) used as model features."""
+    hours = [(h.hour_utc, h.temperature_c, h.precipitation_mm) for h in body.hours]
+    return WeatherStoredOut(stored=agg.forecast.add_weather(hours))
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ForecastEventOut,
+    responses={422: {"model": ErrorOut}},
+)
+def post_event(body: ForecastEventIn, agg: AggDep) -> ForecastEventOut:
+    """A named period (fleet stand-down, stadium event) that scales expected availability."""
+    e = agg.forecast.add_event(
+        body.name, body.grid_node, body.start, body.end, body.availability_factor
+    )
+    return ForecastEventOut(
+        event_id=e["event_id"],
+        name=e["name"],
+        grid_node=e["grid_node"],
+        start=e["start_at"],
+        end=e["end_at"],
+        availability_factor=e["availability_factor"],
+    )
