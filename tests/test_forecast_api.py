@@ -210,3 +210,47 @@ def test_operator_events_scale_availability_and_weather_is_stored(
         ).status_code
         == 422
     )
+
+
+def test_training_runs_in_the_background_and_the_new_model_is_served(
+    tmp_path, clock: Clock
+) -> None:  # type: ignore[no-untyped-def]
+    import time as _time
+
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MODEL_DIR=str(tmp_path / "models"),
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        evs = [f"ev-{i}" for i in range(6)]
+        for rid in evs:
+            c.post("/resources/register", json=ev_body(rid))
+        assert c.get("/forecast/model").json()["current"] is None
+        # Too little history: the job reports why and the profile keeps answering.
+        c.post("/forecast/model/train")
+        for _ in range(100):
+            if c.get("/forecast/model").json()["training"]["state"] != "running":
+                break
+            _time.sleep(0.05)
+        assert c.get("/forecast/model").json()["training"]["state"] == "skipped"
+        batch = []
+        for hours_back in range(0, 28 * 24):
+            t = clock.now - timedelta(hours=hours_back)
+            batch += [
+                sample(rid, t, 70, plugged=(8 <= t.hour < 17 and i % 3 != 0))
+                for i, rid in enumerate(evs)
+            ]
+        for i in range(0, len(batch), 10_000):
+            c.post("/telemetry", json={"samples": batch[i : i + 10_000]})
+        assert c.post("/forecast/model/train").status_code == 202
+        for _ in range(600):  # bounded: at most 30 s
+            state = c.get("/forecast/model").json()["training"]
+            if state["state"] != "running":
+                break
+            _time.sleep(0.05)
+        assert state["state"] == "done", state
+        status_doc = c.get("/forecast/model").json()
+        assert status_doc["current"]["version"] == state["version"]
+        doc = c.get("/capacity/forecast", params={"horizon_hours": 24}).json()
+        assert doc["model"]["fallback"] is False and doc["model"]["version"] == state["version"]

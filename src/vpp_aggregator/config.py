@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     recharge_tariff: str = Field("", validation_alias="VPP_RECHARGE_TARIFF")
     site_timezone: str = Field("America/Los_Angeles", validation_alias="VPP_SITE_TIMEZONE")
     model_dir: str = Field("var/models", validation_alias="VPP_MODEL_DIR")
+    forecast_retrain_hours: float = Field(
+        24.0, ge=0, le=24 * 30, validation_alias="VPP_FORECAST_RETRAIN_HOURS"
+    )
     holiday_country: str = Field("US", validation_alias="VPP_HOLIDAY_COUNTRY")
     holiday_subdivision: str = Field("CA", validation_alias="VPP_HOLIDAY_SUBDIVISION")
     topic_v2g_commands: str = Field("migrid.l3.v2g", validation_alias="VPP_TOPIC_V2G_COMMANDS")

@@ -9,6 +9,9 @@ the trained gradient-boosting model (`vpp-aggregator forecast train`) is not wir
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,11 +25,15 @@ from numpy.typing import NDArray
 from vpp_aggregator.adapters.data.files import calendar as fleet_calendar
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.forecast.backtest import fit_model
 from vpp_aggregator.domain.forecast.features import Calendar, Weather, design
 from vpp_aggregator.domain.forecast.fleet import IntervalForecast, Profile, forecast, learn_profile
 from vpp_aggregator.domain.forecast.model import QuantileForecaster
 from vpp_aggregator.domain.forecast.series import HourlySeries
 from vpp_aggregator.domain.schedule import away_intervals
+
+log = logging.getLogger(__name__)
+MIN_TRAIN_DAYS = 21
 
 
 class ForecastRejectedError(Exception):
@@ -60,6 +67,8 @@ class ForecastService:
         self.holidays = (holiday_country, holiday_subdivision or None)
         self._model: tuple[Path, float, dict[str, Any], QuantileForecaster] | None = None
         self._scale: NDArray[np.float64] | None = None
+        self._train_lock = threading.Lock()
+        self.training: dict[str, Any] = {"state": "idle"}
         # Online accuracy: forecasts made for each coming hour, and what the fleet then did.
         self._predicted: dict[int, list[float]] = {}  # hour (epoch h) -> P50 vehicles made earlier
         self._observed: dict[int, list[float]] = {}  # hour -> available counts seen in it
@@ -227,22 +236,11 @@ class ForecastService:
         if loaded is None:
             return None
         doc, model = loaded
-        ev = ~inputs.is_bess[row] if row.size else np.zeros(0, dtype=bool)
         if ts.size == 0 or (now.timestamp() - float(ts.min())) < 15 * 86_400:
             return None
-        start_h = int(ts.min() // 3600)
-        origin = int(now.timestamp() // 3600) - start_h  # first hour not yet complete
-        hour = (ts // 3600).astype(np.int64) - start_h
-        # Plugged vehicles per hour: each EV's share of samples plugged in that hour, summed.
-        key = row * (origin + 1) + hour
-        uniq, inv = np.unique(key[ev], return_inverse=True)
-        share = np.bincount(inv, weights=plugged[ev].astype(np.float64)) / np.bincount(inv)
-        series_hour = uniq % (origin + 1)
-        plugged_h = np.asarray(
-            np.bincount(series_hour, weights=share, minlength=origin + 1)[:origin], dtype=np.float64
-        )
-        seen = np.bincount(series_hour, minlength=origin + 1)[:origin] > 0
-        series = HourlySeries(float(start_h * 3600), plugged_h, np.zeros(origin), ~seen)
+        series = fleet_series(inputs.is_bess, row, ts, plugged, now)
+        start_h = int(series.start_ts // 3600)
+        origin = len(series)
         cal = fleet_calendar(series, self.timezone, *self.holidays)
         hours_needed = int(
             np.ceil(
@@ -380,6 +378,90 @@ class ForecastService:
         self.store.add_event(event)
         return event
 
+    # ----------------------------------------------------------------- training
+    def train_now(self, history_days: int = 365, horizon_hours: int = 72) -> dict[str, Any]:
+        """Fit on the fleet's own hourly history and store a new model version (blocking)."""
+        if self.model_dir is None:
+            raise ForecastRejectedError(
+                [("model_dir", "No model directory is configured (VPP_MODEL_DIR).")]
+            )
+        now = self.clock()
+        inputs, _ = self.state.dispatch_inputs(now, now, direction=1)
+        ids, ts, plugged, _ = self.store.history_between(now - timedelta(days=history_days), now)
+        index = {rid: i for i, rid in enumerate(inputs.resource_ids)}
+        row = np.array([index.get(r, -1) for r in ids], dtype=np.int64)
+        keep = row >= 0
+        if not keep.any() or now.timestamp() - float(ts[keep].min()) < MIN_TRAIN_DAYS * 86_400:
+            raise ForecastRejectedError(
+                [
+                    (
+                        "history",
+                        f"Training needs at least {MIN_TRAIN_DAYS} days of fleet "
+                        "telemetry; until then the seasonal profile answers.",
+                    )
+                ]
+            )
+        series = fleet_series(inputs.is_bess, row[keep], ts[keep], plugged[keep], now)
+        cal = fleet_calendar(series, self.timezone, *self.holidays)
+        started = time.perf_counter()
+        model = fit_model(
+            series, cal, self._weather(series), len(series), horizon_hours, history_days
+        )
+        version = now.strftime("%Y%m%dT%H%M%SZ")
+        doc = {
+            "name": "lightgbm-quantile-direct",
+            "version": version,
+            "trained_at": now.isoformat(),
+            "train_seconds": round(time.perf_counter() - started, 1),
+            "source": f"fleet telemetry, last {history_days} days",
+            "timezone": self.timezone,
+            "horizon_hours": horizon_hours,
+            "model": model.to_dict(),
+        }
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        path = self.model_dir / f"forecast-{version}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)  # readers never see a half-written model
+        return {k: v for k, v in doc.items() if k != "model"}
+
+    def start_training(self) -> dict[str, Any]:
+        """Train in a background thread (one at a time): forecasts keep being served meanwhile."""
+        with self._train_lock:
+            if self.training.get("state") == "running":
+                return dict(self.training)
+            self.training = {"state": "running", "started_at": self.clock().isoformat()}
+
+        def run() -> None:
+            try:
+                info = self.train_now()
+                result = {
+                    "state": "done",
+                    "version": info["version"],
+                    "train_seconds": info["train_seconds"],
+                }
+            except ForecastRejectedError as exc:
+                result = {"state": "skipped", "reason": str(exc)}
+            except Exception as exc:  # reported, never raised into the API
+                log.exception("forecast training failed")
+                result = {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+            with self._train_lock:
+                self.training = {**self.training, **result, "finished_at": self.clock().isoformat()}
+
+        threading.Thread(target=run, name="forecast-training", daemon=True).start()
+        return dict(self.training)
+
+    def model_status(self) -> dict[str, Any]:
+        loaded = self._load_model()
+        current = None
+        if loaded is not None:
+            current = {k: v for k, v in loaded[0].items() if k != "model"}
+        return {
+            "current": current,
+            "training": dict(self.training),
+            "model_dir": str(self.model_dir),
+        }
+
     def track_accuracy(self) -> None:
         """Call periodically: observe availability now, score finished hours, forecast hourly."""
         now = self.clock()
@@ -413,6 +495,30 @@ class ForecastService:
     @property
     def wape(self) -> float | None:
         return self.abs_error / self.actual_sum if self.actual_sum > 0 else None
+
+
+def fleet_series(
+    is_bess: NDArray[np.bool_],
+    row: NDArray[np.int64],
+    ts: NDArray[np.float64],
+    plugged: NDArray[np.bool_],
+    now: datetime,
+) -> HourlySeries:
+    """Hourly plugged-in vehicles of a fleet from its telemetry, up to the hour before `now`:
+    each vehicle's share of plugged samples in an hour, summed; hours nobody reported are gaps."""
+    ev = ~is_bess[row]
+    start_h = int(ts.min() // 3600)
+    origin = int(now.timestamp() // 3600) - start_h
+    hour = (ts // 3600).astype(np.int64) - start_h
+    key = row * (origin + 1) + hour
+    uniq, inv = np.unique(key[ev], return_inverse=True)
+    share = np.bincount(inv, weights=plugged[ev].astype(np.float64)) / np.bincount(inv)
+    series_hour = uniq % (origin + 1)
+    plugged_h = np.asarray(
+        np.bincount(series_hour, weights=share, minlength=origin + 1)[:origin], dtype=np.float64
+    )
+    seen = np.bincount(series_hour, minlength=origin + 1)[:origin] > 0
+    return HourlySeries(float(start_h * 3600), plugged_h, np.zeros(origin), ~seen)
 
 
 def _extend_calendar(

@@ -153,9 +153,16 @@ def create_app(
             except Exception:
                 log.exception("dispatch follow-through failed; will retry")
 
+    async def retrain_loop() -> None:
+        while True:
+            await asyncio.sleep(settings.forecast_retrain_hours * 3600)
+            await run_in_threadpool(aggregator.forecast.start_training)  # returns at once
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(snapshot_loop()), asyncio.create_task(dispatch_loop())]
+        if settings.forecast_retrain_hours > 0:
+            tasks.append(asyncio.create_task(retrain_loop()))
         try:
             yield
         finally:

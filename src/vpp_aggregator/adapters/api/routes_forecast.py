@@ -42,3 +42,15 @@ def post_event(body: ForecastEventIn, agg: AggDep) -> ForecastEventOut:
         end=e["end_at"],
         availability_factor=e["availability_factor"],
     )
+
+
+@router.get("/model", responses={200: {"description": "Current model and training state"}})
+def get_model(agg: AggDep) -> dict[str, object]:
+    """The model the forecast serves (null while the seasonal profile answers) and the training state."""
+    return agg.forecast.model_status()
+
+
+@router.post("/model/train", status_code=status.HTTP_202_ACCEPTED)
+def train_model(agg: AggDep) -> dict[str, object]:
+    """Retrain on the fleet's telemetry history in the background; forecasts keep being served."""
+    return agg.forecast.start_training()
