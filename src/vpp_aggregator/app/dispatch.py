@@ -97,11 +97,11 @@ class DispatchRejectedError(Exception):
 
 
 class DispatchNotFoundError(Exception):
-    pass
+    """No dispatch with that id."""
 
 
 class DispatchConflictError(Exception):
-    pass
+    """The dispatch cannot change that way in its present state."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,11 @@ class RegistrationRejectedError(Exception):
 
 
 class ResourceNotFoundError(Exception):
-    pass
+    """No resource with that id."""
 
 
 class ResourceExistsError(Exception):
-    pass
+    """A resource with that id is already registered."""
 
 
 class DuplicateResourceError(Exception):

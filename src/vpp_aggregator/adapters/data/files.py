@@ -17,7 +17,7 @@ REQUIRED = ("connect_time_utc", "disconnect_time_utc", "user_id")
 
 
 class DataFileError(ValueError):
-    pass
+    """A data file is missing or lacks what the forecaster needs."""
 
 
 def _ts(value: str) -> float:

@@ -26,7 +26,7 @@ from vpp_aggregator.app.dispatch_records import (
 
 
 class DuplicateIdempotencyKeyError(Exception):
-    pass
+    """Another dispatch already holds that idempotency key."""
 
 
 def _row(r: DispatchRecord) -> dict[str, Any]:

@@ -25,7 +25,7 @@ TIE_BREAK = 1e-4
 
 
 class LPError(RuntimeError):
-    pass
+    """HiGHS did not reach an optimum (time limit or an infeasible model)."""
 
 
 def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
