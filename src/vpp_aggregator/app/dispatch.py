@@ -30,7 +30,7 @@ from vpp_aggregator.app.dispatch_records import (
     DispatchRecord,
     DispatchStatus,
     RevisionRecord,
-    point_times,
+    schedule_points,
 )
 from vpp_aggregator.domain.dispatch.fast import solve_fast
 from vpp_aggregator.domain.dispatch.lp import LPError, solve_lp
@@ -415,14 +415,7 @@ class DispatchService:
                     "dispatch_id": record.dispatch_id,
                     "revision": record.revision,
                     "resource_id": a.resource_id,
-                    "schedule": [
-                        {"t": t, "setpoint_kw": kw}
-                        for t, kw in zip(
-                            point_times(a.schedule_start, len(a.schedule_kw)),
-                            a.schedule_kw,
-                            strict=True,
-                        )
-                    ],
+                    "schedule": schedule_points(a),
                 }
             )
         return out

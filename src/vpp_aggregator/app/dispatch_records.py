@@ -71,3 +71,9 @@ class RevisionRecord:
 def point_times(start: datetime, count: int) -> tuple[str, ...]:
     """ISO times of a schedule's one-minute points; shared by every allocation of a dispatch."""
     return tuple((start + timedelta(minutes=i)).isoformat() for i in range(count))
+
+
+def schedule_points(a: AllocationRecord) -> list[dict[str, Any]]:
+    """An allocation's schedule as the device gateway and the API show it."""
+    times = point_times(a.schedule_start, len(a.schedule_kw))
+    return [{"t": t, "setpoint_kw": kw} for t, kw in zip(times, a.schedule_kw, strict=True)]

@@ -19,7 +19,7 @@ from vpp_aggregator.adapters.api.schemas import (
     ErrorOut,
 )
 from vpp_aggregator.app.dispatch import DeliveryView, DispatchRequest
-from vpp_aggregator.app.dispatch_records import DispatchRecord, RevisionRecord, point_times
+from vpp_aggregator.app.dispatch_records import DispatchRecord, RevisionRecord, schedule_points
 
 router = APIRouter(prefix="/dispatch", tags=["dispatch"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -52,14 +52,7 @@ def dispatch_body(r: DispatchRecord) -> dict[str, Any]:
                 "resource_type": a.resource_type,
                 "chargePointId": a.charge_point_id,
                 "setpoint_kw": a.setpoint_kw,
-                "schedule": [
-                    {"t": t, "setpoint_kw": kw}
-                    for t, kw in zip(
-                        point_times(a.schedule_start, len(a.schedule_kw)),
-                        a.schedule_kw,
-                        strict=True,
-                    )
-                ],
+                "schedule": schedule_points(a),
                 "start_soc_pct": a.start_soc_pct,
                 "expected_end_soc_pct": a.expected_end_soc_pct,
                 "binding_constraint": a.binding_constraint,
