@@ -38,7 +38,7 @@ test: install services
 	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: install
-	$(BIN)/vpp-aggregator bench --output BENCHMARKS.md
+	$(BIN)/vpp-aggregator bench --output BENCHMARKS.md $(if $(ONLY),--only $(ONLY))
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -555,6 +555,90 @@ def bench_http_dispatch(n: int = 10_000, requests: int = 60) -> tuple[float, flo
             server.stop()
 
 
+@dataclass
+class ForecastBenchResult:
+    resources: int
+    history_samples: int
+    fold_samples_per_s: float
+    fallback_p50_ms: float
+    fallback_p99_ms: float
+    model_p50_ms: float
+    model_p99_ms: float
+    history_mb: float
+
+
+def bench_forecast(n: int = 10_000, days: int = 28, reads: int = 20) -> ForecastBenchResult:
+    """72 h hourly forecast of a fleet with `days` of hourly telemetry folded in, without and with
+    a stored model (trained on the packaged Caltech extract). Only the forecast call is timed."""
+    from vpp_aggregator.adapters.store.database import make_engine, migrate
+    from vpp_aggregator.adapters.store.repository import Repository
+    from vpp_aggregator.app.forecast_service import ForecastService
+    from vpp_aggregator.app.forecasting import train
+
+    now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+    state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, initial_rows=n)
+    fleet = synthetic_fleet(n)
+    state.upsert_many(fleet, now)
+    rng = np.random.default_rng(5)
+    state.apply_telemetry(
+        np.arange(n, dtype=np.int64),
+        np.full(n, now.timestamp() - 30.0),
+        rng.uniform(20, 95, n),
+        rng.random(n) < 0.8,
+        np.zeros(n),
+        now,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/f.db")
+        migrate(engine)
+        models = Path(tmp) / "models"
+        service = ForecastService(
+            state,
+            Repository(engine),
+            lambda: now,
+            max_horizon_hours=72,
+            timezone="America/Los_Angeles",
+            history_days=days,
+            model_dir=models,
+        )
+        service.history_ready.set()
+        ids = [r.resource_id for r in fleet]
+        home = rng.integers(16, 20, n)  # hour (UTC offset ignored) each vehicle comes home
+        rss0 = _rss_mb()
+        fold_s = 0.0
+        for h in range(days * 24, 0, -1):
+            t = now.timestamp() - h * 3600.0
+            hour = int(t // 3600) % 24
+            plugged = ((hour >= home) | (hour < 7)) & (rng.random(n) < 0.9)
+            a = time.perf_counter()
+            service.record(ids, np.full(n, t), plugged, rng.uniform(30, 90, n))
+            fold_s += time.perf_counter() - a
+        history_mb = _rss_mb() - rss0
+
+        def timed() -> tuple[float, float, dict[str, Any]]:
+            times, doc = [], {}
+            for _ in range(reads):
+                a = time.perf_counter()
+                doc = service.capacity_forecast(72, 60, None)
+                times.append(time.perf_counter() - a)
+            ms = np.asarray(times) * 1e3
+            return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), doc
+
+        f50, f99, doc = timed()
+        assert doc["model"]["fallback"] is True
+        train(DEMO_SESSIONS, None, "America/Los_Angeles", models)
+        m50, m99, doc = timed()
+        assert doc["model"]["fallback"] is False, doc["model"]
+        engine.dispose()
+    samples = n * days * 24
+    return ForecastBenchResult(n, samples, samples / fold_s, f50, f99, m50, m99, history_mb)
+
+
+DEMO_SESSIONS = (
+    Path(__file__).resolve().parent / "demo_data" / "acn_caltech" / "sessions_caltech.csv"
+)
+
+
 def _capacity_in_subprocess(n: int) -> CapacityResult:
     """Each size in a fresh interpreter so its RSS is the state's alone."""
     code = f"import json,dataclasses; from vpp_aggregator.bench import bench_capacity; print(json.dumps(dataclasses.asdict(bench_capacity({n}))))"
@@ -578,90 +662,123 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}, numpy {np.__version__}"
 
 
-def run_all(sizes: list[int], http_resources: int, output: Path | None, log: Any = print) -> str:
+SECTIONS = frozenset({"capacity", "http", "dispatch", "forecast"})
+
+
+def run_all(
+    sizes: list[int],
+    http_resources: int,
+    output: Path | None,
+    log: Any = print,
+    sections: frozenset[str] = SECTIONS,
+) -> str:
     lines = [
         f"## Run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"- Machine: {machine()}",
-        "- Command: `make bench` (= `vpp-aggregator bench --output BENCHMARKS.md`)",
+        "- Command: `make bench` (= `vpp-aggregator bench --output BENCHMARKS.md`)"
+        + ("" if sections == SECTIONS else f" with `--only {','.join(sorted(sections))}`"),
         "",
-        "### Capacity computation (in-process, `FleetState.capacity`, 60 min window)",
-        "",
-        "Steady state: before every read 0.1 % of the fleet reports new telemetry (not timed); the read",
-        "brings the aggregates up to date and returns totals, by type and by grid node. 80 % EVs on weekday",
-        "routines departing 05:00-09:45 local, measured at 06:00 local, so most EVs sit inside their",
-        "departure raise. `cold` is the first read, which builds the aggregates from scratch.",
-        "",
-        "| resources | build (s) | cold read (ms) | read p50 (ms) | read p99 (ms) | state RSS (MB) | target |",
-        "|---:|---:|---:|---:|---:|---:|---|",
     ]
-    targets = {100_000: "≤ 1 ms", 1_000_000: "≤ 10 ms; ≤ 500 MB"}
-    for n in sizes:
-        log(f"capacity benchmark at {n:,} resources ...")
-        r = _capacity_in_subprocess(n)
+    if "capacity" in sections:
+        lines += [
+            "### Capacity computation (in-process, `FleetState.capacity`, 60 min window)",
+            "",
+            "Steady state: before every read 0.1 % of the fleet reports new telemetry (not timed); the read",
+            "brings the aggregates up to date and returns totals, by type and by grid node. 80 % EVs on weekday",
+            "routines departing 05:00-09:45 local, measured at 06:00 local, so most EVs sit inside their",
+            "departure raise. `cold` is the first read, which builds the aggregates from scratch.",
+            "",
+            "| resources | build (s) | cold read (ms) | read p50 (ms) | read p99 (ms) | state RSS (MB) | target |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        targets = {100_000: "≤ 1 ms", 1_000_000: "≤ 10 ms; ≤ 500 MB"}
+        for n in sizes:
+            log(f"capacity benchmark at {n:,} resources ...")
+            r = _capacity_in_subprocess(n)
+            lines.append(
+                f"| {n:,} | {r.build_s:.1f} | {r.cold_read_ms:.1f} | {r.read_p50_ms:.3f} | {r.read_p99_ms:.3f} | {r.state_rss_mb:.0f} | {targets.get(n, '')} |"
+            )
+    if "http" in sections:
+        log(f"HTTP benchmark at {http_resources:,} resources (seeding, starting the server) ...")
+        h = bench_http(http_resources)
+        lines += [
+            "",
+            f"### HTTP, one `vpp-aggregator serve` process, SQLite, {h.resources:,} resources (load client on the same 2 cores)",
+            "",
+            f"- `GET /capacity/available`, {h.capacity_concurrency} clients each polling at a fixed rate (open loop, 10 s each; target p99 ≤ 20 ms):",
+            "",
+            "| total req/s | requests | p50 (ms) | p99 (ms) |",
+            "|---:|---:|---:|---:|",
+            *[f"| {r:,} | {c:,} | {p50:.2f} | {p99:.2f} |" for r, c, p50, p99 in h.open_loop],
+            "",
+            f"- `GET /capacity/available`, {h.capacity_concurrency} clients back to back with no pause (closed loop, saturation): "
+            f"{h.capacity_requests:,} requests, {h.capacity_rps:,.0f} req/s, p50 {h.capacity_p50_ms:.1f} ms, p99 {h.capacity_p99_ms:.1f} ms. "
+            "At saturation latency is queueing (50 in flight / throughput), so this is the single process's ceiling, not its response time.",
+            f"- `POST /telemetry`: {h.ingest_batches} batches of {h.ingest_batch_size:,} samples, {h.ingest_concurrency} concurrent: "
+            f"**{h.ingest_samples_per_s:,.0f} samples/s** into state and history (target ≥ 50,000), batch p50 {h.ingest_batch_p50_ms:.0f} ms",
+            f"- Server RSS after the run: {h.server_rss_mb:.0f} MB",
+            "",
+        ]
+    if "dispatch" in sections:
+        log("dispatch solver benchmarks ...")
+        lines += [
+            "### Dispatch planning (in-process, 60 one-minute steps plus the ramp back down)",
+            "",
+            "Synthetic fleet at midday: 80 % EVs (9 in 10 plugged, idle or charging), 20 % 500 kWh / 250 kW",
+            "batteries; the target is a share of the fleet's available discharge power. `build` makes the",
+            "problem (floors, departures, eligibility), `solve` plans every resource at every point (median",
+            "of 5 runs in one process for the fast allocator, one run for the LP).",
+            "",
+            "| resources | solver | target (share of power) | build (ms) | solve (ms) | resources scheduled | target |",
+            "|---:|---|---:|---:|---:|---:|---|",
+        ]
+        for n, share in ((100_000, 0.05), (100_000, 0.3), (1_000_000, 0.05), (1_000_000, 0.3)):
+            ds = bench_dispatch_solve(n, share)
+            goal = "≤ 50 ms" if n == 100_000 else "≤ 1 s"
+            lines.append(
+                f"| {n:,} | fast | {ds.target_kw:,.0f} kW ({share:.0%}) | {ds.build_ms:.0f} | {ds.solve_ms:.0f} | {ds.scheduled:,} | {goal} |"
+            )
+        ds = bench_dispatch_solve(1000, 0.3, "lp")
         lines.append(
-            f"| {n:,} | {r.build_s:.1f} | {r.cold_read_ms:.1f} | {r.read_p50_ms:.3f} | {r.read_p99_ms:.3f} | {r.state_rss_mb:.0f} | {targets.get(n, '')} |"
+            f"| 1,000 | LP (HiGHS) | {ds.target_kw:,.0f} kW (30%) | {ds.build_ms:.0f} | {ds.solve_ms:.0f} | {ds.scheduled:,} | ≤ 2 s |"
         )
-    log(f"HTTP benchmark at {http_resources:,} resources (seeding, starting the server) ...")
-    h = bench_http(http_resources)
-    lines += [
-        "",
-        f"### HTTP, one `vpp-aggregator serve` process, SQLite, {h.resources:,} resources (load client on the same 2 cores)",
-        "",
-        f"- `GET /capacity/available`, {h.capacity_concurrency} clients each polling at a fixed rate (open loop, 10 s each; target p99 ≤ 20 ms):",
-        "",
-        "| total req/s | requests | p50 (ms) | p99 (ms) |",
-        "|---:|---:|---:|---:|",
-        *[f"| {r:,} | {c:,} | {p50:.2f} | {p99:.2f} |" for r, c, p50, p99 in h.open_loop],
-        "",
-        f"- `GET /capacity/available`, {h.capacity_concurrency} clients back to back with no pause (closed loop, saturation): "
-        f"{h.capacity_requests:,} requests, {h.capacity_rps:,.0f} req/s, p50 {h.capacity_p50_ms:.1f} ms, p99 {h.capacity_p99_ms:.1f} ms. "
-        "At saturation latency is queueing (50 in flight / throughput), so this is the single process's ceiling, not its response time.",
-        f"- `POST /telemetry`: {h.ingest_batches} batches of {h.ingest_batch_size:,} samples, {h.ingest_concurrency} concurrent: "
-        f"**{h.ingest_samples_per_s:,.0f} samples/s** into state and history (target ≥ 50,000), batch p50 {h.ingest_batch_p50_ms:.0f} ms",
-        f"- Server RSS after the run: {h.server_rss_mb:.0f} MB",
-        "",
-    ]
-    log("dispatch solver benchmarks ...")
-    lines += [
-        "### Dispatch planning (in-process, 60 one-minute steps plus the ramp back down)",
-        "",
-        "Synthetic fleet at midday: 80 % EVs (9 in 10 plugged, idle or charging), 20 % 500 kWh / 250 kW",
-        "batteries; the target is a share of the fleet's available discharge power. `build` makes the",
-        "problem (floors, departures, eligibility), `solve` plans every resource at every point (median",
-        "of 5 runs in one process for the fast allocator, one run for the LP).",
-        "",
-        "| resources | solver | target (share of power) | build (ms) | solve (ms) | resources scheduled | target |",
-        "|---:|---|---:|---:|---:|---:|---|",
-    ]
-    for n, share in ((100_000, 0.05), (100_000, 0.3), (1_000_000, 0.05), (1_000_000, 0.3)):
-        ds = bench_dispatch_solve(n, share)
-        goal = "≤ 50 ms" if n == 100_000 else "≤ 1 s"
-        lines.append(
-            f"| {n:,} | fast | {ds.target_kw:,.0f} kW ({share:.0%}) | {ds.build_ms:.0f} | {ds.solve_ms:.0f} | {ds.scheduled:,} | {goal} |"
-        )
-    ds = bench_dispatch_solve(1000, 0.3, "lp")
-    lines.append(
-        f"| 1,000 | LP (HiGHS) | {ds.target_kw:,.0f} kW (30%) | {ds.build_ms:.0f} | {ds.solve_ms:.0f} | {ds.scheduled:,} | ≤ 2 s |"
-    )
-    lines += [
-        "",
-        "Fast allocator against the LP optimum on the same 1,000-resource problems (energy delivered inside the window):",
-        "",
-        "| target (share of power) | LP time (s) | LP kWh | fast kWh | fast below LP |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for share, lp_s, e_lp, e_fast, gap in bench_lp_gap():
-        lines.append(f"| {share:.0%} | {lp_s:.2f} | {e_lp:,.1f} | {e_fast:,.1f} | {gap:.3f} % |")
-    log("POST /dispatch latency with 10,000 registered resources ...")
-    p50, p99, worst, mean_res = bench_http_dispatch()
-    lines += [
-        "",
-        f"- `POST /dispatch` with 10,000 registered resources (SQLite, one server process; 60 dispatches of "
-        f"150, 500 or 2,000 kW on one grid node each, each cancelled before the next): p50 {p50:.0f} ms, "
-        f"**p99 {p99:.0f} ms** (target ≤ 200 ms), max {worst:.0f} ms; {mean_res} resources scheduled on average",
-        "",
-    ]
+        lines += [
+            "",
+            "Fast allocator against the LP optimum on the same 1,000-resource problems (energy delivered inside the window):",
+            "",
+            "| target (share of power) | LP time (s) | LP kWh | fast kWh | fast below LP |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for share, lp_s, e_lp, e_fast, gap in bench_lp_gap():
+            lines.append(
+                f"| {share:.0%} | {lp_s:.2f} | {e_lp:,.1f} | {e_fast:,.1f} | {gap:.3f} % |"
+            )
+        log("POST /dispatch latency with 10,000 registered resources ...")
+        p50, p99, worst, mean_res = bench_http_dispatch()
+        lines += [
+            "",
+            f"- `POST /dispatch` with 10,000 registered resources (SQLite, one server process; 60 dispatches of "
+            f"150, 500 or 2,000 kW on one grid node each, each cancelled before the next): p50 {p50:.0f} ms, "
+            f"**p99 {p99:.0f} ms** (target ≤ 200 ms), max {worst:.0f} ms; {mean_res} resources scheduled on average",
+            "",
+        ]
+    if "forecast" in sections:
+        log("72 h forecast for 10,000 resources ...")
+        fc = bench_forecast()
+        lines += [
+            "### Capacity forecast (in-process, `ForecastService.capacity_forecast(72, 60)`)",
+            "",
+            f"{fc.resources:,} resources (80 % EVs), {fc.history_samples:,} hourly telemetry samples (28 days) folded into",
+            f"the hourly history as they arrive ({fc.fold_samples_per_s:,.0f} samples/s; history {fc.history_mb:.0f} MB RSS).",
+            "Median and p99 of 20 forecasts each (target ≤ 500 ms):",
+            "",
+            "| model | p50 (ms) | p99 (ms) |",
+            "|---|---:|---:|",
+            f"| seasonal-profile fallback | {fc.fallback_p50_ms:.0f} | {fc.fallback_p99_ms:.0f} |",
+            f"| stored LightGBM model (trained on the packaged Caltech extract) | {fc.model_p50_ms:.0f} | {fc.model_p99_ms:.0f} |",
+            "",
+        ]
     text = "\n".join(lines)
     if output is not None:
         header = "# Benchmarks\n\nNewest run first. Rerun with `make bench`.\n\n"

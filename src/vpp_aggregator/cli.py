@@ -141,12 +141,24 @@ def bench(
     http_resources: Annotated[
         int, typer.Option(help="Fleet size for the HTTP benchmark")
     ] = 100_000,
+    only: Annotated[
+        str, typer.Option(help="Sections to run: capacity,http,dispatch,forecast (default all)")
+    ] = "",
 ) -> None:
     """Measure capacity reads, HTTP latency, telemetry ingest and memory (loopback only)."""
-    from vpp_aggregator.bench import run_all
+    from vpp_aggregator.bench import SECTIONS, run_all
 
+    chosen = frozenset(x.strip() for x in only.split(",") if x.strip()) or SECTIONS
+    if chosen - SECTIONS:
+        raise typer.BadParameter(
+            f"unknown sections {sorted(chosen - SECTIONS)}", param_hint="--only"
+        )
     text = run_all(
-        [int(x) for x in sizes.split(",") if x], http_resources, output, log=console.print
+        [int(x) for x in sizes.split(",") if x],
+        http_resources,
+        output,
+        log=console.print,
+        sections=chosen,
     )
     typer.echo(text)
 

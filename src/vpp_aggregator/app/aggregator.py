@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,9 +43,6 @@ class Aggregator:
             stale_seconds=settings.telemetry_stale_seconds,
         )
         self.registry = RegistryService(store, self.state, settings.bess_min_soc_pct, clock)
-        self.telemetry = TelemetryService(
-            store, self.state, clock, settings.telemetry_max_clock_skew_seconds
-        )
         self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)
         self.snapshotter = LatestSnapshotter(store, self.state, clock)
         self.bus = bus
@@ -57,6 +55,13 @@ class Aggregator:
             model_dir=Path(settings.model_dir),
             holiday_country=settings.holiday_country,
             holiday_subdivision=settings.holiday_subdivision,
+        )
+        self.telemetry = TelemetryService(
+            store,
+            self.state,
+            clock,
+            settings.telemetry_max_clock_skew_seconds,
+            on_accepted=self.forecast.record,
         )
         self.dispatch = DispatchService(
             self.state,
@@ -90,6 +95,10 @@ class Aggregator:
         self.state.take_dirty()  # already stored: only what is replayed below needs a new snapshot
         self._apply(self.store.samples_received_since(since), now)
         self.dispatch.resume()
+        # Weeks of history for the forecaster: in the background, the API answers meanwhile.
+        threading.Thread(
+            target=self.forecast.load_history, name="forecast-history", daemon=True
+        ).start()
         return len(self.state)
 
     def _apply(self, samples: Iterable[StoredSample], now: datetime) -> None:

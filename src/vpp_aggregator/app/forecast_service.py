@@ -1,9 +1,10 @@
 """Fleet availability forecast for the next hours, as the market side will read it.
 
-This is the documented fallback of the forecasting issue: a seasonal profile per resource,
-learned from the fleet's own stored telemetry (last `history_days`), with driver schedules
-applied and live availability for the first interval. It is marked as such in every answer;
-the trained gradient-boosting model (`vpp-aggregator forecast train`) is not wired in yet.
+Telemetry is folded into an hourly plug-in history as it arrives (read back from the store
+after a start), so a forecast never rereads raw samples. From it: a seasonal profile per
+resource (the documented fallback), and the fleet's hourly plugged-in series that a stored
+gradient-boosting model forecasts; driver schedules, operator events and live availability
+for the first interval apply to both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.backtest import fit_model
 from vpp_aggregator.domain.forecast.features import Calendar, Weather, design
 from vpp_aggregator.domain.forecast.fleet import IntervalForecast, Profile, forecast, learn_profile
+from vpp_aggregator.domain.forecast.history import FULL, MISSING, HourlyWindow, PluggedHistory
 from vpp_aggregator.domain.forecast.model import QuantileForecaster
 from vpp_aggregator.domain.forecast.series import HourlySeries
 from vpp_aggregator.domain.schedule import away_intervals
@@ -68,6 +70,8 @@ class ForecastService:
         self._model: tuple[Path, float, dict[str, Any], QuantileForecaster] | None = None
         self._scale: NDArray[np.float64] | None = None
         self._train_lock = threading.Lock()
+        self.history = PluggedHistory(history_days * 24)
+        self.history_ready = threading.Event()  # stored history folded in after a start
         self.training: dict[str, Any] = {"state": "idle"}
         # Online accuracy: forecasts made for each coming hour, and what the fleet then did.
         self._predicted: dict[int, list[float]] = {}  # hour (epoch h) -> P50 vehicles made earlier
@@ -106,26 +110,27 @@ class ForecastService:
         starts = [start + i * step for i in range(count)]
         inputs, _ = self.state.dispatch_inputs(now, now, direction=1, grid_node=grid_node)
         n = len(inputs.resource_ids)
-        ids, ts, plugged, soc = self.store.history_between(
-            now - timedelta(days=self.history_days), now
-        )
-        index = {rid: i for i, rid in enumerate(inputs.resource_ids)}
-        row = np.array([index.get(r, -1) for r in ids], dtype=np.int64)
-        keep = row >= 0
-        how = _hour_of_week(ts[keep], self.zone)
+        now_h = int(now.timestamp() // 3600)
+        window = self.history.window(inputs.resource_ids, now_h)
+        mid_hour_s = np.arange(window.start_hour, now_h, dtype=np.float64) * 3600.0 + 1800.0
+        slot_how = _hour_of_week(mid_hour_s, self.zone)
         profile = learn_profile(
-            n, row[keep], ts[keep], how, plugged[keep], soc[keep], inputs.soc_pct, inputs.is_bess
+            window.raw, slot_how, window.soc_when_plugged, inputs.soc_pct, inputs.is_bess
         )
         interval_how = _hour_of_week(
             np.array([s.timestamp() + step.total_seconds() / 2 for s in starts]), self.zone
         )
         away = np.zeros((n, count), dtype=bool)
         mids = np.array([s.timestamp() for s in starts]) + step.total_seconds() / 2
-        for i, routine in enumerate(self.state.routines_of(inputs.resource_ids)):
-            if routine is None:
-                continue
-            for a, b in away_intervals(routine[0], routine[1], start, start + count * step):
-                away[i] |= (mids >= a) & (mids < b)
+        routine_of, routines = self.state.routine_index(inputs.resource_ids)
+        has = routine_of >= 0
+        shared, which = np.unique(routine_of[has], return_inverse=True)
+        gone = np.zeros((shared.size, count), dtype=bool)  # once per routine, not per resource
+        for k, rid in enumerate(shared.tolist()):
+            schedule, trips = routines[rid]
+            for a, b in away_intervals(schedule, trips, start, start + count * step):
+                gone[k] |= (mids >= a) & (mids < b)
+        away[has] = gone[which]
         offset = (start - now).total_seconds() / 60.0  # the first interval began before now
         events = self.store.events_between(start, start + count * step)
         scale = np.ones((n, count))
@@ -153,14 +158,12 @@ class ForecastService:
             "detail": "Per-resource plug-in probability by hour of week from the last "
             f"{self.history_days} days of telemetry, driver schedules applied (no trained model in "
             f"{self.model_dir}, or under 15 days of fleet history).",
-            "history_samples": int(keep.sum()),
+            "history_hours": int(window.samples.sum()),
             "backtest": None,
         }
         served = self._serve_model(
             inputs,
-            row[keep],
-            ts[keep],
-            plugged[keep],
+            window,
             now,
             starts,
             step,
@@ -170,7 +173,10 @@ class ForecastService:
             away,
         )
         if served is not None:
-            result, model_info = served[0], {**served[1], "history_samples": int(keep.sum())}
+            result, model_info = (
+                served[0],
+                {**served[1], "history_hours": int(window.samples.sum())},
+            )
         return {
             "generated_at": now.isoformat(),
             "horizon_hours": horizon_hours,
@@ -178,6 +184,7 @@ class ForecastService:
             "grid_node": grid_node,
             "resource_count": n,
             "model": model_info,
+            "history_loading": not self.history_ready.is_set(),
             "events": [
                 {
                     "event_id": e["event_id"],
@@ -202,6 +209,36 @@ class ForecastService:
             ],
         }
 
+    def record(
+        self,
+        resource_ids: list[str],
+        timestamp_s: NDArray[np.float64],
+        plugged_in: NDArray[np.bool_],
+        soc_pct: NDArray[np.float64],
+    ) -> None:
+        """Fold accepted telemetry into the hourly history the forecast reads."""
+        self.history.add(resource_ids, timestamp_s, plugged_in, soc_pct, self.clock().timestamp())
+
+    def load_history(self) -> int:
+        """After a restart: fold the stored history of the window in, chunk by chunk (samples read).
+
+        Runs beside live ingest; an hour both sources report is counted once per source at most.
+        """
+        now = self.clock()
+        read = 0
+        try:
+            for ids, ts, plugged, soc in self.store.history_chunks(
+                now - timedelta(days=self.history_days), now
+            ):
+                self.history.add(ids, ts, plugged, soc, now.timestamp())
+                read += len(ids)
+        except Exception:  # the forecast then learns from live telemetry alone
+            log.exception("reading stored telemetry history for the forecast failed")
+        finally:
+            self.history_ready.set()
+        log.info("forecast history: %d stored samples folded in", read)
+        return read
+
     def _load_model(self) -> tuple[dict[str, Any], QuantileForecaster] | None:
         """The newest stored model (`vpp-aggregator forecast train`), cached until a newer one appears."""
         if self.model_dir is None or not self.model_dir.is_dir():
@@ -219,9 +256,7 @@ class ForecastService:
     def _serve_model(
         self,
         inputs: Any,
-        row: NDArray[np.int64],
-        ts: NDArray[np.float64],
-        plugged: NDArray[np.bool_],
+        window: HourlyWindow,
         now: datetime,
         starts: list[datetime],
         step: timedelta,
@@ -236,9 +271,9 @@ class ForecastService:
         if loaded is None:
             return None
         doc, model = loaded
-        if ts.size == 0 or (now.timestamp() - float(ts.min())) < 15 * 86_400:
+        series = window_series(window, inputs.is_bess)
+        if series is None or now.timestamp() - series.start_ts < 15 * 86_400:
             return None
-        series = fleet_series(inputs.is_bess, row, ts, plugged, now)
         start_h = int(series.start_ts // 3600)
         origin = len(series)
         cal = fleet_calendar(series, self.timezone, *self.holidays)
@@ -460,6 +495,8 @@ class ForecastService:
             "current": current,
             "training": dict(self.training),
             "model_dir": str(self.model_dir),
+            "history_loading": not self.history_ready.is_set(),
+            "history_resources": len(self.history),
         }
 
     def track_accuracy(self) -> None:
@@ -519,6 +556,23 @@ def fleet_series(
     )
     seen = np.bincount(series_hour, minlength=origin + 1)[:origin] > 0
     return HourlySeries(float(start_h * 3600), plugged_h, np.zeros(origin), ~seen)
+
+
+def window_series(window: HourlyWindow, is_bess: NDArray[np.bool_]) -> HourlySeries | None:
+    """Hourly plugged-in vehicles of the fleet from its hourly history, from the first hour any
+    vehicle reported; hours no vehicle reported are gaps (None when none ever did)."""
+    ev = window.raw[~is_bess]
+    known = ev != MISSING
+    seen = known.any(axis=0)
+    if not seen.any():
+        return None
+    first = int(np.argmax(seen))
+    total = np.where(known[:, first:], ev[:, first:], 0).sum(axis=0, dtype=np.int64)
+    plugged = np.asarray(total / FULL, dtype=np.float64)
+    gap = np.asarray(np.logical_not(seen)[first:], dtype=np.bool_)
+    return HourlySeries(
+        float((window.start_hour + first) * 3600), plugged, np.zeros(plugged.size), gap
+    )
 
 
 def _extend_calendar(

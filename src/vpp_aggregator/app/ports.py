@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -65,6 +65,11 @@ class ResourceStore(Protocol):
     def history_between(
         self, start: datetime, end: datetime
     ) -> tuple[list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]: ...
+    def history_chunks(
+        self, start: datetime, end: datetime, size: int = 100_000
+    ) -> Iterator[
+        tuple[list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]
+    ]: ...
     def list(
         self,
         *,

@@ -115,11 +115,16 @@ class TelemetryService:
         state: FleetState,
         clock: Callable[[], datetime],
         max_clock_skew_s: float,
+        on_accepted: Callable[
+            [list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]], None
+        ]
+        | None = None,
     ) -> None:
         self.store = store
         self.state = state
         self.clock = clock
         self.max_clock_skew_s = max_clock_skew_s
+        self.on_accepted = on_accepted  # e.g. the forecaster's hourly history
 
     def ingest(self, batch: TelemetryBatch, pre_rejected: Sequence[Rejection] = ()) -> IngestResult:
         """Keep every good sample even when others in the batch are bad; history first, then state."""
@@ -150,6 +155,8 @@ class TelemetryService:
         applied = self.state.apply_telemetry(
             rows[idx], ts[idx], soc[idx], batch.plugged_in[idx], power[idx], now
         )
+        if self.on_accepted is not None:
+            self.on_accepted(ids, ts[idx], batch.plugged_in[idx], soc[idx])
         rejected.sort(key=lambda r: r.index)
         return IngestResult(accepted=int(idx.size), applied=applied, rejected=rejected)
 

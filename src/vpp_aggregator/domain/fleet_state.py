@@ -695,6 +695,16 @@ class FleetState:
                 out.append(self._routines[rid] if rid >= 0 else None)
             return out
 
+    def routine_index(
+        self, resource_ids: Sequence[str]
+    ) -> tuple[NDArray[np.int64], list[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]]]]:
+        """Each resource's interned routine (-1: none) and the routines, so work done per
+        routine is done once for every resource sharing it."""
+        with self._lock:
+            rows = self.rows_of(list(resource_ids))
+            ids = np.where(rows >= 0, self.routine[np.maximum(rows, 0)], -1).astype(np.int64)
+            return ids, list(self._routines)
+
     def charge_point(self, resource_id: str) -> str:
         return self._charge_points.get(resource_id, resource_id)
 

@@ -320,7 +320,9 @@ class ForecastModelInfo(BaseModel):
     trained_at: datetime
     fallback: bool
     detail: str
-    history_samples: int
+    history_hours: int = Field(
+        description="Resource-hours of telemetry history behind the answer (last VPP forecast window)."
+    )
     backtest: dict[str, float] | None
 
 
@@ -367,5 +369,8 @@ class ForecastOut(BaseModel):
     grid_node: str | None
     resource_count: int
     model: ForecastModelInfo
+    history_loading: bool = Field(
+        description="True for a while after a start, until stored history is read back in."
+    )
     events: list[ForecastEventOut]
     intervals: list[ForecastInterval]

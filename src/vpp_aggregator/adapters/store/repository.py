@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -311,25 +311,40 @@ class Repository:
                     row.resource_id, row.ts, row.soc_pct, row.plugged_in, row.power_kw
                 )
 
-    def history_between(
-        self, start: datetime, end: datetime
-    ) -> tuple[builtins.list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
-        """Samples in [start, end) as columns: resource ids, epoch seconds, plugged, SoC (ts-keyed scan)."""
+    def history_chunks(
+        self, start: datetime, end: datetime, size: int = 100_000
+    ) -> Iterator[
+        tuple[builtins.list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]
+    ]:
+        """Samples in [start, end) as column chunks: resource ids, epoch seconds, plugged, SoC."""
         t = telemetry_samples
         q = select(t.c.resource_id, t.c.ts, t.c.plugged_in, t.c.soc_pct).where(
             t.c.ts >= start, t.c.ts < end
         )
-        ids: builtins.list[str] = []
-        ts: builtins.list[float] = []
-        plugged: builtins.list[bool] = []
-        soc: builtins.list[float] = []
         with self.engine.connect() as conn:
-            for row in conn.execution_options(yield_per=50_000).execute(q):
-                ids.append(row.resource_id)
-                ts.append(row.ts.timestamp())
-                plugged.append(bool(row.plugged_in))
-                soc.append(row.soc_pct)
-        return ids, np.array(ts), np.array(plugged, dtype=bool), np.array(soc)
+            result = conn.execution_options(yield_per=size).execute(q)
+            while rows := result.fetchmany(size):
+                ids, ts, plugged, soc = zip(*rows, strict=True)
+                yield (
+                    builtins.list(ids),
+                    np.fromiter((t_.timestamp() for t_ in ts), np.float64, len(ts)),
+                    np.array(plugged, dtype=bool),
+                    np.array(soc, dtype=np.float64),
+                )
+
+    def history_between(
+        self, start: datetime, end: datetime
+    ) -> tuple[builtins.list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
+        """Samples in [start, end) as columns (all at once: for training, not per request)."""
+        chunks = builtins.list(self.history_chunks(start, end))
+        if not chunks:
+            return [], np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0)
+        return (
+            [rid for c in chunks for rid in c[0]],
+            np.concatenate([c[1] for c in chunks]),
+            np.concatenate([c[2] for c in chunks]),
+            np.concatenate([c[3] for c in chunks]),
+        )
 
     # ------------------------------------------------------------- forecast inputs
     def upsert_weather(self, hours: Sequence[tuple[datetime, float | None, float | None]]) -> None:

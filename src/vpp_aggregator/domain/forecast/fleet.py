@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.dispatch.problem import ResourceInputs
+from vpp_aggregator.domain.forecast.history import FULL, MISSING
 
 Z90 = 1.2815515655446004  # standard normal 90th percentile
 PRIOR_WEIGHT = 1.0  # pseudo-weeks of the fleet's profile behind each resource's own estimate
@@ -29,33 +30,36 @@ class Profile:
 
 
 def learn_profile(
-    n: int,
-    row: NDArray[np.int64],
-    ts: NDArray[np.float64],
-    how_of: NDArray[np.int64],
-    plugged: NDArray[np.bool_],
-    soc: NDArray[np.float64],
+    hourly: NDArray[np.uint8],
+    how: NDArray[np.int64],
+    soc_when_plugged: NDArray[np.float64],
     current_soc: NDArray[np.float64],
     is_bess: NDArray[np.bool_],
 ) -> Profile:
-    """One entry per stored sample: resource index, epoch seconds, its local hour of week.
+    """From each resource's hourly history (share plugged in times FULL, MISSING for no data; see
+    `history`) and the local hour of week of each of those hours.
 
-    Samples are first reduced to one value per resource and clock hour, so a resource that
-    reports every few seconds does not outweigh the prior more than one reporting hourly.
+    One value per resource and clock hour, so a resource that reports every few seconds does
+    not outweigh the prior more than one reporting hourly.
     """
-    hour = np.floor(ts / 3600.0).astype(np.int64)
-    pair = row * (hour.max(initial=0) + 1) + hour
-    uniq, inv = np.unique(pair, return_inverse=True)
-    per = np.bincount(inv).astype(np.float64)
-    plug_h = np.bincount(inv, weights=plugged.astype(np.float64)) / per
-    first = np.zeros(uniq.size, dtype=np.int64)
-    first[inv[::-1]] = np.arange(inv.size)[
-        ::-1
-    ]  # one sample per pair, for its row and hour of week
-    row_h, how_h = row[first], how_of[first]
-    key = row_h * 168 + how_h
-    count = np.bincount(key, minlength=n * 168).reshape(n, 168).astype(np.float64)
-    hits = np.bincount(key, weights=plug_h, minlength=n * 168).reshape(n, 168)
+    n = hourly.shape[0]
+    order = np.argsort(how, kind="stable")
+    sorted_how = how[order]
+    first = np.flatnonzero(np.r_[True, sorted_how[1:] != sorted_how[:-1]])
+    group_of = sorted_how[first]
+    seen = hourly[:, order] != MISSING
+    hits_h = np.where(seen, hourly[:, order], 0)
+    count = np.zeros((n, 168))
+    hits = np.zeros((n, 168))
+    sizes = np.diff(np.r_[first, how.size])
+    equal = how.size > 0 and bool((sizes == sizes[0]).all())
+    if n and equal:  # each hour of week equally often: reshape and add
+        k = int(sizes[0])
+        count[:, group_of] = seen.reshape(n, -1, k).sum(axis=2, dtype=np.int32)
+        hits[:, group_of] = hits_h.reshape(n, -1, k).sum(axis=2, dtype=np.int32) / FULL
+    elif n and how.size:  # a clock change in the window: groups of unequal size
+        count[:, group_of] = np.add.reduceat(seen, first, axis=1, dtype=np.int32)
+        hits[:, group_of] = np.add.reduceat(hits_h, first, axis=1, dtype=np.int32) / FULL
     p = np.empty((n, 168))
     for kind in (False, True):  # vehicles learn from vehicles, batteries from batteries
         members = is_bess == kind
@@ -64,12 +68,9 @@ def learn_profile(
         p[members] = (hits[members] + PRIOR_WEIGHT * fleet[None, :]) / (
             count[members] + PRIOR_WEIGHT
         )
-    plugged_n = np.bincount(row, weights=plugged.astype(np.float64), minlength=n)
-    soc_sum = np.bincount(row, weights=np.where(plugged, soc, 0.0), minlength=n)
-    soc_typ = np.where(plugged_n > 0, soc_sum / np.maximum(plugged_n, 1.0), current_soc)
-    return Profile(
-        p, np.nan_to_num(soc_typ, nan=50.0), np.bincount(row, minlength=n).astype(np.int64)
-    )
+    soc_typ = np.where(np.isnan(soc_when_plugged), current_soc, soc_when_plugged)
+    samples = count.sum(axis=1).astype(np.int64)
+    return Profile(p, np.nan_to_num(soc_typ, nan=50.0), samples)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,148 @@
+"""The forecaster's hourly history: folded on arrival, equal to reading the raw samples back."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import numpy as np
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from api_helpers import bess_body, ev_body, sample
+from conftest import Clock
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.config import load_settings
+from vpp_aggregator.domain.forecast.history import PluggedHistory
+
+NOW_S = 1_000 * 3600.0 + 1234.0
+
+
+def brute_force(
+    ids: list[str], ts: np.ndarray, plugged: np.ndarray, who: list[str], hours: int
+) -> np.ndarray:
+    end_h = int(NOW_S // 3600)
+    out = np.full((len(who), hours), np.nan)
+    for r, rid in enumerate(who):
+        for c, h in enumerate(range(end_h - hours, end_h)):
+            mine = [
+                bool(p)
+                for i, t, p in zip(ids, ts, plugged, strict=True)
+                if i == rid and int(t // 3600) == h
+            ]
+            if mine:
+                out[r, c] = sum(mine) / len(mine)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    samples=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.floats(min_value=NOW_S - 30 * 3600, max_value=NOW_S),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    batch=st.integers(min_value=1, max_value=30),
+)
+def test_in_order_samples_fold_to_the_share_of_each_hour(
+    samples: list[tuple[str, float, bool]], batch: int
+) -> None:
+    """Whatever the batching, telemetry arriving in time order gives each resource-hour's share
+    of plugged samples; samples older than the window are dropped."""
+    samples.sort(key=lambda s: s[1])
+    ids = [s[0] for s in samples]
+    ts = np.array([s[1] for s in samples])
+    plugged = np.array([s[2] for s in samples])
+    history = PluggedHistory(24)
+    for i in range(0, len(ids), batch):
+        history.add(
+            ids[i : i + batch],
+            ts[i : i + batch],
+            plugged[i : i + batch],
+            np.full(batch, 50.0)[: len(ids[i : i + batch])],
+            NOW_S,
+        )
+    who = ["a", "b", "c", "never"]
+    window = history.window(who, int(NOW_S // 3600))
+    expected = brute_force(ids, ts, plugged, who, 24)
+    np.testing.assert_allclose(window.share, expected, atol=0.5 / 250)
+    assert window.samples.tolist() == (~np.isnan(expected)).sum(axis=1).tolist()
+
+
+def test_late_sample_fills_a_missing_hour_and_an_hour_older_than_the_window_is_ignored() -> None:
+    h = int(NOW_S // 3600)
+    history = PluggedHistory(4)
+    history.add(["a"], np.array([(h - 1) * 3600.0]), np.array([True]), np.array([60.0]), NOW_S)
+    history.add(["a"], np.array([(h - 3) * 3600.0]), np.array([False]), np.array([40.0]), NOW_S)
+    history.add(["a"], np.array([(h - 9) * 3600.0]), np.array([True]), np.array([40.0]), NOW_S)
+    window = history.window(["a"], h)
+    assert np.isnan(window.share[0, [0, 2]]).all()
+    assert window.share[0, 1] == 0.0 and window.share[0, 3] == 1.0
+    assert window.soc_when_plugged[0] == 60.0
+
+
+def test_forecast_history_is_read_back_after_a_restart(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    settings_ = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}", VPP_SITE_TIMEZONE="UTC"
+    )
+    evs = [f"ev-{i}" for i in range(6)]
+    batch = []
+    for hours_back in range(1, 10 * 24):
+        t = clock.now - timedelta(hours=hours_back)
+        work = 8 <= t.hour < 17
+        batch += [sample(rid, t, 70, plugged=work and i % 3 != 0) for i, rid in enumerate(evs)]
+    batch += [sample(rid, clock.now, 70, plugged=True) for rid in evs]
+
+    def forecast(c: TestClient) -> dict:  # type: ignore[type-arg]
+        deadline = time.monotonic() + 30
+        while c.get("/forecast/model").json()["history_loading"]:
+            assert time.monotonic() < deadline, "stored history never finished loading"
+            time.sleep(0.05)
+        return c.get("/capacity/forecast", params={"horizon_hours": 24}).json()  # type: ignore[no-any-return]
+
+    with TestClient(create_app(settings_, clock=clock)) as c:
+        forecast(c)
+        for rid in evs:
+            c.post("/resources/register", json=ev_body(rid))
+        c.post("/resources/register", json=bess_body())
+        assert c.post("/telemetry", json={"samples": batch}).status_code == 200
+        before = forecast(c)
+    with TestClient(create_app(settings_, clock=clock)) as c:
+        after = forecast(c)
+    assert after["model"]["history_hours"] == before["model"]["history_hours"] == 6 * (10 * 24 - 1)
+    assert after["intervals"] == before["intervals"]
+    day = {i["start"][11:13]: i["available_vehicles"]["p50"] for i in after["intervals"]}
+    assert day["12"] > day["02"] + 2  # the working-day pattern came back with the history
+
+
+def test_profile_counts_each_hour_of_week_with_or_without_a_clock_change() -> None:
+    """Hour-of-week plug-in probabilities match a per-hour count, for a regular window and for
+    one where a clock change makes some hours of week appear more often than others."""
+    from vpp_aggregator.domain.forecast.fleet import PRIOR_WEIGHT, learn_profile
+    from vpp_aggregator.domain.forecast.history import FULL, MISSING
+
+    rng = np.random.default_rng(4)
+    regular = np.arange(336) % 168
+    shifted = np.r_[np.arange(100), np.arange(99, 336)] % 168  # hour 99 twice, one fewer at the end
+    for how in (regular, shifted):
+        raw = rng.integers(0, FULL + 1, size=(6, how.size)).astype(np.uint8)
+        raw[rng.random(raw.shape) < 0.3] = MISSING
+        is_bess = np.array([False] * 4 + [True] * 2)
+        profile = learn_profile(raw, how, np.full(6, 60.0), np.full(6, 50.0), is_bess)
+        for kind in (False, True):
+            members = np.flatnonzero(is_bess == kind)
+            for h in (0, 99, 167):
+                cols = how == h
+                cell = raw[np.ix_(members, cols)]
+                seen = cell != MISSING
+                share = np.where(seen, cell, 0) / FULL
+                fleet = share.sum() / seen.sum() if seen.any() else 0.5
+                want = (share.sum(axis=1) + PRIOR_WEIGHT * fleet) / (
+                    seen.sum(axis=1) + PRIOR_WEIGHT
+                )
+                np.testing.assert_allclose(profile.p_plugged[members, h], want)
