@@ -132,3 +132,26 @@ def test_backtest_command_on_real_office_sessions(tmp_path: Path) -> None:
     assert doc["origins"] == 7
     assert {"model", "seasonal_naive_168", "persistence_24"} <= set(doc["metrics"])
     assert 0 <= doc["metrics"]["model"]["coverage_p10_p90"] <= 1
+
+
+def test_recent_same_daytype_hour_averages_the_last_days_of_the_same_kind() -> None:
+    """Working days learn from the last five working days at that hour, weekends and holidays
+    from the last weekend days and holidays, never from the origin onward."""
+    from vpp_aggregator.domain.forecast.features import recent_same_daytype
+
+    n = 24 * 7 * 4
+    hour = np.arange(n) % 24
+    dow = (np.arange(n) // 24) % 7
+    holiday = np.zeros(n, dtype=bool)
+    holiday[24 * 16 : 24 * 17] = True  # the Wednesday of week 3
+    y = np.where(dow >= 5, 1.0, 10.0) + hour / 100 + np.arange(n) // 24 / 1000
+    y[holiday] = 1.0
+    cal = Calendar(hour.astype(np.int64), dow.astype(np.int64), holiday)
+    origin = 24 * 21  # Monday of week 4, 00:00
+    target = np.array([origin + 9, origin + 24 * 5 + 9])
+    got = recent_same_daytype(y, cal, np.full(2, origin), target)
+    # Monday 09:00 (day 21): the working days before it, skipping weekends and Wednesday's holiday
+    assert got[0] == pytest.approx(np.mean([10.09 + d / 1000 for d in (18, 17, 15, 14, 11)]))
+    # Saturday 09:00 (day 26): weekend days and the holiday before the origin, not days 21-25
+    weekend = [1.09 + d / 1000 for d in (20, 19, 13, 12)]
+    assert got[1] == pytest.approx(np.mean([*weekend, 1.0]))

@@ -256,3 +256,32 @@ def test_training_runs_in_the_background_and_the_new_model_is_served(
         assert status_doc["current"]["version"] == state["version"]
         doc = c.get("/capacity/forecast", params={"horizon_hours": 24}).json()
         assert doc["model"]["fallback"] is False and doc["model"]["version"] == state["version"]
+
+
+def test_a_model_from_another_version_is_not_served(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    models = tmp_path / "models"
+    models.mkdir()
+    old = {
+        "name": "lightgbm-quantile-direct",
+        "version": "20250101T000000Z",
+        "model": {
+            "features": ["horizon_h", "hour_local"],
+            "band_adjust": 0.0,
+            "trained_rows": 1,
+            "boosters": {},
+        },
+    }
+    (models / "forecast-20250101T000000Z.json").write_text(__import__("json").dumps(old))
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MODEL_DIR=str(models),
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        c.post("/resources/register", json=ev_body("ev-1"))
+        c.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 70, plugged=True)]})
+        r = c.get("/capacity/forecast", params={"horizon_hours": 6})
+        assert r.status_code == 200 and r.json()["model"]["fallback"] is True
+        status = c.get("/forecast/model").json()
+        assert status["current"] is None
+        assert status["unusable_models"] == ["forecast-20250101T000000Z.json"]

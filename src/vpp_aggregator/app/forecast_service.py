@@ -69,6 +69,7 @@ class ForecastService:
         self.holidays = (holiday_country, holiday_subdivision or None)
         self._model: tuple[Path, float, dict[str, Any], QuantileForecaster] | None = None
         self._scale: NDArray[np.float64] | None = None
+        self._unusable: set[Path] = set()  # stored models this version cannot read
         self._train_lock = threading.Lock()
         self.history = PluggedHistory(history_days * 24)
         self.history_ready = threading.Event()  # stored history folded in after a start
@@ -243,15 +244,22 @@ class ForecastService:
         """The newest stored model (`vpp-aggregator forecast train`), cached until a newer one appears."""
         if self.model_dir is None or not self.model_dir.is_dir():
             return None
-        files = sorted(self.model_dir.glob("forecast-*.json"))
-        if not files:
-            return None
-        path = files[-1]
-        mtime = path.stat().st_mtime
-        if self._model is None or self._model[0] != path or self._model[1] != mtime:
-            doc = json.loads(path.read_text())
-            self._model = (path, mtime, doc, QuantileForecaster.from_dict(doc["model"]))
-        return self._model[2], self._model[3]
+        for path in sorted(self.model_dir.glob("forecast-*.json"), reverse=True):
+            mtime = path.stat().st_mtime
+            if self._model is not None and self._model[0] == path and self._model[1] == mtime:
+                return self._model[2], self._model[3]
+            if path in self._unusable:
+                continue
+            try:
+                doc = json.loads(path.read_text())
+                model = QuantileForecaster.from_dict(doc["model"])
+            except (ValueError, KeyError) as exc:  # an older version's model, or a damaged file
+                log.warning("forecast model %s not used: %s", path.name, exc)
+                self._unusable.add(path)
+                continue
+            self._model = (path, mtime, doc, model)
+            return doc, model
+        return None
 
     def _serve_model(
         self,
@@ -497,6 +505,7 @@ class ForecastService:
             "model_dir": str(self.model_dir),
             "history_loading": not self.history_ready.is_set(),
             "history_resources": len(self.history),
+            "unusable_models": sorted(p.name for p in self._unusable),
         }
 
     def track_accuracy(self) -> None:

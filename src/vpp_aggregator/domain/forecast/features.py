@@ -25,6 +25,7 @@ FEATURES = (
     "lag_week",
     "lag_2week",
     "mean_4week_same_hour",
+    "recent_same_daytype_hour",
     "persistence_24",
     "last_hour",
     "mean_last_24",
@@ -94,6 +95,7 @@ def design(
     same_hour = np.stack([at(tc - k * WEEK) for k in range(1, 5)])
     seen = (~np.isnan(same_hour)).sum(axis=0)
     mean_4w = np.where(seen > 0, np.nansum(same_hour, axis=0) / np.maximum(seen, 1), np.nan)
+    recent = recent_same_daytype(y, cal, o, tc)
     persistence = at(tc - 24 * np.ceil(h / 24).astype(np.int64))
     last_hour = at(o - 1)
     m24 = window_mean(o, 24)
@@ -115,6 +117,7 @@ def design(
             lag_week,
             lag_2week,
             mean_4w,
+            recent,
             persistence,
             last_hour,
             m24,
@@ -125,6 +128,31 @@ def design(
         ]
     ).astype(np.float64)
     return X, np.where(valid_t, t, -1)
+
+
+def recent_same_daytype(
+    y: NDArray[np.float64],
+    cal: Calendar,
+    origin: NDArray[np.int64],
+    target: NDArray[np.int64],
+    days: int = 5,
+    look_back_days: int = 21,
+) -> NDArray[np.float64]:
+    """Mean at the target's hour of day over the last `days` days before the origin of the same
+    kind (working day, or weekend/holiday): more recent than a weekly lag, and five samples."""
+    n = y.size
+    off_day = (cal.dow_local >= 5) | cal.holiday
+    kind = off_day[np.minimum(target, n - 1)]
+    back = target[None, :] - 24 * np.arange(1, look_back_days + 1)[:, None]  # (days, rows)
+    inside = (back >= 0) & (back < origin[None, :])
+    safe = np.clip(back, 0, n - 1)
+    value = np.where(inside, y[safe], np.nan)
+    same = inside & (off_day[safe] == kind[None, :])
+    usable = same & ~np.isnan(value)
+    take = usable & (np.cumsum(usable, axis=0) <= days)
+    count = take.sum(axis=0)
+    total = np.where(take, value, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def seasonal_naive_168(series: HourlySeries, targets: NDArray[np.int64]) -> NDArray[np.float64]:

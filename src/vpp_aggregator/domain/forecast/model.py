@@ -1,6 +1,7 @@
 """Quantile gradient boosting (LightGBM) for P10/P50/P90 on top of a seasonal baseline.
 
-Boosting starts from the mean of the same hour of week over the last four weeks (a strong,
+Boosting starts from the mean at the same hour over the last five days of the same kind (working
+day, or weekend/holiday) before the origin, else the same hour a week earlier (a strong, recent,
 robust baseline: trees cannot extrapolate a fleet that grows, a baseline can) and learns
 corrections from calendar, holidays, weather, recency and trend. The number of rounds is chosen
 on the last weeks of training origins (early stopping), so where corrections do not generalise
@@ -34,13 +35,17 @@ PARAMS: dict[str, Any] = {
     "seed": 7,
 }
 MAX_ROUNDS = 400
-BASE = FEATURES.index("mean_4week_same_hour")
+BASE = FEATURES.index("recent_same_daytype_hour")
 FALLBACK = FEATURES.index("lag_week")
 
 
 def baseline(X: NDArray[np.float64]) -> NDArray[np.float64]:
     b = np.where(np.isnan(X[:, BASE]), X[:, FALLBACK], X[:, BASE])
     return np.asarray(np.nan_to_num(b), dtype=np.float64)
+
+
+class IncompatibleModelError(ValueError):
+    """A stored model from a version with a different feature set."""
 
 
 @dataclass(slots=True)
@@ -83,6 +88,7 @@ class QuantileForecaster:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "features": list(FEATURES),
             "band_adjust": self.band_adjust,
             "trained_rows": self.trained_rows,
             "boosters": {str(q): b.model_to_string() for q, b in self.boosters.items()},
@@ -90,6 +96,10 @@ class QuantileForecaster:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> QuantileForecaster:
+        if doc.get("features") != list(FEATURES):
+            raise IncompatibleModelError(
+                "model was trained on other features than this version computes; retrain it"
+            )
         return cls(
             {float(q): lgb.Booster(model_str=s) for q, s in doc["boosters"].items()},
             float(doc["band_adjust"]),
