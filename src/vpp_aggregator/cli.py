@@ -90,6 +90,36 @@ def serve(
 
 
 @app.command()
+def worker(
+    port: Annotated[
+        int, typer.Option(help="Port for health, readiness and metrics of this worker")
+    ] = 3004,
+) -> None:
+    """Join the Kafka consumer group: telemetry, grid signals, charger events, physics alerts.
+
+    Run several to share the partitions. The worker serves the same HTTP API on `--port`
+    (readiness at /health/ready, metrics at /metrics)."""
+    import uvicorn
+
+    from vpp_aggregator.adapters.api.app import create_app
+
+    settings = _settings()
+    if not settings.kafka_brokers:
+        console.print("[red]cannot start a worker: KAFKA_BROKERS is not set[/red]")
+        raise typer.Exit(2)
+    try:
+        api = create_app(settings, consume=True)
+    except Exception as exc:
+        console.print(f"[red]cannot start: {type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"vpp-aggregator worker in group {settings.kafka_group_id!r} on {settings.kafka_brokers}; "
+        f"health on http://127.0.0.1:{port}/health/ready"
+    )
+    uvicorn.run(api, host=settings.host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
 def simulate(
     url: Annotated[
         str, typer.Option(help="Base URL of a running service")

@@ -61,6 +61,25 @@ class Settings(BaseSettings):
     holiday_country: str = Field("US", validation_alias="VPP_HOLIDAY_COUNTRY")
     holiday_subdivision: str = Field("CA", validation_alias="VPP_HOLIDAY_SUBDIVISION")
     topic_v2g_commands: str = Field("migrid.l3.v2g", validation_alias="VPP_TOPIC_V2G_COMMANDS")
+    topic_telemetry: str = Field("vpp.telemetry", validation_alias="VPP_TOPIC_TELEMETRY")
+    topic_grid_signals: str = Field("grid_signals", validation_alias="VPP_TOPIC_GRID_SIGNALS")
+    topic_charging_events: str = Field(
+        "charging_events", validation_alias="VPP_TOPIC_CHARGING_EVENTS"
+    )
+    topic_physics_alerts: str = Field(
+        "migrid.physics.alerts", validation_alias="VPP_TOPIC_PHYSICS_ALERTS"
+    )
+    topic_dead_letter: str = Field("vpp.deadletter", validation_alias="VPP_TOPIC_DEAD_LETTER")
+    kafka_group_id: str = Field("vpp-aggregator", validation_alias="VPP_KAFKA_GROUP_ID")
+    kafka_partitions: int = Field(6, ge=1, le=1024, validation_alias="VPP_KAFKA_PARTITIONS")
+    kafka_consume: bool = Field(True, validation_alias="VPP_KAFKA_CONSUME")
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=1000, le=300_000, validation_alias="VPP_KAFKA_SESSION_TIMEOUT_MS"
+    )
+    dr_policy: str = Field(
+        "all_available", pattern="^(all_available|ignore)$", validation_alias="VPP_DR_POLICY"
+    )
+    dr_default_minutes: int = Field(60, ge=1, le=24 * 60, validation_alias="VPP_DR_DEFAULT_MINUTES")
     database_url: str = Field("", validation_alias="DATABASE_URL")
     kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")

@@ -13,6 +13,7 @@ import numpy as np
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
 from vpp_aggregator.app.forecast_service import ForecastService
+from vpp_aggregator.app.integration import IntegrationService
 from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
@@ -78,6 +79,17 @@ class Aggregator:
             recharge_target_soc_pct=settings.bess_recharge_target_soc,
             tariff=load_tariff(settings.recharge_tariff, settings.site_timezone),
             command_topic=settings.topic_v2g_commands,
+        )
+
+        self.integration = IntegrationService(
+            self.state,
+            self.telemetry,
+            self.dispatch,
+            self.registry,
+            lambda node: float(self.capacity.available(60, grid_node=node)["discharge"]["kw"]),
+            clock,
+            dr_policy=settings.dr_policy,
+            dr_default_minutes=settings.dr_default_minutes,
         )
 
     def load(self) -> int:

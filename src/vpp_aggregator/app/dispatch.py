@@ -83,6 +83,9 @@ class DispatchStore(Protocol):
 
 class Bus(Protocol):
     def publish(self, topic: str, key: str, payload: dict[str, Any]) -> None: ...
+    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        """Send in order; returns how many leading messages were delivered."""
+        ...
 
 
 class DispatchMetricsPort(Protocol):
@@ -423,14 +426,13 @@ class DispatchService:
     def publish_pending(self) -> int:
         """Outbox relay: publish stored commands not yet published; safe to call any time."""
         pending = self.store.pending_commands()
-        done: list[int] = []
-        try:
-            for command_id, payload in pending:
-                self.bus.publish(self.topic, str(payload["chargePointId"]), payload)
-                done.append(command_id)
-        finally:
-            self.store.mark_published(done, self.clock())
-        return len(done)
+        if not pending:
+            return 0
+        sent = self.bus.publish_many(
+            self.topic, [(str(payload["chargePointId"]), payload) for _, payload in pending]
+        )
+        self.store.mark_published([command_id for command_id, _ in pending[:sent]], self.clock())
+        return sent
 
     # ----------------------------------------------------------------- follow-through
     def _track(self, record: DispatchRecord) -> None:

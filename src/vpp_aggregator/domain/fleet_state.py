@@ -705,6 +705,14 @@ class FleetState:
             ids = np.where(rows >= 0, self.routine[np.maximum(rows, 0)], -1).astype(np.int64)
             return ids, list(self._routines)
 
+    def resource_of_charge_point(self, charge_point_id: str) -> str | None:
+        """The live resource behind a charge point (its id is the charge point by default)."""
+        with self._lock:
+            for rid, cp in self._charge_points.items():
+                if cp == charge_point_id and rid in self._row_of:
+                    return rid
+            return charge_point_id if charge_point_id in self._row_of else None
+
     def charge_point(self, resource_id: str) -> str:
         return self._charge_points.get(resource_id, resource_id)
 

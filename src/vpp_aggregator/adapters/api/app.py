@@ -25,6 +25,7 @@ from vpp_aggregator.adapters.api import (
     routes_telemetry,
 )
 from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics
+from vpp_aggregator.adapters.bus.kafka import KafkaParts
 from vpp_aggregator.adapters.bus.memory import InProcessBus
 from vpp_aggregator.adapters.store.database import make_engine, migrate
 from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
@@ -124,13 +125,21 @@ def create_app(
     settings: Settings | None = None,
     clock: Callable[[], datetime] = utc_now,
     run_migrations: bool = True,
+    consume: bool = False,
 ) -> FastAPI:
+    """The service; with KAFKA_BROKERS it talks to the other layers over Kafka and consumes
+    their topics when VPP_KAFKA_CONSUME is on or `consume` is set (the `worker` command)."""
     settings = settings or load_settings()
     engine = make_engine(settings.database_url)
     if run_migrations:
         migrate(engine)
+    kafka = KafkaParts.connect(settings) if settings.kafka_brokers else None
     aggregator = Aggregator(
-        settings, Repository(engine), DispatchRepository(engine), InProcessBus(), clock
+        settings,
+        Repository(engine),
+        DispatchRepository(engine),
+        kafka.bus if kafka is not None else InProcessBus(),
+        clock,
     )
     aggregator.load()
     metrics = Metrics(aggregator)
@@ -163,9 +172,13 @@ def create_app(
         tasks = [asyncio.create_task(snapshot_loop()), asyncio.create_task(dispatch_loop())]
         if settings.forecast_retrain_hours > 0:
             tasks.append(asyncio.create_task(retrain_loop()))
+        if kafka is not None and (settings.kafka_consume or consume):
+            kafka.start_consumer(settings, aggregator.integration)
         try:
             yield
         finally:
+            if kafka is not None:
+                kafka.stop()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -187,6 +200,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.aggregator = aggregator
+    app.state.kafka = kafka
     app.state.metrics = metrics
     _install_error_handlers(app)
     for module in (

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vpp_aggregator import SERVICE_NAME, __version__
@@ -21,6 +23,27 @@ def health(agg: AggDep, response: Response) -> HealthOut:
         response.status_code = 503
         return HealthOut(status="degraded", service=SERVICE_NAME, version=__version__)
     return HealthOut(status="healthy", service=SERVICE_NAME, version=__version__)
+
+
+@router.get("/health/ready")
+def ready(agg: AggDep, request: Request, response: Response) -> dict[str, Any]:
+    """Ready when every configured dependency answers; 503 naming the ones that do not."""
+    deps: dict[str, dict[str, Any]] = {}
+    try:
+        agg.store.ping()
+        deps["database"] = {"ok": True, "detail": None}
+    except Exception as exc:
+        deps["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    kafka = getattr(request.app.state, "kafka", None)
+    deps["kafka"] = (
+        kafka.status()
+        if kafka is not None
+        else {"ok": True, "detail": "not configured (in-process bus)"}
+    )
+    down = sorted(name for name, d in deps.items() if not d["ok"])
+    if down:
+        response.status_code = 503
+    return {"status": "not_ready" if down else "ready", "down": down, "dependencies": deps}
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})

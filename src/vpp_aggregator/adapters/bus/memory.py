@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Handler = Callable[[str, str, dict[str, Any]], None]
@@ -26,6 +26,11 @@ class InProcessBus:
             handlers = list(self._subscribers[topic])
         for handler in handlers:
             handler(topic, key, payload)
+
+    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        for key, payload in items:
+            self.publish(topic, key, payload)
+        return len(items)
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         with self._lock:

@@ -1,0 +1,347 @@
+"""Kafka transport (confluent-kafka): the outgoing bus and the consumer of the other layers' topics.
+
+Out: `publish_many` returns only what the broker acknowledged, in order, so the outbox relay
+marks exactly that as sent; whatever did not make it is purged from the client's queue and sent
+again from the outbox later (never twice in flight). In: a consumer-group member that handles a
+polled batch, dead-letters what can never be handled, and commits offsets only after the batch
+is stored; on any other failure it rewinds to the batch's first offsets and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from vpp_aggregator.app.integration import IntegrationService, InvalidMessageError
+from vpp_aggregator.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class KafkaBus:
+    """Producer for our outgoing topics (commands, offers, dead letters)."""
+
+    def __init__(self, brokers: str, client_id: str = "vpp-aggregator", timeout_s: float = 5.0):
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._producer = Producer(
+            {
+                "bootstrap.servers": brokers,
+                "client.id": client_id,
+                "enable.idempotence": True,  # no duplicates or reordering from client retries
+                "linger.ms": 5,
+                "message.timeout.ms": int(timeout_s * 1000),
+            }
+        )
+        self._down_until = 0.0
+        self.published = 0
+        self.last_error: str | None = None
+
+    def publish(self, topic: str, key: str, payload: dict[str, Any]) -> None:
+        if self.publish_many(topic, [(key, payload)]) != 1:
+            raise ConnectionError(
+                f"Kafka did not acknowledge a message on {topic}: {self.last_error}"
+            )
+
+    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        """Send in order; the number of leading messages the broker acknowledged."""
+        if not items:
+            return 0
+        if time.monotonic() < self._down_until:  # broker just failed: leave it to the relay loop
+            return 0
+        with self._lock:
+            errors: list[KafkaError | None] = [None] * len(items)
+            acked = [False] * len(items)
+
+            def on_delivery(i: int) -> Any:
+                def done(err: KafkaError | None, _msg: Message) -> None:
+                    errors[i] = err
+                    acked[i] = err is None
+
+                return done
+
+            for i, (key, payload) in enumerate(items):
+                while True:
+                    try:
+                        self._producer.produce(
+                            topic, key=key, value=orjson.dumps(payload), on_delivery=on_delivery(i)
+                        )
+                        break
+                    except BufferError:  # local queue full: let deliveries drain
+                        self._producer.poll(0.05)
+            left = self._producer.flush(self.timeout_s)
+            if left:
+                self._producer.purge()  # what is not acknowledged goes again from the outbox
+                self._producer.flush(0)
+            sent = 0
+            while sent < len(items) and acked[sent]:
+                sent += 1
+            if sent < len(items):
+                first = next((e for e in errors if e is not None), None)
+                self.last_error = str(first) if first else "timed out"
+                self._down_until = time.monotonic() + 2.0
+                log.warning(
+                    "Kafka: %d of %d messages to %s not acknowledged (%s)",
+                    len(items) - sent,
+                    len(items),
+                    topic,
+                    self.last_error,
+                )
+            else:
+                self.last_error = None
+            self.published += sent
+            return sent
+
+    def ping(self, timeout_s: float = 2.0) -> None:
+        self._producer.list_topics(timeout=timeout_s)
+
+    def close(self) -> None:
+        self._producer.flush(self.timeout_s)
+
+
+def ensure_topics(brokers: str, topics: Sequence[str], partitions: int) -> None:
+    """Create missing topics (operators may pre-create them; an existing topic is kept as is)."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [
+        NewTopic(t, num_partitions=partitions, replication_factor=1)
+        for t in topics
+        if t not in existing
+    ]
+    if not missing:
+        return
+    for topic, future in admin.create_topics(missing).items():
+        try:
+            future.result(timeout=10)
+        except Exception as exc:  # raced with another worker creating it: fine
+            if "exist" not in str(exc).lower():
+                raise
+            log.info("topic %s already created", topic)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    telemetry: str
+    grid_signals: str
+    charging_events: str
+    physics_alerts: str
+    dead_letter: str
+
+    def inbound(self) -> list[str]:
+        return [self.telemetry, self.grid_signals, self.charging_events, self.physics_alerts]
+
+
+class KafkaIngest:
+    """One consumer-group member; run several (processes) to share the partitions."""
+
+    def __init__(
+        self,
+        brokers: str,
+        group_id: str,
+        topics: Topics,
+        handlers: IntegrationService,
+        bus: KafkaBus,
+        *,
+        batch_size: int = 5000,
+        session_timeout_ms: int = 10_000,
+    ) -> None:
+        self.topics = topics
+        self.handlers = handlers
+        self.bus = bus
+        self.batch_size = batch_size
+        self.stats: Counter[tuple[str, str]] = Counter()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": brokers,
+                "group.id": group_id,
+                "enable.auto.commit": False,  # committed after the batch is stored
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
+            }
+        )
+        self._consumer.subscribe(topics.inbound())
+        self.last_error: str | None = None
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self._consumer.assignment())
+
+    def poll_once(self, timeout_s: float = 0.5) -> int:
+        """Handle one polled batch; returns how many messages it held."""
+        messages = [m for m in self._consumer.consume(self.batch_size, timeout_s) if m is not None]
+        real = []
+        for m in messages:
+            err = m.error()
+            if err is None:
+                real.append(m)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("Kafka consumer: %s", err)
+        if not real:
+            return 0
+        try:
+            self._handle(real)
+            self._consumer.commit(asynchronous=False)
+            self.last_error = None
+        except Exception as exc:  # store or broker away: rewind and try the batch again
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("handling a batch of %d messages failed; rewinding", len(real))
+            self._rewind(real)
+            time.sleep(1.0)
+        return len(real)
+
+    def _rewind(self, messages: list[Message]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for m in messages:
+            tp = (m.topic() or "", m.partition() or 0)
+            first[tp] = min(first.get(tp, m.offset() or 0), m.offset() or 0)
+        for (topic, partition), offset in first.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except Exception:  # partition revoked meanwhile: its next owner starts from the commit
+                log.warning("could not rewind %s[%d]", topic, partition)
+
+    def _handle(self, messages: list[Message]) -> None:
+        dead: list[tuple[Message, str]] = []
+        samples: list[Any] = []
+        owner: list[int] = []
+        for i, m in enumerate(messages):
+            topic = m.topic()
+            try:
+                value = orjson.loads(m.value() or b"")
+            except orjson.JSONDecodeError as exc:
+                dead.append((m, f"not JSON: {exc}"))
+                continue
+            if topic == self.topics.telemetry:
+                items = (
+                    value.get("samples")
+                    if isinstance(value, dict) and "samples" in value
+                    else [value]
+                )
+                if not isinstance(items, list):
+                    dead.append((m, "samples must be a list"))
+                    continue
+                samples += items
+                owner += [i] * len(items)
+                continue
+            try:
+                if topic == self.topics.grid_signals:
+                    for outcome in self.handlers.grid_signal(value):
+                        self.stats[(topic, outcome.outcome)] += 1
+                elif topic == self.topics.charging_events:
+                    self.stats[(topic, self.handlers.charging_event(value).outcome)] += 1
+                elif topic == self.topics.physics_alerts:
+                    self.stats[(topic, self.handlers.physics_alert(value).outcome)] += 1
+            except InvalidMessageError as exc:
+                dead.append((m, str(exc)))
+        if samples:
+            refused = self.handlers.telemetry_samples(samples)
+            bad: dict[int, list[str]] = {}
+            for index, reason in refused:
+                bad.setdefault(owner[index], []).append(reason)
+            for i, reasons in bad.items():
+                dead.append((messages[i], "; ".join(sorted(set(reasons)))))
+            self.stats[(self.topics.telemetry, "applied")] += len(samples) - len(refused)
+        if dead:
+            self._dead_letter(dead)
+
+    def _dead_letter(self, dead: list[tuple[Message, str]]) -> None:
+        items = []
+        for m, reason in dead:
+            self.stats[(m.topic() or "", "dead_letter")] += 1
+            items.append(
+                (
+                    (m.key() or b"").decode("utf-8", "replace"),
+                    {
+                        "reason": reason,
+                        "topic": m.topic(),
+                        "partition": m.partition(),
+                        "offset": m.offset(),
+                        "value": (m.value() or b"").decode("utf-8", "replace"),
+                        "dead_lettered_at": datetime.now(UTC).isoformat(),
+                    },
+                )
+            )
+        if self.bus.publish_many(self.topics.dead_letter, items) != len(items):
+            raise ConnectionError("dead-letter topic did not acknowledge; batch will be retried")
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.poll_once()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaParts:
+    """The process's Kafka side: one producer, and (in a worker) one consumer thread."""
+
+    def __init__(self, brokers: str, bus: KafkaBus, topics: Topics) -> None:
+        self.brokers = brokers
+        self.bus = bus
+        self.topics = topics
+        self.ingest: KafkaIngest | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def connect(cls, settings: Settings) -> KafkaParts:
+        brokers = settings.kafka_brokers or ""
+        topics = Topics(
+            settings.topic_telemetry,
+            settings.topic_grid_signals,
+            settings.topic_charging_events,
+            settings.topic_physics_alerts,
+            settings.topic_dead_letter,
+        )
+        ensure_topics(
+            brokers,
+            [*topics.inbound(), topics.dead_letter, settings.topic_v2g_commands],
+            settings.kafka_partitions,
+        )
+        return cls(brokers, KafkaBus(brokers), topics)
+
+    def start_consumer(self, settings: Settings, handlers: IntegrationService) -> None:
+        self.ingest = KafkaIngest(
+            self.brokers,
+            settings.kafka_group_id,
+            self.topics,
+            handlers,
+            self.bus,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+        )
+        self._thread = threading.Thread(
+            target=self.ingest.run, args=(self._stop,), name="kafka-ingest", daemon=True
+        )
+        self._thread.start()
+
+    def status(self) -> dict[str, Any]:
+        """For readiness: can we reach the broker, and is the consumer handling its batches?"""
+        try:
+            self.bus.ping()
+            reachable, detail = True, None
+        except Exception as exc:
+            reachable, detail = False, f"{type(exc).__name__}: {exc}"
+        consumer_error = self.ingest.last_error if self.ingest is not None else None
+        return {
+            "ok": reachable and consumer_error is None and self.bus.last_error is None,
+            "detail": detail or consumer_error or self.bus.last_error,
+            "consuming": self.ingest is not None,
+        }
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.ingest is not None:
+            self.ingest.close()
+        self.bus.close()

@@ -1,0 +1,174 @@
+"""What the aggregator does with each message from the other layers (transport-free).
+
+The Kafka adapter decodes, calls these, dead-letters what they refuse and commits offsets only
+after they return. Every handler is idempotent, so a redelivered message changes nothing:
+telemetry is keyed by resource and sample time, demand-response events by event id and
+interval (the dispatch idempotency key), charger and physics events set a state, not a delta.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
+from vpp_aggregator.app.registry import RegistryService
+from vpp_aggregator.app.telemetry import TelemetryService, parse_samples
+from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.grid_signal import InvalidSignalError, read_event
+from vpp_aggregator.domain.resources import ResourceStatus
+
+log = logging.getLogger(__name__)
+LOCKING_ALERTS = frozenset({"CAPACITY_VIOLATION", "PHYSICS_FRAUD"})
+MAX_MINUTES = 24 * 60
+
+
+class InvalidMessageError(ValueError):
+    """A message that can never be handled: it goes to the dead-letter topic with this reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    outcome: str  # dispatched | duplicate | ignored | expired | applied | locked | cleared
+    detail: str = ""
+
+
+class IntegrationService:
+    def __init__(
+        self,
+        state: FleetState,
+        telemetry: TelemetryService,
+        dispatch: DispatchService,
+        registry: RegistryService,
+        available_discharge_kw: Callable[[str | None], float],
+        clock: Callable[[], datetime],
+        *,
+        dr_policy: str = "all_available",
+        dr_default_minutes: int = 60,
+    ) -> None:
+        self.state = state
+        self.telemetry = telemetry
+        self.dispatch = dispatch
+        self.registry = registry
+        self.available_discharge_kw = available_discharge_kw
+        self.clock = clock
+        self.dr_policy = dr_policy
+        self.dr_default_minutes = dr_default_minutes
+
+    # ------------------------------------------------------------------ telemetry
+    def telemetry_samples(self, samples: Sequence[Any]) -> list[tuple[int, str]]:
+        """Ingest samples from many messages at once; returns (index, reason) of refused ones."""
+        batch, rejected = parse_samples(samples)
+        result = self.telemetry.ingest(batch, rejected)
+        return [(r.index, r.reason) for r in result.rejected]
+
+    # ----------------------------------------------------------------- grid signals
+    def grid_signal(self, event: Any) -> list[Outcome]:
+        try:
+            requests = read_event(event)
+        except InvalidSignalError as exc:
+            raise InvalidMessageError(str(exc)) from None
+        if not requests:
+            return [Outcome("ignored", "the event asks nothing of V2G")]
+        nodes = self.state.grid_nodes()
+        out = []
+        for dr in requests:
+            if len(dr.grid_nodes) > 1:
+                raise InvalidMessageError(
+                    "events targeting several grid nodes at once are not supported; send one per node"
+                )
+            scope = dr.grid_nodes[0] if dr.grid_nodes else dr.site
+            if scope not in nodes:
+                out.append(Outcome("ignored", f"no resource of this aggregator is on {scope!r}"))
+                continue
+            now = self.clock()
+            start = dr.start or now
+            end = start + (dr.duration or timedelta(minutes=self.dr_default_minutes))
+            if end <= now + timedelta(minutes=1):
+                out.append(Outcome("expired", f"event {dr.key} ended at {end.isoformat()}"))
+                continue
+            start = max(start, now)
+            minutes = min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0))
+            target = dr.target_kw
+            if target is None:
+                if self.dr_policy != "all_available":
+                    out.append(Outcome("ignored", "no power figure and VPP_DR_POLICY=ignore"))
+                    continue
+                target = self.available_discharge_kw(scope)
+            if abs(target) < 1e-6:
+                out.append(Outcome("ignored", "nothing to dispatch (0 kW)"))
+                continue
+            request = DispatchRequest(
+                target_kw=target,
+                duration_minutes=minutes,
+                start=None if start <= now else start,
+                grid_node=scope,
+                source="dr_event",
+                reference=dr.event_id,
+                idempotency_key=f"grid_signal:{dr.key}",
+            )
+            try:
+                record, created = self.dispatch.create(request)
+            except DispatchRejectedError as exc:
+                raise InvalidMessageError(f"dispatch refused: {exc}") from None
+            out.append(Outcome("dispatched" if created else "duplicate", record.dispatch_id))
+        return out
+
+    # ----------------------------------------------------------------- device gateway
+    def charging_event(self, event: Any) -> Outcome:
+        """Connect/disconnect updates availability at once, from the charger's word."""
+        if not isinstance(event, dict):
+            raise InvalidMessageError("event must be a JSON object")
+        kind = event.get("event")
+        if kind not in ("CHARGER_CONNECTED", "CHARGER_DISCONNECTED"):
+            return Outcome("ignored", f"event {kind!r} does not change availability")
+        cp = event.get("chargePointId")
+        if not isinstance(cp, str) or not cp:
+            raise InvalidMessageError("chargePointId must be a non-empty string")
+        resource_id = self.state.resource_of_charge_point(cp)
+        if resource_id is None:
+            return Outcome("ignored", f"charge point {cp!r} is not one of ours")
+        live = self.state.live(resource_id, self.clock())
+        if live is None or live.soc_pct is None:
+            return Outcome("ignored", f"{resource_id} has no SoC yet; telemetry will tell")
+        at = event.get("timestamp")
+        stamp = at if isinstance(at, str) else self.clock().isoformat()
+        sample = {
+            "resource_id": resource_id,
+            "timestamp": stamp,
+            "soc_pct": live.soc_pct,
+            "plugged_in": kind == "CHARGER_CONNECTED",
+            "power_kw": 0.0,
+        }
+        refused = self.telemetry_samples([sample])
+        if refused:
+            raise InvalidMessageError(refused[0][1])
+        return Outcome(
+            "applied", f"{resource_id} {'plugged in' if sample['plugged_in'] else 'unplugged'}"
+        )
+
+    # ----------------------------------------------------------------- physics engine
+    def physics_alert(self, event: Any) -> Outcome:
+        """A capacity violation or suspected fraud suspends the resource until an operator
+        clears it (PATCH status back to active); an alert marked cleared does so itself."""
+        if not isinstance(event, dict):
+            raise InvalidMessageError("alert must be a JSON object")
+        kind = event.get("event_type")
+        vehicle = event.get("vehicle_id")
+        if not isinstance(vehicle, str) or not vehicle:
+            raise InvalidMessageError("vehicle_id must be a non-empty string")
+        if kind not in LOCKING_ALERTS:
+            return Outcome("ignored", f"alert {kind!r} does not lock resources")
+        if vehicle not in self.state:
+            return Outcome("ignored", f"{vehicle!r} is not registered here")
+        resource = self.registry.get(vehicle)
+        cleared = str(event.get("status", "")).upper() == "CLEARED"
+        wanted = ResourceStatus.ACTIVE if cleared else ResourceStatus.SUSPENDED
+        if resource.status is not wanted and resource.status is not ResourceStatus.INACTIVE:
+            self.registry.change(vehicle, {"status": wanted})
+            log.warning("physics alert %s for %s: %s", kind, vehicle, wanted.value)
+        return Outcome("cleared" if cleared else "locked", vehicle)

@@ -1,0 +1,226 @@
+"""The service among the other layers, over a real Kafka-protocol broker (Tansu or KAFKA_BROKERS)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from fastapi.testclient import TestClient
+
+from api_helpers import bess_body, ev_body, sample
+from conftest import Clock
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.config import load_settings
+
+
+def produce(brokers: str, topic: str, messages: list[tuple[str, Any]]) -> None:
+    p = Producer({"bootstrap.servers": brokers})
+    for key, value in messages:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        p.produce(topic, key=key, value=raw)
+    assert p.flush(10) == 0
+
+
+def read_topic(
+    brokers: str, topic: str, want: int, timeout_s: float = 20.0
+) -> list[tuple[str, Any]]:
+    """Everything on a topic from the start (a fresh group), once at least `want` have come."""
+    c = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 2000,
+        }
+    )
+    c.subscribe([topic])
+    out: list[tuple[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for m in c.consume(500, 0.5):
+                if m.error() is None:
+                    out.append(((m.key() or b"").decode(), json.loads(m.value())))
+            if len(out) >= want:
+                # a little longer: anything beyond `want` would be a duplicate to catch
+                for m in c.consume(500, 1.0):
+                    if m.error() is None:
+                        out.append(((m.key() or b"").decode(), json.loads(m.value())))
+                break
+    finally:
+        c.close()
+    return out
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def service(
+    tmp_path, clock: Clock, kafka_brokers: str, kafka_topics: dict[str, str]
+) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'k.db'}", KAFKA_BROKERS=kafka_brokers, **kafka_topics
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        c.post(
+            "/resources/register", json=ev_body("ev-1", grid_node="NODE_K", charge_point_id="CP-7")
+        )
+        c.post("/resources/register", json=bess_body("bess-1", grid_node="NODE_K"))
+        yield c
+
+
+def test_telemetry_and_a_demand_response_event_become_commands_once(
+    service: TestClient, clock: Clock, kafka_brokers: str, kafka_topics: dict[str, str]
+) -> None:
+    t = kafka_topics
+    produce(
+        kafka_brokers,
+        t["VPP_TOPIC_TELEMETRY"],
+        [
+            ("ev-1", sample("ev-1", clock.now, 80, plugged=True)),
+            ("bess-1", {"samples": [sample("bess-1", clock.now, 90)]}),
+        ],
+    )
+    wait_until(
+        lambda: (
+            service.get("/capacity/available", params={"grid_node": "NODE_K"}).json()[
+                "available_resource_count"
+            ]
+            == 2
+        ),
+        "telemetry from Kafka to reach capacity",
+    )
+    event = {
+        "event_id": "dr-001",
+        "program_id": "cbp",
+        "type": "DR",
+        "site_id": "NODE_K",
+        "v2g_requested": True,
+        "der_control": {"op_mode": "discharge", "set_point_kw": 40.0},
+        "intervals": [],
+        "timestamp": clock.now.isoformat(),
+    }
+    produce(
+        kafka_brokers,
+        t["VPP_TOPIC_GRID_SIGNALS"],
+        [
+            ("dr-001", event),
+            ("dr-001", event),
+            ("junk", b"{not json"),
+            (
+                "dr-002",
+                {
+                    **event,
+                    "event_id": "dr-002",
+                    "der_control": None,
+                    "intervals": [
+                        {
+                            "id": 0,
+                            "intervalPeriod": {"duration": "one hour"},
+                            "payloads": [{"type": "DISPATCH_SETPOINT", "values": [10]}],
+                        }
+                    ],
+                },
+            ),
+        ],
+    )
+    commands = read_topic(kafka_brokers, t["VPP_TOPIC_V2G_COMMANDS"], want=1)
+    dispatches = service.get("/dispatch").json()["items"]
+    assert [(d["source"], d["reference"]) for d in dispatches] == [("dr_event", "dr-001")]
+    assert dispatches[0]["target_kw"] == 40.0
+    mine = [c for c in commands if c[1]["dispatch_id"] == dispatches[0]["dispatch_id"]]
+    assert mine and len(mine) == len(commands)  # one dispatch, whatever the duplicate did
+    keys = {k for k, _ in mine}
+    assert keys <= {"CP-7", "bess-1"}
+    assert all(c["mode"] in ("Charge", "Discharge") and "schedule" in c for _, c in mine)
+    dead = read_topic(kafka_brokers, t["VPP_TOPIC_DEAD_LETTER"], want=2)
+    reasons = sorted(d["reason"] for _, d in dead)
+    assert len(dead) == 2
+    assert reasons[0].startswith("duration 'one hour' is not an ISO-8601 duration")
+    assert reasons[1].startswith("not JSON")
+    # The consumer went on after the bad messages: a later sample still lands.
+    clock.advance(seconds=30)
+    produce(
+        kafka_brokers,
+        t["VPP_TOPIC_TELEMETRY"],
+        [("ev-1", sample("ev-1", clock.now, 77, plugged=True))],
+    )
+    wait_until(
+        lambda: service.get("/resources/ev-1").json()["telemetry"]["soc_pct"] == 77,
+        "a sample after the dead letters",
+    )
+    ready = service.get("/health/ready").json()
+    assert ready["status"] == "ready" and ready["dependencies"]["kafka"]["consuming"] is True
+
+
+def test_charger_events_and_physics_alerts_change_availability_at_once(
+    service: TestClient, clock: Clock, kafka_brokers: str, kafka_topics: dict[str, str]
+) -> None:
+    t = kafka_topics
+    produce(
+        kafka_brokers,
+        t["VPP_TOPIC_TELEMETRY"],
+        [
+            ("ev-1", sample("ev-1", clock.now, 80, plugged=True)),
+            ("bess-1", sample("bess-1", clock.now, 90)),
+        ],
+    )
+    wait_until(
+        lambda: service.get("/resources/ev-1").json()["availability_factor"] == 1.0,
+        "ev-1 available",
+    )
+    clock.advance(seconds=5)
+    produce(
+        kafka_brokers,
+        t["VPP_TOPIC_CHARGING_EVENTS"],
+        [
+            (
+                "CP-7",
+                {
+                    "event": "CHARGER_DISCONNECTED",
+                    "chargePointId": "CP-7",
+                    "timestamp": clock.now.isoformat(),
+                },
+            ),
+            ("CP-9", {"event": "CHARGER_DISCONNECTED", "chargePointId": "CP-9"}),
+        ],  # not ours: ignored
+    )
+    wait_until(
+        lambda: service.get("/resources/ev-1").json()["availability_reason"] == "unplugged",
+        "the disconnect to make ev-1 unavailable",
+    )
+    produce(
+        kafka_brokers,
+        t["VPP_TOPIC_PHYSICS_ALERTS"],
+        [
+            (
+                "bess-1",
+                {
+                    "event_type": "PHYSICS_FRAUD",
+                    "vehicle_id": "bess-1",
+                    "fleet_id": "f",
+                    "severity": "HIGH",
+                    "physics_score": 0.1,
+                    "confidence_score": 0.9,
+                },
+            )
+        ],
+    )
+    wait_until(
+        lambda: service.get("/resources/bess-1").json()["status"] == "suspended", "the lockout"
+    )
+    cap = service.get("/capacity/available", params={"grid_node": "NODE_K"}).json()
+    assert cap["available_resource_count"] == 0
+    dead = read_topic(kafka_brokers, t["VPP_TOPIC_DEAD_LETTER"], want=0, timeout_s=2)
+    assert dead == []
