@@ -141,6 +141,8 @@ def test_telemetry_and_a_demand_response_event_become_commands_once(
     assert dispatches[0]["target_kw"] == 40.0
     mine = [c for c in commands if c[1]["dispatch_id"] == dispatches[0]["dispatch_id"]]
     assert mine and len(mine) == len(commands)  # one dispatch, whatever the duplicate did
+    sent = [(c["dispatch_id"], c["resource_id"], c["revision"]) for _, c in mine]
+    assert len(sent) == len(set(sent)) == 2  # each command once
     keys = {k for k, _ in mine}
     assert keys <= {"CP-7", "bess-1"}
     assert all(c["mode"] in ("Charge", "Discharge") and "schedule" in c for _, c in mine)
@@ -224,3 +226,60 @@ def test_charger_events_and_physics_alerts_change_availability_at_once(
     assert cap["available_resource_count"] == 0
     dead = read_topic(kafka_brokers, t["VPP_TOPIC_DEAD_LETTER"], want=0, timeout_s=2)
     assert dead == []
+
+
+def test_a_broker_outage_delays_commands_but_loses_none(
+    tmp_path, clock: Clock, kafka_topics: dict[str, str]
+) -> None:  # type: ignore[no-untyped-def]
+    """Commands of dispatches made while the broker is down wait in the outbox, readiness says
+    Kafka is down, and once it is back every command goes out, in order, once."""
+    from conftest import _free_port, start_tansu
+
+    port = _free_port()
+    brokers = f"127.0.0.1:{port}"
+    broker = start_tansu(port)
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'o.db'}",
+        KAFKA_BROKERS=brokers,
+        VPP_DISPATCH_TICK_SECONDS="0.5",
+        VPP_KAFKA_CONSUME="false",
+        **kafka_topics,
+    )
+    topic = kafka_topics["VPP_TOPIC_V2G_COMMANDS"]
+    try:
+        with TestClient(create_app(settings, clock=clock)) as c:
+            for i in range(3):
+                c.post("/resources/register", json=bess_body(f"bess-{i}", grid_node="NODE_K"))
+            c.post(
+                "/telemetry",
+                json={"samples": [sample(f"bess-{i}", clock.now, 90) for i in range(3)]},
+            )
+            first = c.post(
+                "/dispatch",
+                json={"target_kw": 30, "duration_minutes": 30, "resource_ids": ["bess-0"]},
+            )
+            assert first.status_code == 201
+            assert len(read_topic(brokers, topic, want=1)) == 1
+            broker.terminate()
+            broker.wait(timeout=10)
+            during = [
+                c.post(
+                    "/dispatch",
+                    json={"target_kw": 20, "duration_minutes": 30, "resource_ids": [f"bess-{i}"]},
+                )
+                for i in (1, 2)
+            ]
+            assert [r.status_code for r in during] == [201, 201]
+            ready = c.get("/health/ready")
+            assert ready.status_code == 503 and ready.json()["down"] == ["kafka"]
+            broker = start_tansu(port)  # memory storage: the topic comes back empty
+            got = read_topic(brokers, topic, want=2, timeout_s=30)
+            # Every command made during the outage arrives (at least once; Kafka orders per key).
+            assert {m["dispatch_id"] for _, m in got} == {r.json()["dispatch_id"] for r in during}
+            assert {k for k, _ in got} == {"bess-1", "bess-2"}
+            wait_until(
+                lambda: c.get("/health/ready").status_code == 200, "readiness after the outage"
+            )
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)

@@ -83,8 +83,8 @@ class DispatchStore(Protocol):
 
 class Bus(Protocol):
     def publish(self, topic: str, key: str, payload: dict[str, Any]) -> None: ...
-    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
-        """Send in order; returns how many leading messages were delivered."""
+    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+        """Send in order (per key); which ones were delivered."""
         ...
 
 
@@ -179,6 +179,7 @@ class DispatchService:
         self.topic = command_topic
         self.metrics = metrics
         self._lock = threading.RLock()
+        self._relay_lock = threading.Lock()
         self._open: dict[str, _Open] = {}
 
     # ----------------------------------------------------------------- create
@@ -425,14 +426,16 @@ class DispatchService:
 
     def publish_pending(self) -> int:
         """Outbox relay: publish stored commands not yet published; safe to call any time."""
-        pending = self.store.pending_commands()
-        if not pending:
-            return 0
-        sent = self.bus.publish_many(
-            self.topic, [(str(payload["chargePointId"]), payload) for _, payload in pending]
-        )
-        self.store.mark_published([command_id for command_id, _ in pending[:sent]], self.clock())
-        return sent
+        with self._relay_lock:  # one relay at a time, or two could send the same rows
+            pending = self.store.pending_commands()
+            if not pending:
+                return 0
+            delivered = self.bus.publish_many(
+                self.topic, [(str(payload["chargePointId"]), payload) for _, payload in pending]
+            )
+            done = [cid for (cid, _), ok in zip(pending, delivered, strict=True) if ok]
+            self.store.mark_published(done, self.clock())
+            return len(done)
 
     # ----------------------------------------------------------------- follow-through
     def _track(self, record: DispatchRecord) -> None:

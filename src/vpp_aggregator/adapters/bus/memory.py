@@ -27,10 +27,10 @@ class InProcessBus:
         for handler in handlers:
             handler(topic, key, payload)
 
-    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
+    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
         for key, payload in items:
             self.publish(topic, key, payload)
-        return len(items)
+        return [True] * len(items)
 
     def subscribe(self, topic: str, handler: Handler) -> None:
         with self._lock:
