@@ -79,6 +79,12 @@ class DispatchStore(Protocol):
         self, limit: int = 10_000
     ) -> builtins.list[tuple[int, dict[str, Any]]]: ...
     def mark_published(self, command_ids: Sequence[int], at: datetime) -> None: ...
+    def relay_commands(
+        self,
+        send: Callable[[builtins.list[dict[str, Any]]], builtins.list[bool]],
+        at: datetime,
+        limit: int = 10_000,
+    ) -> int: ...
 
 
 class Bus(Protocol):
@@ -426,16 +432,13 @@ class DispatchService:
 
     def publish_pending(self) -> int:
         """Outbox relay: publish stored commands not yet published; safe to call any time."""
-        with self._relay_lock:  # one relay at a time, or two could send the same rows
-            pending = self.store.pending_commands()
-            if not pending:
-                return 0
-            delivered = self.bus.publish_many(
-                self.topic, [(str(payload["chargePointId"]), payload) for _, payload in pending]
+        with self._relay_lock:  # one relay per process; the store's row locks cover the rest
+            return self.store.relay_commands(
+                lambda payloads: self.bus.publish_many(
+                    self.topic, [(str(p["chargePointId"]), p) for p in payloads]
+                ),
+                self.clock(),
             )
-            done = [cid for (cid, _), ok in zip(pending, delivered, strict=True) if ok]
-            self.store.mark_published(done, self.clock())
-            return len(done)
 
     # ----------------------------------------------------------------- follow-through
     def _track(self, record: DispatchRecord) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -270,6 +270,31 @@ class DispatchRepository:
             conn.execute(
                 update(c).where(c.c.command_id.in_(list(command_ids))).values(published_at=at)
             )
+
+    def relay_commands(
+        self,
+        send: Callable[[builtins.list[dict[str, Any]]], builtins.list[bool]],
+        at: datetime,
+        limit: int = 10_000,
+    ) -> int:
+        """Send unpublished commands in order and mark what was delivered, holding the rows
+        locked meanwhile so two relays (two processes) never send the same ones."""
+        c = control_commands
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(c.c.command_id, c.c.payload)
+                .where(c.c.published_at.is_(None))
+                .order_by(c.c.command_id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return 0
+            delivered = send([r.payload for r in rows])
+            done = [r.command_id for r, ok in zip(rows, delivered, strict=True) if ok]
+            if done:
+                conn.execute(update(c).where(c.c.command_id.in_(done)).values(published_at=at))
+            return len(done)
 
     def count_commands(self, dispatch_id: str | None = None) -> int:
         c = control_commands
