@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     database_url: str = Field("", validation_alias="DATABASE_URL")
     kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    redis_prefix: str = Field("vpp", min_length=1, validation_alias="VPP_REDIS_PREFIX")
     port: int = Field(3003, ge=1, le=65535, validation_alias="PORT")
     host: str = Field("0.0.0.0", validation_alias=AliasChoices("VPP_HOST", "HOST"))
 

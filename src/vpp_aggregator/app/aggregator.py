@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
@@ -112,6 +113,28 @@ class Aggregator:
             target=self.forecast.load_history, name="forecast-history", daemon=True
         ).start()
         return len(self.state)
+
+    def apply_shared_samples(
+        self,
+        resource_ids: list[str],
+        timestamp_s: NDArray[np.float64],
+        soc_pct: NDArray[np.float64],
+        plugged_in: NDArray[np.bool_],
+        power_kw: NDArray[np.float64],
+    ) -> None:
+        """Telemetry another process accepted (and stored): into this process's live state."""
+        rows = self.state.rows_of(resource_ids)
+        for i in np.flatnonzero(rows < 0).tolist():  # registered elsewhere a moment ago
+            self.registry.reload(resource_ids[i])
+        rows = self.state.rows_of(resource_ids)
+        keep = rows >= 0
+        now = self.clock()
+        self.state.apply_telemetry(
+            rows[keep], timestamp_s[keep], soc_pct[keep], plugged_in[keep], power_kw[keep], now
+        )
+        # Left dirty on purpose: this process's snapshot then covers it too (never replacing newer).
+        kept = [rid for rid, k in zip(resource_ids, keep.tolist(), strict=True) if k]
+        self.forecast.record(kept, timestamp_s[keep], plugged_in[keep], soc_pct[keep])
 
     def _apply(self, samples: Iterable[StoredSample], now: datetime) -> None:
         batch: list[StoredSample] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,6 +20,8 @@ from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.registration import check_registration
 from vpp_aggregator.domain.resources import Resource, ResourceStatus
 
+log = logging.getLogger(__name__)
+
 
 class RegistryService:
     def __init__(
@@ -32,6 +35,20 @@ class RegistryService:
         self.state = state
         self.bess_min_soc_pct = bess_min_soc_pct
         self.clock = clock
+        self.listeners: list[Callable[[list[str]], None]] = []  # e.g. other replicas via Redis
+
+    def _changed(self, resource_ids: list[str]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(resource_ids)
+            except Exception:  # the change is stored; others catch up on their next start
+                log.exception("telling others about a registry change failed")
+
+    def reload(self, resource_id: str) -> None:
+        """Another process changed this resource: take the stored record into the live state."""
+        resource = self.repo.get(resource_id)
+        if resource is not None:
+            self.state.upsert(resource, self.clock())
 
     @staticmethod
     def new_id(resource: Resource) -> str:
@@ -50,6 +67,7 @@ class RegistryService:
         except DuplicateResourceError:
             raise ResourceExistsError(resource.resource_id) from None
         self.state.upsert(resource, now)
+        self._changed([resource.resource_id])
         return resource
 
     def register_many(self, items: list[Resource]) -> None:
@@ -68,6 +86,7 @@ class RegistryService:
         except DuplicateResourceError:
             raise ResourceExistsError("one of the resources") from None
         self.state.upsert_many(ready, now)
+        self._changed([r.resource_id for r in ready])
 
     def get(self, resource_id: str) -> Resource:
         resource = self.repo.get(resource_id)
@@ -84,6 +103,7 @@ class RegistryService:
             raise RegistrationRejectedError(violations)
         self.repo.save(updated)
         self.state.upsert(updated, self.clock())
+        self._changed([resource_id])
         return updated
 
     def deactivate(self, resource_id: str) -> Resource:
@@ -91,4 +111,5 @@ class RegistryService:
         updated = replace(current, status=ResourceStatus.INACTIVE, updated_at=self.clock())
         self.repo.save(updated)
         self.state.upsert(updated, self.clock())
+        self._changed([resource_id])
         return updated

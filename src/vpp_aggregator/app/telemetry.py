@@ -6,6 +6,7 @@ Samples travel as columns (one numpy array per field) from the transport to the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +17,8 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,19 @@ class TelemetryService:
         self.clock = clock
         self.max_clock_skew_s = max_clock_skew_s
         self.on_accepted = on_accepted  # e.g. the forecaster's hourly history
+        # Told of every accepted batch (e.g. Redis, for the other replicas): ids, ts, soc, plugged, power.
+        self.listeners: list[
+            Callable[
+                [
+                    list[str],
+                    NDArray[np.float64],
+                    NDArray[np.float64],
+                    NDArray[np.bool_],
+                    NDArray[np.float64],
+                ],
+                None,
+            ]
+        ] = []
 
     def ingest(self, batch: TelemetryBatch, pre_rejected: Sequence[Rejection] = ()) -> IngestResult:
         """Keep every good sample even when others in the batch are bad; history first, then state."""
@@ -157,6 +173,11 @@ class TelemetryService:
         )
         if self.on_accepted is not None:
             self.on_accepted(ids, ts[idx], batch.plugged_in[idx], soc[idx])
+        for listener in self.listeners:
+            try:
+                listener(ids, ts[idx], soc[idx], batch.plugged_in[idx], power[idx])
+            except Exception:  # stored and live here; others see the resource's next sample
+                log.exception("sharing accepted telemetry failed")
         rejected.sort(key=lambda r: r.index)
         return IngestResult(accepted=int(idx.size), applied=applied, rejected=rejected)
 

@@ -27,6 +27,7 @@ from vpp_aggregator.adapters.api import (
 from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics
 from vpp_aggregator.adapters.bus.kafka import KafkaParts
 from vpp_aggregator.adapters.bus.memory import InProcessBus
+from vpp_aggregator.adapters.cache.redis_state import RedisParts
 from vpp_aggregator.adapters.store.database import make_engine, migrate
 from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
 from vpp_aggregator.adapters.store.repository import Repository
@@ -141,6 +142,11 @@ def create_app(
         kafka.bus if kafka is not None else InProcessBus(),
         clock,
     )
+    shared = (
+        RedisParts.connect(settings.redis_url, settings.redis_prefix, aggregator)
+        if settings.redis_url
+        else None
+    )
     aggregator.load()
     metrics = Metrics(aggregator)
 
@@ -161,6 +167,12 @@ def create_app(
                 await run_in_threadpool(aggregator.forecast.track_accuracy)
             except Exception:
                 log.exception("dispatch follow-through failed; will retry")
+            if shared is not None:
+                try:
+                    capacity = await run_in_threadpool(aggregator.capacity.available, 60)
+                    await run_in_threadpool(shared.write_capacity, capacity)
+                except Exception as exc:  # readiness reports Redis; keep answering meanwhile
+                    log.warning("capacity keys not written to Redis: %s", exc)
 
     async def retrain_loop() -> None:
         while True:
@@ -172,6 +184,8 @@ def create_app(
         tasks = [asyncio.create_task(snapshot_loop()), asyncio.create_task(dispatch_loop())]
         if settings.forecast_retrain_hours > 0:
             tasks.append(asyncio.create_task(retrain_loop()))
+        if shared is not None:
+            shared.start()
         if kafka is not None and (settings.kafka_consume or consume):
             kafka.start_consumer(settings, aggregator.integration)
         try:
@@ -179,6 +193,8 @@ def create_app(
         finally:
             if kafka is not None:
                 kafka.stop()
+            if shared is not None:
+                shared.stop()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -201,6 +217,7 @@ def create_app(
     )
     app.state.aggregator = aggregator
     app.state.kafka = kafka
+    app.state.shared = shared
     app.state.metrics = metrics
     _install_error_handlers(app)
     for module in (

@@ -40,6 +40,12 @@ def ready(agg: AggDep, request: Request, response: Response) -> dict[str, Any]:
         if kafka is not None
         else {"ok": True, "detail": "not configured (in-process bus)"}
     )
+    shared = getattr(request.app.state, "shared", None)
+    deps["redis"] = (
+        shared.status()
+        if shared is not None
+        else {"ok": True, "detail": "not configured (state in this process)"}
+    )
     down = sorted(name for name, d in deps.items() if not d["ok"])
     if down:
         response.status_code = 503

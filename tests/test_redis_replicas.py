@@ -1,0 +1,117 @@
+"""Replicas on one PostgreSQL and Redis answer from the same fleet; Redis away, they keep answering."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api_helpers import bess_body, ev_body, sample
+from conftest import Clock
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.config import load_settings
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def prefix() -> str:
+    name = f"vpptest-{uuid.uuid4().hex[:8]}"
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.RedisError:
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{name}:*"):
+        client.delete(key)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_replicas_answer_the_same_capacity(
+    database_url: str, prefix: str, clock: Clock
+) -> None:
+    settings = load_settings(
+        DATABASE_URL=database_url,
+        REDIS_URL=REDIS_URL,
+        VPP_REDIS_PREFIX=prefix,
+        VPP_DISPATCH_TICK_SECONDS="0.2",
+    )
+    with (
+        TestClient(create_app(settings, clock=clock)) as a,
+        TestClient(create_app(settings, clock=clock)) as b,
+    ):
+        for i in range(20):
+            body = (
+                ev_body(f"ev-{i}", grid_node=f"NODE_{i % 3}")
+                if i % 4
+                else bess_body(f"bess-{i}", grid_node=f"NODE_{i % 3}")
+            )
+            assert a.post("/resources/register", json=body).status_code == 201
+        ids = [f"ev-{i}" if i % 4 else f"bess-{i}" for i in range(20)]
+        half = [
+            sample(rid, clock.now - timedelta(seconds=5), 40 + i, plugged=i % 5 != 0)
+            for i, rid in enumerate(ids)
+        ]
+        assert a.post("/telemetry", json={"samples": half[:10]}).json()["accepted"] == 10
+        assert b.post("/telemetry", json={"samples": half[10:]}).json()["accepted"] == 10
+
+        def same() -> bool:
+            return a.get("/capacity/available").json() == b.get("/capacity/available").json()
+
+        wait_until(same, "both replicas to see every sample")
+        cap = a.get("/capacity/available").json()
+        assert cap["resource_count"] == 20 and cap["available_resource_count"] == 16
+        # A change made on one replica reaches the other.
+        assert a.patch("/resources/ev-1", json={"status": "suspended"}).status_code == 200
+        wait_until(
+            lambda: b.get("/resources/ev-1").json()["availability_reason"] == "suspended",
+            "the change",
+        )
+        wait_until(same, "capacity to agree after the change")
+        # The market gateway's keys follow the fleet.
+        client = redis.Redis.from_url(REDIS_URL)
+        wait_until(
+            lambda: (
+                client.get(f"{prefix}:capacity:available") is not None
+                and float(client.get(f"{prefix}:capacity:available") or 0)
+                == pytest.approx(a.get("/capacity/available").json()["discharge"]["kwh"], abs=1e-3)
+            ),
+            "vpp:capacity:available",
+        )
+        regional = json.loads(client.get(f"{prefix}:capacity:regional") or b"{}")
+        assert set(regional) == {"NODE_0", "NODE_1", "NODE_2"}
+        ready = b.get("/health/ready").json()
+        assert ready["status"] == "ready" and ready["dependencies"]["redis"]["ok"] is True
+
+
+def test_without_redis_the_api_answers_and_readiness_says_why(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'r.db'}",
+        REDIS_URL="redis://127.0.0.1:1/0",  # nothing listens there
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        assert c.post("/resources/register", json=bess_body()).status_code == 201
+        assert (
+            c.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 60)]}).json()[
+                "accepted"
+            ]
+            == 1
+        )
+        assert c.get("/capacity/available").json()["available_resource_count"] == 1
+        ready = c.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["down"] == ["redis"]
+        assert ready.json()["dependencies"]["redis"]["detail"]
