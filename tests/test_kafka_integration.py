@@ -283,3 +283,35 @@ def test_a_broker_outage_delays_commands_but_loses_none(
     finally:
         broker.terminate()
         broker.wait(timeout=10)
+
+
+def test_offers_go_to_the_market_and_awards_come_back_as_dispatches(
+    service: TestClient, clock: Clock, kafka_brokers: str, kafka_topics: dict[str, str]
+) -> None:
+    t = kafka_topics
+    service.post(
+        "/telemetry",
+        json={"samples": [sample("bess-1", clock.now, 90), sample("ev-1", clock.now, 80)]},
+    )
+    service.post("/market/offers/generate")
+    stored = service.get("/market/offers").json()["items"]
+    assert stored and {o["aggregation_id"] for o in stored} == {"NODE_K"}
+    offers = read_topic(kafka_brokers, t["VPP_TOPIC_MARKET_OFFERS"], want=len(stored))
+    assert sorted(o["offer_id"] for _, o in offers) == sorted(o["offer_id"] for o in stored)
+    assert {k for k, _ in offers} == {"NODE_K"}
+    first = stored[0]
+    award = {
+        "award_id": "aw-k1",
+        "aggregation_id": "NODE_K",
+        "interval_start": first["interval_start"],
+        "interval_end": first["interval_end"],
+        "awarded_kw": 120.0,
+        "price_per_mwh": 61.0,
+    }
+    produce(kafka_brokers, t["VPP_TOPIC_MARKET_AWARDS"], [("NODE_K", award), ("NODE_K", award)])
+    wait_until(
+        lambda: [d["reference"] for d in service.get("/dispatch").json()["items"]] == ["aw-k1"],
+        "the award to become a dispatch",
+    )
+    time.sleep(1.0)  # the duplicate has been handled by now too
+    assert len(service.get("/dispatch").json()["items"]) == 1

@@ -76,6 +76,24 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(
         10_000, ge=1000, le=300_000, validation_alias="VPP_KAFKA_SESSION_TIMEOUT_MS"
     )
+    topic_market_offers: str = Field(
+        "vpp.market.offers", validation_alias="VPP_TOPIC_MARKET_OFFERS"
+    )
+    topic_market_awards: str = Field(
+        "vpp.market.awards", validation_alias="VPP_TOPIC_MARKET_AWARDS"
+    )
+    topic_market_settlement: str = Field(
+        "vpp.market.settlement", validation_alias="VPP_TOPIC_MARKET_SETTLEMENT"
+    )
+    offer_curve: str = Field("0.5:40,1.0:120", validation_alias="VPP_OFFER_CURVE")
+    offer_quantile: str = Field(
+        "p10", pattern="^p(10|50|90)$", validation_alias="VPP_OFFER_QUANTILE"
+    )
+    offer_horizon_hours: int = Field(24, ge=1, le=72, validation_alias="VPP_OFFER_HORIZON_HOURS")
+    offer_interval_minutes: int = Field(60, validation_alias="VPP_OFFER_INTERVAL_MINUTES")
+    market_tick_seconds: float = Field(
+        60.0, gt=0, le=3600, validation_alias="VPP_MARKET_TICK_SECONDS"
+    )
     dr_policy: str = Field(
         "all_available", pattern="^(all_available|ignore)$", validation_alias="VPP_DR_POLICY"
     )
@@ -86,6 +104,21 @@ class Settings(BaseSettings):
     redis_prefix: str = Field("vpp", min_length=1, validation_alias="VPP_REDIS_PREFIX")
     port: int = Field(3003, ge=1, le=65535, validation_alias="PORT")
     host: str = Field("0.0.0.0", validation_alias=AliasChoices("VPP_HOST", "HOST"))
+
+    @field_validator("offer_curve")
+    @classmethod
+    def _curve(cls, value: str) -> str:
+        from vpp_aggregator.domain.market import OfferCurve
+
+        OfferCurve.parse(value)  # raises with the reason
+        return value
+
+    @field_validator("offer_interval_minutes")
+    @classmethod
+    def _market_interval(cls, value: int) -> int:
+        if value not in (15, 60):
+            raise ValueError("market intervals are 15 or 60 minutes")
+        return value
 
     @field_validator("database_url")
     @classmethod

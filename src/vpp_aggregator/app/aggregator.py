@@ -15,11 +15,13 @@ from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import IntegrationService
+from vpp_aggregator.app.market import MarketService, MarketStore
 from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
 from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.market import OfferCurve
 from vpp_aggregator.domain.resources import Resource
 from vpp_aggregator.domain.tariff import Tariff
 
@@ -34,6 +36,7 @@ class Aggregator:
         settings: Settings,
         store: ResourceStore,
         dispatch_store: DispatchStore,
+        market_store: MarketStore,
         bus: Bus,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -82,6 +85,23 @@ class Aggregator:
             command_topic=settings.topic_v2g_commands,
         )
 
+        self.market = MarketService(
+            market_store,
+            self.forecast,
+            self.state,
+            self.dispatch,
+            bus,
+            clock,
+            curve=OfferCurve.parse(settings.offer_curve),
+            min_capacity_kw=settings.min_capacity_kw,
+            ramp_kw_per_min=settings.max_ramp_kw_per_min,
+            quantile=settings.offer_quantile,
+            horizon_hours=settings.offer_horizon_hours,
+            interval_minutes=settings.offer_interval_minutes,
+            hold_seconds=settings.telemetry_stale_seconds,
+            offers_topic=settings.topic_market_offers,
+            settlement_topic=settings.topic_market_settlement,
+        )
         self.integration = IntegrationService(
             self.state,
             self.telemetry,
@@ -91,6 +111,7 @@ class Aggregator:
             clock,
             dr_policy=settings.dr_policy,
             dr_default_minutes=settings.dr_default_minutes,
+            market_award=self.market.award,
         )
 
     def load(self) -> int:

@@ -49,6 +49,7 @@ class IntegrationService:
         *,
         dr_policy: str = "all_available",
         dr_default_minutes: int = 60,
+        market_award: Callable[[Any], Outcome] | None = None,
     ) -> None:
         self.state = state
         self.telemetry = telemetry
@@ -58,6 +59,13 @@ class IntegrationService:
         self.clock = clock
         self.dr_policy = dr_policy
         self.dr_default_minutes = dr_default_minutes
+        self._market_award = market_award
+
+    def market_award(self, message: Any) -> Outcome:
+        """An award from the market gateway (L4): see `MarketService.award`."""
+        if self._market_award is None:
+            raise InvalidMessageError("this process does not take market awards")
+        return self._market_award(message)
 
     # ------------------------------------------------------------------ telemetry
     def telemetry_samples(self, samples: Sequence[Any]) -> list[tuple[int, str]]:

@@ -20,6 +20,7 @@ from vpp_aggregator.adapters.api import (
     routes_capacity,
     routes_dispatch,
     routes_forecast,
+    routes_market,
     routes_ops,
     routes_resources,
     routes_telemetry,
@@ -30,6 +31,7 @@ from vpp_aggregator.adapters.bus.memory import InProcessBus
 from vpp_aggregator.adapters.cache.redis_state import RedisParts
 from vpp_aggregator.adapters.store.database import make_engine, migrate
 from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
+from vpp_aggregator.adapters.store.market_repository import MarketRepository
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.app.aggregator import Aggregator, utc_now
 from vpp_aggregator.app.dispatch import (
@@ -139,6 +141,7 @@ def create_app(
         settings,
         Repository(engine),
         DispatchRepository(engine),
+        MarketRepository(engine),
         kafka.bus if kafka is not None else InProcessBus(),
         clock,
     )
@@ -165,6 +168,7 @@ def create_app(
                 await run_in_threadpool(aggregator.dispatch.tick)
                 await run_in_threadpool(aggregator.dispatch.publish_pending)
                 await run_in_threadpool(aggregator.forecast.track_accuracy)
+                await run_in_threadpool(aggregator.market.relay)
             except Exception:
                 log.exception("dispatch follow-through failed; will retry")
             if shared is not None:
@@ -174,6 +178,21 @@ def create_app(
                 except Exception as exc:  # readiness reports Redis; keep answering meanwhile
                     log.warning("capacity keys not written to Redis: %s", exc)
 
+    async def market_loop() -> None:
+        """Offers once per market interval (and at start), settlement once an interval is over."""
+        offered_for = -1
+        while True:
+            step = settings.offer_interval_minutes * 60
+            interval = int(aggregator.clock().timestamp() // step)
+            try:
+                if interval != offered_for:
+                    await run_in_threadpool(aggregator.market.generate_offers)
+                    offered_for = interval
+                await run_in_threadpool(aggregator.market.settle_due)
+            except Exception:
+                log.exception("market offers or settlement failed; will retry")
+            await asyncio.sleep(settings.market_tick_seconds)
+
     async def retrain_loop() -> None:
         while True:
             await asyncio.sleep(settings.forecast_retrain_hours * 3600)
@@ -181,7 +200,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(snapshot_loop()), asyncio.create_task(dispatch_loop())]
+        tasks = [
+            asyncio.create_task(snapshot_loop()),
+            asyncio.create_task(dispatch_loop()),
+            asyncio.create_task(market_loop()),
+        ]
         if settings.forecast_retrain_hours > 0:
             tasks.append(asyncio.create_task(retrain_loop()))
         if shared is not None:
@@ -227,6 +250,7 @@ def create_app(
         routes_capacity,
         routes_dispatch,
         routes_forecast,
+        routes_market,
     ):
         app.include_router(module.router)
     app.add_middleware(LatencyMiddleware, metrics=metrics)

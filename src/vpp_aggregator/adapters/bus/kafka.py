@@ -165,10 +165,17 @@ class Topics:
     grid_signals: str
     charging_events: str
     physics_alerts: str
+    market_awards: str
     dead_letter: str
 
     def inbound(self) -> list[str]:
-        return [self.telemetry, self.grid_signals, self.charging_events, self.physics_alerts]
+        return [
+            self.telemetry,
+            self.grid_signals,
+            self.charging_events,
+            self.physics_alerts,
+            self.market_awards,
+        ]
 
 
 class KafkaIngest:
@@ -271,6 +278,8 @@ class KafkaIngest:
                     self.stats[(topic, self.handlers.charging_event(value).outcome)] += 1
                 elif topic == self.topics.physics_alerts:
                     self.stats[(topic, self.handlers.physics_alert(value).outcome)] += 1
+                elif topic == self.topics.market_awards:
+                    self.stats[(topic, self.handlers.market_award(value).outcome)] += 1
             except InvalidMessageError as exc:
                 dead.append((m, str(exc)))
         if samples:
@@ -331,11 +340,18 @@ class KafkaParts:
             settings.topic_grid_signals,
             settings.topic_charging_events,
             settings.topic_physics_alerts,
+            settings.topic_market_awards,
             settings.topic_dead_letter,
         )
         ensure_topics(
             brokers,
-            [*topics.inbound(), topics.dead_letter, settings.topic_v2g_commands],
+            [
+                *topics.inbound(),
+                topics.dead_letter,
+                settings.topic_v2g_commands,
+                settings.topic_market_offers,
+                settings.topic_market_settlement,
+            ],
             settings.kafka_partitions,
         )
         return cls(brokers, KafkaBus(brokers), topics)

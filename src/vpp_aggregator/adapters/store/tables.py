@@ -186,3 +186,40 @@ forecast_events = Table(
     Column("availability_factor", Float, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+market_offers = Table(
+    "market_offers",
+    metadata,
+    Column("offer_id", String(200), primary_key=True),  # aggregation and interval start
+    Column("aggregation_id", String(128), nullable=False, index=True),
+    Column("interval_start", UTCDateTime, nullable=False, index=True),
+    Column("interval_end", UTCDateTime, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+market_awards = Table(
+    "market_awards",
+    metadata,
+    Column("award_id", String(128), primary_key=True),
+    Column("aggregation_id", String(128), nullable=False),
+    Column("interval_start", UTCDateTime, nullable=False, index=True),
+    Column("interval_end", UTCDateTime, nullable=False),
+    Column("awarded_kw", Float, nullable=False),
+    Column("price_per_mwh", Float, nullable=True),
+    Column("dispatch_id", String(64), nullable=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("settlement", JSON, nullable=True),  # set once the interval is over and measured
+    Column("settled_at", UTCDateTime, nullable=True, index=True),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("message_id", Integer, primary_key=True, autoincrement=True),
+    Column("topic", String(200), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime, nullable=True, index=True),
+)

@@ -1,0 +1,104 @@
+"""Market access (FERC Order 2222): offers per aggregation, awards, settlement and its CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response, status
+from fastapi.responses import JSONResponse
+
+from vpp_aggregator.adapters.api.deps import AggDep
+from vpp_aggregator.adapters.api.schemas import ErrorOut
+from vpp_aggregator.app.integration import InvalidMessageError
+
+router = APIRouter(prefix="/market", tags=["market"])
+
+CSV_COLUMNS = (
+    "award_id",
+    "aggregation_id",
+    "interval_start",
+    "interval_end",
+    "awarded_kw",
+    "awarded_kwh",
+    "delivered_kwh",
+    "delivery_ratio",
+    "price_per_mwh",
+    "status",
+    "resource_id",
+    "resource_delivered_kwh",
+)
+
+
+@router.get("/offers")
+def get_offers(
+    agg: AggDep,
+    aggregation_id: str | None = None,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    """Offers stored and sent to the market gateway, by interval (default: the next 24 h)."""
+    now = agg.clock()
+    begin = start or now - timedelta(hours=1)
+    finish = end or now + timedelta(hours=24)
+    items = agg.market.offers(begin, finish, aggregation_id)
+    return {
+        "from": begin.isoformat(),
+        "to": finish.isoformat(),
+        "items": items,
+        "total": len(items),
+    }
+
+
+@router.post("/offers/generate")
+def generate_offers(agg: AggDep) -> dict[str, Any]:
+    """Offer every coming interval not yet offered now (this also runs every market interval)."""
+    new = agg.market.generate_offers()
+    return {"created": len(new), "items": new}
+
+
+@router.post("/awards", status_code=status.HTTP_201_CREATED, responses={422: {"model": ErrorOut}})
+def post_award(agg: AggDep, award: Annotated[dict[str, Any], Body()]) -> Any:
+    """An award as the market gateway sends it on Kafka (`vpp.market.awards`), for the embedded
+    mode and for operators; the same award id twice dispatches once."""
+    try:
+        outcome = agg.market.award(award)
+    except InvalidMessageError as exc:
+        return JSONResponse(
+            {"detail": "Award is invalid", "errors": [{"field": "award", "message": str(exc)}]},
+            status_code=422,
+        )
+    code = status.HTTP_201_CREATED if outcome.outcome == "dispatched" else status.HTTP_200_OK
+    return JSONResponse({"outcome": outcome.outcome, "detail": outcome.detail}, status_code=code)
+
+
+@router.get("/settlement", response_model=None)
+def get_settlement(
+    agg: AggDep,
+    day: Annotated[date, Query(alias="date", description="UTC day the intervals start on")],
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> dict[str, Any] | Response:
+    """Awarded against delivered energy per interval and aggregation, measured from telemetry."""
+    rows = agg.market.settlements(datetime(day.year, day.month, day.day, tzinfo=UTC))
+    if format == "json":
+        return {"date": day.isoformat(), "items": rows, "total": len(rows)}
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        detail = row.get("resources") or [{}]
+        for part in detail:
+            writer.writerow(
+                {
+                    **row,
+                    "resource_id": part.get("resource_id", ""),
+                    "resource_delivered_kwh": part.get("delivered_kwh", ""),
+                }
+            )
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"content-disposition": f'attachment; filename="settlement-{day}.csv"'},
+    )

@@ -1,0 +1,169 @@
+"""Market offers, awards with their settlement, the outbox for outgoing messages, and the
+telemetry power history settlement measures."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from vpp_aggregator.adapters.store.tables import (
+    market_awards,
+    market_offers,
+    outbox,
+    telemetry_samples,
+)
+
+
+class MarketRepository:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------------ offers
+    def add_offers(
+        self, offers: Sequence[dict[str, Any]], topic: str, at: datetime
+    ) -> builtins.list[dict[str, Any]]:
+        """Store offers not stored before and queue them for the market, in one transaction;
+        returns the new ones (an interval already offered keeps its first offer)."""
+        if not offers:
+            return []
+        ids = [o["offer_id"] for o in offers]
+        o = market_offers
+        with self.engine.begin() as conn:
+            known = set(conn.execute(select(o.c.offer_id).where(o.c.offer_id.in_(ids))).scalars())
+            new = [x for x in offers if x["offer_id"] not in known]
+            if new:
+                conn.execute(
+                    insert(o),
+                    [
+                        {
+                            "offer_id": x["offer_id"],
+                            "aggregation_id": x["aggregation_id"],
+                            "interval_start": datetime.fromisoformat(x["interval_start"]),
+                            "interval_end": datetime.fromisoformat(x["interval_end"]),
+                            "payload": x,
+                            "created_at": at,
+                        }
+                        for x in new
+                    ],
+                )
+                conn.execute(
+                    insert(outbox),
+                    [
+                        {"topic": topic, "key": x["aggregation_id"], "payload": x, "created_at": at}
+                        for x in new
+                    ],
+                )
+        return new
+
+    def offers(
+        self, start: datetime, end: datetime, aggregation_id: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        o = market_offers
+        q = select(o.c.payload).where(o.c.interval_start >= start, o.c.interval_start < end)
+        if aggregation_id:
+            q = q.where(o.c.aggregation_id == aggregation_id)
+        with self.engine.connect() as conn:
+            return [
+                r.payload for r in conn.execute(q.order_by(o.c.interval_start, o.c.aggregation_id))
+            ]
+
+    # ------------------------------------------------------------------ awards
+    def add_award(self, award: dict[str, Any]) -> bool:
+        """False when this award id was already received (a redelivery)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(market_awards).values(**award))
+            return True
+        except IntegrityError:
+            return False
+
+    def get_award(self, award_id: str) -> dict[str, Any] | None:
+        a = market_awards
+        with self.engine.connect() as conn:
+            row = conn.execute(select(a).where(a.c.award_id == award_id)).mappings().first()
+            return dict(row) if row else None
+
+    def set_award_dispatch(self, award_id: str, dispatch_id: str) -> None:
+        a = market_awards
+        with self.engine.begin() as conn:
+            conn.execute(update(a).where(a.c.award_id == award_id).values(dispatch_id=dispatch_id))
+
+    def awards_to_settle(self, before: datetime) -> builtins.list[dict[str, Any]]:
+        a = market_awards
+        q = select(a).where(a.c.settled_at.is_(None), a.c.interval_end <= before)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
+
+    def settle(self, award_id: str, settlement: dict[str, Any], topic: str, at: datetime) -> None:
+        """Store the settlement and queue it for the market gateway, in one transaction."""
+        a = market_awards
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(a)
+                .where(a.c.award_id == award_id)
+                .values(settlement=settlement, settled_at=at)
+            )
+            conn.execute(
+                insert(outbox).values(
+                    topic=topic, key=settlement["aggregation_id"], payload=settlement, created_at=at
+                )
+            )
+
+    def settlements(self, start: datetime, end: datetime) -> builtins.list[dict[str, Any]]:
+        a = market_awards
+        q = select(a).where(a.c.interval_start >= start, a.c.interval_start < end)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
+
+    # ------------------------------------------------------------------ outbox
+    def relay(
+        self,
+        send: Callable[[builtins.list[tuple[str, str, dict[str, Any]]]], builtins.list[bool]],
+        at: datetime,
+        limit: int = 5_000,
+    ) -> int:
+        """Send queued messages in order (rows held locked meanwhile); mark what was delivered."""
+        m = outbox
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(m.c.message_id, m.c.topic, m.c.key, m.c.payload)
+                .where(m.c.published_at.is_(None))
+                .order_by(m.c.message_id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return 0
+            delivered = send([(r.topic, r.key, r.payload) for r in rows])
+            done = [r.message_id for r, ok in zip(rows, delivered, strict=True) if ok]
+            if done:
+                conn.execute(update(m).where(m.c.message_id.in_(done)).values(published_at=at))
+            return len(done)
+
+    # ------------------------------------------------------------------ measurement
+    def power_history(
+        self, resource_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]:
+        """Per resource, its samples' times (epoch s) and power (kW) in [start, end), sorted."""
+        t = telemetry_samples
+        out: dict[str, tuple[builtins.list[float], builtins.list[float]]] = {
+            rid: ([], []) for rid in resource_ids
+        }
+        q = (
+            select(t.c.resource_id, t.c.ts, t.c.power_kw)
+            .where(t.c.resource_id.in_(list(resource_ids)), t.c.ts >= start, t.c.ts < end)
+            .order_by(t.c.resource_id, t.c.ts)
+        )
+        with self.engine.connect() as conn:
+            for r in conn.execute(q):
+                ts, kw = out[r.resource_id]
+                ts.append(r.ts.timestamp())
+                kw.append(r.power_kw)
+        return {rid: (np.asarray(ts), np.asarray(kw)) for rid, (ts, kw) in out.items()}

@@ -1,0 +1,277 @@
+"""The market side of the aggregator (L4): offers per aggregation and interval, awards turned
+into dispatches, and settlement of awarded against delivered energy measured from telemetry."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vpp_aggregator.app.dispatch import (
+    Bus,
+    DispatchNotFoundError,
+    DispatchRejectedError,
+    DispatchRequest,
+    DispatchService,
+)
+from vpp_aggregator.app.forecast_service import ForecastService
+from vpp_aggregator.app.integration import InvalidMessageError, Outcome
+from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.market import OfferCurve, OfferInputs, build_offer, delivered_kwh
+
+log = logging.getLogger(__name__)
+QUANTILES = ("p10", "p50", "p90")
+
+
+class MarketStore(Protocol):
+    def add_offers(
+        self, offers: Sequence[dict[str, Any]], topic: str, at: datetime
+    ) -> list[dict[str, Any]]: ...
+    def offers(
+        self, start: datetime, end: datetime, aggregation_id: str | None = None
+    ) -> list[dict[str, Any]]: ...
+    def add_award(self, award: dict[str, Any]) -> bool: ...
+    def get_award(self, award_id: str) -> dict[str, Any] | None: ...
+    def set_award_dispatch(self, award_id: str, dispatch_id: str) -> None: ...
+    def awards_to_settle(self, before: datetime) -> list[dict[str, Any]]: ...
+    def settle(
+        self, award_id: str, settlement: dict[str, Any], topic: str, at: datetime
+    ) -> None: ...
+    def settlements(self, start: datetime, end: datetime) -> list[dict[str, Any]]: ...
+    def relay(
+        self,
+        send: Callable[[list[tuple[str, str, dict[str, Any]]]], list[bool]],
+        at: datetime,
+        limit: int = 5_000,
+    ) -> int: ...
+    def power_history(
+        self, resource_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]: ...
+
+
+def _when(value: Any, field: str) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidMessageError(f"{field} must be an ISO-8601 date-time string")
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidMessageError(f"{field}: {value!r} is not an ISO-8601 date-time") from None
+    if at.tzinfo is None:
+        raise InvalidMessageError(f"{field} needs a time zone offset")
+    return at
+
+
+class MarketService:
+    def __init__(
+        self,
+        repo: MarketStore,
+        forecast: ForecastService,
+        state: FleetState,
+        dispatch: DispatchService,
+        bus: Bus,
+        clock: Callable[[], datetime],
+        *,
+        curve: OfferCurve,
+        min_capacity_kw: float,
+        ramp_kw_per_min: float,
+        quantile: str = "p10",
+        horizon_hours: int = 24,
+        interval_minutes: int = 60,
+        hold_seconds: float = 300.0,
+        offers_topic: str = "vpp.market.offers",
+        settlement_topic: str = "vpp.market.settlement",
+    ) -> None:
+        if quantile not in QUANTILES:
+            raise ValueError(f"offer quantile must be one of {QUANTILES}")
+        self.repo = repo
+        self.forecast = forecast
+        self.state = state
+        self.dispatch = dispatch
+        self.bus = bus
+        self.clock = clock
+        self.curve = curve
+        self.min_capacity_kw = min_capacity_kw
+        self.ramp_kw_per_min = ramp_kw_per_min
+        self.quantile = quantile
+        self.horizon_hours = horizon_hours
+        self.interval_minutes = interval_minutes
+        self.hold_seconds = hold_seconds
+        self.offers_topic = offers_topic
+        self.settlement_topic = settlement_topic
+
+    # ------------------------------------------------------------------ offers
+    def generate_offers(self) -> list[dict[str, Any]]:
+        """Offers for every interval that has not begun, per grid node reaching the market
+        minimum at the offered quantile; an interval already offered keeps its offer."""
+        now = self.clock()
+        offers = []
+        for node in sorted(self.state.grid_nodes()):
+            doc = self.forecast.capacity_forecast(self.horizon_hours, self.interval_minutes, node)
+            for interval in doc["intervals"]:
+                if datetime.fromisoformat(interval["start"]) <= now:
+                    continue  # under way: no longer offered
+                offer = build_offer(
+                    OfferInputs(
+                        node,
+                        interval["start"],
+                        interval["end"],
+                        interval["discharge_kw"][self.quantile],
+                        interval["discharge_kwh"][self.quantile],
+                        interval["charge_kw"][self.quantile],
+                        interval["available_vehicles"][self.quantile],
+                    ),
+                    self.curve,
+                    min_capacity_kw=self.min_capacity_kw,
+                    ramp_kw_per_min_per_resource=self.ramp_kw_per_min,
+                    quantile=self.quantile,
+                )
+                if offer is not None:
+                    offer["model"] = doc["model"]["name"]
+                    offer["generated_at"] = now.isoformat()
+                    offers.append(offer)
+        new = self.repo.add_offers(offers, self.offers_topic, now)
+        self.relay()
+        return new
+
+    def offers(
+        self, start: datetime, end: datetime, aggregation_id: str | None
+    ) -> list[dict[str, Any]]:
+        return self.repo.offers(start, end, aggregation_id)
+
+    # ------------------------------------------------------------------ awards
+    def award(self, message: Any) -> Outcome:
+        """A cleared offer: stored once, dispatched once (`source="market_award"`)."""
+        if not isinstance(message, dict):
+            raise InvalidMessageError("award must be a JSON object")
+        award_id = message.get("award_id")
+        node = message.get("aggregation_id") or message.get("grid_node")
+        kw = message.get("awarded_kw")
+        if not isinstance(award_id, str) or not award_id:
+            raise InvalidMessageError("award_id must be a non-empty string")
+        if not isinstance(node, str) or node not in self.state.grid_nodes():
+            raise InvalidMessageError(f"aggregation_id {node!r} is not an aggregation of ours")
+        if isinstance(kw, bool) or not isinstance(kw, int | float) or not math.isfinite(kw):
+            raise InvalidMessageError("awarded_kw must be a number")
+        start = _when(message.get("interval_start"), "interval_start")
+        end = _when(message.get("interval_end"), "interval_end")
+        if end <= start:
+            raise InvalidMessageError("interval_end must be after interval_start")
+        price = message.get("price_per_mwh")
+        now = self.clock()
+        fresh = self.repo.add_award(
+            {
+                "award_id": award_id,
+                "aggregation_id": node,
+                "interval_start": start,
+                "interval_end": end,
+                "awarded_kw": float(kw),
+                "price_per_mwh": float(price) if isinstance(price, int | float) else None,
+                "received_at": now,
+            }
+        )
+        stored = self.repo.get_award(award_id)
+        if not fresh and stored is not None and stored["dispatch_id"]:
+            return Outcome("duplicate", stored["dispatch_id"])
+        if end <= now:
+            return Outcome("expired", f"award {award_id} ended at {end.isoformat()}")
+        begin = max(start, now)
+        request = DispatchRequest(
+            target_kw=float(kw),
+            duration_minutes=max(1, math.ceil((end - begin).total_seconds() / 60.0)),
+            start=None if begin <= now + timedelta(seconds=1) else begin,
+            grid_node=node,
+            source="market_award",
+            reference=award_id,
+            idempotency_key=f"award:{award_id}",
+        )
+        try:
+            record, _ = self.dispatch.create(request)
+        except DispatchRejectedError as exc:
+            raise InvalidMessageError(f"dispatch refused: {exc}") from None
+        self.repo.set_award_dispatch(award_id, record.dispatch_id)
+        return Outcome("dispatched", record.dispatch_id)
+
+    # ------------------------------------------------------------------ settlement
+    def settle_due(self) -> int:
+        """Measure every award whose interval is over, once."""
+        now = self.clock()
+        done = 0
+        for award in self.repo.awards_to_settle(now):
+            self.repo.settle(award["award_id"], self._measure(award), self.settlement_topic, now)
+            done += 1
+        if done:
+            self.relay()
+        return done
+
+    def _measure(self, award: dict[str, Any]) -> dict[str, Any]:
+        start, end = award["interval_start"], award["interval_end"]
+        resources: list[str] = []
+        if award["dispatch_id"]:
+            try:
+                record, _, _ = self.dispatch.get(award["dispatch_id"])
+                resources = [a.resource_id for a in record.allocations]
+            except DispatchNotFoundError:
+                log.warning(
+                    "award %s: dispatch %s not found", award["award_id"], award["dispatch_id"]
+                )
+        history = self.repo.power_history(
+            resources, start - timedelta(seconds=self.hold_seconds), end
+        )
+        s, e = start.timestamp(), end.timestamp()
+        per = {
+            rid: round(delivered_kwh(ts, kw, s, e, self.hold_seconds), 4)
+            for rid, (ts, kw) in history.items()
+        }
+        hours = (e - s) / 3600.0
+        awarded_kwh = award["awarded_kw"] * hours
+        delivered = float(sum(per.values()))
+        return {
+            "award_id": award["award_id"],
+            "aggregation_id": award["aggregation_id"],
+            "interval_start": start.isoformat(),
+            "interval_end": end.isoformat(),
+            "awarded_kw": award["awarded_kw"],
+            "awarded_kwh": round(awarded_kwh, 4),
+            "delivered_kwh": round(delivered, 4),
+            "delivery_ratio": round(delivered / awarded_kwh, 4) if awarded_kwh else None,
+            "price_per_mwh": award["price_per_mwh"],
+            "dispatch_id": award["dispatch_id"],
+            "measured_from": "telemetry power_kw, sample-and-hold",
+            "resources": [{"resource_id": r, "delivered_kwh": v} for r, v in sorted(per.items())],
+        }
+
+    def settlements(self, day: datetime) -> list[dict[str, Any]]:
+        """Awards whose interval starts on this UTC day, with their settlement when measured."""
+        start = day.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=UTC)
+        out = []
+        for a in self.repo.settlements(start, start + timedelta(days=1)):
+            row = a["settlement"] or {
+                "award_id": a["award_id"],
+                "aggregation_id": a["aggregation_id"],
+                "interval_start": a["interval_start"].isoformat(),
+                "interval_end": a["interval_end"].isoformat(),
+                "awarded_kw": a["awarded_kw"],
+                "dispatch_id": a["dispatch_id"],
+            }
+            out.append({**row, "status": "settled" if a["settled_at"] else "pending"})
+        return out
+
+    # ------------------------------------------------------------------ outbox
+    def relay(self) -> int:
+        """Send queued offers and settlements (grouped by topic, order kept within a topic)."""
+
+        def send(items: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
+            delivered = [False] * len(items)
+            for topic in dict.fromkeys(t for t, _, _ in items):
+                idx = [i for i, (t, _, _) in enumerate(items) if t == topic]
+                acked = self.bus.publish_many(topic, [(items[i][1], items[i][2]) for i in idx])
+                for i, ok in zip(idx, acked, strict=True):
+                    delivered[i] = ok
+            return delivered
+
+        return self.repo.relay(send, self.clock())

@@ -1,0 +1,116 @@
+"""Wholesale market maths under FERC Order 2222: offers per aggregation, delivered energy.
+
+An offer sells what the fleet will deliver with high confidence: the forecast's low quantile
+(P10 by default) of discharge power per grid node, only where the aggregation reaches the
+market minimum. Delivered energy is measured from telemetry, sample-and-hold, so settlement
+compares what was awarded with what the batteries actually exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class OfferCurveError(ValueError):
+    """The configured offer curve cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class OfferCurve:
+    """Price steps: each (cumulative share of the offered quantity, $/MWh), rising."""
+
+    steps: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> OfferCurve:
+        """`"0.5:35,1.0:80"`: the first half of the quantity at $35/MWh, the rest at $80/MWh."""
+        steps = []
+        try:
+            for part in text.split(","):
+                share, price = part.split(":")
+                steps.append((float(share), float(price)))
+        except ValueError:
+            raise OfferCurveError(
+                f"offer curve {text!r}: expected share:price pairs like 0.5:35,1.0:80"
+            ) from None
+        shares = [s for s, _ in steps]
+        prices = [p for _, p in steps]
+        if not steps or shares != sorted(shares) or shares[-1] != 1.0 or shares[0] <= 0:
+            raise OfferCurveError(f"offer curve {text!r}: shares must rise to exactly 1.0")
+        if prices != sorted(prices):
+            raise OfferCurveError(f"offer curve {text!r}: prices must not fall (a supply curve)")
+        return cls(tuple(steps))
+
+    def segments(self, quantity_kw: float) -> list[dict[str, float]]:
+        out, before = [], 0.0
+        for share, price in self.steps:
+            mw = (share - before) * quantity_kw / 1000.0
+            if mw > 0:
+                out.append({"mw": round(mw, 4), "price_per_mwh": price})
+            before = share
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class OfferInputs:
+    """One aggregation in one market interval, from the capacity forecast."""
+
+    aggregation_id: str  # the grid node
+    start: str  # ISO-8601
+    end: str
+    discharge_kw: float  # at the offered quantile
+    discharge_kwh: float
+    charge_kw: float
+    resources: float  # resources expected available at that quantile
+
+
+def build_offer(
+    x: OfferInputs,
+    curve: OfferCurve,
+    *,
+    min_capacity_kw: float,
+    ramp_kw_per_min_per_resource: float,
+    quantile: str,
+) -> dict[str, Any] | None:
+    """The offer for one aggregation and interval, or None below the market minimum."""
+    quantity = float(x.discharge_kw)
+    if quantity < min_capacity_kw:
+        return None
+    return {
+        "offer_id": f"{x.aggregation_id}:{x.start}",
+        "aggregation_id": x.aggregation_id,
+        "interval_start": x.start,
+        "interval_end": x.end,
+        "quantity_kw": round(quantity, 3),
+        "quantile": quantile,
+        "min_power_kw": float(min_capacity_kw),
+        "max_power_kw": round(quantity, 3),
+        "max_charge_kw": round(float(x.charge_kw), 3),
+        "energy_limit_kwh": round(float(x.discharge_kwh), 3),
+        "ramp_rate_kw_per_min": round(float(x.resources) * ramp_kw_per_min_per_resource, 3),
+        "price_segments": curve.segments(quantity),
+    }
+
+
+def delivered_kwh(
+    timestamp_s: NDArray[np.float64],
+    power_kw: NDArray[np.float64],
+    start_s: float,
+    end_s: float,
+    hold_s: float,
+) -> float:
+    """Energy exported in [start, end) from one resource's samples (sorted by time): each
+    sample's power holds until the next sample, for at most `hold_s` (older means unknown, and
+    unknown counts as nothing delivered). Negative power (charging) counts against it."""
+    if timestamp_s.size == 0:
+        return 0.0
+    nxt = np.r_[timestamp_s[1:], np.inf]
+    held_until = np.minimum(nxt, timestamp_s + hold_s)
+    a = np.maximum(timestamp_s, start_s)
+    b = np.minimum(held_until, end_s)
+    seconds = np.clip(b - a, 0.0, None)
+    return float((power_kw * seconds).sum() / 3600.0)
