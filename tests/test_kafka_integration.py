@@ -315,3 +315,23 @@ def test_offers_go_to_the_market_and_awards_come_back_as_dispatches(
     )
     time.sleep(1.0)  # the duplicate has been handled by now too
     assert len(service.get("/dispatch").json()["items"]) == 1
+
+
+def test_the_asyncapi_file_documents_every_topic_we_use() -> None:
+    import yaml
+
+    from vpp_aggregator.config import Settings
+
+    doc = yaml.safe_load(
+        (__import__("pathlib").Path(__file__).parents[1] / "asyncapi.yaml").read_text()
+    )
+    documented = {c["address"] for c in doc["channels"].values()}
+    defaults = {
+        name: field.default
+        for name, field in Settings.model_fields.items()
+        if name.startswith("topic_")
+    }
+    assert set(defaults.values()) == documented
+    for channel in doc["channels"].values():
+        for message in channel["messages"].values():
+            assert message["$ref"].split("/")[-1] in doc["components"]["messages"]
