@@ -164,6 +164,9 @@ def test_telemetry_and_a_demand_response_event_become_commands_once(
     )
     ready = service.get("/health/ready").json()
     assert ready["status"] == "ready" and ready["dependencies"]["kafka"]["consuming"] is True
+    text = service.get("/metrics").text
+    dead = f'vpp_kafka_messages_total{{outcome="dead_letter",topic="{t["VPP_TOPIC_GRID_SIGNALS"]}"}} 2.0'
+    assert dead in text
 
 
 def test_charger_events_and_physics_alerts_change_availability_at_once(

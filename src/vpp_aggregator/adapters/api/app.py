@@ -25,7 +25,7 @@ from vpp_aggregator.adapters.api import (
     routes_resources,
     routes_telemetry,
 )
-from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics
+from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics, TransportCollector
 from vpp_aggregator.adapters.bus.kafka import KafkaParts
 from vpp_aggregator.adapters.bus.memory import InProcessBus
 from vpp_aggregator.adapters.cache.redis_state import RedisParts
@@ -152,6 +152,7 @@ def create_app(
     )
     aggregator.load()
     metrics = Metrics(aggregator)
+    metrics.registry.register(TransportCollector(kafka, shared))
 
     async def snapshot_loop() -> None:
         while True:

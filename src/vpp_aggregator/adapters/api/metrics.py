@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -170,3 +170,42 @@ class LatencyMiddleware:
             self.metrics.request_latency.labels(scope["method"], path, str(status)).observe(
                 time.perf_counter() - start
             )
+
+
+class TransportCollector(Collector):
+    """Kafka and Redis as this process sees them, read at scrape time."""
+
+    def __init__(self, kafka: Any, shared: Any) -> None:
+        self.kafka = kafka
+        self.shared = shared
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        if self.kafka is not None:
+            handled = CounterMetricFamily(
+                "vpp_kafka_messages",
+                "Messages consumed by outcome (applied, dispatched, duplicate, ignored, dead_letter...)",
+                labels=["topic", "outcome"],
+            )
+            ingest = self.kafka.ingest
+            for (topic, outcome), n in sorted((ingest.stats if ingest else {}).items()):
+                handled.add_metric([topic, outcome], n)
+            yield handled
+            sent = CounterMetricFamily(
+                "vpp_kafka_published_messages", "Messages the broker acknowledged"
+            )
+            sent.add_metric([], self.kafka.bus.published)
+            yield sent
+        if self.shared is not None:
+            follower = self.shared.follower
+            applied = CounterMetricFamily(
+                "vpp_redis_followed_samples", "Samples other processes ingested, applied here"
+            )
+            applied.add_metric([], follower.applied)
+            yield applied
+            age = follower.stale_seconds()
+            if age is not None:
+                lag = GaugeMetricFamily(
+                    "vpp_shared_state_age_seconds", "Since the shared state was last read"
+                )
+                lag.add_metric([], age)
+                yield lag
