@@ -662,7 +662,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}, numpy {np.__version__}"
 
 
-SECTIONS = frozenset({"capacity", "http", "dispatch", "forecast"})
+SECTIONS = frozenset({"capacity", "http", "dispatch", "forecast", "kafka"})
 
 
 def run_all(
@@ -779,6 +779,10 @@ def run_all(
             f"| stored LightGBM model (trained on the packaged Caltech extract) | {fc.model_p50_ms:.0f} | {fc.model_p99_ms:.0f} |",
             "",
         ]
+    if "kafka" in sections:
+        from vpp_aggregator.bench_kafka import run_kafka
+
+        lines += run_kafka(log)
     text = "\n".join(lines)
     if output is not None:
         header = "# Benchmarks\n\nNewest run first. Rerun with `make bench`.\n\n"

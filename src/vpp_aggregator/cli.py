@@ -172,7 +172,8 @@ def bench(
         int, typer.Option(help="Fleet size for the HTTP benchmark")
     ] = 100_000,
     only: Annotated[
-        str, typer.Option(help="Sections to run: capacity,http,dispatch,forecast (default all)")
+        str,
+        typer.Option(help="Sections to run: capacity,http,dispatch,forecast,kafka (default all)"),
     ] = "",
 ) -> None:
     """Measure capacity reads, HTTP latency, telemetry ingest and memory (loopback only)."""

@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     )
     offer_horizon_hours: int = Field(24, ge=1, le=72, validation_alias="VPP_OFFER_HORIZON_HOURS")
     offer_interval_minutes: int = Field(60, validation_alias="VPP_OFFER_INTERVAL_MINUTES")
+    market_enabled: bool = Field(True, validation_alias="VPP_MARKET_ENABLED")
     market_tick_seconds: float = Field(
         60.0, gt=0, le=3600, validation_alias="VPP_MARKET_TICK_SECONDS"
     )

@@ -204,8 +204,9 @@ def create_app(
         tasks = [
             asyncio.create_task(snapshot_loop()),
             asyncio.create_task(dispatch_loop()),
-            asyncio.create_task(market_loop()),
         ]
+        if settings.market_enabled:
+            tasks.append(asyncio.create_task(market_loop()))
         if settings.forecast_retrain_hours > 0:
             tasks.append(asyncio.create_task(retrain_loop()))
         if shared is not None:

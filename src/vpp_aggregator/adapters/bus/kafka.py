@@ -215,7 +215,12 @@ class KafkaIngest:
 
     def poll_once(self, timeout_s: float = 0.5) -> int:
         """Handle one polled batch; returns how many messages it held."""
-        messages = [m for m in self._consumer.consume(self.batch_size, timeout_s) if m is not None]
+        # Wait for the first message only; then take what is already fetched without waiting
+        # (consume() with a timeout waits for a full batch, which would add latency when quiet).
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return 0
+        messages = [first, *self._consumer.consume(self.batch_size - 1, 0)]
         real = []
         for m in messages:
             err = m.error()
@@ -227,7 +232,9 @@ class KafkaIngest:
             return 0
         try:
             self._handle(real)
-            self._consumer.commit(asynchronous=False)
+            # After the batch is stored; asynchronous: a lost commit only means a redelivery,
+            # which the idempotent handlers absorb.
+            self._consumer.commit(asynchronous=True)
             self.last_error = None
         except Exception as exc:  # store or broker away: rewind and try the batch again
             self.last_error = f"{type(exc).__name__}: {exc}"

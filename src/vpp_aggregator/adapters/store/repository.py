@@ -220,9 +220,29 @@ class Repository:
         """
         if not resource_ids:
             return
+        if self._dialect == "postgresql":
+            # One statement over arrays: several times faster than executemany on PostgreSQL.
+            sql = (
+                "INSERT INTO telemetry_samples (ts, resource_id, soc_pct, plugged_in, power_kw, received_at) "
+                "SELECT to_timestamp(u.t), u.r, u.s, u.p, u.w, %s "
+                "FROM unnest(%s::float8[], %s::text[], %s::float8[], %s::bool[], %s::float8[]) "
+                "AS u(t, r, s, p, w) ON CONFLICT (ts, resource_id) DO NOTHING"
+            )
+            micros = np.round(np.asarray(timestamp_s, dtype=np.float64) * 1e6) / 1e6
+            args = (
+                received_at,
+                micros.tolist(),
+                list(resource_ids),
+                soc_pct.tolist(),
+                plugged_in.tolist(),
+                power_kw.tolist(),
+            )
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(sql, args)
+            return
         received = self._stamps(np.array([received_at.timestamp()]))[0]
-        conflict = "OR IGNORE" if self._dialect == "sqlite" else ""
-        tail = "" if self._dialect == "sqlite" else " ON CONFLICT (ts, resource_id) DO NOTHING"
+        conflict = "OR IGNORE"
+        tail = ""
         sql = (
             f"INSERT {conflict} INTO telemetry_samples (ts, resource_id, soc_pct, plugged_in, power_kw, received_at) "
             f"VALUES ({self._marks(6)}){tail}"
