@@ -334,7 +334,66 @@ def test_the_asyncapi_file_documents_every_topic_we_use() -> None:
         for name, field in Settings.model_fields.items()
         if name.startswith("topic_")
     }
-    assert set(defaults.values()) == documented
+    assert {v for v in defaults.values() if v} == documented - {"vpp.command.acks"}
+    assert defaults["topic_command_acks"] == ""  # optional, off unless configured
     for channel in doc["channels"].values():
         for message in channel["messages"].values():
             assert message["$ref"].split("/")[-1] in doc["components"]["messages"]
+
+
+def test_a_refused_command_replans_the_dispatch_without_that_resource(
+    tmp_path, clock: Clock, kafka_brokers: str, kafka_topics: dict[str, str]
+) -> None:  # type: ignore[no-untyped-def]
+    acks = kafka_topics["VPP_TOPIC_TELEMETRY"].replace("telemetry", "acks")
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'a.db'}",
+        KAFKA_BROKERS=kafka_brokers,
+        VPP_TOPIC_COMMAND_ACKS=acks,
+        **kafka_topics,
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        for i in range(3):
+            c.post("/resources/register", json=bess_body(f"bess-{i}", grid_node="NODE_K"))
+        c.post(
+            "/telemetry", json={"samples": [sample(f"bess-{i}", clock.now, 90) for i in range(3)]}
+        )
+        d = c.post(
+            "/dispatch", json={"target_kw": 300, "duration_minutes": 30, "grid_node": "NODE_K"}
+        ).json()
+        used = [
+            a["resource_id"]
+            for a in d["allocations"]
+            if any(p["setpoint_kw"] for p in a["schedule"])
+        ]
+        assert len(used) >= 2
+        refused = used[0]
+        produce(
+            kafka_brokers,
+            acks,
+            [
+                (
+                    refused,
+                    {"dispatch_id": d["dispatch_id"], "resource_id": used[1], "status": "Accepted"},
+                ),
+                (
+                    refused,
+                    {
+                        "dispatch_id": d["dispatch_id"],
+                        "resource_id": refused,
+                        "status": "Rejected",
+                        "reason": "EVSE fault",
+                    },
+                ),
+            ],
+        )
+
+        def replanned() -> bool:
+            doc = c.get(f"/dispatch/{d['dispatch_id']}").json()
+            return len(doc.get("revisions", [])) >= 2  # "created", then the re-plan
+
+        wait_until(replanned, "a re-plan after the refusal")
+        doc = c.get(f"/dispatch/{d['dispatch_id']}").json()
+        assert "command_rejected (EVSE fault)" in json.dumps(doc["revisions"])
+        metrics = c.get("/metrics").text
+        assert f'vpp_kafka_messages_total{{outcome="replanned",topic="{acks}"}} 1.0' in metrics
+        assert f'vpp_kafka_messages_total{{outcome="accepted",topic="{acks}"}} 1.0' in metrics

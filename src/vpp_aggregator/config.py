@@ -70,6 +70,7 @@ class Settings(BaseSettings):
         "migrid.physics.alerts", validation_alias="VPP_TOPIC_PHYSICS_ALERTS"
     )
     topic_dead_letter: str = Field("vpp.deadletter", validation_alias="VPP_TOPIC_DEAD_LETTER")
+    topic_command_acks: str = Field("", validation_alias="VPP_TOPIC_COMMAND_ACKS")
     kafka_group_id: str = Field("vpp-aggregator", validation_alias="VPP_KAFKA_GROUP_ID")
     kafka_partitions: int = Field(6, ge=1, le=1024, validation_alias="VPP_KAFKA_PARTITIONS")
     kafka_consume: bool = Field(True, validation_alias="VPP_KAFKA_CONSUME")

@@ -510,6 +510,21 @@ class DispatchService:
         for r in finished:
             self._schedule_recharge(r, now)
 
+    def command_rejected(self, dispatch_id: str, resource_id: str, reason: str) -> bool:
+        """A device refused its command: re-plan without it (False when this process does not
+        follow that dispatch, or the resource has no part left in it)."""
+        now = self.clock()
+        with self._lock:
+            o = self._open.get(dispatch_id)
+            if o is None or resource_id not in o.ids:
+                return False
+            j = o.ids.index(resource_id)
+            if o.released[j]:
+                return False
+            self._replan(o, now, {resource_id: f"command_rejected ({reason})"})
+        self.publish_pending()
+        return True
+
     def _set_status(self, record: DispatchRecord, status: DispatchStatus, now: datetime) -> None:
         record.status = status
         record.updated_at = now

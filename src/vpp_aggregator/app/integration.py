@@ -159,6 +159,33 @@ class IntegrationService:
             "applied", f"{resource_id} {'plugged in' if sample['plugged_in'] else 'unplugged'}"
         )
 
+    def command_ack(self, message: Any) -> Outcome:
+        """The device gateway's answer to a command; a refusal re-plans without that resource."""
+        if not isinstance(message, dict):
+            raise InvalidMessageError("acknowledgement must be a JSON object")
+        dispatch_id = message.get("dispatch_id")
+        status = str(message.get("status", "")).lower()
+        rid = message.get("resource_id")
+        if not isinstance(rid, str):
+            cp = message.get("chargePointId")
+            rid = self.state.resource_of_charge_point(cp) if isinstance(cp, str) else None
+        if not isinstance(dispatch_id, str) or not dispatch_id or rid is None:
+            raise InvalidMessageError(
+                "needs dispatch_id and resource_id (or a known chargePointId)"
+            )
+        if status in ("accepted", "ok", "applied"):
+            return Outcome("accepted", f"{dispatch_id}/{rid}")
+        if status in ("rejected", "failed", "error", "faulted"):
+            reason = str(message.get("reason") or status)
+            if self.dispatch.command_rejected(dispatch_id, rid, reason):
+                return Outcome("replanned", f"{dispatch_id} without {rid}: {reason}")
+            return Outcome(
+                "ignored", f"{dispatch_id}/{rid} is not followed here or already released"
+            )
+        raise InvalidMessageError(
+            f"status {message.get('status')!r}: expected Accepted or Rejected"
+        )
+
     # ----------------------------------------------------------------- physics engine
     def physics_alert(self, event: Any) -> Outcome:
         """A capacity violation or suspected fraud suspends the resource until an operator

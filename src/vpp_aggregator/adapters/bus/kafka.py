@@ -167,15 +167,17 @@ class Topics:
     physics_alerts: str
     market_awards: str
     dead_letter: str
+    command_acks: str = ""  # optional: the device gateway's acknowledgements
 
     def inbound(self) -> list[str]:
-        return [
+        topics = [
             self.telemetry,
             self.grid_signals,
             self.charging_events,
             self.physics_alerts,
             self.market_awards,
         ]
+        return [*topics, self.command_acks] if self.command_acks else topics
 
 
 class KafkaIngest:
@@ -287,6 +289,8 @@ class KafkaIngest:
                     self.stats[(topic, self.handlers.physics_alert(value).outcome)] += 1
                 elif topic == self.topics.market_awards:
                     self.stats[(topic, self.handlers.market_award(value).outcome)] += 1
+                elif topic == self.topics.command_acks:
+                    self.stats[(topic, self.handlers.command_ack(value).outcome)] += 1
             except InvalidMessageError as exc:
                 dead.append((m, str(exc)))
         if samples:
@@ -349,6 +353,7 @@ class KafkaParts:
             settings.topic_physics_alerts,
             settings.topic_market_awards,
             settings.topic_dead_letter,
+            settings.topic_command_acks,
         )
         ensure_topics(
             brokers,
