@@ -164,6 +164,10 @@ def test_telemetry_and_a_demand_response_event_become_commands_once(
     )
     ready = service.get("/health/ready").json()
     assert ready["status"] == "ready" and ready["dependencies"]["kafka"]["consuming"] is True
+    audit = service.get("/audit", params={"action": "dispatch.create"}).json()["items"]
+    assert [(e["actor"], e["target"]) for e in audit] == [
+        (f"kafka:{t['VPP_TOPIC_GRID_SIGNALS']}", dispatches[0]["dispatch_id"])
+    ]
     text = service.get("/metrics").text
     dead = f'vpp_kafka_messages_total{{outcome="dead_letter",topic="{t["VPP_TOPIC_GRID_SIGNALS"]}"}} 2.0'
     assert dead in text

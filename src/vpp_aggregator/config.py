@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
     redis_prefix: str = Field("vpp", min_length=1, validation_alias="VPP_REDIS_PREFIX")
+    jwt_secret: str = Field("", validation_alias="VPP_JWT_SECRET")
+    jwt_public_key: str = Field("", validation_alias="VPP_JWT_PUBLIC_KEY")
+    jwt_audience: str = Field("", validation_alias="VPP_JWT_AUDIENCE")
+    jwt_issuer: str = Field("", validation_alias="VPP_JWT_ISSUER")
+    rate_limit_per_minute: int = Field(
+        1200, ge=0, le=1_000_000, validation_alias="VPP_RATE_LIMIT_PER_MINUTE"
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, le=1024**3, validation_alias="VPP_MAX_BODY_BYTES"
+    )
     port: int = Field(3003, ge=1, le=65535, validation_alias="PORT")
     host: str = Field("0.0.0.0", validation_alias=AliasChoices("VPP_HOST", "HOST"))
 

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vpp_aggregator import SERVICE_NAME, __version__
 from vpp_aggregator.adapters.api import (
+    routes_audit,
     routes_capacity,
     routes_dispatch,
     routes_forecast,
@@ -25,10 +26,13 @@ from vpp_aggregator.adapters.api import (
     routes_resources,
     routes_telemetry,
 )
+from vpp_aggregator.adapters.api.auth import Authenticator
+from vpp_aggregator.adapters.api.limits import BodyLimitMiddleware
 from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics, TransportCollector
 from vpp_aggregator.adapters.bus.kafka import KafkaParts
 from vpp_aggregator.adapters.bus.memory import InProcessBus
 from vpp_aggregator.adapters.cache.redis_state import RedisParts
+from vpp_aggregator.adapters.store.audit_repository import AuditRepository
 from vpp_aggregator.adapters.store.database import make_engine, migrate
 from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
 from vpp_aggregator.adapters.store.market_repository import MarketRepository
@@ -133,6 +137,9 @@ def create_app(
     """The service; with KAFKA_BROKERS it talks to the other layers over Kafka and consumes
     their topics when VPP_KAFKA_CONSUME is on or `consume` is set (the `worker` command)."""
     settings = settings or load_settings()
+    auth = Authenticator(settings)  # refuses a weak secret before anything starts
+    if auth.dev_mode:
+        log.warning("no VPP_JWT_SECRET or VPP_JWT_PUBLIC_KEY: dev mode, every caller is an admin")
     engine = make_engine(settings.database_url)
     if run_migrations:
         migrate(engine)
@@ -212,7 +219,7 @@ def create_app(
         if shared is not None:
             shared.start()
         if kafka is not None and (settings.kafka_consume or consume):
-            kafka.start_consumer(settings, aggregator.integration)
+            kafka.start_consumer(settings, aggregator.integration, app.state.audit.append)
         try:
             yield
         finally:
@@ -241,6 +248,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.aggregator = aggregator
+    app.state.auth = auth
+    app.state.audit = AuditRepository(engine)
     app.state.kafka = kafka
     app.state.shared = shared
     app.state.metrics = metrics
@@ -253,7 +262,9 @@ def create_app(
         routes_dispatch,
         routes_forecast,
         routes_market,
+        routes_audit,
     ):
         app.include_router(module.router)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

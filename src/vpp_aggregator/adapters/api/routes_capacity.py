@@ -7,6 +7,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Response
 
+from vpp_aggregator.adapters.api.auth import Viewer, fleet_scope, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
 from vpp_aggregator.adapters.api.schemas import CapacityOut, ErrorOut, ForecastOut
 
@@ -16,12 +17,14 @@ router = APIRouter(prefix="/capacity", tags=["capacity"])
 @router.get("/available", response_model=CapacityOut, responses={422: {"model": ErrorOut}})
 async def available(
     agg: AggDep,
+    who: Viewer,
     duration_minutes: Annotated[float, Query(gt=0, le=24 * 60, description="Window length h")] = 60,
     grid_node: Annotated[str | None, Query(max_length=128)] = None,
     fleet_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
     """Power and energy the fleet can give (discharge, up) or absorb (charge, down) over the window."""
-    answer = agg.capacity.available(duration_minutes, grid_node or None, fleet_id or None)
+    fleet = fleet_scope(who, fleet_id or None)
+    answer = agg.capacity.available(duration_minutes, grid_node or None, fleet)
     # Built to CapacityOut's shape by the use case (tests hold it to the schema); not re-validated per request.
     return Response(orjson.dumps(answer), media_type="application/json")
 
@@ -29,6 +32,7 @@ async def available(
 @router.get("/forecast", response_model=ForecastOut, responses={422: {"model": ErrorOut}})
 def capacity_forecast(
     agg: AggDep,
+    who: Viewer,
     horizon_hours: Annotated[int, Query(ge=1, le=24 * 14)] = 72,
     interval_minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
     grid_node: Annotated[str | None, Query(max_length=128)] = None,
@@ -37,5 +41,6 @@ def capacity_forecast(
 
     Served by the documented fallback (a per-resource seasonal profile from stored telemetry,
     driver schedules applied), marked `model.fallback = true`."""
+    fleet_wide(who)
     answer = agg.forecast.capacity_forecast(horizon_hours, interval_minutes, grid_node or None)
     return Response(orjson.dumps(answer), media_type="application/json")

@@ -6,9 +6,11 @@ import time
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
+from vpp_aggregator.adapters.api.audit import AuditDep
+from vpp_aggregator.adapters.api.auth import Operator, Principal, Viewer, fleet_scope
 from vpp_aggregator.adapters.api.deps import AggDep
 from vpp_aggregator.adapters.api.schemas import (
     DispatchDetailOut,
@@ -94,7 +96,9 @@ def _json(body: dict[str, Any], code: int = 200) -> Response:
         **ERRORS,
     },
 )
-async def create_dispatch(body: DispatchIn, agg: AggDep) -> Response:
+async def create_dispatch(
+    body: DispatchIn, agg: AggDep, who: Operator, audit: AuditDep
+) -> Response:
     """Split `target_kw` over the fleet for `duration_minutes`, ramp-limited and safe; a target the
     fleet cannot meet comes back as `partial` with the shortfall and the rules that bound it."""
     received = time.perf_counter()
@@ -103,19 +107,27 @@ async def create_dispatch(body: DispatchIn, agg: AggDep) -> Response:
         duration_minutes=body.duration_minutes,
         start=body.start,
         grid_node=body.grid_node,
-        fleet_id=body.fleet_id,
+        fleet_id=fleet_scope(who, body.fleet_id),
         resource_ids=tuple(body.resource_ids) if body.resource_ids is not None else None,
         source=body.source,
         reference=body.reference,
         idempotency_key=body.idempotency_key,
     )
     record, created = await run_in_threadpool(agg.dispatch.create, req, received)
+    if created:
+        audit.record(
+            "dispatch.create",
+            record.dispatch_id,
+            {"target_kw": record.target_kw, "source": record.source, "scope": record.scope},
+            req.fleet_id,
+        )
     return _json(dispatch_body(record), 201 if created else 200)
 
 
 @router.get("", response_model=DispatchList, responses={422: {"model": ErrorOut}})
 def list_dispatches(
     agg: AggDep,
+    who: Viewer,
     status: Literal["scheduled", "active", "completed", "cancelled", "partial", "rejected"]
     | None = None,
     source: Annotated[str | None, Query(max_length=32)] = None,
@@ -123,6 +135,9 @@ def list_dispatches(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> DispatchList:
     items, total = agg.dispatch.list(status=status, source=source, limit=limit, offset=offset)
+    if who.fleet_id is not None:  # a fleet sees the dispatches scoped to it
+        items = [r for r in items if r.scope.get("fleet_id") == who.fleet_id]
+        total = len(items)
     return DispatchList(
         items=[
             DispatchSummary(
@@ -148,13 +163,23 @@ def list_dispatches(
 
 
 @router.get("/{dispatch_id}", response_model=DispatchDetailOut, responses=ERRORS)
-def get_dispatch(dispatch_id: str, agg: AggDep) -> Response:
+def get_dispatch(dispatch_id: str, agg: AggDep, who: Viewer) -> Response:
     """The dispatch, its current plan, the power delivered so far (from telemetry) and its revisions."""
     record, view, revisions = agg.dispatch.get(dispatch_id)
+    _visible(who, record)
     return _json(detail_body(record, view, revisions))
 
 
 @router.post("/{dispatch_id}/cancel", response_model=DispatchOut, responses=ERRORS)
-def cancel_dispatch(dispatch_id: str, agg: AggDep) -> Response:
+def cancel_dispatch(dispatch_id: str, agg: AggDep, who: Operator, audit: AuditDep) -> Response:
     """Stop: every resource ramps back to zero within the ramp limit."""
-    return _json(dispatch_body(agg.dispatch.cancel(dispatch_id)))
+    record, _, _ = agg.dispatch.get(dispatch_id)
+    _visible(who, record)
+    cancelled = agg.dispatch.cancel(dispatch_id)
+    audit.record("dispatch.cancel", dispatch_id, {"status": cancelled.status.value})
+    return _json(dispatch_body(cancelled))
+
+
+def _visible(who: Principal, record: DispatchRecord) -> None:
+    if who.fleet_id is not None and record.scope.get("fleet_id") != who.fleet_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No dispatch with id {record.dispatch_id}")

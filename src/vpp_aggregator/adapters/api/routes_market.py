@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response, status
 from fastapi.responses import JSONResponse
 
+from vpp_aggregator.adapters.api.audit import AuditDep
+from vpp_aggregator.adapters.api.auth import Admin, Operator, Viewer, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
 from vpp_aggregator.adapters.api.schemas import ErrorOut
 from vpp_aggregator.app.integration import InvalidMessageError
@@ -35,11 +37,13 @@ CSV_COLUMNS = (
 @router.get("/offers")
 def get_offers(
     agg: AggDep,
+    who: Viewer,
     aggregation_id: str | None = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> dict[str, Any]:
     """Offers stored and sent to the market gateway, by interval (default: the next 24 h)."""
+    fleet_wide(who)
     now = agg.clock()
     begin = start or now - timedelta(hours=1)
     finish = end or now + timedelta(hours=24)
@@ -53,16 +57,21 @@ def get_offers(
 
 
 @router.post("/offers/generate")
-def generate_offers(agg: AggDep) -> dict[str, Any]:
+def generate_offers(agg: AggDep, who: Admin, audit: AuditDep) -> dict[str, Any]:
     """Offer every coming interval not yet offered now (this also runs every market interval)."""
+    fleet_wide(who)
     new = agg.market.generate_offers()
+    audit.record("market.offers", None, {"created": len(new)})
     return {"created": len(new), "items": new}
 
 
 @router.post("/awards", status_code=status.HTTP_201_CREATED, responses={422: {"model": ErrorOut}})
-def post_award(agg: AggDep, award: Annotated[dict[str, Any], Body()]) -> Any:
+def post_award(
+    agg: AggDep, who: Operator, audit: AuditDep, award: Annotated[dict[str, Any], Body()]
+) -> Any:
     """An award as the market gateway sends it on Kafka (`vpp.market.awards`), for the embedded
     mode and for operators; the same award id twice dispatches once."""
+    fleet_wide(who)
     try:
         outcome = agg.market.award(award)
     except InvalidMessageError as exc:
@@ -70,6 +79,7 @@ def post_award(agg: AggDep, award: Annotated[dict[str, Any], Body()]) -> Any:
             {"detail": "Award is invalid", "errors": [{"field": "award", "message": str(exc)}]},
             status_code=422,
         )
+    audit.record("market.award", str(award.get("award_id")), {"outcome": outcome.outcome})
     code = status.HTTP_201_CREATED if outcome.outcome == "dispatched" else status.HTTP_200_OK
     return JSONResponse({"outcome": outcome.outcome, "detail": outcome.detail}, status_code=code)
 
@@ -77,10 +87,12 @@ def post_award(agg: AggDep, award: Annotated[dict[str, Any], Body()]) -> Any:
 @router.get("/settlement", response_model=None)
 def get_settlement(
     agg: AggDep,
+    who: Viewer,
     day: Annotated[date, Query(alias="date", description="UTC day the intervals start on")],
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> dict[str, Any] | Response:
     """Awarded against delivered energy per interval and aggregation, measured from telemetry."""
+    fleet_wide(who)
     rows = agg.market.settlements(datetime(day.year, day.month, day.day, tzinfo=UTC))
     if format == "json":
         return {"date": day.isoformat(), "items": rows, "total": len(rows)}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, HTTPException, Query, status
 
+from vpp_aggregator.adapters.api.audit import AuditDep
+from vpp_aggregator.adapters.api.auth import Admin, Principal, Viewer, fleet_scope
 from vpp_aggregator.adapters.api.deps import AggDep
 from vpp_aggregator.adapters.api.mapping import (
     changes_from_patch,
@@ -19,6 +21,7 @@ from vpp_aggregator.adapters.api.schemas import (
     ResourceList,
     ResourceOut,
 )
+from vpp_aggregator.domain.resources import Resource
 
 router = APIRouter(prefix="/resources", tags=["resources"])
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -33,9 +36,16 @@ ERRORS: dict[int | str, dict[str, object]] = {
     response_model=ResourceOut,
     responses={409: {"model": ErrorOut, "description": "resource_id already registered"}, **ERRORS},
 )
-def register(body: RegisterIn, agg: AggDep) -> ResourceOut:
+def register(body: RegisterIn, agg: AggDep, who: Admin, audit: AuditDep) -> ResourceOut:
     """Enrol an EV or BESS. It must have ≥ 50 kWh, be V2G capable, report telemetry and be approved."""
+    fleet_scope(who, body.fleet_id)
     resource = agg.registry.register(resource_from_request(body, agg.settings.bess_min_soc_pct))
+    audit.record(
+        "resource.register",
+        resource.resource_id,
+        {"resource_type": resource.resource_type.value, "grid_node": resource.grid_node},
+        resource.fleet_id,
+    )
     now = agg.clock()
     return resource_out(
         resource, agg.state.live(resource.resource_id, now), agg.settings.bess_min_soc_pct
@@ -45,6 +55,7 @@ def register(body: RegisterIn, agg: AggDep) -> ResourceOut:
 @router.get("", response_model=ResourceList, responses={422: {"model": ErrorOut}})
 def list_resources(
     agg: AggDep,
+    who: Viewer,
     resource_type: Literal["EV", "BESS"] | None = None,
     grid_node: Annotated[str | None, Query(max_length=128)] = None,
     fleet_id: Annotated[str | None, Query(max_length=128)] = None,
@@ -55,7 +66,7 @@ def list_resources(
     items, total = agg.store.list(
         resource_type=resource_type,
         grid_node=grid_node,
-        fleet_id=fleet_id,
+        fleet_id=fleet_scope(who, fleet_id),
         status=status,
         limit=limit,
         offset=offset,
@@ -74,25 +85,46 @@ def list_resources(
 def get_resource(
     resource_id: str,
     agg: AggDep,
+    who: Viewer,
     duration_minutes: Annotated[float, Query(gt=0, le=24 * 60)] = 60,
 ) -> ResourceOut:
     """One resource with its latest telemetry and whether it can respond over the next window."""
-    resource = agg.registry.get(resource_id)
+    resource = _visible(agg, who, resource_id)
     live = agg.state.live(resource_id, agg.clock(), duration_minutes)
     return resource_out(resource, live, agg.settings.bess_min_soc_pct)
 
 
 @router.patch("/{resource_id}", response_model=ResourceOut, responses=ERRORS)
-def patch_resource(resource_id: str, body: PatchIn, agg: AggDep) -> ResourceOut:
+def patch_resource(
+    resource_id: str, body: PatchIn, agg: AggDep, who: Admin, audit: AuditDep
+) -> ResourceOut:
     """Change the driver's minimum SoC, schedule, trips, name, charge point or status."""
-    resource = agg.registry.change(resource_id, changes_from_patch(body))
+    _visible(agg, who, resource_id)
+    changes = changes_from_patch(body)
+    resource = agg.registry.change(resource_id, changes)
+    audit.record(
+        "resource.change",
+        resource_id,
+        {"fields": sorted(body.model_dump(exclude_unset=True))},
+        resource.fleet_id,
+    )
     return resource_out(
         resource, agg.state.live(resource_id, agg.clock()), agg.settings.bess_min_soc_pct
     )
 
 
 @router.delete("/{resource_id}", response_model=ResourceOut, responses=ERRORS)
-def deactivate_resource(resource_id: str, agg: AggDep) -> ResourceOut:
+def deactivate_resource(resource_id: str, agg: AggDep, who: Admin, audit: AuditDep) -> ResourceOut:
     """Deactivate: the resource leaves every aggregation; its record and telemetry history are kept."""
+    _visible(agg, who, resource_id)
     resource = agg.registry.deactivate(resource_id)
+    audit.record("resource.deactivate", resource_id, {}, resource.fleet_id)
     return resource_out(resource, None, agg.settings.bess_min_soc_pct)
+
+
+def _visible(agg: AggDep, who: Principal, resource_id: str) -> Resource:
+    """The resource, or 404 for a fleet token asking about another fleet's (no existence leak)."""
+    resource = agg.registry.get(resource_id)
+    if who.fleet_id is not None and resource.fleet_id != who.fleet_id:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"No resource with id {resource_id}")
+    return resource

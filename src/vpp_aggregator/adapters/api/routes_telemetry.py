@@ -6,6 +6,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from vpp_aggregator.adapters.api.auth import Operator, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep, MetricsDep
 from vpp_aggregator.adapters.api.schemas import (
     ErrorOut,
@@ -35,8 +36,10 @@ router = APIRouter(tags=["telemetry"])
     },
     responses={413: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
-async def ingest(request: Request, agg: AggDep, metrics: MetricsDep) -> IngestOut:
-    """Accept a batch of up to 10,000 samples; each bad sample is rejected with its index and reason."""
+async def ingest(request: Request, agg: AggDep, metrics: MetricsDep, who: Operator) -> IngestOut:
+    """Accept a batch of up to 10,000 samples; each bad sample is rejected with its index and reason.
+    Needs a fleet-wide operator token (the device gateway's)."""
+    fleet_wide(who)
     body = await request.body()
     try:
         doc = orjson.loads(body)

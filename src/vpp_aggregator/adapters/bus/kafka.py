@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from vpp_aggregator.app.integration import IntegrationService, InvalidMessageError
+from vpp_aggregator.app.integration import IntegrationService, InvalidMessageError, Outcome
 from vpp_aggregator.config import Settings
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,14 @@ class Topics:
         return [*topics, self.command_acks] if self.command_acks else topics
 
 
+AUDITED = {  # outcomes that change something an operator must be able to trace
+    "dispatched": "dispatch.create",
+    "replanned": "dispatch.replan",
+    "locked": "resource.change",
+    "cleared": "resource.change",
+}
+
+
 class KafkaIngest:
     """One consumer-group member; run several (processes) to share the partitions."""
 
@@ -193,7 +201,9 @@ class KafkaIngest:
         *,
         batch_size: int = 5000,
         session_timeout_ms: int = 10_000,
+        audit: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        self.audit = audit  # changes made from messages go to the audit log like the API's
         self.topics = topics
         self.handlers = handlers
         self.bus = bus
@@ -280,17 +290,20 @@ class KafkaIngest:
                 owner += [i] * len(items)
                 continue
             try:
+                outcomes: list[Outcome] = []
                 if topic == self.topics.grid_signals:
-                    for outcome in self.handlers.grid_signal(value):
-                        self.stats[(topic, outcome.outcome)] += 1
+                    outcomes = self.handlers.grid_signal(value)
                 elif topic == self.topics.charging_events:
-                    self.stats[(topic, self.handlers.charging_event(value).outcome)] += 1
+                    outcomes = [self.handlers.charging_event(value)]
                 elif topic == self.topics.physics_alerts:
-                    self.stats[(topic, self.handlers.physics_alert(value).outcome)] += 1
+                    outcomes = [self.handlers.physics_alert(value)]
                 elif topic == self.topics.market_awards:
-                    self.stats[(topic, self.handlers.market_award(value).outcome)] += 1
+                    outcomes = [self.handlers.market_award(value)]
                 elif topic == self.topics.command_acks:
-                    self.stats[(topic, self.handlers.command_ack(value).outcome)] += 1
+                    outcomes = [self.handlers.command_ack(value)]
+                for outcome in outcomes:
+                    self.stats[(topic or "", outcome.outcome)] += 1
+                    self._audit(topic or "", outcome)
             except InvalidMessageError as exc:
                 dead.append((m, str(exc)))
         if samples:
@@ -303,6 +316,23 @@ class KafkaIngest:
             self.stats[(self.topics.telemetry, "applied")] += len(samples) - len(refused)
         if dead:
             self._dead_letter(dead)
+
+    def _audit(self, topic: str, outcome: Outcome) -> None:
+        action = AUDITED.get(outcome.outcome)
+        if self.audit is None or action is None:
+            return
+        self.audit(
+            {
+                "at": datetime.now(UTC),
+                "actor": f"kafka:{topic}",
+                "role": "system",
+                "fleet_id": None,
+                "action": action,
+                "target": outcome.detail.split(" ")[0],
+                "remote_addr": "kafka",
+                "detail": {"outcome": outcome.outcome, "detail": outcome.detail},
+            }
+        )
 
     def _dead_letter(self, dead: list[tuple[Message, str]]) -> None:
         items = []
@@ -368,7 +398,12 @@ class KafkaParts:
         )
         return cls(brokers, KafkaBus(brokers), topics)
 
-    def start_consumer(self, settings: Settings, handlers: IntegrationService) -> None:
+    def start_consumer(
+        self,
+        settings: Settings,
+        handlers: IntegrationService,
+        audit: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.ingest = KafkaIngest(
             self.brokers,
             settings.kafka_group_id,
@@ -376,6 +411,7 @@ class KafkaParts:
             handlers,
             self.bus,
             session_timeout_ms=settings.kafka_session_timeout_ms,
+            audit=audit,
         )
         self._thread = threading.Thread(
             target=self.ingest.run, args=(self._stop,), name="kafka-ingest", daemon=True

@@ -223,3 +223,18 @@ outbox = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("published_at", UTCDateTime, nullable=True, index=True),
 )
+
+# Append-only: rows are inserted, never updated or deleted by the service.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("entry_id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("actor", String(200), nullable=False, index=True),
+    Column("role", String(20), nullable=False),
+    Column("fleet_id", String(128), nullable=True),
+    Column("action", String(64), nullable=False, index=True),
+    Column("target", String(200), nullable=True),
+    Column("remote_addr", String(64), nullable=True),
+    Column("detail", JSON, nullable=False),
+)

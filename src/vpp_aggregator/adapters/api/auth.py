@@ -1,0 +1,165 @@
+"""Who is asking: bearer JWTs (HS256 secret or a public key) with roles and an optional fleet.
+
+Roles rise viewer < operator < admin. A token with `fleet_id` sees and acts on that fleet's
+resources only; fleet-wide views (forecast, market, audit) need a token without one. Without a
+configured secret or key the service runs in the documented dev mode: every caller is a
+fleet-wide admin named `dev`. Each token also gets a request budget per minute.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import jwt
+from fastapi import Depends, HTTPException, Request, status
+
+from vpp_aggregator.config import ConfigError, Settings
+
+ROLES = ("viewer", "operator", "admin")
+WEAK_SECRETS = frozenset(
+    {"secret", "changeme", "change-me", "password", "jwt-secret", "dev", "test"}
+)
+MIN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    role: str
+    fleet_id: str | None
+    dev_mode: bool = False
+
+    def allows(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+class RateLimiter:
+    """A token bucket per subject: `per_minute` requests, refilled continuously."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # subject -> (tokens, last refill)
+
+    def take(self, subject: str) -> float | None:
+        """None when allowed; otherwise seconds until a request would be."""
+        if self.per_minute <= 0:
+            return None
+        now = time.monotonic()
+        rate = self.per_minute / 60.0
+        with self._lock:
+            tokens, last = self._buckets.get(subject, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+            if tokens < 1.0:
+                self._buckets[subject] = (tokens, now)
+                return (1.0 - tokens) / rate
+            self._buckets[subject] = (tokens - 1.0, now)
+            return None
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self.secret = settings.jwt_secret or None
+        self.public_key = settings.jwt_public_key or None
+        self.audience = settings.jwt_audience or None
+        self.issuer = settings.jwt_issuer or None
+        self.dev_mode = self.secret is None and self.public_key is None
+        self.limiter = RateLimiter(settings.rate_limit_per_minute)
+        embedded = settings.database_url.startswith("sqlite")
+        if self.secret is not None and not embedded:
+            weak = (
+                len(self.secret.encode()) < MIN_SECRET_BYTES or self.secret.lower() in WEAK_SECRETS
+            )
+            if weak:
+                raise ConfigError(
+                    "VPP_JWT_SECRET is weak or a default: use at least 32 random bytes "
+                    "(e.g. `openssl rand -hex 32`); only the embedded SQLite demo accepts less"
+                )
+
+    def principal(self, authorization: str | None) -> Principal:
+        if self.dev_mode:
+            return Principal("dev", "admin", None, dev_mode=True)
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise _unauthorized("a bearer token is required (Authorization: Bearer <JWT>)")
+        token = authorization.split(" ", 1)[1].strip()
+        key = self.public_key or self.secret or ""
+        algorithms = ["RS256", "ES256"] if self.public_key else ["HS256"]
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+            )
+        except jwt.PyJWTError as exc:
+            raise _unauthorized(f"invalid token: {exc}") from None
+        role = claims.get("role")
+        if role is None and isinstance(claims.get("roles"), list):
+            held = [r for r in claims["roles"] if r in ROLES]
+            role = max(held, key=ROLES.index) if held else None
+        if role not in ROLES:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"token has no role of {ROLES}")
+        fleet = claims.get("fleet_id")
+        return Principal(str(claims["sub"]), role, str(fleet) if fleet else None)
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+async def _principal(request: Request) -> Principal:
+    auth: Authenticator = request.app.state.auth
+    who = auth.principal(request.headers.get("authorization"))
+    if not who.dev_mode:
+        wait = auth.limiter.take(who.subject)
+        if wait is not None:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                f"rate limit of {auth.limiter.per_minute} requests per minute reached",
+                headers={"Retry-After": str(max(1, round(wait)))},
+            )
+    request.state.principal = who
+    return who
+
+
+def require(role: str) -> object:
+    """A dependency: the caller, who must hold at least `role`."""
+
+    async def check(who: Annotated[Principal, Depends(_principal)]) -> Principal:
+        if not who.allows(role):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"needs the {role} role (token has {who.role})"
+            )
+        return who
+
+    return Depends(check)
+
+
+Viewer = Annotated[Principal, require("viewer")]
+Operator = Annotated[Principal, require("operator")]
+Admin = Annotated[Principal, require("admin")]
+
+
+def fleet_scope(who: Principal, requested: str | None) -> str | None:
+    """The fleet a request may see: the token's own, whatever was asked for."""
+    if who.fleet_id is None:
+        return requested
+    if requested is not None and requested != who.fleet_id:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"this token acts on fleet {who.fleet_id!r} only"
+        )
+    return who.fleet_id
+
+
+def fleet_wide(who: Principal) -> None:
+    if who.fleet_id is not None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "a fleet-wide view: needs a token without fleet_id"
+        )

@@ -1,0 +1,156 @@
+"""Access control (JWT roles, fleet tokens), the audit log and request limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from api_helpers import bess_body, ev_body, sample
+from conftest import Clock
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.config import ConfigError, load_settings
+
+SECRET = "0123456789abcdef0123456789abcdef-strong-enough"
+
+
+def token(
+    role: str, sub: str = "alice", fleet: str | None = None, secret: str = SECRET, **extra: object
+) -> dict[str, str]:
+    claims: dict[str, object] = {
+        "sub": sub,
+        "role": role,
+        "exp": datetime.now(UTC) + timedelta(hours=1),
+        **extra,
+    }
+    if fleet:
+        claims["fleet_id"] = fleet
+    return {"authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
+
+
+@pytest.fixture
+def secured(tmp_path, clock: Clock) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}",
+        VPP_JWT_SECRET=SECRET,
+        VPP_RATE_LIMIT_PER_MINUTE="0",
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        yield c
+
+
+def test_roles_decide_who_may_read_act_and_administer(secured: TestClient, clock: Clock) -> None:
+    c = secured
+    assert c.get("/resources").status_code == 401
+    assert c.get("/resources", headers={"authorization": "Bearer nonsense"}).status_code == 401
+    assert (
+        c.get(
+            "/resources", headers=token("admin", secret="another-secret-of-at-least-32-bytes")
+        ).status_code
+        == 401
+    )
+    assert c.get("/health").status_code == 200  # probes stay open
+    admin, operator, viewer = token("admin"), token("operator", "olga"), token("viewer", "vic")
+    assert c.post("/resources/register", json=bess_body(), headers=operator).status_code == 403
+    assert c.post("/resources/register", json=bess_body(), headers=admin).status_code == 201
+    assert (
+        c.post(
+            "/telemetry", json={"samples": [sample("bess-1", clock.now, 80)]}, headers=operator
+        ).status_code
+        == 200
+    )
+    assert c.get("/capacity/available", headers=viewer).status_code == 200
+    body = {"target_kw": 50, "duration_minutes": 15}
+    assert c.post("/dispatch", json=body, headers=viewer).status_code == 403
+    made = c.post("/dispatch", json=body, headers=operator)
+    assert made.status_code == 201
+    assert (
+        c.post(f"/dispatch/{made.json()['dispatch_id']}/cancel", headers=operator).status_code
+        == 200
+    )
+    assert c.patch("/resources/bess-1", json={"name": "Depot B"}, headers=admin).status_code == 200
+    assert c.get("/audit", headers=operator).status_code == 403
+    log = c.get("/audit", headers=admin).json()["items"]
+    assert [e["action"] for e in log] == [
+        "resource.change",
+        "dispatch.cancel",
+        "dispatch.create",
+        "resource.register",
+    ]
+    assert {(e["actor"], e["role"]) for e in log} == {("alice", "admin"), ("olga", "operator")}
+    assert all(e["remote_addr"] and e["at"] for e in log)
+    assert log[0]["detail"] == {"fields": ["name"]}
+
+
+def test_a_fleet_token_sees_and_acts_on_its_own_fleet_only(
+    secured: TestClient, clock: Clock
+) -> None:
+    c = secured
+    admin = token("admin")
+    c.post("/resources/register", json=ev_body("ev-a", fleet_id="fleet-a"), headers=admin)
+    c.post("/resources/register", json=ev_body("ev-b", fleet_id="fleet-b"), headers=admin)
+    c.post(
+        "/telemetry",
+        json={"samples": [sample("ev-a", clock.now, 80), sample("ev-b", clock.now, 80)]},
+        headers=admin,
+    )
+    mine = token("operator", "fleet-a-ops", fleet="fleet-a")
+    listed = c.get("/resources", headers=mine).json()
+    assert [r["resource_id"] for r in listed["items"]] == ["ev-a"]
+    assert c.get("/resources/ev-b", headers=mine).status_code == 404
+    assert c.get("/resources", params={"fleet_id": "fleet-b"}, headers=mine).status_code == 403
+    cap = c.get("/capacity/available", headers=mine).json()
+    assert cap["resource_count"] == 1
+    d = c.post("/dispatch", json={"target_kw": 20, "duration_minutes": 15}, headers=mine).json()
+    assert {a["resource_id"] for a in d["allocations"]} <= {"ev-a"}
+    other = c.post(
+        "/dispatch",
+        json={"target_kw": 20, "duration_minutes": 15, "fleet_id": "fleet-b"},
+        headers=admin,
+    ).json()
+    assert c.get(f"/dispatch/{other['dispatch_id']}", headers=mine).status_code == 404
+    assert c.post(f"/dispatch/{other['dispatch_id']}/cancel", headers=mine).status_code == 404
+    assert c.get("/capacity/forecast", headers=mine).status_code == 403  # fleet-wide views
+    assert c.post("/telemetry", json={"samples": []}, headers=mine).status_code == 403
+    fleet_admin = token("admin", "fleet-a-admin", fleet="fleet-a")
+    assert (
+        c.post(
+            "/resources/register", json=ev_body("ev-x", fleet_id="fleet-b"), headers=fleet_admin
+        ).status_code
+        == 403
+    )
+    entries = c.get("/audit", headers=fleet_admin).json()["items"]
+    assert entries and all(e["fleet_id"] == "fleet-a" for e in entries)
+
+
+def test_a_weak_secret_is_refused_outside_the_embedded_demo() -> None:
+    with pytest.raises(ConfigError, match="VPP_JWT_SECRET is weak"):
+        create_app(
+            load_settings(
+                DATABASE_URL="postgresql://postgres@127.0.0.1:5432/none", VPP_JWT_SECRET="changeme"
+            )
+        )
+
+
+def test_body_size_and_rate_limits_answer_with_clear_4xx(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'l.db'}",
+        VPP_JWT_SECRET=SECRET,
+        VPP_RATE_LIMIT_PER_MINUTE="5",
+        VPP_MAX_BODY_BYTES="2048",
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        big = {"samples": [sample(f"ev-{i}", clock.now, 50) for i in range(100)]}
+        r = c.post("/telemetry", json=big, headers=token("operator", "gateway"))
+        assert r.status_code == 413 and "VPP_MAX_BODY_BYTES" in r.json()["detail"]
+        viewer = token("viewer", "busy")
+        codes = [c.get("/capacity/available", headers=viewer).status_code for _ in range(7)]
+        assert codes[:4] == [200] * 4 and codes[-1] == 429
+        limited = c.get("/capacity/available", headers=viewer)
+        assert int(limited.headers["retry-after"]) >= 1
+        assert (
+            c.get("/capacity/available", headers=token("viewer", "someone-else")).status_code == 200
+        )
