@@ -23,4 +23,14 @@ elif command -v redis-server >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
   wait_for 6379 && echo "redis: started" || echo "redis: could not start" >&2
 fi
+# Headless Chromium for the dashboard test (Debian's package; Playwright drives it, no download).
+if command -v chromium >/dev/null 2>&1; then
+  echo "chromium: $(command -v chromium)"
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  echo "chromium: not installed, installing Debian's package"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+    || echo "chromium: could not install; the dashboard test will be skipped" >&2
+else
+  echo "chromium: not installed and cannot install; the dashboard test will be skipped" >&2
+fi
 exit 0

@@ -8,11 +8,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from vpp_aggregator import SERVICE_NAME, __version__
@@ -52,6 +54,7 @@ from vpp_aggregator.app.forecast_service import ForecastRejectedError
 from vpp_aggregator.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -265,6 +268,13 @@ def create_app(
         routes_audit,
     ):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        """The operator dashboard (static page; it reads this API)."""
+        return FileResponse(STATIC / "index.html")
+
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -1,0 +1,106 @@
+"""The operator dashboard end to end: a real server, Debian's headless Chromium via Playwright."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from api_helpers import bess_body, ev_body, sample
+from conftest import _free_port
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.config import load_settings
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'd.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MODEL_DIR=str(tmp_path / "models"),
+        VPP_FORECAST_RETRAIN_HOURS="0",
+    )
+    port = _free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)"
+)
+def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    now = datetime.now(UTC)
+    with httpx.Client(base_url=server, timeout=10) as api:
+        for i in range(3):
+            api.post(
+                "/resources/register", json=bess_body(f"bess-{i}", grid_node="NODE_A")
+            ).raise_for_status()
+        for i in range(2):
+            api.post(
+                "/resources/register",
+                json=ev_body(f"ev-{i}", grid_node="NODE_B", max_discharge_kw=11.0),
+            ).raise_for_status()
+        samples = [sample("bess-0", now, 80), sample("bess-1", now, 70), sample("bess-2", now, 15)]
+        samples += [sample("ev-0", now, 60), sample("ev-1", now, 60, plugged=False)]
+        api.post("/telemetry", json={"samples": samples}).raise_for_status()
+        api.post(
+            "/dispatch", json={"target_kw": 100, "duration_minutes": 30, "grid_node": "NODE_A"}
+        ).raise_for_status()
+        before = api.get("/capacity/available").json()
+
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server + "/")
+            expect(page.locator("#up-kw")).to_have_text(f"{before['discharge']['kw']:,.0f} kW")
+            # the unplugged EV is out; the locked-out battery may still charge, so it counts
+            expect(page.locator("#available")).to_have_text("4 / 5")
+            node_a = page.locator("#by-node tbody tr", has_text="NODE_A")
+            expect(node_a).to_contain_text("eligible")
+            expect(page.locator("#by-node tbody tr", has_text="NODE_B")).to_contain_text(
+                "below 100 kW"
+            )
+            expect(page.locator("#alerts")).to_contain_text("bess-2: BESS below its floor")
+            expect(page.locator("#resources tbody tr")).to_have_count(5)
+            expect(page.locator("#resources tbody tr", has_text="ev-1")).to_contain_text(
+                "unplugged"
+            )
+            expect(page.locator("#dispatches tbody tr").first).to_contain_text("manual")
+            expect(page.locator("#forecast polygon.band")).to_have_count(1)
+            expect(page.locator("#dispatch-chart polyline.plan")).to_have_count(1)
+            # New telemetry shows up on the open page, without a reload.
+            api.post(
+                "/telemetry",
+                json={"samples": [sample("ev-1", datetime.now(UTC), 60, plugged=True)]},
+            ).raise_for_status()
+            expect(page.locator("#available")).to_have_text("5 / 5", timeout=10_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "dashboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    assert errors == []
