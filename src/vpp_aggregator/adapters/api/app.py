@@ -11,11 +11,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vpp_aggregator import SERVICE_NAME, __version__
 from vpp_aggregator.adapters.api import (
@@ -31,6 +32,7 @@ from vpp_aggregator.adapters.api import (
 from vpp_aggregator.adapters.api.auth import Authenticator
 from vpp_aggregator.adapters.api.limits import BodyLimitMiddleware
 from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics, TransportCollector
+from vpp_aggregator.adapters.api.schemas import ErrorOut
 from vpp_aggregator.adapters.bus.kafka import KafkaParts
 from vpp_aggregator.adapters.bus.memory import InProcessBus
 from vpp_aggregator.adapters.cache.redis_state import RedisParts
@@ -122,13 +124,71 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _dispatch_conflict(_: Request, exc: DispatchConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "errors": []}, status_code=409)
 
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)  # also what Starlette raises (404, 405, 400)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body that cannot be parsed: invalid like any other (422)
+            return JSONResponse(
+                {
+                    "detail": "Body is not valid JSON",
+                    "errors": [{"field": "body", "message": str(exc.detail)}],
+                },
+                status_code=422,
+            )
         return JSONResponse(
             {"detail": str(exc.detail), "errors": []},
             status_code=exc.status_code,
             headers=exc.headers,
         )
+
+
+OPEN_PATHS = {"/health", "/health/ready", "/metrics"}
+COMMON_ERRORS = {
+    "401": "No, an invalid or an expired bearer token (when authentication is on)",
+    "403": "The token's role or fleet does not allow this",
+    "413": "Body over VPP_MAX_BODY_BYTES",
+    "429": "Over VPP_RATE_LIMIT_PER_MINUTE for this token (see Retry-After)",
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with the errors this service really returns: every 422 in our
+    `{"detail", "errors"}` shape, and the auth and limit answers every protected route can give."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+    )
+    ref = {"$ref": "#/components/schemas/ErrorOut"}
+    error = {"content": {"application/json": {"schema": ref}}}
+    for path, methods in doc.get("paths", {}).items():
+        for op in methods.values():
+            responses = op.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {
+                    "description": responses["422"].get("description", "Invalid request"),
+                    **error,
+                }
+            if path not in OPEN_PATHS:
+                for code, text in COMMON_ERRORS.items():
+                    responses.setdefault(code, {"description": text, **error})
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    if "ErrorOut" not in schemas:
+        schemas.update(
+            ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
+        )
+        schemas["ErrorOut"] = ErrorOut.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+    app.openapi_schema = doc
+    return doc
 
 
 def create_app(
@@ -268,6 +328,7 @@ def create_app(
         routes_audit,
     ):
         app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -18,7 +18,9 @@ router = APIRouter(prefix="/capacity", tags=["capacity"])
 async def available(
     agg: AggDep,
     who: Viewer,
-    duration_minutes: Annotated[float, Query(gt=0, le=24 * 60, description="Window length h")] = 60,
+    duration_minutes: Annotated[
+        float, Query(ge=1, le=24 * 60, description="Window length in minutes (1 to 1440)")
+    ] = 60,
     grid_node: Annotated[str | None, Query(max_length=128)] = None,
     fleet_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:

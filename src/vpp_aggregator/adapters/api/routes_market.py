@@ -84,7 +84,19 @@ def post_award(
     return JSONResponse({"outcome": outcome.outcome, "detail": outcome.detail}, status_code=code)
 
 
-@router.get("/settlement", response_model=None)
+@router.get(
+    "/settlement",
+    response_model=None,
+    responses={
+        200: {
+            "description": "JSON by default; `format=csv`: one row per award and resource",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 def get_settlement(
     agg: AggDep,
     who: Viewer,

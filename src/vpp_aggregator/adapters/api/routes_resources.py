@@ -86,7 +86,7 @@ def get_resource(
     resource_id: str,
     agg: AggDep,
     who: Viewer,
-    duration_minutes: Annotated[float, Query(gt=0, le=24 * 60)] = 60,
+    duration_minutes: Annotated[float, Query(ge=1, le=24 * 60)] = 60,
 ) -> ResourceOut:
     """One resource with its latest telemetry and whether it can respond over the next window."""
     resource = _visible(agg, who, resource_id)
