@@ -288,3 +288,31 @@ def test_recharge_is_scheduled_at_the_cheapest_time_after_a_discharge(
     client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 50.0)]})
     now_dr = client.post("/dispatch", json={"target_kw": 50, "duration_minutes": 30}).json()
     assert now_dr["status"] == "active" and now_dr["allocations"]
+
+
+def test_a_resource_drifting_off_plan_is_released_and_replaced(
+    client: TestClient, clock: Clock
+) -> None:
+    """The release reason is long ("released: soc_off_plan (…)"); it must store on PostgreSQL too."""
+    for i in range(3):
+        client.post("/resources/register", json=bess_body(f"bess-{i}"))
+    client.post(
+        "/telemetry", json={"samples": [sample(f"bess-{i}", clock.now, 80) for i in range(3)]}
+    )
+    d = client.post("/dispatch", json={"target_kw": 200, "duration_minutes": 60}).json()
+    drifting = d["allocations"][0]["resource_id"]
+    clock.advance(minutes=10)
+    client.post(
+        "/telemetry",
+        json={
+            "samples": [
+                sample(f"bess-{i}", clock.now, 40 if f"bess-{i}" == drifting else 78)
+                for i in range(3)
+            ]
+        },
+    )
+    client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    got = client.get(f"/dispatch/{d['dispatch_id']}").json()
+    assert got["revisions"][-1]["reason"] == "redispatch"
+    released = next(a for a in got["allocations"] if a["resource_id"] == drifting)
+    assert released["binding_constraint"].startswith("released: soc_off_plan (40.0 %")

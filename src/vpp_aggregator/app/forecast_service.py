@@ -378,6 +378,11 @@ class ForecastService:
             raise ForecastRejectedError(
                 [(f"hours[{i}].hour_utc", "needs a time zone offset") for i in naive]
             )
+        odd = [i for i, h in enumerate(hours) if not _plausible(h[0])]
+        if odd:
+            raise ForecastRejectedError(
+                [(f"hours[{i}].hour_utc", "must fall between 1970 and 2200") for i in odd]
+            )
         whole = [
             (h[0].astimezone(UTC).replace(minute=0, second=0, microsecond=0), h[1], h[2])
             for h in hours
@@ -396,6 +401,8 @@ class ForecastService:
         errors = []
         if start.tzinfo is None or end.tzinfo is None:
             errors.append(("start", "Start and end need a time zone offset."))
+        elif not (_plausible(start) and _plausible(end)):
+            errors.append(("start", "Start and end must fall between 1970 and 2200."))
         elif end <= start:
             errors.append(("end", "The event must end after it starts."))
         if not 0.0 <= availability_factor <= 2.0:
@@ -599,6 +606,11 @@ def _extend_calendar(
         np.zeros(len(series) + extra, dtype=bool),
     )
     return fleet_calendar(ext, timezone, country, subdivision)
+
+
+def _plausible(at: datetime) -> bool:
+    """Inside the years a fleet can have weather or events (and a database can store)."""
+    return datetime(1970, 1, 2, tzinfo=UTC) <= at <= datetime(2200, 1, 1, tzinfo=UTC)
 
 
 def _q(arr: NDArray[np.float64], i: int) -> dict[str, float]:

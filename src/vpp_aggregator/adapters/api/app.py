@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError, StatementError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -124,6 +125,29 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _dispatch_conflict(_: Request, exc: DispatchConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "errors": []}, status_code=409)
 
+    @app.exception_handler(OverflowError)
+    async def _overflow(_: Request, exc: OverflowError) -> JSONResponse:
+        return _out_of_range(exc)
+
+    @app.exception_handler(StatementError)
+    async def _statement(_: Request, exc: StatementError) -> JSONResponse:
+        if isinstance(exc.orig, OverflowError):  # a date the database cannot hold
+            return _out_of_range(exc.orig)
+        raise exc
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        # The database is away (restart, network): nothing was stored, the client should retry.
+        log.warning("database unavailable: %s", str(exc).splitlines()[0][:200])
+        return JSONResponse(
+            {
+                "detail": "The database is unavailable; nothing was stored. Retry shortly.",
+                "errors": [],
+            },
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
+
     @app.exception_handler(StarletteHTTPException)  # also what Starlette raises (404, 405, 400)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # a body that cannot be parsed: invalid like any other (422)
@@ -143,11 +167,23 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 OPEN_PATHS = {"/health", "/health/ready", "/metrics"}
 COMMON_ERRORS = {
+    "503": "The database is unavailable; nothing was stored (see Retry-After)",
     "401": "No, an invalid or an expired bearer token (when authentication is on)",
     "403": "The token's role or fleet does not allow this",
     "413": "Body over VPP_MAX_BODY_BYTES",
     "429": "Over VPP_RATE_LIMIT_PER_MINUTE for this token (see Retry-After)",
 }
+
+
+def _out_of_range(exc: Exception) -> JSONResponse:
+    """Dates past what calendars and databases hold (year 9999 at -14:00, say) are bad input."""
+    return JSONResponse(
+        {
+            "detail": "A date or number is out of range",
+            "errors": [{"field": "request", "message": str(exc)[:200]}],
+        },
+        status_code=422,
+    )
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

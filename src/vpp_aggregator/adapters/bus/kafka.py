@@ -9,6 +9,7 @@ is stored; on any other failure it rewinds to the batch's first offsets and trie
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -202,25 +203,56 @@ class KafkaIngest:
         batch_size: int = 5000,
         session_timeout_ms: int = 10_000,
         audit: Callable[[dict[str, Any]], None] | None = None,
+        ensure_topics: Callable[[], None] | None = None,
     ) -> None:
+        self.ensure_topics = ensure_topics
         self.audit = audit  # changes made from messages go to the audit log like the API's
         self.topics = topics
         self.handlers = handlers
         self.bus = bus
         self.batch_size = batch_size
         self.stats: Counter[tuple[str, str]] = Counter()
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": brokers,
-                "group.id": group_id,
-                "enable.auto.commit": False,  # committed after the batch is stored
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": session_timeout_ms,
-                "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
-            }
-        )
-        self._consumer.subscribe(topics.inbound())
+        self._config = {
+            "bootstrap.servers": brokers,
+            "group.id": group_id,
+            "enable.auto.commit": False,  # committed after the batch is stored
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
+            "error_cb": self._on_error,
+        }
+        self._brokers_lost = False
+        self._consumer = self._connect()
         self.last_error: str | None = None
+
+    def _connect(self) -> Consumer:
+        consumer = Consumer(self._config)
+        consumer.subscribe(self.topics.inbound())
+        return consumer
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._brokers_lost = True
+            self.last_error = str(err)
+
+    def _rejoin_if_brokers_returned(self) -> None:
+        """After every broker was lost, join the group afresh once one answers: a broker that
+        came back without its group state would otherwise leave this member without partitions.
+        (Uncommitted work is simply redelivered; handlers are idempotent.)"""
+        if not self._brokers_lost:
+            return
+        try:
+            self.bus.ping(timeout_s=1.0)
+            if self.ensure_topics is not None:  # a broker that lost its data lost the topics too
+                self.ensure_topics()
+        except Exception:
+            return
+        log.warning("Kafka brokers are back: rejoining the consumer group")
+        with contextlib.suppress(Exception):
+            self._consumer.close()
+        self._brokers_lost = False
+        self._consumer = self._connect()
+        self.last_error = None
 
     def assignment(self) -> list[TopicPartition]:
         return list(self._consumer.assignment())
@@ -238,6 +270,9 @@ class KafkaIngest:
             err = m.error()
             if err is None:
                 real.append(m)
+            elif err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+                self._brokers_lost = True  # our topics vanished (a broker without its data)
+                self.last_error = str(err)
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("Kafka consumer: %s", err)
         if not real:
@@ -356,6 +391,7 @@ class KafkaIngest:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            self._rejoin_if_brokers_returned()
             self.poll_once()
 
     def close(self) -> None:
@@ -412,6 +448,9 @@ class KafkaParts:
             self.bus,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             audit=audit,
+            ensure_topics=lambda: ensure_topics(
+                self.brokers, self.topics.inbound(), settings.kafka_partitions
+            ),
         )
         self._thread = threading.Thread(
             target=self.ingest.run, args=(self._stop,), name="kafka-ingest", daemon=True

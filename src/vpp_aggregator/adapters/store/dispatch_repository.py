@@ -92,7 +92,7 @@ def _alloc_rows(r: DispatchRecord) -> builtins.list[dict[str, Any]]:
             "schedule_kw": a.schedule_kw,
             "start_soc_pct": a.start_soc_pct,
             "expected_end_soc_pct": a.expected_end_soc_pct,
-            "binding_constraint": a.binding_constraint,
+            "binding_constraint": a.binding_constraint[:200],  # the column width
         }
         for a in r.allocations
     ]

@@ -140,7 +140,7 @@ dispatch_allocations = Table(
     Column("schedule_kw", JSON, nullable=False),
     Column("start_soc_pct", Float, nullable=False),
     Column("expected_end_soc_pct", Float, nullable=False),
-    Column("binding_constraint", String(32), nullable=False),
+    Column("binding_constraint", String(200), nullable=False),
 )
 
 dispatch_revisions = Table(
