@@ -662,7 +662,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, Python {platform.python_version()}, numpy {np.__version__}"
 
 
-SECTIONS = frozenset({"capacity", "http", "dispatch", "forecast", "kafka"})
+SECTIONS = frozenset({"capacity", "http", "dispatch", "forecast", "kafka", "load"})
 
 
 def run_all(
@@ -783,6 +783,10 @@ def run_all(
         from vpp_aggregator.bench_kafka import run_kafka
 
         lines += run_kafka(log)
+    if "load" in sections:
+        from vpp_aggregator.bench_load import run_load
+
+        lines += run_load(log, float(os.environ.get("VPP_LOAD_MINUTES", "10")))
     text = "\n".join(lines)
     if output is not None:
         header = "# Benchmarks\n\nNewest run first. Rerun with `make bench`.\n\n"

@@ -173,7 +173,9 @@ def bench(
     ] = 100_000,
     only: Annotated[
         str,
-        typer.Option(help="Sections to run: capacity,http,dispatch,forecast,kafka (default all)"),
+        typer.Option(
+            help="Sections to run: capacity,http,dispatch,forecast,kafka,load (default all)"
+        ),
     ] = "",
 ) -> None:
     """Measure capacity reads, HTTP latency, telemetry ingest and memory (loopback only)."""
