@@ -11,7 +11,10 @@ Handler = Callable[[str, str, dict[str, Any]], None]
 
 
 class InProcessBus:
-    def __init__(self, keep_last: int = 10_000) -> None:
+    """`keep_last` messages per topic stay readable for inspection; commands carry whole
+    schedules (tens of kB as Python objects), so the window is kept small."""
+
+    def __init__(self, keep_last: int = 1_000) -> None:
         self._lock = threading.Lock()
         self._subscribers: dict[str, list[Handler]] = defaultdict(list)
         self._recent: dict[str, deque[tuple[str, dict[str, Any]]]] = defaultdict(
