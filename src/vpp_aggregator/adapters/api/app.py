@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +292,11 @@ def create_app(
             step = settings.offer_interval_minutes * 60
             interval = int(aggregator.clock().timestamp() // step)
             try:
-                if interval != offered_for:
+                now = aggregator.clock()
+                ahead = now + timedelta(hours=settings.offer_horizon_hours)
+                # Each interval, and whenever nothing is on offer yet (a fleet that just arrived).
+                nothing = not await run_in_threadpool(aggregator.market.offers, now, ahead, None)
+                if interval != offered_for or nothing:
                     await run_in_threadpool(aggregator.market.generate_offers)
                     offered_for = interval
                 await run_in_threadpool(aggregator.market.settle_due)
