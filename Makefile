@@ -9,7 +9,7 @@ PORT ?= 3003
 DEMO ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint typecheck migrate services clean lock
+.PHONY: install run test bench lint typecheck migrate services clean lock audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: install services
 
 bench: install
 	$(BIN)/vpp-aggregator bench --output BENCHMARKS.md $(if $(ONLY),--only $(ONLY))
+
+# Known-vulnerable pins, offline against security/advisories.json (make test runs it too).
+audit: install
+	$(BIN)/python scripts/audit_deps.py requirements.lock requirements-dev.lock
 
 lint: install
 	$(BIN)/ruff check src tests
