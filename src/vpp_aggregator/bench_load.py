@@ -38,6 +38,7 @@ class LoadResult:
     errors: dict[str, int] = field(default_factory=dict)
     rss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
+    rss_timeline_mb: list[tuple[float, float]] = field(default_factory=list)
     schedules_checked: int = 0
     violations: list[str] = field(default_factory=list)
 
@@ -163,9 +164,14 @@ async def _run(base: str, n: int, minutes: float, server: _Server) -> LoadResult
             await asyncio.sleep(1.0)
 
     async def rss_probe() -> None:
+        started = time.monotonic()
         while time.monotonic() < warm_until:
             await asyncio.sleep(0.5)
         result.rss_start_mb = server.rss_mb()
+        # A timeline tells a leak (steady climb) from a working set filling up (a plateau).
+        while time.monotonic() < stop_at:
+            result.rss_timeline_mb.append((time.monotonic() - started, server.rss_mb()))
+            await asyncio.sleep(min(30.0, max(1.0, (stop_at - time.monotonic()) / 2)))
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         await asyncio.gather(

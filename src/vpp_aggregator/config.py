@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     telemetry_snapshot_seconds: float = Field(
         10.0, gt=0, le=3600, validation_alias="VPP_TELEMETRY_SNAPSHOT_SECONDS"
     )
+    malloc_arena_max: int = Field(2, ge=0, le=64, validation_alias="VPP_MALLOC_ARENA_MAX")
+    malloc_trim_seconds: float = Field(
+        30.0, ge=0, le=3600, validation_alias="VPP_MALLOC_TRIM_SECONDS"
+    )
     dispatch_lp_max_resources: int = Field(
         40, ge=0, le=100_000, validation_alias="VPP_DISPATCH_LP_MAX_RESOURCES"
     )
