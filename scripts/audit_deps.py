@@ -151,6 +151,7 @@ def refresh(database: Path, pins: dict[str, str], old: dict[str, Any]) -> dict[s
     return {
         **{k: v for k, v in old.items() if k not in ("advisories", "packages_checked")},
         "refreshed": datetime.now(UTC).date().isoformat(),
+        "newest_modified": max((a["modified"] for a in advisories), default=""),
         "packages_checked": sorted(pins),
         "advisories": advisories,
     }

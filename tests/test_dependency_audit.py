@@ -93,3 +93,28 @@ def test_names_are_compared_normalized(tmp_path: Path, name: str) -> None:
     result = _run(lock, "--snapshot", path)
     assert result.returncode == 1
     assert "VULNERABLE py-jwt==1.0: T" in result.stdout
+
+
+def test_refresh_from_an_advisory_database_checkout(tmp_path: Path) -> None:
+    folder = tmp_path / "db" / "vulns" / "GridLib"
+    folder.mkdir(parents=True)
+    (folder / "PYSEC-2099-1.yaml").write_text(
+        "id: PYSEC-2099-1\nmodified: '2099-01-02T00:00:00Z'\naliases: [CVE-2099-1]\n"
+        "affected:\n- package: {name: gridlib, ecosystem: PyPI}\n"
+        "  ranges:\n  - type: GIT\n    events: [{introduced: abc}]\n"
+        "  - type: ECOSYSTEM\n    events: [{introduced: '0'}, {fixed: '3.1'}]\n"
+    )
+    lock = tmp_path / "l.lock"
+    lock.write_text("gridlib==3.0\nother==1.0\n")
+    snapshot = tmp_path / "s.json"
+    result = _run(lock, "--snapshot", snapshot, "--refresh-from", tmp_path / "db")
+    assert "VULNERABLE gridlib==3.0: PYSEC-2099-1 (fixed in 3.1)" in result.stdout
+    assert result.returncode == 1
+    written = json.loads(snapshot.read_text())
+    assert written["packages_checked"] == ["gridlib", "other"]
+    assert written["newest_modified"] == "2099-01-02T00:00:00Z"
+    assert written["advisories"][0]["ranges"] == [
+        {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.1"}]}
+    ]
+    lock.write_text("gridlib==3.1\nother==1.0\n")
+    assert _run(lock, "--snapshot", snapshot).returncode == 0

@@ -215,6 +215,8 @@ def run_load(log: Any = print, minutes: float = 10.0) -> list[str]:
         "",
         f"- {r.requests:,} requests; server RSS after warm-up {r.rss_start_mb:.0f} MB, at the end "
         f"{r.rss_end_mb:.0f} MB (**{growth:+.1f} %**, target ≤ +10 %)",
+        "- Server RSS over the run (s: MB): "
+        + ", ".join(f"{t:.0f}: {mb:.0f}" for t, mb in r.rss_timeline_mb),
         f"- Safety under load: {r.schedules_checked:,} emitted schedules re-checked by an independent checker "
         f"(floor, power limits, ramp, point spacing): **{len(r.violations)} violations**"
         + (f" (first: {r.violations[0]})" if r.violations else ""),
