@@ -289,6 +289,10 @@ def test_metrics_exposed(client: TestClient, clock: Clock) -> None:
     assert 'vpp_active_resources{resource_type="BESS"} 1.0' in text
     assert "vpp_telemetry_samples_accepted_total 1.0" in text
     assert "vpp_telemetry_samples_rejected_total" in text
+    rss = next(
+        line for line in text.splitlines() if line.startswith("process_resident_memory_bytes")
+    )
+    assert float(rss.split()[1]) > 10e6  # this very process, a Python interpreter with numpy
     assert (
         'vpp_http_request_duration_seconds_bucket{le="0.001",method="POST",route="/telemetry"'
         in text

@@ -6,7 +6,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -94,6 +101,9 @@ class Metrics:
     def __init__(self, agg: Aggregator) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(agg))
+        # Resident memory, CPU and open files of this process, as every Prometheus exporter has.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.samples_accepted = Counter(
             "vpp_telemetry_samples_accepted", "Telemetry samples accepted", registry=self.registry
         )
