@@ -9,7 +9,6 @@ is stored; on any other failure it rewinds to the batch's first offsets and trie
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -235,23 +234,23 @@ class KafkaIngest:
             self._brokers_lost = True
             self.last_error = str(err)
 
-    def _rejoin_if_brokers_returned(self) -> None:
-        """After every broker was lost, join the group afresh once one answers: a broker that
-        came back without its group state would otherwise leave this member without partitions.
-        (Uncommitted work is simply redelivered; handlers are idempotent.)"""
+    def _restore_topics_if_brokers_returned(self) -> None:
+        """After every broker was lost, recreate our topics once one answers: a broker that came
+        back without its data has none, and nobody else creates the ones we only read.
+        The consumer is left alone: librdkafka rejoins its group by itself and, finding no
+        committed offsets, starts from the earliest. Closing it and joining afresh instead left
+        the group stuck in "rebalance in progress" on a broker that came back empty
+        (tests/test_faults.py)."""
         if not self._brokers_lost:
             return
         try:
             self.bus.ping(timeout_s=1.0)
-            if self.ensure_topics is not None:  # a broker that lost its data lost the topics too
+            if self.ensure_topics is not None:
                 self.ensure_topics()
         except Exception:
             return
-        log.warning("Kafka brokers are back: rejoining the consumer group")
-        with contextlib.suppress(Exception):
-            self._consumer.close()
+        log.warning("Kafka brokers are back: topics checked, the consumer rejoins its group")
         self._brokers_lost = False
-        self._consumer = self._connect()
         self.last_error = None
 
     def assignment(self) -> list[TopicPartition]:
@@ -391,7 +390,7 @@ class KafkaIngest:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self._rejoin_if_brokers_returned()
+            self._restore_topics_if_brokers_returned()
             self.poll_once()
 
     def close(self) -> None:
