@@ -17,8 +17,10 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.log_filter import RepeatFilter
 
 log = logging.getLogger(__name__)
+log.addFilter(RepeatFilter(window_s=60.0))  # a Redis outage fails every batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +178,8 @@ class TelemetryService:
         for listener in self.listeners:
             try:
                 listener(ids, ts[idx], soc[idx], batch.plugged_in[idx], power[idx])
-            except Exception:  # stored and live here; others see the resource's next sample
-                log.exception("sharing accepted telemetry failed")
+            except Exception as exc:  # stored and live here; others see the next sample
+                log.warning("sharing accepted telemetry failed: %s: %s", type(exc).__name__, exc)
         rejected.sort(key=lambda r: r.index)
         return IngestResult(accepted=int(idx.size), applied=applied, rejected=rejected)
 

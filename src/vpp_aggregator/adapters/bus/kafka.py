@@ -31,8 +31,12 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from vpp_aggregator.app.integration import IntegrationService, InvalidMessageError, Outcome
 from vpp_aggregator.config import Settings
+from vpp_aggregator.log_filter import RepeatFilter
 
 log = logging.getLogger(__name__)
+# librdkafka's own log lines (connection failures and the like), once per minute per kind of line.
+client_log = logging.getLogger("vpp_aggregator.kafka.client")
+client_log.addFilter(RepeatFilter(window_s=60.0))
 
 
 class KafkaBus:
@@ -48,6 +52,7 @@ class KafkaBus:
             "linger.ms": 5,
             "message.timeout.ms": int(timeout_s * 1000),
             "error_cb": self._on_error,
+            "logger": client_log,
         }
         self._fatal = False
         self._producer = Producer(self._config)
@@ -141,7 +146,8 @@ class KafkaBus:
 
 def ensure_topics(brokers: str, topics: Sequence[str], partitions: int) -> None:
     """Create missing topics (operators may pre-create them; an existing topic is kept as is)."""
-    admin = AdminClient({"bootstrap.servers": brokers})
+    config: dict[str, Any] = {"bootstrap.servers": brokers, "logger": client_log}
+    admin = AdminClient(config)
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [
         NewTopic(t, num_partitions=partitions, replication_factor=1)
@@ -219,6 +225,7 @@ class KafkaIngest:
             "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
             "error_cb": self._on_error,
+            "logger": client_log,
         }
         self._brokers_lost = False
         self._consumer = self._connect()
