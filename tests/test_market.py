@@ -6,7 +6,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -171,3 +171,50 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
     text = market.get("/market/settlement", params={"date": day, "format": "csv"}).text
     lines = list(csv.DictReader(io.StringIO(text)))
     assert len(lines) == len(allocated) and lines[0]["award_id"] == "aw-1"
+
+
+def test_capacity_a_dispatch_holds_is_not_offered_again(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'h.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MARKET_ENABLED="false",  # offers only when asked, after the dispatch exists
+        VPP_OFFER_HORIZON_HOURS="4",
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        for i in range(3):
+            c.post("/resources/register", json=bess_body(f"bess-{i}", grid_node="NODE_A"))
+        c.post(
+            "/telemetry", json={"samples": [sample(f"bess-{i}", clock.now, 90) for i in range(3)]}
+        )
+        held = c.post(
+            "/dispatch",
+            json={"target_kw": 100, "duration_minutes": 150, "resource_ids": ["bess-0"]},
+        )
+        assert held.status_code == 201, held.text
+        held_until = clock.now + timedelta(minutes=150)
+        c.post("/market/offers/generate")
+        offers = c.get("/market/offers").json()["items"]
+        assert len(offers) == 3
+        for o in offers:
+            start = datetime.fromisoformat(o["interval_start"])
+            if start < held_until:  # bess-0 (250 kW, 350 kWh above its floor) is taken
+                assert (o["quantity_kw"], o["committed_kw"]) == (pytest.approx(500.0), 250.0)
+                assert o["ramp_rate_kw_per_min"] == pytest.approx(20.0)  # two batteries ramp
+            else:
+                assert (o["quantity_kw"], o["committed_kw"]) == (pytest.approx(750.0), 0.0)
+        # An award for a held hour is then one the two free batteries can carry.
+        first = next(o for o in offers if o["committed_kw"] > 0)
+        award = c.post(
+            "/market/awards",
+            json={
+                "award_id": "aw-held",
+                "aggregation_id": "NODE_A",
+                "interval_start": first["interval_start"],
+                "interval_end": first["interval_end"],
+                "awarded_kw": first["quantity_kw"],
+            },
+        )
+        assert award.status_code == 201, award.text
+        dispatch = c.get(f"/dispatch/{award.json()['detail']}").json()
+        assert dispatch["allocated_kw"] == pytest.approx(first["quantity_kw"])
+        assert "bess-0" not in {a["resource_id"] for a in dispatch["allocations"]}

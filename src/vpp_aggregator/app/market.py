@@ -21,7 +21,7 @@ from vpp_aggregator.app.dispatch import (
 )
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import InvalidMessageError, Outcome
-from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.fleet_state import Figures, FleetState
 from vpp_aggregator.domain.market import OfferCurve, OfferInputs, build_offer, delivered_kwh
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,9 @@ def _when(value: Any, field: str) -> datetime:
     return at
 
 
+NOTHING = Figures(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)  # what a node with no held resources holds
+
+
 class MarketService:
     def __init__(
         self,
@@ -107,36 +110,47 @@ class MarketService:
     # ------------------------------------------------------------------ offers
     def generate_offers(self) -> list[dict[str, Any]]:
         """Offers for every interval that has not begun, per grid node reaching the market
-        minimum at the offered quantile; an interval already offered keeps its offer."""
+        minimum at the offered quantile; an interval already offered keeps its offer.
+
+        Resources that a running or scheduled dispatch holds during an interval cannot take an
+        award then (a resource serves one dispatch at a time), so their live capacity is taken off
+        the forecast before offering: the offer never sells what is already committed."""
         now = self.clock()
+        q = self.quantile
         offers = []
         for node in sorted(self.state.grid_nodes()):
             doc = self.forecast.capacity_forecast(self.horizon_hours, self.interval_minutes, node)
             for interval in doc["intervals"]:
-                if datetime.fromisoformat(interval["start"]) <= now:
+                start = datetime.fromisoformat(interval["start"])
+                if start <= now:
                     continue  # under way: no longer offered
+                end = datetime.fromisoformat(interval["end"])
+                held = self.state.capacity_of(
+                    self.dispatch.held_resources(start, end), now, self.interval_minutes
+                ).get(node, NOTHING)
                 offer = build_offer(
                     OfferInputs(
                         node,
                         interval["start"],
                         interval["end"],
-                        interval["discharge_kw"][self.quantile],
-                        interval["discharge_kwh"][self.quantile],
-                        interval["charge_kw"][self.quantile],
-                        interval["available_vehicles"][self.quantile],
+                        interval["discharge_kw"][q] - held.discharge_kw,
+                        interval["discharge_kwh"][q] - held.discharge_kwh,
+                        interval["charge_kw"][q] - held.charge_kw,
+                        interval["available_vehicles"][q] - held.available_resource_count,
                     ),
                     self.curve,
                     min_capacity_kw=self.min_capacity_kw,
                     ramp_kw_per_min_per_resource=self.ramp_kw_per_min,
-                    quantile=self.quantile,
+                    quantile=q,
                 )
                 if offer is not None:
+                    offer["committed_kw"] = round(held.discharge_kw, 3)
                     offer["model"] = doc["model"]["name"]
                     offer["generated_at"] = now.isoformat()
                     offers.append(offer)
-        new = self.repo.add_offers(offers, self.offers_topic, now)
+        created = self.repo.add_offers(offers, self.offers_topic, now)
         self.relay()
-        return new
+        return created
 
     def offers(
         self, start: datetime, end: datetime, aggregation_id: str | None

@@ -552,6 +552,25 @@ class FleetState:
             by_grid_node={node: Figures.from_sums(v) for node, v in sorted(by_node.items())},
         )
 
+    def capacity_of(
+        self, resource_ids: Sequence[str], now: datetime, duration_minutes: float
+    ) -> dict[str, Figures]:
+        """Capacity of just these resources (say, those a dispatch holds), by grid node."""
+        now_ts = now.timestamp()
+        with self._lock:
+            rows = self.rows_of(list(dict.fromkeys(resource_ids)))
+            rows = rows[rows >= 0]
+            if rows.size == 0:
+                return {}
+            values, _, _ = contributions(
+                self._columns(rows), now_ts, float(duration_minutes) * 60.0, self.stale_seconds
+            )
+            nodes = [self._group_node[g] for g in self.group[rows].tolist()]
+        by_node: dict[str, F8] = {}
+        for node, v in zip(nodes, values, strict=True):
+            by_node[node] = by_node.get(node, 0.0) + v
+        return {node: Figures.from_sums(v) for node, v in sorted(by_node.items())}
+
     def live(
         self, resource_id: str, now: datetime, duration_minutes: float = 60.0
     ) -> LiveState | None:

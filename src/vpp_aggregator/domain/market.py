@@ -76,8 +76,9 @@ def build_offer(
     ramp_kw_per_min_per_resource: float,
     quantile: str,
 ) -> dict[str, Any] | None:
-    """The offer for one aggregation and interval, or None below the market minimum."""
-    quantity = float(x.discharge_kw)
+    """The offer for one aggregation and interval, or None below the market minimum.
+    Inputs may be net of commitments and so below zero; they count as nothing."""
+    quantity = max(0.0, float(x.discharge_kw))
     if quantity < min_capacity_kw:
         return None
     return {
@@ -89,9 +90,11 @@ def build_offer(
         "quantile": quantile,
         "min_power_kw": float(min_capacity_kw),
         "max_power_kw": round(quantity, 3),
-        "max_charge_kw": round(float(x.charge_kw), 3),
-        "energy_limit_kwh": round(float(x.discharge_kwh), 3),
-        "ramp_rate_kw_per_min": round(float(x.resources) * ramp_kw_per_min_per_resource, 3),
+        "max_charge_kw": round(max(0.0, float(x.charge_kw)), 3),
+        "energy_limit_kwh": round(max(0.0, float(x.discharge_kwh)), 3),
+        "ramp_rate_kw_per_min": round(
+            max(0.0, float(x.resources)) * ramp_kw_per_min_per_resource, 3
+        ),
         "price_segments": curve.segments(quantity),
     }
 

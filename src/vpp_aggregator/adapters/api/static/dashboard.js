@@ -116,7 +116,8 @@ function drawResources(list) {
 function drawOffers(doc) {
   rows($("offers").tBodies[0], doc.items.slice(0, 12).map((o) =>
     `<tr><td>${esc(o.aggregation_id)}</td><td>${esc(o.interval_start.slice(5, 16).replace("T", " "))}</td>` +
-    `<td class="num">${fmt(o.quantity_kw)}</td><td class="num">${fmt(o.ramp_rate_kw_per_min)}</td></tr>`));
+    `<td class="num">${fmt(o.quantity_kw)}</td><td class="num">${fmt(o.committed_kw ?? 0)}</td>` +
+    `<td class="num">${fmt(o.ramp_rate_kw_per_min)}</td></tr>`));
 }
 
 async function refresh() {
