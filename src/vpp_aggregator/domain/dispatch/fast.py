@@ -18,6 +18,8 @@ repeated (a few times at most, and only when there are leads).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -62,9 +64,22 @@ def solve_fast(problem: DispatchProblem) -> Solution:
             for t, amount in zip(late.tolist(), over_t.tolist(), strict=True):
                 cap[1:t] = np.maximum(cap[1:t] - amount, p.target_abs_kw + lead_total[1:t])
             out = _pass(p, order, lead_pos, cap)
-    used = np.flatnonzero(np.abs(out).max(axis=0) > 0)
+    used = np.flatnonzero((out != 0).any(axis=0))
     q = out.T if used.size == out.shape[1] else out[:, used].T
     return Solution(order[used], q, "fast")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Per-resource constants of one pass, in priority order, worked out once instead of at
+    every point (the per-point work is the hot loop: ~45 array operations over the prefix)."""
+
+    max_kw: NDArray[np.float64]
+    k: NDArray[np.float64]
+    inv_k: NDArray[np.float64]
+    lo_final: NDArray[np.float64]
+    stop_kw: NDArray[np.float64]  # r * (last_point + 1): the ramp-down bound is stop_kw - r*t
+    hold_end: NDArray[np.float64]  # min(window, last_point) + 1: minutes left are hold_end - t
 
 
 def _pass(
@@ -76,17 +91,25 @@ def _pass(
     """Setpoints, time-major: (points, as many rows of `order` as were ever touched)."""
     horizon, window, r = p.horizon, p.duration_min, p.ramp_kw_per_min
     m = order.size
-    max_kw = p.max_kw[order]
     k, k_opp = p.k_dir[order], p.k_opp[order]
+    last_point = p.last_point[order].astype(np.float64)
+    rows = _Rows(
+        max_kw=p.max_kw[order],
+        k=k,
+        inv_k=1.0 / k,
+        lo_final=p.lo_final[order],
+        stop_kw=r * (last_point + 1.0),
+        hold_end=np.minimum(float(window), last_point) + 1.0,
+    )
     lead_end = p.lead_end[order]
-    last_point = p.last_point[order]
-    lo_final = p.lo_final[order]
     q_prev = p.q0[order].copy()
     y_prev = p.y0[order].copy()
     lead_q0 = p.q0[order][lead_pos]
-    moving = np.flatnonzero(q_prev != 0)
-    active = int(moving[-1]) + 1 if moving.size else 0
-    steps: list[NDArray[np.float64]] = [q_prev.copy()]
+    active = _touched(q_prev)
+    width = active
+    # Written in place, one row per point; pages past the widest prefix are never touched.
+    out = np.zeros((horizon + 1, m))
+    out[0] = q_prev
     for t in range(1, horizon + 1):
         leading = lead_pos[lead_end[lead_pos] >= t]
         lead_now = np.minimum(0.0, lead_q0[lead_end[lead_pos] >= t] + r * t)
@@ -102,88 +125,102 @@ def _pass(
             size = max(active, min(m, FIRST_PREFIX))
             while True:
                 sl = slice(0, size)
-                q_t, done = _step(
-                    t,
-                    window,
-                    r,
-                    cap[t],
-                    q_prev[sl],
-                    y_prev[sl],
-                    max_kw[sl],
-                    k[sl],
-                    last_point[sl],
-                    lo_final[sl],
-                    leading,
-                    lead_now,
-                )
+                q_t, done = _step(t, r, cap[t], q_prev[sl], y_prev[sl], rows, sl, leading, lead_now)
                 if done or size >= m:
                     break
                 size = min(m, size * 4)
         qp = q_prev[sl]
         avg = 0.5 * (qp + q_t)
         y_prev[sl] -= (
-            np.where(avg >= 0, avg * k[sl], avg * k_opp[sl])
-            if leading.size or lead_pos.size
-            else avg * k[sl]
+            np.where(avg >= 0, avg * k[sl], avg * k_opp[sl]) if lead_pos.size else avg * k[sl]
         )
         q_prev[sl] = q_t
-        steps.append(q_t)
-        nz = np.flatnonzero(q_t)
-        active = int(nz[-1]) + 1 if nz.size else 0
-    width = max(int(np.flatnonzero(s)[-1]) + 1 if np.any(s) else 0 for s in steps)
-    out = np.zeros((horizon + 1, width))
-    for t, s in enumerate(steps):
-        n = min(s.size, width)
-        out[t, :n] = s[:n]
-    return out
+        out[t, : q_t.size] = q_t
+        active = _touched(q_t)
+        width = max(width, active)
+    return out[:, :width]
+
+
+def _touched(q: NDArray[np.float64]) -> int:
+    """One past the last non-zero setpoint (0 when all are zero)."""
+    nz = q != 0
+    return int(q.size - np.argmax(nz[::-1])) if nz.any() else 0
 
 
 def _step(
     t: int,
-    window: int,
     r: float,
     cap_t: float,
     q_prev: NDArray[np.float64],
     y_prev: NDArray[np.float64],
-    max_kw: NDArray[np.float64],
-    k: NDArray[np.float64],
-    last_point: NDArray[np.int64],
-    lo_final: NDArray[np.float64],
+    rows: _Rows,
+    sl: slice,
     leading: NDArray[np.int64],
     lead_now: NDArray[np.float64],
 ) -> tuple[NDArray[np.float64], bool]:
     """Setpoints of one point for a prefix of rows; `done` when the prefix could meet the cap."""
-    lb = np.maximum(q_prev - r, 0.0)
-    ub = np.minimum(np.minimum(max_kw, q_prev + r), r * np.maximum(last_point - t + 1, 0))
+    lb = q_prev - r
+    np.maximum(lb, 0.0, out=lb)
+    ub = q_prev + r
+    np.minimum(ub, rows.max_kw[sl], out=ub)
+    # Ramp-down bound before the resource must stop; below zero it is lifted to lb further down.
+    np.minimum(ub, rows.stop_kw[sl] - r * t, out=ub)
     # Highest q whose minute plus the quickest ramp back to zero (q-r, q-2r, ..., 0) fits in
     # what is left above the floor: that energy g(q) is piecewise linear in q and
     # g(j*r) = r*j*(j+1)/2, so it inverts exactly.
-    budget = np.maximum((y_prev - lo_final) / k - 0.5 * np.maximum(q_prev, 0.0), 0.0)
-    j = np.floor((np.sqrt(1.0 + 8.0 * budget / r) - 1.0) / 2.0)
-    q_energy = (budget + 0.5 * r * j * (j + 1.0)) / (j + 1.0) * (1.0 - 1e-12)
-    ub = np.maximum(np.minimum(ub, q_energy), lb)
+    budget = y_prev - rows.lo_final[sl]
+    budget *= rows.inv_k[sl]
+    budget -= 0.5 * np.maximum(q_prev, 0.0)
+    np.maximum(budget, 0.0, out=budget)
+    j1 = budget * (8.0 / r)
+    j1 += 1.0
+    np.sqrt(j1, out=j1)
+    j1 += 1.0
+    j1 *= 0.5
+    np.floor(j1, out=j1)  # j + 1
+    q_energy = j1 - 1.0
+    q_energy *= j1
+    q_energy *= 0.5 * r
+    q_energy += budget
+    q_energy /= j1
+    q_energy *= 1.0 - 1e-12
+    np.minimum(ub, q_energy, out=ub)
+    np.maximum(ub, lb, out=ub)
     lb[leading] = 0.0
     ub[leading] = 0.0
-    need = cap_t - lb.sum()
+    need = cap_t - float(lb.sum())
     done = True
     if need > 0:
         # First at most the rate each resource can hold until it must stop (window end or
         # departure) and still ramp down, so energy is not spent early that power will be
         # missing for later; only then beyond it, in priority order.
-        minutes_left = np.maximum(np.minimum(window, last_point) - t + 1, 1)
-        hold = r * (np.sqrt(minutes_left * minutes_left + 2.0 * budget / r) - minutes_left)
-        sustain = np.clip(hold, lb, ub)
+        minutes_left = rows.hold_end[sl] - t
+        np.maximum(minutes_left, 1.0, out=minutes_left)
+        sustain = budget * (2.0 / r)
+        sustain += minutes_left * minutes_left
+        np.sqrt(sustain, out=sustain)
+        sustain -= minutes_left
+        sustain *= r
+        np.maximum(sustain, lb, out=sustain)
+        np.minimum(sustain, ub, out=sustain)
         room1 = sustain - lb
         total1 = float(room1.sum())
         if total1 >= need:
-            before = np.cumsum(room1) - room1
-            q_t = lb + np.clip(need - before, 0.0, room1)
+            q_t = _fill(lb, room1, need)
         else:
             done = False
-            room2 = ub - sustain
-            before = np.cumsum(room2) - room2
-            q_t = sustain + np.clip(need - total1 - before, 0.0, room2)
+            q_t = _fill(sustain, ub - sustain, need - total1)
     else:
         q_t = lb
     q_t[leading] = lead_now
     return q_t, done
+
+
+def _fill(base: NDArray[np.float64], room: NDArray[np.float64], need: float) -> NDArray[np.float64]:
+    """`base` plus `room` taken in order until `need` is met."""
+    before = np.cumsum(room)
+    before -= room
+    np.subtract(need, before, out=before)
+    np.clip(before, 0.0, room, out=before)
+    before += base
+    return before
