@@ -11,6 +11,7 @@ the rest of the window is re-planned on what is left, each time as a recorded re
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import math
 import threading
@@ -74,6 +75,10 @@ class DispatchStore(Protocol):
         offset: int = 0,
     ) -> tuple[builtins.list[DispatchRecord], int]: ...
     def open_dispatches(self, now: datetime) -> builtins.list[DispatchRecord]: ...
+    def held_resources(
+        self, start: datetime, end: datetime, exclude: str | None = None
+    ) -> builtins.list[str]: ...
+    def planning_lock(self) -> contextlib.AbstractContextManager[None]: ...
     def revisions(self, dispatch_id: str) -> builtins.list[RevisionRecord]: ...
     def pending_commands(
         self, limit: int = 10_000
@@ -201,7 +206,7 @@ class DispatchService:
         now = self.clock()
         start = req.start or now
         self._validate(req, now, start)
-        with self._lock:
+        with self._lock, self.store.planning_lock():
             record, commands = self._plan_record(req, now, start)
             record.response_time_ms = (time.perf_counter() - t0) * 1e3
             try:
@@ -348,7 +353,7 @@ class DispatchService:
             now,
             start,
             scope,
-            busy=self.held_resources(start, start + timedelta(minutes=req.duration_minutes + 60)),
+            busy=self.busy_everywhere(start, start + timedelta(minutes=req.duration_minutes + 60)),
             charge_ceiling_pct=req.charge_ceiling_pct,
         )
         # A recharge is an energy goal, not a power obligation: reaching the SoC target early is
@@ -482,6 +487,13 @@ class DispatchService:
                 out.extend(o.ids)
             return out
 
+    def busy_everywhere(
+        self, start: datetime, end: datetime, exclude: str | None = None
+    ) -> list[str]:
+        """Held here or by another process of the deployment (their dispatches are in the store)."""
+        here = self.held_resources(start, end, exclude)
+        return list(dict.fromkeys([*here, *self.store.held_resources(start, end, exclude)]))
+
     def resume(self) -> int:
         """After a restart: follow the dispatches that are still running and flush the outbox."""
         with self._lock:
@@ -557,6 +569,10 @@ class DispatchService:
             self._replan(o, now, dropped)
 
     def _replan(self, o: _Open, now: datetime, dropped: dict[str, str]) -> None:
+        with self.store.planning_lock():
+            self._replan_now(o, now, dropped)
+
+    def _replan_now(self, o: _Open, now: datetime, dropped: dict[str, str]) -> None:
         """Re-plan the rest of the window without the dropped resources; the others keep ramping
         from where their plan has them now."""
         r = o.record
@@ -566,7 +582,7 @@ class DispatchService:
             for j, rid in enumerate(o.ids)
         }
         remaining = math.floor((o.window_end_ts - now.timestamp()) / 60.0)
-        others_busy = self.held_resources(now, r.end_at, exclude=r.dispatch_id)
+        others_busy = self.busy_everywhere(now, r.end_at, exclude=r.dispatch_id)
         allocations: list[AllocationRecord] = []
         outcome: Outcome | None = None
         if remaining >= 1:

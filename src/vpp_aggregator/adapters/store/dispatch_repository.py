@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from vpp_aggregator.adapters.store.tables import (
@@ -98,9 +99,52 @@ def _alloc_rows(r: DispatchRecord) -> builtins.list[dict[str, Any]]:
     ]
 
 
+# Key of the PostgreSQL advisory lock that serialises planning across processes (any constant
+# shared by every process of one deployment; "VPPD" in ASCII).
+PLANNING_LOCK_KEY = 0x56505044
+
+
 class DispatchRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    @contextlib.contextmanager
+    def planning_lock(self) -> Iterator[None]:
+        """Only one process of the deployment plans at a time, so two processes never hand the
+        same resource to two dispatches. On SQLite there is one process, whose own lock does."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PLANNING_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNING_LOCK_KEY})
+                conn.commit()
+
+    def held_resources(
+        self, start: datetime, end: datetime, exclude: str | None = None
+    ) -> builtins.list[str]:
+        """Resources of every open dispatch overlapping [start, end], whichever process runs it."""
+        d, a = dispatches, dispatch_allocations
+        conds = [
+            d.c.status.in_([s.value for s in OPEN_STATUSES]),
+            d.c.end_at > start,
+            d.c.start_at < end,
+        ]
+        if exclude is not None:
+            conds.append(d.c.dispatch_id != exclude)
+        q = (
+            select(a.c.resource_id)
+            .distinct()
+            .select_from(
+                a.join(d, and_(a.c.dispatch_id == d.c.dispatch_id, a.c.revision == d.c.revision))
+            )
+            .where(and_(*conds))
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(q).scalars())
 
     def insert(
         self, record: DispatchRecord, commands: Sequence[dict[str, Any]], at: datetime

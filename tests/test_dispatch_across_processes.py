@@ -1,0 +1,102 @@
+"""Two service processes on one PostgreSQL database never give one resource to two dispatches:
+planning holds a database-wide lock and counts the other processes' dispatches as busy."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api_helpers import bess_body, sample
+from conftest import PG_ADMIN_URL, Clock, _pg_connect
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.config import load_settings
+
+
+@pytest.fixture
+def shared_pg(pg_template: str) -> Iterator[str]:
+    name = f"vpp_test_{uuid.uuid4().hex[:12]}"
+    admin = _pg_connect(PG_ADMIN_URL)
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
+    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def _process(url: str, clock: Clock) -> TestClient:
+    settings = load_settings(
+        DATABASE_URL=url,
+        VPP_MARKET_ENABLED="false",
+        VPP_FORECAST_RETRAIN_HOURS="0",
+        VPP_DISPATCH_LP_MAX_RESOURCES="0",  # the fast allocator: the same order in both processes
+    )
+    return TestClient(create_app(settings, clock=clock))
+
+
+@pytest.fixture
+def two_processes(shared_pg: str, clock: Clock) -> Iterator[tuple[TestClient, TestClient]]:
+    ids = [f"bess-{i}" for i in range(8)]
+    with _process(shared_pg, clock) as a:
+        for rid in ids:
+            assert a.post("/resources/register", json=bess_body(rid, grid_node="NODE_X")).is_success
+        with _process(shared_pg, clock) as b:  # starts after the registrations: loads them
+            for c in (a, b):  # each process hears the fleet's telemetry (a broker would fan out)
+                c.post("/telemetry", json={"samples": [sample(r, clock.now, 90) for r in ids]})
+            yield a, b
+
+
+def _resources(doc: dict[str, object]) -> set[str]:
+    return {al["resource_id"] for al in doc["allocations"]}  # type: ignore[attr-defined,index]
+
+
+def test_a_second_process_plans_around_the_first_ones_dispatch(
+    two_processes: tuple[TestClient, TestClient],
+) -> None:
+    a, b = two_processes
+    body = {"target_kw": 30, "duration_minutes": 30, "grid_node": "NODE_X"}  # 3 batteries
+    first = a.post("/dispatch", json=body)
+    second = b.post("/dispatch", json=body)
+    assert first.status_code == second.status_code == 201, (first.text, second.text)
+    held_a, held_b = _resources(first.json()), _resources(second.json())
+    assert held_a and held_b and not held_a & held_b
+    assert second.json()["allocated_kw"] == pytest.approx(30.0)
+    # Once the first is cancelled its batteries are free again for the other process.
+    assert a.post(f"/dispatch/{first.json()['dispatch_id']}/cancel").status_code == 200
+    third = b.post("/dispatch", json=body)
+    assert third.status_code == 201 and _resources(third.json()) & held_a
+
+
+def test_simultaneous_dispatches_in_two_processes_share_no_resource(
+    two_processes: tuple[TestClient, TestClient],
+) -> None:
+    a, b = two_processes
+    for _ in range(3):
+        start = threading.Barrier(2)
+        docs: dict[str, dict[str, object]] = {}
+
+        def post(
+            name: str,
+            client: TestClient,
+            start: threading.Barrier = start,
+            docs: dict[str, dict[str, object]] = docs,
+        ) -> None:
+            start.wait()
+            r = client.post(
+                "/dispatch", json={"target_kw": 30, "duration_minutes": 20, "grid_node": "NODE_X"}
+            )
+            assert r.status_code == 201, r.text
+            docs[name] = r.json()
+
+        threads = [threading.Thread(target=post, args=(n, c)) for n, c in (("a", a), ("b", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        held_a, held_b = _resources(docs["a"]), _resources(docs["b"])
+        assert held_a and held_b and not held_a & held_b
+        assert docs["a"]["allocated_kw"] == docs["b"]["allocated_kw"] == pytest.approx(30.0)
+        for name, client in (("a", a), ("b", b)):
+            client.post(f"/dispatch/{docs[name]['dispatch_id']}/cancel")
