@@ -100,3 +100,37 @@ def test_simultaneous_dispatches_in_two_processes_share_no_resource(
         assert docs["a"]["allocated_kw"] == docs["b"]["allocated_kw"] == pytest.approx(30.0)
         for name, client in (("a", a), ("b", b)):
             client.post(f"/dispatch/{docs[name]['dispatch_id']}/cancel")
+
+
+def test_each_dispatch_is_followed_by_one_process_and_taken_over_when_it_stops(
+    shared_pg: str, clock: Clock
+) -> None:
+    ids = [f"bess-{i}" for i in range(4)]
+    with _process(shared_pg, clock) as a:
+        for rid in ids:
+            a.post("/resources/register", json=bess_body(rid, grid_node="NODE_X"))
+        a.post("/telemetry", json={"samples": [sample(r, clock.now, 90) for r in ids]})
+        d = a.post("/dispatch", json={"target_kw": 20, "duration_minutes": 30}).json()
+        mine = sorted(_resources(d))
+        with _process(shared_pg, clock) as b:  # starts while `a` runs and follows `d`
+            b.post("/telemetry", json={"samples": [sample(r, clock.now, 90) for r in ids]})
+            agg_a, agg_b = (c.app.state.aggregator for c in (a, b))  # type: ignore[attr-defined]
+            agg_b.dispatch.tick()
+            assert sorted(agg_a.dispatch.held_resources()) == mine
+            assert agg_b.dispatch.held_resources() == []  # `a` holds the claim
+            # A battery is unplugged: the dispatch is re-planned once, not once per process.
+            clock.advance(minutes=2)
+            unplugged = [sample(r, clock.now, 89, plugged=r != mine[0]) for r in ids]
+            for c in (a, b):
+                c.post("/telemetry", json={"samples": unplugged})
+            agg_a.dispatch.tick()
+            agg_b.dispatch.tick()
+            revisions = b.get(f"/dispatch/{d['dispatch_id']}").json()["revisions"]
+            assert [x["reason"] for x in revisions] == ["created", "redispatch"], revisions
+            # `a` stalls (no tick for longer than its lease): `b` takes the dispatch over, and
+            # `a`, when it wakes, lets go of it.
+            clock.advance(seconds=31)
+            agg_b.dispatch.tick()
+            assert set(agg_b.dispatch.held_resources()) >= set(mine[1:])
+            agg_a.dispatch.tick()
+            assert agg_a.dispatch.held_resources() == []

@@ -83,6 +83,7 @@ class Aggregator:
             recharge_target_soc_pct=settings.bess_recharge_target_soc,
             tariff=load_tariff(settings.recharge_tariff, settings.site_timezone),
             command_topic=settings.topic_v2g_commands,
+            lease_seconds=max(30.0, 6 * settings.dispatch_tick_seconds),
         )
 
         self.market = MarketService(

@@ -14,6 +14,7 @@ import builtins
 import contextlib
 import logging
 import math
+import socket
 import threading
 import time
 import uuid
@@ -52,8 +53,20 @@ PAST_TOLERANCE = timedelta(minutes=1)
 
 
 class DispatchStore(Protocol):
+    def lease(
+        self, owner: str, dispatch_ids: Sequence[str], until: datetime
+    ) -> builtins.set[str]: ...
+    def claim_unfollowed(
+        self, owner: str, now: datetime, until: datetime
+    ) -> builtins.list[DispatchRecord]: ...
+    def release(self, owner: str, at: datetime) -> None: ...
     def insert(
-        self, record: DispatchRecord, commands: Sequence[dict[str, Any]], at: datetime
+        self,
+        record: DispatchRecord,
+        commands: Sequence[dict[str, Any]],
+        at: datetime,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
     ) -> None: ...
     def revise(
         self,
@@ -173,8 +186,13 @@ class DispatchService:
         tariff: Tariff | None = None,
         command_topic: str = "migrid.l3.v2g",
         metrics: DispatchMetricsPort | None = None,
+        lease_seconds: float = 30.0,
     ) -> None:
         self.state = state
+        # Each open dispatch is followed through by one process, which renews its claim every
+        # tick; another process takes over a dispatch whose claim has lapsed.
+        self.owner = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:12]}"
+        self.lease = timedelta(seconds=lease_seconds)
         self.store = store
         self.bus = bus
         self.clock = clock
@@ -210,7 +228,9 @@ class DispatchService:
             record, commands = self._plan_record(req, now, start)
             record.response_time_ms = (time.perf_counter() - t0) * 1e3
             try:
-                self.store.insert(record, commands, now)
+                self.store.insert(
+                    record, commands, now, owner=self.owner, lease_until=now + self.lease
+                )
             except Exception as exc:
                 if req.idempotency_key and (again := self.store.find_by_key(req.idempotency_key)):
                     return again, False
@@ -495,18 +515,35 @@ class DispatchService:
         return list(dict.fromkeys([*here, *self.store.held_resources(start, end, exclude)]))
 
     def resume(self) -> int:
-        """After a restart: follow the dispatches that are still running and flush the outbox."""
-        with self._lock:
-            for record in self.store.open_dispatches(self.clock()):
-                self._track(record)
+        """After a restart: follow the running dispatches that no live process follows (their
+        claim lapsed, or was let go on a clean stop), and flush the outbox."""
+        self._adopt(self.clock())
         self.publish_pending()
         return len(self._open)
+
+    def _adopt(self, now: datetime) -> None:
+        """Renew the claim on what this process follows; take over what nobody follows."""
+        with self._lock:
+            kept = self.store.lease(self.owner, list(self._open), now + self.lease)
+            for did in [d for d in self._open if d not in kept]:
+                log.warning("dispatch %s is followed by another process now", did)
+                del self._open[did]
+            for record in self.store.claim_unfollowed(self.owner, now, now + self.lease):
+                if record.dispatch_id not in self._open:
+                    self._track(record)
+
+    def release(self) -> None:
+        """On a clean stop: let another process take over the dispatches this one follows."""
+        with self._lock:
+            self.store.release(self.owner, self.clock())
+            self._open.clear()
 
     def tick(self) -> None:
         """Move statuses with time, re-plan dispatches whose resources dropped out, schedule recharges."""
         now = self.clock()
         now_ts = now.timestamp()
         finished: list[DispatchRecord] = []
+        self._adopt(now)
         with self._lock:
             for did, o in list(self._open.items()):
                 r = o.record

@@ -344,6 +344,10 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            try:  # another process takes over our dispatches at once, not after the lease
+                aggregator.dispatch.release()
+            except Exception:
+                log.exception("could not hand over the dispatches this process followed")
             try:
                 aggregator.snapshotter.flush()
             except Exception:

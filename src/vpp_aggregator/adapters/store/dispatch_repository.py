@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from vpp_aggregator.adapters.store.tables import (
@@ -123,6 +123,46 @@ class DispatchRepository:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNING_LOCK_KEY})
                 conn.commit()
 
+    def lease(self, owner: str, dispatch_ids: Sequence[str], until: datetime) -> builtins.set[str]:
+        """Extend `owner`'s claim on these dispatches; returns those it still holds."""
+        if not dispatch_ids:
+            return set()
+        d = dispatches
+        mine = and_(d.c.owner == owner, d.c.dispatch_id.in_(list(dispatch_ids)))
+        with self.engine.begin() as conn:
+            conn.execute(update(d).where(mine).values(lease_until=until))
+            return set(conn.execute(select(d.c.dispatch_id).where(mine)).scalars())
+
+    def claim_unfollowed(
+        self, owner: str, now: datetime, until: datetime
+    ) -> builtins.list[DispatchRecord]:
+        """Open dispatches nobody follows (no claim, or a lapsed one) become `owner`'s."""
+        d = dispatches
+        free = and_(
+            d.c.status.in_([s.value for s in OPEN_STATUSES]),
+            d.c.end_at > now,
+            or_(d.c.owner.is_(None), d.c.lease_until.is_(None), d.c.lease_until <= now),
+        )
+        with self.engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    update(d)
+                    .where(free)
+                    .values(owner=owner, lease_until=until)
+                    .returning(d.c.dispatch_id)
+                ).scalars()
+            )
+            if not ids:
+                return []
+            rows = conn.execute(select(d).where(d.c.dispatch_id.in_(ids)))
+            return [self._with_allocations(conn, _record(r)) for r in rows]
+
+    def release(self, owner: str, at: datetime) -> None:
+        """On a clean stop: let another process take over at once instead of after the lease."""
+        d = dispatches
+        with self.engine.begin() as conn:
+            conn.execute(update(d).where(d.c.owner == owner).values(lease_until=at))
+
     def held_resources(
         self, start: datetime, end: datetime, exclude: str | None = None
     ) -> builtins.list[str]:
@@ -147,12 +187,19 @@ class DispatchRepository:
             return list(conn.execute(q).scalars())
 
     def insert(
-        self, record: DispatchRecord, commands: Sequence[dict[str, Any]], at: datetime
+        self,
+        record: DispatchRecord,
+        commands: Sequence[dict[str, Any]],
+        at: datetime,
+        owner: str | None = None,
+        lease_until: datetime | None = None,
     ) -> None:
         """The dispatch, its allocations, its first revision and its commands: one transaction."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(dispatches).values(**_row(record)))
+                conn.execute(
+                    insert(dispatches).values(**_row(record), owner=owner, lease_until=lease_until)
+                )
                 self._write_revision(conn, record, "created", {}, commands, at)
         except IntegrityError as exc:
             raise DuplicateIdempotencyKeyError(record.idempotency_key) from exc

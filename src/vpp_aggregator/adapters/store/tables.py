@@ -125,6 +125,8 @@ dispatches = Table(
     Column("plan_kw", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("owner", String(64), nullable=True),  # the process following it through
+    Column("lease_until", UTCDateTime, nullable=True),  # its claim lapses then unless renewed
 )
 
 dispatch_allocations = Table(
