@@ -89,6 +89,9 @@ def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> No
             expect(page.locator("#resources tbody tr", has_text="ev-1")).to_contain_text(
                 "unplugged"
             )
+            expect(page.locator("#resources tbody tr", has_text="bess-2")).to_contain_text(
+                "charge only: below its floor"
+            )
             expect(page.locator("#dispatches tbody tr").first).to_contain_text("manual")
             expect(page.locator("#forecast polygon.band")).to_have_count(1)
             expect(page.locator("#dispatch-chart polyline.plan")).to_have_count(1)

@@ -102,7 +102,7 @@ function drawResources(list) {
   rows($("resources").tBodies[0], list.items.map((r) =>
     `<tr><td>${esc(r.resource_id)}</td><td>${esc(r.resource_type)}</td><td>${esc(r.grid_node)}</td>` +
     `<td class="num">${r.telemetry ? fmt(r.telemetry.soc_pct, 1) : "–"}</td><td>${r.telemetry ? (r.telemetry.plugged_in ? "yes" : "no") : "–"}</td>` +
-    `<td>${r.availability_factor > 0 ? '<span class="ok">yes</span>' : '<span class="no">no</span>'}</td><td>${esc(r.availability_reason || "")}</td></tr>`));
+    `<td>${r.availability_factor > 0 ? '<span class="ok">yes</span>' : '<span class="no">no</span>'}</td><td>${esc(r.availability_reason || (r.safety_lockout ? "charge only: below its floor" : ""))}</td></tr>`));
   const alerts = list.items.flatMap((r) => {
     const out = [];
     if (r.safety_lockout) out.push(`${r.resource_id}: BESS below its floor, locked out of discharge`);
