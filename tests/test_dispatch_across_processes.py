@@ -134,3 +134,24 @@ def test_each_dispatch_is_followed_by_one_process_and_taken_over_when_it_stops(
             assert set(agg_b.dispatch.held_resources()) >= set(mine[1:])
             agg_a.dispatch.tick()
             assert agg_a.dispatch.held_resources() == []
+
+
+def test_a_refusal_read_by_another_process_reaches_the_one_that_follows_the_dispatch(
+    two_processes: tuple[TestClient, TestClient],
+) -> None:
+    a, b = two_processes
+    d = a.post("/dispatch", json={"target_kw": 30, "duration_minutes": 30}).json()
+    refused = sorted(_resources(d))[0]
+    agg_a, agg_b = (c.app.state.aggregator for c in (a, b))  # type: ignore[attr-defined]
+    ack = {"dispatch_id": d["dispatch_id"], "resource_id": refused, "status": "Rejected"}
+    outcome = agg_b.integration.command_ack({**ack, "reason": "EVSE fault"})
+    assert outcome.outcome == "queued"
+    agg_a.dispatch.tick()  # the follower picks it up on its next tick
+    doc = a.get(f"/dispatch/{d['dispatch_id']}").json()
+    assert [x["reason"] for x in doc["revisions"]] == ["created", "redispatch"]
+    assert "command_rejected (EVSE fault)" in str(doc["revisions"][1]["detail"])
+    agg_a.dispatch.tick()  # handled once
+    assert len(a.get(f"/dispatch/{d['dispatch_id']}").json()["revisions"]) == 2
+    # A refusal for a resource that has no part in the dispatch changes nothing.
+    stray = agg_b.integration.command_ack({**ack, "resource_id": "bess-7x"})
+    assert stray.outcome == "ignored"

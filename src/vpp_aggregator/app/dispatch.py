@@ -60,6 +60,12 @@ class DispatchStore(Protocol):
         self, owner: str, now: datetime, until: datetime
     ) -> builtins.list[DispatchRecord]: ...
     def release(self, owner: str, at: datetime) -> None: ...
+    def add_refusal(
+        self, dispatch_id: str, resource_id: str, reason: str, at: datetime
+    ) -> None: ...
+    def take_refusals(
+        self, dispatch_ids: Sequence[str], at: datetime
+    ) -> builtins.list[tuple[str, str, str]]: ...
     def insert(
         self,
         record: DispatchRecord,
@@ -544,6 +550,7 @@ class DispatchService:
         now_ts = now.timestamp()
         finished: list[DispatchRecord] = []
         self._adopt(now)
+        self._handle_queued_refusals(now)
         with self._lock:
             for did, o in list(self._open.items()):
                 r = o.record
@@ -559,20 +566,38 @@ class DispatchService:
         for r in finished:
             self._schedule_recharge(r, now)
 
-    def command_rejected(self, dispatch_id: str, resource_id: str, reason: str) -> bool:
-        """A device refused its command: re-plan without it (False when this process does not
-        follow that dispatch, or the resource has no part left in it)."""
+    def command_rejected(self, dispatch_id: str, resource_id: str, reason: str) -> str:
+        """A device refused its command: re-plan without it. Returns "replanned"; "queued" when
+        another process follows that dispatch (it re-plans on its next tick); "ignored" when the
+        dispatch is over or the resource has no part left in it."""
         now = self.clock()
         with self._lock:
             o = self._open.get(dispatch_id)
-            if o is None or resource_id not in o.ids:
-                return False
-            j = o.ids.index(resource_id)
-            if o.released[j]:
-                return False
-            self._replan(o, now, {resource_id: f"command_rejected ({reason})"})
+            if o is None:
+                record = self.store.get(dispatch_id)
+                if record is None or record.status not in OPEN_STATUSES or record.end_at <= now:
+                    return "ignored"
+                if resource_id not in {a.resource_id for a in record.allocations}:
+                    return "ignored"
+                self.store.add_refusal(dispatch_id, resource_id, reason, now)
+                return "queued"
+            if not self._refused(o, resource_id, reason, now):
+                return "ignored"
         self.publish_pending()
+        return "replanned"
+
+    def _refused(self, o: _Open, resource_id: str, reason: str, now: datetime) -> bool:
+        if resource_id not in o.ids or o.released[o.ids.index(resource_id)]:
+            return False
+        self._replan(o, now, {resource_id: f"command_rejected ({reason})"})
         return True
+
+    def _handle_queued_refusals(self, now: datetime) -> None:
+        with self._lock:
+            for did, rid, reason in self.store.take_refusals(list(self._open), now):
+                o = self._open.get(did)
+                if o is not None:
+                    self._refused(o, rid, reason, now)
 
     def _set_status(self, record: DispatchRecord, status: DispatchStatus, now: datetime) -> None:
         record.status = status

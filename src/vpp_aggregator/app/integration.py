@@ -177,11 +177,14 @@ class IntegrationService:
             return Outcome("accepted", f"{dispatch_id}/{rid}")
         if status in ("rejected", "failed", "error", "faulted"):
             reason = str(message.get("reason") or status)
-            if self.dispatch.command_rejected(dispatch_id, rid, reason):
+            done = self.dispatch.command_rejected(dispatch_id, rid, reason)
+            if done == "replanned":
                 return Outcome("replanned", f"{dispatch_id} without {rid}: {reason}")
-            return Outcome(
-                "ignored", f"{dispatch_id}/{rid} is not followed here or already released"
-            )
+            if done == "queued":
+                return Outcome(
+                    "queued", f"{dispatch_id} without {rid}: the process following it re-plans"
+                )
+            return Outcome("ignored", f"{dispatch_id}/{rid} is over or already released")
         raise InvalidMessageError(
             f"status {message.get('status')!r}: expected Accepted or Rejected"
         )

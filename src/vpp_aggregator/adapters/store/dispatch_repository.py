@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from vpp_aggregator.adapters.store.tables import (
+    command_refusals,
     control_commands,
     dispatch_allocations,
     dispatch_revisions,
@@ -162,6 +163,33 @@ class DispatchRepository:
         d = dispatches
         with self.engine.begin() as conn:
             conn.execute(update(d).where(d.c.owner == owner).values(lease_until=at))
+
+    def add_refusal(self, dispatch_id: str, resource_id: str, reason: str, at: datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(command_refusals).values(
+                    dispatch_id=dispatch_id,
+                    resource_id=resource_id,
+                    reason=reason[:200],
+                    received_at=at,
+                )
+            )
+
+    def take_refusals(
+        self, dispatch_ids: Sequence[str], at: datetime
+    ) -> builtins.list[tuple[str, str, str]]:
+        """Unhandled refusals for these dispatches, marked handled: (dispatch, resource, reason)."""
+        if not dispatch_ids:
+            return []
+        c = command_refusals
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                update(c)
+                .where(and_(c.c.dispatch_id.in_(list(dispatch_ids)), c.c.handled_at.is_(None)))
+                .values(handled_at=at)
+                .returning(c.c.refusal_id, c.c.dispatch_id, c.c.resource_id, c.c.reason)
+            ).all()
+        return [(r.dispatch_id, r.resource_id, r.reason) for r in sorted(rows)]
 
     def held_resources(
         self, start: datetime, end: datetime, exclude: str | None = None

@@ -169,6 +169,18 @@ control_commands = Table(
     Column("published_at", UTCDateTime, nullable=True, index=True),
 )
 
+# Refusals read by a process that does not follow the dispatch, for the one that does.
+command_refusals = Table(
+    "command_refusals",
+    metadata,
+    Column("refusal_id", Integer, primary_key=True, autoincrement=True),
+    Column("dispatch_id", String(64), nullable=False, index=True),
+    Column("resource_id", String(128), nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("handled_at", UTCDateTime, nullable=True, index=True),
+)
+
 forecast_weather = Table(
     "forecast_weather",
     metadata,
