@@ -69,8 +69,14 @@ def test_two_replicas_answer_the_same_capacity(
         assert a.post("/telemetry", json={"samples": half[:10]}).json()["accepted"] == 10
         assert b.post("/telemetry", json={"samples": half[10:]}).json()["accepted"] == 10
 
+        def figures(c: TestClient) -> dict[str, object]:
+            doc = c.get("/capacity/available").json()
+            age = doc.pop("shared_state_age_seconds")
+            assert age is not None and 0 <= age < 5  # each replica hears the shared state
+            return dict(doc)
+
         def same() -> bool:
-            return a.get("/capacity/available").json() == b.get("/capacity/available").json()
+            return figures(a) == figures(b)
 
         wait_until(same, "both replicas to see every sample")
         cap = a.get("/capacity/available").json()

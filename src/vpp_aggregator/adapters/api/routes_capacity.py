@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from vpp_aggregator.adapters.api.auth import Viewer, fleet_scope, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
@@ -16,6 +16,7 @@ router = APIRouter(prefix="/capacity", tags=["capacity"])
 
 @router.get("/available", response_model=CapacityOut, responses={422: {"model": ErrorOut}})
 async def available(
+    request: Request,
     agg: AggDep,
     who: Viewer,
     duration_minutes: Annotated[
@@ -27,6 +28,9 @@ async def available(
     """Power and energy the fleet can give (discharge, up) or absorb (charge, down) over the window."""
     fleet = fleet_scope(who, fleet_id or None)
     answer = agg.capacity.available(duration_minutes, grid_node or None, fleet)
+    shared = request.app.state.shared
+    age = shared.follower.stale_seconds() if shared is not None else None
+    answer = {**answer, "shared_state_age_seconds": None if age is None else round(age, 3)}
     # Built to CapacityOut's shape by the use case (tests hold it to the schema); not re-validated per request.
     return Response(orjson.dumps(answer), media_type="application/json")
 

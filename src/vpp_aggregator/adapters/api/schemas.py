@@ -182,6 +182,11 @@ class CapacityOut(BaseModel):
     available_capacity_kwh: float = Field(
         ..., description="Discharge kWh (name read by the market gateway)"
     )
+    shared_state_age_seconds: float | None = Field(
+        None,
+        description="With several processes (REDIS_URL): seconds since this process last heard "
+        "from the shared state, so a stale answer shows; null when the state is not shared",
+    )
 
 
 class HealthOut(BaseModel):
