@@ -155,3 +155,49 @@ def test_a_refusal_read_by_another_process_reaches_the_one_that_follows_the_disp
     # A refusal for a resource that has no part in the dispatch changes nothing.
     stray = agg_b.integration.command_ack({**ack, "resource_id": "bess-7x"})
     assert stray.outcome == "ignored"
+
+
+def test_a_cancel_received_by_the_other_process_sticks(
+    two_processes: tuple[TestClient, TestClient], clock: Clock
+) -> None:
+    a, b = two_processes
+    d = a.post("/dispatch", json={"target_kw": 30, "duration_minutes": 30}).json()
+    agg_a, agg_b = (c.app.state.aggregator for c in (a, b))  # type: ignore[attr-defined]
+    clock.advance(minutes=5)  # under way: its batteries deliver power that must ramp down
+    cancelled = b.post(f"/dispatch/{d['dispatch_id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["allocations"], "the batteries ramp down from where they are"
+    # `a` followed it: it lets go instead of re-planning over the cancel.
+    unplugged = [sample(f"bess-{i}", clock.now, 89, plugged=False) for i in range(8)]
+    a.post("/telemetry", json={"samples": unplugged})
+    agg_a.dispatch.tick()
+    agg_b.dispatch.tick()
+    doc = a.get(f"/dispatch/{d['dispatch_id']}").json()
+    assert doc["status"] == "cancelled"
+    assert [x["reason"] for x in doc["revisions"]] == ["created", "cancelled"]
+    assert agg_a.dispatch.held_resources() == []
+
+
+def test_the_planning_lock_waits_a_bounded_time_and_nests(shared_pg: str) -> None:
+    from sqlalchemy import text
+
+    from vpp_aggregator.adapters.store.database import make_engine
+    from vpp_aggregator.adapters.store.dispatch_repository import (
+        PLANNING_LOCK_KEY,
+        DispatchRepository,
+    )
+    from vpp_aggregator.app.dispatch_records import PlanningBusyError
+
+    engine = make_engine(shared_pg)
+    repo = DispatchRepository(engine)
+    with repo.planning_lock(), repo.planning_lock():  # the same thread again: no deadlock
+        pass
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
+        other.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PLANNING_LOCK_KEY})
+        with pytest.raises(PlanningBusyError), repo.planning_lock(timeout_s=0.3):
+            pass
+        other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNING_LOCK_KEY})
+    with repo.planning_lock(timeout_s=0.3):  # free again
+        pass
+    engine.dispose()

@@ -24,14 +24,16 @@ def test_lines_differing_only_in_numbers_pass_once_per_window_then_report_the_co
     seen = []
     for i in range(100):  # twenty a second for five seconds, as during an outage
         now[0] = i * 0.05
-        rec = _record(fail, "FAIL", "producer-1", f"127.0.0.1:{40000 + i}: Connect failed")
+        rec = _record(fail, "FAIL", "producer-1", f"127.0.0.1:9092: refused (after {i % 3}ms)")
         if f.filter(rec):
             seen.append(rec.getMessage())
-    assert seen == ["FAIL [producer-1] 127.0.0.1:40000: Connect failed"]
+    assert seen == ["FAIL [producer-1] 127.0.0.1:9092: refused (after 0ms)"]
     other = _record("%s", "Disconnected from the group coordinator")
     assert f.filter(other)  # another kind of line is not held back
+    second_broker = _record(fail, "FAIL", "producer-1", "127.0.0.1:9093: refused (after 0ms)")
+    assert f.filter(second_broker)  # another broker going down is news
     now[0] = 61.0
-    rec = _record(fail, "FAIL", "producer-1", "127.0.0.1:41234: Connect failed")
+    rec = _record(fail, "FAIL", "producer-1", "127.0.0.1:9092: refused (after 7ms)")
     assert f.filter(rec)
     assert rec.getMessage().endswith("(99 more like it in the last 60 s)")
 

@@ -9,12 +9,14 @@ import threading
 import time
 from collections.abc import Callable
 
-_NUMBERS = re.compile(r"\d+")
+# What changes between repeats of one failure: durations ("after 12ms") and epoch times. Hosts,
+# ports and broker ids stay, so a second broker going down is a line of its own.
+_VARYING = re.compile(r"\d+(?:\.\d+)?\s*(?:ms|s)\b|\b\d{9,}(?:\.\d+)?\b")
 
 
 class RepeatFilter(logging.Filter):
-    """Lets a line through, then drops lines that differ from it only in numbers (ports, times,
-    counters) for `window_s`; the next one through says how many were dropped."""
+    """Lets a line through, then drops lines that differ from it only in durations or times for
+    `window_s`; the next one through says how many were dropped."""
 
     def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
@@ -25,7 +27,7 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        kind = _NUMBERS.sub("#", text)
+        kind = _VARYING.sub("#", text)
         now = self.clock()
         with self._lock:
             since, dropped = self._last.get(kind, (float("-inf"), 0))

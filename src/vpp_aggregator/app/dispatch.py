@@ -31,6 +31,8 @@ from vpp_aggregator.app.dispatch_records import (
     AllocationRecord,
     DispatchRecord,
     DispatchStatus,
+    NotFollowedHereError,
+    PlanningBusyError,
     RevisionRecord,
     schedule_points,
 )
@@ -81,7 +83,9 @@ class DispatchStore(Protocol):
         detail: dict[str, Any],
         commands: Sequence[dict[str, Any]],
         at: datetime,
+        owner: str | None = None,
     ) -> None: ...
+    def take_over(self, dispatch_id: str, owner: str, until: datetime) -> DispatchRecord | None: ...
     def set_status(self, dispatch_id: str, status: DispatchStatus, at: datetime) -> None: ...
     def find_by_key(self, key: str) -> DispatchRecord | None: ...
     def get(self, dispatch_id: str) -> DispatchRecord | None: ...
@@ -235,7 +239,7 @@ class DispatchService:
             record.response_time_ms = (time.perf_counter() - t0) * 1e3
             try:
                 self.store.insert(
-                    record, commands, now, owner=self.owner, lease_until=now + self.lease
+                    record, commands, now, owner=self.owner, lease_until=self.clock() + self.lease
                 )
             except Exception as exc:
                 if req.idempotency_key and (again := self.store.find_by_key(req.idempotency_key)):
@@ -562,7 +566,10 @@ class DispatchService:
                 if r.status is DispatchStatus.SCHEDULED and now_ts >= r.start.timestamp():
                     self._set_status(r, DispatchStatus.ACTIVE, now)
                 if r.start.timestamp() <= now_ts < o.window_end_ts:
-                    self._follow(o, now)
+                    try:
+                        self._follow(o, now)
+                    except Exception:  # one dispatch's trouble must not stop the others
+                        log.exception("following dispatch %s failed; next tick tries again", did)
         for r in finished:
             self._schedule_recharge(r, now)
 
@@ -631,8 +638,16 @@ class DispatchService:
             self._replan(o, now, dropped)
 
     def _replan(self, o: _Open, now: datetime, dropped: dict[str, str]) -> None:
-        with self.store.planning_lock():
-            self._replan_now(o, now, dropped)
+        did = o.record.dispatch_id
+        try:
+            with self.store.planning_lock():
+                self._replan_now(o, now, dropped)
+        except NotFollowedHereError:
+            log.warning("dispatch %s is followed by another process now; let go here", did)
+            self._open.pop(did, None)
+        except PlanningBusyError as exc:
+            log.warning("re-plan of %s waits for the next tick: %s", did, exc)
+        self.publish_pending()
 
     def _replan_now(self, o: _Open, now: datetime, dropped: dict[str, str]) -> None:
         """Re-plan the rest of the window without the dropped resources; the others keep ramping
@@ -684,10 +699,9 @@ class DispatchService:
         r.end_at = max(last, now)
         commands = self._commands(r, now)
         detail = {"dropped": dropped, "resources": len(allocations)}
-        self.store.revise(r, "redispatch", detail, commands, now)
+        self.store.revise(r, "redispatch", detail, commands, now, owner=self.owner)
         log.info("dispatch %s re-planned (revision %d): %s", r.dispatch_id, r.revision, dropped)
         self._track(r)
-        self.publish_pending()
 
     def _ramp_down(
         self, rid: str, kw: float, now: datetime, o: _Open, why: str
@@ -724,7 +738,7 @@ class DispatchService:
     # ----------------------------------------------------------------- operator actions
     def cancel(self, dispatch_id: str) -> DispatchRecord:
         now = self.clock()
-        with self._lock:
+        with self._lock, self.store.planning_lock():
             record = self.store.get(dispatch_id)
             if record is None:
                 raise DispatchNotFoundError(dispatch_id)
@@ -734,6 +748,14 @@ class DispatchService:
                     "active or partial dispatches can be cancelled."
                 )
             o = self._open.get(dispatch_id)
+            if o is None or o.record.revision != record.revision:
+                # Followed by another process (or moved on): this one takes it over to ramp it
+                # down; the other lets go when it next renews its claim.
+                taken = self.store.take_over(dispatch_id, self.owner, self.clock() + self.lease)
+                if taken is not None:
+                    record = taken
+                    self._track(record)
+                    o = self._open.get(dispatch_id)
             allocations: list[AllocationRecord] = []
             if o is not None and now.timestamp() >= o.start_ts:
                 point = (now.timestamp() - o.start_ts) / 60.0
@@ -764,13 +786,19 @@ class DispatchService:
                 (a.schedule_start + timedelta(minutes=len(a.schedule_kw) - 1) for a in allocations),
                 default=now,
             )
-            self.store.revise(
-                record,
-                "cancelled",
-                {"ramping_down": len(allocations)},
-                self._commands(record, now),
-                now,
-            )
+            try:
+                self.store.revise(
+                    record,
+                    "cancelled",
+                    {"ramping_down": len(allocations)},
+                    self._commands(record, now),
+                    now,
+                    owner=self.owner,
+                )
+            except NotFollowedHereError:
+                raise DispatchConflictError(
+                    f"Dispatch {dispatch_id} changed while it was being cancelled; try again."
+                ) from None
             self._open.pop(dispatch_id, None)
         self.publish_pending()
         if self.metrics:

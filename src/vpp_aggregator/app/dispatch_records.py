@@ -77,3 +77,12 @@ def schedule_points(a: AllocationRecord) -> list[dict[str, Any]]:
     """An allocation's schedule as the device gateway and the API show it."""
     times = point_times(a.schedule_start, len(a.schedule_kw))
     return [{"t": t, "setpoint_kw": kw} for t, kw in zip(times, a.schedule_kw, strict=True)]
+
+
+class NotFollowedHereError(Exception):
+    """The dispatch moved on in the store (another process follows it now, or wrote a newer
+    revision); this process's copy is stale and must not be written."""
+
+
+class PlanningBusyError(Exception):
+    """Another process held the deployment's planning lock for too long; try again shortly."""

@@ -126,7 +126,7 @@ class MarketService:
                     continue  # under way: no longer offered
                 end = datetime.fromisoformat(interval["end"])
                 held = self.state.capacity_of(
-                    self.dispatch.held_resources(start, end), now, self.interval_minutes
+                    self.dispatch.busy_everywhere(start, end), now, self.interval_minutes
                 ).get(node, NOTHING)
                 offer = build_offer(
                     OfferInputs(

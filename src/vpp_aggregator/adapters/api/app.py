@@ -49,6 +49,7 @@ from vpp_aggregator.app.dispatch import (
     DispatchNotFoundError,
     DispatchRejectedError,
 )
+from vpp_aggregator.app.dispatch_records import PlanningBusyError
 from vpp_aggregator.app.errors import (
     RegistrationRejectedError,
     ResourceExistsError,
@@ -125,6 +126,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DispatchConflictError)
     async def _dispatch_conflict(_: Request, exc: DispatchConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "errors": []}, status_code=409)
+
+    @app.exception_handler(PlanningBusyError)
+    async def _planning_busy(_: Request, exc: PlanningBusyError) -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": f"Dispatch planning is busy ({exc}); nothing was stored. Retry shortly.",
+                "errors": [],
+            },
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
 
     @app.exception_handler(OverflowError)
     async def _overflow(_: Request, exc: OverflowError) -> JSONResponse:

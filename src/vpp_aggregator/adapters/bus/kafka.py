@@ -148,6 +148,13 @@ def ensure_topics(brokers: str, topics: Sequence[str], partitions: int) -> None:
     """Create missing topics (operators may pre-create them; an existing topic is kept as is)."""
     config: dict[str, Any] = {"bootstrap.servers": brokers, "logger": client_log}
     admin = AdminClient(config)
+    try:
+        _create_missing(admin, topics, partitions)
+    finally:
+        admin.poll(0)  # hands librdkafka's queued log lines to `client_log`
+
+
+def _create_missing(admin: AdminClient, topics: Sequence[str], partitions: int) -> None:
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [
         NewTopic(t, num_partitions=partitions, replication_factor=1)

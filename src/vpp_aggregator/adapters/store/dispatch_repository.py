@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,6 +25,8 @@ from vpp_aggregator.app.dispatch_records import (
     AllocationRecord,
     DispatchRecord,
     DispatchStatus,
+    NotFollowedHereError,
+    PlanningBusyError,
     RevisionRecord,
 )
 
@@ -108,21 +112,38 @@ PLANNING_LOCK_KEY = 0x56505044
 class DispatchRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._held = threading.local()
 
     @contextlib.contextmanager
-    def planning_lock(self) -> Iterator[None]:
+    def planning_lock(self, timeout_s: float = 10.0) -> Iterator[None]:
         """Only one process of the deployment plans at a time, so two processes never hand the
-        same resource to two dispatches. On SQLite there is one process, whose own lock does."""
-        if self.engine.dialect.name != "postgresql":
-            yield
-            return
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PLANNING_LOCK_KEY})
+        same resource to two dispatches. On SQLite there is one process, whose own lock does.
+
+        Waits at most `timeout_s` (PlanningBusyError after), on a connection in autocommit so
+        no transaction idles while the lock is held; re-entrant within a thread."""
+        depth: int = getattr(self._held, "depth", 0)
+        if self.engine.dialect.name != "postgresql" or depth:
+            self._held.depth = depth + 1
             try:
                 yield
             finally:
+                self._held.depth -= 1
+            return
+        deadline = time.monotonic() + timeout_s
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            take = text("SELECT pg_try_advisory_lock(:k)")
+            while not conn.execute(take, {"k": PLANNING_LOCK_KEY}).scalar_one():
+                if time.monotonic() >= deadline:
+                    raise PlanningBusyError(
+                        f"another process has been planning for over {timeout_s:g} s"
+                    )
+                time.sleep(0.02)
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNING_LOCK_KEY})
-                conn.commit()
 
     def lease(self, owner: str, dispatch_ids: Sequence[str], until: datetime) -> builtins.set[str]:
         """Extend `owner`'s claim on these dispatches; returns those it still holds."""
@@ -157,6 +178,19 @@ class DispatchRepository:
                 return []
             rows = conn.execute(select(d).where(d.c.dispatch_id.in_(ids)))
             return [self._with_allocations(conn, _record(r)) for r in rows]
+
+    def take_over(self, dispatch_id: str, owner: str, until: datetime) -> DispatchRecord | None:
+        """This process follows the dispatch from now on (the former follower lets go when it
+        next renews); returns it as stored."""
+        d = dispatches
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(d)
+                .where(d.c.dispatch_id == dispatch_id)
+                .values(owner=owner, lease_until=until)
+            )
+            row = conn.execute(select(d).where(d.c.dispatch_id == dispatch_id)).first()
+            return self._with_allocations(conn, _record(row)) if row else None
 
     def release(self, owner: str, at: datetime) -> None:
         """On a clean stop: let another process take over at once instead of after the lease."""
@@ -239,15 +273,19 @@ class DispatchRepository:
         detail: dict[str, Any],
         commands: Sequence[dict[str, Any]],
         at: datetime,
+        owner: str | None = None,
     ) -> None:
+        """Store revision `record.revision`, only over the one before it and, given an `owner`,
+        only while that process still follows the dispatch (NotFollowedHereError otherwise)."""
+        d = dispatches
         with self.engine.begin() as conn:
             values = _row(record)
             values.pop("dispatch_id")
-            conn.execute(
-                update(dispatches)
-                .where(dispatches.c.dispatch_id == record.dispatch_id)
-                .values(**values)
-            )
+            conds = [d.c.dispatch_id == record.dispatch_id, d.c.revision == record.revision - 1]
+            if owner is not None:
+                conds.append(d.c.owner == owner)
+            if conn.execute(update(d).where(and_(*conds)).values(**values)).rowcount != 1:
+                raise NotFollowedHereError(record.dispatch_id)
             self._write_revision(conn, record, reason, detail, commands, at)
 
     def _write_revision(

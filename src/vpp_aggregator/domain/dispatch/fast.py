@@ -107,9 +107,10 @@ def _pass(
     lead_q0 = p.q0[order][lead_pos]
     active = _touched(q_prev)
     width = active
-    # Written in place, one row per point; pages past the widest prefix are never touched.
-    out = np.zeros((horizon + 1, m))
-    out[0] = q_prev
+    # Written in place, one row per point, as wide as the rows worked on so far (grown by
+    # doubling): a modest dispatch on a huge fleet does not reserve points x fleet.
+    out = np.zeros((horizon + 1, min(m, max(active, FIRST_PREFIX))))
+    out[0, :active] = q_prev[:active]
     for t in range(1, horizon + 1):
         leading = lead_pos[lead_end[lead_pos] >= t]
         lead_now = np.minimum(0.0, lead_q0[lead_end[lead_pos] >= t] + r * t)
@@ -135,6 +136,10 @@ def _pass(
             np.where(avg >= 0, avg * k[sl], avg * k_opp[sl]) if lead_pos.size else avg * k[sl]
         )
         q_prev[sl] = q_t
+        if q_t.size > out.shape[1]:
+            wider = np.zeros((horizon + 1, min(m, max(q_t.size, 2 * out.shape[1]))))
+            wider[:, : out.shape[1]] = out
+            out = wider
         out[t, : q_t.size] = q_t
         active = _touched(q_t)
         width = max(width, active)
