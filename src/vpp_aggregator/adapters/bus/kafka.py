@@ -407,8 +407,14 @@ class KafkaIngest:
             self._restore_topics_if_brokers_returned()
             self.poll_once()
 
-    def close(self) -> None:
-        self._consumer.close()
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Leave the group; bounded, because librdkafka's close waits for a broker that may be
+        gone for good (seen: a stop hanging for an hour), and a stop must stop."""
+        closer = threading.Thread(target=self._consumer.close, name="kafka-close", daemon=True)
+        closer.start()
+        closer.join(timeout_s)
+        if closer.is_alive():
+            log.warning("Kafka consumer did not close within %g s; stopping without it", timeout_s)
 
 
 class KafkaParts:
