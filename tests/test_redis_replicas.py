@@ -121,3 +121,37 @@ def test_without_redis_the_api_answers_and_readiness_says_why(tmp_path, clock: C
         ready = c.get("/health/ready")
         assert ready.status_code == 503 and ready.json()["down"] == ["redis"]
         assert ready.json()["dependencies"]["redis"]["detail"]
+
+
+def test_a_follower_that_fell_behind_the_trimmed_stream_reloads_instead_of_skipping(
+    prefix: str,
+) -> None:
+    import numpy as np
+
+    from vpp_aggregator.adapters.cache.redis_state import RedisFollower, RedisSharedState
+
+    publisher, mine = RedisSharedState(REDIS_URL, prefix), RedisSharedState(REDIS_URL, prefix)
+    seen: dict[str, float] = {}
+
+    def apply(ids, ts, soc, plugged, power) -> None:  # type: ignore[no-untyped-def]
+        seen.update(zip(ids, np.asarray(soc).tolist(), strict=True))
+
+    def publish(rid: str, soc: float) -> None:
+        one = np.array([time.time()])
+        publisher.publish_samples([rid], one, np.array([soc]), np.array([True]), np.array([0.0]))
+
+    follower = RedisFollower(mine, apply, lambda rid: None)
+    publish("ev-1", 50.0)
+    follower.poll_once(block_ms=10)  # starts from the hash
+    assert seen == {"ev-1": 50.0}
+    for i in range(2, 7):
+        publish(f"ev-{i}", 40.0 + i)
+    # More than the stream keeps arrived while this process was away: only the newest is left.
+    mine.client.xtrim(mine.changes_key, maxlen=1, approximate=False)
+    time.sleep(1.05)  # the follower looks at the stream's start at most once a second
+    follower.poll_once(block_ms=10)
+    assert follower.reloads == 1
+    assert seen == {"ev-1": 50.0, **{f"ev-{i}": 40.0 + i for i in range(2, 7)}}
+    time.sleep(1.05)
+    follower.poll_once(block_ms=10)
+    assert follower.reloads == 1  # caught up: no reload again

@@ -104,6 +104,11 @@ def _columns(
     return ids, values[:, 0], values[:, 1], values[:, 2].astype(bool), values[:, 3]
 
 
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class RedisFollower:
     """Keeps this process's live state in step with what every other process ingests."""
 
@@ -121,6 +126,8 @@ class RedisFollower:
         self.last_ok = 0.0  # monotonic time of the last successful read
         self.last_error: str | None = None
         self.applied = 0
+        self.reloads = 0  # full reloads after falling behind the stream
+        self._checked_at = 0.0
 
     def bootstrap(self) -> int:
         """Every resource's newest sample from the hash; then follow the stream from before it."""
@@ -144,7 +151,7 @@ class RedisFollower:
         return count
 
     def poll_once(self, block_ms: int = 500) -> int:
-        if self._changes_id is None:
+        if self._changes_id is None or self._fell_behind():
             self.bootstrap()
         client = self.shared.client
         streams = {
@@ -177,6 +184,29 @@ class RedisFollower:
         self.last_ok = time.monotonic()
         self.last_error = None
         return applied
+
+    def _fell_behind(self) -> bool:
+        """Whether the stream no longer holds the entries after ours: trimmed past our position
+        (we were more than STREAM_MAXLEN batches behind) or Redis came back empty. Reading on
+        would skip the gap, so the caller reloads every resource's newest sample from the hash.
+        Checked at most once a second."""
+        now = time.monotonic()
+        if now - self._checked_at < 1.0 or self._changes_id in (None, "0-0"):
+            return False
+        self._checked_at = now
+        try:
+            first = self.shared.client.xinfo_stream(self.shared.changes_key)["first-entry"]
+        except redis.ResponseError:  # no stream (yet): nothing to miss
+            return False
+        if not first or _stream_id(first[0].decode()) <= _stream_id(self._changes_id or "0-0"):
+            return False
+        log.warning(
+            "the shared change stream starts after this process's position %s; reloading every "
+            "resource's newest sample",
+            self._changes_id,
+        )
+        self.reloads += 1
+        return True
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
