@@ -49,3 +49,12 @@ def sample(
         "plugged_in": plugged,
         "power_kw": power,
     }
+
+
+def add_batteries(client: Any, at: datetime, node: str, count: int = 3, soc: float = 90.0) -> None:
+    """`count` batteries bess-0.. (500 kWh, 250 kW) on `node`, each reporting `soc` at `at`."""
+    for i in range(count):
+        client.post("/resources/register", json=bess_body(f"bess-{i}", grid_node=node))
+    client.post(
+        "/telemetry", json={"samples": [sample(f"bess-{i}", at, soc) for i in range(count)]}
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -70,13 +71,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'vpp.db'}"
         return
-    template = request.getfixturevalue("pg_template")
+    with pg_copy(request.getfixturevalue("pg_template")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def pg_copy(template: str) -> Iterator[str]:
+    """A PostgreSQL database of this test alone, copied from the migrated template."""
     name = f"vpp_test_{uuid.uuid4().hex[:12]}"
     admin = _pg_connect(PG_ADMIN_URL)
     admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    yield "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield (
+            "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
+        )
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def _free_port() -> int:

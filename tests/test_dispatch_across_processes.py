@@ -4,26 +4,21 @@ planning holds a database-wide lock and counts the other processes' dispatches a
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api_helpers import bess_body, sample
-from conftest import PG_ADMIN_URL, Clock, _pg_connect
+from conftest import Clock, pg_copy
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
 
 
 @pytest.fixture
 def shared_pg(pg_template: str) -> Iterator[str]:
-    name = f"vpp_test_{uuid.uuid4().hex[:12]}"
-    admin = _pg_connect(PG_ADMIN_URL)
-    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    yield "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
-    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    with pg_copy(pg_template) as url:
+        yield url
 
 
 def _process(url: str, clock: Clock) -> TestClient:

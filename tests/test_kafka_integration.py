@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from fastapi.testclient import TestClient
 
-from api_helpers import bess_body, ev_body, sample
+from api_helpers import add_batteries, bess_body, ev_body, sample
 from conftest import Clock
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
@@ -356,11 +356,7 @@ def test_a_refused_command_replans_the_dispatch_without_that_resource(
         **kafka_topics,
     )
     with TestClient(create_app(settings, clock=clock)) as c:
-        for i in range(3):
-            c.post("/resources/register", json=bess_body(f"bess-{i}", grid_node="NODE_K"))
-        c.post(
-            "/telemetry", json={"samples": [sample(f"bess-{i}", clock.now, 90) for i in range(3)]}
-        )
+        add_batteries(c, clock.now, "NODE_K")
         d = c.post(
             "/dispatch", json={"target_kw": 300, "duration_minutes": 30, "grid_node": "NODE_K"}
         ).json()

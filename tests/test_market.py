@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api_helpers import bess_body, ev_body, sample
+from api_helpers import add_batteries, bess_body, ev_body, sample
 from conftest import Clock
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
@@ -181,11 +181,7 @@ def test_capacity_a_dispatch_holds_is_not_offered_again(tmp_path, clock: Clock) 
         VPP_OFFER_HORIZON_HOURS="4",
     )
     with TestClient(create_app(settings, clock=clock)) as c:
-        for i in range(3):
-            c.post("/resources/register", json=bess_body(f"bess-{i}", grid_node="NODE_A"))
-        c.post(
-            "/telemetry", json={"samples": [sample(f"bess-{i}", clock.now, 90) for i in range(3)]}
-        )
+        add_batteries(c, clock.now, "NODE_A")
         held = c.post(
             "/dispatch",
             json={"target_kw": 100, "duration_minutes": 150, "resource_ids": ["bess-0"]},

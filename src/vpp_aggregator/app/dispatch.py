@@ -97,7 +97,6 @@ class DispatchStore(Protocol):
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[builtins.list[DispatchRecord], int]: ...
-    def open_dispatches(self, now: datetime) -> builtins.list[DispatchRecord]: ...
     def held_resources(
         self, start: datetime, end: datetime, exclude: str | None = None
     ) -> builtins.list[str]: ...
@@ -520,9 +519,9 @@ class DispatchService:
     def busy_everywhere(
         self, start: datetime, end: datetime, exclude: str | None = None
     ) -> list[str]:
-        """Held here or by another process of the deployment (their dispatches are in the store)."""
-        here = self.held_resources(start, end, exclude)
-        return list(dict.fromkeys([*here, *self.store.held_resources(start, end, exclude)]))
+        """Held by any process of the deployment: every dispatch is in the store, this process's
+        own included (stored before it is followed)."""
+        return self.store.held_resources(start, end, exclude)
 
     def resume(self) -> int:
         """After a restart: follow the running dispatches that no live process follows (their

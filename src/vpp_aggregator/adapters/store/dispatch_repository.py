@@ -391,15 +391,6 @@ class DispatchRepository:
         with self.engine.connect() as conn:
             return [_record(r) for r in conn.execute(q)], int(conn.execute(cq).scalar_one())
 
-    def open_dispatches(self, now: datetime) -> builtins.list[DispatchRecord]:
-        q = select(dispatches).where(
-            and_(
-                dispatches.c.status.in_([s.value for s in OPEN_STATUSES]), dispatches.c.end_at > now
-            )
-        )
-        with self.engine.connect() as conn:
-            return [self._with_allocations(conn, _record(r)) for r in conn.execute(q)]
-
     def revisions(self, dispatch_id: str) -> builtins.list[RevisionRecord]:
         r = dispatch_revisions
         with self.engine.connect() as conn:
