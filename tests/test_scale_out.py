@@ -70,12 +70,8 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
 
 
 @pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_url)
     name = f"vpptest-{uuid.uuid4().hex[:8]}"
     yield name
     for key in client.scan_iter(f"{name}:*"):
@@ -88,6 +84,7 @@ def test_two_workers_and_two_replicas_match_the_embedded_mode_and_lose_nothing(
     kafka_brokers: str,
     kafka_topics: dict[str, str],
     redis_prefix: str,
+    redis_url: str,
     tmp_path: Path,
 ) -> None:
     now = datetime.now(UTC)
@@ -101,7 +98,7 @@ def test_two_workers_and_two_replicas_match_the_embedded_mode_and_lose_nothing(
         **kafka_topics,
         "DATABASE_URL": database_url,
         "KAFKA_BROKERS": kafka_brokers,
-        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "REDIS_URL": redis_url,
         "VPP_REDIS_PREFIX": redis_prefix,
         "VPP_MODEL_DIR": str(tmp_path / "models"),
         "VPP_FORECAST_RETRAIN_HOURS": "0",

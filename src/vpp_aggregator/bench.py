@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import httpx
 import numpy as np
 import orjson
 
+from vpp_aggregator.devservices.ports import free_port
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.resources import (
     Interconnection,
@@ -230,12 +230,6 @@ def bench_lp_gap(
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _seed_database(url: str, n: int, now: datetime) -> None:
     from vpp_aggregator.adapters.store.database import make_engine, migrate
     from vpp_aggregator.adapters.store.repository import Repository
@@ -408,7 +402,7 @@ def bench_http(
     with tempfile.TemporaryDirectory(prefix="vpp-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         _seed_database(url, n, now)
-        server = _Server(url, _free_port())
+        server = _Server(url, free_port())
         try:
             asyncio.run(
                 _closed_loop(server.base, "/capacity/available", concurrency, 2000)
@@ -510,7 +504,7 @@ def bench_http_dispatch(n: int = 10_000, requests: int = 60) -> tuple[float, flo
     with tempfile.TemporaryDirectory(prefix="vpp-bench-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         _seed_database(url, n, now)
-        server = _Server(url, _free_port())
+        server = _Server(url, free_port())
         try:
             ids = [r.resource_id for r in synthetic_fleet(n)]
             rng = np.random.default_rng(9)

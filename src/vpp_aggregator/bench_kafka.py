@@ -25,33 +25,49 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from vpp_aggregator.bench import _free_port, synthetic_fleet
-from vpp_aggregator.tansu import start_tansu
+from vpp_aggregator.bench import synthetic_fleet
+from vpp_aggregator.devservices import local
+from vpp_aggregator.devservices.kafka import KAFKA_VERSION
+from vpp_aggregator.devservices.ports import free_port
 
-PG_ADMIN = os.environ.get("VPP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("VPP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+BROKER_NAMES = {
+    "apache": f"Apache Kafka {KAFKA_VERSION} (KRaft, one node)",
+    "tansu": "Tansu broker (fallback)",
+}
 APPLIED = re.compile(
     r'^vpp_kafka_messages_total\{outcome="applied",topic="[^"]+"\} ([0-9.e+]+)$', re.M
 )
 
 
+@dataclass
+class Servers:
+    """The benchmark's PostgreSQL (admin URL), Redis and Kafka, found or started once."""
+
+    postgres: local.Found
+    redis: local.Found
+    kafka: local.Found
+
+
 @contextlib.contextmanager
-def broker() -> Iterator[str]:
-    given = os.environ.get("KAFKA_BROKERS")
-    if given:
-        yield given
-        return
-    port = _free_port()
-    proc = start_tansu(port)
+def servers() -> Iterator[Servers]:
+    """DATABASE_URL / REDIS_URL / KAFKA_BROKERS when set, else running or private servers;
+    Kafka is Apache Kafka (Tansu only where no JDK is present, or with VPP_BENCH_BROKER=tansu)."""
+    found: list[local.Found] = []
     try:
-        yield f"127.0.0.1:{port}"
+        found.append(local.postgres(os.environ.get("DATABASE_URL")))
+        found.append(local.redis(os.environ.get("REDIS_URL")))
+        if os.environ.get("VPP_BENCH_BROKER") == "tansu" and not os.environ.get("KAFKA_BROKERS"):
+            found.append(local.tansu())
+        else:
+            found.append(local.kafka(os.environ.get("KAFKA_BROKERS")))
+        yield Servers(*found)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        for f in reversed(found):
+            f.stop()
 
 
 @contextlib.contextmanager
-def database(n: int) -> Iterator[str]:
+def database(pg_admin: str, n: int) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database holding an `n`-resource synthetic fleet."""
     import psycopg
 
@@ -59,9 +75,9 @@ def database(n: int) -> Iterator[str]:
     from vpp_aggregator.adapters.store.repository import Repository
 
     name = f"vpp_bench_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    admin = psycopg.connect(pg_admin, autocommit=True)
     admin.execute(f'CREATE DATABASE "{name}"')
-    url = "postgresql+psycopg://" + PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
+    url = "postgresql+psycopg://" + pg_admin.split("://", 1)[1].rsplit("/", 1)[0] + f"/{name}"
     try:
         engine = make_engine(url)
         migrate(engine)
@@ -85,7 +101,7 @@ class Processes:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, kind: str, **extra: str) -> str:
-        port = _free_port()
+        port = free_port()
         args = ["worker", "--port", str(port)] if kind == "worker" else ["serve"]
         env = {**self.env, **extra, "PORT": str(port), "VPP_HOST": "127.0.0.1"}
         proc = subprocess.Popen(
@@ -117,7 +133,7 @@ class Processes:
 
 
 @contextlib.contextmanager
-def deployment(n: int) -> Iterator[tuple[Processes, str, dict[str, str]]]:
+def deployment(srv: Servers, n: int) -> Iterator[tuple[Processes, str, dict[str, str]]]:
     run = uuid.uuid4().hex[:8]
     topics = {
         "VPP_TOPIC_TELEMETRY": f"b{run}.telemetry",
@@ -132,17 +148,19 @@ def deployment(n: int) -> Iterator[tuple[Processes, str, dict[str, str]]]:
     }
     import redis
 
-    with broker() as brokers, database(n) as url, tempfile_dir() as tmp:
+    brokers, redis_url = srv.kafka.address, srv.redis.address
+    with database(srv.postgres.address, n) as url, tempfile_dir() as tmp:
         env = {
             **os.environ,
             **topics,
             "DATABASE_URL": url,
             "KAFKA_BROKERS": brokers,
-            "REDIS_URL": REDIS_URL,
+            "REDIS_URL": redis_url,
             "VPP_REDIS_PREFIX": f"vppbench-{run}",
             "VPP_KAFKA_GROUP_ID": f"vpp-bench-{run}",
             "VPP_KAFKA_PARTITIONS": "4",
             "VPP_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            **({"VPP_KAFKA_TRANSACTIONS": "false"} if srv.kafka.kind == "tansu" else {}),
             "VPP_MARKET_ENABLED": "false",
             "VPP_FORECAST_RETRAIN_HOURS": "0",
             "VPP_MODEL_DIR": str(tmp),
@@ -152,7 +170,7 @@ def deployment(n: int) -> Iterator[tuple[Processes, str, dict[str, str]]]:
             yield procs, brokers, env
         finally:
             procs.stop()
-            client = redis.Redis.from_url(REDIS_URL)
+            client = redis.Redis.from_url(redis_url)
             for key in client.scan_iter(f"vppbench-{run}:*"):
                 client.delete(key)
 
@@ -190,9 +208,11 @@ class Throughput:
     samples_per_s: float
 
 
-def bench_throughput(workers: int, n: int = 10_000, samples: int = 300_000) -> Throughput:
+def bench_throughput(
+    srv: Servers, workers: int, n: int = 10_000, samples: int = 300_000
+) -> Throughput:
     """Samples from Kafka stored (PostgreSQL), applied to live state and shared (Redis) per second."""
-    with deployment(n) as (procs, brokers, env):
+    with deployment(srv, n) as (procs, brokers, env):
         bases = [procs.start("worker") for _ in range(workers)]
         time.sleep(8)  # let the group settle so the measurement is not a rebalance
         ids = [r.resource_id for r in synthetic_fleet(n)]
@@ -238,11 +258,13 @@ class Latency:
     max_ms: float
 
 
-def bench_latency(rate: float = 20_000, seconds: float = 20.0, n: int = 10_000) -> Latency:
+def bench_latency(
+    srv: Servers, rate: float = 20_000, seconds: float = 20.0, n: int = 10_000
+) -> Latency:
     """Telemetry to queryable capacity on another process (worker -> Redis -> API replica),
     under `rate` samples/s: a probe battery alternates its SoC ten times a second and a reader
     polls the replica's capacity for its grid node until the change shows."""
-    with deployment(n) as (procs, brokers, env):
+    with deployment(srv, n) as (procs, brokers, env):
         procs.start("worker")
         api = procs.start("serve", VPP_KAFKA_CONSUME="false")
         probe = "bess-0000000"  # on NODE_00 with 1 in 50 of the fleet
@@ -334,9 +356,9 @@ def _drain(consumer: Consumer, timeout_s: float) -> int:
     return dropped
 
 
-def bench_dr_to_command(n: int = 10_000, events: int = 40) -> Latency:
+def bench_dr_to_command(srv: Servers, n: int = 10_000, events: int = 40) -> Latency:
     """A `grid_signals` event to the first `migrid.l3.v2g` command of its dispatch."""
-    with deployment(n) as (procs, brokers, env):
+    with deployment(srv, n) as (procs, brokers, env):
         procs.start("worker")
         ids = [r.resource_id for r in synthetic_fleet(n)]
         producer = Producer({"bootstrap.servers": brokers, "linger.ms": 0})
@@ -390,12 +412,12 @@ def bench_dr_to_command(n: int = 10_000, events: int = 40) -> Latency:
         )
 
 
-def bench_history_insert(rows: int = 100_000, batch: int = 5_000) -> float:
+def bench_history_insert(srv: Servers, rows: int = 100_000, batch: int = 5_000) -> float:
     """The database alone: history rows/s through `Repository.insert_samples`, nothing else running."""
     from vpp_aggregator.adapters.store.database import make_engine
     from vpp_aggregator.adapters.store.repository import Repository
 
-    with database(0) as url:
+    with database(srv.postgres.address, 0) as url:
         engine = make_engine(url)
         repo = Repository(engine)
         ids = [f"r{i % 10_000}" for i in range(rows)]
@@ -419,18 +441,21 @@ def bench_history_insert(rows: int = 100_000, batch: int = 5_000) -> float:
 def run_kafka(log: object = print) -> list[str]:
     """The Kafka section of BENCHMARKS.md."""
     say = log if callable(log) else print
-    say("Kafka: throughput with 1 worker ...")
-    one = bench_throughput(1)
-    say("Kafka: throughput with 2 workers ...")
-    two = bench_throughput(2)
-    say("Kafka: telemetry-to-capacity latency at 20,000 samples/s ...")
-    lat = bench_latency()
-    say("Kafka: grid signal to first V2G command ...")
-    dr = bench_dr_to_command()
-    say("PostgreSQL history insert alone ...")
-    pg = bench_history_insert()
+    with servers() as srv:
+        say(f"Kafka: {srv.kafka.description}")
+        say("Kafka: throughput with 1 worker ...")
+        one = bench_throughput(srv, 1)
+        say("Kafka: throughput with 2 workers ...")
+        two = bench_throughput(srv, 2)
+        say("Kafka: telemetry-to-capacity latency at 20,000 samples/s ...")
+        lat = bench_latency(srv)
+        say("Kafka: grid signal to first V2G command ...")
+        dr = bench_dr_to_command(srv)
+        say("PostgreSQL history insert alone ...")
+        pg = bench_history_insert(srv)
+        broker = BROKER_NAMES.get(srv.kafka.kind, "the broker of KAFKA_BROKERS")
     return [
-        "### Kafka path (processes as deployed: `vpp-aggregator worker` / `serve`, PostgreSQL, Redis, Tansu broker on loopback)",
+        f"### Kafka path (processes as deployed: `vpp-aggregator worker` / `serve`, PostgreSQL, Redis, {broker} on loopback)",
         "",
         "10,000 resources; topics with 4 partitions; the load generator runs on the same 2 cores.",
         "",

@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from vpp_aggregator.bench import _free_port, _seed_database, _Server, synthetic_fleet
+from vpp_aggregator.bench import _seed_database, _Server, synthetic_fleet
+from vpp_aggregator.devservices.ports import free_port
 
 RAMP_KW_PER_MIN = 10.0
 EFFICIENCY = 0.9  # round trip, applied as its square root each way (the service's default)
@@ -188,7 +189,7 @@ def bench_load(minutes: float = 10.0, n: int = 2_000) -> LoadResult:
     with tempfile.TemporaryDirectory(prefix="vpp-load-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'load.db'}"
         _seed_database(url, n, now)
-        server = _Server(url, _free_port())
+        server = _Server(url, free_port())
         try:
             return asyncio.run(_run(server.base, n, minutes, server))
         finally:

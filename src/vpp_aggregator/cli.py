@@ -103,7 +103,7 @@ def worker(
 
     from vpp_aggregator.adapters.api.app import create_app
 
-    settings = _settings()
+    settings = _settings().model_copy(update={"port": port})  # names its Kafka transactions
     if not settings.kafka_brokers:
         console.print("[red]cannot start a worker: KAFKA_BROKERS is not set[/red]")
         raise typer.Exit(2)

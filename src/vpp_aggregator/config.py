@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(
         10_000, ge=1000, le=300_000, validation_alias="VPP_KAFKA_SESSION_TIMEOUT_MS"
     )
+    # -1: the cluster's default.replication.factor (operators set 3 there, min.insync.replicas 2).
+    kafka_replication_factor: int = Field(
+        -1, ge=-1, le=32, validation_alias="VPP_KAFKA_REPLICATION_FACTOR"
+    )
+    # Dead letters and consumed offsets committed in one Kafka transaction (exactly once).
+    kafka_transactions: bool = Field(True, validation_alias="VPP_KAFKA_TRANSACTIONS")
+    # Stable per consumer process, so a restarted one aborts its predecessor's open transaction
+    # at once; empty: "<group>.<hostname>.<port>".
+    kafka_transactional_id: str = Field("", validation_alias="VPP_KAFKA_TRANSACTIONAL_ID")
     topic_market_offers: str = Field(
         "vpp.market.offers", validation_alias="VPP_TOPIC_MARKET_OFFERS"
     )

@@ -10,6 +10,7 @@ is stored; on any other failure it rewinds to the batch's first offsets and trie
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -49,6 +50,7 @@ class KafkaBus:
             "bootstrap.servers": brokers,
             "client.id": client_id,
             "enable.idempotence": True,  # no duplicates or reordering from client retries
+            "acks": "all",  # written to every in-sync replica (min.insync.replicas) before acked
             "linger.ms": 5,
             "message.timeout.ms": int(timeout_s * 1000),
             "error_cb": self._on_error,
@@ -144,20 +146,25 @@ class KafkaBus:
         self._producer.flush(self.timeout_s)
 
 
-def ensure_topics(brokers: str, topics: Sequence[str], partitions: int) -> None:
-    """Create missing topics (operators may pre-create them; an existing topic is kept as is)."""
+def ensure_topics(
+    brokers: str, topics: Sequence[str], partitions: int, replication_factor: int = -1
+) -> None:
+    """Create missing topics (operators may pre-create them; an existing topic is kept as is).
+    Replication -1 takes the cluster's default.replication.factor."""
     config: dict[str, Any] = {"bootstrap.servers": brokers, "logger": client_log}
     admin = AdminClient(config)
     try:
-        _create_missing(admin, topics, partitions)
+        _create_missing(admin, topics, partitions, replication_factor)
     finally:
         admin.poll(0)  # hands librdkafka's queued log lines to `client_log`
 
 
-def _create_missing(admin: AdminClient, topics: Sequence[str], partitions: int) -> None:
+def _create_missing(
+    admin: AdminClient, topics: Sequence[str], partitions: int, replication_factor: int
+) -> None:
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [
-        NewTopic(t, num_partitions=partitions, replication_factor=1)
+        NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
         for t in topics
         if t not in existing
     ]
@@ -193,6 +200,8 @@ class Topics:
         return [*topics, self.command_acks] if self.command_acks else topics
 
 
+TXN_TIMEOUT_S = 15.0  # one batch's transaction (offsets and dead letters) at most
+
 AUDITED = {  # outcomes that change something an operator must be able to trace
     "dispatched": "dispatch.create",
     "replanned": "dispatch.replan",
@@ -216,6 +225,7 @@ class KafkaIngest:
         session_timeout_ms: int = 10_000,
         audit: Callable[[dict[str, Any]], None] | None = None,
         ensure_topics: Callable[[], None] | None = None,
+        transactional_id: str | None = None,
     ) -> None:
         self.ensure_topics = ensure_topics
         self.audit = audit  # changes made from messages go to the audit log like the API's
@@ -229,6 +239,7 @@ class KafkaIngest:
             "group.id": group_id,
             "enable.auto.commit": False,  # committed after the batch is stored
             "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",  # never act on an aborted transaction's message
             "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
             "error_cb": self._on_error,
@@ -237,6 +248,20 @@ class KafkaIngest:
         self._brokers_lost = False
         self._consumer = self._connect()
         self.last_error: str | None = None
+        # With a transactional id, a batch's dead letters and its consumed offsets are committed
+        # in one Kafka transaction: a crash between the two leaves neither (exactly once).
+        self._txn_config: dict[str, Any] | None = None
+        if transactional_id:
+            self._txn_config = {
+                "bootstrap.servers": brokers,
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": 60_000,
+                "acks": "all",
+                "linger.ms": 5,
+                "logger": client_log,
+            }
+        self._txn: Producer | None = None
+        self._stuck: list[Producer] = []  # blocked in librdkafka: kept, never freed mid-call
 
     def _connect(self) -> Consumer:
         consumer = Consumer(self._config)
@@ -291,10 +316,8 @@ class KafkaIngest:
         if not real:
             return 0
         try:
-            self._handle(real)
-            # After the batch is stored; asynchronous: a lost commit only means a redelivery,
-            # which the idempotent handlers absorb.
-            self._consumer.commit(asynchronous=True)
+            dead = self._handle(real)
+            self._complete(real, dead)
             self.last_error = None
         except Exception as exc:  # store or broker away: rewind and try the batch again
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -314,7 +337,102 @@ class KafkaIngest:
             except Exception:  # partition revoked meanwhile: its next owner starts from the commit
                 log.warning("could not rewind %s[%d]", topic, partition)
 
-    def _handle(self, messages: list[Message]) -> None:
+    def _complete(self, messages: list[Message], dead: list[tuple[Message, str]]) -> None:
+        """After the batch is stored: its dead letters out and its offsets committed."""
+        if self._txn_config is None:
+            if dead and not all(
+                self.bus.publish_many(self.topics.dead_letter, self._dead_letter_items(dead))
+            ):
+                raise ConnectionError("dead-letter topic did not acknowledge; batch will be retried")
+            # Asynchronous: a lost commit only means a redelivery, which the handlers absorb.
+            self._consumer.commit(asynchronous=True)
+            return
+        producer = self._transactional()
+        items = self._dead_letter_items(dead)
+        offsets = _next_offsets(messages)
+        group = self._consumer.consumer_group_metadata()
+
+        def transaction() -> None:
+            producer.begin_transaction()
+            for key, value in items:
+                producer.produce(self.topics.dead_letter, key=key, value=orjson.dumps(value))
+            producer.send_offsets_to_transaction(offsets, group, TXN_TIMEOUT_S)
+            producer.commit_transaction(TXN_TIMEOUT_S)
+
+        try:
+            self._bounded(transaction)
+        except KafkaException as exc:
+            self._end_failed_transaction(producer, exc)
+            raise
+
+    def _bounded(self, transaction: Callable[[], None]) -> None:
+        """librdkafka's send_offsets_to_transaction can ignore its timeout and block for good
+        once the group coordinator has gone away (librdkafka issues 5456 and 5511; seen here
+        after a broker restart: the consumer stopped for good). So the transaction runs on a
+        helper thread; past its deadline the stuck producer is set aside (never freed while a
+        call is inside it) and the next one, with the same transactional id, fences it and
+        aborts its transaction; the batch is rewound and handled again."""
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                transaction()
+                outcome.append(None)
+            except BaseException as exc:  # handed to the caller's thread
+                outcome.append(exc)
+
+        helper = threading.Thread(target=run, name="kafka-transaction", daemon=True)
+        helper.start()
+        helper.join(TXN_TIMEOUT_S + 5)
+        if helper.is_alive():
+            if self._txn is not None:
+                self._stuck.append(self._txn)
+            self._txn = None
+            log.warning(
+                "Kafka transaction still blocked after %g s; starting a new transactional "
+                "producer to fence it (%d set aside so far)",
+                TXN_TIMEOUT_S + 5,
+                len(self._stuck),
+            )
+            raise TimeoutError("Kafka transaction blocked; the batch will be handled again")
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
+    def _transactional(self) -> Producer:
+        """The transactional producer; starting it fences (and aborts the open transaction of)
+        any earlier process with the same transactional id."""
+        if self._txn is None:
+            assert self._txn_config is not None
+            producer = Producer(self._txn_config)
+            producer.init_transactions(30)
+            self._txn = producer
+        return self._txn
+
+    def _end_failed_transaction(self, producer: Producer, exc: KafkaException) -> None:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is not None and err.txn_requires_abort():
+            try:
+                producer.abort_transaction(30)
+                return
+            except KafkaException as abort_exc:
+                log.warning("Kafka: aborting the failed transaction failed: %s", abort_exc)
+        # Fatal, fenced or unknown state: a new producer with the same transactional id aborts
+        # this one's open transaction when it starts (until then our group's committed offsets
+        # stay unstable and nothing is consumed), so start it now, not at the next batch.
+        self._txn = None
+        self._restart_transactions()
+
+    def _restart_transactions(self) -> None:
+        if self._txn_config is None or self._txn is not None:
+            return
+        try:
+            self._transactional()
+        except KafkaException as exc:
+            self.last_error = f"Kafka transactions: {exc}"
+            log.warning("Kafka: could not start the transactional producer: %s", exc)
+
+    def _handle(self, messages: list[Message]) -> list[tuple[Message, str]]:
+        """Apply and store a batch; returns the messages to dead-letter, with their reasons."""
         dead: list[tuple[Message, str]] = []
         samples: list[Any] = []
         owner: list[int] = []
@@ -362,8 +480,7 @@ class KafkaIngest:
             for i, reasons in bad.items():
                 dead.append((messages[i], "; ".join(sorted(set(reasons)))))
             self.stats[(self.topics.telemetry, "applied")] += len(samples) - len(refused)
-        if dead:
-            self._dead_letter(dead)
+        return dead
 
     def _audit(self, topic: str, outcome: Outcome) -> None:
         action = AUDITED.get(outcome.outcome)
@@ -382,7 +499,7 @@ class KafkaIngest:
             }
         )
 
-    def _dead_letter(self, dead: list[tuple[Message, str]]) -> None:
+    def _dead_letter_items(self, dead: list[tuple[Message, str]]) -> list[tuple[str, Any]]:
         items = []
         for m, reason in dead:
             self.stats[(m.topic() or "", "dead_letter")] += 1
@@ -399,12 +516,12 @@ class KafkaIngest:
                     },
                 )
             )
-        if not all(self.bus.publish_many(self.topics.dead_letter, items)):
-            raise ConnectionError("dead-letter topic did not acknowledge; batch will be retried")
+        return items
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self._restore_topics_if_brokers_returned()
+            self._restart_transactions()
             self.poll_once()
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -415,6 +532,15 @@ class KafkaIngest:
         closer.join(timeout_s)
         if closer.is_alive():
             log.warning("Kafka consumer did not close within %g s; stopping without it", timeout_s)
+
+
+def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
+    """The offsets to commit after a batch: one past the last message of each partition."""
+    last: dict[tuple[str, int], int] = {}
+    for m in messages:
+        tp = (m.topic() or "", m.partition() or 0)
+        last[tp] = max(last.get(tp, -1), m.offset() or 0)
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
 class KafkaParts:
@@ -450,6 +576,7 @@ class KafkaParts:
                 settings.topic_market_settlement,
             ],
             settings.kafka_partitions,
+            settings.kafka_replication_factor,
         )
         return cls(brokers, KafkaBus(brokers), topics)
 
@@ -468,7 +595,18 @@ class KafkaParts:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             audit=audit,
             ensure_topics=lambda: ensure_topics(
-                self.brokers, self.topics.inbound(), settings.kafka_partitions
+                self.brokers,
+                self.topics.inbound(),
+                settings.kafka_partitions,
+                settings.kafka_replication_factor,
+            ),
+            transactional_id=(
+                (
+                    settings.kafka_transactional_id
+                    or f"{settings.kafka_group_id}.{socket.gethostname()}.{settings.port}"
+                )
+                if settings.kafka_transactions
+                else None
             ),
         )
         self._thread = threading.Thread(
