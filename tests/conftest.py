@@ -40,7 +40,23 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+_MEASURED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Figures a test measured (`record_property("measured", ...)`), shown at the end of the run
+    (xdist hands workers' reports to the controller, so they arrive here too)."""
+    if report.when == "call":
+        _MEASURED.extend(
+            (report.nodeid.split("::")[-1], str(v))
+            for k, v in report.user_properties
+            if k == "measured"
+        )
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    for test, figures in _MEASURED:
+        terminalreporter.write_line(f"measured: {test}: {figures}")
     found = config.stash.get(_SERVICES, None)
     if found is not None:
         for line in [*found.lines, *(f"NOT AVAILABLE: {p}" for p in found.problems)]:

@@ -4,65 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, Producer
 from fastapi.testclient import TestClient
 
 from api_helpers import add_batteries, bess_body, ev_body, sample
 from conftest import Clock
+from kafka_helpers import produce, read_topic, wait_until
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
-
-
-def produce(brokers: str, topic: str, messages: list[tuple[str, Any]]) -> None:
-    p = Producer({"bootstrap.servers": brokers})
-    for key, value in messages:
-        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-        p.produce(topic, key=key, value=raw)
-    assert p.flush(10) == 0
-
-
-def read_topic(
-    brokers: str, topic: str, want: int, timeout_s: float = 20.0
-) -> list[tuple[str, Any]]:
-    """Everything on a topic from the start (a fresh group), once at least `want` have come."""
-    c = Consumer(
-        {
-            "bootstrap.servers": brokers,
-            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 6000,
-        }
-    )
-    c.subscribe([topic])
-    out: list[tuple[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            for m in c.consume(500, 0.5):
-                if m.error() is None:
-                    out.append(((m.key() or b"").decode(), json.loads(m.value())))
-            if len(out) >= want:
-                # a little longer: anything beyond `want` would be a duplicate to catch
-                for m in c.consume(500, 1.0):
-                    if m.error() is None:
-                        out.append(((m.key() or b"").decode(), json.loads(m.value())))
-                break
-    finally:
-        c.close()
-    return out
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -231,7 +231,8 @@ class KafkaCluster:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=node.directory)
         out.close()
         if wait and proc.wait(timeout=120) != 0:
-            raise KafkaUnavailableError(f"{main} {args[0]} failed: see {node.directory}/stdout.log")
+            said = (node.directory / "stdout.log").read_text(errors="replace").strip()[-1500:]
+            raise KafkaUnavailableError(f"{main} {args[0]} failed ({proc.returncode}): {said}")
         return proc
 
     def start_node(self, node: KafkaNode) -> None:

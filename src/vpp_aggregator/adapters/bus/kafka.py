@@ -201,6 +201,9 @@ class Topics:
 
 
 TXN_TIMEOUT_S = 15.0  # one batch's transaction (offsets and dead letters) at most
+# Producers blocked inside librdkafka, kept for the life of the process: destroying a client while
+# one of its calls is still running aborts the process.
+_STUCK_PRODUCERS: list[Producer] = []
 
 AUDITED = {  # outcomes that change something an operator must be able to trace
     "dispatched": "dispatch.create",
@@ -261,7 +264,6 @@ class KafkaIngest:
                 "logger": client_log,
             }
         self._txn: Producer | None = None
-        self._stuck: list[Producer] = []  # blocked in librdkafka: kept, never freed mid-call
 
     def _connect(self) -> Consumer:
         consumer = Consumer(self._config)
@@ -386,13 +388,13 @@ class KafkaIngest:
         helper.join(TXN_TIMEOUT_S + 5)
         if helper.is_alive():
             if self._txn is not None:
-                self._stuck.append(self._txn)
+                _STUCK_PRODUCERS.append(self._txn)
             self._txn = None
             log.warning(
                 "Kafka transaction still blocked after %g s; starting a new transactional "
-                "producer to fence it (%d set aside so far)",
+                "producer to fence it (%d set aside in this process)",
                 TXN_TIMEOUT_S + 5,
-                len(self._stuck),
+                len(_STUCK_PRODUCERS),
             )
             raise TimeoutError("Kafka transaction blocked; the batch will be handled again")
         if outcome and outcome[0] is not None:
