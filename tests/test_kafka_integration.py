@@ -351,3 +351,13 @@ def test_a_refused_command_replans_the_dispatch_without_that_resource(
         metrics = c.get("/metrics").text
         assert f'vpp_kafka_messages_total{{outcome="replanned",topic="{acks}"}} 1.0' in metrics
         assert f'vpp_kafka_messages_total{{outcome="accepted",topic="{acks}"}} 1.0' in metrics
+
+
+def test_compose_runs_the_kafka_version_the_tests_run() -> None:
+    """One pinned Apache Kafka version: what operators start with compose is what we test."""
+    from pathlib import Path
+
+    from vpp_aggregator.devservices.kafka import KAFKA_VERSION
+
+    compose = (Path(__file__).parents[1] / "docker-compose.yml").read_text()
+    assert f"image: apache/kafka:{KAFKA_VERSION}\n" in compose
