@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 
 from api_helpers import bess_body
 from conftest import _free_port, require_apache_kafka
+from services import in_ci
 from vpp_aggregator.devservices.kafka import KafkaCluster
 from vpp_aggregator.devservices.postgres import PostgresUnavailableError, PrivatePostgres
 from vpp_aggregator.devservices.redis import PrivateRedis, RedisUnavailableError
@@ -59,7 +60,7 @@ def services(
     try:
         pg, rd = PrivatePostgres(), PrivateRedis()
     except (PostgresUnavailableError, RedisUnavailableError) as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if in_ci():
             pytest.fail(f"{exc}")
         pytest.skip(f"{exc}")
     pg.start()

@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,10 +125,6 @@ class KafkaNode:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def listening(self) -> bool:
         try:
@@ -245,15 +240,6 @@ class KafkaCluster:
             os.kill(node.proc.pid, signal.SIGKILL)
             node.proc.wait(timeout=30)
 
-    def stop_node(self, node: KafkaNode, timeout_s: float = 30.0) -> None:
-        if node.proc is None or node.proc.poll() is not None:
-            return
-        node.proc.terminate()
-        try:
-            node.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill_node(node)
-
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Until every live node is registered with the controller and answers metadata."""
         from confluent_kafka.admin import AdminClient
@@ -281,16 +267,9 @@ class KafkaCluster:
         raise KafkaUnavailableError(f"Kafka cluster not ready within {timeout_s:g} s ({last})")
 
     def stop(self) -> None:
+        """Kill every node and remove the data: nothing is kept, so no controlled shutdown
+        (which waits on a quorum that is going away too) is worth waiting for."""
         for node in self.nodes:
             with contextlib.suppress(Exception):
-                self.stop_node(node, timeout_s=15)
+                self.kill_node(node)
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def running_cluster(size: int = 1, heap_mb: int = 512) -> Iterator[KafkaCluster]:
-    cluster = KafkaCluster(size=size, heap_mb=heap_mb)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
