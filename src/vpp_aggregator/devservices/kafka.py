@@ -14,7 +14,6 @@ import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vpp_aggregator.devservices.ports import free_port
+from vpp_aggregator.devservices.ports import free_port, listening
 
 KAFKA_VERSION = "4.1.1"  # org.apache.kafka:kafka_2.13; docker-compose.yml pins the same
 SLF4J_BINDING = "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3"  # Kafka's own log4j2 version
@@ -127,11 +126,7 @@ class KafkaNode:
         return f"127.0.0.1:{self.port}"
 
     def listening(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
+        return listening(self.port)
 
 
 @dataclass

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 
-from vpp_aggregator.devservices.ports import free_port
+from vpp_aggregator.devservices.ports import free_port, wait_listening
 
 
 class RedisUnavailableError(RuntimeError):
@@ -43,16 +41,7 @@ class PrivateRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RedisUnavailableError(f"redis-server exited with {self.proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RedisUnavailableError(f"redis-server did not listen within {timeout_s:g} s")
+        wait_listening(self.port, self.proc, "redis-server", timeout_s)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

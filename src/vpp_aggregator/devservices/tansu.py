@@ -4,10 +4,10 @@ loopback with in-memory storage: what the tests and the Kafka benchmarks run aga
 from __future__ import annotations
 
 import importlib.util
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from vpp_aggregator.devservices.ports import wait_listening
 
 
 class TansuUnavailableError(RuntimeError):
@@ -36,12 +36,5 @@ def start_tansu(port: int, timeout_s: float = 15.0) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"Tansu did not accept connections on port {port} within {timeout_s:g} s")
+    wait_listening(port, proc, "Tansu", timeout_s)
+    return proc

@@ -345,7 +345,9 @@ class KafkaIngest:
             if dead and not all(
                 self.bus.publish_many(self.topics.dead_letter, self._dead_letter_items(dead))
             ):
-                raise ConnectionError("dead-letter topic did not acknowledge; batch will be retried")
+                raise ConnectionError(
+                    "dead-letter topic did not acknowledge; batch will be retried"
+                )
             # Asynchronous: a lost commit only means a redelivery, which the handlers absorb.
             self._consumer.commit(asynchronous=True)
             return
