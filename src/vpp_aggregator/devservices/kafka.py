@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vpp_aggregator.devservices.children import die_with_parent
 from vpp_aggregator.devservices.ports import free_port, listening
 
 KAFKA_VERSION = "4.1.1"  # org.apache.kafka:kafka_2.13; docker-compose.yml pins the same
@@ -218,7 +219,13 @@ class KafkaCluster:
             *args,
         ]
         out = (node.directory / "stdout.log").open("ab")
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=node.directory)
+        proc = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=node.directory,
+            preexec_fn=die_with_parent,
+        )
         out.close()
         if wait and proc.wait(timeout=120) != 0:
             said = (node.directory / "stdout.log").read_text(errors="replace").strip()[-1500:]

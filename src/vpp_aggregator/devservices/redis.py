@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from vpp_aggregator.devservices.children import die_with_parent
 from vpp_aggregator.devservices.ports import free_port, wait_listening
 
 
@@ -40,6 +41,7 @@ class PrivateRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         wait_listening(self.port, self.proc, "redis-server", timeout_s)
 

@@ -7,6 +7,7 @@ import importlib.util
 import subprocess
 from pathlib import Path
 
+from vpp_aggregator.devservices.children import die_with_parent
 from vpp_aggregator.devservices.ports import wait_listening
 
 
@@ -35,6 +36,7 @@ def start_tansu(port: int, timeout_s: float = 15.0) -> subprocess.Popen[bytes]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     wait_listening(port, proc, "Tansu", timeout_s)
     return proc
