@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,13 +14,17 @@ import pytest
 from services import in_ci
 
 STARTER = """
-from vpp_aggregator.devservices.redis import PrivateRedis
-r = PrivateRedis()
-r.start()
-print(r.proc.pid, flush=True)
 import time
+from vpp_aggregator.devservices.{module} import {cls}
+server = {cls}()
+server.start()
+print(server.proc.pid, flush=True)
 time.sleep(600)
 """
+SERVERS = {
+    "redis-server": ("redis", "PrivateRedis"),
+    "postgres": ("postgres", "PrivatePostgres"),
+}
 
 
 def alive(pid: int) -> bool:
@@ -32,14 +37,17 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
-def test_a_server_started_for_a_run_dies_when_the_run_is_killed() -> None:
-    from shutil import which
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_a_server_started_for_a_run_dies_when_the_run_is_killed(name: str) -> None:
+    from vpp_aggregator.devservices.postgres import server_bin
 
-    if which("redis-server") is None:
+    if (shutil.which(name) if name == "redis-server" else server_bin()) is None:
         if in_ci():
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    starter = subprocess.Popen([sys.executable, "-c", STARTER], stdout=subprocess.PIPE, text=True)
+            pytest.fail(f"{name} is not installed")
+        pytest.skip(f"{name} is not installed")
+    module, cls = SERVERS[name]
+    code = STARTER.format(module=module, cls=cls)
+    starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert starter.stdout is not None
     server = int(starter.stdout.readline())
     assert alive(server)
@@ -47,5 +55,5 @@ def test_a_server_started_for_a_run_dies_when_the_run_is_killed() -> None:
     starter.wait(timeout=30)
     deadline = time.monotonic() + 30
     while alive(server):
-        assert time.monotonic() < deadline, f"redis-server {server} outlived the killed run"
+        assert time.monotonic() < deadline, f"{name} {server} outlived the killed run"
         time.sleep(0.05)

@@ -1,16 +1,21 @@
 """A private PostgreSQL server on loopback for tests and benchmarks: initdb into a temp dir with
-trust auth for local connections, started on a free port, removed afterwards."""
+trust auth for local connections, run on a free port as our child (so it ends with us), removed
+afterwards."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from vpp_aggregator.devservices.ports import free_port
+from vpp_aggregator.devservices.children import die_with_parent
+from vpp_aggregator.devservices.ports import free_port, wait_listening
 
 
 class PostgresUnavailableError(RuntimeError):
@@ -27,48 +32,88 @@ def server_bin() -> Path | None:
 
 
 class PrivatePostgres:
-    """Owned by the `postgres` user when we are root (PostgreSQL refuses to run as root)."""
+    """Run as the `postgres` user when we are root (PostgreSQL refuses to run as root)."""
 
     def __init__(self) -> None:
         bindir = server_bin()
         if bindir is None:
             raise PostgresUnavailableError("no PostgreSQL server binaries (initdb) found")
         self.bin = bindir
-        self.as_user = "postgres" if os.geteuid() == 0 else None
-        if self.as_user and shutil.which("runuser") is None:
-            raise PostgresUnavailableError("running as root needs runuser to start PostgreSQL")
+        self.user: pwd.struct_passwd | None = None
+        if os.geteuid() == 0:
+            try:
+                self.user = pwd.getpwnam("postgres")
+            except KeyError:
+                raise PostgresUnavailableError("running as root needs a `postgres` user") from None
         self.dir = Path(tempfile.mkdtemp(prefix="vpp-pg-"))
         self.dir.chmod(0o755)
-        if self.as_user:
-            shutil.chown(self.dir, self.as_user, self.as_user)
+        if self.user:
+            os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
         self.port = free_port()
-        self._run(["initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust", "-N"])
-
-    def _run(self, args: list[str]) -> None:
-        command = [str(self.bin / args[0]), *args[1:]]
-        if self.as_user:
-            command = ["runuser", "-u", self.as_user, "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        self.proc: subprocess.Popen[bytes] | None = None
+        initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres"]
+        result = subprocess.run(
+            [*initdb, "--auth=trust", "-N"],
+            capture_output=True,
+            preexec_fn=self._as_owner(dies_with_us=False),
+            timeout=120,
+        )
         if result.returncode != 0:
-            raise PostgresUnavailableError(
-                f"{args[0]} failed ({result.returncode}): {result.stderr.strip()[-800:]}"
-            )
+            raise PostgresUnavailableError(f"initdb failed: {result.stderr.decode()[-800:]}")
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
 
     @property
     def url(self) -> str:
         """The admin database's URL; tests create their own databases from it."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def start(self) -> None:
-        opts = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-            " -c max_connections=300"
-        )
-        data, log = str(self.dir / "data"), str(self.dir / "log")
-        self._run(["pg_ctl", "-D", data, "-l", log, "-o", opts, "-w", "-t", "120", "start"])
+    def _as_owner(self, dies_with_us: bool) -> Callable[[], None]:
+        user = self.user
+
+        def preexec() -> None:
+            if user is not None:
+                os.setgid(user.pw_gid)
+                os.setuid(user.pw_uid)
+            if dies_with_us:  # after setuid, which clears the parent-death signal
+                die_with_parent()
+
+        return preexec
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        log = (self.dir / "log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                str(self.bin / "postgres"),
+                "-D", str(self.data),
+                "-p", str(self.port),
+                "-k", str(self.dir),
+                "-c", "listen_addresses=127.0.0.1",
+                "-c", "fsync=off",
+                "-c", "max_connections=300",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=self._as_owner(dies_with_us=True),
+        )  # fmt: skip
+        log.close()
+        try:
+            wait_listening(self.port, self.proc, "postgres", timeout_s)
+        except RuntimeError as exc:
+            said = (self.dir / "log").read_text(errors="replace")[-800:]
+            raise PostgresUnavailableError(f"{exc}: {said}") from None
 
     def stop(self) -> None:
-        self._run(["pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"])
+        """Fast shutdown (SIGINT): open sessions are ended, as a restart in production would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
 
     def remove(self) -> None:
         with contextlib.suppress(Exception):
