@@ -21,6 +21,10 @@ elif command -v redis-server >/dev/null 2>&1; then
 else
   missing+=(redis-server)
 fi
+# Apache Kafka runs on the machine's JDK, its jars resolved by Maven (Debian's maven brings a JRE).
+if [ -z "${KAFKA_BROKERS:-}" ] && ! { command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; }; then
+  missing+=(maven default-jre-headless)
+fi
 # Headless Chromium for the dashboard test (Debian's package; Playwright drives it, no download).
 if command -v chromium >/dev/null 2>&1; then
   echo "chromium: $(command -v chromium)"
@@ -33,16 +37,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian's ${missing[*]} ..."
     export DEBIAN_FRONTEND=noninteractive
     # Debian's postinst would start a system cluster/server; the tests start their own.
-    own_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
-      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
-    { apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/vpp-apt.log 2>&1 \
-      || { apt-get update -q >>/tmp/vpp-apt.log 2>&1 \
-           && apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/vpp-apt.log 2>&1; }; } \
+    apt_install() { apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}"; }
+    { apt_install >/tmp/vpp-apt.log 2>&1 \
+      || { apt-get update -q -o DPkg::Lock::Timeout=300 >>/tmp/vpp-apt.log 2>&1 && apt_install >>/tmp/vpp-apt.log 2>&1; }; } \
       && echo "installed: ${missing[*]}" \
       || echo "could not install ${missing[*]} (see /tmp/vpp-apt.log); their tests skip, or fail under CI" >&2
-    [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
   else
     echo "missing ${missing[*]} and cannot install them (needs root and apt-get); their tests skip, or fail under CI" >&2
   fi

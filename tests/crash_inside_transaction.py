@@ -12,16 +12,20 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from vpp_aggregator.adapters.api.app import create_app
-from vpp_aggregator.adapters.bus import kafka as bus
+from vpp_aggregator.adapters.bus import kafka_transactions
 from vpp_aggregator.config import load_settings
 
 
 class CrashBeforeCommit:
-    """Wraps the ingest's transactional producer; everything else passes through."""
+    """Wraps the transactional producer; everything else passes through."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
         self.produced = 0
+
+    def begin_transaction(self) -> None:
+        self.produced = 0
+        self.real.begin_transaction()
 
     def produce(self, *args: Any, **kwargs: Any) -> None:
         self.produced += 1
@@ -33,25 +37,18 @@ class CrashBeforeCommit:
             os._exit(70)
         self.real.commit_transaction(*args)
 
-    def begin_transaction(self) -> None:
-        self.produced = 0
-        self.real.begin_transaction()
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
 
-original = bus.KafkaIngest._transactional
+RealProducer = kafka_transactions.Producer
 
 
-def wrapped(self: bus.KafkaIngest) -> Any:
-    producer = original(self)
-    if not isinstance(producer, CrashBeforeCommit):
-        producer = self._txn = CrashBeforeCommit(producer)  # type: ignore[assignment]
-    return producer
+def crashing_producer(config: dict[str, Any]) -> Any:
+    return CrashBeforeCommit(RealProducer(config))
 
 
-bus.KafkaIngest._transactional = wrapped  # type: ignore[method-assign]
+kafka_transactions.Producer = crashing_producer  # type: ignore[assignment,misc]
 
 if __name__ == "__main__":
     with TestClient(create_app(load_settings())):

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vpp_aggregator.devservices.children import die_with_parent
+from vpp_aggregator.devservices.children import dying_with_parent
 from vpp_aggregator.devservices.ports import free_port, listening
 
 KAFKA_VERSION = "4.1.1"  # org.apache.kafka:kafka_2.13; docker-compose.yml pins the same
@@ -147,6 +147,14 @@ class KafkaCluster:
         return ",".join(n.address for n in self.nodes)
 
     def start(self, timeout_s: float = 120.0) -> KafkaCluster:
+        """Format and start every node; on any failure nothing is left running."""
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_s: float) -> KafkaCluster:
         self._classpath = classpath()
         self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         self.nodes = [
@@ -156,16 +164,8 @@ class KafkaCluster:
         for node in self.nodes:
             node.directory.mkdir(parents=True)
             self._write_config(node)
-            self._java(
-                node,
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                self.cluster_id,
-                "-c",
-                str(node.directory / "server.properties"),
-                wait=True,
-            )
+            self._java(node, "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c",
+                       str(node.directory / "server.properties"), wait=True)  # fmt: skip
         for node in self.nodes:
             self.start_node(node)
         self.wait_ready(timeout_s)
@@ -220,11 +220,7 @@ class KafkaCluster:
         ]
         out = (node.directory / "stdout.log").open("ab")
         proc = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=node.directory,
-            preexec_fn=die_with_parent,
+            dying_with_parent(command), stdout=out, stderr=subprocess.STDOUT, cwd=node.directory
         )
         out.close()
         if wait and proc.wait(timeout=120) != 0:

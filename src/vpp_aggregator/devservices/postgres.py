@@ -11,10 +11,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-from vpp_aggregator.devservices.children import die_with_parent
+from vpp_aggregator.devservices.children import dying_with_parent
 from vpp_aggregator.devservices.ports import free_port, wait_listening
 
 
@@ -39,23 +38,31 @@ class PrivatePostgres:
         if bindir is None:
             raise PostgresUnavailableError("no PostgreSQL server binaries (initdb) found")
         self.bin = bindir
-        self.user: pwd.struct_passwd | None = None
+        self.user: str | None = None
         if os.geteuid() == 0:
             try:
-                self.user = pwd.getpwnam("postgres")
+                owner = pwd.getpwnam("postgres")
             except KeyError:
                 raise PostgresUnavailableError("running as root needs a `postgres` user") from None
+            self.user = owner.pw_name
         self.dir = Path(tempfile.mkdtemp(prefix="vpp-pg-"))
-        self.dir.chmod(0o755)
-        if self.user:
-            os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres"]
+        try:
+            self.dir.chmod(0o755)
+            if self.user:
+                os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+            self._initdb()
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def _initdb(self) -> None:
+        initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust"]
+        # C.UTF-8 always exists on Debian; the caller's LANG may name a locale that is not built.
         result = subprocess.run(
-            [*initdb, "--auth=trust", "-N"],
+            dying_with_parent([*initdb, "-N", "-E", "UTF8", "--locale=C.UTF-8"], self.user),
             capture_output=True,
-            preexec_fn=self._as_owner(dies_with_us=False),
             timeout=120,
         )
         if result.returncode != 0:
@@ -70,22 +77,10 @@ class PrivatePostgres:
         """The admin database's URL; tests create their own databases from it."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _as_owner(self, dies_with_us: bool) -> Callable[[], None]:
-        user = self.user
-
-        def preexec() -> None:
-            if user is not None:
-                os.setgid(user.pw_gid)
-                os.setuid(user.pw_uid)
-            if dies_with_us:  # after setuid, which clears the parent-death signal
-                die_with_parent()
-
-        return preexec
-
     def start(self, timeout_s: float = 120.0) -> None:
         log = (self.dir / "log").open("ab")
         self.proc = subprocess.Popen(
-            [
+            dying_with_parent([
                 str(self.bin / "postgres"),
                 "-D", str(self.data),
                 "-p", str(self.port),
@@ -93,10 +88,9 @@ class PrivatePostgres:
                 "-c", "listen_addresses=127.0.0.1",
                 "-c", "fsync=off",
                 "-c", "max_connections=300",
-            ],
+            ], self.user),
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=self._as_owner(dies_with_us=True),
         )  # fmt: skip
         log.close()
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from vpp_aggregator.devservices.children import die_with_parent
+from vpp_aggregator.devservices.children import dying_with_parent
 from vpp_aggregator.devservices.ports import free_port, wait_listening
 
 
@@ -28,20 +28,21 @@ class PrivateRedis:
 
     def start(self, timeout_s: float = 30.0) -> None:
         self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
+            dying_with_parent(
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
         )
         wait_listening(self.port, self.proc, "redis-server", timeout_s)
 

@@ -7,7 +7,7 @@ import importlib.util
 import subprocess
 from pathlib import Path
 
-from vpp_aggregator.devservices.children import die_with_parent
+from vpp_aggregator.devservices.children import dying_with_parent
 from vpp_aggregator.devservices.ports import wait_listening
 
 
@@ -24,19 +24,20 @@ def start_tansu(port: int, timeout_s: float = 15.0) -> subprocess.Popen[bytes]:
         )
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [
-            str(Path(spec.origin).parent / "bin" / "tansu"),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
+        dying_with_parent(
+            [
+                str(Path(spec.origin).parent / "bin" / "tansu"),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
     )
     wait_listening(port, proc, "Tansu", timeout_s)
     return proc

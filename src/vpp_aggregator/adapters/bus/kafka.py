@@ -30,6 +30,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from vpp_aggregator.adapters.bus.kafka_transactions import (
+    MARGIN_S,
+    TXN_TIMEOUT_S,
+    TransactionalCommits,
+)
 from vpp_aggregator.app.integration import IntegrationService, InvalidMessageError, Outcome
 from vpp_aggregator.config import Settings
 from vpp_aggregator.log_filter import RepeatFilter
@@ -200,10 +205,7 @@ class Topics:
         return [*topics, self.command_acks] if self.command_acks else topics
 
 
-TXN_TIMEOUT_S = 15.0  # one batch's transaction (offsets and dead letters) at most
-# Producers blocked inside librdkafka, kept for the life of the process: destroying a client while
-# one of its calls is still running aborts the process.
-_STUCK_PRODUCERS: list[Producer] = []
+DEAD_LETTER_VALUE_BYTES = 64 * 1024  # of the original message kept in its dead letter
 
 AUDITED = {  # outcomes that change something an operator must be able to trace
     "dispatched": "dispatch.create",
@@ -253,17 +255,18 @@ class KafkaIngest:
         self.last_error: str | None = None
         # With a transactional id, a batch's dead letters and its consumed offsets are committed
         # in one Kafka transaction: a crash between the two leaves neither (exactly once).
-        self._txn_config: dict[str, Any] | None = None
+        self._txn: TransactionalCommits | None = None
         if transactional_id:
-            self._txn_config = {
-                "bootstrap.servers": brokers,
-                "transactional.id": transactional_id,
-                "transaction.timeout.ms": 60_000,
-                "acks": "all",
-                "linger.ms": 5,
-                "logger": client_log,
-            }
-        self._txn: Producer | None = None
+            self._txn = TransactionalCommits(
+                {
+                    "bootstrap.servers": brokers,
+                    "transactional.id": transactional_id,
+                    "transaction.timeout.ms": 60_000,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "logger": client_log,
+                }
+            )
 
     def _connect(self) -> Consumer:
         consumer = Consumer(self._config)
@@ -341,99 +344,58 @@ class KafkaIngest:
 
     def _complete(self, messages: list[Message], dead: list[tuple[Message, str]]) -> None:
         """After the batch is stored: its dead letters out and its offsets committed."""
-        if self._txn_config is None:
-            if dead and not all(
-                self.bus.publish_many(self.topics.dead_letter, self._dead_letter_items(dead))
-            ):
-                raise ConnectionError(
-                    "dead-letter topic did not acknowledge; batch will be retried"
-                )
-            # Asynchronous: a lost commit only means a redelivery, which the handlers absorb.
-            self._consumer.commit(asynchronous=True)
-            return
-        producer = self._transactional()
         items = self._dead_letter_items(dead)
-        offsets = _next_offsets(messages)
-        group = self._consumer.consumer_group_metadata()
-
-        def transaction() -> None:
-            producer.begin_transaction()
-            for key, value in items:
-                producer.produce(self.topics.dead_letter, key=key, value=orjson.dumps(value))
-            producer.send_offsets_to_transaction(offsets, group, TXN_TIMEOUT_S)
-            producer.commit_transaction(TXN_TIMEOUT_S)
-
-        try:
-            self._bounded(transaction)
-        except KafkaException as exc:
-            self._end_failed_transaction(producer, exc)
-            raise
-
-    def _bounded(self, transaction: Callable[[], None]) -> None:
-        """librdkafka's send_offsets_to_transaction can ignore its timeout and block for good
-        once the group coordinator has gone away (librdkafka issues 5456 and 5511; seen here
-        after a broker restart: the consumer stopped for good). So the transaction runs on a
-        helper thread; past its deadline the stuck producer is set aside (never freed while a
-        call is inside it) and the next one, with the same transactional id, fences it and
-        aborts its transaction; the batch is rewound and handled again."""
-        outcome: list[BaseException | None] = []
-
-        def run() -> None:
-            try:
-                transaction()
-                outcome.append(None)
-            except BaseException as exc:  # handed to the caller's thread
-                outcome.append(exc)
-
-        helper = threading.Thread(target=run, name="kafka-transaction", daemon=True)
-        helper.start()
-        helper.join(TXN_TIMEOUT_S + 5)
-        if helper.is_alive():
-            if self._txn is not None:
-                _STUCK_PRODUCERS.append(self._txn)
-            self._txn = None
-            log.warning(
-                "Kafka transaction still blocked after %g s; starting a new transactional "
-                "producer to fence it (%d set aside in this process)",
-                TXN_TIMEOUT_S + 5,
-                len(_STUCK_PRODUCERS),
+        if self._transactions_on():
+            assert self._txn is not None
+            self._txn.commit(
+                [(self.topics.dead_letter, key, orjson.dumps(value)) for key, value in items],
+                self._next_offsets(messages),
+                self._consumer.consumer_group_metadata(),
             )
-            raise TimeoutError("Kafka transaction blocked; the batch will be handled again")
-        if outcome and outcome[0] is not None:
-            raise outcome[0]
-
-    def _transactional(self) -> Producer:
-        """The transactional producer; starting it fences (and aborts the open transaction of)
-        any earlier process with the same transactional id."""
-        if self._txn is None:
-            assert self._txn_config is not None
-            producer = Producer(self._txn_config)
-            producer.init_transactions(30)
-            self._txn = producer
-        return self._txn
-
-    def _end_failed_transaction(self, producer: Producer, exc: KafkaException) -> None:
-        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-        if err is not None and err.txn_requires_abort():
-            try:
-                producer.abort_transaction(30)
-                return
-            except KafkaException as abort_exc:
-                log.warning("Kafka: aborting the failed transaction failed: %s", abort_exc)
-        # Fatal, fenced or unknown state: a new producer with the same transactional id aborts
-        # this one's open transaction when it starts (until then our group's committed offsets
-        # stay unstable and nothing is consumed), so start it now, not at the next batch.
-        self._txn = None
-        self._restart_transactions()
-
-    def _restart_transactions(self) -> None:
-        if self._txn_config is None or self._txn is not None:
             return
+        if items and not all(self.bus.publish_many(self.topics.dead_letter, items)):
+            raise ConnectionError("dead-letter topic did not acknowledge; batch will be retried")
+        # Asynchronous: a lost commit only means a redelivery, which the handlers absorb.
+        self._consumer.commit(asynchronous=True)
+
+    def _transactions_on(self) -> bool:
+        if self._txn is None:
+            return False
+        if self._txn.disabled_reason is not None:
+            log.error(
+                "Kafka refused transactions (%s): consuming without them; dead letters may be "
+                "sent twice after a crash",
+                self._txn.disabled_reason,
+            )
+            self._txn = None
+            return False
+        return True
+
+    def _start_transactions(self) -> None:
+        """Start the transactional producer between batches, so that after a crash our
+        predecessor's open transaction is aborted at once (until then the group's committed
+        offsets are unstable and nothing is consumed), not when the next batch comes."""
+        if not self._transactions_on():
+            return
+        assert self._txn is not None
         try:
-            self._transactional()
-        except KafkaException as exc:
-            self.last_error = f"Kafka transactions: {exc}"
+            self._txn.start()
+            if self.last_error and self.last_error.startswith("Kafka transactions"):
+                self.last_error = None
+        except Exception as exc:
+            self.last_error = f"Kafka transactions: {type(exc).__name__}: {exc}"
             log.warning("Kafka: could not start the transactional producer: %s", exc)
+
+    def _next_offsets(self, messages: list[Message]) -> list[TopicPartition]:
+        """One past the last message of each partition still assigned to us (a partition
+        revoked meanwhile is its new owner's to commit)."""
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        last: dict[tuple[str, int], int] = {}
+        for m in messages:
+            tp = (m.topic() or "", m.partition() or 0)
+            if tp in assigned:
+                last[tp] = max(last.get(tp, -1), m.offset() or 0)
+        return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
     def _handle(self, messages: list[Message]) -> list[tuple[Message, str]]:
         """Apply and store a batch; returns the messages to dead-letter, with their reasons."""
@@ -515,7 +477,11 @@ class KafkaIngest:
                         "topic": m.topic(),
                         "partition": m.partition(),
                         "offset": m.offset(),
-                        "value": (m.value() or b"").decode("utf-8", "replace"),
+                        # Cut, so a dead letter always fits where its message did.
+                        "value": (m.value() or b"")[:DEAD_LETTER_VALUE_BYTES].decode(
+                            "utf-8", "replace"
+                        ),
+                        "value_bytes": len(m.value() or b""),
                         "dead_lettered_at": datetime.now(UTC).isoformat(),
                     },
                 )
@@ -525,7 +491,7 @@ class KafkaIngest:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             self._restore_topics_if_brokers_returned()
-            self._restart_transactions()
+            self._start_transactions()
             self.poll_once()
 
     def close(self, timeout_s: float = 10.0) -> None:
@@ -536,15 +502,6 @@ class KafkaIngest:
         closer.join(timeout_s)
         if closer.is_alive():
             log.warning("Kafka consumer did not close within %g s; stopping without it", timeout_s)
-
-
-def _next_offsets(messages: list[Message]) -> list[TopicPartition]:
-    """The offsets to commit after a batch: one past the last message of each partition."""
-    last: dict[tuple[str, int], int] = {}
-    for m in messages:
-        tp = (m.topic() or "", m.partition() or 0)
-        last[tp] = max(last.get(tp, -1), m.offset() or 0)
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
 class KafkaParts:
@@ -634,8 +591,8 @@ class KafkaParts:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._thread is not None:  # a batch's transaction may take its whole deadline
+            self._thread.join(timeout=TXN_TIMEOUT_S + MARGIN_S + 5)
         if self.ingest is not None:
             self.ingest.close()
         self.bus.close()
