@@ -85,6 +85,8 @@ class Aggregator:
             command_topic=settings.topic_v2g_commands,
             lease_seconds=max(30.0, 6 * settings.dispatch_tick_seconds),
         )
+        # Every registry change reaches the running dispatches at once (rules they were planned under).
+        self.registry.listeners.append(self.dispatch.resources_changed)
 
         self.market = MarketService(
             market_store,

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,6 +40,7 @@ from vpp_aggregator.domain.dispatch.fast import solve_fast
 from vpp_aggregator.domain.dispatch.lp import LPError, solve_lp
 from vpp_aggregator.domain.dispatch.outcome import Outcome, Shortfall, summarise
 from vpp_aggregator.domain.dispatch.problem import (
+    STEP_MIN,
     DispatchProblem,
     ResourceInputs,
     Solution,
@@ -633,8 +634,56 @@ class DispatchService:
                 dropped[rid] = "safety_lockout"
             elif live.soc_pct is not None and abs(live.soc_pct - o.soc[j, i]) > self.soc_tolerance:
                 dropped[rid] = f"soc_off_plan ({live.soc_pct:.1f} % vs {o.soc[j, i]:.1f} % planned)"
+        followed = [
+            j
+            for j, rid in enumerate(o.ids)
+            if rid not in dropped and not o.released[j] and np.any(o.kw[j, i:] != 0)
+        ]
+        dropped.update(self._broken_rules(o, i, followed))
         if dropped:
             self._replan(o, now, dropped)
+
+    def _broken_rules(self, o: _Open, i: int, rows: list[int]) -> dict[str, str]:
+        """Resources whose plan from point `i` on breaks a rule as the rule stands now: a tighter
+        minimum SoC, a new trip or departure, lower power limits or capacity, a status. The one
+        check through which every rule change reaches a running dispatch. The plan is checked
+        from its own SoC at `i` (telemetry drift is the SoC tolerance's business above), by the
+        same independent checker every new schedule passes."""
+        if not rows:
+            return {}
+        at = datetime.fromtimestamp(o.start_ts + i * STEP_MIN * 60.0, tz=UTC)
+        direction = 1 if o.record.target_kw > 0 else -1
+        inputs, _ = self.state.dispatch_inputs(
+            at, at, direction=direction, resource_ids=[o.ids[j] for j in rows]
+        )
+        if not inputs.resource_ids:
+            return {}
+        index = {rid: j for j, rid in enumerate(o.ids)}
+        sel = [index[rid] for rid in inputs.resource_ids]
+        setpoints = o.kw[sel, i:]
+        inputs = replace(inputs, soc_pct=o.soc[sel, i].copy(), power_kw=setpoints[:, 0].copy())
+        problem = DispatchProblem(
+            inputs, o.record.target_kw, setpoints.shape[1] - 1, self.ramp, self.rte
+        )
+        broken: dict[str, str] = {}
+        for v in check_rows(problem, np.arange(len(sel)), setpoints, self.ramp, self.bess_min):
+            broken.setdefault(v.resource_id, f"rules_changed ({v.rule}: {v.detail})")
+        return broken
+
+    def resources_changed(self, resource_ids: list[str]) -> None:
+        """A registry change (PATCH, suspend, delete, lockout...): the open dispatches holding
+        any of these resources are checked against the rules as they now stand, at once."""
+        changed = set(resource_ids)
+        now = self.clock()
+        with self._lock:
+            for did, o in list(self._open.items()):
+                if changed.isdisjoint(o.ids):
+                    continue
+                if o.record.start.timestamp() <= now.timestamp() < o.window_end_ts:
+                    try:
+                        self._follow(o, now)
+                    except Exception:
+                        log.exception("re-checking dispatch %s after a change failed", did)
 
     def _replan(self, o: _Open, now: datetime, dropped: dict[str, str]) -> None:
         did = o.record.dispatch_id
