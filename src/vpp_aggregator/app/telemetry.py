@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.app.ports import ResourceStore
-from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.fleet_state import POWER_MARGIN, POWER_MARGIN_KW, FleetState
 from vpp_aggregator.log_filter import RepeatFilter
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,11 @@ class TelemetryService:
             ),
             (~((soc >= 0) & (soc <= 100)), "soc_pct must be between 0 and 100"),
             (~np.isfinite(power), "power_kw must be a finite number"),
+            (
+                ~self.state.power_within_limits(rows, power),
+                "power_kw is beyond the resource's registered max_discharge_kw/max_charge_kw "
+                f"(more than {POWER_MARGIN:.0%} over, plus {POWER_MARGIN_KW:g} kW of meter noise)",
+            ),
         )
         good = np.ones(len(batch), dtype=bool)
         rejected = list(pre_rejected)

@@ -53,6 +53,11 @@ N_COEF = N_COLUMNS + 2
 TYPES = (ResourceType.EV, ResourceType.BESS)
 
 
+# How far reported power may exceed a resource's registered limits (meter noise, brief overshoot).
+POWER_MARGIN = 0.10
+POWER_MARGIN_KW = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class Figures:
     """Capacity of a set of resources over one window."""
@@ -449,6 +454,16 @@ class FleetState:
     def __len__(self) -> int:
         return len(self._row_of)
 
+    def power_within_limits(self, rows: I8, power_kw: F8) -> NDArray[np.bool_]:
+        """A reported power a resource can physically have: within its registered limits, with
+        a margin for meter noise (unknown rows pass; they are refused for being unknown)."""
+        known = rows >= 0
+        r = np.where(known, rows, 0)
+        ok = (power_kw <= self.max_discharge_kw[r] * (1 + POWER_MARGIN) + POWER_MARGIN_KW) & (
+            -power_kw <= self.max_charge_kw[r] * (1 + POWER_MARGIN) + POWER_MARGIN_KW
+        )
+        return ok | ~known
+
     def rows_of(self, resource_ids: list[str]) -> I8:
         """Row index per id, -1 where the resource is unknown or deactivated."""
         get = self._row_of.get
@@ -695,7 +710,17 @@ class FleetState:
                 ceiling_pct=self.ceiling_pct[rows].copy(),
                 max_discharge_kw=self.max_discharge_kw[rows].copy(),
                 max_charge_kw=self.max_charge_kw[rows].copy(),
-                power_kw=np.where(available, np.nan_to_num(self.power_kw[rows]), 0.0),
+                # Bounded as telemetry is (a stored value from before that rule, or from another
+                # path, must not make the planner's horizon explode).
+                power_kw=np.where(
+                    available,
+                    np.clip(
+                        np.nan_to_num(self.power_kw[rows]),
+                        -(self.max_charge_kw[rows] * (1 + POWER_MARGIN) + POWER_MARGIN_KW),
+                        self.max_discharge_kw[rows] * (1 + POWER_MARGIN) + POWER_MARGIN_KW,
+                    ),
+                    0.0,
+                ),
                 departure_min=(self.departure_ts[rows] - start_ts) / 60.0,
                 departure_soc_pct=self.departure_soc_pct[rows].copy(),
                 available=available,
