@@ -63,3 +63,40 @@ def test_a_stored_absurd_power_cannot_make_dispatch_fail(database_url: str, cloc
     with TestClient(create_app(settings, clock=clock)) as c:
         d = c.post("/dispatch", json={"target_kw": 50, "duration_minutes": 30})
         assert d.status_code == 201, d.text
+
+
+FAR = "9999-12-31T20:00:00-14:00"  # year 10000 in UTC
+
+
+def test_a_far_future_trip_is_a_422_naming_the_field_and_nothing_is_stored(
+    client: TestClient,
+) -> None:
+    from api_helpers import ev_body
+
+    r = client.post(
+        "/resources/register",
+        json=ev_body("ev-far", trips=[{"departure": FAR, "required_soc_pct": 80}]),
+    )
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["trips.0.departure"]
+    assert client.get("/resources/ev-far").status_code == 404
+    assert client.get("/resources").status_code == 200
+    client.post("/resources/register", json=ev_body("ev-1")).raise_for_status()
+    patched = client.patch(
+        "/resources/ev-1", json={"trips": [{"departure": FAR, "required_soc_pct": 80}]}
+    )
+    assert patched.status_code == 422
+    assert client.get("/resources/ev-1").json()["trips"] == []
+
+
+@pytest.mark.parametrize("at", [FAR, "0001-01-01T00:00:00+14:00", "1970-01-01T00:00:00Z"])
+def test_telemetry_outside_the_service_years_is_refused(client: TestClient, at: str) -> None:
+    r = client.post(
+        "/telemetry",
+        json={
+            "samples": [
+                {"resource_id": "bess-1", "timestamp": at, "soc_pct": 50, "plugged_in": True}
+            ]
+        },
+    )
+    assert r.json()["accepted"] == 0 and "timestamp" in r.json()["rejected"][0]["reason"]

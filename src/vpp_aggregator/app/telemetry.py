@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import POWER_MARGIN, POWER_MARGIN_KW, FleetState
+from vpp_aggregator.domain.instants import EARLIEST, OUT_OF_RANGE
 from vpp_aggregator.log_filter import RepeatFilter
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class TelemetryService:
                 aware & (ts > now_ts + self.max_clock_skew_s),
                 "timestamp is in the future beyond the allowed clock skew",
             ),
+            (aware & (ts < EARLIEST.timestamp()), f"timestamp {OUT_OF_RANGE}"),
             (~((soc >= 0) & (soc <= 100)), "soc_pct must be between 0 and 100"),
             (~np.isfinite(power), "power_kw must be a finite number"),
             (

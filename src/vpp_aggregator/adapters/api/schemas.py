@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+
+from vpp_aggregator.domain.instants import instant_problem
 
 Kw = float
 FINITE = ConfigDict(allow_inf_nan=False, populate_by_name=True)
+
+
+def _in_service_range(value: datetime) -> datetime:
+    problem = instant_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+Instant = Annotated[datetime, AfterValidator(_in_service_range)]
 
 
 class InterconnectionIn(BaseModel):
@@ -30,8 +42,8 @@ class DepartureIn(BaseModel):
 
 class TripIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
-    departure: datetime
-    return_: datetime | None = Field(None, alias="return")
+    departure: Instant
+    return_: Instant | None = Field(None, alias="return")
     required_soc_pct: float
 
 
@@ -210,7 +222,7 @@ class DispatchIn(BaseModel):
     target_kw: float = Field(
         ..., description="Positive: discharge to the grid; negative: charge", examples=[250.0]
     )
-    start: datetime | None = Field(None, description="Default: now. At most a minute in the past.")
+    start: Instant | None = Field(None, description="Default: now. At most a minute in the past.")
     duration_minutes: int = Field(..., examples=[60], description="1 to 1440")
     grid_node: str | None = Field(None, max_length=128)
     fleet_id: str | None = Field(None, max_length=128)
@@ -344,8 +356,8 @@ class ForecastEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(..., min_length=1, max_length=200, examples=["Depot stand-down"])
     grid_node: str | None = Field(None, max_length=128, description="Whole fleet when absent")
-    start: datetime
-    end: datetime
+    start: Instant
+    end: Instant
     availability_factor: float = Field(
         ...,
         description="Expected effect on availability: 0 = nobody plugged in, 0.5 = half, 1.2 = 20 % more",
@@ -354,7 +366,7 @@ class ForecastEventIn(BaseModel):
 
 class WeatherHourIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    hour_utc: datetime
+    hour_utc: Instant
     temperature_c: float | None = None
     precipitation_mm: float | None = None
 
