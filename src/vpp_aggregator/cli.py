@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vpp_aggregator.config import ConfigError, Settings, load_settings
+from vpp_aggregator.config import ConfigError, Settings, load_settings, open_bind_problem
 
 app = typer.Typer(
     help="VPP aggregator: V2G EVs and batteries as one dispatchable resource.", no_args_is_help=True
@@ -61,13 +61,14 @@ def serve(
     from vpp_aggregator.adapters.api.app import create_app
 
     settings = _settings()
+    _refuse_open_bind(settings)
     try:
         api = create_app(settings)
     except Exception as exc:  # a clear line for the operator instead of a traceback wall
         console.print(f"[red]cannot start: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1) from None
     console.print(
-        f"vpp-aggregator on http://127.0.0.1:{settings.port}  (docs /docs, metrics /metrics, "
+        f"vpp-aggregator on http://{settings.host}:{settings.port}  (docs /docs, metrics /metrics, "
         f"database {_safe_url(settings.database_url)})"
     )
     if demo:
@@ -89,6 +90,19 @@ def serve(
     uvicorn.run(api, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 
+def _refuse_open_bind(settings: Settings) -> None:
+    """No open admin API on a reachable address, unless the operator says so out loud."""
+    problem = open_bind_problem(settings)
+    if problem is not None:
+        console.print(f"[red]cannot start: {problem}[/red]")
+        raise typer.Exit(2)
+    if settings.allow_insecure and not (settings.jwt_secret or settings.jwt_public_key):
+        console.print(
+            f"[bold red]VPP_ALLOW_INSECURE=1: listening on {settings.host} with NO "
+            "authentication; every caller is an admin[/bold red]"
+        )
+
+
 @app.command()
 def worker(
     port: Annotated[
@@ -104,6 +118,7 @@ def worker(
     from vpp_aggregator.adapters.api.app import create_app
 
     settings = _settings().model_copy(update={"port": port})  # names its Kafka transactions
+    _refuse_open_bind(settings)
     if not settings.kafka_brokers:
         console.print("[red]cannot start a worker: KAFKA_BROKERS is not set[/red]")
         raise typer.Exit(2)

@@ -128,7 +128,10 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1024, le=1024**3, validation_alias="VPP_MAX_BODY_BYTES"
     )
     port: int = Field(3003, ge=1, le=65535, validation_alias="PORT")
-    host: str = Field("0.0.0.0", validation_alias=AliasChoices("VPP_HOST", "HOST"))
+    # Loopback unless told otherwise; binding elsewhere needs authentication (or the explicit,
+    # loudly reported VPP_ALLOW_INSECURE=1).
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("VPP_HOST", "HOST"))
+    allow_insecure: bool = Field(False, validation_alias="VPP_ALLOW_INSECURE")
 
     @field_validator("offer_curve")
     @classmethod
@@ -177,3 +180,21 @@ def load_settings(**overrides: object) -> Settings:
             var = alias if isinstance(alias, str) else name.upper()
             lines.append(f"  {var}={err.get('input')!r}: {err['msg']}")
         raise ConfigError("Invalid configuration:\n" + "\n".join(lines)) from None
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+def open_bind_problem(settings: Settings) -> str | None:
+    """Why serving on `settings.host` must be refused: an address others can reach with no
+    authentication configured (every caller would be an admin). None when it may go ahead."""
+    loopback = settings.host in LOOPBACK_HOSTS or settings.host.startswith("127.")
+    authenticated = bool(settings.jwt_secret or settings.jwt_public_key)
+    if loopback or authenticated or settings.allow_insecure:
+        return None
+    return (
+        f"refusing to listen on {settings.host} without authentication: every caller would be an "
+        "admin. Set VPP_JWT_SECRET (at least 32 random bytes, e.g. `openssl rand -hex 32`) or "
+        "VPP_JWT_PUBLIC_KEY, listen on 127.0.0.1 (VPP_HOST), or set VPP_ALLOW_INSECURE=1 to "
+        "accept an open admin API"
+    )
