@@ -100,3 +100,33 @@ def test_telemetry_outside_the_service_years_is_refused(client: TestClient, at: 
         },
     )
     assert r.json()["accepted"] == 0 and "timestamp" in r.json()["rejected"][0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("target_kw", True),
+        ("target_kw", "10"),
+        ("duration_minutes", "60"),
+        ("duration_minutes", 60.5),
+    ],
+)
+def test_request_numbers_are_strict(client: TestClient, field: str, value: object) -> None:
+    body: dict[str, object] = {"target_kw": 50, "duration_minutes": 30, field: value}
+    r = client.post("/dispatch", json=body)
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == [field]
+
+
+def test_telemetry_must_be_posted_as_json(client: TestClient, clock: Clock) -> None:
+    import orjson
+
+    body = orjson.dumps({"samples": [sample("bess-1", clock.now, 60)]})
+    r = client.post("/telemetry", content=body, headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+    assert client.get("/resources/bess-1").json()["telemetry"] is None
+
+
+@pytest.mark.parametrize("rid", [".", "..", "-x", ".hidden"])
+def test_resource_ids_that_are_path_segments_are_refused(client: TestClient, rid: str) -> None:
+    r = client.post("/resources/register", json=bess_body(rid))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "resource_id"

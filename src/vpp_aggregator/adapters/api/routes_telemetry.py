@@ -34,12 +34,17 @@ router = APIRouter(tags=["telemetry"])
             },
         }
     },
-    responses={413: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses={413: {"model": ErrorOut}, 415: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
 async def ingest(request: Request, agg: AggDep, metrics: MetricsDep, who: Operator) -> IngestOut:
     """Accept a batch of up to 10,000 samples; each bad sample is rejected with its index and reason.
     Needs a fleet-wide operator token (the device gateway's)."""
     fleet_wide(who)
+    # JSON only, as every other endpoint: a text/plain post needs no CORS preflight, so any web
+    # page could otherwise feed fake telemetry to a service its visitor can reach.
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise HTTPException(415, f"Content-Type must be application/json, not {kind or 'missing'}")
     body = await request.body()
     try:
         doc = orjson.loads(body)

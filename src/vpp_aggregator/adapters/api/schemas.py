@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+)
 
 from vpp_aggregator.domain.instants import instant_problem
 
@@ -36,7 +44,7 @@ class DepartureIn(BaseModel):
     days: list[str] = Field(..., examples=[["mon", "tue", "wed", "thu", "fri"]])
     departure: str = Field(..., examples=["07:30"], description="Local time HH:MM")
     return_: str | None = Field(None, alias="return", examples=["17:30"])
-    required_soc_pct: float = Field(..., examples=[80])
+    required_soc_pct: StrictFloat = Field(..., examples=[80])
     timezone: str = Field("UTC", examples=["America/Los_Angeles"])
 
 
@@ -44,29 +52,33 @@ class TripIn(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
     departure: Instant
     return_: Instant | None = Field(None, alias="return")
-    required_soc_pct: float
+    required_soc_pct: StrictFloat
 
 
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     resource_id: str | None = Field(
-        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$"
+        None,
+        min_length=1,
+        max_length=128,
+        # Starts with a letter or digit: "." and ".." would be path segments in every URL.
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$",
     )
     resource_type: Literal["EV", "BESS"]
     name: str = Field("", max_length=200)
     fleet_id: str = Field(..., min_length=1, max_length=128)
     grid_node: str = Field(..., min_length=1, max_length=128)
-    battery_capacity_kwh: float = Field(..., gt=0, le=1_000_000)
-    max_charge_kw: float = Field(..., ge=0, le=1_000_000)
-    max_discharge_kw: float = Field(..., ge=0, le=1_000_000)
+    battery_capacity_kwh: StrictFloat = Field(..., gt=0, le=1_000_000)
+    max_charge_kw: StrictFloat = Field(..., ge=0, le=1_000_000)
+    max_discharge_kw: StrictFloat = Field(..., ge=0, le=1_000_000)
     v2g_capable: StrictBool
     telemetry_enabled: StrictBool
     interconnection: InterconnectionIn
-    min_soc_pct: float | None = Field(
+    min_soc_pct: StrictFloat | None = Field(
         None,
         description="EV: the driver's minimum (default 20). BESS: at least VPP_BESS_MIN_SOC (the default).",
     )
-    max_soc_pct: float = 100.0
+    max_soc_pct: StrictFloat = 100.0
     departure_schedule: list[DepartureIn] = Field(default_factory=list, max_length=50)
     trips: list[TripIn] = Field(default_factory=list, max_length=500)
     charge_point_id: str | None = Field(None, max_length=128)
@@ -75,8 +87,8 @@ class RegisterIn(BaseModel):
 class PatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str | None = Field(None, max_length=200)
-    min_soc_pct: float | None = None
-    max_soc_pct: float | None = None
+    min_soc_pct: StrictFloat | None = None
+    max_soc_pct: StrictFloat | None = None
     departure_schedule: list[DepartureIn] | None = Field(None, max_length=50)
     trips: list[TripIn] | None = Field(None, max_length=500)
     status: Literal["active", "suspended"] | None = None
@@ -219,11 +231,11 @@ class ErrorOut(BaseModel):
 
 class DispatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    target_kw: float = Field(
+    target_kw: StrictFloat = Field(
         ..., description="Positive: discharge to the grid; negative: charge", examples=[250.0]
     )
     start: Instant | None = Field(None, description="Default: now. At most a minute in the past.")
-    duration_minutes: int = Field(..., examples=[60], description="1 to 1440")
+    duration_minutes: StrictInt = Field(..., examples=[60], description="1 to 1440")
     grid_node: str | None = Field(None, max_length=128)
     fleet_id: str | None = Field(None, max_length=128)
     resource_ids: list[str] | None = Field(None, max_length=100_000)
@@ -358,7 +370,7 @@ class ForecastEventIn(BaseModel):
     grid_node: str | None = Field(None, max_length=128, description="Whole fleet when absent")
     start: Instant
     end: Instant
-    availability_factor: float = Field(
+    availability_factor: StrictFloat = Field(
         ...,
         description="Expected effect on availability: 0 = nobody plugged in, 0.5 = half, 1.2 = 20 % more",
     )
@@ -367,8 +379,8 @@ class ForecastEventIn(BaseModel):
 class WeatherHourIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     hour_utc: Instant
-    temperature_c: float | None = None
-    precipitation_mm: float | None = None
+    temperature_c: StrictFloat | None = None
+    precipitation_mm: StrictFloat | None = None
 
 
 class WeatherIn(BaseModel):
