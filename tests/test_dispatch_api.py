@@ -119,6 +119,11 @@ def test_unmeetable_target_is_partial_with_binding_rules(client: TestClient, clo
     )
     rules = {x["rule"] for x in d["shortfall_reasons"]}
     assert "power_limit" in rules and "min_soc" in rules
+    # Running, only short of its target: an operator asking for active dispatches sees it.
+    active = client.get("/dispatch", params={"status": "active"}).json()["items"]
+    assert [x["dispatch_id"] for x in active] == [d["dispatch_id"]]
+    partial = client.get("/dispatch", params={"status": "partial"}).json()["items"]
+    assert [x["dispatch_id"] for x in partial] == [d["dispatch_id"]]
 
 
 def test_idempotency_key_returns_the_same_dispatch(client: TestClient, clock: Clock) -> None:

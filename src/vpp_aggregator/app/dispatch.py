@@ -93,7 +93,7 @@ class DispatchStore(Protocol):
     def list(
         self,
         *,
-        status: str | None = None,
+        status: Sequence[str] = (),
         source: str | None = None,
         limit: int = 50,
         offset: int = 0,
@@ -891,7 +891,13 @@ class DispatchService:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[DispatchRecord], int]:
-        return self.store.list(status=status, source=source, limit=limit, offset=offset)
+        # A partial dispatch is running too, only short of its target: "active" includes it.
+        statuses: tuple[str, ...] = ()
+        if status == DispatchStatus.ACTIVE.value:
+            statuses = (DispatchStatus.ACTIVE.value, DispatchStatus.PARTIAL.value)
+        elif status:
+            statuses = (status,)
+        return self.store.list(status=statuses, source=source, limit=limit, offset=offset)
 
     # ----------------------------------------------------------------- BESS coordinator
     def _schedule_recharge(self, record: DispatchRecord, now: datetime) -> DispatchRecord | None:

@@ -10,7 +10,18 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from vpp_aggregator.adapters.store.tables import (
@@ -374,14 +385,14 @@ class DispatchRepository:
     def list(
         self,
         *,
-        status: str | None = None,
+        status: Sequence[str] = (),
         source: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[builtins.list[DispatchRecord], int]:
-        conds = []
+        conds: builtins.list[ColumnElement[bool]] = []
         if status:
-            conds.append(dispatches.c.status == status)
+            conds.append(dispatches.c.status.in_(list(status)))
         if source:
             conds.append(dispatches.c.source == source)
         q = select(dispatches).order_by(dispatches.c.created_at.desc()).limit(limit).offset(offset)
