@@ -212,6 +212,13 @@ def test_operator_events_scale_availability_and_weather_is_stored(
         ).status_code
         == 422
     )
+    # Physically impossible weather is refused, naming the field.
+    for field, value in (("temperature_c", 1e6), ("precipitation_mm", -1.0)):
+        r = client.post(
+            "/forecast/weather",
+            json={"hours": [{"hour_utc": now.isoformat(), field: value}]},
+        )
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == f"hours.0.{field}"
 
 
 def test_training_runs_in_the_background_and_the_new_model_is_served(

@@ -379,8 +379,9 @@ class ForecastEventIn(BaseModel):
 class WeatherHourIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     hour_utc: Instant
-    temperature_c: StrictFloat | None = None
-    precipitation_mm: StrictFloat | None = None
+    # Beyond the records ever measured at the surface (-89.2 °C, 56.7 °C; 305 mm in an hour).
+    temperature_c: StrictFloat | None = Field(None, ge=-95.0, le=65.0)
+    precipitation_mm: StrictFloat | None = Field(None, ge=0.0, le=400.0)
 
 
 class WeatherIn(BaseModel):
