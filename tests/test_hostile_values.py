@@ -130,3 +130,21 @@ def test_telemetry_must_be_posted_as_json(client: TestClient, clock: Clock) -> N
 def test_resource_ids_that_are_path_segments_are_refused(client: TestClient, rid: str) -> None:
     r = client.post("/resources/register", json=bess_body(rid))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "resource_id"
+
+
+def test_overlapping_trips_are_refused(client: TestClient, clock: Clock) -> None:
+    from datetime import timedelta
+
+    from api_helpers import ev_body
+
+    def trip(leaves_h: float, back_h: float) -> dict[str, object]:
+        return {
+            "departure": (clock.now + timedelta(hours=leaves_h)).isoformat(),
+            "return": (clock.now + timedelta(hours=back_h)).isoformat(),
+            "required_soc_pct": 60,
+        }
+
+    r = client.post("/resources/register", json=ev_body("ev-1", trips=[trip(1, 5), trip(3, 6)]))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "trips[1].departure"
+    ok = client.post("/resources/register", json=ev_body("ev-1", trips=[trip(1, 3), trip(3, 6)]))
+    assert ok.status_code == 201, ok.text

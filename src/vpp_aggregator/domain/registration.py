@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -84,6 +85,27 @@ def _check_schedule(resource: Resource) -> list[Violation]:
         out.extend(
             _check_required_soc(resource, f"{where}.required_soc_pct", trip.required_soc_pct)
         )
+    out.extend(_overlapping_trips(resource))
+    return out
+
+
+def _overlapping_trips(resource: Resource) -> list[Violation]:
+    """A vehicle is on one trip at a time: a trip may not leave before the one before it is back
+    (or at the same moment as another)."""
+    timed = sorted(
+        (t.departure, i, t.return_)
+        for i, t in enumerate(resource.trips)
+        if t.departure.tzinfo is not None and (t.return_ is None or t.return_.tzinfo is not None)
+    )
+    out = []
+    for (dep_a, i_a, back_a), (dep_b, i_b, _) in itertools.pairwise(timed):
+        if dep_b == dep_a or (back_a is not None and dep_b < back_a):
+            out.append(
+                Violation(
+                    f"trips[{i_b}].departure",
+                    f"Trip overlaps trips[{i_a}]: it leaves before that one is back.",
+                )
+            )
     return out
 
 
