@@ -57,3 +57,10 @@ def test_a_server_started_for_a_run_dies_when_the_run_is_killed(name: str) -> No
     while alive(server):
         assert time.monotonic() < deadline, f"{name} {server} outlived the killed run"
         time.sleep(0.05)
+
+
+def test_kafka_cluster_ids_never_look_like_an_option() -> None:
+    from vpp_aggregator.devservices.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5000)]  # about 78 would start with "-" by chance
+    assert all(not cid.startswith("-") and len(cid) == 22 for cid in ids)

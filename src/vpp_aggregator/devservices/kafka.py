@@ -101,6 +101,15 @@ def classpath() -> str:
         return saved.read_text().strip()
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id (16 random bytes, URL-safe base64) that does not start with "-": the
+    storage tool's argument parser would take that for an option (seen: 1 format in ~64 failed)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 LOG4J2 = """status = error
 appender.file.type = File
 appender.file.name = file
@@ -156,7 +165,7 @@ class KafkaCluster:
 
     def _start(self, timeout_s: float) -> KafkaCluster:
         self._classpath = classpath()
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self.cluster_id = new_cluster_id()
         self.nodes = [
             KafkaNode(i + 1, free_port(), free_port(), self.root / f"node-{i + 1}")
             for i in range(self.size)
