@@ -31,7 +31,8 @@ def client(database_url: str, clock: Clock) -> Iterator[TestClient]:
 
 
 def running_ev_dispatch(client: TestClient, clock: Clock) -> dict[str, Any]:
-    """The issue's case: EV 100 kWh, 20 kW, minimum SoC 20, at 80 %, dispatched 20 kW for 60 min."""
+    """The issue's case: EV 100 kWh, 20 kW, minimum SoC 20, at 80 %, dispatched 20 kW for 60 min;
+    returns two minutes into it."""
     client.post(
         "/resources/register", json=ev_body("ev-1", min_soc_pct=20, **EV)
     ).raise_for_status()
@@ -42,6 +43,8 @@ def running_ev_dispatch(client: TestClient, clock: Clock) -> dict[str, Any]:
     assert d.status_code == 201, d.text
     (a,) = d.json()["allocations"]
     assert max(p["setpoint_kw"] for p in a["schedule"]) == 20.0
+    clock.advance(minutes=2)  # two minutes in, reporting about where the plan has it
+    client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 79.9)]})
     return d.json()  # type: ignore[no-any-return]
 
 
@@ -64,8 +67,6 @@ def test_a_raised_minimum_soc_replans_the_running_dispatch_at_once(
     client: TestClient, clock: Clock
 ) -> None:
     d = running_ev_dispatch(client, clock)
-    clock.advance(minutes=2)
-    client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 79.9)]})
     patched = client.patch("/resources/ev-1", json={"min_soc_pct": 79})
     assert patched.status_code == 200, patched.text
     got = newest(client, d["dispatch_id"])  # no tick has run: the PATCH itself re-planned
@@ -79,8 +80,6 @@ def test_a_trip_added_while_dispatched_stops_the_discharge_before_it_leaves(
     client: TestClient, clock: Clock
 ) -> None:
     d = running_ev_dispatch(client, clock)
-    clock.advance(minutes=2)
-    client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 79.9)]})
     leaves = clock.now + timedelta(minutes=30)
     trip = {"departure": leaves.isoformat(), "required_soc_pct": 80}
     assert client.patch("/resources/ev-1", json={"trips": [trip]}).status_code == 200
