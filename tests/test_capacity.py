@@ -1,4 +1,4 @@
-"""Capacity maths (DESIGN §3) against hand-computed cases, and incremental = full recomputation."""
+"""Capacity maths (docs/concepts.md, "Capacity") against hand-computed cases, and incremental = full recomputation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Capacity maths of DESIGN.md §3, vectorised over columnar fleet state.
+"""Capacity maths (docs/concepts.md, "Capacity"), vectorised over columnar fleet state.
 
 One function computes every resource's contribution for a window and, alongside it, the
 earliest time at which that contribution could change with no new telemetry (staleness,
@@ -58,7 +58,7 @@ def raise_lead_seconds(cols: ResourceColumns) -> F8:
 
 
 def availability(cols: ResourceColumns, now_ts: float, window_s: float, stale_s: float) -> B1:
-    """Real-time availability factor (0/1) of DESIGN §2."""
+    """Real-time availability factor, 0 or 1 (docs/concepts.md, "Availability")."""
     fresh = cols.telemetry_ts >= now_ts - stale_s
     departs_in_window = cols.departure_ts <= now_ts + window_s
     return cols.eligible & fresh & ~departs_in_window & ~np.isnan(cols.soc_pct)

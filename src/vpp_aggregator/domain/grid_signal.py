@@ -1,6 +1,6 @@
 """What a demand-response event from the grid-signal service (L2) asks of the fleet.
 
-Events arrive in the platform's shape (DESIGN.md §7): an optional `der_control.set_point_kw`,
+Events arrive in the platform's shape (docs/kafka-contracts.md, "grid_signals"): an optional `der_control.set_point_kw`,
 OpenADR 3 `intervals` whose payloads may carry a `DISPATCH_SETPOINT` (kW, positive = export),
 and `v2g_requested` for events that want V2G without saying how much. Each interval with a power
 figure becomes one request; an event that wants V2G without a figure becomes one request whose

@@ -73,7 +73,7 @@ class Resource:
     metadata: dict[str, str] = field(default_factory=dict)
 
     def floor_pct(self, bess_min_soc_pct: float) -> float:
-        """The SoC a resource may never be taken below (DESIGN §3), before any departure raise."""
+        """The SoC a resource may never be taken below (docs/concepts.md, "Floors"), before any departure raise."""
         if self.resource_type is ResourceType.BESS:
             return max(bess_min_soc_pct, self.min_soc_pct)
         return self.min_soc_pct

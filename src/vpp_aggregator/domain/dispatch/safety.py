@@ -1,4 +1,4 @@
-"""An independent check of a schedule against the safety rules of DESIGN §4.
+"""An independent check of a schedule against the safety rules (docs/safety.md).
 
 It shares nothing with the solvers but the problem's inputs: it recomputes SoC trajectories
 from the setpoints with sign-aware efficiency and checks every point of every schedule.

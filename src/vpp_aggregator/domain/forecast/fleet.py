@@ -106,7 +106,7 @@ def forecast(
     end_min = offset_min + minutes * np.arange(1, n_int + 1)  # interval ends, minutes from now
     start_min = end_min - minutes
     dep = inputs.departure_min[:, None]
-    # A vehicle that leaves inside an interval is not available for it (DESIGN §3).
+    # A vehicle that leaves inside an interval is not available for it (docs/concepts.md, "Availability").
     p[(dep > start_min[None, :]) & (dep <= end_min[None, :])] = 0.0
     if only is not None:
         p[~only] = 0.0
