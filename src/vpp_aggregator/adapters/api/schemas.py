@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -13,11 +14,13 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    field_validator,
 )
 
 from vpp_aggregator.domain.instants import instant_problem
 
 Kw = float
+RESOURCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*")
 FINITE = ConfigDict(allow_inf_nan=False, populate_by_name=True)
 
 
@@ -57,14 +60,19 @@ class TripIn(BaseModel):
 
 class RegisterIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    resource_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=128,
-        # Starts with a letter or digit: "." and ".." would be path segments in every URL.
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$",
-    )
+    resource_id: str | None = Field(None, min_length=1, max_length=128, examples=["bess-depot-01"])
     resource_type: Literal["EV", "BESS"]
+
+    @field_validator("resource_id")
+    @classmethod
+    def _id_is_a_plain_name(cls, value: str | None) -> str | None:
+        # Starting with a letter or digit: "." and ".." would be path segments in every URL.
+        if value is not None and not RESOURCE_ID.fullmatch(value):
+            raise ValueError(
+                "use letters, digits and . _ : - only, starting with a letter or digit"
+            )
+        return value
+
     name: str = Field("", max_length=200)
     fleet_id: str = Field(..., min_length=1, max_length=128)
     grid_node: str = Field(..., min_length=1, max_length=128)
