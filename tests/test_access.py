@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 import pytest
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
 from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.adapters.api.auth import secret_weakness
 from vpp_aggregator.config import ConfigError, load_settings
 
 SECRET = "0123456789abcdef0123456789abcdef-strong-enough"
@@ -126,13 +129,28 @@ def test_a_fleet_token_sees_and_acts_on_its_own_fleet_only(
     assert entries and all(e["fleet_id"] == "fleet-a" for e in entries)
 
 
-def test_a_weak_secret_is_refused_outside_the_embedded_demo() -> None:
-    with pytest.raises(ConfigError, match="VPP_JWT_SECRET is weak"):
-        create_app(
-            load_settings(
-                DATABASE_URL="postgresql://postgres@127.0.0.1:5432/none", VPP_JWT_SECRET="changeme"
-            )
-        )
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        ("changeme", "8 bytes, fewer than 32"),
+        ("changeme" * 4, "strength score"),  # 32 bytes, but a known default repeated
+        ("passwordpasswordpasswordpassword1", "strength score"),
+        ("abcdefghijklmnopqrstuvwxyz0123456789", "strength score"),  # a keyboard sequence
+    ],
+)
+def test_a_weak_secret_is_refused_everywhere_without_echoing_it(
+    tmp_path: Path, secret: str, reason: str
+) -> None:
+    for url in (f"sqlite:///{tmp_path / 'w.db'}", "postgresql://postgres@127.0.0.1:5432/none"):
+        with pytest.raises(ConfigError, match="VPP_JWT_SECRET is weak") as refused:
+            create_app(load_settings(DATABASE_URL=url, VPP_JWT_SECRET=secret))
+        assert reason in str(refused.value) and secret not in str(refused.value)
+
+
+def test_a_random_secret_is_accepted() -> None:
+    assert secret_weakness(secrets.token_hex(32)) is None
+    assert secret_weakness(secrets.token_urlsafe(32)) is None
+    assert secret_weakness(SECRET) is None
 
 
 def test_body_size_and_rate_limits_answer_with_clear_4xx(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]

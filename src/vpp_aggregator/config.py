@@ -194,7 +194,7 @@ def open_bind_problem(settings: Settings) -> str | None:
         return None
     return (
         f"refusing to listen on {settings.host} without authentication: every caller would be an "
-        "admin. Set VPP_JWT_SECRET (at least 32 random bytes, e.g. `openssl rand -hex 32`) or "
+        "admin. Set VPP_JWT_SECRET (random, e.g. `openssl rand -hex 32`) or "
         "VPP_JWT_PUBLIC_KEY, listen on 127.0.0.1 (VPP_HOST), or set VPP_ALLOW_INSECURE=1 to "
         "accept an open admin API"
     )
