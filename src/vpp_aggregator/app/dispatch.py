@@ -37,6 +37,7 @@ from vpp_aggregator.app.dispatch_records import (
     schedule_points,
 )
 from vpp_aggregator.domain.dispatch.fast import solve_fast
+from vpp_aggregator.domain.dispatch.held import plan_held
 from vpp_aggregator.domain.dispatch.lp import LPError, solve_lp
 from vpp_aggregator.domain.dispatch.outcome import Outcome, Shortfall, summarise
 from vpp_aggregator.domain.dispatch.problem import (
@@ -359,6 +360,9 @@ class DispatchService:
         return best
 
     def _solve(self, problem: DispatchProblem) -> Solution:
+        return plan_held(problem, self._solve_once)
+
+    def _solve_once(self, problem: DispatchProblem) -> Solution:
         if int(problem.eligible.sum()) <= self.lp_max:
             try:
                 return solve_lp(problem, time_limit_s=5.0)

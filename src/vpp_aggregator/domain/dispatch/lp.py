@@ -9,7 +9,8 @@ way, and every floor it must respect is at most the floor at the end of its hold
 rise toward a departure), so "the level at the end of the hold is above that floor" implies
 "above the floor at every point". The objective maximises energy
 delivered inside the window; tiny costs break ties the way the fast allocator does (priority
-order, least energy spent after the window), so both answer the same question.
+order, sooner rather than later, least energy spent after the window), so both answer the same
+question.
 """
 
 from __future__ import annotations
@@ -119,7 +120,10 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     # Objective (minimise): -delivered energy inside the window (trapezoid weights) plus tie-breaks.
     weight = np.where(tt < T, 1.0, np.where(tt == T, 0.5, 0.0))
     rank = np.arange(m, dtype=np.float64) / max(m, 1)
-    cost_q = -weight + TIE_BREAK * (1.0 + rank[jj]) + np.where(tt > T, TIE_BREAK, 0.0)
+    # Sooner is slightly cheaper, so energy that cannot be held is delivered as one smooth
+    # burst (ramp up, hold, ramp down) rather than whichever jumpy vertex HiGHS meets first.
+    sooner = TIE_BREAK * tt / (H + 1)
+    cost_q = -weight + TIE_BREAK * (1.0 + rank[jj]) + np.where(tt > T, TIE_BREAK, 0.0) + sooner
     cost = cost_q
 
     lp = highspy.HighsLp()

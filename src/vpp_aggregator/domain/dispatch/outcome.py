@@ -54,14 +54,14 @@ def summarise(problem: DispatchProblem, solution: Solution, unavailable: int) ->
     target = p.target_abs_kw
     inside = fleet[1 : window + 1]
     reached = np.flatnonzero(inside >= target * (1 - TOLERANCE))
-    if reached.size:
-        ramp_complete: float | None = float(reached[0] + 1)
-        sustained = float(inside[reached[0] :].min())
-    else:
-        # Never reached: what the fleet gives on average over the window is the honest figure.
-        ramp_complete = None
-        sustained = abs(solution.delivered_kwh(p)) * 60.0 / max(window, 1)
-    sustained = max(0.0, min(sustained, target))
+    ramp_complete = float(reached[0] + 1) if reached.size else None
+    # Allocated: the level the fleet holds from the end of its ramp to the end of the window; a
+    # plan that holds nothing that long (a burst before vehicles leave) is worth its average.
+    top = min(target, float(inside.max(initial=0.0)))
+    up = np.flatnonzero(inside >= top * (1 - TOLERANCE))
+    held = float(inside[up[0] :].min()) if up.size and top > 0 else 0.0
+    average = abs(solution.delivered_kwh(p)) * 60.0 / max(window, 1)
+    sustained = max(0.0, min(max(held, average), target))
     shortfall = target - sustained if sustained < target * (1 - TOLERANCE) else 0.0
 
     allocations: list[Allocation] = []
@@ -71,10 +71,8 @@ def summarise(problem: DispatchProblem, solution: Solution, unavailable: int) ->
             sched = d * q[i] + 0.0  # + 0.0: no negative zeros on the wire
             body = q[i, 1 : window + 1]
             peak = float(body.max()) if body.size else 0.0
-            held = body[body > 1e-9]
-            steady = (
-                float(np.median(held)) if held.size else 0.0
-            )  # what it mostly holds, not a ramp
+            giving = body[body > 1e-9]
+            steady = float(np.median(giving)) if giving.size else 0.0  # not a ramp
             allocations.append(
                 Allocation(
                     row=row,
@@ -162,7 +160,7 @@ def _reasons(
                 f"when charging) against {need_kwmin / 60:.1f} kWh asked",
             )
         )
-    if ramp_complete is None and power >= p.target_abs_kw:
+    if ramp_complete is None and power >= p.target_abs_kw and energy_kwmin >= need_kwmin:
         out.append(
             Shortfall(
                 "ramp_limit",
