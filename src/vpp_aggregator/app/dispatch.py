@@ -45,6 +45,7 @@ from vpp_aggregator.domain.dispatch.problem import (
     DispatchProblem,
     ResourceInputs,
     Solution,
+    round_toward_safety,
 )
 from vpp_aggregator.domain.dispatch.safety import check_rows, soc_trajectory
 from vpp_aggregator.domain.fleet_state import FleetState
@@ -426,16 +427,19 @@ class DispatchService:
     def _allocations(
         self, problem: DispatchProblem, outcome: Outcome, start: datetime
     ) -> list[AllocationRecord]:
+        d = problem.direction
         return [
             AllocationRecord(
                 resource_id=a.resource_id,
                 resource_type="BESS" if a.is_bess else "EV",
                 charge_point_id=self.state.charge_point(a.resource_id),
-                setpoint_kw=round(a.setpoint_kw, 3),
+                setpoint_kw=float(round_toward_safety(np.array(a.setpoint_kw), d)),
                 schedule_start=start,
-                schedule_kw=[round(float(x), 3) for x in a.schedule_kw],
-                start_soc_pct=round(a.start_soc_pct, 3),
-                expected_end_soc_pct=round(a.expected_end_soc_pct, 3),
+                schedule_kw=round_toward_safety(a.schedule_kw, d).tolist(),
+                # SoC to 1e-6 %: a replay of the schedule from a start rounded to 1e-3 % could
+                # appear to cross a floor the plan only just reaches.
+                start_soc_pct=round(a.start_soc_pct, 6),
+                expected_end_soc_pct=round(a.expected_end_soc_pct, 6),
                 binding_constraint=a.binding_constraint,
             )
             for a in outcome.allocations

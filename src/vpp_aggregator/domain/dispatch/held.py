@@ -21,6 +21,7 @@ from vpp_aggregator.domain.dispatch.problem import DispatchProblem, Solution
 
 MAX_SOLVES = 7  # the first solve plus up to six levels tried
 RESOLUTION = 0.02  # a searched level is known to within 2 %
+MIN_LEVEL_KW = 0.001  # setpoints go out in whole watts
 
 
 def held_kw(problem: DispatchProblem, solution: Solution, level_kw: float) -> bool:
@@ -48,7 +49,7 @@ def plan_held(problem: DispatchProblem, solve: Callable[[DispatchProblem], Solut
     low, high = 0.0, min(average_kw * (1 - TOLERANCE), target)
     level, best = high, None
     for _ in range(MAX_SOLVES - 1):
-        if level <= RESOLUTION * target:
+        if level < MIN_LEVEL_KW:
             break
         trial = solve(dataclasses.replace(problem, target_kw=problem.direction * level))
         if held_kw(problem, trial, level):

@@ -205,5 +205,14 @@ class Solution:
         return float(0.5 * (fleet[1:] + fleet[:-1]).sum() * STEP_MIN / 60.0)
 
 
+def round_toward_safety(kw: F8, direction: int, decimals: int = 3) -> F8:
+    """Signed setpoints rounded to `decimals` against the dispatch's direction: never more
+    discharge (when charging, never more charge) than planned, so the rounding on the wire cannot
+    carry a battery past the floor (ceiling) the plan just reaches. Flooring on a 1 W grid keeps
+    every step within a ramp limit that is itself whole watts."""
+    scale = 10.0**decimals
+    return np.asarray(direction * np.floor(direction * kw * scale + 1e-6) / scale + 0.0)
+
+
 def empty_solution(problem: DispatchProblem, solver: str) -> Solution:
     return Solution(np.zeros(0, dtype=np.int64), np.zeros((0, problem.horizon + 1)), solver)
