@@ -295,6 +295,42 @@ def test_recharge_is_scheduled_at_the_cheapest_time_after_a_discharge(
     assert now_dr["status"] == "active" and now_dr["allocations"]
 
 
+def test_a_discharge_cancelled_before_it_gave_anything_books_no_recharge(
+    client: TestClient, clock: Clock
+) -> None:
+    _fleet(client, clock, bess_soc=60.0, evs=0)
+    later = (clock.now + timedelta(minutes=30)).isoformat()
+    d = client.post(
+        "/dispatch", json={"target_kw": 100, "duration_minutes": 30, "start": later}
+    ).json()
+    assert d["status"] == "scheduled"
+    assert client.post(f"/dispatch/{d['dispatch_id']}/cancel").status_code == 200
+    for _ in range(3):  # each further cancel used to stack another recharge to 80 %
+        d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).json()
+        assert d["status"] == "active"
+        clock.advance(seconds=20)  # ramping up: a few Wh given
+        assert client.post(f"/dispatch/{d['dispatch_id']}/cancel").status_code == 200
+        clock.advance(minutes=2)  # the ramp back down is over
+        client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 60.0)]})
+    assert client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"] == []
+
+
+def test_a_cancelled_discharge_recharges_only_what_it_took(
+    client: TestClient, clock: Clock
+) -> None:
+    _fleet(client, clock, bess_soc=60.0, evs=0)
+    d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 60}).json()
+    assert d["status"] == "active"
+    clock.advance(minutes=20)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 57.0)]})
+    assert client.post(f"/dispatch/{d['dispatch_id']}/cancel").status_code == 200
+    (rc,) = client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"]
+    (charge,) = client.get(f"/dispatch/{rc['dispatch_id']}").json()["allocations"]
+    # Twenty minutes at up to 100 kW took about 3 % of 500 kWh: the recharge gives that back
+    # (to about 60 %), not all the way to the 80 % recharge target.
+    assert 59.0 < charge["expected_end_soc_pct"] < 61.0
+
+
 def test_a_resource_drifting_off_plan_is_released_and_replaced(
     client: TestClient, clock: Clock
 ) -> None:

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -154,7 +154,8 @@ class DispatchRequest:
     source: str = "manual"
     reference: str | None = None
     idempotency_key: str | None = None
-    charge_ceiling_pct: float | None = None  # recharges stop at their target SoC
+    # Recharges stop each battery where it was before the discharge (never above the target).
+    charge_ceiling_pct: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,22 @@ class _Open:
     kw: NDArray[np.float64]  # (resources, points) signed setpoints
     soc: NDArray[np.float64]  # planned SoC at each point
     released: list[bool]  # ramping down after being dropped or cancelled: not followed again
+    # SoC (%) each resource gave up under earlier revisions of this dispatch (kept in memory:
+    # after a restart a recharge may fall short, never overshoot what was taken)
+    drawn_pct: dict[str, float] = field(default_factory=dict)
+
+    def drawn_by(self, now_ts: float) -> dict[str, float]:
+        """SoC (%) each resource has given up to this dispatch so far, by its plan: nothing
+        before the dispatch starts."""
+        drawn = dict(self.drawn_pct)
+        point = (now_ts - self.start_ts) / 60.0
+        if point <= 0:
+            return drawn
+        grid = np.arange(self.soc.shape[1])
+        for j, rid in enumerate(self.ids):
+            taken = float(self.soc[j, 0] - np.interp(point, grid, self.soc[j]))
+            drawn[rid] = drawn.get(rid, 0.0) + max(taken, 0.0)
+        return drawn
 
 
 class DispatchService:
@@ -312,7 +329,7 @@ class DispatchService:
         scope: dict[str, Any],
         busy: Sequence[str],
         power_override: dict[str, float] | None = None,
-        charge_ceiling_pct: float | None = None,
+        charge_ceiling_pct: dict[str, float] | float | None = None,
     ) -> tuple[DispatchProblem, Solution, Outcome]:
         direction = 1 if target_kw > 0 else -1
         inputs, unavailable = self.state.dispatch_inputs(
@@ -326,7 +343,10 @@ class DispatchService:
         )
         if power_override:
             inputs = _override_power(inputs, power_override)
-        if charge_ceiling_pct is not None:
+        if isinstance(charge_ceiling_pct, dict):  # per battery (a float: records made before)
+            cap = np.array([charge_ceiling_pct.get(r, np.inf) for r in inputs.resource_ids])
+            inputs = replace(inputs, ceiling_pct=np.minimum(inputs.ceiling_pct, cap))
+        elif charge_ceiling_pct is not None:
             inputs = replace(inputs, ceiling_pct=np.minimum(inputs.ceiling_pct, charge_ceiling_pct))
         best: tuple[DispatchProblem, Solution, Outcome] | None = None
         refused: str | None = None
@@ -560,7 +580,7 @@ class DispatchService:
         """Move statuses with time, re-plan dispatches whose resources dropped out, schedule recharges."""
         now = self.clock()
         now_ts = now.timestamp()
-        finished: list[DispatchRecord] = []
+        finished: list[tuple[DispatchRecord, dict[str, float]]] = []
         self._adopt(now)
         self._handle_queued_refusals(now)
         with self._lock:
@@ -569,7 +589,7 @@ class DispatchService:
                 if now_ts >= r.end_at.timestamp():
                     self._set_status(r, DispatchStatus.COMPLETED, now)
                     del self._open[did]
-                    finished.append(r)
+                    finished.append((r, o.drawn_by(now_ts)))
                     continue
                 if r.status is DispatchStatus.SCHEDULED and now_ts >= r.start.timestamp():
                     self._set_status(r, DispatchStatus.ACTIVE, now)
@@ -578,8 +598,8 @@ class DispatchService:
                         self._follow(o, now)
                     except Exception:  # one dispatch's trouble must not stop the others
                         log.exception("following dispatch %s failed; next tick tries again", did)
-        for r in finished:
-            self._schedule_recharge(r, now)
+        for r, drawn in finished:
+            self._schedule_recharge(r, now, drawn)
 
     def command_rejected(self, dispatch_id: str, resource_id: str, reason: str) -> str:
         """A device refused its command: re-plan without it. Returns "replanned"; "queued" when
@@ -757,7 +777,10 @@ class DispatchService:
         detail = {"dropped": dropped, "resources": len(allocations)}
         self.store.revise(r, "redispatch", detail, commands, now, owner=self.owner)
         log.info("dispatch %s re-planned (revision %d): %s", r.dispatch_id, r.revision, dropped)
+        drawn = o.drawn_by(now.timestamp())
         self._track(r)
+        if r.dispatch_id in self._open:
+            self._open[r.dispatch_id].drawn_pct = drawn
 
     def _ramp_down(
         self, rid: str, kw: float, now: datetime, o: _Open, why: str
@@ -813,6 +836,7 @@ class DispatchService:
                     self._track(record)
                     o = self._open.get(dispatch_id)
             allocations: list[AllocationRecord] = []
+            drawn = o.drawn_by(now.timestamp()) if o is not None else {}
             if o is not None and now.timestamp() >= o.start_ts:
                 point = (now.timestamp() - o.start_ts) / 60.0
                 for j, rid in enumerate(o.ids):
@@ -859,7 +883,7 @@ class DispatchService:
         self.publish_pending()
         if self.metrics:
             self.metrics.status_changed(DispatchStatus.CANCELLED)
-        self._schedule_recharge(record, now)
+        self._schedule_recharge(record, now, drawn)
         return record
 
     def get(self, dispatch_id: str) -> tuple[DispatchRecord, DeliveryView, list[RevisionRecord]]:
@@ -908,28 +932,29 @@ class DispatchService:
         return self.store.list(status=statuses, source=source, limit=limit, offset=offset)
 
     # ----------------------------------------------------------------- BESS coordinator
-    def _schedule_recharge(self, record: DispatchRecord, now: datetime) -> DispatchRecord | None:
-        """After a discharge, bring its batteries back toward the recharge target at the cheapest time."""
+    def _schedule_recharge(
+        self, record: DispatchRecord, now: datetime, drawn_pct: dict[str, float]
+    ) -> DispatchRecord | None:
+        """After a discharge, give its batteries back what it took (never more than up to the
+        recharge target) at the cheapest time. A discharge cancelled before it ran took nothing."""
         if record.target_kw <= 0 or record.source == "bess_recharge" or self.tariff is None:
             return None
-        bess = [a.resource_id for a in record.allocations if a.resource_type == "BESS"]
-        need: list[str] = []
-        energy = 0.0
-        power = 0.0
-        for rid in bess:
+        ceilings: dict[str, float] = {}
+        power = hours = 0.0
+        for rid in sorted(drawn_pct):
             live = self.state.live(rid, now)
             row = self.state.rows_of([rid])[0]
-            if live is None or live.soc_pct is None or row < 0:
+            if live is None or live.soc_pct is None or row < 0 or not self.state.is_bess[row]:
                 continue
             cap, pc = float(self.state.capacity_kwh[row]), float(self.state.max_charge_kw[row])
-            short = (self.recharge_target - live.soc_pct) / 100.0 * cap / math.sqrt(self.rte)
+            taken = min(self.recharge_target - live.soc_pct, drawn_pct.get(rid, 0.0))
+            short = taken / 100.0 * cap / math.sqrt(self.rte)
             if short > 0.5:
-                need.append(rid)
-                energy += short
+                ceilings[rid] = live.soc_pct + taken
                 power += pc
-        if not need:
+                hours = max(hours, short / pc)
+        if not ceilings:
             return None
-        hours = energy / power
         duration = min(MAX_DURATION_MIN, max(15, int(math.ceil(hours * 60 / 15) * 15)))
         begin = self.tariff.cheapest_start(
             now + timedelta(minutes=1), now + timedelta(hours=24), timedelta(minutes=duration)
@@ -938,11 +963,11 @@ class DispatchService:
             target_kw=-power,
             duration_minutes=duration,
             start=begin,
-            resource_ids=tuple(need),
+            resource_ids=tuple(ceilings),
             source="bess_recharge",
             reference=record.dispatch_id,
             idempotency_key=f"recharge-after-{record.dispatch_id}",
-            charge_ceiling_pct=self.recharge_target,
+            charge_ceiling_pct=ceilings,
         )
         try:
             recharge, _ = self.create(req)
@@ -953,7 +978,7 @@ class DispatchService:
             "recharge %s scheduled for %s (%d batteries)",
             recharge.dispatch_id,
             begin.isoformat(),
-            len(need),
+            len(ceilings),
         )
         return recharge
 
