@@ -357,3 +357,17 @@ def test_a_resource_drifting_off_plan_is_released_and_replaced(
     assert got["revisions"][-1]["reason"] == "redispatch"
     released = next(a for a in got["allocations"] if a["resource_id"] == drifting)
     assert released["binding_constraint"].startswith("released: soc_off_plan (40.0 %")
+
+
+def test_a_one_minute_dispatch_frees_its_battery_once_back_at_zero(
+    client: TestClient, clock: Clock
+) -> None:
+    _fleet(client, clock, evs=0)
+    d = client.post("/dispatch", json={"target_kw": 10, "duration_minutes": 1}).json()
+    (a,) = d["allocations"]
+    assert [p["setpoint_kw"] for p in a["schedule"]] == [0.0, 10.0, 0.0]
+    assert datetime.fromisoformat(d["end_at"]) == clock.now + timedelta(minutes=2)
+    clock.advance(minutes=2)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 80.0)]})
+    again = client.post("/dispatch", json={"target_kw": 10, "duration_minutes": 1}).json()
+    assert again["status"] == "active" and again["allocations"]  # not held for 7 minutes

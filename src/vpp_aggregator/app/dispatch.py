@@ -424,7 +424,7 @@ class DispatchService:
             target_kw=req.target_kw,
             start=start,
             duration_minutes=req.duration_minutes,
-            end_at=start + timedelta(minutes=problem.horizon),
+            end_at=start,  # set below from the schedules
             scope={**scope, "charge_ceiling_pct": req.charge_ceiling_pct},
             solver=solution.solver,
             allocated_kw=round(outcome.allocated_kw, 3),
@@ -442,6 +442,13 @@ class DispatchService:
             updated_at=now,
             allocations=self._allocations(problem, outcome, start),
         )
+        # Held until the last resource is back at zero (the window's end when none takes part).
+        record.end_at = start + timedelta(
+            minutes=max(
+                (len(a.schedule_kw) - 1 for a in record.allocations),
+                default=req.duration_minutes,
+            )
+        )
         return record, self._commands(record, now)
 
     def _allocations(
@@ -455,7 +462,7 @@ class DispatchService:
                 charge_point_id=self.state.charge_point(a.resource_id),
                 setpoint_kw=float(round_toward_safety(np.array(a.setpoint_kw), d)),
                 schedule_start=start,
-                schedule_kw=round_toward_safety(a.schedule_kw, d).tolist(),
+                schedule_kw=_until_stopped(round_toward_safety(a.schedule_kw, d)),
                 # SoC to 1e-6 %: a replay of the schedule from a start rounded to 1e-3 % could
                 # appear to cross a floor the plan only just reaches.
                 start_soc_pct=round(a.start_soc_pct, 6),
@@ -981,6 +988,13 @@ class DispatchService:
             len(ceilings),
         )
         return recharge
+
+
+def _until_stopped(schedule_kw: NDArray[np.float64]) -> list[float]:
+    """A schedule up to the point its resource is back at zero for good: the tail after that
+    holds nothing, and keeping it would keep the resource from other dispatches for minutes."""
+    moving = np.flatnonzero(schedule_kw)
+    return [float(x) for x in schedule_kw[: int(moving[-1]) + 2 if moving.size else 1]]
 
 
 def _initial_status(
