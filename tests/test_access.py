@@ -129,6 +129,59 @@ def test_a_fleet_token_sees_and_acts_on_its_own_fleet_only(
     assert entries and all(e["fleet_id"] == "fleet-a" for e in entries)
 
 
+def test_to_a_fleet_token_another_fleets_things_do_not_exist(
+    secured: TestClient, clock: Clock
+) -> None:
+    c = secured
+    admin = token("admin")
+    c.post("/resources/register", json=ev_body("ev-a", fleet_id="fleet-a"), headers=admin)
+    c.post(
+        "/resources/register",
+        json=ev_body("ev-b", fleet_id="fleet-b", grid_node="NODE_B"),
+        headers=admin,
+    )
+    c.post(
+        "/telemetry",
+        json={"samples": [sample("ev-a", clock.now, 80), sample("ev-b", clock.now, 80)]},
+        headers=admin,
+    )
+    mine = token("operator", "fleet-a-ops", fleet="fleet-a")
+
+    def dispatch(**scope: object) -> tuple[int, str]:
+        r = c.post(
+            "/dispatch", json={"target_kw": 20, "duration_minutes": 15, **scope}, headers=mine
+        )
+        return r.status_code, r.text
+
+    code, text = dispatch(resource_ids=["ev-b"])
+    assert (code, text.replace("ev-b", "ev-none")) == dispatch(resource_ids=["ev-none"])
+    assert code == 422
+    code, text = dispatch(grid_node="NODE_B")
+    assert (code, text.replace("NODE_B", "NODE_NONE")) == dispatch(grid_node="NODE_NONE")
+    assert code == 422
+    # Registration: resource ids are global device identities (telemetry names a device by its
+    # id alone), so a taken id cannot be taken again; the answer is the one a fleet gets for an
+    # id of its own and names no fleet.
+    fleet_admin = token("admin", "fleet-a-admin", fleet="fleet-a")
+    theirs = c.post(
+        "/resources/register", json=ev_body("ev-b", fleet_id="fleet-a"), headers=fleet_admin
+    )
+    own = c.post(
+        "/resources/register", json=ev_body("ev-a", fleet_id="fleet-a"), headers=fleet_admin
+    )
+    assert theirs.status_code == own.status_code == 409
+    assert theirs.text.replace("ev-b", "ev-a") == own.text and "fleet-b" not in theirs.text
+
+
+@pytest.mark.parametrize("fleet_claim", ["", "  ", None, 7])
+def test_a_token_with_an_empty_fleet_sees_nothing(secured: TestClient, fleet_claim: object) -> None:
+    c = secured
+    c.post("/resources/register", json=ev_body("ev-b", fleet_id="fleet-b"), headers=token("admin"))
+    empty = token("viewer", "nobody", fleet_id=fleet_claim)
+    assert c.get("/resources", headers=empty).status_code == 403
+    assert c.get("/resources/ev-b", headers=empty).status_code == 403
+
+
 @pytest.mark.parametrize(
     ("secret", "reason"),
     [

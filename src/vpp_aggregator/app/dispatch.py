@@ -301,12 +301,14 @@ class DispatchService:
             )
         elif start > now + timedelta(days=7):
             errors.append(("start", "Start may be at most 7 days ahead."))
-        if req.grid_node is not None and req.grid_node not in self.state.grid_nodes():
+        # Scoped to a fleet, another fleet's nodes and resources do not exist.
+        if req.grid_node is not None and req.grid_node not in self.state.grid_nodes(req.fleet_id):
             errors.append(
                 ("grid_node", f"No registered resource is on grid node {req.grid_node!r}.")
             )
         if req.resource_ids is not None:
-            unknown = [r for r in req.resource_ids if r not in self.state]
+            known = self.state.in_fleet(req.resource_ids, req.fleet_id)
+            unknown = [r for r, ok in zip(req.resource_ids, known, strict=True) if not ok]
             if not req.resource_ids:
                 errors.append(("resource_ids", "Give at least one resource id, or leave it out."))
             elif unknown:

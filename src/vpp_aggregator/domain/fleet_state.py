@@ -765,9 +765,26 @@ class FleetState:
             rows = self.rows_of(list(resource_ids))
             return [self._group_node[int(self.group[r])] if r >= 0 else "" for r in rows.tolist()]
 
-    def grid_nodes(self) -> set[str]:
+    def grid_nodes(self, fleet_id: str | None = None) -> set[str]:
+        """Grid nodes with a registered resource (of `fleet_id`'s, when given: to a fleet, a node
+        only other fleets use does not exist)."""
         with self._lock:
-            return set(self._group_node)
+            n = self._n
+            groups = np.unique(self.group[:n][self.present[:n]]).tolist()
+            return {
+                self._group_node[g]
+                for g in groups
+                if fleet_id is None or self._group_fleet[g] == fleet_id
+            }
+
+    def in_fleet(self, resource_ids: Sequence[str], fleet_id: str | None) -> list[bool]:
+        """Whether each resource is registered (and in `fleet_id`, when given)."""
+        with self._lock:
+            rows = self.rows_of(list(resource_ids)).tolist()
+            return [
+                r >= 0 and (fleet_id is None or self._group_fleet[int(self.group[r])] == fleet_id)
+                for r in rows
+            ]
 
     def counts_by_type(self) -> dict[str, int]:
         with self._lock:

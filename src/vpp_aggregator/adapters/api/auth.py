@@ -115,8 +115,15 @@ class Authenticator:
             role = max(held, key=ROLES.index) if held else None
         if role not in ROLES:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"token has no role of {ROLES}")
-        fleet = claims.get("fleet_id")
-        return Principal(str(claims["sub"]), role, str(fleet) if fleet else None)
+        if "fleet_id" not in claims:
+            return Principal(str(claims["sub"]), role, None)
+        fleet = claims["fleet_id"]
+        if not isinstance(fleet, str) or not fleet.strip():
+            # An empty or null fleet must not read as "no fleet", which sees every fleet.
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "token's fleet_id is empty or not a string"
+            )
+        return Principal(str(claims["sub"]), role, fleet)
 
 
 def _unauthorized(detail: str) -> HTTPException:
