@@ -22,10 +22,18 @@ from vpp_aggregator.app.dispatch import (
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import InvalidMessageError, Outcome
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
-from vpp_aggregator.domain.market import OfferCurve, OfferInputs, build_offer, delivered_kwh
+from vpp_aggregator.domain.instants import instant_problem
+from vpp_aggregator.domain.market import (
+    OfferCurve,
+    OfferInputs,
+    award_refusal,
+    build_offer,
+    delivered_kwh,
+)
 
 log = logging.getLogger(__name__)
 QUANTILES = ("p10", "p50", "p90")
+AWARD_ID_MAX = 128  # the stored award id's length
 
 
 class MarketStore(Protocol):
@@ -35,6 +43,7 @@ class MarketStore(Protocol):
     def offers(
         self, start: datetime, end: datetime, aggregation_id: str | None = None
     ) -> list[dict[str, Any]]: ...
+    def offer(self, aggregation_id: str, interval_start: datetime) -> dict[str, Any] | None: ...
     def add_award(self, award: dict[str, Any]) -> bool: ...
     def get_award(self, award_id: str) -> dict[str, Any] | None: ...
     def set_award_dispatch(self, award_id: str, dispatch_id: str) -> None: ...
@@ -54,16 +63,32 @@ class MarketStore(Protocol):
     ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]: ...
 
 
+class AwardRefusedError(InvalidMessageError):
+    """An award that is not taken, naming the field at fault (dead-lettered when from Kafka)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 def _when(value: Any, field: str) -> datetime:
     if not isinstance(value, str):
-        raise InvalidMessageError(f"{field} must be an ISO-8601 date-time string")
+        raise AwardRefusedError(field, "must be an ISO-8601 date-time string")
     try:
         at = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidMessageError(f"{field}: {value!r} is not an ISO-8601 date-time") from None
-    if at.tzinfo is None:
-        raise InvalidMessageError(f"{field} needs a time zone offset")
+        raise AwardRefusedError(field, f"{value!r} is not an ISO-8601 date-time") from None
+    problem = instant_problem(at)
+    if problem is not None:
+        raise AwardRefusedError(field, problem)
     return at
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise AwardRefusedError(field, "must be a finite number")
+    return float(value)
 
 
 NOTHING = Figures(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)  # what a node with no held resources holds
@@ -159,23 +184,25 @@ class MarketService:
 
     # ------------------------------------------------------------------ awards
     def award(self, message: Any) -> Outcome:
-        """A cleared offer: stored once, dispatched once (`source="market_award"`)."""
+        """A cleared offer: stored once, dispatched once (`source="market_award"`). The HTTP
+        route and the Kafka consumer both come here; a refusal is an `AwardRefusedError`."""
         if not isinstance(message, dict):
             raise InvalidMessageError("award must be a JSON object")
         award_id = message.get("award_id")
         node = message.get("aggregation_id") or message.get("grid_node")
-        kw = message.get("awarded_kw")
-        if not isinstance(award_id, str) or not award_id:
-            raise InvalidMessageError("award_id must be a non-empty string")
+        if not isinstance(award_id, str) or not 0 < len(award_id) <= AWARD_ID_MAX:
+            raise AwardRefusedError("award_id", f"must be 1 to {AWARD_ID_MAX} characters")
         if not isinstance(node, str) or node not in self.state.grid_nodes():
-            raise InvalidMessageError(f"aggregation_id {node!r} is not an aggregation of ours")
-        if isinstance(kw, bool) or not isinstance(kw, int | float) or not math.isfinite(kw):
-            raise InvalidMessageError("awarded_kw must be a number")
+            raise AwardRefusedError("aggregation_id", f"{node!r} is not an aggregation of ours")
+        kw = _number(message.get("awarded_kw"), "awarded_kw")
+        price = message.get("price_per_mwh")
+        if price is not None:
+            price = _number(price, "price_per_mwh")
         start = _when(message.get("interval_start"), "interval_start")
         end = _when(message.get("interval_end"), "interval_end")
-        if end <= start:
-            raise InvalidMessageError("interval_end must be after interval_start")
-        price = message.get("price_per_mwh")
+        refusal = award_refusal(self.repo.offer(node, start), node, (start, end), kw)
+        if refusal is not None:
+            raise AwardRefusedError(refusal.field, refusal.message)
         now = self.clock()
         fresh = self.repo.add_award(
             {
@@ -183,8 +210,8 @@ class MarketService:
                 "aggregation_id": node,
                 "interval_start": start,
                 "interval_end": end,
-                "awarded_kw": float(kw),
-                "price_per_mwh": float(price) if isinstance(price, int | float) else None,
+                "awarded_kw": kw,
+                "price_per_mwh": price,
                 "received_at": now,
             }
         )
@@ -195,7 +222,7 @@ class MarketService:
             return Outcome("expired", f"award {award_id} ended at {end.isoformat()}")
         begin = max(start, now)
         request = DispatchRequest(
-            target_kw=float(kw),
+            target_kw=kw,
             duration_minutes=max(1, math.ceil((end - begin).total_seconds() / 60.0)),
             start=None if begin <= now + timedelta(seconds=1) else begin,
             grid_node=node,

@@ -7,14 +7,15 @@ import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from vpp_aggregator.adapters.api.audit import AuditDep
 from vpp_aggregator.adapters.api.auth import Admin, Operator, Viewer, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
-from vpp_aggregator.adapters.api.schemas import ErrorOut
+from vpp_aggregator.adapters.api.schemas import AwardIn, ErrorOut
 from vpp_aggregator.app.integration import InvalidMessageError
+from vpp_aggregator.app.market import AwardRefusedError
 
 router = APIRouter(prefix="/market", tags=["market"])
 
@@ -66,20 +67,22 @@ def generate_offers(agg: AggDep, who: Admin, audit: AuditDep) -> dict[str, Any]:
 
 
 @router.post("/awards", status_code=status.HTTP_201_CREATED, responses={422: {"model": ErrorOut}})
-def post_award(
-    agg: AggDep, who: Operator, audit: AuditDep, award: Annotated[dict[str, Any], Body()]
-) -> Any:
+def post_award(agg: AggDep, who: Operator, audit: AuditDep, award: AwardIn) -> Any:
     """An award as the market gateway sends it on Kafka (`vpp.market.awards`), for the embedded
-    mode and for operators; the same award id twice dispatches once."""
+    mode and for operators; the same award id twice dispatches once. An award must clear one of
+    our offers: its interval, up (discharge), more than 0 and at most the quantity offered."""
     fleet_wide(who)
     try:
-        outcome = agg.market.award(award)
+        outcome = agg.market.award(award.model_dump(mode="json"))
     except InvalidMessageError as exc:
+        field, message = (
+            (exc.field, exc.message) if isinstance(exc, AwardRefusedError) else ("award", str(exc))
+        )
         return JSONResponse(
-            {"detail": "Award is invalid", "errors": [{"field": "award", "message": str(exc)}]},
+            {"detail": "Award is invalid", "errors": [{"field": field, "message": message}]},
             status_code=422,
         )
-    audit.record("market.award", str(award.get("award_id")), {"outcome": outcome.outcome})
+    audit.record("market.award", award.award_id, {"outcome": outcome.outcome})
     code = status.HTTP_201_CREATED if outcome.outcome == "dispatched" else status.HTTP_200_OK
     return JSONResponse({"outcome": outcome.outcome, "detail": outcome.detail}, status_code=code)
 

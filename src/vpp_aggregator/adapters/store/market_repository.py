@@ -74,6 +74,16 @@ class MarketRepository:
                 r.payload for r in conn.execute(q.order_by(o.c.interval_start, o.c.aggregation_id))
             ]
 
+    def offer(self, aggregation_id: str, interval_start: datetime) -> dict[str, Any] | None:
+        """The offer of one aggregation for the interval starting then, if one was made."""
+        o = market_offers
+        q = select(o.c.payload).where(
+            o.c.aggregation_id == aggregation_id, o.c.interval_start == interval_start
+        )
+        with self.engine.connect() as conn:
+            payload = conn.execute(q).scalars().first()
+        return dict(payload) if payload is not None else None
+
     # ------------------------------------------------------------------ awards
     def add_award(self, award: dict[str, Any]) -> bool:
         """False when this award id was already received (a redelivery)."""
