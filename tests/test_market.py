@@ -120,6 +120,8 @@ def test_offers_follow_the_forecast_p10_for_aggregations_that_qualify(market: Te
 def test_an_award_dispatches_once_and_settles_from_telemetry(
     market: TestClient, clock: Clock
 ) -> None:
+    # An award clears an offer: the market loop makes them as soon as the fleet reports.
+    wait_until(lambda: bool(market.get("/market/offers").json()["items"]), "offers")
     start = clock.now + timedelta(hours=1)
     award = {
         "award_id": "aw-1",

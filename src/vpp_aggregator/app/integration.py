@@ -33,7 +33,9 @@ class InvalidMessageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    outcome: str  # dispatched | duplicate | ignored | expired | applied | locked | cleared
+    outcome: (
+        str  # dispatched | rejected | duplicate | ignored | expired | applied | locked | cleared
+    )
     detail: str = ""
 
 

@@ -12,6 +12,15 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.app.awards import (
+    Award,
+    AwardRefusedError,
+    AwardStatus,
+    award_view,
+    never_ran,
+    read_award,
+    rejection,
+)
 from vpp_aggregator.app.dispatch import (
     Bus,
     DispatchNotFoundError,
@@ -19,10 +28,17 @@ from vpp_aggregator.app.dispatch import (
     DispatchRequest,
     DispatchService,
 )
+from vpp_aggregator.app.dispatch_records import DispatchRecord, DispatchStatus
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import InvalidMessageError, Outcome
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
-from vpp_aggregator.domain.market import OfferCurve, OfferInputs, build_offer, delivered_kwh
+from vpp_aggregator.domain.market import (
+    OfferCurve,
+    OfferInputs,
+    award_refusal,
+    build_offer,
+    delivered_kwh,
+)
 
 log = logging.getLogger(__name__)
 QUANTILES = ("p10", "p50", "p90")
@@ -35,9 +51,9 @@ class MarketStore(Protocol):
     def offers(
         self, start: datetime, end: datetime, aggregation_id: str | None = None
     ) -> list[dict[str, Any]]: ...
+    def offer(self, aggregation_id: str, interval_start: datetime) -> dict[str, Any] | None: ...
     def add_award(self, award: dict[str, Any]) -> bool: ...
     def get_award(self, award_id: str) -> dict[str, Any] | None: ...
-    def set_award_dispatch(self, award_id: str, dispatch_id: str) -> None: ...
     def awards_to_settle(self, before: datetime) -> list[dict[str, Any]]: ...
     def settle(
         self, award_id: str, settlement: dict[str, Any], topic: str, at: datetime
@@ -52,18 +68,6 @@ class MarketStore(Protocol):
     def power_history(
         self, resource_ids: Sequence[str], start: datetime, end: datetime
     ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]: ...
-
-
-def _when(value: Any, field: str) -> datetime:
-    if not isinstance(value, str):
-        raise InvalidMessageError(f"{field} must be an ISO-8601 date-time string")
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidMessageError(f"{field}: {value!r} is not an ISO-8601 date-time") from None
-    if at.tzinfo is None:
-        raise InvalidMessageError(f"{field} needs a time zone offset")
-    return at
 
 
 NOTHING = Figures(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)  # what a node with no held resources holds
@@ -159,108 +163,141 @@ class MarketService:
 
     # ------------------------------------------------------------------ awards
     def award(self, message: Any) -> Outcome:
-        """A cleared offer: stored once, dispatched once (`source="market_award"`)."""
-        if not isinstance(message, dict):
-            raise InvalidMessageError("award must be a JSON object")
-        award_id = message.get("award_id")
-        node = message.get("aggregation_id") or message.get("grid_node")
-        kw = message.get("awarded_kw")
-        if not isinstance(award_id, str) or not award_id:
-            raise InvalidMessageError("award_id must be a non-empty string")
-        if not isinstance(node, str) or node not in self.state.grid_nodes():
-            raise InvalidMessageError(f"aggregation_id {node!r} is not an aggregation of ours")
-        if isinstance(kw, bool) or not isinstance(kw, int | float) or not math.isfinite(kw):
-            raise InvalidMessageError("awarded_kw must be a number")
-        start = _when(message.get("interval_start"), "interval_start")
-        end = _when(message.get("interval_end"), "interval_end")
-        if end <= start:
-            raise InvalidMessageError("interval_end must be after interval_start")
-        price = message.get("price_per_mwh")
-        now = self.clock()
-        fresh = self.repo.add_award(
-            {
-                "award_id": award_id,
-                "aggregation_id": node,
-                "interval_start": start,
-                "interval_end": end,
-                "awarded_kw": float(kw),
-                "price_per_mwh": float(price) if isinstance(price, int | float) else None,
-                "received_at": now,
-            }
+        """A cleared offer: recorded once, dispatched once (`source="market_award"`), with what
+        became of it (see `app/awards`). The HTTP route and the Kafka consumer both come here; an
+        award that does not clear our offer is an `AwardRefusedError` and is not recorded."""
+        a = read_award(message, self.state.grid_nodes())
+        interval = (a.interval_start, a.interval_end)
+        refusal = award_refusal(
+            self.repo.offer(a.aggregation_id, a.interval_start),
+            a.aggregation_id,
+            interval,
+            a.awarded_kw,
         )
-        stored = self.repo.get_award(award_id)
-        if not fresh and stored is not None and stored["dispatch_id"]:
-            return Outcome("duplicate", stored["dispatch_id"])
-        if end <= now:
-            return Outcome("expired", f"award {award_id} ended at {end.isoformat()}")
-        begin = max(start, now)
+        if refusal is not None:
+            raise AwardRefusedError(refusal.field, refusal.message)
+        known = self.repo.get_award(a.award_id)
+        if known is not None:
+            return Outcome("duplicate", known["dispatch_id"] or a.award_id)
+        now = self.clock()
+        row: dict[str, Any] = {
+            "award_id": a.award_id,
+            "aggregation_id": a.aggregation_id,
+            "interval_start": a.interval_start,
+            "interval_end": a.interval_end,
+            "awarded_kw": a.awarded_kw,
+            "price_per_mwh": a.price_per_mwh,
+            "received_at": now,
+            "status": AwardStatus.EXPIRED.value,
+            "reason": None,
+            "dispatch_id": None,
+        }
+        if a.interval_end <= now:
+            row["reason"] = (
+                f"received at {now.isoformat()}, after its interval ended at "
+                f"{a.interval_end.isoformat()}"
+            )
+        else:
+            record = self._dispatch(a, now)
+            rejected = record.status is DispatchStatus.REJECTED
+            row["dispatch_id"] = record.dispatch_id
+            row["status"] = (AwardStatus.REJECTED if rejected else AwardStatus.DISPATCHED).value
+            row["reason"] = rejection(record) if rejected else None
+        if not self.repo.add_award(row):  # another process recorded it meanwhile
+            return Outcome("duplicate", a.award_id)
+        return Outcome(row["status"], row["dispatch_id"] or a.award_id)
+
+    def _dispatch(self, a: Award, now: datetime) -> DispatchRecord:
+        """The award's dispatch (once: a redelivered award finds the one made before)."""
+        begin = max(a.interval_start, now)
         request = DispatchRequest(
-            target_kw=float(kw),
-            duration_minutes=max(1, math.ceil((end - begin).total_seconds() / 60.0)),
+            target_kw=a.awarded_kw,
+            duration_minutes=max(1, math.ceil((a.interval_end - begin).total_seconds() / 60.0)),
             start=None if begin <= now + timedelta(seconds=1) else begin,
-            grid_node=node,
+            grid_node=a.aggregation_id,
             source="market_award",
-            reference=award_id,
-            idempotency_key=f"award:{award_id}",
+            reference=a.award_id,
+            idempotency_key=f"award:{a.award_id}",
         )
         try:
             record, _ = self.dispatch.create(request)
         except DispatchRejectedError as exc:
             raise InvalidMessageError(f"dispatch refused: {exc}") from None
-        self.repo.set_award_dispatch(award_id, record.dispatch_id)
-        return Outcome("dispatched", record.dispatch_id)
+        return record
+
+    def get_award(self, award_id: str) -> dict[str, Any] | None:
+        row = self.repo.get_award(award_id)
+        return award_view(row) if row is not None else None
 
     # ------------------------------------------------------------------ settlement
     def settle_due(self) -> int:
-        """Measure every award whose interval is over, once."""
+        """Settle every award whose interval is over, once: measured from telemetry when its
+        dispatch ran, `not_delivered` (with the reason) when nothing ran for it."""
         now = self.clock()
         done = 0
         for award in self.repo.awards_to_settle(now):
-            self.repo.settle(award["award_id"], self._measure(award), self.settlement_topic, now)
+            self.repo.settle(award["award_id"], self._settle(award), self.settlement_topic, now)
             done += 1
         if done:
             self.relay()
         return done
 
-    def _measure(self, award: dict[str, Any]) -> dict[str, Any]:
-        start, end = award["interval_start"], award["interval_end"]
-        resources: list[str] = []
+    def _settle(self, award: dict[str, Any]) -> dict[str, Any]:
+        record = None
         if award["dispatch_id"]:
             try:
                 record, _, _ = self.dispatch.get(award["dispatch_id"])
-                resources = [a.resource_id for a in record.allocations]
             except DispatchNotFoundError:
                 log.warning(
                     "award %s: dispatch %s not found", award["award_id"], award["dispatch_id"]
                 )
-        history = self.repo.power_history(
-            resources, start - timedelta(seconds=self.hold_seconds), end
-        )
-        s, e = start.timestamp(), end.timestamp()
-        per = {
-            rid: round(delivered_kwh(ts, kw, s, e, self.hold_seconds), 4)
-            for rid, (ts, kw) in history.items()
-        }
-        hours = (e - s) / 3600.0
-        awarded_kwh = award["awarded_kw"] * hours
-        delivered = float(sum(per.values()))
-        return {
+        start, end = award["interval_start"], award["interval_end"]
+        awarded_kwh = award["awarded_kw"] * (end - start).total_seconds() / 3600.0
+        basis = {
             "award_id": award["award_id"],
             "aggregation_id": award["aggregation_id"],
             "interval_start": start.isoformat(),
             "interval_end": end.isoformat(),
             "awarded_kw": award["awarded_kw"],
             "awarded_kwh": round(awarded_kwh, 4),
-            "delivered_kwh": round(delivered, 4),
-            "delivery_ratio": round(delivered / awarded_kwh, 4) if awarded_kwh else None,
             "price_per_mwh": award["price_per_mwh"],
             "dispatch_id": award["dispatch_id"],
+        }
+        why = never_ran(award, record)
+        if why is not None or record is None:
+            return {
+                **basis,
+                "status": AwardStatus.NOT_DELIVERED.value,
+                "reason": why,
+                "delivered_kwh": 0.0,
+                "delivery_ratio": None,  # nothing ran, so nothing was measured
+                "measured_from": None,
+                "resources": [],
+            }
+        history = self.repo.power_history(
+            [a.resource_id for a in record.allocations],
+            start - timedelta(seconds=self.hold_seconds),
+            end,
+        )
+        s, e = start.timestamp(), end.timestamp()
+        per = {
+            rid: round(delivered_kwh(ts, kw, s, e, self.hold_seconds), 4)
+            for rid, (ts, kw) in history.items()
+        }
+        delivered = float(sum(per.values()))
+        return {
+            **basis,
+            "status": AwardStatus.SETTLED.value,
+            "reason": None,
+            "delivered_kwh": round(delivered, 4),
+            "delivery_ratio": round(delivered / awarded_kwh, 4) if awarded_kwh else None,
             "measured_from": "telemetry power_kw, sample-and-hold",
             "resources": [{"resource_id": r, "delivered_kwh": v} for r, v in sorted(per.items())],
         }
 
     def settlements(self, day: datetime) -> list[dict[str, Any]]:
-        """Awards whose interval starts on this UTC day, with their settlement when measured."""
+        """Awards whose interval starts on this UTC day, with their settlement when settled and
+        their status (see `app/awards`) either way."""
         start = day.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=UTC)
         out = []
         for a in self.repo.settlements(start, start + timedelta(days=1)):
@@ -272,7 +309,7 @@ class MarketService:
                 "awarded_kw": a["awarded_kw"],
                 "dispatch_id": a["dispatch_id"],
             }
-            out.append({**row, "status": "settled" if a["settled_at"] else "pending"})
+            out.append({**row, "status": a["status"], "reason": a["reason"]})
         return out
 
     # ------------------------------------------------------------------ outbox

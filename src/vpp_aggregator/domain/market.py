@@ -9,6 +9,7 @@ compares what was awarded with what the batteries actually exported.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -117,3 +118,43 @@ def delivered_kwh(
     b = np.minimum(held_until, end_s)
     seconds = np.clip(b - a, 0.0, None)
     return float((power_kw * seconds).sum() / 3600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class AwardRefusal:
+    """Why an award cannot be taken, naming the field at fault."""
+
+    field: str
+    message: str
+
+
+def award_refusal(
+    offer: dict[str, Any] | None,
+    aggregation_id: str,
+    interval: tuple[datetime, datetime],
+    awarded_kw: float,
+) -> AwardRefusal | None:
+    """An award must clear what we offered: the interval of one of our offers, on the side
+    offered, for more than nothing and at most the quantity offered. Offers sell discharge to
+    the grid ("up", positive kW) only; charging ("down", negative kW) is never offered."""
+    if offer is None:
+        return AwardRefusal(
+            "interval_start",
+            f"{aggregation_id} offered nothing (0 kW) for an interval starting at "
+            f"{interval[0].isoformat()}",
+        )
+    offered = float(offer["quantity_kw"])
+    what = f"{offered:g} kW up (discharge) offered for {offer['interval_start']}"
+    if interval[1] != datetime.fromisoformat(offer["interval_end"]):
+        return AwardRefusal(
+            "interval_end", f"the offered interval ends at {offer['interval_end']} ({what})"
+        )
+    if awarded_kw < 0:
+        return AwardRefusal(
+            "awarded_kw", f"{awarded_kw:g} kW is down (charging), which was not offered; {what}"
+        )
+    if awarded_kw == 0:
+        return AwardRefusal("awarded_kw", f"must be more than 0 kW; {what}")
+    if round(awarded_kw, 3) > offered:  # the offered quantity is rounded to watts
+        return AwardRefusal("awarded_kw", f"{awarded_kw:g} kW is more than the {what}")
+    return None

@@ -7,13 +7,14 @@ import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from vpp_aggregator.adapters.api.audit import AuditDep
 from vpp_aggregator.adapters.api.auth import Admin, Operator, Viewer, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
-from vpp_aggregator.adapters.api.schemas import ErrorOut
+from vpp_aggregator.adapters.api.schemas import AwardIn, ErrorOut
+from vpp_aggregator.app.awards import AwardRefusedError
 from vpp_aggregator.app.integration import InvalidMessageError
 
 router = APIRouter(prefix="/market", tags=["market"])
@@ -29,6 +30,7 @@ CSV_COLUMNS = (
     "delivery_ratio",
     "price_per_mwh",
     "status",
+    "reason",
     "resource_id",
     "resource_delivered_kwh",
 )
@@ -65,23 +67,48 @@ def generate_offers(agg: AggDep, who: Admin, audit: AuditDep) -> dict[str, Any]:
     return {"created": len(new), "items": new}
 
 
-@router.post("/awards", status_code=status.HTTP_201_CREATED, responses={422: {"model": ErrorOut}})
-def post_award(
-    agg: AggDep, who: Operator, audit: AuditDep, award: Annotated[dict[str, Any], Body()]
-) -> Any:
+AWARD_ANSWERS: dict[int | str, dict[str, Any]] = {
+    201: {"description": "Recorded now; `status` says what became of it (see the README)"},
+    200: {"description": "Recorded before (the same award id): `outcome` is `duplicate`"},
+    422: {"model": ErrorOut},
+}
+
+
+@router.post("/awards", status_code=status.HTTP_201_CREATED, responses=AWARD_ANSWERS)
+def post_award(agg: AggDep, who: Operator, audit: AuditDep, award: AwardIn) -> Any:
     """An award as the market gateway sends it on Kafka (`vpp.market.awards`), for the embedded
-    mode and for operators; the same award id twice dispatches once."""
+    mode and for operators; the same award id twice dispatches once. An award must clear one of
+    our offers: its interval, up (discharge), more than 0 and at most the quantity offered. The
+    answer is the award as recorded: `dispatched`, `rejected` (its dispatch found no resource to
+    take it, with the reason) or `expired` (its interval was over)."""
     fleet_wide(who)
     try:
-        outcome = agg.market.award(award)
+        outcome = agg.market.award(award.model_dump(mode="json"))
     except InvalidMessageError as exc:
+        field, message = (
+            (exc.field, exc.message) if isinstance(exc, AwardRefusedError) else ("award", str(exc))
+        )
         return JSONResponse(
-            {"detail": "Award is invalid", "errors": [{"field": "award", "message": str(exc)}]},
+            {"detail": "Award is invalid", "errors": [{"field": field, "message": message}]},
             status_code=422,
         )
-    audit.record("market.award", str(award.get("award_id")), {"outcome": outcome.outcome})
-    code = status.HTTP_201_CREATED if outcome.outcome == "dispatched" else status.HTTP_200_OK
-    return JSONResponse({"outcome": outcome.outcome, "detail": outcome.detail}, status_code=code)
+    audit.record("market.award", award.award_id, {"outcome": outcome.outcome})
+    code = status.HTTP_200_OK if outcome.outcome == "duplicate" else status.HTTP_201_CREATED
+    recorded = agg.market.get_award(award.award_id) or {}
+    return JSONResponse(
+        {"outcome": outcome.outcome, "detail": outcome.detail, **recorded}, status_code=code
+    )
+
+
+@router.get("/awards/{award_id}", responses={404: {"model": ErrorOut}})
+def get_award(award_id: str, agg: AggDep, who: Viewer) -> Any:
+    """An award as recorded: its status (`dispatched`, `rejected`, `expired`, then `settled` or
+    `not_delivered` once its interval is over), the reason, its dispatch and its settlement."""
+    fleet_wide(who)
+    found = agg.market.get_award(award_id)
+    if found is None:
+        return JSONResponse({"detail": f"No award with id {award_id}", "errors": []}, 404)
+    return found
 
 
 @router.get(

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -250,6 +251,25 @@ class DispatchIn(BaseModel):
     source: Literal["manual", "market_award", "dr_event"] = "manual"
     reference: str | None = Field(None, max_length=200)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+class AwardIn(BaseModel):
+    """An award as the market gateway sends it (`vpp.market.awards`); its rules (the offer it
+    clears, the side, at most the quantity offered) are `MarketService.award`'s, for Kafka too."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    award_id: str = Field(..., examples=["aw-1"])
+    aggregation_id: str = Field(
+        ...,
+        validation_alias=AliasChoices("aggregation_id", "grid_node"),
+        description="The grid node the offer was made for",
+    )
+    interval_start: Instant
+    interval_end: Instant
+    awarded_kw: StrictFloat = Field(
+        ..., description="Up (discharge), more than 0 and at most the offer's quantity_kw"
+    )
+    price_per_mwh: StrictFloat | None = None
 
 
 class SchedulePoint(BaseModel):

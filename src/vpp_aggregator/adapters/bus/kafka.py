@@ -209,6 +209,7 @@ DEAD_LETTER_VALUE_BYTES = 64 * 1024  # of the original message kept in its dead 
 
 AUDITED = {  # outcomes that change something an operator must be able to trace
     "dispatched": "dispatch.create",
+    "rejected": "dispatch.create",  # an award's dispatch that found no resource: stored, rejected
     "replanned": "dispatch.replan",
     "locked": "resource.change",
     "cleared": "resource.change",

@@ -74,6 +74,16 @@ class MarketRepository:
                 r.payload for r in conn.execute(q.order_by(o.c.interval_start, o.c.aggregation_id))
             ]
 
+    def offer(self, aggregation_id: str, interval_start: datetime) -> dict[str, Any] | None:
+        """The offer of one aggregation for the interval starting then, if one was made."""
+        o = market_offers
+        q = select(o.c.payload).where(
+            o.c.aggregation_id == aggregation_id, o.c.interval_start == interval_start
+        )
+        with self.engine.connect() as conn:
+            payload = conn.execute(q).scalars().first()
+        return dict(payload) if payload is not None else None
+
     # ------------------------------------------------------------------ awards
     def add_award(self, award: dict[str, Any]) -> bool:
         """False when this award id was already received (a redelivery)."""
@@ -90,11 +100,6 @@ class MarketRepository:
             row = conn.execute(select(a).where(a.c.award_id == award_id)).mappings().first()
             return dict(row) if row else None
 
-    def set_award_dispatch(self, award_id: str, dispatch_id: str) -> None:
-        a = market_awards
-        with self.engine.begin() as conn:
-            conn.execute(update(a).where(a.c.award_id == award_id).values(dispatch_id=dispatch_id))
-
     def awards_to_settle(self, before: datetime) -> builtins.list[dict[str, Any]]:
         a = market_awards
         q = select(a).where(a.c.settled_at.is_(None), a.c.interval_end <= before)
@@ -102,13 +107,19 @@ class MarketRepository:
             return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
 
     def settle(self, award_id: str, settlement: dict[str, Any], topic: str, at: datetime) -> None:
-        """Store the settlement and queue it for the market gateway, in one transaction."""
+        """Store the settlement, with the award's final status and reason, and queue it for the
+        market gateway, in one transaction."""
         a = market_awards
         with self.engine.begin() as conn:
             conn.execute(
                 update(a)
                 .where(a.c.award_id == award_id)
-                .values(settlement=settlement, settled_at=at)
+                .values(
+                    settlement=settlement,
+                    settled_at=at,
+                    status=settlement["status"],
+                    reason=settlement["reason"],
+                )
             )
             conn.execute(
                 insert(outbox).values(

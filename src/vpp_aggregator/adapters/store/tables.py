@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -223,6 +224,9 @@ market_awards = Table(
     Column("price_per_mwh", Float, nullable=True),
     Column("dispatch_id", String(64), nullable=True),
     Column("received_at", UTCDateTime, nullable=False),
+    # dispatched | rejected | expired, then settled | not_delivered once the interval is over
+    Column("status", String(16), nullable=False, server_default="dispatched"),
+    Column("reason", Text, nullable=True),  # why it was rejected, expired or not delivered
     Column("settlement", JSON, nullable=True),  # set once the interval is over and measured
     Column("settled_at", UTCDateTime, nullable=True, index=True),
 )

@@ -1,0 +1,215 @@
+"""Awards answer what became of them: refused beyond the offer, rejected when no resource could
+take them, and settled as not delivered when nothing ran for them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api_helpers import add_batteries
+from conftest import Clock
+from kafka_helpers import produce, read_topic, wait_until
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.config import load_settings
+
+
+def settings_for(tmp_path, **extra: str):  # type: ignore[no-untyped-def]
+    return load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'aw.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MARKET_TICK_SECONDS="0.1",  # settlement follows the clock at once
+        VPP_OFFER_HORIZON_HOURS="4",
+        **extra,
+    )
+
+
+def offers_made(c: TestClient) -> list[dict[str, Any]]:
+    """The offers the market loop makes once the fleet reports (three 250 kW batteries on
+    NODE_A: 750 kW an hour, for each hour ahead)."""
+
+    def offers() -> list[dict[str, Any]]:
+        return list(c.get("/market/offers", params={"aggregation_id": "NODE_A"}).json()["items"])
+
+    wait_until(lambda: bool(offers()), "the market loop's offers", 15)
+    made = offers()
+    assert all(o["quantity_kw"] == pytest.approx(750.0) for o in made)
+    return made
+
+
+def first_offer(c: TestClient) -> dict[str, Any]:
+    return offers_made(c)[0]
+
+
+def award_for(offer: dict[str, Any], award_id: str, awarded_kw: Any) -> dict[str, Any]:
+    return {
+        "award_id": award_id,
+        "aggregation_id": offer["aggregation_id"],
+        "interval_start": offer["interval_start"],
+        "interval_end": offer["interval_end"],
+        "awarded_kw": awarded_kw,
+        "price_per_mwh": 55.0,
+    }
+
+
+@pytest.fixture
+def market(tmp_path, clock: Clock) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(settings_for(tmp_path), clock=clock)) as c:
+        add_batteries(c, clock.now, "NODE_A")
+        yield c
+
+
+def settlement_row(c: TestClient, offer: dict[str, Any]) -> dict[str, Any]:
+    """The one award of the offer's day, once its interval has been measured."""
+
+    def done() -> bool:
+        rows = c.get("/market/settlement", params={"date": offer["interval_start"][:10]}).json()
+        return len(rows["items"]) == 1 and rows["items"][0]["status"] in SETTLED
+
+    wait_until(done, "the settlement after the interval", 15)
+    rows = c.get("/market/settlement", params={"date": offer["interval_start"][:10]}).json()
+    return dict(rows["items"][0])
+
+
+SETTLED = ("settled", "not_delivered")
+
+
+def test_an_award_beyond_the_offer_or_on_a_side_not_offered_is_refused(
+    market: TestClient,
+) -> None:
+    offer = first_offer(market)
+    cases = {
+        100_000: ("awarded_kw", "750"),  # 300 was offered in the issue; here 750
+        -50: ("awarded_kw", "750"),  # down (charging) was not offered: up only
+        0: ("awarded_kw", "750"),
+        750.5: ("awarded_kw", "750"),
+    }
+    for kw, (field, offered) in cases.items():
+        r = market.post("/market/awards", json=award_for(offer, f"aw-{kw}", kw))
+        assert r.status_code == 422, (kw, r.text)
+        error = r.json()["errors"][0]
+        assert error["field"] == field and offered in error["message"], (kw, error)
+    later = datetime.fromisoformat(offer["interval_start"]) + timedelta(minutes=30)
+    off_grid = {
+        **award_for(offer, "aw-half-past", 300.0),
+        "interval_start": later.isoformat(),
+        "interval_end": (later + timedelta(hours=1)).isoformat(),
+    }
+    r = market.post("/market/awards", json=off_grid)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "interval_start", r.text
+    assert "0 kW" in r.json()["errors"][0]["message"]
+    for loose in ("300", True):
+        r = market.post("/market/awards", json=award_for(offer, "aw-loose", loose))
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "awarded_kw", r.text
+    assert market.get("/dispatch").json()["items"] == []
+    assert market.get("/market/awards/aw-100000").status_code == 404  # refused: not recorded
+    whole = market.post("/market/awards", json=award_for(offer, "aw-whole", 750))
+    assert whole.status_code == 201 and whole.json()["status"] == "dispatched", whole.text
+
+
+def test_an_award_whose_dispatch_is_rejected_says_so_and_is_never_settled_as_delivered(
+    market: TestClient, clock: Clock
+) -> None:
+    offer = first_offer(market)
+    # After the offer, an operator takes every battery until well past the offered hour.
+    for i in range(3):
+        held = market.post(
+            "/dispatch",
+            json={"target_kw": 100, "duration_minutes": 150, "resource_ids": [f"bess-{i}"]},
+        )
+        assert held.status_code == 201 and held.json()["status"] == "active", held.text
+    r = market.post("/market/awards", json=award_for(offer, "aw-held", 300.0))
+    body = r.json()
+    assert body["outcome"] == "rejected", r.text  # was "dispatched" (201)
+    assert (r.status_code, body["status"]) == (201, "rejected")
+    assert body["reason"]
+    dispatch = market.get(f"/dispatch/{body['dispatch_id']}").json()
+    assert dispatch["status"] == "rejected"
+    got = market.get("/market/awards/aw-held").json()
+    assert (got["status"], got["reason"], got["dispatch_id"]) == (
+        "rejected",
+        body["reason"],
+        body["dispatch_id"],
+    )
+    again = market.post("/market/awards", json=award_for(offer, "aw-held", 300.0))
+    assert again.status_code == 200 and again.json()["status"] == "rejected"
+    clock.now = datetime.fromisoformat(offer["interval_end"]) + timedelta(minutes=1)
+    row = settlement_row(market, offer)
+    assert (row["award_id"], row["status"]) == ("aw-held", "not_delivered")
+    assert row["reason"] == body["reason"] and row["delivery_ratio"] is None
+    assert market.get("/market/awards/aw-held").json()["status"] == "not_delivered"
+
+
+def test_an_award_that_came_after_its_interval_is_not_delivered_not_settled(
+    market: TestClient, clock: Clock
+) -> None:
+    offer = first_offer(market)
+    clock.now = datetime.fromisoformat(offer["interval_end"]) + timedelta(minutes=5)
+    r = market.post("/market/awards", json=award_for(offer, "aw-late", 300.0))
+    row = settlement_row(market, offer)
+    assert (row["status"], row["delivery_ratio"]) == ("not_delivered", None)  # was settled, 0
+    assert "after its interval ended" in row["reason"]
+    assert r.status_code == 201 and r.json()["status"] == "expired", r.text
+    assert market.get("/dispatch").json()["items"] == []
+    assert market.get("/market/awards/aw-late").json()["status"] == "not_delivered"
+    sent = market.app.state.aggregator.market.bus.recent("vpp.market.settlement")  # type: ignore[attr-defined]
+    assert [(m["award_id"], m["status"], m["delivery_ratio"]) for _, m in sent] == [
+        ("aw-late", "not_delivered", None)
+    ]
+
+
+def test_an_award_whose_dispatch_was_cancelled_before_the_interval_is_not_delivered(
+    market: TestClient, clock: Clock
+) -> None:
+    offer = first_offer(market)
+    r = market.post("/market/awards", json=award_for(offer, "aw-cancelled", 300.0))
+    assert r.status_code == 201, r.text
+    dispatch_id = market.get("/dispatch").json()["items"][0]["dispatch_id"]
+    assert market.post(f"/dispatch/{dispatch_id}/cancel").status_code == 200
+    clock.now = datetime.fromisoformat(offer["interval_end"]) + timedelta(minutes=1)
+    row = settlement_row(market, offer)
+    assert (row["status"], row["delivery_ratio"]) == ("not_delivered", None)  # was settled, 0
+    assert "cancelled before" in row["reason"]
+
+
+def test_over_kafka_the_same_rules_hold_and_settlement_says_not_delivered(
+    tmp_path, clock: Clock, kafka_brokers: str, kafka_topics: dict[str, str]
+) -> None:  # type: ignore[no-untyped-def]
+    t = kafka_topics
+    settings = settings_for(tmp_path, KAFKA_BROKERS=kafka_brokers, **t)
+    with TestClient(create_app(settings, clock=clock)) as c:
+        add_batteries(c, clock.now, "NODE_A")
+        late, held = first_offer(c), offers_made(c)[1]
+        for i in range(3):  # every battery taken until 14:30, into the second offered hour
+            c.post(
+                "/dispatch",
+                json={"target_kw": 100, "duration_minutes": 150, "resource_ids": [f"bess-{i}"]},
+            )
+        clock.now = datetime.fromisoformat(late["interval_end"]) + timedelta(minutes=5)
+        produce(
+            kafka_brokers,
+            t["VPP_TOPIC_MARKET_AWARDS"],
+            [
+                ("NODE_A", award_for(late, "aw-k-big", 100_000.0)),
+                ("NODE_A", award_for(late, "aw-k-late", 300.0)),
+                ("NODE_A", award_for(held, "aw-k-held", 300.0)),
+            ],
+        )
+        dead = read_topic(kafka_brokers, t["VPP_TOPIC_DEAD_LETTER"], want=1)
+        assert len(dead) == 1
+        assert dead[0][1]["reason"].startswith("awarded_kw: ") and "750" in dead[0][1]["reason"]
+        settled = read_topic(kafka_brokers, t["VPP_TOPIC_MARKET_SETTLEMENT"], want=1)
+        assert [(m["award_id"], m["status"]) for _, m in settled] == [
+            ("aw-k-late", "not_delivered")
+        ]
+        assert c.get("/market/awards/aw-k-big").status_code == 404
+        rejected = c.get("/market/awards/aw-k-held").json()
+        assert rejected["status"] == "rejected" and rejected["reason"], rejected
+        assert "aw-k-big" not in {d["reference"] for d in c.get("/dispatch").json()["items"]}
+        audit = c.get("/audit", params={"action": "dispatch.create"}).json()["items"]
+        assert rejected["dispatch_id"] in {e["target"] for e in audit}
+        counted = f'vpp_kafka_messages_total{{outcome="rejected",topic="{t["VPP_TOPIC_MARKET_AWARDS"]}"}} 1.0'
+        wait_until(lambda: counted in c.get("/metrics").text, "the rejected award counted", 15)
