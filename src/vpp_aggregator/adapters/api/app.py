@@ -184,7 +184,8 @@ COMMON_ERRORS = {
     "401": "No, an invalid or an expired bearer token (when authentication is on)",
     "403": "The token's role or fleet does not allow this",
     "413": "Body over VPP_MAX_BODY_BYTES",
-    "429": "Over VPP_RATE_LIMIT_PER_MINUTE for this token (see Retry-After)",
+    "429": "Over VPP_RATE_LIMIT_PER_MINUTE for this token, or for this address when the token "
+    "is missing or invalid (see Retry-After)",
 }
 
 
