@@ -228,6 +228,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 for code, text in COMMON_ERRORS.items():
                     responses.setdefault(code, {"description": text, **error})
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    _hoist_defs(doc.get("paths", {}), schemas)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     if "ErrorOut" not in schemas:
@@ -239,6 +240,19 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         )
     app.openapi_schema = doc
     return doc
+
+
+def _hoist_defs(node: Any, schemas: dict[str, Any]) -> None:
+    """A schema written by hand from a model (POST /telemetry's body) carries its nested models
+    under `$defs` while its refs point at components: move them there, or ReDoc refuses the
+    whole document over the dangling reference."""
+    if isinstance(node, dict):
+        schemas.update(node.pop("$defs", {}))
+        for value in node.values():
+            _hoist_defs(value, schemas)
+    elif isinstance(node, list):
+        for value in node:
+            _hoist_defs(value, schemas)
 
 
 def create_app(
