@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vpp_aggregator import SERVICE_NAME, __version__
 from vpp_aggregator.adapters import native_heap
 from vpp_aggregator.adapters.api import (
+    docs_pages,
     routes_audit,
     routes_capacity,
     routes_dispatch,
@@ -390,6 +391,8 @@ def create_app(
         description="Units: kW, kWh, SoC in %. Positive kW = discharge to the grid (up), negative = charge (down). "
         "Timestamps are timezone-aware ISO-8601.",
         lifespan=lifespan,
+        docs_url=None,  # served by docs_pages with local files instead of a CDN's
+        redoc_url=None,
     )
     app.state.aggregator = aggregator
     app.state.auth = auth
@@ -411,6 +414,7 @@ def create_app(
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    docs_pages.install(app)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:
