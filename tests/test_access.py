@@ -193,10 +193,13 @@ def test_failed_auth_and_metrics_are_throttled_by_address_and_spare_good_tokens(
         refused = attacker.get("/resources")  # no token at all: the same address pays
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
         assert "address" in refused.json()["detail"]
+        # a valid signature without a role (403 elsewhere) is a failed attempt too
+        assert attacker.get("/resources", headers=token("nobody")).status_code == 429
         # A good token is charged to its subject, wherever it comes from.
         assert attacker.get("/capacity/available", headers=token("viewer")).status_code == 200
         assert neighbour.get("/capacity/available", headers=token("viewer", "n")).status_code == 200
         assert neighbour.get("/resources", headers=bad).status_code == 401  # its own budget
+        assert neighbour.get("/resources", headers=token("nobody")).status_code == 403
         scrapes = [scraper.get("/metrics").status_code for _ in range(7)]
         assert scrapes[:4] == [200] * 4 and scrapes[-1] == 429
         assert int(scraper.get("/metrics").headers["retry-after"]) >= 1
