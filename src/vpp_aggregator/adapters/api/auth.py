@@ -158,9 +158,14 @@ def _charge(request: Request, caller: Caller) -> None:
         )
 
 
+def client_address(request: Request) -> str | None:
+    """Where a request came from (rate limits, audit): the peer, or the X-Forwarded-For address
+    when uvicorn trusts the proxy it came through."""
+    return request.client.host if request.client is not None else None
+
+
 def _address(request: Request) -> str:
-    """The peer, or the X-Forwarded-For address when uvicorn trusts the proxy it came through."""
-    return request.client.host if request.client is not None else "unknown"
+    return client_address(request) or "unknown"
 
 
 async def by_address(request: Request) -> None:
