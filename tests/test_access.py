@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
+from vpp_aggregator.adapters.api import auth as auth_module
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.adapters.api.auth import secret_weakness
 from vpp_aggregator.config import ConfigError, load_settings
@@ -225,3 +226,50 @@ def test_body_size_and_rate_limits_answer_with_clear_4xx(tmp_path, clock: Clock)
         assert (
             c.get("/capacity/available", headers=token("viewer", "someone-else")).status_code == 200
         )
+
+
+def test_failed_auth_and_metrics_are_throttled_by_address_and_spare_good_tokens(
+    tmp_path: Path, clock: Clock
+) -> None:
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'a.db'}",
+        VPP_JWT_SECRET=SECRET,
+        VPP_RATE_LIMIT_PER_MINUTE="5",
+    )
+    app = create_app(settings, clock=clock)
+    with TestClient(app, client=("192.0.2.10", 40000)) as attacker:
+        scraper = TestClient(app, client=("192.0.2.20", 40000))
+        neighbour = TestClient(app, client=("192.0.2.30", 40000))
+        bad = {"authorization": "Bearer not-a-token"}
+        codes = [attacker.get("/capacity/available", headers=bad).status_code for _ in range(7)]
+        assert codes[:4] == [401] * 4 and codes[-1] == 429
+        refused = attacker.get("/resources")  # no token at all: the same address pays
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "address" in refused.json()["detail"]
+        # a valid signature without a role (403 elsewhere) is a failed attempt too
+        assert attacker.get("/resources", headers=token("nobody")).status_code == 429
+        # A good token is charged to its subject, wherever it comes from.
+        assert attacker.get("/capacity/available", headers=token("viewer")).status_code == 200
+        assert neighbour.get("/capacity/available", headers=token("viewer", "n")).status_code == 200
+        assert neighbour.get("/resources", headers=bad).status_code == 401  # its own budget
+        assert neighbour.get("/resources", headers=token("nobody")).status_code == 403
+        scrapes = [scraper.get("/metrics").status_code for _ in range(7)]
+        assert scrapes[:4] == [200] * 4 and scrapes[-1] == 429
+        assert int(scraper.get("/metrics").headers["retry-after"]) >= 1
+        assert scraper.get("/health").status_code == 200  # orchestrators' probes stay open
+        assert scraper.get("/health/ready").status_code == 200
+        assert attacker.get("/health").status_code == 200
+
+
+def test_rate_limit_buckets_of_callers_gone_for_a_minute_are_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(auth_module.time, "monotonic", lambda: now[0])
+    limiter = auth_module.RateLimiter(per_minute=2)
+    for i in range(1000):  # a spray of addresses, each with one bad token
+        assert limiter.take(("address", f"2001:db8::{i:x}")) is None
+    assert len(limiter) == 1000
+    now[0] += auth_module.IDLE_FULL_SECONDS
+    assert limiter.take(("token", "alice")) is None
+    assert len(limiter) == 1  # the spray no longer holds memory

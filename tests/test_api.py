@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -297,6 +299,15 @@ def test_metrics_exposed(client: TestClient, clock: Clock) -> None:
         'vpp_http_request_duration_seconds_bucket{le="0.001",method="POST",route="/telemetry"'
         in text
     )
+
+
+def test_openapi_references_resolve(client: TestClient) -> None:
+    """ReDoc refuses the whole document over one dangling $ref (POST /telemetry had one)."""
+    doc = client.get("/openapi.json").json()
+    refs = set(re.findall(r'"\$ref": ?"([^"]+)"', json.dumps(doc)))
+    assert refs and all(r.startswith("#/components/schemas/") for r in refs)
+    assert {r.rsplit("/", 1)[1] for r in refs} <= set(doc["components"]["schemas"])
+    assert "$defs" not in json.dumps(doc["paths"])
 
 
 def test_openapi_lists_every_endpoint(client: TestClient) -> None:

@@ -1,4 +1,5 @@
-"""The operator dashboard end to end: a real server, Debian's headless Chromium via Playwright."""
+"""The pages the service serves, end to end: a real server, Debian's headless Chromium via
+Playwright. None of them may load anything from another origin (the service must work offline)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,12 +48,59 @@ def server(tmp_path: Path) -> Iterator[str]:
     thread.join(timeout=10)
 
 
-def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> None:
+def _need_chromium() -> None:
     if CHROMIUM is None:
         message = "Debian's chromium is not installed (make test installs it)"
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
+
+
+def _same_origin_only(page: Any, origin: str) -> list[str]:
+    """Refuses every request to another origin and lists it, as a machine offline would."""
+    outside: list[str] = []
+
+    def check(route: Any) -> None:
+        url = route.request.url
+        if url == origin or url.startswith(origin + "/"):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    page.route("**/*", check)
+    return outside
+
+
+def test_docs_pages_render_with_nothing_from_outside(server: str) -> None:
+    _need_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        outside = _same_origin_only(page, server)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("VPP Aggregator")
+        expect(page.locator(".opblock-summary-path", has_text="/dispatch").first).to_be_visible()
+        page.locator(".opblock-summary-path", has_text="/health").first.click()
+        page.get_by_role("button", name="Try it out").click()
+        page.get_by_role("button", name="Execute").click()  # the page's policy lets it call us
+        expect(page.locator(".live-responses-table tbody .response-col_status").first).to_have_text(
+            "200"
+        )
+        page.goto(server + "/redoc")
+        expect(page.locator("h1", has_text="VPP Aggregator")).to_be_visible(timeout=15_000)
+        expect(page.get_by_text("/capacity/available").first).to_be_attached()
+        browser.close()
+    assert outside == []
+    assert errors == []
+
+
+def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> None:
+    _need_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     now = datetime.now(UTC)
@@ -76,6 +125,7 @@ def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> No
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            outside = _same_origin_only(page, server)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(server + "/")
@@ -110,3 +160,4 @@ def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> No
             browser.close()
     assert shot.stat().st_size > 10_000
     assert errors == []
+    assert outside == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -81,6 +82,25 @@ def test_forecast_rejects_bad_requests(client: TestClient) -> None:
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "grid_node"
 
 
+def _gauges(client: TestClient, prefix: str = "vpp_forecast_") -> dict[str, float]:
+    """The forecast-accuracy series of GET /metrics, `name{labels}` -> value."""
+    lines = client.get("/metrics").text.splitlines()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith(prefix)
+    }
+
+
+def test_forecast_accuracy_gauges_exist_from_start_up(client: TestClient) -> None:
+    g = _gauges(client)
+    # Nothing scored yet: the fallback's series are there, not a number (compares false in alerts)
+    assert math.isnan(g['vpp_forecast_mape{model="fallback"}'])
+    assert math.isnan(g['vpp_forecast_wape{model="fallback"}'])
+    assert g['vpp_forecast_scored_hours{model="fallback"}'] == 0
+    assert not any('model="trained"' in k for k in g)  # no trained model, no series for one
+
+
 def test_online_accuracy_compares_forecasts_with_what_happened(
     client: TestClient, clock: Clock
 ) -> None:
@@ -94,9 +114,11 @@ def test_online_accuracy_compares_forecasts_with_what_happened(
         agg.forecast.track_accuracy()
         clock.advance(minutes=30)
     agg.forecast.track_accuracy()
-    assert agg.forecast.scored_hours >= 2
-    assert agg.forecast.mape == pytest.approx(0.0, abs=1e-9)  # a battery that never leaves is easy
-    assert "vpp_forecast_mape 0.0" in client.get("/metrics").text
+    g = _gauges(client)
+    assert g['vpp_forecast_scored_hours{model="fallback"}'] >= 2
+    # a battery that never leaves is easy
+    assert g['vpp_forecast_mape{model="fallback"}'] == pytest.approx(0.0, abs=1e-9)
+    assert g['vpp_forecast_wape{model="fallback"}'] == pytest.approx(0.0, abs=1e-9)
 
 
 DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -221,7 +243,7 @@ def test_operator_events_scale_availability_and_weather_is_stored(
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == f"hours.0.{field}"
 
 
-def test_training_runs_in_the_background_and_the_new_model_is_served(
+def test_training_runs_in_the_background_and_the_new_model_is_served_and_scored_on_its_own(
     tmp_path, clock: Clock
 ) -> None:  # type: ignore[no-untyped-def]
     import time as _time
@@ -263,6 +285,28 @@ def test_training_runs_in_the_background_and_the_new_model_is_served(
         assert status_doc["current"]["version"] == state["version"]
         doc = c.get("/capacity/forecast", params={"horizon_hours": 24}).json()
         assert doc["model"]["fallback"] is False and doc["model"]["version"] == state["version"]
+        # The model's online accuracy is a series of its own beside the fallback's, which goes
+        # on being scored on the same hours.
+        assert 'model="trained"' not in c.get("/metrics").text
+        agg = c.app.state.aggregator  # type: ignore[attr-defined]
+        for _ in range(6):  # three hours of the same routine
+            plugged = 8 <= clock.now.hour < 17
+            now = [
+                sample(r, clock.now, 70, plugged=plugged and i % 3 != 0) for i, r in enumerate(evs)
+            ]
+            c.post("/telemetry", json={"samples": now})
+            agg.forecast.track_accuracy()
+            clock.advance(minutes=30)
+        agg.forecast.track_accuracy()
+        g = _gauges(c)
+        assert g['vpp_forecast_scored_hours{model="trained"}'] >= 2
+        assert (
+            g['vpp_forecast_scored_hours{model="trained"}']
+            == g['vpp_forecast_scored_hours{model="fallback"}']
+        )
+        for model in ("trained", "fallback"):
+            assert math.isfinite(g[f'vpp_forecast_mape{{model="{model}"}}'])
+            assert math.isfinite(g[f'vpp_forecast_wape{{model="{model}"}}'])
 
 
 def test_a_model_from_another_version_is_not_served(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]

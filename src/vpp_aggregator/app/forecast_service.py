@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.adapters.data.files import calendar as fleet_calendar
+from vpp_aggregator.app.forecast_accuracy import FALLBACK, TRAINED, OnlineAccuracy
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.backtest import fit_model
@@ -74,19 +75,19 @@ class ForecastService:
         self.history = PluggedHistory(history_days * 24)
         self.history_ready = threading.Event()  # stored history folded in after a start
         self.training: dict[str, Any] = {"state": "idle"}
-        # Online accuracy: forecasts made for each coming hour, and what the fleet then did.
-        self._predicted: dict[int, list[float]] = {}  # hour (epoch h) -> P50 vehicles made earlier
-        self._observed: dict[int, list[float]] = {}  # hour -> available counts seen in it
+        self.accuracy = OnlineAccuracy()
         self._last_forecast_hour = -1
-        self.abs_error = 0.0
-        self.actual_sum = 0.0
-        self.ape_sum = 0.0
-        self.ape_hours = 0
-        self.scored_hours = 0
 
     def capacity_forecast(
         self, horizon_hours: int, interval_minutes: int, grid_node: str | None
     ) -> dict[str, Any]:
+        return self._forecast(horizon_hours, interval_minutes, grid_node)[0]
+
+    def _forecast(
+        self, horizon_hours: int, interval_minutes: int, grid_node: str | None
+    ) -> tuple[dict[str, Any], IntervalForecast]:
+        """The forecast answer, and the fallback's forecast beneath it (the answer itself when no
+        trained model serves)."""
         errors = []
         if not 1 <= horizon_hours <= self.max_horizon_hours:
             errors.append(
@@ -141,7 +142,7 @@ class ForecastService:
             who = np.array([ev_["grid_node"] in (None, node) for node in nodes], dtype=bool)
             scale[np.ix_(who, in_time)] *= float(ev_["availability_factor"])
         self._scale = scale
-        result = forecast(
+        result = fallback = forecast(
             inputs,
             profile,
             interval_how,
@@ -178,7 +179,7 @@ class ForecastService:
                 served[0],
                 {**served[1], "history_hours": int(window.samples.sum())},
             )
-        return {
+        doc = {
             "generated_at": now.isoformat(),
             "horizon_hours": horizon_hours,
             "interval_minutes": interval_minutes,
@@ -209,6 +210,7 @@ class ForecastService:
                 for i, s in enumerate(starts)
             ],
         }
+        return doc, fallback
 
     def record(
         self,
@@ -516,38 +518,32 @@ class ForecastService:
         }
 
     def track_accuracy(self) -> None:
-        """Call periodically: observe availability now, score finished hours, forecast hourly."""
+        """Call periodically: observe availability now, score finished hours, and once an hour
+        forecast the coming ones with the fallback and, when one serves, the trained model."""
         now = self.clock()
         hour = int(now.timestamp() // 3600)
         available = self.state.capacity(now, 60).total.available_resource_count
-        self._observed.setdefault(hour, []).append(float(available))
-        for h in [h for h in self._observed if h < hour]:
-            seen = self._observed.pop(h)
-            actual = sum(seen) / len(seen)
-            for predicted in self._predicted.pop(h, []):
-                err = abs(predicted - actual)
-                self.abs_error += err
-                self.actual_sum += actual
-                self.scored_hours += 1
-                if actual >= 1.0:
-                    self.ape_sum += err / actual
-                    self.ape_hours += 1
-        for h in [h for h in self._predicted if h < hour - 1]:
-            del self._predicted[h]
+        self.accuracy.observe(hour, float(available))
         if hour != self._last_forecast_hour and len(self.state) > 0:
             self._last_forecast_hour = hour
-            doc = self.capacity_forecast(min(24, self.max_horizon_hours), 60, None)
-            for interval in doc["intervals"][1:]:
-                h = int(datetime.fromisoformat(interval["start"]).timestamp() // 3600)
-                self._predicted.setdefault(h, []).append(interval["available_vehicles"]["p50"])
-
-    @property
-    def mape(self) -> float | None:
-        return self.ape_sum / self.ape_hours if self.ape_hours else None
-
-    @property
-    def wape(self) -> float | None:
-        return self.abs_error / self.actual_sum if self.actual_sum > 0 else None
+            doc, fallback = self._forecast(min(24, self.max_horizon_hours), 60, None)
+            hours = [
+                int(datetime.fromisoformat(i["start"]).timestamp() // 3600)
+                for i in doc["intervals"]
+            ]
+            # The first interval is live availability, not a forecast: not scored.
+            self.accuracy.predict(
+                FALLBACK, {h: _q(fallback.vehicles, i)["p50"] for i, h in enumerate(hours) if i}
+            )
+            if not doc["model"]["fallback"]:
+                self.accuracy.predict(
+                    TRAINED,
+                    {
+                        h: doc["intervals"][i]["available_vehicles"]["p50"]
+                        for i, h in enumerate(hours)
+                        if i
+                    },
+                )
 
 
 def fleet_series(

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vpp_aggregator import SERVICE_NAME, __version__
 from vpp_aggregator.adapters import native_heap
 from vpp_aggregator.adapters.api import (
+    docs_pages,
     routes_audit,
     routes_capacity,
     routes_dispatch,
@@ -184,7 +185,8 @@ COMMON_ERRORS = {
     "401": "No, an invalid or an expired bearer token (when authentication is on)",
     "403": "The token's role or fleet does not allow this",
     "413": "Body over VPP_MAX_BODY_BYTES",
-    "429": "Over VPP_RATE_LIMIT_PER_MINUTE for this token (see Retry-After)",
+    "429": "Over VPP_RATE_LIMIT_PER_MINUTE for this token, or for this address when the token "
+    "is missing or invalid (see Retry-After)",
 }
 
 
@@ -227,6 +229,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 for code, text in COMMON_ERRORS.items():
                     responses.setdefault(code, {"description": text, **error})
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    _hoist_defs(doc.get("paths", {}), schemas)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     if "ErrorOut" not in schemas:
@@ -238,6 +241,19 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         )
     app.openapi_schema = doc
     return doc
+
+
+def _hoist_defs(node: Any, schemas: dict[str, Any]) -> None:
+    """A schema written by hand from a model (POST /telemetry's body) carries its nested models
+    under `$defs` while its refs point at components: move them there, or ReDoc refuses the
+    whole document over the dangling reference."""
+    if isinstance(node, dict):
+        schemas.update(node.pop("$defs", {}))
+        for value in node.values():
+            _hoist_defs(value, schemas)
+    elif isinstance(node, list):
+        for value in node:
+            _hoist_defs(value, schemas)
 
 
 def create_app(
@@ -375,6 +391,8 @@ def create_app(
         description="Units: kW, kWh, SoC in %. Positive kW = discharge to the grid (up), negative = charge (down). "
         "Timestamps are timezone-aware ISO-8601.",
         lifespan=lifespan,
+        docs_url=None,  # served by docs_pages with local files instead of a CDN's
+        redoc_url=None,
     )
     app.state.aggregator = aggregator
     app.state.auth = auth
@@ -396,6 +414,7 @@ def create_app(
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    docs_pages.install(app)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

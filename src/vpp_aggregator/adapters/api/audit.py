@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from vpp_aggregator.adapters.api.auth import Principal, _principal
+from vpp_aggregator.adapters.api.auth import Principal, _principal, client_address
 from vpp_aggregator.adapters.store.audit_repository import AuditRepository
 
 
@@ -15,7 +15,7 @@ class Auditor:
         self.repo: AuditRepository = request.app.state.audit
         self.clock = request.app.state.aggregator.clock
         self.who = who
-        self.remote = request.client.host if request.client else None
+        self.remote = client_address(request)
 
     def record(
         self,

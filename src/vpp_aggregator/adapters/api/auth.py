@@ -3,7 +3,8 @@
 Roles rise viewer < operator < admin. A token with `fleet_id` sees and acts on that fleet's
 resources only; fleet-wide views (forecast, market, audit) need a token without one. Without a
 configured secret or key the service runs in the documented dev mode: every caller is a
-fleet-wide admin named `dev`. Each token also gets a request budget per minute.
+fleet-wide admin named `dev`. Each token also gets a request budget per minute, and so does
+each client address for the requests no valid token pays for (failed authentication, /metrics).
 """
 
 from __future__ import annotations
@@ -51,28 +52,47 @@ class Principal:
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
+Caller = tuple[str, str]  # ("token", subject) or ("address", client address)
+IDLE_FULL_SECONDS = 60.0  # a bucket left this long has refilled: the same as no bucket
+
+
 class RateLimiter:
-    """A token bucket per subject: `per_minute` requests, refilled continuously."""
+    """A token bucket per caller: `per_minute` requests, refilled continuously.
+
+    A caller is a token's subject, or a client address for requests no valid token pays for,
+    so bad tokens sent from one address spend that address's budget and nobody else's. Buckets
+    idle for a minute are dropped, so memory follows the callers of the last minute however
+    many addresses send.
+    """
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # subject -> (tokens, last refill)
+        self._buckets: dict[Caller, tuple[float, float]] = {}  # caller -> (tokens, last refill)
+        self._swept = time.monotonic()
 
-    def take(self, subject: str) -> float | None:
+    def take(self, caller: Caller) -> float | None:
         """None when allowed; otherwise seconds until a request would be."""
         if self.per_minute <= 0:
             return None
         now = time.monotonic()
         rate = self.per_minute / 60.0
         with self._lock:
-            tokens, last = self._buckets.get(subject, (float(self.per_minute), now))
+            if now - self._swept >= IDLE_FULL_SECONDS:
+                self._buckets = {
+                    c: b for c, b in self._buckets.items() if now - b[1] < IDLE_FULL_SECONDS
+                }
+                self._swept = now
+            tokens, last = self._buckets.get(caller, (float(self.per_minute), now))
             tokens = min(float(self.per_minute), tokens + (now - last) * rate)
             if tokens < 1.0:
-                self._buckets[subject] = (tokens, now)
+                self._buckets[caller] = (tokens, now)
                 return (1.0 - tokens) / rate
-            self._buckets[subject] = (tokens - 1.0, now)
+            self._buckets[caller] = (tokens - 1.0, now)
             return None
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 class Authenticator:
@@ -132,17 +152,43 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
+def _charge(request: Request, caller: Caller) -> None:
+    """429 with Retry-After once `caller` has spent its budget for the minute."""
+    limiter: RateLimiter = request.app.state.auth.limiter
+    wait = limiter.take(caller)
+    if wait is not None:
+        whose = "this token" if caller[0] == "token" else "this address (no valid token)"
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"rate limit of {limiter.per_minute} requests per minute reached for {whose}",
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+
+
+def client_address(request: Request) -> str | None:
+    """Where a request came from (rate limits, audit): the peer, or the X-Forwarded-For address
+    when uvicorn trusts the proxy it came through."""
+    return request.client.host if request.client is not None else None
+
+
+def _address(request: Request) -> str:
+    return client_address(request) or "unknown"
+
+
+async def by_address(request: Request) -> None:
+    """A dependency for open endpoints worth throttling (/metrics): the caller's address pays."""
+    _charge(request, ("address", _address(request)))
+
+
 async def _principal(request: Request) -> Principal:
     auth: Authenticator = request.app.state.auth
-    who = auth.principal(request.headers.get("authorization"))
+    try:
+        who = auth.principal(request.headers.get("authorization"))
+    except HTTPException:  # a failed attempt is paid for by the address it came from
+        _charge(request, ("address", _address(request)))
+        raise
     if not who.dev_mode:
-        wait = auth.limiter.take(who.subject)
-        if wait is not None:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                f"rate limit of {auth.limiter.per_minute} requests per minute reached",
-                headers={"Retry-After": str(max(1, round(wait)))},
-            )
+        _charge(request, ("token", who.subject))
     request.state.principal = who
     return who
 

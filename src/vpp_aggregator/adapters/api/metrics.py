@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vpp_aggregator.app.aggregator import Aggregator
 from vpp_aggregator.app.dispatch_records import DispatchRecord, DispatchStatus
+from vpp_aggregator.domain.forecast.metrics import ErrorSums
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -74,27 +76,29 @@ class FleetCollector(Collector):
         )
         lockouts.add_metric([], len(self.agg.state.lockouts()))
         yield lockouts
-        for name, value, what in (
-            (
-                "vpp_forecast_mape",
-                self.agg.forecast.mape,
-                "Running MAPE of the available-vehicle forecast (hours with >= 1)",
-            ),
-            (
-                "vpp_forecast_wape",
-                self.agg.forecast.wape,
-                "Running WAPE of the available-vehicle forecast",
-            ),
-        ):
-            if value is not None:
-                g = GaugeMetricFamily(name, what)
-                g.add_metric([], value)
-                yield g
-        scored = GaugeMetricFamily(
-            "vpp_forecast_scored_hours", "Forecast hours compared with what happened"
-        )
-        scored.add_metric([], self.agg.forecast.scored_hours)
-        yield scored
+        yield from forecast_accuracy(self.agg.forecast.accuracy.scores())
+
+
+def forecast_accuracy(scores: dict[str, ErrorSums]) -> Iterator[GaugeMetricFamily]:
+    """Online forecast accuracy by `model` (fallback, trained). The fallback is there from
+    start-up on: NaN until an hour is scored (MAPE also while no scored hour had a vehicle), so
+    the series exists for alert rules and dashboards but compares false until measured."""
+    mape = GaugeMetricFamily(
+        "vpp_forecast_mape",
+        "Running MAPE of the available-vehicle forecast (hours with >= 1)",
+        labels=["model"],
+    )
+    wape = GaugeMetricFamily(
+        "vpp_forecast_wape", "Running WAPE of the available-vehicle forecast", labels=["model"]
+    )
+    scored = GaugeMetricFamily(
+        "vpp_forecast_scored_hours", "Forecast hours compared with what happened", labels=["model"]
+    )
+    for model, sums in sorted(scores.items()):
+        mape.add_metric([model], math.nan if sums.mape is None else sums.mape)
+        wape.add_metric([model], math.nan if sums.wape is None else sums.wape)
+        scored.add_metric([model], sums.hours)
+    yield from (mape, wape, scored)
 
 
 class Metrics:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from vpp_aggregator import SERVICE_NAME, __version__
+from vpp_aggregator.adapters.api.auth import by_address
 from vpp_aggregator.adapters.api.deps import AggDep, MetricsDep
-from vpp_aggregator.adapters.api.schemas import HealthOut
+from vpp_aggregator.adapters.api.schemas import ErrorOut, HealthOut
 
 router = APIRouter(tags=["operations"])
 
@@ -52,6 +53,19 @@ def ready(agg: AggDep, request: Request, response: Response) -> dict[str, Any]:
     return {"status": "not_ready" if down else "ready", "down": down, "dependencies": deps}
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[Depends(by_address)],
+    responses={
+        200: {"content": {"text/plain": {}}},
+        429: {
+            "model": ErrorOut,
+            "description": "Over VPP_RATE_LIMIT_PER_MINUTE for this address (see Retry-After)",
+        },
+    },
+)
 def metrics(m: MetricsDep) -> Response:
+    """Prometheus text. Open like the probes, but charged to the caller's address: a scraper
+    polling in a loop is throttled instead of computing capacity for every request."""
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
