@@ -273,11 +273,6 @@ class SimulatedFleet:
         """Current state of charge per resource (a copy; the fleet owns its state)."""
         return self._soc.copy()
 
-    @property
-    def pattern_time(self) -> datetime | None:
-        """Where the simulated week stands (None before the first step)."""
-        return None if self._clock is None else datetime.fromtimestamp(self._clock, UTC)
-
     def registrations(self) -> list[dict[str, Any]]:
         """Bodies for POST /resources/register, one per resource (deep copies, safe to mutate)."""
         return copy.deepcopy(self._registrations)

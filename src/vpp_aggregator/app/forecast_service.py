@@ -69,7 +69,6 @@ class ForecastService:
         self.timezone = timezone
         self.holidays = (holiday_country, holiday_subdivision or None)
         self._model: tuple[Path, float, dict[str, Any], QuantileForecaster] | None = None
-        self._scale: NDArray[np.float64] | None = None
         self._unusable: set[Path] = set()  # stored models this version cannot read
         self._train_lock = threading.Lock()
         self.history = PluggedHistory(history_days * 24)
@@ -141,7 +140,6 @@ class ForecastService:
             in_time = (mids >= ev_["start_at"].timestamp()) & (mids < ev_["end_at"].timestamp())
             who = np.array([ev_["grid_node"] in (None, node) for node in nodes], dtype=bool)
             scale[np.ix_(who, in_time)] *= float(ev_["availability_factor"])
-        self._scale = scale
         result = fallback = forecast(
             inputs,
             profile,
@@ -173,6 +171,7 @@ class ForecastService:
             profile,
             interval_how,
             away,
+            scale,
         )
         if served is not None:
             result, model_info = (
@@ -274,6 +273,7 @@ class ForecastService:
         profile: Profile,
         interval_how: NDArray[np.int64],
         away: NDArray[np.bool_],
+        scale: NDArray[np.float64],
     ) -> tuple[IntervalForecast, dict[str, Any]] | None:
         """Vehicles from the trained model on the fleet's own hourly history; power and energy per
         vehicle from the per-resource profile; batteries as the profile has them (they stay)."""
@@ -320,7 +320,7 @@ class ForecastService:
             inputs.available,
             only=~is_bess,
             offset_min=(starts[0] - now).total_seconds() / 60.0,
-            availability_scale=self._scale,
+            availability_scale=scale,
         )
         bess = forecast(
             inputs,
@@ -331,7 +331,7 @@ class ForecastService:
             inputs.available,
             only=is_bess,
             offset_min=(starts[0] - now).total_seconds() / 60.0,
-            availability_scale=self._scale,
+            availability_scale=scale,
         )
         first_model_hour = origin * 3600.0 + start_h * 3600.0
         parts = {

@@ -410,26 +410,6 @@ class DispatchRepository:
             )
             return [RevisionRecord(x.revision, x.at, x.reason, x.detail) for x in rows]
 
-    def pending_commands(self, limit: int = 10_000) -> builtins.list[tuple[int, dict[str, Any]]]:
-        c = control_commands
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(c.c.command_id, c.c.payload)
-                .where(c.c.published_at.is_(None))
-                .order_by(c.c.command_id)
-                .limit(limit)
-            )
-            return [(r.command_id, r.payload) for r in rows]
-
-    def mark_published(self, command_ids: Sequence[int], at: datetime) -> None:
-        if not command_ids:
-            return
-        c = control_commands
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(c).where(c.c.command_id.in_(list(command_ids))).values(published_at=at)
-            )
-
     def relay_commands(
         self,
         send: Callable[[builtins.list[dict[str, Any]]], builtins.list[bool]],
@@ -454,11 +434,3 @@ class DispatchRepository:
             if done:
                 conn.execute(update(c).where(c.c.command_id.in_(done)).values(published_at=at))
             return len(done)
-
-    def count_commands(self, dispatch_id: str | None = None) -> int:
-        c = control_commands
-        q = select(func.count()).select_from(c)
-        if dispatch_id:
-            q = q.where(c.c.dispatch_id == dispatch_id)
-        with self.engine.connect() as conn:
-            return int(conn.execute(q).scalar_one())

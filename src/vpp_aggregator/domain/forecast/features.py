@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from vpp_aggregator.domain.forecast.series import HOUR, HourlySeries
+from vpp_aggregator.domain.forecast.series import HourlySeries
 
 WEEK = 168
 FEATURES = (
@@ -169,7 +169,3 @@ def persistence_24(
     h = targets - origins + 1
     idx = targets - 24 * np.ceil(h / 24).astype(np.int64)
     return np.where(idx >= 0, y[np.maximum(idx, 0)], np.nan)
-
-
-def hours_index(series: HourlySeries, ts: float) -> int:
-    return int((ts - series.start_ts) // HOUR)

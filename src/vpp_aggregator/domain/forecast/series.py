@@ -26,9 +26,6 @@ class HourlySeries:
     def hours_ts(self) -> NDArray[np.float64]:
         return np.asarray(self.start_ts + HOUR * np.arange(self.plugged.size), dtype=np.float64)
 
-    def index_of(self, ts: float) -> int:
-        return int((ts - self.start_ts) // HOUR)
-
 
 def hourly_from_sessions(
     connect_ts: NDArray[np.float64],
