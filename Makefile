@@ -9,7 +9,7 @@ PORT ?= 3003
 DEMO ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint typecheck migrate services clean lock audit
+.PHONY: install run test test-unit bench lint typecheck migrate services clean lock audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: install services
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# The fast tier: domain, services and the API on SQLite, in-process; starts no server.
+test-unit: install
+	$(BIN)/pytest -n 2 --dist loadfile -m unit
 
 bench: install
 	$(BIN)/vpp-aggregator bench --output BENCHMARKS.md $(if $(ONLY),--only $(ONLY))

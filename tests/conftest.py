@@ -18,10 +18,54 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import services
 
+# Tiers: `unit` runs in-process (domain, services, API on SQLite); `integration` needs the run's
+# PostgreSQL, Redis or Kafka; `e2e` starts processes or a browser. `make test` runs all three,
+# `make test-unit` only the first, without starting any server.
+SERVICE_FIXTURES = {"pg_admin_url", "pg_template", "redis_url", "kafka_brokers", "kafka_topics"}
+E2E_FILES = {
+    "test_closed_by_default.py",
+    "test_dashboard.py",
+    "test_dependency_audit.py",
+    "test_devservices.py",
+    "test_faults.py",
+    "test_kafka_cluster.py",
+    "test_native_heap.py",
+    "test_readme_walkthrough.py",
+    "test_scale_out.py",
+}
+INTEGRATION_FILES = {"test_kafka_integration.py", "test_redis_replicas.py"}
+
+
+def _tier(item: pytest.Item) -> str:
+    name = Path(str(item.fspath)).name
+    if name in E2E_FILES:
+        return "e2e"
+    callspec = getattr(item, "callspec", None)
+    on_postgres = callspec is not None and callspec.params.get("database_url") == "postgresql"
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if name in INTEGRATION_FILES or on_postgres or fixtures & SERVICE_FIXTURES:
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(getattr(pytest.mark, _tier(item)))
+
+
+def _unit_only(config: pytest.Config) -> bool:
+    return str(config.getoption("markexpr", "") or "").strip() == "unit"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """The controller (or the only process) finds or starts the servers; workers inherit them."""
-    if hasattr(config, "workerinput"):
+    for tier, what in (
+        ("unit", "in-process: domain, services, the API on SQLite"),
+        ("integration", "needs the run's PostgreSQL, Redis or Kafka"),
+        ("e2e", "starts processes or a browser"),
+    ):
+        config.addinivalue_line("markers", f"{tier}: {what}")
+    if hasattr(config, "workerinput") or _unit_only(config):
         return
     found = config.stash[_SERVICES] = services.RunServices().start_all()
     for line in [*found.lines, *found.problems]:
