@@ -67,7 +67,7 @@ def test_an_open_bind_allowed_out_loud_starts_and_says_so(tmp_path: Path) -> Non
             except httpx.HTTPError:
                 return False
 
-        wait_until(up, "the service to answer", 120)
+        wait_until(up, "the service to answer", 240)
         said = " ".join(log.read_text().split())
         assert "NO authentication; every caller is an admin" in said
         assert f"vpp-aggregator on http://0.0.0.0:{port}" in said

@@ -36,7 +36,7 @@ def with_suppressed(fn: Callable[[], None]) -> None:
         fn()
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -63,7 +63,7 @@ def test_the_readme_api_examples_run_in_order_against_a_fresh_service(tmp_path: 
             except httpx.HTTPError:
                 return False
 
-        wait_until(up, "the service to answer", 120)
+        wait_until(up, "the service to answer", 240)
         script = "\n".join(
             [
                 "set -euo pipefail",

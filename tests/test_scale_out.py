@@ -56,7 +56,7 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     )
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
+def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"process on {port} exited:\n{log.read_text()[-3000:]}"
@@ -171,7 +171,7 @@ def test_two_workers_and_two_replicas_match_the_embedded_mode_and_lose_nothing(
 
         for name in ("api-1", "api-2"):
             port = procs[name][1]
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180  # a loaded 2-core machine is slow, not wrong
             while True:
                 got = httpx.get(f"http://127.0.0.1:{port}/capacity/available", timeout=5).json()
                 if {key: got[key] for key in COMPARED} == expected:
