@@ -9,11 +9,8 @@ for the first interval apply to both.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,26 +20,20 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from numpy.typing import NDArray
 
-from vpp_aggregator.adapters.data.files import calendar as fleet_calendar
 from vpp_aggregator.app.forecast_accuracy import FALLBACK, TRAINED, OnlineAccuracy
+from vpp_aggregator.app.forecast_inputs import ForecastInputs, ForecastRejectedError
+from vpp_aggregator.app.forecast_models import ForecastModels
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
-from vpp_aggregator.domain.forecast.backtest import fit_model
-from vpp_aggregator.domain.forecast.features import Calendar, Weather, design
+from vpp_aggregator.domain.forecast.calendar import extended_calendar, hour_of_week
+from vpp_aggregator.domain.forecast.features import design
 from vpp_aggregator.domain.forecast.fleet import IntervalForecast, Profile, forecast, learn_profile
-from vpp_aggregator.domain.forecast.history import FULL, MISSING, HourlyWindow, PluggedHistory
-from vpp_aggregator.domain.forecast.model import QuantileForecaster
-from vpp_aggregator.domain.forecast.series import HourlySeries
+from vpp_aggregator.domain.forecast.history import HourlyWindow, PluggedHistory
+from vpp_aggregator.domain.forecast.series import HourlySeries, window_series
 from vpp_aggregator.domain.schedule import away_intervals
 
 log = logging.getLogger(__name__)
 MIN_TRAIN_DAYS = 21
-
-
-class ForecastRejectedError(Exception):
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{f}: {m}" for f, m in errors))
-        self.errors = errors
 
 
 class ForecastService:
@@ -68,12 +59,18 @@ class ForecastService:
         self.model_dir = model_dir
         self.timezone = timezone
         self.holidays = (holiday_country, holiday_subdivision or None)
-        self._model: tuple[Path, float, dict[str, Any], QuantileForecaster] | None = None
-        self._unusable: set[Path] = set()  # stored models this version cannot read
-        self._train_lock = threading.Lock()
+        self.inputs = ForecastInputs(state, store, clock)
+        self.models = ForecastModels(
+            state,
+            store,
+            self.inputs,
+            clock,
+            model_dir=model_dir,
+            timezone=timezone,
+            holidays=self.holidays,
+        )
         self.history = PluggedHistory(history_days * 24)
         self.history_ready = threading.Event()  # stored history folded in after a start
-        self.training: dict[str, Any] = {"state": "idle"}
         self.accuracy = OnlineAccuracy()
         self._last_forecast_hour = -1
 
@@ -114,11 +111,11 @@ class ForecastService:
         now_h = int(now.timestamp() // 3600)
         window = self.history.window(inputs.resource_ids, now_h)
         mid_hour_s = np.arange(window.start_hour, now_h, dtype=np.float64) * 3600.0 + 1800.0
-        slot_how = _hour_of_week(mid_hour_s, self.zone)
+        slot_how = hour_of_week(mid_hour_s, self.zone)
         profile = learn_profile(
             window.raw, slot_how, window.soc_when_plugged, inputs.soc_pct, inputs.is_bess
         )
-        interval_how = _hour_of_week(
+        interval_how = hour_of_week(
             np.array([s.timestamp() + step.total_seconds() / 2 for s in starts]), self.zone
         )
         away = np.zeros((n, count), dtype=bool)
@@ -241,27 +238,6 @@ class ForecastService:
         log.info("forecast history: %d stored samples folded in", read)
         return read
 
-    def _load_model(self) -> tuple[dict[str, Any], QuantileForecaster] | None:
-        """The newest stored model (`vpp-aggregator forecast train`), cached until a newer one appears."""
-        if self.model_dir is None or not self.model_dir.is_dir():
-            return None
-        for path in sorted(self.model_dir.glob("forecast-*.json"), reverse=True):
-            mtime = path.stat().st_mtime
-            if self._model is not None and self._model[0] == path and self._model[1] == mtime:
-                return self._model[2], self._model[3]
-            if path in self._unusable:
-                continue
-            try:
-                doc = json.loads(path.read_text())
-                model = QuantileForecaster.from_dict(doc["model"])
-            except (ValueError, KeyError) as exc:  # an older version's model, or a damaged file
-                log.warning("forecast model %s not used: %s", path.name, exc)
-                self._unusable.add(path)
-                continue
-            self._model = (path, mtime, doc, model)
-            return doc, model
-        return None
-
     def _serve_model(
         self,
         inputs: Any,
@@ -277,7 +253,7 @@ class ForecastService:
     ) -> tuple[IntervalForecast, dict[str, Any]] | None:
         """Vehicles from the trained model on the fleet's own hourly history; power and energy per
         vehicle from the per-resource profile; batteries as the profile has them (they stay)."""
-        loaded = self._load_model()
+        loaded = self.models.newest()
         if loaded is None:
             return None
         doc, model = loaded
@@ -286,7 +262,6 @@ class ForecastService:
             return None
         start_h = int(series.start_ts // 3600)
         origin = len(series)
-        cal = fleet_calendar(series, self.timezone, *self.holidays)
         hours_needed = int(
             np.ceil(
                 (
@@ -298,14 +273,16 @@ class ForecastService:
             )
         )
         horizon = max(1, min(hours_needed, int(doc.get("horizon_hours", 72))))
-        cal_ext = _extend_calendar(cal, series, horizon, self.timezone, *self.holidays)
+        cal_ext = extended_calendar(series, horizon, self.timezone, *self.holidays)
         series_ext = HourlySeries(
             series.start_ts,
             np.concatenate([series.plugged, np.zeros(horizon)]),
             np.zeros(origin + horizon),
             np.concatenate([series.gap, np.ones(horizon, bool)]),
         )
-        X, _ = design(series_ext, cal_ext, self._weather(series_ext), np.array([origin]), horizon)
+        X, _ = design(
+            series_ext, cal_ext, self.inputs.weather_for(series_ext), np.array([origin]), horizon
+        )
         q = model.predict(X)  # (horizon, 3) EVs plugged
         # Vehicles from the model; per-vehicle kW and kWh from the vehicles' profile; batteries
         # (which do not leave) exactly as the profile has them. The first interval stays live.
@@ -360,161 +337,15 @@ class ForecastService:
         }
         return out, info
 
-    def _weather(self, series: HourlySeries) -> Weather | None:
-        """Stored hourly weather aligned with a series (None when nothing is stored)."""
-        start = datetime.fromtimestamp(series.start_ts, UTC)
-        rows = self.store.weather_between(start, start + timedelta(hours=len(series)))
-        if not rows:
-            return None
-        temp, rain = np.full(len(series), np.nan), np.full(len(series), np.nan)
-        for at, t, r in rows:
-            i = int((at.timestamp() - series.start_ts) // 3600)
-            if 0 <= i < len(series):
-                temp[i] = np.nan if t is None else t
-                rain[i] = np.nan if r is None else r
-        return Weather(temp, rain)
-
-    def add_weather(self, hours: list[tuple[datetime, float | None, float | None]]) -> int:
-        naive = [i for i, h in enumerate(hours) if h[0].tzinfo is None]
-        if naive:
-            raise ForecastRejectedError(
-                [(f"hours[{i}].hour_utc", "needs a time zone offset") for i in naive]
-            )
-        odd = [i for i, h in enumerate(hours) if not _plausible(h[0])]
-        if odd:
-            raise ForecastRejectedError(
-                [(f"hours[{i}].hour_utc", "must fall between 1970 and 2200") for i in odd]
-            )
-        whole = [
-            (h[0].astimezone(UTC).replace(minute=0, second=0, microsecond=0), h[1], h[2])
-            for h in hours
-        ]
-        self.store.upsert_weather(whole)
-        return len(whole)
-
-    def add_event(
-        self,
-        name: str,
-        grid_node: str | None,
-        start: datetime,
-        end: datetime,
-        availability_factor: float,
-    ) -> dict[str, Any]:
-        errors = []
-        if start.tzinfo is None or end.tzinfo is None:
-            errors.append(("start", "Start and end need a time zone offset."))
-        elif not (_plausible(start) and _plausible(end)):
-            errors.append(("start", "Start and end must fall between 1970 and 2200."))
-        elif end <= start:
-            errors.append(("end", "The event must end after it starts."))
-        if not 0.0 <= availability_factor <= 2.0:
-            errors.append(
-                (
-                    "availability_factor",
-                    "Expected effect on availability: a factor from 0 (nobody) to 2.",
-                )
-            )
-        if grid_node is not None and grid_node not in self.state.grid_nodes():
-            errors.append(("grid_node", f"No registered resource is on grid node {grid_node!r}."))
-        if errors:
-            raise ForecastRejectedError(errors)
-        event = {
-            "event_id": f"evt-{uuid.uuid4().hex[:12]}",
-            "name": name,
-            "grid_node": grid_node,
-            "start_at": start,
-            "end_at": end,
-            "availability_factor": availability_factor,
-            "created_at": self.clock(),
-        }
-        self.store.add_event(event)
-        return event
-
     # ----------------------------------------------------------------- training
-    def train_now(self, history_days: int = 365, horizon_hours: int = 72) -> dict[str, Any]:
-        """Fit on the fleet's own hourly history and store a new model version (blocking)."""
-        if self.model_dir is None:
-            raise ForecastRejectedError(
-                [("model_dir", "No model directory is configured (VPP_MODEL_DIR).")]
-            )
-        now = self.clock()
-        inputs, _ = self.state.dispatch_inputs(now, now, direction=1)
-        ids, ts, plugged, _ = self.store.history_between(now - timedelta(days=history_days), now)
-        index = {rid: i for i, rid in enumerate(inputs.resource_ids)}
-        row = np.array([index.get(r, -1) for r in ids], dtype=np.int64)
-        keep = row >= 0
-        if not keep.any() or now.timestamp() - float(ts[keep].min()) < MIN_TRAIN_DAYS * 86_400:
-            raise ForecastRejectedError(
-                [
-                    (
-                        "history",
-                        f"Training needs at least {MIN_TRAIN_DAYS} days of fleet "
-                        "telemetry; until then the seasonal profile answers.",
-                    )
-                ]
-            )
-        series = fleet_series(inputs.is_bess, row[keep], ts[keep], plugged[keep], now)
-        cal = fleet_calendar(series, self.timezone, *self.holidays)
-        started = time.perf_counter()
-        model = fit_model(
-            series, cal, self._weather(series), len(series), horizon_hours, history_days
-        )
-        version = now.strftime("%Y%m%dT%H%M%SZ")
-        doc = {
-            "name": "lightgbm-quantile-direct",
-            "version": version,
-            "trained_at": now.isoformat(),
-            "train_seconds": round(time.perf_counter() - started, 1),
-            "source": f"fleet telemetry, last {history_days} days",
-            "timezone": self.timezone,
-            "horizon_hours": horizon_hours,
-            "model": model.to_dict(),
-        }
-        self.model_dir.mkdir(parents=True, exist_ok=True)
-        path = self.model_dir / f"forecast-{version}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc))
-        tmp.replace(path)  # readers never see a half-written model
-        return {k: v for k, v in doc.items() if k != "model"}
-
-    def start_training(self) -> dict[str, Any]:
-        """Train in a background thread (one at a time): forecasts keep being served meanwhile."""
-        with self._train_lock:
-            if self.training.get("state") == "running":
-                return dict(self.training)
-            self.training = {"state": "running", "started_at": self.clock().isoformat()}
-
-        def run() -> None:
-            try:
-                info = self.train_now()
-                result = {
-                    "state": "done",
-                    "version": info["version"],
-                    "train_seconds": info["train_seconds"],
-                }
-            except ForecastRejectedError as exc:
-                result = {"state": "skipped", "reason": str(exc)}
-            except Exception as exc:  # reported, never raised into the API
-                log.exception("forecast training failed")
-                result = {"state": "failed", "reason": f"{type(exc).__name__}: {exc}"}
-            with self._train_lock:
-                self.training = {**self.training, **result, "finished_at": self.clock().isoformat()}
-
-        threading.Thread(target=run, name="forecast-training", daemon=True).start()
-        return dict(self.training)
-
     def model_status(self) -> dict[str, Any]:
-        loaded = self._load_model()
-        current = None
-        if loaded is not None:
-            current = {k: v for k, v in loaded[0].items() if k != "model"}
         return {
-            "current": current,
-            "training": dict(self.training),
-            "model_dir": str(self.model_dir),
+            "current": self.models.current(),
+            "training": dict(self.models.training),
+            "model_dir": str(self.models.model_dir),
             "history_loading": not self.history_ready.is_set(),
             "history_resources": len(self.history),
-            "unusable_models": sorted(p.name for p in self._unusable),
+            "unusable_models": sorted(p.name for p in self.models.unusable),
         }
 
     def track_accuracy(self) -> None:
@@ -546,91 +377,9 @@ class ForecastService:
                 )
 
 
-def fleet_series(
-    is_bess: NDArray[np.bool_],
-    row: NDArray[np.int64],
-    ts: NDArray[np.float64],
-    plugged: NDArray[np.bool_],
-    now: datetime,
-) -> HourlySeries:
-    """Hourly plugged-in vehicles of a fleet from its telemetry, up to the hour before `now`:
-    each vehicle's share of plugged samples in an hour, summed; hours nobody reported are gaps."""
-    ev = ~is_bess[row]
-    start_h = int(ts.min() // 3600)
-    origin = int(now.timestamp() // 3600) - start_h
-    hour = (ts // 3600).astype(np.int64) - start_h
-    key = row * (origin + 1) + hour
-    uniq, inv = np.unique(key[ev], return_inverse=True)
-    share = np.bincount(inv, weights=plugged[ev].astype(np.float64)) / np.bincount(inv)
-    series_hour = uniq % (origin + 1)
-    plugged_h = np.asarray(
-        np.bincount(series_hour, weights=share, minlength=origin + 1)[:origin], dtype=np.float64
-    )
-    seen = np.bincount(series_hour, minlength=origin + 1)[:origin] > 0
-    return HourlySeries(float(start_h * 3600), plugged_h, np.zeros(origin), ~seen)
-
-
-def window_series(window: HourlyWindow, is_bess: NDArray[np.bool_]) -> HourlySeries | None:
-    """Hourly plugged-in vehicles of the fleet from its hourly history, from the first hour any
-    vehicle reported; hours no vehicle reported are gaps (None when none ever did)."""
-    ev = window.raw[~is_bess]
-    known = ev != MISSING
-    seen = known.any(axis=0)
-    if not seen.any():
-        return None
-    first = int(np.argmax(seen))
-    total = np.where(known[:, first:], ev[:, first:], 0).sum(axis=0, dtype=np.int64)
-    plugged = np.asarray(total / FULL, dtype=np.float64)
-    gap = np.asarray(np.logical_not(seen)[first:], dtype=np.bool_)
-    return HourlySeries(
-        float((window.start_hour + first) * 3600), plugged, np.zeros(plugged.size), gap
-    )
-
-
-def _extend_calendar(
-    cal: Calendar,
-    series: HourlySeries,
-    extra: int,
-    timezone: str,
-    country: str,
-    subdivision: str | None,
-) -> Calendar:
-    ext = HourlySeries(
-        series.start_ts,
-        np.zeros(len(series) + extra),
-        np.zeros(len(series) + extra),
-        np.zeros(len(series) + extra, dtype=bool),
-    )
-    return fleet_calendar(ext, timezone, country, subdivision)
-
-
-def _plausible(at: datetime) -> bool:
-    """Inside the years a fleet can have weather or events (and a database can store)."""
-    return datetime(1970, 1, 2, tzinfo=UTC) <= at <= datetime(2200, 1, 1, tzinfo=UTC)
-
-
 def _q(arr: NDArray[np.float64], i: int) -> dict[str, float]:
     return {
         "p10": round(float(arr[i, 0]), 3),
         "p50": round(float(arr[i, 1]), 3),
         "p90": round(float(arr[i, 2]), 3),
     }
-
-
-def _hour_of_week(ts: NDArray[np.float64], zone: ZoneInfo) -> NDArray[np.int64]:
-    """Local hour of week (Monday 00:00 = 0) for epoch seconds, using each instant's UTC offset."""
-    if ts.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    # Offsets change only at DST switches: look them up once per hour.
-    hours = np.floor(ts / 3600.0).astype(np.int64)
-    uniq, inv = np.unique(hours, return_inverse=True)
-    offs = np.array([_offset_s(zone, h * 3600) for h in uniq.tolist()])
-    local = ts + offs[inv]
-    days = np.floor(local / 86_400).astype(np.int64)
-    dow = (days + 3) % 7  # 1970-01-01 was a Thursday
-    return np.asarray(dow * 24 + np.floor((local % 86_400) / 3600).astype(np.int64), dtype=np.int64)
-
-
-def _offset_s(zone: ZoneInfo, epoch_s: int) -> float:
-    offset = datetime.fromtimestamp(epoch_s, zone).utcoffset()
-    return offset.total_seconds() if offset is not None else 0.0

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from vpp_aggregator.adapters.data.files import calendar, read_sessions, read_weather
+from vpp_aggregator.adapters.data.files import read_sessions, read_weather
 from vpp_aggregator.domain.forecast.backtest import fit_model, run_backtest
+from vpp_aggregator.domain.forecast.calendar import local_calendar as calendar
 from vpp_aggregator.domain.forecast.series import HOUR
 
 

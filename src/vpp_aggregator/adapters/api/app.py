@@ -56,7 +56,7 @@ from vpp_aggregator.app.errors import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
-from vpp_aggregator.app.forecast_service import ForecastRejectedError
+from vpp_aggregator.app.forecast_inputs import ForecastRejectedError
 from vpp_aggregator.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -343,7 +343,7 @@ def create_app(
     async def retrain_loop() -> None:
         while True:
             await asyncio.sleep(settings.forecast_retrain_hours * 3600)
-            await run_in_threadpool(aggregator.forecast.start_training)  # returns at once
+            await run_in_threadpool(aggregator.forecast.models.start_training)  # returns at once
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -23,7 +23,7 @@ def post_weather(body: WeatherIn, agg: AggDep, who: Admin, audit: AuditDep) -> W
     """Hourly temperature and precipitation (observed or forecast) used as model features."""
     fleet_wide(who)
     hours = [(h.hour_utc, h.temperature_c, h.precipitation_mm) for h in body.hours]
-    stored = agg.forecast.add_weather(hours)
+    stored = agg.forecast.inputs.add_weather(hours)
     audit.record("forecast.weather", None, {"hours": stored})
     return WeatherStoredOut(stored=stored)
 
@@ -37,7 +37,7 @@ def post_weather(body: WeatherIn, agg: AggDep, who: Admin, audit: AuditDep) -> W
 def post_event(body: ForecastEventIn, agg: AggDep, who: Admin, audit: AuditDep) -> ForecastEventOut:
     """A named period (fleet stand-down, stadium event) that scales expected availability."""
     fleet_wide(who)
-    e = agg.forecast.add_event(
+    e = agg.forecast.inputs.add_event(
         body.name, body.grid_node, body.start, body.end, body.availability_factor
     )
     audit.record(
@@ -66,6 +66,6 @@ def get_model(agg: AggDep, who: Viewer) -> dict[str, object]:
 def train_model(agg: AggDep, who: Admin, audit: AuditDep) -> dict[str, object]:
     """Retrain on the fleet's telemetry history in the background; forecasts keep being served."""
     fleet_wide(who)
-    state = agg.forecast.start_training()
+    state = agg.forecast.models.start_training()
     audit.record("forecast.train", None, {"state": state.get("state")})
     return state

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import holidays
 import numpy as np
 
-from vpp_aggregator.domain.forecast.features import Calendar, Weather
+from vpp_aggregator.domain.forecast.features import Weather
 from vpp_aggregator.domain.forecast.series import HOUR, HourlySeries, hourly_from_sessions
 
 REQUIRED = ("connect_time_utc", "disconnect_time_utc", "user_id")
@@ -53,21 +52,6 @@ def read_sessions(path: Path, timezone: str, site: str | None = None) -> HourlyS
     )
     hours = (offset.total_seconds() / 3600.0) if offset is not None else 0.0
     return hourly_from_sessions(s, e, np.array([hours]))
-
-
-def calendar(
-    series: HourlySeries, timezone: str, country: str = "US", subdivision: str | None = "CA"
-) -> Calendar:
-    zone = ZoneInfo(timezone)
-    ts = series.hours_ts
-    local = [datetime.fromtimestamp(float(t), zone) for t in ts]
-    years = sorted({d.year for d in local})
-    days = holidays.country_holidays(country, subdiv=subdivision, years=years)
-    return Calendar(
-        hour_local=np.array([d.hour for d in local], dtype=np.int64),
-        dow_local=np.array([d.weekday() for d in local], dtype=np.int64),
-        holiday=np.array([d.date() in days for d in local], dtype=np.bool_),
-    )
 
 
 def read_weather(path: Path, series: HourlySeries) -> Weather:

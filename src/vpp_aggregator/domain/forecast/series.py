@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
+
+from vpp_aggregator.domain.forecast.history import FULL, MISSING, HourlyWindow
 
 HOUR = 3600.0
 
@@ -79,3 +82,44 @@ def find_gaps(
     empty_day = (per_day == 0) & (typical >= min_typical)
     gap = empty_day[inverse]
     return np.asarray(gap, dtype=np.bool_)
+
+
+def fleet_series(
+    is_bess: NDArray[np.bool_],
+    row: NDArray[np.int64],
+    ts: NDArray[np.float64],
+    plugged: NDArray[np.bool_],
+    now: datetime,
+) -> HourlySeries:
+    """Hourly plugged-in vehicles of a fleet from its telemetry, up to the hour before `now`:
+    each vehicle's share of plugged samples in an hour, summed; hours nobody reported are gaps."""
+    ev = ~is_bess[row]
+    start_h = int(ts.min() // 3600)
+    origin = int(now.timestamp() // 3600) - start_h
+    hour = (ts // 3600).astype(np.int64) - start_h
+    key = row * (origin + 1) + hour
+    uniq, inv = np.unique(key[ev], return_inverse=True)
+    share = np.bincount(inv, weights=plugged[ev].astype(np.float64)) / np.bincount(inv)
+    series_hour = uniq % (origin + 1)
+    plugged_h = np.asarray(
+        np.bincount(series_hour, weights=share, minlength=origin + 1)[:origin], dtype=np.float64
+    )
+    seen = np.bincount(series_hour, minlength=origin + 1)[:origin] > 0
+    return HourlySeries(float(start_h * 3600), plugged_h, np.zeros(origin), ~seen)
+
+
+def window_series(window: HourlyWindow, is_bess: NDArray[np.bool_]) -> HourlySeries | None:
+    """Hourly plugged-in vehicles of the fleet from its hourly history, from the first hour any
+    vehicle reported; hours no vehicle reported are gaps (None when none ever did)."""
+    ev = window.raw[~is_bess]
+    known = ev != MISSING
+    seen = known.any(axis=0)
+    if not seen.any():
+        return None
+    first = int(np.argmax(seen))
+    total = np.where(known[:, first:], ev[:, first:], 0).sum(axis=0, dtype=np.int64)
+    plugged = np.asarray(total / FULL, dtype=np.float64)
+    gap = np.asarray(np.logical_not(seen)[first:], dtype=np.bool_)
+    return HourlySeries(
+        float((window.start_hour + first) * 3600), plugged, np.zeros(plugged.size), gap
+    )
