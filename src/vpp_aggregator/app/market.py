@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -110,6 +111,7 @@ class MarketService:
         self.hold_seconds = hold_seconds
         self.offers_topic = offers_topic
         self.settlement_topic = settlement_topic
+        self._relay_lock = threading.Lock()
 
     # ------------------------------------------------------------------ offers
     def generate_offers(self) -> list[dict[str, Any]]:
@@ -314,7 +316,10 @@ class MarketService:
 
     # ------------------------------------------------------------------ outbox
     def relay(self) -> int:
-        """Send queued offers and settlements (grouped by topic, order kept within a topic)."""
+        """Send queued offers and settlements (grouped by topic, order kept within a topic).
+
+        One relay at a time in this process, as for dispatch commands: on SQLite the store's row
+        locks are no-ops, and two generations at once each relayed the other's offers too."""
 
         def send(items: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
             delivered = [False] * len(items)
@@ -325,4 +330,5 @@ class MarketService:
                     delivered[i] = ok
             return delivered
 
-        return self.repo.relay(send, self.clock())
+        with self._relay_lock:  # the store's row locks cover other processes (PostgreSQL)
+            return self.repo.relay(send, self.clock())
