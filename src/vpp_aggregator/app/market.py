@@ -20,7 +20,6 @@ from vpp_aggregator.app.awards import (
     award_view,
     never_ran,
     read_award,
-    rejection,
 )
 from vpp_aggregator.app.dispatch import (
     Bus,
@@ -29,9 +28,10 @@ from vpp_aggregator.app.dispatch import (
     DispatchRequest,
     DispatchService,
 )
-from vpp_aggregator.app.dispatch_records import DispatchRecord, DispatchStatus
+from vpp_aggregator.app.dispatch_records import DispatchRecord
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import InvalidMessageError, Outcome
+from vpp_aggregator.app.request_status import dispatch_status
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
 from vpp_aggregator.domain.market import (
     OfferCurve,
@@ -201,13 +201,13 @@ class MarketService:
             )
         else:
             record = self._dispatch(a, now)
-            rejected = record.status is DispatchStatus.REJECTED
+            status, reason = dispatch_status(record)
             row["dispatch_id"] = record.dispatch_id
-            row["status"] = (AwardStatus.REJECTED if rejected else AwardStatus.DISPATCHED).value
-            row["reason"] = rejection(record) if rejected else None
+            row["status"] = AwardStatus(status).value
+            row["reason"] = reason
         if not self.repo.add_award(row):  # another process recorded it meanwhile
             return Outcome("duplicate", a.award_id)
-        return Outcome(row["status"], row["dispatch_id"] or a.award_id)
+        return Outcome(row["status"], row["dispatch_id"] or a.award_id, row["reason"])
 
     def _dispatch(self, a: Award, now: datetime) -> DispatchRecord:
         """The award's dispatch (once: a redelivered award finds the one made before)."""
