@@ -210,6 +210,10 @@ def test_over_kafka_the_same_rules_hold_and_settlement_says_not_delivered(
         assert rejected["status"] == "rejected" and rejected["reason"], rejected
         assert "aw-k-big" not in {d["reference"] for d in c.get("/dispatch").json()["items"]}
         audit = c.get("/audit", params={"action": "dispatch.create"}).json()["items"]
-        assert rejected["dispatch_id"] in {e["target"] for e in audit}
+        entry = next(e for e in audit if e["target"] == rejected["dispatch_id"])
+        assert (entry["detail"]["outcome"], entry["detail"]["reason"]) == (
+            "rejected",
+            rejected["reason"],
+        )
         counted = f'vpp_kafka_messages_total{{outcome="rejected",topic="{t["VPP_TOPIC_MARKET_AWARDS"]}"}} 1.0'
         wait_until(lambda: counted in c.get("/metrics").text, "the rejected award counted", 15)

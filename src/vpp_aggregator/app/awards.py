@@ -1,8 +1,8 @@
 """Awards as the market gateway sends them, and what became of each (one vocabulary for the HTTP
 answer, the award's record, the settlement list and the settlement message).
 
-Statuses: `dispatched` (a dispatch runs or is scheduled for it), `rejected` (its dispatch found no
-resource to take it), `expired` (it came after its interval ended); once the interval is over,
+Statuses: when it came, those of every request to the fleet (`app/request_status`: `dispatched`,
+`rejected` with the reason, `expired`, here: after its interval ended); once the interval is over,
 `settled` (delivery measured from telemetry) or `not_delivered` (nothing ran for it)."""
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from typing import Any
 
 from vpp_aggregator.app.dispatch_records import DispatchRecord, DispatchStatus
 from vpp_aggregator.app.integration import InvalidMessageError
+from vpp_aggregator.app.request_status import RequestStatus, rejection
 from vpp_aggregator.domain.instants import instant_problem
 
 AWARD_ID_MAX = 128  # the stored award id's length
 
 
 class AwardStatus(StrEnum):
-    DISPATCHED = "dispatched"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
+    DISPATCHED = RequestStatus.DISPATCHED.value
+    REJECTED = RequestStatus.REJECTED.value
+    EXPIRED = RequestStatus.EXPIRED.value
     SETTLED = "settled"
     NOT_DELIVERED = "not_delivered"
 
@@ -85,12 +86,6 @@ def _number(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise AwardRefusedError(field, "must be a finite number")
     return float(value)
-
-
-def rejection(record: DispatchRecord) -> str:
-    """Why the dispatch made for an award took nothing, from the rules that bound it."""
-    why = "; ".join(f"{r['rule']}: {r['detail']}" for r in record.shortfall_reasons)
-    return f"dispatch {record.dispatch_id} was rejected: {why or 'no resource could take it'}"
 
 
 def never_ran(award: dict[str, Any], record: DispatchRecord | None) -> str | None:

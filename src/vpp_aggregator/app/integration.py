@@ -17,6 +17,7 @@ from typing import Any
 
 from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
 from vpp_aggregator.app.registry import RegistryService
+from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
 from vpp_aggregator.app.telemetry import TelemetryService, parse_samples
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.grid_signal import InvalidSignalError, read_event
@@ -33,10 +34,14 @@ class InvalidMessageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    outcome: (
-        str  # dispatched | rejected | duplicate | ignored | expired | applied | locked | cleared
-    )
+    """What a message came to: the word counted and audited (`dispatched`, `rejected` and
+    `expired` as `app/request_status` says, or duplicate | ignored | applied | locked | cleared
+    ...), what it concerns (the dispatch id where one was made, audited as the target), and why
+    it was `rejected`."""
+
+    outcome: str
     detail: str = ""
+    reason: str | None = None
 
 
 class IntegrationService:
@@ -78,6 +83,9 @@ class IntegrationService:
 
     # ----------------------------------------------------------------- grid signals
     def grid_signal(self, event: Any) -> list[Outcome]:
+        """One outcome per request the event makes: its dispatch `dispatched`, or `rejected` with
+        the reason when no resource could take it (the dispatch is stored either way, so the
+        event is not dead-lettered), `duplicate` when redelivered, else `expired` or `ignored`."""
         try:
             requests = read_event(event)
         except InvalidSignalError as exc:
@@ -99,7 +107,8 @@ class IntegrationService:
             start = dr.start or now
             end = start + (dr.duration or timedelta(minutes=self.dr_default_minutes))
             if end <= now + timedelta(minutes=1):
-                out.append(Outcome("expired", f"event {dr.key} ended at {end.isoformat()}"))
+                ended = f"event {dr.key} ended at {end.isoformat()}"
+                out.append(Outcome(RequestStatus.EXPIRED.value, ended))
                 continue
             start = max(start, now)
             minutes = min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0))
@@ -125,7 +134,11 @@ class IntegrationService:
                 record, created = self.dispatch.create(request)
             except DispatchRejectedError as exc:
                 raise InvalidMessageError(f"dispatch refused: {exc}") from None
-            out.append(Outcome("dispatched" if created else "duplicate", record.dispatch_id))
+            if not created:
+                out.append(Outcome("duplicate", record.dispatch_id))
+                continue
+            status, reason = dispatch_status(record)
+            out.append(Outcome(status.value, record.dispatch_id, reason))
         return out
 
     # ----------------------------------------------------------------- device gateway

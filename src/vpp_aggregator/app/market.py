@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -19,7 +20,6 @@ from vpp_aggregator.app.awards import (
     award_view,
     never_ran,
     read_award,
-    rejection,
 )
 from vpp_aggregator.app.dispatch import (
     Bus,
@@ -28,9 +28,10 @@ from vpp_aggregator.app.dispatch import (
     DispatchRequest,
     DispatchService,
 )
-from vpp_aggregator.app.dispatch_records import DispatchRecord, DispatchStatus
+from vpp_aggregator.app.dispatch_records import DispatchRecord
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import InvalidMessageError, Outcome
+from vpp_aggregator.app.request_status import dispatch_status
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
 from vpp_aggregator.domain.market import (
     OfferCurve,
@@ -110,6 +111,7 @@ class MarketService:
         self.hold_seconds = hold_seconds
         self.offers_topic = offers_topic
         self.settlement_topic = settlement_topic
+        self._relay_lock = threading.Lock()
 
     # ------------------------------------------------------------------ offers
     def generate_offers(self) -> list[dict[str, Any]]:
@@ -199,13 +201,13 @@ class MarketService:
             )
         else:
             record = self._dispatch(a, now)
-            rejected = record.status is DispatchStatus.REJECTED
+            status, reason = dispatch_status(record)
             row["dispatch_id"] = record.dispatch_id
-            row["status"] = (AwardStatus.REJECTED if rejected else AwardStatus.DISPATCHED).value
-            row["reason"] = rejection(record) if rejected else None
+            row["status"] = AwardStatus(status).value
+            row["reason"] = reason
         if not self.repo.add_award(row):  # another process recorded it meanwhile
             return Outcome("duplicate", a.award_id)
-        return Outcome(row["status"], row["dispatch_id"] or a.award_id)
+        return Outcome(row["status"], row["dispatch_id"] or a.award_id, row["reason"])
 
     def _dispatch(self, a: Award, now: datetime) -> DispatchRecord:
         """The award's dispatch (once: a redelivered award finds the one made before)."""
@@ -314,7 +316,10 @@ class MarketService:
 
     # ------------------------------------------------------------------ outbox
     def relay(self) -> int:
-        """Send queued offers and settlements (grouped by topic, order kept within a topic)."""
+        """Send queued offers and settlements (grouped by topic, order kept within a topic).
+
+        One relay at a time in this process, as for dispatch commands: on SQLite the store's row
+        locks are no-ops, and two generations at once each relayed the other's offers too."""
 
         def send(items: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
             delivered = [False] * len(items)
@@ -325,4 +330,5 @@ class MarketService:
                     delivered[i] = ok
             return delivered
 
-        return self.repo.relay(send, self.clock())
+        with self._relay_lock:  # the store's row locks cover other processes (PostgreSQL)
+            return self.repo.relay(send, self.clock())

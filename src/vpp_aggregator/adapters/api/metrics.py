@@ -197,7 +197,7 @@ class TransportCollector(Collector):
         if self.kafka is not None:
             handled = CounterMetricFamily(
                 "vpp_kafka_messages",
-                "Messages consumed by outcome (applied, dispatched, duplicate, ignored, dead_letter...)",
+                "Messages consumed by outcome (applied, dispatched, rejected, duplicate, ignored, dead_letter...)",
                 labels=["topic", "outcome"],
             )
             ingest = self.kafka.ingest

@@ -209,7 +209,7 @@ DEAD_LETTER_VALUE_BYTES = 64 * 1024  # of the original message kept in its dead 
 
 AUDITED = {  # outcomes that change something an operator must be able to trace
     "dispatched": "dispatch.create",
-    "rejected": "dispatch.create",  # an award's dispatch that found no resource: stored, rejected
+    "rejected": "dispatch.create",  # a DR event's or an award's dispatch that found no resource
     "replanned": "dispatch.replan",
     "locked": "resource.change",
     "cleared": "resource.change",
@@ -462,7 +462,11 @@ class KafkaIngest:
                 "action": action,
                 "target": outcome.detail.split(" ")[0],
                 "remote_addr": "kafka",
-                "detail": {"outcome": outcome.outcome, "detail": outcome.detail},
+                "detail": {
+                    "outcome": outcome.outcome,
+                    "detail": outcome.detail,
+                    "reason": outcome.reason,
+                },
             }
         )
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Insert, Table, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from vpp_aggregator.adapters.store.tables import (
@@ -19,6 +20,16 @@ from vpp_aggregator.adapters.store.tables import (
     outbox,
     telemetry_samples,
 )
+
+
+def _insert_skipping_stored(table: Table, dialect: str) -> Insert:
+    """INSERT that leaves out rows whose primary key is already stored, also by a transaction
+    running at once (the database waits for it to end); ON CONFLICT DO NOTHING is each
+    database's own syntax, so one per database the service runs on."""
+    keys = list(table.primary_key)
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
 
 
 class MarketRepository:
@@ -30,29 +41,32 @@ class MarketRepository:
         self, offers: Sequence[dict[str, Any]], topic: str, at: datetime
     ) -> builtins.list[dict[str, Any]]:
         """Store offers not stored before and queue them for the market, in one transaction;
-        returns the new ones (an interval already offered keeps its first offer)."""
+        returns the new ones (an interval already offered keeps its first offer).
+
+        The insert itself skips an offer id already stored and says which rows it stored, and
+        only those are queued: generations running at once (the market loop and
+        `POST /market/offers/generate`) store and send each offer once and none fails. Looking
+        first and inserting after let both insert, and the later one failed on the key (a 500)."""
         if not offers:
             return []
-        ids = [o["offer_id"] for o in offers]
         o = market_offers
+        rows = [
+            {
+                "offer_id": x["offer_id"],
+                "aggregation_id": x["aggregation_id"],
+                "interval_start": datetime.fromisoformat(x["interval_start"]),
+                "interval_end": datetime.fromisoformat(x["interval_end"]),
+                "payload": x,
+                "created_at": at,
+            }
+            for x in offers
+        ]
+        rows.sort(key=lambda r: str(r["offer_id"]))  # one lock order for every caller (PostgreSQL)
+        skip_stored = _insert_skipping_stored(o, self.engine.dialect.name)
         with self.engine.begin() as conn:
-            known = set(conn.execute(select(o.c.offer_id).where(o.c.offer_id.in_(ids))).scalars())
-            new = [x for x in offers if x["offer_id"] not in known]
+            stored = set(conn.execute(skip_stored.returning(o.c.offer_id), rows).scalars())
+            new = [x for x in offers if x["offer_id"] in stored]
             if new:
-                conn.execute(
-                    insert(o),
-                    [
-                        {
-                            "offer_id": x["offer_id"],
-                            "aggregation_id": x["aggregation_id"],
-                            "interval_start": datetime.fromisoformat(x["interval_start"]),
-                            "interval_end": datetime.fromisoformat(x["interval_end"]),
-                            "payload": x,
-                            "created_at": at,
-                        }
-                        for x in new
-                    ],
-                )
                 conn.execute(
                     insert(outbox),
                     [
