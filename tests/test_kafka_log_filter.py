@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Producer
 
 from conftest import _free_port
-from vpp_aggregator.adapters.bus.kafka import client_log
+from vpp_aggregator.adapters.bus.kafka_log import client_log
 from vpp_aggregator.log_filter import RepeatFilter
 
 

@@ -1,0 +1,69 @@
+"""Topic names from the settings, and creating the missing ones (partitions and replication
+chosen for the cluster at hand)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from vpp_aggregator.adapters.bus.kafka_log import client_log
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(
+    brokers: str, topics: Sequence[str], partitions: int, replication_factor: int = -1
+) -> None:
+    """Create missing topics (operators may pre-create them; an existing topic is kept as is).
+    Replication -1 takes the cluster's default.replication.factor."""
+    config: dict[str, Any] = {"bootstrap.servers": brokers, "logger": client_log}
+    admin = AdminClient(config)
+    try:
+        _create_missing(admin, topics, partitions, replication_factor)
+    finally:
+        admin.poll(0)  # hands librdkafka's queued log lines to `client_log`
+
+
+def _create_missing(
+    admin: AdminClient, topics: Sequence[str], partitions: int, replication_factor: int
+) -> None:
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [
+        NewTopic(t, num_partitions=partitions, replication_factor=replication_factor)
+        for t in topics
+        if t not in existing
+    ]
+    if not missing:
+        return
+    for topic, future in admin.create_topics(missing).items():
+        try:
+            future.result(timeout=10)
+        except Exception as exc:  # raced with another worker creating it: fine
+            if "exist" not in str(exc).lower():
+                raise
+            log.info("topic %s already created", topic)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    telemetry: str
+    grid_signals: str
+    charging_events: str
+    physics_alerts: str
+    market_awards: str
+    dead_letter: str
+    command_acks: str = ""  # optional: the device gateway's acknowledgements
+
+    def inbound(self) -> list[str]:
+        topics = [
+            self.telemetry,
+            self.grid_signals,
+            self.charging_events,
+            self.physics_alerts,
+            self.market_awards,
+        ]
+        return [*topics, self.command_acks] if self.command_acks else topics
