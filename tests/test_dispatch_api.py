@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
 from vpp_aggregator.adapters.api.app import create_app
-from vpp_aggregator.adapters.api.schemas import DispatchDetailOut, DispatchOut
+from vpp_aggregator.adapters.api.schemas_dispatch import DispatchDetailOut, DispatchOut
 from vpp_aggregator.config import load_settings
 
 

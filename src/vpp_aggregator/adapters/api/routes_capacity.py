@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 
 from vpp_aggregator.adapters.api.auth import Viewer, fleet_scope, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
-from vpp_aggregator.adapters.api.schemas import CapacityOut, ErrorOut, ForecastOut
+from vpp_aggregator.adapters.api.schemas import CapacityOut, ErrorOut
+from vpp_aggregator.adapters.api.schemas_forecast import ForecastOut
 
 router = APIRouter(prefix="/capacity", tags=["capacity"])
 

@@ -12,13 +12,13 @@ from starlette.concurrency import run_in_threadpool
 from vpp_aggregator.adapters.api.audit import AuditDep
 from vpp_aggregator.adapters.api.auth import Operator, Principal, Viewer, fleet_scope
 from vpp_aggregator.adapters.api.deps import AggDep
-from vpp_aggregator.adapters.api.schemas import (
+from vpp_aggregator.adapters.api.schemas import ErrorOut
+from vpp_aggregator.adapters.api.schemas_dispatch import (
     DispatchDetailOut,
     DispatchIn,
     DispatchList,
     DispatchOut,
     DispatchSummary,
-    ErrorOut,
 )
 from vpp_aggregator.app.dispatch import DeliveryView, DispatchRequest
 from vpp_aggregator.app.dispatch_records import DispatchRecord, RevisionRecord, schedule_points

@@ -7,8 +7,8 @@ from fastapi import APIRouter, status
 from vpp_aggregator.adapters.api.audit import AuditDep
 from vpp_aggregator.adapters.api.auth import Admin, Viewer, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
-from vpp_aggregator.adapters.api.schemas import (
-    ErrorOut,
+from vpp_aggregator.adapters.api.schemas import ErrorOut
+from vpp_aggregator.adapters.api.schemas_forecast import (
     ForecastEventIn,
     ForecastEventOut,
     WeatherIn,

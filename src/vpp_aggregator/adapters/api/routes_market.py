@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from vpp_aggregator.adapters.api.audit import AuditDep
 from vpp_aggregator.adapters.api.auth import Admin, Operator, Viewer, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
-from vpp_aggregator.adapters.api.schemas import AwardIn, ErrorOut
+from vpp_aggregator.adapters.api.schemas import ErrorOut
+from vpp_aggregator.adapters.api.schemas_dispatch import AwardIn
 from vpp_aggregator.app.awards import AwardRefusedError
 from vpp_aggregator.app.integration import InvalidMessageError
 

@@ -8,12 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vpp_aggregator.adapters.api.auth import Operator, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep, MetricsDep
-from vpp_aggregator.adapters.api.schemas import (
-    ErrorOut,
-    IngestOut,
-    RejectionOut,
-    TelemetryIn,
-)
+from vpp_aggregator.adapters.api.schemas import ErrorOut, IngestOut, RejectionOut, TelemetryIn
 from vpp_aggregator.app.telemetry import parse_samples
 
 router = APIRouter(tags=["telemetry"])

@@ -1,0 +1,92 @@
+"""HTTP models of the forecast and of what operators tell it (weather, events)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+)
+
+from vpp_aggregator.adapters.api.schemas import Instant
+
+
+class Quantiles(BaseModel):
+    p10: float
+    p50: float
+    p90: float
+
+
+class ForecastInterval(BaseModel):
+    start: datetime
+    end: datetime
+    available_vehicles: Quantiles
+    discharge_kw: Quantiles
+    discharge_kwh: Quantiles
+    charge_kw: Quantiles
+
+
+class ForecastModelInfo(BaseModel):
+    name: str
+    version: str
+    trained_at: datetime
+    fallback: bool
+    detail: str
+    history_hours: int = Field(
+        description="Resource-hours of telemetry history behind the answer (last VPP forecast window)."
+    )
+    backtest: dict[str, float] | None
+
+
+class ForecastEventOut(BaseModel):
+    event_id: str
+    name: str
+    grid_node: str | None
+    start: datetime
+    end: datetime
+    availability_factor: float
+
+
+class ForecastEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str = Field(..., min_length=1, max_length=200, examples=["Depot stand-down"])
+    grid_node: str | None = Field(None, max_length=128, description="Whole fleet when absent")
+    start: Instant
+    end: Instant
+    availability_factor: StrictFloat = Field(
+        ...,
+        description="Expected effect on availability: 0 = nobody plugged in, 0.5 = half, 1.2 = 20 % more",
+    )
+
+
+class WeatherHourIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    hour_utc: Instant
+    # Beyond the records ever measured at the surface (-89.2 °C, 56.7 °C; 305 mm in an hour).
+    temperature_c: StrictFloat | None = Field(None, ge=-95.0, le=65.0)
+    precipitation_mm: StrictFloat | None = Field(None, ge=0.0, le=400.0)
+
+
+class WeatherIn(BaseModel):
+    hours: list[WeatherHourIn] = Field(..., max_length=10_000)
+
+
+class WeatherStoredOut(BaseModel):
+    stored: int
+
+
+class ForecastOut(BaseModel):
+    generated_at: datetime
+    horizon_hours: int
+    interval_minutes: int
+    grid_node: str | None
+    resource_count: int
+    model: ForecastModelInfo
+    history_loading: bool = Field(
+        description="True for a while after a start, until stored history is read back in."
+    )
+    events: list[ForecastEventOut]
+    intervals: list[ForecastInterval]
