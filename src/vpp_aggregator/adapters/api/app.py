@@ -9,15 +9,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import OperationalError, StatementError
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vpp_aggregator import SERVICE_NAME, __version__
 from vpp_aggregator.adapters import native_heap
@@ -33,9 +29,10 @@ from vpp_aggregator.adapters.api import (
     routes_telemetry,
 )
 from vpp_aggregator.adapters.api.auth import Authenticator
+from vpp_aggregator.adapters.api.errors import install_error_handlers
 from vpp_aggregator.adapters.api.limits import BodyLimitMiddleware
 from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics, TransportCollector
-from vpp_aggregator.adapters.api.schemas import ErrorOut
+from vpp_aggregator.adapters.api.openapi_doc import openapi_document
 from vpp_aggregator.adapters.bus.kafka import KafkaParts
 from vpp_aggregator.adapters.bus.memory import InProcessBus
 from vpp_aggregator.adapters.cache.redis_state import RedisParts
@@ -45,215 +42,10 @@ from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
 from vpp_aggregator.adapters.store.market_repository import MarketRepository
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.app.aggregator import Aggregator, utc_now
-from vpp_aggregator.app.dispatch import (
-    DispatchConflictError,
-    DispatchNotFoundError,
-    DispatchRejectedError,
-)
-from vpp_aggregator.app.dispatch_records import PlanningBusyError
-from vpp_aggregator.app.errors import (
-    RegistrationRejectedError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-)
-from vpp_aggregator.app.forecast_inputs import ForecastRejectedError
 from vpp_aggregator.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = []
-        for e in exc.errors():
-            msg, field = e["msg"], _field(tuple(e["loc"]))
-            if e["type"] == "json_invalid":
-                msg, field = (
-                    "Body is not valid JSON: " + str(e.get("ctx", {}).get("error", msg)),
-                    "body",
-                )
-            elif e["type"] == "extra_forbidden":
-                msg = "Unknown field; check the spelling against /docs"
-            errors.append({"field": field, "message": msg})
-        detail = f"Request is invalid: {len(errors)} problem{'s' if len(errors) != 1 else ''}"
-        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
-
-    @app.exception_handler(RegistrationRejectedError)
-    async def _rejected(_: Request, exc: RegistrationRejectedError) -> JSONResponse:
-        errors = [{"field": v.field, "message": v.message} for v in exc.violations]
-        n = len(errors)
-        detail = f"Registration rejected: {n} requirement{'s' if n != 1 else ''} not met"
-        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
-
-    @app.exception_handler(ResourceExistsError)
-    async def _exists(_: Request, exc: ResourceExistsError) -> JSONResponse:
-        return JSONResponse(
-            {
-                "detail": f"Resource {exc} is already registered",
-                "errors": [{"field": "resource_id", "message": "already registered"}],
-            },
-            status_code=409,
-        )
-
-    @app.exception_handler(ResourceNotFoundError)
-    async def _missing(_: Request, exc: ResourceNotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": f"No resource with id {exc}", "errors": []}, status_code=404)
-
-    @app.exception_handler(DispatchRejectedError)
-    async def _bad_dispatch(_: Request, exc: DispatchRejectedError) -> JSONResponse:
-        errors = [{"field": f, "message": m} for f, m in exc.errors]
-        return JSONResponse(
-            {"detail": "Dispatch request is invalid", "errors": errors}, status_code=422
-        )
-
-    @app.exception_handler(ForecastRejectedError)
-    async def _bad_forecast(_: Request, exc: ForecastRejectedError) -> JSONResponse:
-        errors = [{"field": f, "message": m} for f, m in exc.errors]
-        return JSONResponse(
-            {"detail": "Forecast request is invalid", "errors": errors}, status_code=422
-        )
-
-    @app.exception_handler(DispatchNotFoundError)
-    async def _no_dispatch(_: Request, exc: DispatchNotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": f"No dispatch with id {exc}", "errors": []}, status_code=404)
-
-    @app.exception_handler(DispatchConflictError)
-    async def _dispatch_conflict(_: Request, exc: DispatchConflictError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "errors": []}, status_code=409)
-
-    @app.exception_handler(PlanningBusyError)
-    async def _planning_busy(_: Request, exc: PlanningBusyError) -> JSONResponse:
-        return JSONResponse(
-            {
-                "detail": f"Dispatch planning is busy ({exc}); nothing was stored. Retry shortly.",
-                "errors": [],
-            },
-            status_code=503,
-            headers={"Retry-After": "2"},
-        )
-
-    @app.exception_handler(OverflowError)
-    async def _overflow(_: Request, exc: OverflowError) -> JSONResponse:
-        return _out_of_range(exc)
-
-    @app.exception_handler(StatementError)
-    async def _statement(_: Request, exc: StatementError) -> JSONResponse:
-        if isinstance(exc.orig, OverflowError):  # a date the database cannot hold
-            return _out_of_range(exc.orig)
-        raise exc
-
-    @app.exception_handler(OperationalError)
-    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
-        # The database is away (restart, network): nothing was stored, the client should retry.
-        log.warning("database unavailable: %s", str(exc).splitlines()[0][:200])
-        return JSONResponse(
-            {
-                "detail": "The database is unavailable; nothing was stored. Retry shortly.",
-                "errors": [],
-            },
-            status_code=503,
-            headers={"Retry-After": "2"},
-        )
-
-    @app.exception_handler(StarletteHTTPException)  # also what Starlette raises (404, 405, 400)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400:  # a body that cannot be parsed: invalid like any other (422)
-            return JSONResponse(
-                {
-                    "detail": "Body is not valid JSON",
-                    "errors": [{"field": "body", "message": str(exc.detail)}],
-                },
-                status_code=422,
-            )
-        return JSONResponse(
-            {"detail": str(exc.detail), "errors": []},
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
-
-
-OPEN_PATHS = {"/health", "/health/ready", "/metrics"}
-COMMON_ERRORS = {
-    "503": "The database is unavailable; nothing was stored (see Retry-After)",
-    "401": "No, an invalid or an expired bearer token (when authentication is on)",
-    "403": "The token's role or fleet does not allow this",
-    "413": "Body over VPP_MAX_BODY_BYTES",
-    "429": "Over VPP_RATE_LIMIT_PER_MINUTE for this token, or for this address when the token "
-    "is missing or invalid (see Retry-After)",
-}
-
-
-def _out_of_range(exc: Exception) -> JSONResponse:
-    """Dates past what calendars and databases hold (year 9999 at -14:00, say) are bad input."""
-    return JSONResponse(
-        {
-            "detail": "A date or number is out of range",
-            "errors": [{"field": "request", "message": str(exc)[:200]}],
-        },
-        status_code=422,
-    )
-
-
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, with the errors this service really returns: every 422 in our
-    `{"detail", "errors"}` shape, and the auth and limit answers every protected route can give."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    from fastapi.openapi.utils import get_openapi
-
-    doc = get_openapi(
-        title=app.title,
-        version=app.version,
-        summary=app.summary,
-        description=app.description,
-        routes=app.routes,
-    )
-    ref = {"$ref": "#/components/schemas/ErrorOut"}
-    error = {"content": {"application/json": {"schema": ref}}}
-    for path, methods in doc.get("paths", {}).items():
-        for op in methods.values():
-            responses = op.setdefault("responses", {})
-            if "422" in responses:
-                responses["422"] = {
-                    "description": responses["422"].get("description", "Invalid request"),
-                    **error,
-                }
-            if path not in OPEN_PATHS:
-                for code, text in COMMON_ERRORS.items():
-                    responses.setdefault(code, {"description": text, **error})
-    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    _hoist_defs(doc.get("paths", {}), schemas)
-    schemas.pop("HTTPValidationError", None)
-    schemas.pop("ValidationError", None)
-    if "ErrorOut" not in schemas:
-        schemas.update(
-            ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})
-        )
-        schemas["ErrorOut"] = ErrorOut.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-    app.openapi_schema = doc
-    return doc
-
-
-def _hoist_defs(node: Any, schemas: dict[str, Any]) -> None:
-    """A schema written by hand from a model (POST /telemetry's body) carries its nested models
-    under `$defs` while its refs point at components: move them there, or ReDoc refuses the
-    whole document over the dangling reference."""
-    if isinstance(node, dict):
-        schemas.update(node.pop("$defs", {}))
-        for value in node.values():
-            _hoist_defs(value, schemas)
-    elif isinstance(node, list):
-        for value in node:
-            _hoist_defs(value, schemas)
 
 
 def create_app(
@@ -400,7 +192,7 @@ def create_app(
     app.state.kafka = kafka
     app.state.shared = shared
     app.state.metrics = metrics
-    _install_error_handlers(app)
+    install_error_handlers(app)
     for module in (
         routes_ops,
         routes_resources,
@@ -412,7 +204,7 @@ def create_app(
         routes_audit,
     ):
         app.include_router(module.router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     docs_pages.install(app)
 
