@@ -24,6 +24,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from vpp_aggregator.adapters.store.dispatch_rows import (
+    allocation_rows,
+    dispatch_record,
+    dispatch_row,
+)
 from vpp_aggregator.adapters.store.tables import (
     command_refusals,
     control_commands,
@@ -44,75 +49,6 @@ from vpp_aggregator.app.dispatch_records import (
 
 class DuplicateIdempotencyKeyError(Exception):
     """Another dispatch already holds that idempotency key."""
-
-
-def _row(r: DispatchRecord) -> dict[str, Any]:
-    return {
-        "dispatch_id": r.dispatch_id,
-        "status": r.status.value,
-        "source": r.source,
-        "reference": r.reference,
-        "idempotency_key": r.idempotency_key,
-        "target_kw": r.target_kw,
-        "start_at": r.start,
-        "duration_minutes": r.duration_minutes,
-        "end_at": r.end_at,
-        "scope": r.scope,
-        "solver": r.solver,
-        "allocated_kw": r.allocated_kw,
-        "shortfall_kw": r.shortfall_kw,
-        "shortfall_reasons": r.shortfall_reasons,
-        "ramp_complete_at": r.ramp_complete_at,
-        "response_time_ms": r.response_time_ms,
-        "revision": r.revision,
-        "plan_kw": r.plan_kw,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-    }
-
-
-def _record(m: Any) -> DispatchRecord:
-    return DispatchRecord(
-        dispatch_id=m.dispatch_id,
-        status=DispatchStatus(m.status),
-        source=m.source,
-        reference=m.reference,
-        idempotency_key=m.idempotency_key,
-        target_kw=m.target_kw,
-        start=m.start_at,
-        duration_minutes=m.duration_minutes,
-        end_at=m.end_at,
-        scope=m.scope,
-        solver=m.solver,
-        allocated_kw=m.allocated_kw,
-        shortfall_kw=m.shortfall_kw,
-        shortfall_reasons=m.shortfall_reasons,
-        ramp_complete_at=m.ramp_complete_at,
-        response_time_ms=m.response_time_ms,
-        revision=m.revision,
-        plan_kw=m.plan_kw,
-        created_at=m.created_at,
-        updated_at=m.updated_at,
-    )
-
-
-def _alloc_rows(r: DispatchRecord) -> builtins.list[dict[str, Any]]:
-    return [
-        {
-            "dispatch_id": r.dispatch_id,
-            "revision": r.revision,
-            "resource_id": a.resource_id,
-            "resource_type": a.resource_type,
-            "charge_point_id": a.charge_point_id,
-            "setpoint_kw": a.setpoint_kw,
-            "schedule_start": a.schedule_start,
-            "schedule_kw": a.schedule_kw,
-            "start_soc_pct": a.start_soc_pct,
-            "expected_end_soc_pct": a.expected_end_soc_pct,
-            "binding_constraint": a.binding_constraint[:200],  # the column width
-        }
-        for a in r.allocations
-    ]
 
 
 # Key of the PostgreSQL advisory lock that serialises planning across processes (any constant
@@ -188,7 +124,7 @@ class DispatchRepository:
             if not ids:
                 return []
             rows = conn.execute(select(d).where(d.c.dispatch_id.in_(ids)))
-            return [self._with_allocations(conn, _record(r)) for r in rows]
+            return [self._with_allocations(conn, dispatch_record(r)) for r in rows]
 
     def take_over(self, dispatch_id: str, owner: str, until: datetime) -> DispatchRecord | None:
         """This process follows the dispatch from now on (the former follower lets go when it
@@ -201,7 +137,7 @@ class DispatchRepository:
                 .values(owner=owner, lease_until=until)
             )
             row = conn.execute(select(d).where(d.c.dispatch_id == dispatch_id)).first()
-            return self._with_allocations(conn, _record(row)) if row else None
+            return self._with_allocations(conn, dispatch_record(row)) if row else None
 
     def release(self, owner: str, at: datetime) -> None:
         """On a clean stop: let another process take over at once instead of after the lease."""
@@ -271,7 +207,9 @@ class DispatchRepository:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    insert(dispatches).values(**_row(record), owner=owner, lease_until=lease_until)
+                    insert(dispatches).values(
+                        **dispatch_row(record), owner=owner, lease_until=lease_until
+                    )
                 )
                 self._write_revision(conn, record, "created", {}, commands, at)
         except IntegrityError as exc:
@@ -290,7 +228,7 @@ class DispatchRepository:
         only while that process still follows the dispatch (NotFollowedHereError otherwise)."""
         d = dispatches
         with self.engine.begin() as conn:
-            values = _row(record)
+            values = dispatch_row(record)
             values.pop("dispatch_id")
             conds = [d.c.dispatch_id == record.dispatch_id, d.c.revision == record.revision - 1]
             if owner is not None:
@@ -308,7 +246,7 @@ class DispatchRepository:
         commands: Sequence[dict[str, Any]],
         at: datetime,
     ) -> None:
-        rows = _alloc_rows(record)
+        rows = allocation_rows(record)
         if rows:
             conn.execute(insert(dispatch_allocations), rows)
         conn.execute(
@@ -350,14 +288,14 @@ class DispatchRepository:
             row = conn.execute(
                 select(dispatches).where(dispatches.c.idempotency_key == key)
             ).first()
-            return self._with_allocations(conn, _record(row)) if row else None
+            return self._with_allocations(conn, dispatch_record(row)) if row else None
 
     def get(self, dispatch_id: str) -> DispatchRecord | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(dispatches).where(dispatches.c.dispatch_id == dispatch_id)
             ).first()
-            return self._with_allocations(conn, _record(row)) if row else None
+            return self._with_allocations(conn, dispatch_record(row)) if row else None
 
     def _with_allocations(self, conn: Connection, record: DispatchRecord) -> DispatchRecord:
         a = dispatch_allocations
@@ -400,7 +338,7 @@ class DispatchRepository:
         if conds:
             q, cq = q.where(and_(*conds)), cq.where(and_(*conds))
         with self.engine.connect() as conn:
-            return [_record(r) for r in conn.execute(q)], int(conn.execute(cq).scalar_one())
+            return [dispatch_record(r) for r in conn.execute(q)], int(conn.execute(cq).scalar_one())
 
     def revisions(self, dispatch_id: str) -> builtins.list[RevisionRecord]:
         r = dispatch_revisions

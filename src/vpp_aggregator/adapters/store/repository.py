@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from vpp_aggregator.adapters.store.resource_rows import resource_from_row, resource_row
 from vpp_aggregator.adapters.store.tables import (
     forecast_events,
     forecast_weather,
@@ -23,102 +24,9 @@ from vpp_aggregator.adapters.store.tables import (
 from vpp_aggregator.app.errors import DuplicateResourceError
 from vpp_aggregator.app.ports import StoredSample
 from vpp_aggregator.domain.resources import (
-    Interconnection,
-    RecurringDeparture,
     Resource,
     ResourceStatus,
-    ResourceType,
-    Trip,
 )
-
-
-def schedule_to_json(schedule: Sequence[RecurringDeparture]) -> list[dict[str, Any]]:
-    return [
-        {
-            "days": list(e.days),
-            "departure": e.departure,
-            "return": e.return_,
-            "required_soc_pct": e.required_soc_pct,
-            "timezone": e.timezone,
-        }
-        for e in schedule
-    ]
-
-
-def trips_to_json(trips: Sequence[Trip]) -> list[dict[str, Any]]:
-    return [
-        {
-            "departure": t.departure.isoformat(),
-            "return": t.return_.isoformat() if t.return_ else None,
-            "required_soc_pct": t.required_soc_pct,
-        }
-        for t in trips
-    ]
-
-
-def _row_values(r: Resource) -> dict[str, Any]:
-    return {
-        "resource_id": r.resource_id,
-        "resource_type": r.resource_type.value,
-        "name": r.name,
-        "fleet_id": r.fleet_id,
-        "grid_node": r.grid_node,
-        "battery_capacity_kwh": r.battery_capacity_kwh,
-        "max_charge_kw": r.max_charge_kw,
-        "max_discharge_kw": r.max_discharge_kw,
-        "v2g_capable": r.v2g_capable,
-        "telemetry_enabled": r.telemetry_enabled,
-        "interconnection_approved": r.interconnection.approved,
-        "interconnection_reference": r.interconnection.reference,
-        "min_soc_pct": r.min_soc_pct,
-        "max_soc_pct": r.max_soc_pct,
-        "departure_schedule": schedule_to_json(r.departure_schedule),
-        "trips": trips_to_json(r.trips),
-        "charge_point_id": r.charge_point_id,
-        "status": r.status.value,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-    }
-
-
-def _from_row(m: Any) -> Resource:
-    return Resource(
-        resource_id=m.resource_id,
-        resource_type=ResourceType(m.resource_type),
-        name=m.name,
-        fleet_id=m.fleet_id,
-        grid_node=m.grid_node,
-        battery_capacity_kwh=m.battery_capacity_kwh,
-        max_charge_kw=m.max_charge_kw,
-        max_discharge_kw=m.max_discharge_kw,
-        v2g_capable=m.v2g_capable,
-        telemetry_enabled=m.telemetry_enabled,
-        interconnection=Interconnection(m.interconnection_approved, m.interconnection_reference),
-        min_soc_pct=m.min_soc_pct,
-        max_soc_pct=m.max_soc_pct,
-        departure_schedule=tuple(
-            RecurringDeparture(
-                days=tuple(e["days"]),
-                departure=e["departure"],
-                return_=e.get("return"),
-                required_soc_pct=e["required_soc_pct"],
-                timezone=e["timezone"],
-            )
-            for e in m.departure_schedule
-        ),
-        trips=tuple(
-            Trip(
-                departure=datetime.fromisoformat(t["departure"]),
-                return_=datetime.fromisoformat(t["return"]) if t.get("return") else None,
-                required_soc_pct=t["required_soc_pct"],
-            )
-            for t in m.trips
-        ),
-        charge_point_id=m.charge_point_id,
-        status=ResourceStatus(m.status),
-        created_at=m.created_at,
-        updated_at=m.updated_at,
-    )
 
 
 class Repository:
@@ -132,7 +40,7 @@ class Repository:
     def add(self, resource: Resource) -> None:
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(resources).values(**_row_values(resource)))
+                conn.execute(insert(resources).values(**resource_row(resource)))
         except IntegrityError as exc:
             raise DuplicateResourceError(resource.resource_id) from exc
 
@@ -142,12 +50,12 @@ class Repository:
             return
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(resources), [_row_values(r) for r in items])
+                conn.execute(insert(resources), [resource_row(r) for r in items])
         except IntegrityError as exc:
             raise DuplicateResourceError("one of the resources") from exc
 
     def save(self, resource: Resource) -> None:
-        values = _row_values(resource)
+        values = resource_row(resource)
         rid = values.pop("resource_id")
         values.pop("created_at")
         with self.engine.begin() as conn:
@@ -158,7 +66,7 @@ class Repository:
             row = conn.execute(
                 select(resources).where(resources.c.resource_id == resource_id)
             ).first()
-        return _from_row(row) if row else None
+        return resource_from_row(row) if row else None
 
     def list(
         self,
@@ -185,7 +93,7 @@ class Repository:
         if where is not None:
             q, cq = q.where(where), cq.where(where)
         with self.engine.connect() as conn:
-            items = [_from_row(r) for r in conn.execute(q)]
+            items = [resource_from_row(r) for r in conn.execute(q)]
             total = int(conn.execute(cq).scalar_one())
         return items, total
 
@@ -194,7 +102,7 @@ class Repository:
         q = select(resources).where(resources.c.status != ResourceStatus.INACTIVE.value)
         with self.engine.connect() as conn:
             for row in conn.execution_options(yield_per=10_000).execute(q):
-                yield _from_row(row)
+                yield resource_from_row(row)
 
     # ------------------------------------------------------------- telemetry
     def _stamps(self, timestamp_s: NDArray[np.float64]) -> builtins.list[Any]:
