@@ -205,7 +205,6 @@ class DispatchService:
         clock: Callable[[], datetime],
         *,
         ramp_kw_per_min: float,
-        bess_min_soc_pct: float,
         round_trip_efficiency: float = 0.9,
         prefer_bess: bool = True,
         lp_max_resources: int = 40,
@@ -226,7 +225,6 @@ class DispatchService:
         self.bus = bus
         self.clock = clock
         self.ramp = ramp_kw_per_min
-        self.bess_min = bess_min_soc_pct
         self.rte = round_trip_efficiency
         self.prefer_bess = prefer_bess
         self.lp_max = lp_max_resources
@@ -365,7 +363,7 @@ class DispatchService:
             solution = self._solve(problem)
             # Never emit an unsafe schedule: every try passes the independent checker first.
             violations = check_rows(
-                problem, solution.rows, problem.direction * solution.q, self.ramp, self.bess_min
+                problem, solution.rows, problem.direction * solution.q, self.ramp
             )
             if violations:
                 log.error("safety check refused a %s schedule: %s", solution.solver, violations[:5])
@@ -703,7 +701,7 @@ class DispatchService:
             inputs, o.record.target_kw, setpoints.shape[1] - 1, self.ramp, self.rte
         )
         broken: dict[str, str] = {}
-        for v in check_rows(problem, np.arange(len(sel)), setpoints, self.ramp, self.bess_min):
+        for v in check_rows(problem, np.arange(len(sel)), setpoints, self.ramp):
             broken.setdefault(v.resource_id, f"rules_changed ({v.rule}: {v.detail})")
         return broken
 
