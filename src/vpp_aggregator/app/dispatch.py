@@ -47,7 +47,7 @@ from vpp_aggregator.domain.dispatch.problem import (
     Solution,
     round_toward_safety,
 )
-from vpp_aggregator.domain.dispatch.safety import check_rows, soc_trajectory
+from vpp_aggregator.domain.dispatch.safety import check_rows, check_schedules, soc_trajectory
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.tariff import Tariff
 
@@ -809,7 +809,7 @@ class DispatchService:
             kind = next(
                 (a.resource_type for a in o.record.allocations if a.resource_id == rid), "EV"
             )
-        return AllocationRecord(
+        release = AllocationRecord(
             resource_id=rid,
             resource_type=kind,
             charge_point_id=self.state.charge_point(rid),
@@ -820,6 +820,39 @@ class DispatchService:
             expected_end_soc_pct=round(soc, 3),
             binding_constraint=f"released: {why}",
         )
+        broken = self._release_objections(release, o.record.dispatch_id)
+        if broken:
+            release.binding_constraint += f"; safety check: {', '.join(broken)}"
+        return release
+
+    def _release_objections(self, release: AllocationRecord, dispatch_id: str) -> list[str]:
+        """The rules the safety checker finds a ramp-down breaking, checked like every schedule
+        against the resource as it stands. An objection does not hold the ramp-down back
+        (docs/safety.md, "Ramp-downs"): it already reaches zero as fast as the ramp limit allows,
+        so any other schedule would break the same rules for longer; hence it is logged loudly."""
+        rid, kw = release.resource_id, np.array([release.schedule_kw])
+        at, sign = release.schedule_start, 1 if kw[0, 0] >= 0 else -1
+        inputs, _ = self.state.dispatch_inputs(at, at, direction=sign, resource_ids=[rid])
+        if not inputs.resource_ids:
+            log.warning(
+                "ramp-down of deleted resource %s (%s): nothing left to check", rid, dispatch_id
+            )
+            return []
+        inputs = replace(inputs, soc_pct=np.array([release.start_soc_pct]), power_kw=kw[:, 0])
+        violations = check_schedules(
+            inputs, kw, ramp_kw_per_min=self.ramp, round_trip_efficiency=self.rte
+        )
+        broken = list(dict.fromkeys(v.rule for v in violations))
+        if broken:
+            log.error(
+                "safety check objects to the ramp-down of %s in %s (%s); published anyway at the "
+                "ramp limit, the fastest way back to zero: %s",
+                rid,
+                dispatch_id,
+                ", ".join(broken),
+                violations[:3],
+            )
+        return broken
 
     # ----------------------------------------------------------------- operator actions
     def cancel(self, dispatch_id: str) -> DispatchRecord:

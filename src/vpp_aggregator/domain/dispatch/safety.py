@@ -1,11 +1,11 @@
 """The one independent check of a schedule against the safety rules (docs/safety.md).
 
-Every plan passes it before it is published, and the benchmarks and tests read the service's
-answers back through it, so a rule is checked the same way wherever a schedule is looked at. It
-shares nothing with the solvers but the problem's inputs: it recomputes SoC trajectories from the
-setpoints with sign-aware efficiency and checks every point. Floors arrive with the resource's
-facts as `Resource.floor_pct` makes them from `VPP_BESS_MIN_SOC`; the checker has no floor of
-its own that could drift from that one formula.
+Every plan and every ramp-down passes it before it is published, and the benchmarks and tests
+read the service's answers back through it, so a rule is checked the same way wherever a schedule
+is looked at. It shares nothing with the solvers but the problem's inputs: it recomputes SoC
+trajectories from the setpoints with sign-aware efficiency and checks every point. Floors arrive
+with the resource's facts as `Resource.floor_pct` makes them from `VPP_BESS_MIN_SOC`; the checker
+has no floor of its own that could drift from that one formula.
 
 The rules a violation can name: `ramp`, `discharge_power`, `charge_power`, `unavailable`,
 `bess_min_soc`, `driver_min_soc`, `max_soc`, `after_departure`, `departure_soc` and, on the wire,
