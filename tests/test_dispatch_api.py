@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
+from safety_helpers import violations
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.adapters.api.schemas_dispatch import DispatchDetailOut, DispatchOut
 from vpp_aggregator.config import load_settings
@@ -329,6 +330,8 @@ def test_a_cancelled_discharge_recharges_only_what_it_took(
     # Twenty minutes at up to 100 kW took about 3 % of 500 kWh: the recharge gives that back
     # (to about 60 %), not all the way to the 80 % recharge target.
     assert 59.0 < charge["expected_end_soc_pct"] < 61.0
+    # Planned like any dispatch, the recharge keeps every rule when read back off the wire.
+    assert violations(client, charge, client.get("/resources/bess-1").json()) == []
 
 
 def test_a_resource_drifting_off_plan_is_released_and_replaced(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,8 +16,8 @@ from hypothesis import strategies as st
 
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
+from safety_helpers import service_settings, violations
 from vpp_aggregator.adapters.api.app import create_app
-from vpp_aggregator.bench_load import RAMP_KW_PER_MIN, check_schedule
 from vpp_aggregator.config import load_settings
 
 EV = {"battery_capacity_kwh": 100.0, "max_charge_kw": 20.0, "max_discharge_kw": 20.0}
@@ -52,17 +51,6 @@ def newest(client: TestClient, dispatch_id: str) -> dict[str, Any]:
     return client.get(f"/dispatch/{dispatch_id}").json()  # type: ignore[no-any-return]
 
 
-def spec(resource: dict[str, Any]) -> Any:
-    """What the independent checker needs to know of a resource, from the API's answer."""
-    return SimpleNamespace(
-        resource_type=SimpleNamespace(value=resource["resource_type"]),
-        min_soc_pct=resource["min_soc_pct"],
-        battery_capacity_kwh=resource["battery_capacity_kwh"],
-        max_discharge_kw=resource["max_discharge_kw"],
-        max_charge_kw=resource["max_charge_kw"],
-    )
-
-
 def test_a_raised_minimum_soc_replans_the_running_dispatch_at_once(
     client: TestClient, clock: Clock
 ) -> None:
@@ -73,7 +61,7 @@ def test_a_raised_minimum_soc_replans_the_running_dispatch_at_once(
     assert got["revision"] == 2
     assert "rules_changed" in str(got["revisions"][-1])
     (a,) = [x for x in got["allocations"] if x["resource_id"] == "ev-1"]
-    assert check_schedule(a, spec(patched.json())) == []  # never planned below 79 % any more
+    assert violations(client, a, patched.json()) == []  # never planned below 79 % any more
 
 
 def test_a_trip_added_while_dispatched_stops_the_discharge_before_it_leaves(
@@ -165,6 +153,7 @@ def test_random_rule_changes_never_leave_a_schedule_that_breaks_the_new_rules(
         if patched.status_code != 200:
             return
         rules = patched.json()
+        ramp_kw_per_min = service_settings(client).max_ramp_kw_per_min
         got = newest(client, d.json()["dispatch_id"])
         for a in got["allocations"]:
             if a["resource_id"] != ids[0]:
@@ -175,7 +164,7 @@ def test_random_rule_changes_never_leave_a_schedule_that_breaks_the_new_rules(
                 if datetime.fromisoformat(p["t"]) >= clock.now - timedelta(minutes=1)
             ]
             released = all(
-                abs(b) <= max(abs(x) - RAMP_KW_PER_MIN, 0.0) + 1e-6
+                abs(b) <= max(abs(x) - ramp_kw_per_min, 0.0) + 1e-6
                 for x, b in itertools.pairwise(rest)
             )
             why = (change, socs, target, minutes_in, rest, got["revision"], got["revisions"][-1])
@@ -185,7 +174,7 @@ def test_random_rule_changes_never_leave_a_schedule_that_breaks_the_new_rules(
                 assert released or not breaks_trip(a, change["trips"][0]), why
             else:
                 # Planned within the new floor, or (already at it) let go as fast as ramping allows.
-                assert check_schedule(a, spec(rules)) == [] or released, why
+                assert violations(client, a, rules) == [] or released, why
 
 
 def breaks_trip(a: dict[str, Any], trip: dict[str, Any]) -> bool:

@@ -16,7 +16,6 @@ from vpp_aggregator.domain.dispatch.problem import (
 from vpp_aggregator.domain.dispatch.safety import check, soc_path
 
 RAMP = 10.0
-BESS_MIN = 20.0
 
 
 Case = tuple[int, int, float, int, bool]
@@ -32,7 +31,7 @@ def _problem(case: Case) -> DispatchProblem:
 def test_fast_allocator_never_breaks_a_rule(case: Case) -> None:
     p = _problem(case)
     sol = solve_fast(p)
-    assert check(p, sol.setpoints_kw(p), RAMP, BESS_MIN) == []
+    assert check(p, sol.setpoints_kw(p), RAMP) == []
     fleet = sol.fleet_power()[1 : p.duration_min + 1]
     # Never more than asked, unless power already flowing cannot ramp down any faster.
     t = np.arange(1, p.duration_min + 1)
@@ -44,7 +43,7 @@ def test_fast_allocator_never_breaks_a_rule(case: Case) -> None:
 @given(fleet_cases)
 def test_lp_never_breaks_a_rule(case: Case) -> None:
     p = _problem(case)
-    assert check(p, solve_lp(p).setpoints_kw(p), RAMP, BESS_MIN) == []
+    assert check(p, solve_lp(p).setpoints_kw(p), RAMP) == []
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -141,7 +140,7 @@ def test_infeasible_target_is_delivered_as_far_as_the_rules_allow() -> None:
     lp, fast = solve_lp(p), solve_fast(p)
     assert lp.delivered_kwh(p) < 100_000.0 * 0.5
     assert fast.delivered_kwh(p) == pytest.approx(lp.delivered_kwh(p), rel=0.005)
-    assert check(p, fast.setpoints_kw(p), RAMP, BESS_MIN) == []
+    assert check(p, fast.setpoints_kw(p), RAMP) == []
 
 
 def test_charge_dispatch_leaves_a_vehicle_that_needs_its_charge_alone() -> None:
@@ -153,4 +152,4 @@ def test_charge_dispatch_leaves_a_vehicle_that_needs_its_charge_alone() -> None:
     assert solve_fast(p).rows.size == 0 and solve_lp(p).rows.size == 0
     # And the checker itself refuses such a throttled schedule.
     throttled = np.array([[-11.0, -1.0] + [-1.0] * 59 + [0.0] * (p.horizon - 60)])
-    assert any(v.rule == "departure_soc" for v in check(p, throttled, RAMP, BESS_MIN))
+    assert any(v.rule == "departure_soc" for v in check(p, throttled, RAMP))

@@ -13,9 +13,8 @@ from fastapi.testclient import TestClient
 
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
-from test_dispatch_follows_rules import spec
+from safety_helpers import service_settings, violations
 from vpp_aggregator.adapters.api.app import create_app
-from vpp_aggregator.bench_load import RAMP_KW_PER_MIN, check_schedule
 from vpp_aggregator.config import load_settings
 
 
@@ -52,14 +51,14 @@ def test_one_battery_asked_for_too_much_energy_holds_a_flat_level(
     assert 40.0 < held[0] <= 41.6
     assert max(held) - min(held) < 1e-6  # flat to the end of the window, no 0/10/20 jumps
     changes = sum(1 for x, y in itertools.pairwise(kw) if abs(x - y) > 1e-9)
-    assert changes <= 2 * (held[0] // RAMP_KW_PER_MIN + 2)  # one ramp up, one ramp down
+    ramp_kw_per_min = service_settings(client).max_ramp_kw_per_min
+    assert changes <= 2 * (held[0] // ramp_kw_per_min + 2)  # one ramp up, one ramp down
     assert body["allocated_kw"] == pytest.approx(held[0], abs=1e-3)
     assert body["shortfall_kw"] == pytest.approx(100 - held[0], abs=1e-3)
     rules = [r["rule"] for r in body["shortfall_reasons"]]
     assert rules[0] == "min_soc" and "ramp_limit" not in rules
     assert 20.0 <= a["expected_end_soc_pct"] < 20.5  # the energy is used, not left behind
-    resource = client.get("/resources/bess-1").json()
-    assert check_schedule(a, spec(resource)) == []
+    assert violations(client, a, client.get("/resources/bess-1").json()) == []
 
 
 def test_a_vehicle_near_its_minimum_holds_what_it_can_without_crossing_it(
@@ -75,4 +74,4 @@ def test_a_vehicle_near_its_minimum_holds_what_it_can_without_crossing_it(
     held = plateau(a, 120)
     assert max(held) - min(held) < 1e-6 and 5.0 < held[0] < 6.6
     assert d["allocated_kw"] == pytest.approx(held[0], abs=1e-3)
-    assert check_schedule(a, spec(client.get("/resources/ev-1").json())) == []
+    assert violations(client, a, client.get("/resources/ev-1").json()) == []

@@ -56,4 +56,4 @@ def test_rounded_setpoints_of_either_solver_keep_every_rule(
     for solution in (solve_fast(p), solve_lp(p)):
         wire = round_toward_safety(solution.setpoints_kw(p), p.direction)
         assert np.array_equal(wire, np.round(wire, 3))
-        assert check(p, wire, 10.0, 20.0) == []
+        assert check(p, wire, 10.0) == []

@@ -2,10 +2,10 @@
 
 Mixed traffic from an asyncio client: capacity reads, resource reads, telemetry batches and
 dispatches (each cancelled after a while), for `minutes` (10 by default). Reported: throughput and
-p50/p99 per endpoint, server RSS after warm-up and at the end. Every schedule the service emits is
-re-checked by the independent checker below against the safety rules: SoC never below the
-resource's floor, power within its limits, ramp within the limit per minute, points at most a
-minute apart. Departure needs are covered by the solver property tests, not re-checked here.
+p50/p99 per endpoint, server RSS after warm-up and at the end. Every schedule the service emits,
+the ramp-downs of the cancels included, is read back through the package's one safety checker
+(`domain/dispatch/safety.check_wire`) with the settings the server runs with: every rule of
+docs/safety.md, and points exactly a minute apart.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import Any
 import httpx
 import numpy as np
 
+from vpp_aggregator.app.dispatch_records import read_schedule_points
 from vpp_aggregator.bench import _seed_database, _Server, synthetic_fleet
+from vpp_aggregator.config import Settings, load_settings
 from vpp_aggregator.devservices.ports import free_port
-
-RAMP_KW_PER_MIN = 10.0
-EFFICIENCY = 0.9  # round trip, applied as its square root each way (the service's default)
-TOLERANCE = 1e-6
+from vpp_aggregator.domain.dispatch.safety import ResourceFacts, check_wire
+from vpp_aggregator.domain.resources import Resource
 
 
 @dataclass
@@ -44,36 +44,24 @@ class LoadResult:
     violations: list[str] = field(default_factory=list)
 
 
-def check_schedule(allocation: dict[str, Any], spec: Any) -> list[str]:
-    """Independent re-check of one resource's schedule; returns the broken rules (none = safe)."""
-    out = []
-    rid = allocation["resource_id"]
-    points = allocation["schedule"]
-    times = [datetime.fromisoformat(p["t"]).timestamp() for p in points]
-    kw = [float(p["setpoint_kw"]) for p in points]
-    floor = max(spec.min_soc_pct, 20.0) if spec.resource_type.value == "BESS" else spec.min_soc_pct
-    soc = float(allocation["start_soc_pct"])
-    eta = EFFICIENCY**0.5
-    for i in range(1, len(points)):
-        dt_min = (times[i] - times[i - 1]) / 60.0
-        if dt_min > 1.0 + TOLERANCE:
-            out.append(f"{rid}: points {dt_min:.2f} min apart")
-        if abs(kw[i] - kw[i - 1]) > RAMP_KW_PER_MIN * dt_min + 1e-3:
-            out.append(f"{rid}: ramp {abs(kw[i] - kw[i - 1]):.2f} kW in {dt_min:.2f} min")
-        # Energy over the segment, setpoint linear between points (positive = discharge).
-        mean_kw = (kw[i] + kw[i - 1]) / 2.0
-        kwh = mean_kw * dt_min / 60.0
-        delta = -kwh / eta if kwh > 0 else -kwh * eta
-        soc += delta / spec.battery_capacity_kwh * 100.0
-        if soc < floor - 0.05:
-            out.append(f"{rid}: SoC {soc:.2f} % below its floor {floor:.1f} %")
-    for value in kw:
-        if value > spec.max_discharge_kw + 1e-6 or -value > spec.max_charge_kw + 1e-6:
-            out.append(f"{rid}: setpoint {value:.2f} kW beyond its limits")
-    return out
+def _violations(allocation: dict[str, Any], resource: Resource, settings: Settings) -> list[str]:
+    """The broken rules of one allocation of an API answer (none = safe), by the one checker."""
+    points = read_schedule_points(allocation["schedule"])
+    if not points:
+        return []
+    facts = ResourceFacts.of(resource, settings.bess_min_soc_pct, after=points[0][0])
+    violations = check_wire(
+        facts,
+        float(allocation["start_soc_pct"]),
+        points,
+        ramp_kw_per_min=settings.max_ramp_kw_per_min,
+        round_trip_efficiency=settings.round_trip_efficiency,
+    )
+    return [f"{v.resource_id}: {v.rule} at point {v.point} ({v.detail})" for v in violations]
 
 
 async def _run(base: str, n: int, minutes: float, server: _Server) -> LoadResult:
+    settings = load_settings()  # the server's own: it inherits this environment
     fleet = {r.resource_id: r for r in synthetic_fleet(n)}
     ids = list(fleet)
     rng = random.Random(11)
@@ -152,7 +140,7 @@ async def _run(base: str, n: int, minutes: float, server: _Server) -> LoadResult
                 open_dispatches.append(doc["dispatch_id"])
                 for a in doc["allocations"]:
                     result.schedules_checked += 1
-                    result.violations += check_schedule(a, fleet[a["resource_id"]])
+                    result.violations += _violations(a, fleet[a["resource_id"]], settings)
             if len(open_dispatches) > 5:
                 did = open_dispatches.pop(0)
                 r = await timed(
@@ -161,7 +149,7 @@ async def _run(base: str, n: int, minutes: float, server: _Server) -> LoadResult
                 if r is not None and r.status_code == 200:
                     for a in r.json()["allocations"]:
                         result.schedules_checked += 1
-                        result.violations += check_schedule(a, fleet[a["resource_id"]])
+                        result.violations += _violations(a, fleet[a["resource_id"]], settings)
             await asyncio.sleep(1.0)
 
     async def rss_probe() -> None:
@@ -218,8 +206,8 @@ def run_load(log: Any = print, minutes: float = 10.0) -> list[str]:
         f"{r.rss_end_mb:.0f} MB (**{growth:+.1f} %**, target ≤ +10 %)",
         "- Server RSS over the run (s: MB): "
         + ", ".join(f"{t:.0f}: {mb:.0f}" for t, mb in r.rss_timeline_mb),
-        f"- Safety under load: {r.schedules_checked:,} emitted schedules re-checked by an independent checker "
-        f"(floor, power limits, ramp, point spacing): **{len(r.violations)} violations**"
+        f"- Safety under load: {r.schedules_checked:,} emitted schedules re-checked by the safety checker "
+        f"(every rule, point spacing included): **{len(r.violations)} violations**"
         + (f" (first: {r.violations[0]})" if r.violations else ""),
         "",
     ]

@@ -74,7 +74,6 @@ class Aggregator:
             self.bus,
             clock,
             ramp_kw_per_min=settings.max_ramp_kw_per_min,
-            bess_min_soc_pct=settings.bess_min_soc_pct,
             round_trip_efficiency=settings.round_trip_efficiency,
             prefer_bess=settings.prefer_bess,
             lp_max_resources=settings.dispatch_lp_max_resources,

@@ -47,7 +47,7 @@ from vpp_aggregator.domain.dispatch.problem import (
     Solution,
     round_toward_safety,
 )
-from vpp_aggregator.domain.dispatch.safety import check_rows, soc_trajectory
+from vpp_aggregator.domain.dispatch.safety import check_rows, check_schedules, soc_trajectory
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.tariff import Tariff
 
@@ -201,7 +201,6 @@ class DispatchService:
         clock: Callable[[], datetime],
         *,
         ramp_kw_per_min: float,
-        bess_min_soc_pct: float,
         round_trip_efficiency: float = 0.9,
         prefer_bess: bool = True,
         lp_max_resources: int = 40,
@@ -222,7 +221,6 @@ class DispatchService:
         self.bus = bus
         self.clock = clock
         self.ramp = ramp_kw_per_min
-        self.bess_min = bess_min_soc_pct
         self.rte = round_trip_efficiency
         self.prefer_bess = prefer_bess
         self.lp_max = lp_max_resources
@@ -361,7 +359,7 @@ class DispatchService:
             solution = self._solve(problem)
             # Never emit an unsafe schedule: every try passes the independent checker first.
             violations = check_rows(
-                problem, solution.rows, problem.direction * solution.q, self.ramp, self.bess_min
+                problem, solution.rows, problem.direction * solution.q, self.ramp
             )
             if violations:
                 log.error("safety check refused a %s schedule: %s", solution.solver, violations[:5])
@@ -699,7 +697,7 @@ class DispatchService:
             inputs, o.record.target_kw, setpoints.shape[1] - 1, self.ramp, self.rte
         )
         broken: dict[str, str] = {}
-        for v in check_rows(problem, np.arange(len(sel)), setpoints, self.ramp, self.bess_min):
+        for v in check_rows(problem, np.arange(len(sel)), setpoints, self.ramp):
             broken.setdefault(v.resource_id, f"rules_changed ({v.rule}: {v.detail})")
         return broken
 
@@ -807,7 +805,7 @@ class DispatchService:
             kind = next(
                 (a.resource_type for a in o.record.allocations if a.resource_id == rid), "EV"
             )
-        return AllocationRecord(
+        release = AllocationRecord(
             resource_id=rid,
             resource_type=kind,
             charge_point_id=self.state.charge_point(rid),
@@ -818,6 +816,39 @@ class DispatchService:
             expected_end_soc_pct=round(soc, 3),
             binding_constraint=f"released: {why}",
         )
+        broken = self._release_objections(release, o.record.dispatch_id)
+        if broken:
+            release.binding_constraint += f"; safety check: {', '.join(broken)}"
+        return release
+
+    def _release_objections(self, release: AllocationRecord, dispatch_id: str) -> list[str]:
+        """The rules the safety checker finds a ramp-down breaking, checked like every schedule
+        against the resource as it stands. An objection does not hold the ramp-down back
+        (docs/safety.md, "Ramp-downs"): it already reaches zero as fast as the ramp limit allows,
+        so any other schedule would break the same rules for longer; hence it is logged loudly."""
+        rid, kw = release.resource_id, np.array([release.schedule_kw])
+        at, sign = release.schedule_start, 1 if kw[0, 0] >= 0 else -1
+        inputs, _ = self.state.dispatch_inputs(at, at, direction=sign, resource_ids=[rid])
+        if not inputs.resource_ids:
+            log.warning(
+                "ramp-down of deleted resource %s (%s): nothing left to check", rid, dispatch_id
+            )
+            return []
+        inputs = replace(inputs, soc_pct=np.array([release.start_soc_pct]), power_kw=kw[:, 0])
+        violations = check_schedules(
+            inputs, kw, ramp_kw_per_min=self.ramp, round_trip_efficiency=self.rte
+        )
+        broken = list(dict.fromkeys(v.rule for v in violations))
+        if broken:
+            log.error(
+                "safety check objects to the ramp-down of %s in %s (%s); published anyway at the "
+                "ramp limit, the fastest way back to zero: %s",
+                rid,
+                dispatch_id,
+                ", ".join(broken),
+                violations[:3],
+            )
+        return broken
 
     # ----------------------------------------------------------------- operator actions
     def cancel(self, dispatch_id: str) -> DispatchRecord:

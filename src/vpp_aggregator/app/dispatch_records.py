@@ -79,6 +79,12 @@ def schedule_points(a: AllocationRecord) -> list[dict[str, Any]]:
     return [{"t": t, "setpoint_kw": kw} for t, kw in zip(times, a.schedule_kw, strict=True)]
 
 
+def read_schedule_points(points: list[dict[str, Any]]) -> list[tuple[datetime, float]]:
+    """`schedule_points` read back, as a reader of the API or of a device command sees them: what
+    the safety checker takes (`safety.check_wire`)."""
+    return [(datetime.fromisoformat(p["t"]), float(p["setpoint_kw"])) for p in points]
+
+
 class NotFollowedHereError(Exception):
     """The dispatch moved on in the store (another process follows it now, or wrote a newer
     revision); this process's copy is stale and must not be written."""
