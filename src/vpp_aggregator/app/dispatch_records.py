@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -92,3 +93,32 @@ class NotFollowedHereError(Exception):
 
 class PlanningBusyError(Exception):
     """Another process held the deployment's planning lock for too long; try again shortly."""
+
+
+def device_commands(
+    record: DispatchRecord,
+    at: datetime,
+    allocations: Sequence[AllocationRecord] | None = None,
+) -> list[dict[str, Any]]:
+    """Commands in the device gateway's format, one per allocation (a release carries limit 0)."""
+    out = []
+    for a in allocations if allocations is not None else record.allocations:
+        direction = 1.0 if record.target_kw > 0 else -1.0
+        # The limit in the dispatch's direction; a release carries 0 (it only ramps down).
+        peak = max((direction * x for x in a.schedule_kw), default=0.0)
+        if a.binding_constraint.startswith("released"):
+            peak = 0.0
+        out.append(
+            {
+                "chargePointId": a.charge_point_id,
+                "timestamp": at.isoformat(),
+                "mode": "Discharge" if record.target_kw > 0 else "Charge",
+                "limitKw": round(max(peak, 0.0), 3),
+                "v2xProfile": True,
+                "dispatch_id": record.dispatch_id,
+                "revision": record.revision,
+                "resource_id": a.resource_id,
+                "schedule": schedule_points(a),
+            }
+        )
+    return out

@@ -1,0 +1,60 @@
+"""Creating a dispatch: plan it, persist it together with its device commands (a transactional
+outbox), then publish what is stored; commands are the device gateway's format."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from vpp_aggregator.app.dispatch_planner import DispatchPlanner
+from vpp_aggregator.app.dispatch_ports import (
+    DispatchConflictError,
+    DispatchRequest,
+)
+from vpp_aggregator.app.dispatch_records import (
+    DispatchRecord,
+)
+
+log = logging.getLogger(__name__)
+
+
+class DispatchCommands(DispatchPlanner):
+    def create(
+        self, req: DispatchRequest, received: float | None = None
+    ) -> tuple[DispatchRecord, bool]:
+        """Plan and emit a dispatch; the same idempotency key returns the first one (created=False)."""
+        t0 = received if received is not None else time.perf_counter()
+        if req.idempotency_key:
+            existing = self.store.find_by_key(req.idempotency_key)
+            if existing is not None:
+                return existing, False
+        now = self.clock()
+        start = req.start or now
+        self._validate(req, now, start)
+        with self._lock, self.store.planning_lock():
+            record, commands = self._plan_record(req, now, start)
+            record.response_time_ms = (time.perf_counter() - t0) * 1e3
+            try:
+                self.store.insert(
+                    record, commands, now, owner=self.owner, lease_until=self.clock() + self.lease
+                )
+            except Exception as exc:
+                if req.idempotency_key and (again := self.store.find_by_key(req.idempotency_key)):
+                    return again, False
+                raise DispatchConflictError(str(exc)) from exc
+            self._track(record)
+        self.publish_pending()
+        record.response_time_ms = (time.perf_counter() - t0) * 1e3
+        if self.metrics:
+            self.metrics.observe(record)
+        return record, True
+
+    def publish_pending(self) -> int:
+        """Outbox relay: publish stored commands not yet published; safe to call any time."""
+        with self._relay_lock:  # one relay per process; the store's row locks cover the rest
+            return self.store.relay_commands(
+                lambda payloads: self.bus.publish_many(
+                    self.topic, [(str(p["chargePointId"]), p) for p in payloads]
+                ),
+                self.clock(),
+            )

@@ -1,0 +1,72 @@
+"""After a discharge, its batteries get back what it took, at the cheapest time by the tariff."""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import datetime, timedelta
+
+from vpp_aggregator.app.dispatch_commands import DispatchCommands
+from vpp_aggregator.app.dispatch_ports import (
+    MAX_DURATION_MIN,
+    DispatchConflictError,
+    DispatchRejectedError,
+    DispatchRequest,
+)
+from vpp_aggregator.app.dispatch_records import (
+    DispatchRecord,
+)
+
+log = logging.getLogger(__name__)
+
+
+class DispatchRecharges(DispatchCommands):
+    def _schedule_recharge(
+        self, record: DispatchRecord, now: datetime, drawn_pct: dict[str, float]
+    ) -> DispatchRecord | None:
+        """After a discharge, give its batteries back what it took (never more than up to the
+        recharge target) at the cheapest time. A discharge cancelled before it ran took nothing."""
+        if record.target_kw <= 0 or record.source == "bess_recharge" or self.tariff is None:
+            return None
+        ceilings: dict[str, float] = {}
+        power = hours = 0.0
+        for rid in sorted(drawn_pct):
+            live = self.state.live(rid, now)
+            row = self.state.rows_of([rid])[0]
+            if live is None or live.soc_pct is None or row < 0 or not self.state.is_bess[row]:
+                continue
+            cap, pc = float(self.state.capacity_kwh[row]), float(self.state.max_charge_kw[row])
+            taken = min(self.recharge_target - live.soc_pct, drawn_pct.get(rid, 0.0))
+            short = taken / 100.0 * cap / math.sqrt(self.rte)
+            if short > 0.5:
+                ceilings[rid] = live.soc_pct + taken
+                power += pc
+                hours = max(hours, short / pc)
+        if not ceilings:
+            return None
+        duration = min(MAX_DURATION_MIN, max(15, int(math.ceil(hours * 60 / 15) * 15)))
+        begin = self.tariff.cheapest_start(
+            now + timedelta(minutes=1), now + timedelta(hours=24), timedelta(minutes=duration)
+        )
+        req = DispatchRequest(
+            target_kw=-power,
+            duration_minutes=duration,
+            start=begin,
+            resource_ids=tuple(ceilings),
+            source="bess_recharge",
+            reference=record.dispatch_id,
+            idempotency_key=f"recharge-after-{record.dispatch_id}",
+            charge_ceiling_pct=ceilings,
+        )
+        try:
+            recharge, _ = self.create(req)
+        except (DispatchRejectedError, DispatchConflictError) as exc:
+            log.warning("could not schedule the recharge after %s: %s", record.dispatch_id, exc)
+            return None
+        log.info(
+            "recharge %s scheduled for %s (%d batteries)",
+            recharge.dispatch_id,
+            begin.isoformat(),
+            len(ceilings),
+        )
+        return recharge
