@@ -33,7 +33,7 @@ services:
 	@bash scripts/ensure_services.sh
 
 test: install services
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks devservices
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadfile
 
@@ -42,15 +42,15 @@ test-unit: install
 	$(BIN)/pytest -n 2 --dist loadfile -m unit
 
 bench: install
-	$(BIN)/vpp-aggregator bench --output BENCHMARKS.md $(if $(ONLY),--only $(ONLY))
+	$(BIN)/python -m benchmarks --output BENCHMARKS.md $(if $(ONLY),--only $(ONLY))
 
 # Known-vulnerable pins, offline against security/advisories.json (make test runs it too).
 audit: install
 	$(BIN)/python scripts/audit_deps.py requirements.lock requirements-dev.lock
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks devservices
+	$(BIN)/ruff format --check src tests benchmarks devservices
 
 typecheck: install
 	$(BIN)/mypy

@@ -55,7 +55,7 @@ fi
 if [ -n "${KAFKA_BROKERS:-}" ]; then
   echo "kafka: KAFKA_BROKERS given"
 elif command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
-  .venv/bin/python -m vpp_aggregator.devservices || echo "kafka: jars not resolved; see above" >&2
+  .venv/bin/python -m devservices || echo "kafka: jars not resolved; see above" >&2
 else
   echo "kafka: *** no java/mvn: tests fall back to Tansu, NOT Apache Kafka ***" >&2
 fi

@@ -132,7 +132,7 @@ def require(service: str) -> str:
 
 def require_apache_kafka() -> None:
     """For tests of Apache Kafka itself (a cluster of our own): needs java and mvn."""
-    from vpp_aggregator.devservices.kafka import tools_present
+    from devservices.kafka import tools_present
 
     if not tools_present():
         message = "Apache Kafka needs java and mvn on PATH"
@@ -220,7 +220,7 @@ def pg_copy(template: str) -> Iterator[str]:
 
 
 def _free_port() -> int:
-    from vpp_aggregator.devservices.kafka import free_port
+    from devservices.kafka import free_port
 
     return free_port()
 

@@ -1,7 +1,7 @@
 """The servers the test run talks to, found or started once per run (by xdist's controller, or
 the only process) and handed to the workers through environment variables of our own.
 
-DATABASE_URL, REDIS_URL and KAFKA_BROKERS name servers to use (vpp_aggregator.devservices.local
+DATABASE_URL, REDIS_URL and KAFKA_BROKERS name servers to use (devservices.local
 finds or starts the others). The three are then taken out of the environment, so that an app a
 test builds never picks one up by accident: tests pass their servers explicitly.
 """
@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vpp_aggregator.devservices import local
+from devservices import local
 
 PG_VAR, REDIS_VAR, KAFKA_VAR, KAFKA_KIND_VAR = (
     "VPP_TEST_DATABASE_URL",

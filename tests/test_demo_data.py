@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from vpp_aggregator.simulate import PACKAGED_DATA_DIR, build_fleet
+from vpp_aggregator.demo.constants import PACKAGED_DATA_DIR
+from vpp_aggregator.demo.drivers import build_fleet
 
 
 def test_packaged_extract_runs_a_demo_without_shared_data() -> None:

@@ -15,7 +15,7 @@ from services import in_ci
 
 STARTER = """
 import time
-from vpp_aggregator.devservices.{module} import {cls}
+from devservices.{module} import {cls}
 server = {cls}()
 server.start()
 print(server.proc.pid, flush=True)
@@ -39,7 +39,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 @pytest.mark.parametrize("name", sorted(SERVERS))
 def test_a_server_started_for_a_run_dies_when_the_run_is_killed(name: str) -> None:
-    from vpp_aggregator.devservices.postgres import server_bin
+    from devservices.postgres import server_bin
 
     if (shutil.which(name) if name == "redis-server" else server_bin()) is None:
         if in_ci():
@@ -60,7 +60,7 @@ def test_a_server_started_for_a_run_dies_when_the_run_is_killed(name: str) -> No
 
 
 def test_kafka_cluster_ids_never_look_like_an_option() -> None:
-    from vpp_aggregator.devservices.kafka import new_cluster_id
+    from devservices.kafka import new_cluster_id
 
     ids = [new_cluster_id() for _ in range(5000)]  # about 78 would start with "-" by chance
     assert all(not cid.startswith("-") and len(cid) == 22 for cid in ids)

@@ -23,10 +23,10 @@ from sqlalchemy import create_engine, text
 
 from api_helpers import bess_body
 from conftest import _free_port, require_apache_kafka
+from devservices.kafka import KafkaCluster
+from devservices.postgres import PostgresUnavailableError, PrivatePostgres
+from devservices.redis import PrivateRedis, RedisUnavailableError
 from services import in_ci
-from vpp_aggregator.devservices.kafka import KafkaCluster
-from vpp_aggregator.devservices.postgres import PostgresUnavailableError, PrivatePostgres
-from vpp_aggregator.devservices.redis import PrivateRedis, RedisUnavailableError
 
 CLI = Path(sys.executable).parent / "vpp-aggregator"
 

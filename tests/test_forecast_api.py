@@ -126,7 +126,7 @@ DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "d
 
 @pytest.mark.skipif(not (DATA / "acn_office001").is_dir(), reason="shared/data not beside the repo")
 def test_api_serves_the_stored_model(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
-    from vpp_aggregator.app.forecasting import train
+    from vpp_aggregator.adapters.data.forecasting import train
 
     models = tmp_path / "models"
     path = train(DATA / "acn_office001" / "sessions_office001.csv", None, "UTC", models)

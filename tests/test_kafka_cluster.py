@@ -28,12 +28,12 @@ from sqlalchemy import func, select, text
 
 from api_helpers import bess_body, sample
 from conftest import kafka_kind, pg_copy, require_apache_kafka
+from devservices.kafka import KafkaCluster
 from kafka_helpers import produce, read_topic, wait_until
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.adapters.store import tables
 from vpp_aggregator.adapters.store.database import make_engine
 from vpp_aggregator.config import load_settings
-from vpp_aggregator.devservices.kafka import KafkaCluster
 
 NODE = "NODE_C"
 

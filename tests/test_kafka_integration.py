@@ -192,7 +192,7 @@ def test_a_broker_outage_delays_commands_but_loses_none(
     """Commands of dispatches made while the broker is down wait in the outbox, readiness says
     Kafka is down, and once it is back every command goes out, in order, once."""
     from conftest import require_apache_kafka
-    from vpp_aggregator.devservices.kafka import KafkaCluster
+    from devservices.kafka import KafkaCluster
 
     require_apache_kafka()
     cluster = KafkaCluster(size=1).start()
@@ -369,7 +369,7 @@ def test_compose_runs_the_kafka_version_the_tests_run() -> None:
     """One pinned Apache Kafka version: what operators start with compose is what we test."""
     from pathlib import Path
 
-    from vpp_aggregator.devservices.kafka import KAFKA_VERSION
+    from devservices.kafka import KAFKA_VERSION
 
     compose = (Path(__file__).parents[1] / "docker-compose.yml").read_text()
     assert f"image: apache/kafka:{KAFKA_VERSION}\n" in compose

@@ -24,11 +24,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from conftest import _free_port
+from devservices.synthetic import synthetic_fleet
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.adapters.store.database import make_engine
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.adapters.store.tables import telemetry_samples
-from vpp_aggregator.bench import synthetic_fleet
 from vpp_aggregator.config import load_settings
 
 N = 10_000

@@ -18,6 +18,15 @@ import httpx
 import numpy as np
 import pytest
 
+from vpp_aggregator.demo.constants import CHARGE_EFFICIENCY, SITE_TZ
+from vpp_aggregator.demo.drivers import build_fleet
+from vpp_aggregator.demo.fleet import SimulatedFleet
+from vpp_aggregator.demo.follow import (
+    DispatchFollower,
+    parse_schedule,
+    run_simulation,
+    schedule_setpoint_kw,
+)
 from vpp_aggregator.domain.registration import check_registration
 from vpp_aggregator.domain.resources import (
     WEEKDAYS,
@@ -25,16 +34,6 @@ from vpp_aggregator.domain.resources import (
     RecurringDeparture,
     Resource,
     ResourceType,
-)
-from vpp_aggregator.simulate import (
-    CHARGE_EFFICIENCY,
-    SITE_TZ,
-    DispatchFollower,
-    SimulatedFleet,
-    build_fleet,
-    parse_schedule,
-    run_simulation,
-    schedule_setpoint_kw,
 )
 
 # These tests describe the simulator on the full shared data set, not on the small extract the

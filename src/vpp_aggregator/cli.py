@@ -1,4 +1,4 @@
-"""The one entry point: serve, migrate, simulate, bench."""
+"""The one entry point: serve, worker, migrate, simulate, forecast."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def serve(
         f"database {_safe_url(settings.database_url)})"
     )
     if demo:
-        from vpp_aggregator.simulate import run_simulation
+        from vpp_aggregator.demo.follow import run_simulation
 
         base = f"http://127.0.0.1:{settings.port}"
         threading.Thread(
@@ -154,7 +154,7 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
 ) -> None:
     """Run a fleet whose plug-ins, batteries and power come from real charging data."""
-    from vpp_aggregator.simulate import run_simulation
+    from vpp_aggregator.demo.follow import run_simulation
 
     def tick(accepted: int, rejected: int) -> None:
         console.print(f"posted telemetry: {accepted} accepted, {rejected} rejected")
@@ -173,42 +173,6 @@ def simulate(
         )
     except KeyboardInterrupt:
         sys.exit(0)
-
-
-@app.command()
-def bench(
-    output: Annotated[
-        Path | None, typer.Option(help="Prepend the results to this Markdown file")
-    ] = None,
-    sizes: Annotated[
-        str, typer.Option(help="Fleet sizes for the capacity benchmark")
-    ] = "10000,100000,1000000",
-    http_resources: Annotated[
-        int, typer.Option(help="Fleet size for the HTTP benchmark")
-    ] = 100_000,
-    only: Annotated[
-        str,
-        typer.Option(
-            help="Sections to run: capacity,http,dispatch,forecast,kafka,load (default all)"
-        ),
-    ] = "",
-) -> None:
-    """Measure capacity reads, HTTP latency, telemetry ingest and memory (loopback only)."""
-    from vpp_aggregator.bench import SECTIONS, run_all
-
-    chosen = frozenset(x.strip() for x in only.split(",") if x.strip()) or SECTIONS
-    if chosen - SECTIONS:
-        raise typer.BadParameter(
-            f"unknown sections {sorted(chosen - SECTIONS)}", param_hint="--only"
-        )
-    text = run_all(
-        [int(x) for x in sizes.split(",") if x],
-        http_resources,
-        output,
-        log=console.print,
-        sections=chosen,
-    )
-    typer.echo(text)
 
 
 forecast_app = typer.Typer(help="Train and backtest the availability forecaster on session data.")
@@ -242,7 +206,7 @@ def forecast_backtest(
 
     from rich.progress import Progress
 
-    from vpp_aggregator.app.forecasting import BacktestSpec, backtest
+    from vpp_aggregator.adapters.data.forecasting import BacktestSpec, backtest
 
     spec = BacktestSpec(
         sessions,
@@ -276,7 +240,7 @@ def forecast_train(
     ),
 ) -> None:
     """Fit P10/P50/P90 models on the whole file and store a versioned model."""
-    from vpp_aggregator.app.forecasting import train
+    from vpp_aggregator.adapters.data.forecasting import train
 
     path = train(sessions, weather, timezone, out_dir)
     console.print(f"model stored at [bold]{path}[/bold]")

@@ -13,8 +13,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from vpp_aggregator.devservices.children import dying_with_parent
-from vpp_aggregator.devservices.ports import free_port, wait_listening
+from devservices.children import dying_with_parent
+from devservices.ports import free_port, wait_listening
 
 
 class PostgresUnavailableError(RuntimeError):

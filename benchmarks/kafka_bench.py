@@ -25,10 +25,10 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from vpp_aggregator.bench import synthetic_fleet
-from vpp_aggregator.devservices import local
-from vpp_aggregator.devservices.kafka import KAFKA_VERSION
-from vpp_aggregator.devservices.ports import free_port
+from devservices import local
+from devservices.kafka import KAFKA_VERSION
+from devservices.ports import free_port
+from devservices.synthetic import synthetic_fleet
 
 BROKER_NAMES = {
     "apache": f"Apache Kafka {KAFKA_VERSION} (KRaft, one node)",

@@ -25,13 +25,11 @@ import httpx
 import numpy as np
 import orjson
 
-from vpp_aggregator.devservices.ports import free_port
+from devservices.ports import free_port
+from devservices.synthetic import synthetic_fleet
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.resources import (
-    Interconnection,
     RecurringDeparture,
-    Resource,
-    ResourceType,
 )
 
 ROUTINES = [
@@ -47,34 +45,6 @@ ROUTINES = [
     for h in range(5, 10)
     for m in (0, 15, 30, 45)
 ]
-
-
-def synthetic_fleet(n: int, start: int = 0, seed: int = 1) -> list[Resource]:
-    """A mixed fleet (80 % EVs on weekday routines, 20 % BESS) over 50 grid nodes and 10 fleets."""
-    rng = np.random.default_rng(seed + start)
-    caps = rng.choice([57.5, 64.8, 77.0, 82.0, 100.0], size=n)
-    out = []
-    for k in range(n):
-        i = start + k
-        is_ev = i % 5 != 0
-        out.append(
-            Resource(
-                resource_id=f"{'ev' if is_ev else 'bess'}-{i:07d}",
-                resource_type=ResourceType.EV if is_ev else ResourceType.BESS,
-                name="",
-                fleet_id=f"fleet-{i % 10}",
-                grid_node=f"NODE_{i % 50:02d}",
-                battery_capacity_kwh=float(caps[k]) if is_ev else 500.0,
-                max_charge_kw=11.0 if is_ev else 250.0,
-                max_discharge_kw=11.0 if is_ev else 250.0,
-                v2g_capable=True,
-                telemetry_enabled=True,
-                interconnection=Interconnection(True, f"IA-{i}"),
-                min_soc_pct=30.0 if is_ev else 20.0,
-                departure_schedule=ROUTINES[i % len(ROUTINES)] if is_ev else (),
-            )
-        )
-    return out
 
 
 def _chunks(n: int, size: int = 50_000) -> Iterator[tuple[int, int]]:
@@ -564,10 +534,10 @@ class ForecastBenchResult:
 def bench_forecast(n: int = 10_000, days: int = 28, reads: int = 20) -> ForecastBenchResult:
     """72 h hourly forecast of a fleet with `days` of hourly telemetry folded in, without and with
     a stored model (trained on the packaged Caltech extract). Only the forecast call is timed."""
+    from vpp_aggregator.adapters.data.forecasting import train
     from vpp_aggregator.adapters.store.database import make_engine, migrate
     from vpp_aggregator.adapters.store.repository import Repository
     from vpp_aggregator.app.forecast_service import ForecastService
-    from vpp_aggregator.app.forecasting import train
 
     now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
     state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, initial_rows=n)
@@ -635,9 +605,10 @@ DEMO_SESSIONS = (
 
 def _capacity_in_subprocess(n: int) -> CapacityResult:
     """Each size in a fresh interpreter so its RSS is the state's alone."""
-    code = f"import json,dataclasses; from vpp_aggregator.bench import bench_capacity; print(json.dumps(dataclasses.asdict(bench_capacity({n}))))"
+    code = f"import json,dataclasses; from benchmarks.suite import bench_capacity; print(json.dumps(dataclasses.asdict(bench_capacity({n}))))"
+    root = str(Path(__file__).resolve().parents[1])  # benchmarks/ and devservices/ live there
     out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=root
     ).stdout
     return CapacityResult(**json.loads(out.strip().splitlines()[-1]))
 
@@ -774,11 +745,11 @@ def run_all(
             "",
         ]
     if "kafka" in sections:
-        from vpp_aggregator.bench_kafka import run_kafka
+        from benchmarks.kafka_bench import run_kafka
 
         lines += run_kafka(log)
     if "load" in sections:
-        from vpp_aggregator.bench_load import run_load
+        from benchmarks.load import run_load
 
         lines += run_load(log, float(os.environ.get("VPP_LOAD_MINUTES", "10")))
     text = "\n".join(lines)

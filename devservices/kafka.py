@@ -21,8 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vpp_aggregator.devservices.children import dying_with_parent
-from vpp_aggregator.devservices.ports import free_port, listening
+from devservices.children import dying_with_parent
+from devservices.ports import free_port, listening
 
 KAFKA_VERSION = "4.1.1"  # org.apache.kafka:kafka_2.13; docker-compose.yml pins the same
 SLF4J_BINDING = "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3"  # Kafka's own log4j2 version

@@ -7,8 +7,8 @@ import importlib.util
 import subprocess
 from pathlib import Path
 
-from vpp_aggregator.devservices.children import dying_with_parent
-from vpp_aggregator.devservices.ports import wait_listening
+from devservices.children import dying_with_parent
+from devservices.ports import wait_listening
 
 
 class TansuUnavailableError(RuntimeError):

@@ -1,4 +1,5 @@
-"""Forecast use cases that work from files: train a model, backtest it against baselines."""
+"""Forecast work from files (the CLI's `forecast train` and `forecast backtest`): read sessions and
+weather, fit or backtest, store the model file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`python -m vpp_aggregator.devservices`: resolve Apache Kafka's jars now (the set-up step of
+"""`python -m devservices`: resolve Apache Kafka's jars now (the set-up step of
 `make test`), so the first test run does not pay for it inside a fixture."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from vpp_aggregator.devservices.kafka import (
+from devservices.kafka import (
     KAFKA_VERSION,
     KafkaUnavailableError,
     cache_dir,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from vpp_aggregator.devservices.children import dying_with_parent
-from vpp_aggregator.devservices.ports import free_port, wait_listening
+from devservices.children import dying_with_parent
+from devservices.ports import free_port, wait_listening
 
 
 class RedisUnavailableError(RuntimeError):

@@ -23,10 +23,11 @@ from typing import Any
 import httpx
 import numpy as np
 
+from benchmarks.suite import _seed_database, _Server
+from devservices.ports import free_port
+from devservices.synthetic import synthetic_fleet
 from vpp_aggregator.app.dispatch_records import read_schedule_points
-from vpp_aggregator.bench import _seed_database, _Server, synthetic_fleet
 from vpp_aggregator.config import Settings, load_settings
-from vpp_aggregator.devservices.ports import free_port
 from vpp_aggregator.domain.dispatch.safety import ResourceFacts, check_wire
 from vpp_aggregator.domain.resources import Resource
 

@@ -1,0 +1,1 @@
+"""Benchmarks and the load generator: tooling that measures the service, not part of it."""
