@@ -77,7 +77,9 @@ def bench_capacity(n: int, reads: int = 300, seed: int = 1) -> CapacityResult:
     now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)  # 06:00 in Los Angeles: departures are near
     rss0 = _rss_mb()
     t0 = time.perf_counter()
-    state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, initial_rows=n)
+    state = FleetState(
+        bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9, initial_rows=n
+    )
     for start, size in _chunks(n):
         state.upsert_many(synthetic_fleet(size, start, seed), now)
     rng = np.random.default_rng(seed)
@@ -136,7 +138,9 @@ class DispatchSolveResult:
 
 def _dispatch_state(n: int, seed: int = 2) -> tuple[FleetState, datetime]:
     now = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)  # midday in Los Angeles: vehicles at work
-    state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, initial_rows=n)
+    state = FleetState(
+        bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9, initial_rows=n
+    )
     for start, size in _chunks(n):
         state.upsert_many(synthetic_fleet(size, start, seed), now)
     rng = np.random.default_rng(seed)
@@ -540,7 +544,9 @@ def bench_forecast(n: int = 10_000, days: int = 28, reads: int = 20) -> Forecast
     from vpp_aggregator.app.forecast_service import ForecastService
 
     now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
-    state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, initial_rows=n)
+    state = FleetState(
+        bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9, initial_rows=n
+    )
     fleet = synthetic_fleet(n)
     state.upsert_many(fleet, now)
     rng = np.random.default_rng(5)

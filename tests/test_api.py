@@ -16,6 +16,9 @@ from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.adapters.api.schemas import CapacityOut
 from vpp_aggregator.config import load_settings
 
+# One way of the default VPP_ROUND_TRIP_EFFICIENCY (0.9): capacity's energy is at the grid.
+ETA = 0.9**0.5
+
 
 @pytest.fixture
 def client(database_url: str, clock: Clock) -> Iterator[TestClient]:
@@ -133,7 +136,7 @@ def test_patch_and_deactivate(client: TestClient, clock: Clock) -> None:
     r = client.patch("/resources/bess-1", json={"min_soc_pct": 40})
     assert r.status_code == 200 and r.json()["floor_soc_pct"] == 40
     cap = client.get("/capacity/available").json()
-    assert cap["discharge"]["kwh"] == pytest.approx(0.2 * 500)
+    assert cap["discharge"]["kwh"] == pytest.approx(0.2 * 500 * ETA, abs=1e-3)
     assert client.patch("/resources/bess-1", json={"min_soc_pct": 5}).status_code == 422
     assert client.patch("/resources/nope", json={"min_soc_pct": 40}).status_code == 404
     r = client.patch("/resources/bess-1", json={"status": "suspended"})
@@ -204,10 +207,16 @@ def test_capacity_follows_design_formulas(client: TestClient, clock: Clock) -> N
     )
     cap = client.get("/capacity/available", params={"duration_minutes": 60}).json()
     CapacityOut.model_validate(cap)  # the documented schema holds
-    # BESS: (80-20)% of 500 = 300 kWh, 250 kW; EV-1: (70-30)% of 200 = 80 kWh, 60 kW; EV-2 unplugged.
-    assert cap["discharge"] == {"kw": 310.0, "kwh": 380.0}
-    assert cap["available_capacity_kw"] == 310.0 and cap["available_capacity_kwh"] == 380.0
-    assert cap["charge"] == {"kw": 160.0, "kwh": 160.0}
+    # In the cells, BESS: (80-20)% of 500 = 300 kWh, 250 kW; EV-1: (70-30)% of 200 = 80 kWh, 60 kW;
+    # EV-2 unplugged. At the grid discharging gives ETA of it.
+    assert cap["discharge"]["kw"] == 310.0
+    assert cap["discharge"]["kwh"] == pytest.approx(380.0 * ETA, abs=1e-3)
+    assert cap["available_capacity_kw"] == 310.0
+    assert cap["available_capacity_kwh"] == cap["discharge"]["kwh"]
+    # Headroom: 100 kWh in the BESS, 60 in EV-1; charging them takes 1/ETA of that from the grid,
+    # so over 1 h the BESS's 105.4 kWh, not its 250 kW limit, bounds its power.
+    assert cap["charge"]["kwh"] == pytest.approx(160.0 / ETA, abs=1e-3)
+    assert cap["charge"]["kw"] == pytest.approx(100.0 / ETA + 60.0, abs=1e-3)
     assert cap["gross_energy_kwh"] == pytest.approx(400 + 140)
     assert cap["resource_count"] == 3 and cap["available_resource_count"] == 2
     assert cap["meets_minimum"] is True and cap["min_capacity_kw"] == 100
@@ -231,11 +240,18 @@ def test_departure_raise_visible_in_capacity(client: TestClient, clock: Clock) -
         json=ev_body(trips=[{"departure": dep.isoformat(), "required_soc_pct": 90}]),
     )
     client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 80)]})
-    # Window 1 h ends 2 h before departure: floor = 90 - 60 kW * 2 h / 200 kWh * 100 = 30 % -> 50 % of 200.
-    assert client.get("/capacity/available").json()["discharge"]["kwh"] == pytest.approx(100.0)
-    # Window 2 h: floor = 90 - 60/200*100 = 60 % -> 20 % of 200 = 40 kWh over 2 h = 20 kW.
+    # Charging at 60 kW puts ETA * 60 kW into the cells: 28.5 % of 200 kWh per hour.
+    # Window 1 h ends 2 h before departure: floor = 90 - 2 * 28.5 = 33.1 % -> 46.9 % of 200, ETA of
+    # it at the grid.
+    floor_1h = 90 - ETA * 60 * 2 / 200 * 100
+    assert client.get("/capacity/available").json()["discharge"]["kwh"] == pytest.approx(
+        (80 - floor_1h) / 100 * 200 * ETA, abs=1e-3
+    )
+    # Window 2 h: floor = 90 - 28.5 = 61.5 % -> 18.5 % of 200 = 36.9 kWh, 35 at the grid over 2 h.
+    floor_2h = 90 - ETA * 60 / 200 * 100
     cap = client.get("/capacity/available", params={"duration_minutes": 120}).json()
-    assert cap["discharge"] == {"kw": 20.0, "kwh": 40.0}
+    assert cap["discharge"]["kwh"] == pytest.approx((80 - floor_2h) / 100 * 200 * ETA, abs=1e-3)
+    assert cap["discharge"]["kw"] == pytest.approx(cap["discharge"]["kwh"] / 2, abs=1e-3)
     # Window 4 h: it leaves inside the window.
     assert (
         client.get("/resources/ev-1", params={"duration_minutes": 240}).json()[
@@ -261,7 +277,9 @@ def test_state_survives_restart(database_url: str, clock: Clock) -> None:
     with TestClient(create_app(settings, clock=clock)) as c:
         got = c.get("/resources/bess-1").json()
         assert got["telemetry"]["soc_pct"] == 60
-        assert c.get("/capacity/available").json()["discharge"]["kwh"] == pytest.approx(200.0)
+        assert c.get("/capacity/available").json()["discharge"]["kwh"] == pytest.approx(
+            200.0 * ETA, abs=1e-3
+        )
 
 
 def test_nothing_lost_when_the_process_dies_before_a_snapshot(

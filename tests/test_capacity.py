@@ -14,10 +14,11 @@ from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.resources import ResourceStatus
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+ETA = 0.9**0.5  # each way of the 0.9 round trip: energy figures are at the grid connection
 
 
 def _state() -> FleetState:
-    return FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0)
+    return FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9)
 
 
 def _telemetry(state: FleetState, rid: str, soc: float, at: datetime, plugged: bool = True) -> None:
@@ -45,25 +46,27 @@ def test_hand_computed_mixed_fleet() -> None:
     _telemetry(s, "e4", 70, NOW - timedelta(seconds=301))  # stale
 
     snap = s.capacity(NOW, 60)
+    # Cell energy; at the grid discharge gives ETA of it and charging takes 1/ETA of it.
     # b1: (60-20)% of 200 = 80 kWh, 50 kW limit; charge (100-60)% of 200 = 80 kWh, 40 kW.
-    # e1: raise 80 - 11*4/60*100 = 6.7 % < 30 %: floor 30 -> 24 kWh, 10 kW; charge 18 kWh, 11 kW.
-    # e2: raise 90 - 11*1/60*100 = 71.7 % > 70 %: nothing to give; charge 18 kWh, 11 kW.
+    # e1: raise 80 - ETA*11*4/60*100 = 10.4 % < 30 %: floor 30 -> 24 kWh, 10 kW; charge 18 kWh, 11 kW.
+    # e2: raise 90 - ETA*11*1/60*100 = 72.6 % > 70 %: nothing to give; charge 18 kWh, 11 kW.
     # e3 departs within the window, e4 is stale: both unavailable.
-    assert snap.total.discharge_kwh == pytest.approx(104.0)
+    assert snap.total.discharge_kwh == pytest.approx(104.0 * ETA)
     assert snap.total.discharge_kw == pytest.approx(60.0)
-    assert snap.total.charge_kwh == pytest.approx(80 + 18 + 18)
+    assert snap.total.charge_kwh == pytest.approx((80 + 18 + 18) / ETA)
     assert snap.total.charge_kw == pytest.approx(62.0)
-    assert snap.total.gross_energy_kwh == pytest.approx(120 + 42 + 42)
+    assert snap.total.gross_energy_kwh == pytest.approx(120 + 42 + 42)  # stored, in the cells
     assert snap.total.resource_count == 5
     assert snap.total.available_resource_count == 3
     assert snap.by_type["BESS"].discharge_kw == pytest.approx(50.0)
-    assert snap.by_type["EV"].discharge_kwh == pytest.approx(24.0)
+    assert snap.by_type["EV"].discharge_kwh == pytest.approx(24.0 * ETA)
 
-    # A 4 h window: e1's window now ends 1 h before departure -> floor 80 - 11/60*100 = 61.67 %.
+    # A 4 h window: e1's window now ends 1 h before departure -> floor 80 - ETA*11/60*100 = 62.6 %.
     snap4 = s.capacity(NOW, 240)
-    assert snap4.total.discharge_kwh == pytest.approx(80 + (70 - (80 - 11 / 60 * 100)) / 100 * 60)
-    # b1 over 4 h: 80 kWh / 4 h = 20 kW, below its 50 kW limit.
-    assert snap4.by_type["BESS"].discharge_kw == pytest.approx(20.0)
+    e1_floor = 80 - ETA * 11 / 60 * 100
+    assert snap4.total.discharge_kwh == pytest.approx((80 + (70 - e1_floor) / 100 * 60) * ETA)
+    # b1 over 4 h: 80*ETA kWh / 4 h = 19 kW, below its 50 kW limit.
+    assert snap4.by_type["BESS"].discharge_kw == pytest.approx(20.0 * ETA)
     # e2 departs inside a 4 h window.
     assert snap4.total.available_resource_count == 2
 
@@ -93,7 +96,7 @@ def test_staleness_and_departure_take_effect_as_time_passes() -> None:
     # After departure time passes the trip is over: no departure left, full headroom to the 30 % floor.
     t3 = NOW + timedelta(hours=3, minutes=1)
     _telemetry(s, "e1", 90, t3)
-    assert s.capacity(t3, 60).total.discharge_kwh == pytest.approx(0.6 * 60)
+    assert s.capacity(t3, 60).total.discharge_kwh == pytest.approx(0.6 * 60 * ETA)
 
 
 def test_filters_deactivation_and_suspension() -> None:
@@ -103,8 +106,8 @@ def test_filters_deactivation_and_suspension() -> None:
     for rid in ("b1", "b2"):
         _telemetry(s, rid, 80, NOW)
     assert set(s.capacity(NOW, 60).by_grid_node) == {"N1", "N2"}
-    assert s.capacity(NOW, 60, grid_node="N1").total.discharge_kwh == pytest.approx(120.0)
-    assert s.capacity(NOW, 60, fleet_id="f2").total.discharge_kwh == pytest.approx(120.0)
+    assert s.capacity(NOW, 60, grid_node="N1").total.discharge_kwh == pytest.approx(120.0 * ETA)
+    assert s.capacity(NOW, 60, fleet_id="f2").total.discharge_kwh == pytest.approx(120.0 * ETA)
     s.upsert(bess("b2", grid_node="N2", fleet_id="f2", status=ResourceStatus.SUSPENDED), NOW)
     assert s.capacity(NOW, 60).total.available_resource_count == 1
     s.upsert(bess("b1", grid_node="N1", fleet_id="f1", status=ResourceStatus.INACTIVE), NOW)
@@ -124,10 +127,10 @@ def test_older_sample_never_overwrites_newer() -> None:
 
 
 def test_bess_floor_never_below_fleet_minimum() -> None:
-    s = FleetState(bess_min_soc_pct=25.0, stale_seconds=300.0)
+    s = FleetState(bess_min_soc_pct=25.0, stale_seconds=300.0, round_trip_efficiency=0.9)
     s.upsert(bess("b1", min_soc_pct=20.0), NOW)
     _telemetry(s, "b1", 30, NOW)
-    assert s.capacity(NOW, 60).total.discharge_kwh == pytest.approx(0.05 * 200)
+    assert s.capacity(NOW, 60).total.discharge_kwh == pytest.approx(0.05 * 200 * ETA)
 
 
 # ---------------------------------------------------------------- properties

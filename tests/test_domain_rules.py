@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from factories import bess, ev
 from vpp_aggregator.domain.registration import check_registration
-from vpp_aggregator.domain.resources import Interconnection, RecurringDeparture, ResourceType, Trip
+from vpp_aggregator.domain.resources import Interconnection, RecurringDeparture, Trip
 from vpp_aggregator.domain.schedule import next_departure
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
@@ -90,10 +90,3 @@ def test_trip_earlier_than_routine_wins_and_higher_need_on_tie() -> None:
     nxt = next_departure(sched, (tie,), after)
     assert nxt is not None and nxt.required_soc_pct == 70
     assert next_departure((), (), after) is None
-
-
-def test_floor_of_bess_uses_fleet_minimum() -> None:
-    assert bess(min_soc_pct=20).floor_pct(25.0) == 25.0
-    assert bess(min_soc_pct=30).floor_pct(25.0) == 30.0
-    assert ev(min_soc_pct=10).floor_pct(25.0) == 10.0
-    assert ev().resource_type is ResourceType.EV

@@ -46,6 +46,7 @@ class Aggregator:
         self.state = FleetState(
             bess_min_soc_pct=settings.bess_min_soc_pct,
             stale_seconds=settings.telemetry_stale_seconds,
+            round_trip_efficiency=settings.round_trip_efficiency,
         )
         self.registry = RegistryService(store, self.state, settings.bess_min_soc_pct, clock)
         self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)

@@ -144,6 +144,7 @@ class ForecastService:
             away,
             interval_minutes / 60.0,
             inputs.available,
+            self.state.round_trip_efficiency,
             offset_min=offset,
             availability_scale=scale,
         )
@@ -295,6 +296,7 @@ class ForecastService:
             away,
             hours_per_interval,
             inputs.available,
+            self.state.round_trip_efficiency,
             only=~is_bess,
             offset_min=(starts[0] - now).total_seconds() / 60.0,
             availability_scale=scale,
@@ -306,6 +308,7 @@ class ForecastService:
             away,
             hours_per_interval,
             inputs.available,
+            self.state.round_trip_efficiency,
             only=is_bess,
             offset_min=(starts[0] - now).total_seconds() / 60.0,
             availability_scale=scale,

@@ -4,6 +4,10 @@ One function computes every resource's contribution for a window and, alongside 
 earliest time at which that contribution could change with no new telemetry (staleness,
 the departure raise of the floor, a departure inside the window). The fleet state uses that
 time to re-evaluate only the resources that need it, so a read does not recompute the fleet.
+
+Energy figures are at the grid connection, as dispatch delivers it: cell energy above the floor
+times the discharge efficiency, headroom divided by the charge efficiency (`efficiency`). The
+floor, raised ahead of a departure, is `floors`'s.
 """
 
 from __future__ import annotations
@@ -12,6 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from vpp_aggregator.domain.efficiency import one_way_efficiency
+from vpp_aggregator.domain.floors import (
+    departure_floor_pct,
+    raise_lead_hours,
+    recharge_pct_per_hour,
+)
 
 F8 = NDArray[np.float64]
 B1 = NDArray[np.bool_]
@@ -38,25 +49,6 @@ class ResourceColumns:
     discharge_locked: B1  # safety lockout: may charge, may not discharge
 
 
-def departure_floor_pct(cols: ResourceColumns, window_end_ts: float) -> F8:
-    """Floor raised so that charging at full power from the window's end still meets the departure SoC."""
-    with np.errstate(invalid="ignore"):
-        hours_left = (cols.departure_ts - window_end_ts) / 3600.0
-        raised = (
-            cols.departure_soc_pct - cols.max_charge_kw * hours_left / cols.capacity_kwh * 100.0
-        )
-    raised = np.where(np.isfinite(cols.departure_ts), raised, -np.inf)
-    return np.maximum(cols.floor_pct, raised)
-
-
-def raise_lead_seconds(cols: ResourceColumns) -> F8:
-    """How long before a departure (measured from the window's end) the floor starts to rise."""
-    lead_h = (
-        (cols.departure_soc_pct - cols.floor_pct) / 100.0 * cols.capacity_kwh / cols.max_charge_kw
-    )
-    return np.where(np.isfinite(cols.departure_ts), np.maximum(lead_h, 0.0) * 3600.0, 0.0)
-
-
 def availability(cols: ResourceColumns, now_ts: float, window_s: float, stale_s: float) -> B1:
     """Real-time availability factor, 0 or 1 (docs/concepts.md, "Availability")."""
     fresh = cols.telemetry_ts >= now_ts - stale_s
@@ -65,7 +57,11 @@ def availability(cols: ResourceColumns, now_ts: float, window_s: float, stale_s:
 
 
 def contributions(
-    cols: ResourceColumns, now_ts: float, window_s: float, stale_s: float
+    cols: ResourceColumns,
+    now_ts: float,
+    window_s: float,
+    stale_s: float,
+    round_trip_efficiency: float,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], F8]:
     """Each resource's capacity contribution over [now, now + window], how it moves, and until when.
 
@@ -77,26 +73,35 @@ def contributions(
     n = cols.capacity_kwh.shape[0]
     window_h = window_s / 3600.0
     window_end = now_ts + window_s
+    eta = one_way_efficiency(round_trip_efficiency)
     a = availability(cols, now_ts, window_s, stale_s)
     soc = np.where(a, cols.soc_pct, 0.0)
-    floor = departure_floor_pct(cols, window_end)
+    recharge = recharge_pct_per_hour(cols.capacity_kwh, cols.max_charge_kw, round_trip_efficiency)
+    hours_after_window = (cols.departure_ts - window_end) / 3600.0
+    floor = departure_floor_pct(
+        cols.floor_pct, cols.departure_soc_pct, hours_after_window, recharge
+    )
     out = np.empty((n, N_COLUMNS), dtype=np.float64)
-    scale = np.where(a, cols.capacity_kwh / 100.0, 0.0)
+    scale = np.where(a, cols.capacity_kwh / 100.0, 0.0)  # cell kWh per percentage point
     out[:, GROSS_KWH] = soc * scale
-    dis_kwh = out[:, DISCHARGE_KWH]
-    np.multiply(np.maximum(soc - floor, 0.0), scale * ~cols.discharge_locked, out=dis_kwh)
+    dis_kwh = out[:, DISCHARGE_KWH]  # at the grid: cell energy above the floor, after losses
+    np.multiply(np.maximum(soc - floor, 0.0), scale * eta * ~cols.discharge_locked, out=dis_kwh)
     cap_kwh = cols.max_discharge_kw * window_h  # energy at which power stops being the limit
     np.minimum(cols.max_discharge_kw * a, dis_kwh / window_h, out=out[:, DISCHARGE_KW])
-    np.multiply(np.maximum(cols.ceiling_pct - soc, 0.0), scale, out=out[:, CHARGE_KWH])
+    # At the grid: what it takes to fill the headroom, losses included.
+    np.multiply(np.maximum(cols.ceiling_pct - soc, 0.0), scale / eta, out=out[:, CHARGE_KWH])
     np.minimum(cols.max_charge_kw * a, out[:, CHARGE_KWH] / window_h, out=out[:, CHARGE_KW])
     out[:, N_AVAILABLE] = a
     out[:, N_RESOURCES] = 1.0
 
-    # Inside the raise zone the floor climbs at Pc/C per second, so energy falls at Pc kWh/h.
-    zone_start = cols.departure_ts - window_s - raise_lead_seconds(cols)
+    # Inside the raise zone the floor climbs `recharge` points per hour, so the energy at the grid
+    # falls at Pc * round-trip efficiency kWh per hour.
+    dep = np.isfinite(cols.departure_ts)
+    lead_h = raise_lead_hours(cols.floor_pct, cols.departure_soc_pct, recharge)
+    zone_start = cols.departure_ts - window_s - np.where(dep, lead_h, 0.0) * 3600.0
     in_zone = a & (now_ts >= zone_start)
     falling = in_zone & (dis_kwh > 0.0)
-    rate = np.where(falling, cols.max_charge_kw / 3600.0, 0.0)  # kWh per second
+    rate = np.where(falling, recharge * scale * eta / 3600.0, 0.0)  # kWh per second
     power_capped = dis_kwh >= cap_kwh
     slopes = np.zeros((n, 2), dtype=np.float64)
     slopes[:, 0] = -rate

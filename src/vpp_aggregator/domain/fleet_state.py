@@ -33,6 +33,7 @@ from vpp_aggregator.domain.capacity import (
     contributions,
 )
 from vpp_aggregator.domain.dispatch.problem import ResourceInputs
+from vpp_aggregator.domain.floors import static_floor_pct
 from vpp_aggregator.domain.resources import (
     RecurringDeparture,
     Resource,
@@ -161,9 +162,15 @@ class FleetState:
     discharge_locked: NDArray[np.bool_]  # BESS seen below its floor: no discharge until recovered
 
     def __init__(
-        self, *, bess_min_soc_pct: float, stale_seconds: float, initial_rows: int = 1024
+        self,
+        *,
+        bess_min_soc_pct: float,
+        stale_seconds: float,
+        round_trip_efficiency: float,
+        initial_rows: int = 1024,
     ) -> None:
         self.bess_min_soc_pct = bess_min_soc_pct
+        self.round_trip_efficiency = round_trip_efficiency  # capacity is stated at the grid
         self.stale_seconds = stale_seconds
         self._lock = threading.RLock()
         self._n = 0
@@ -263,7 +270,11 @@ class FleetState:
         n = self._n
         self._roll_departures(np.flatnonzero(self.departure_ts[:n] <= now_ts), now_ts)
         values, slopes, nxt = contributions(
-            self._columns(slice(0, n)), now_ts, view.window_s, self.stale_seconds
+            self._columns(slice(0, n)),
+            now_ts,
+            view.window_s,
+            self.stale_seconds,
+            self.round_trip_efficiency,
         )
         view.t_ref = now_ts
         coef = _coef(values, slopes, now_ts, view.t_ref)
@@ -304,7 +315,11 @@ class FleetState:
         if rows.size == 0:
             return
         values, slopes, nxt = contributions(
-            self._columns(rows), now_ts, view.window_s, self.stale_seconds
+            self._columns(rows),
+            now_ts,
+            view.window_s,
+            self.stale_seconds,
+            self.round_trip_efficiency,
         )
         coef = _coef(values, slopes, now_ts, view.t_ref)
         gone = ~self.present[rows]
@@ -370,7 +385,7 @@ class FleetState:
         now_ts = now.timestamp()
         with self._lock:
             rows: list[int] = []
-            values: dict[str, list[float]] = {k: [] for k in ("cap", "floor", "ceil", "pd", "pc")}
+            values: dict[str, list[float]] = {k: [] for k in ("cap", "min", "ceil", "pd", "pc")}
             flags: dict[str, list[bool]] = {"bess": [], "active": []}
             groups: list[int] = []
             routines: list[int] = []
@@ -386,7 +401,7 @@ class FleetState:
                     self._detach(row)
                 rows.append(row)
                 values["cap"].append(resource.battery_capacity_kwh)
-                values["floor"].append(resource.floor_pct(self.bess_min_soc_pct))
+                values["min"].append(resource.min_soc_pct)
                 values["ceil"].append(resource.max_soc_pct)
                 values["pd"].append(resource.max_discharge_kw)
                 values["pc"].append(resource.max_charge_kw)
@@ -404,7 +419,9 @@ class FleetState:
                 return
             idx = np.asarray(rows, dtype=np.int64)
             self.capacity_kwh[idx] = values["cap"]
-            self.floor_pct[idx] = values["floor"]
+            self.floor_pct[idx] = static_floor_pct(
+                flags["bess"], values["min"], self.bess_min_soc_pct
+            )
             self.ceiling_pct[idx] = values["ceil"]
             self.max_discharge_kw[idx] = values["pd"]
             self.max_charge_kw[idx] = values["pc"]
@@ -578,7 +595,11 @@ class FleetState:
             if rows.size == 0:
                 return {}
             values, _, _ = contributions(
-                self._columns(rows), now_ts, float(duration_minutes) * 60.0, self.stale_seconds
+                self._columns(rows),
+                now_ts,
+                float(duration_minutes) * 60.0,
+                self.stale_seconds,
+                self.round_trip_efficiency,
             )
             nodes = [self._group_node[g] for g in self.group[rows].tolist()]
         by_node: dict[str, F8] = {}

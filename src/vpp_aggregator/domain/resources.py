@@ -71,9 +71,3 @@ class Resource:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     metadata: dict[str, str] = field(default_factory=dict)
-
-    def floor_pct(self, bess_min_soc_pct: float) -> float:
-        """The SoC a resource may never be taken below (docs/concepts.md, "Floors"), before any departure raise."""
-        if self.resource_type is ResourceType.BESS:
-            return max(bess_min_soc_pct, self.min_soc_pct)
-        return self.min_soc_pct

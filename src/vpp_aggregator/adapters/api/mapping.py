@@ -15,6 +15,7 @@ from vpp_aggregator.adapters.api.schemas import (
     TripIn,
 )
 from vpp_aggregator.domain.fleet_state import LiveState
+from vpp_aggregator.domain.floors import static_floor_pct
 from vpp_aggregator.domain.resources import (
     Interconnection,
     RecurringDeparture,
@@ -104,7 +105,9 @@ def resource_out(r: Resource, live: LiveState | None, bess_min_soc_pct: float) -
         ),
         min_soc_pct=r.min_soc_pct,
         max_soc_pct=r.max_soc_pct,
-        floor_soc_pct=r.floor_pct(bess_min_soc_pct),
+        floor_soc_pct=float(
+            static_floor_pct(r.resource_type is ResourceType.BESS, r.min_soc_pct, bess_min_soc_pct)
+        ),
         departure_schedule=[
             DepartureIn(
                 days=list(e.days),

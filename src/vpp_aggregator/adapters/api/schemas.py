@@ -211,7 +211,9 @@ class CapacityOut(BaseModel):
         ..., description="Discharge kW (name read by the market gateway)"
     )
     available_capacity_kwh: float = Field(
-        ..., description="Discharge kWh (name read by the market gateway)"
+        ...,
+        description="Discharge kWh at the grid connection, losses deducted (name read by the "
+        "market gateway)",
     )
     shared_state_age_seconds: float | None = Field(
         None,

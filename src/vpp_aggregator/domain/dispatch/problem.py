@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.domain.efficiency import one_way_efficiency
+from vpp_aggregator.domain.floors import departure_floor_pct, recharge_pct_per_hour
+
 F8 = NDArray[np.float64]
 B1 = NDArray[np.bool_]
 
@@ -36,7 +39,7 @@ class ResourceInputs:
     is_bess: B1
     capacity_kwh: F8
     soc_pct: F8
-    floor_pct: F8  # static floor: BESS max(VPP_BESS_MIN_SOC, own), EV driver minimum
+    floor_pct: F8  # static floor (floors.static_floor_pct)
     ceiling_pct: F8
     max_discharge_kw: F8
     max_charge_kw: F8
@@ -79,7 +82,7 @@ class DispatchProblem:
         r = self.ramp_kw_per_min
         max_kw = np.where(d > 0, inp.max_discharge_kw, inp.max_charge_kw).astype(np.float64)
         q0 = d * np.nan_to_num(inp.power_kw)
-        eta = math.sqrt(self.round_trip_efficiency)
+        eta = one_way_efficiency(self.round_trip_efficiency)
         kwmin_to_pct = STEP_MIN / 60.0 * 100.0 / inp.capacity_kwh  # % per kW held one minute
         # Discharging draws kWh/eta from the cells; charging stores kWh*eta.
         k_dis, k_ch = kwmin_to_pct / eta, kwmin_to_pct * eta
@@ -131,23 +134,20 @@ class DispatchProblem:
     def lo_rows(
         self, rows: NDArray[np.int64], points: NDArray[np.float64] | NDArray[np.int64]
     ) -> F8:
-        """Lowest allowed level of `rows` at `points` (broadcasting): the floor, raised ahead of a
-        departure so that charging at full power (with losses) still meets the required SoC."""
+        """Lowest allowed level of `rows` at `points` (broadcasting): the floor at that point
+        (`floors.departure_floor_pct`), or minus the ceiling when charging."""
         inp = self.inputs
         if self.direction < 0:
             return np.broadcast_to(-inp.ceiling_pct[rows], np.broadcast(rows, points).shape).astype(
                 np.float64
             )
-        dep = inp.departure_min[rows]
-        eta = math.sqrt(self.round_trip_efficiency)
-        with np.errstate(invalid="ignore"):
-            hours_left = np.maximum(dep - points, 0.0) / 60.0
-            raised = (
-                inp.departure_soc_pct[rows]
-                - eta * inp.max_charge_kw[rows] * hours_left / inp.capacity_kwh[rows] * 100.0
-            )
-        raised = np.where(np.isfinite(dep), raised, -np.inf)
-        return np.maximum(inp.floor_pct[rows], raised)
+        recharge = recharge_pct_per_hour(
+            inp.capacity_kwh[rows], inp.max_charge_kw[rows], self.round_trip_efficiency
+        )
+        hours_left = (inp.departure_min[rows] - points) / 60.0
+        return departure_floor_pct(
+            inp.floor_pct[rows], inp.departure_soc_pct[rows], hours_left, recharge
+        )
 
     def lead_rows(self, rows: NDArray[np.int64], points: NDArray[np.int64] | int) -> F8:
         """Fixed setpoints of a lead (opposite power ramping to zero at full rate); 0 elsewhere."""

@@ -14,6 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.dispatch.problem import ResourceInputs
+from vpp_aggregator.domain.efficiency import one_way_efficiency
+from vpp_aggregator.domain.floors import departure_floor_pct, recharge_pct_per_hour
 from vpp_aggregator.domain.forecast.history import FULL, MISSING
 
 Z90 = 1.2815515655446004  # standard normal 90th percentile
@@ -88,12 +90,16 @@ def forecast(
     away: NDArray[np.bool_],
     hours: float,
     now_available: NDArray[np.bool_],
+    round_trip_efficiency: float,
     first_intervals_live: int = 1,
     only: NDArray[np.bool_] | None = None,
     offset_min: float = 0.0,
     availability_scale: NDArray[np.float64] | None = None,
 ) -> IntervalForecast:
-    """`how` per interval, `away` (resources, intervals). The first interval(s) use live availability."""
+    """`how` per interval, `away` (resources, intervals). The first interval(s) use live availability.
+
+    Energy is at the grid connection and floors are `floors`'s, as in real-time capacity.
+    """
     p = profile.p_plugged[:, how].copy()  # (resources, intervals)
     # Batteries do not leave: what they are now (available, or suspended/stale/locked) they stay.
     p[inputs.is_bess, :] = now_available[inputs.is_bess][:, None]
@@ -118,19 +124,20 @@ def forecast(
         (1, n_int)
     )
     soc[:, :first_intervals_live] = inputs.soc_pct[:, None]
-    # Floor raised ahead of the next departure so charging at full power still meets its need.
-    with np.errstate(invalid="ignore"):
-        raised = (
-            inputs.departure_soc_pct[:, None]
-            - inputs.max_charge_kw[:, None]
-            * (np.maximum(dep - end_min[None, :], 0.0) / 60.0)
-            / cap
-            * 100.0
-        )
-    floor = np.maximum(inputs.floor_pct[:, None], np.where(np.isfinite(dep), raised, -np.inf))
-    dis_kwh = np.maximum(soc - floor, 0.0) / 100.0 * cap
+    # The floor at each interval's end, raised ahead of the next departure.
+    recharge = recharge_pct_per_hour(
+        inputs.capacity_kwh, inputs.max_charge_kw, round_trip_efficiency
+    )
+    floor = departure_floor_pct(
+        inputs.floor_pct[:, None],
+        inputs.departure_soc_pct[:, None],
+        (dep - end_min[None, :]) / 60.0,
+        recharge[:, None],
+    )
+    eta = one_way_efficiency(round_trip_efficiency)
+    dis_kwh = np.maximum(soc - floor, 0.0) / 100.0 * cap * eta
     dis_kw = np.minimum(inputs.max_discharge_kw[:, None], dis_kwh / hours)
-    ch_kwh = np.maximum(inputs.ceiling_pct[:, None] - soc, 0.0) / 100.0 * cap
+    ch_kwh = np.maximum(inputs.ceiling_pct[:, None] - soc, 0.0) / 100.0 * cap / eta
     ch_kw = np.minimum(inputs.max_charge_kw[:, None], ch_kwh / hours)
 
     def quantiles(weight: NDArray[np.float64]) -> NDArray[np.float64]:
