@@ -16,6 +16,7 @@ from vpp_aggregator.app.dispatch_ports import (
 from vpp_aggregator.app.dispatch_records import (
     DispatchRecord,
 )
+from vpp_aggregator.domain.efficiency import one_way_efficiency
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class DispatchRecharges(DispatchCommands):
                 continue
             cap, pc = float(self.state.capacity_kwh[row]), float(self.state.max_charge_kw[row])
             taken = min(self.recharge_target - live.soc_pct, drawn_pct.get(rid, 0.0))
-            short = taken / 100.0 * cap / math.sqrt(self.rte)
+            short = taken / 100.0 * cap / one_way_efficiency(self.rte)
             if short > 0.5:
                 ceilings[rid] = live.soc_pct + taken
                 power += pc

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.dispatch.problem import STEP_MIN, DispatchProblem, ResourceInputs
+from vpp_aggregator.domain.floors import static_floor_pct
 from vpp_aggregator.domain.resources import Resource, ResourceType
 from vpp_aggregator.domain.schedule import next_departure
 
@@ -63,7 +64,13 @@ class ResourceFacts:
             resource_id=resource.resource_id,
             is_bess=resource.resource_type is ResourceType.BESS,
             capacity_kwh=resource.battery_capacity_kwh,
-            floor_pct=resource.floor_pct(bess_min_soc_pct),
+            floor_pct=float(
+                static_floor_pct(
+                    resource.resource_type is ResourceType.BESS,
+                    resource.min_soc_pct,
+                    bess_min_soc_pct,
+                )
+            ),
             ceiling_pct=resource.max_soc_pct,
             max_discharge_kw=resource.max_discharge_kw,
             max_charge_kw=resource.max_charge_kw,
