@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "src" / "vpp_aggregator"
+MAX_LINES = 400
 FRAMEWORKS = {"fastapi", "starlette", "sqlalchemy", "alembic", "confluent_kafka", "redis", "httpx"}
 TOOLING = {"benchmarks", "devservices", "tests", "conftest"}
 
@@ -43,3 +44,12 @@ def test_the_application_layer_imports_no_adapter_or_framework() -> None:
 
 def test_the_product_imports_no_tooling() -> None:
     assert offenders(".", TOOLING) == {}
+
+
+def test_no_module_of_the_product_is_longer_than_400_lines() -> None:
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}

@@ -1,0 +1,352 @@
+"""The fleet as numpy columns, one row per resource: registration facts, latest telemetry,
+departure routines, and the lookups every view of the fleet needs (rows, groups, nodes, fleets)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vpp_aggregator.domain.capacity import (
+    DISCHARGE_KW,
+    DISCHARGE_KWH,
+    N_COLUMNS,
+    ResourceColumns,
+)
+from vpp_aggregator.domain.resources import (
+    RecurringDeparture,
+    Resource,
+    ResourceType,
+    Trip,
+)
+from vpp_aggregator.domain.schedule import next_departure
+
+I8 = NDArray[np.int64]
+F8 = NDArray[np.float64]
+
+MAX_WINDOW_VIEWS = 4
+RACE_TOLERANCE_S = 5.0
+LOCKOUT_HYSTERESIS_PCT = 1.0
+RESUM_AFTER_UPDATES_PER_ROW = 64
+N_COEF = N_COLUMNS + 2
+TYPES = (ResourceType.EV, ResourceType.BESS)
+
+# How far reported power may exceed a resource's registered limits (meter noise, brief overshoot).
+POWER_MARGIN = 0.10
+POWER_MARGIN_KW = 1.0
+
+
+@dataclass(slots=True)
+class WindowView:
+    """Per-row linear contributions `coef` (intercept at t_ref, then the two discharge slopes)."""
+
+    window_s: float
+    t_ref: float
+    coef: NDArray[np.float64]  # (rows, N_COEF)
+    next_change: F8
+    group_sums: NDArray[np.float64]  # (groups, N_COEF)
+    evaluated_at: float = -np.inf
+    updates_since_rebuild: int = 0
+
+    def at(self, sums: NDArray[np.float64], ts: float) -> NDArray[np.float64]:
+        """Evaluate summed coefficients at time `ts`."""
+        values = sums[..., :N_COLUMNS].copy()
+        dt = ts - self.t_ref
+        values[..., DISCHARGE_KWH] += sums[..., N_COLUMNS] * dt
+        values[..., DISCHARGE_KW] += sums[..., N_COLUMNS + 1] * dt
+        return values
+
+
+class FleetColumns:
+    """Thread-safe columnar fleet state; the single source of real-time capacity."""
+
+    capacity_kwh: F8
+    soc_pct: F8
+    floor_pct: F8
+    ceiling_pct: F8
+    max_discharge_kw: F8
+    max_charge_kw: F8
+    departure_ts: F8
+    departure_soc_pct: F8
+    telemetry_ts: F8
+    power_kw: F8
+    present: NDArray[np.bool_]
+    status_active: NDArray[np.bool_]
+    plugged: NDArray[np.bool_]
+    is_bess: NDArray[np.bool_]
+    group: I8
+    routine: I8
+    dirty: NDArray[np.bool_]  # live telemetry not yet snapshotted to the store
+    discharge_locked: NDArray[np.bool_]  # BESS seen below its floor: no discharge until recovered
+
+    def __init__(
+        self,
+        *,
+        bess_min_soc_pct: float,
+        stale_seconds: float,
+        round_trip_efficiency: float,
+        initial_rows: int = 1024,
+    ) -> None:
+        self.bess_min_soc_pct = bess_min_soc_pct
+        self.round_trip_efficiency = round_trip_efficiency  # capacity is stated at the grid
+        self.stale_seconds = stale_seconds
+        self._lock = threading.RLock()
+        self._n = 0
+        self._alloc(max(16, initial_rows))
+        self._row_of: dict[str, int] = {}
+        self._ids: list[str | None] = []
+        self._free: list[int] = []
+        self._routines: list[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]]] = []
+        self._routine_ids: dict[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]], int] = {}
+        self._group_of_key: dict[tuple[int, str, str], int] = {}
+        self._group_type: list[int] = []
+        self._group_node: list[str] = []
+        self._group_fleet: list[str] = []
+        self._views: OrderedDict[float, WindowView] = OrderedDict()
+        self._charge_points: dict[str, str] = {}  # only where it differs from the resource id
+        self.version = 0  # bumped on every change of inputs; lets readers cache answers
+
+    # ----------------------------------------------------------------- storage
+
+    def _alloc(self, rows: int) -> None:
+        def grow(name: str, fill: float | bool | int, dtype: type) -> None:
+            new: NDArray[Any] = np.full(rows, fill, dtype=dtype)
+            old = getattr(self, name, None)
+            if old is not None:
+                new[: old.shape[0]] = old
+            setattr(self, name, new)
+
+        for name, fill in (
+            ("capacity_kwh", 1.0),
+            ("soc_pct", np.nan),
+            ("floor_pct", 0.0),
+            ("ceiling_pct", 100.0),
+            ("max_discharge_kw", 0.0),
+            ("max_charge_kw", 1.0),
+            ("departure_ts", np.inf),
+            ("departure_soc_pct", 0.0),
+            ("telemetry_ts", -np.inf),
+            ("power_kw", np.nan),
+        ):
+            grow(name, fill, np.float64)
+        grow("present", False, np.bool_)
+        grow("status_active", False, np.bool_)
+        grow("plugged", False, np.bool_)
+        grow("is_bess", False, np.bool_)
+        grow("group", 0, np.int64)
+        grow("routine", -1, np.int64)
+        grow("dirty", False, np.bool_)
+        grow("discharge_locked", False, np.bool_)
+        self._rows = rows
+        for view in getattr(self, "_views", {}).values():
+            coef = np.zeros((rows, N_COEF))
+            coef[: view.coef.shape[0]] = view.coef
+            nxt = np.full(rows, np.inf)
+            nxt[: view.next_change.shape[0]] = view.next_change
+            view.coef, view.next_change = coef, nxt
+
+    def _columns(self, rows: I8 | slice) -> ResourceColumns:
+        return ResourceColumns(
+            capacity_kwh=self.capacity_kwh[rows],
+            soc_pct=self.soc_pct[rows],
+            floor_pct=self.floor_pct[rows],
+            ceiling_pct=self.ceiling_pct[rows],
+            max_discharge_kw=self.max_discharge_kw[rows],
+            max_charge_kw=self.max_charge_kw[rows],
+            departure_ts=self.departure_ts[rows],
+            departure_soc_pct=self.departure_soc_pct[rows],
+            telemetry_ts=self.telemetry_ts[rows],
+            eligible=self.present[rows] & self.status_active[rows] & self.plugged[rows],
+            discharge_locked=self.discharge_locked[rows],
+        )
+
+    def _group(self, rtype: ResourceType, node: str, fleet: str) -> int:
+        key = (TYPES.index(rtype), node, fleet)
+        gid = self._group_of_key.get(key)
+        if gid is None:
+            gid = len(self._group_type)
+            self._group_of_key[key] = gid
+            self._group_type.append(key[0])
+            self._group_node.append(node)
+            self._group_fleet.append(fleet)
+            for view in self._views.values():
+                view.group_sums = np.vstack([view.group_sums, np.zeros((1, N_COEF))])
+        return gid
+
+    # ----------------------------------------------------------------- views
+
+    def _detach(self, row: int) -> None:
+        """Take a row's contribution out of its group before its group or presence changes."""
+        for view in self._views.values():
+            view.group_sums[self.group[row]] -= view.coef[row]
+            view.coef[row] = 0.0
+            view.next_change[row] = np.inf
+
+    def _routine(self, resource: Resource) -> int:
+        """Intern a resource's departure routine; fleets share a handful, so rows store an index."""
+        if not (resource.departure_schedule or resource.trips):
+            return -1
+        key = (resource.departure_schedule, resource.trips)
+        rid = self._routine_ids.get(key)
+        if rid is None:
+            rid = len(self._routines)
+            self._routines.append(key)
+            self._routine_ids[key] = rid
+        return rid
+
+    def _roll_departures(self, rows: I8, now_ts: float) -> None:
+        """Move rows whose departure has passed on to their next one."""
+        if rows.size == 0:
+            return
+        after = datetime.fromtimestamp(now_ts, tz=UTC)
+        routine = self.routine[rows]
+        for rid in np.unique(routine).tolist():
+            hit = rows[routine == rid]
+            schedule, trips = self._routines[rid] if rid >= 0 else ((), ())
+            nxt = next_departure(schedule, trips, after) if rid >= 0 else None
+            self.departure_ts[hit] = nxt.at.timestamp() if nxt else np.inf
+            self.departure_soc_pct[hit] = nxt.required_soc_pct if nxt else 0.0
+
+    # ----------------------------------------------------------------- registry
+
+    def _new_row(self, resource_id: str) -> int:
+        if self._free:
+            row = self._free.pop()
+            self._ids[row] = resource_id
+        else:
+            if self._n == self._rows:
+                self._alloc(self._rows * 2)
+            row = self._n
+            self._n += 1
+            self._ids.append(resource_id)
+        self._row_of[resource_id] = row
+        return row
+
+    def _remove_row(self, row: int) -> None:
+        self.version += 1
+        self._detach(row)
+        resource_id = self._ids[row]
+        if resource_id is not None:
+            del self._row_of[resource_id]
+        self._ids[row] = None
+        self.present[row] = False
+        self.status_active[row] = False
+        self.plugged[row] = False
+        self.soc_pct[row] = np.nan
+        self.power_kw[row] = np.nan
+        self.telemetry_ts[row] = -np.inf
+        self.departure_ts[row] = np.inf
+        self.routine[row] = -1
+        self.discharge_locked[row] = False
+        self._free.append(row)
+
+    def __contains__(self, resource_id: str) -> bool:
+        return resource_id in self._row_of
+
+    def __len__(self) -> int:
+        return len(self._row_of)
+
+    def rows_of(self, resource_ids: list[str]) -> I8:
+        """Row index per id, -1 where the resource is unknown or deactivated."""
+        get = self._row_of.get
+        return np.fromiter(
+            (get(r, -1) for r in resource_ids), dtype=np.int64, count=len(resource_ids)
+        )
+
+    # ----------------------------------------------------------------- telemetry
+
+    def power_within_limits(self, rows: I8, power_kw: F8) -> NDArray[np.bool_]:
+        """A reported power a resource can physically have: within its registered limits, with
+        a margin for meter noise (unknown rows pass; they are refused for being unknown)."""
+        known = rows >= 0
+        r = np.where(known, rows, 0)
+        ok = (power_kw <= self.max_discharge_kw[r] * (1 + POWER_MARGIN) + POWER_MARGIN_KW) & (
+            -power_kw <= self.max_charge_kw[r] * (1 + POWER_MARGIN) + POWER_MARGIN_KW
+        )
+        return ok | ~known
+
+    def routine_index(
+        self, resource_ids: Sequence[str]
+    ) -> tuple[NDArray[np.int64], list[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]]]]:
+        """Each resource's interned routine (-1: none) and the routines, so work done per
+        routine is done once for every resource sharing it."""
+        with self._lock:
+            rows = self.rows_of(list(resource_ids))
+            ids = np.where(rows >= 0, self.routine[np.maximum(rows, 0)], -1).astype(np.int64)
+            return ids, list(self._routines)
+
+    def resource_of_charge_point(self, charge_point_id: str) -> str | None:
+        """The live resource behind a charge point (its id is the charge point by default)."""
+        with self._lock:
+            for rid, cp in self._charge_points.items():
+                if cp == charge_point_id and rid in self._row_of:
+                    return rid
+            return charge_point_id if charge_point_id in self._row_of else None
+
+    def charge_point(self, resource_id: str) -> str:
+        return self._charge_points.get(resource_id, resource_id)
+
+    def grid_nodes_of(self, resource_ids: Sequence[str]) -> list[str]:
+        with self._lock:
+            rows = self.rows_of(list(resource_ids))
+            return [self._group_node[int(self.group[r])] if r >= 0 else "" for r in rows.tolist()]
+
+    def grid_nodes(self, fleet_id: str | None = None) -> set[str]:
+        """Grid nodes with a registered resource (of `fleet_id`'s, when given: to a fleet, a node
+        only other fleets use does not exist)."""
+        with self._lock:
+            n = self._n
+            groups = np.unique(self.group[:n][self.present[:n]]).tolist()
+            return {
+                self._group_node[g]
+                for g in groups
+                if fleet_id is None or self._group_fleet[g] == fleet_id
+            }
+
+    def in_fleet(self, resource_ids: Sequence[str], fleet_id: str | None) -> list[bool]:
+        """Whether each resource is registered (and in `fleet_id`, when given)."""
+        with self._lock:
+            rows = self.rows_of(list(resource_ids)).tolist()
+            return [
+                r >= 0 and (fleet_id is None or self._group_fleet[int(self.group[r])] == fleet_id)
+                for r in rows
+            ]
+
+    def counts_by_type(self) -> dict[str, int]:
+        with self._lock:
+            n = self._n
+            present = self.present[:n]
+            bess = int(np.count_nonzero(present & self.is_bess[:n]))
+            return {"EV": int(np.count_nonzero(present)) - bess, "BESS": bess}
+
+    def take_dirty(self) -> tuple[list[str], I8, F8, F8, NDArray[np.bool_], F8]:
+        """Rows whose telemetry changed since the last call: ids, rows, ts, soc, plugged, power."""
+        with self._lock:
+            rows = np.flatnonzero(self.dirty[: self._n] & self.present[: self._n])
+            self.dirty[rows] = False
+            ids = [self._ids[r] or "" for r in rows.tolist()]
+            return (
+                ids,
+                rows,
+                self.telemetry_ts[rows].copy(),
+                self.soc_pct[rows].copy(),
+                self.plugged[rows].copy(),
+                np.nan_to_num(self.power_kw[rows]),
+            )
+
+    def mark_dirty(self, rows: I8) -> None:
+        """Give rows back to the next snapshot (the last one could not be stored)."""
+        with self._lock:
+            self.dirty[rows] = True
+
+    def lockouts(self) -> list[str]:
+        """Resources currently locked out of discharge by the BESS safety monitor."""
+        with self._lock:
+            rows = np.flatnonzero(self.discharge_locked[: self._n] & self.present[: self._n])
+            return [self._ids[r] or "" for r in rows.tolist()]
