@@ -27,6 +27,7 @@ from vpp_aggregator.app.dispatch_records import (
     DispatchStatus,
     RevisionRecord,
 )
+from vpp_aggregator.domain.capacity import Unavailable
 
 __all__ = [
     "Bus",
@@ -63,7 +64,7 @@ class DispatchService(DispatchFollowThrough):
             if (
                 live is not None
                 and live.power_kw is not None
-                and live.availability_reason != "stale_telemetry"
+                and live.availability_reason is not Unavailable.STALE_TELEMETRY
                 and live.telemetry_at is not None
                 and live.telemetry_at >= record.start
             ):

@@ -22,6 +22,7 @@ from vpp_aggregator.app.dispatch_records import (
     device_commands,
 )
 from vpp_aggregator.app.dispatch_release import DispatchReleases
+from vpp_aggregator.domain.capacity import Unavailable
 from vpp_aggregator.domain.dispatch.outcome import Outcome
 from vpp_aggregator.domain.dispatch.problem import (
     STEP_MIN,
@@ -126,10 +127,10 @@ class DispatchFollowThrough(DispatchReleases):
             if live is None:
                 dropped[rid] = "deactivated"
             elif live.availability_reason in (
-                "unplugged",
-                "stale_telemetry",
-                "suspended",
-                "no_telemetry",
+                Unavailable.UNPLUGGED,
+                Unavailable.STALE_TELEMETRY,
+                Unavailable.SUSPENDED,
+                Unavailable.NO_TELEMETRY,
             ):
                 dropped[rid] = live.availability_reason
             elif o.record.target_kw > 0 and live.discharge_locked:

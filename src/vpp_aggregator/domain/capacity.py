@@ -13,6 +13,7 @@ floor, raised ahead of a departure, is `floors`'s.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,15 +46,43 @@ class ResourceColumns:
     departure_ts: F8  # epoch s of the next departure; +inf when none (always +inf for BESS)
     departure_soc_pct: F8  # SoC needed at that departure
     telemetry_ts: F8  # epoch s of the latest sample; -inf when none
-    eligible: B1  # present, status active, plugged in (availability before time-dependent rules)
+    active: B1  # registered (present) and status active
+    plugged: B1
     discharge_locked: B1  # safety lockout: may charge, may not discharge
 
 
+class Unavailable(StrEnum):
+    """Why a resource cannot respond over a window, the first rule it fails in this order."""
+
+    SUSPENDED = "suspended"  # not active (suspended or deactivated)
+    NO_TELEMETRY = "no_telemetry"
+    STALE_TELEMETRY = "stale_telemetry"
+    UNPLUGGED = "unplugged"
+    DEPARTING = "departing"  # leaves before the window ends
+
+
+REASONS = (None, *Unavailable)  # code 0: available; code k: REASONS[k]
+
+
+def unavailability(
+    cols: ResourceColumns, now_ts: float, window_s: float, stale_s: float
+) -> NDArray[np.int8]:
+    """Per resource, 0 when it can respond over [now, now + window] (docs/concepts.md,
+    "Availability"), else the index in `REASONS` of the first rule it fails."""
+    no_soc = np.isnan(cols.soc_pct) | ~np.isfinite(cols.telemetry_ts)
+    failed = [
+        ~cols.active,
+        no_soc,
+        cols.telemetry_ts < now_ts - stale_s,
+        ~cols.plugged,
+        cols.departure_ts <= now_ts + window_s,
+    ]
+    return np.asarray(np.select(failed, np.arange(1, len(failed) + 1), 0), dtype=np.int8)
+
+
 def availability(cols: ResourceColumns, now_ts: float, window_s: float, stale_s: float) -> B1:
-    """Real-time availability factor, 0 or 1 (docs/concepts.md, "Availability")."""
-    fresh = cols.telemetry_ts >= now_ts - stale_s
-    departs_in_window = cols.departure_ts <= now_ts + window_s
-    return cols.eligible & fresh & ~departs_in_window & ~np.isnan(cols.soc_pct)
+    """Real-time availability factor, 0 or 1: no rule of `unavailability` failed."""
+    return np.asarray(unavailability(cols, now_ts, window_s, stale_s) == 0)
 
 
 def contributions(

@@ -162,7 +162,8 @@ class FleetColumns:
             departure_ts=self.departure_ts[rows],
             departure_soc_pct=self.departure_soc_pct[rows],
             telemetry_ts=self.telemetry_ts[rows],
-            eligible=self.present[rows] & self.status_active[rows] & self.plugged[rows],
+            active=self.present[rows] & self.status_active[rows],
+            plugged=self.plugged[rows],
             discharge_locked=self.discharge_locked[rows],
         )
 

@@ -16,9 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 from numpy.typing import NDArray
 
-from vpp_aggregator.domain.capacity import (
-    availability,
-)
+from vpp_aggregator.domain.capacity import REASONS, Unavailable, unavailability
 from vpp_aggregator.domain.dispatch.problem import ResourceInputs
 from vpp_aggregator.domain.fleet_capacity import (
     CapacitySnapshot,
@@ -60,7 +58,7 @@ class LiveState:
     next_departure: datetime | None
     departure_soc_pct: float | None
     availability_factor: float
-    availability_reason: str | None
+    availability_reason: Unavailable | None
     discharge_locked: bool = False
 
 
@@ -179,22 +177,12 @@ class FleetState(FleetCapacity):
             if self.departure_ts[row] <= now_ts:
                 self._roll_departures(np.array([row]), now_ts)
             cols = self._columns(np.array([row]))
-            a = bool(availability(cols, now_ts, window_s, self.stale_seconds)[0])
+            code = int(unavailability(cols, now_ts, window_s, self.stale_seconds)[0])
+            a = code == 0
+            reason = REASONS[code]
             soc = float(self.soc_pct[row])
             tel = float(self.telemetry_ts[row])
             dep = float(self.departure_ts[row])
-            reason = None
-            if not a:
-                if not self.status_active[row]:
-                    reason = "suspended"
-                elif np.isnan(soc) or not np.isfinite(tel):
-                    reason = "no_telemetry"
-                elif tel < now_ts - self.stale_seconds:
-                    reason = "stale_telemetry"
-                elif not self.plugged[row]:
-                    reason = "unplugged"
-                elif dep <= now_ts + window_s:
-                    reason = "departing"
             return LiveState(
                 soc_pct=None if np.isnan(soc) else soc,
                 plugged_in=bool(self.plugged[row]),
