@@ -4,7 +4,6 @@ safety checker first; a cancel releases every resource of the dispatch."""
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -25,6 +24,7 @@ from vpp_aggregator.app.dispatch_records import (
     device_commands,
 )
 from vpp_aggregator.domain.dispatch.safety import check_schedules
+from vpp_aggregator.domain.ramps import ramp_down_kw
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,7 @@ class DispatchReleases(DispatchRecharges):
     def _ramp_down(
         self, rid: str, kw: float, now: datetime, o: OpenDispatch, why: str
     ) -> AllocationRecord:
-        steps = math.ceil(abs(kw) / self.ramp)
-        sched = [
-            round(math.copysign(max(abs(kw) - self.ramp * i, 0.0), kw), 3) for i in range(steps + 1)
-        ]
+        sched = [round(float(x), 3) for x in ramp_down_kw(kw, self.ramp)]
         j = o.ids.index(rid) if rid in o.ids else -1
         live = self.state.live(rid, now)
         soc = (

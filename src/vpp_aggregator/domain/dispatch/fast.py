@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.dispatch.problem import DispatchProblem, Solution, empty_solution
+from vpp_aggregator.domain.ramps import toward_zero_kw
 
 MAX_PASSES = 8
 FIRST_PREFIX = 1024
@@ -56,7 +57,7 @@ def solve_fast(problem: DispatchProblem) -> Solution:
                 break
             # Power already flowing above the target may only come down at the ramp rate.
             pushing = p.q0[order][p.q0[order] > 0]
-            forced = np.maximum(pushing[:, None] - r * late[None, :], 0.0).sum(axis=0)
+            forced = toward_zero_kw(pushing[:, None], r, late[None, :]).sum(axis=0)
             over_t = over[late] - np.maximum(forced - p.target_abs_kw, 0.0)
             late, over_t = late[over_t > 1e-9], over_t[over_t > 1e-9]
             if late.size == 0:

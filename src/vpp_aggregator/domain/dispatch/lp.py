@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.dispatch.problem import DispatchProblem, Solution, empty_solution
+from vpp_aggregator.domain.ramps import toward_zero_kw
 
 INF = highspy.kHighsInf
 TIE_BREAK = 1e-4
@@ -113,7 +114,9 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     add(n_rows + (tt[inside] - 1), qi(jj[inside], tt[inside]), np.ones(int(inside.sum())))
     row_lo.append(np.full(T, -INF))
     # Power already flowing beyond the target can only come down at the ramp rate.
-    forced = np.maximum(p.q0[order][:, None] - r * np.arange(1, T + 1)[None, :], 0.0).sum(axis=0)
+    forced = np.maximum(
+        toward_zero_kw(p.q0[order][:, None], r, np.arange(1, T + 1)[None, :]), 0.0
+    ).sum(axis=0)
     row_hi.append(np.maximum(p.target_abs_kw, forced))
     n_rows += T
 

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.domain.efficiency import one_way_efficiency
 from vpp_aggregator.domain.floors import departure_floor_pct, recharge_pct_per_hour
+from vpp_aggregator.domain.ramps import toward_zero_kw
 
 F8 = NDArray[np.float64]
 B1 = NDArray[np.bool_]
@@ -151,9 +152,7 @@ class DispatchProblem:
 
     def lead_rows(self, rows: NDArray[np.int64], points: NDArray[np.int64] | int) -> F8:
         """Fixed setpoints of a lead (opposite power ramping to zero at full rate); 0 elsewhere."""
-        return np.minimum(
-            0.0, self.q0[rows] + self.ramp_kw_per_min * np.asarray(points, dtype=np.float64)
-        )
+        return np.minimum(0.0, toward_zero_kw(self.q0[rows], self.ramp_kw_per_min, points))
 
     @property
     def target_abs_kw(self) -> float:
