@@ -1,4 +1,5 @@
-"""FastAPI application factory: one Aggregator, its metrics, and errors every client can read."""
+"""FastAPI application factory: the HTTP adapter over one process (`bootstrap`), its metrics,
+and errors every client can read."""
 
 from __future__ import annotations
 
@@ -28,20 +29,12 @@ from vpp_aggregator.adapters.api import (
     routes_resources,
     routes_telemetry,
 )
-from vpp_aggregator.adapters.api.auth import Authenticator
 from vpp_aggregator.adapters.api.errors import install_error_handlers
 from vpp_aggregator.adapters.api.limits import BodyLimitMiddleware
 from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics, TransportCollector
 from vpp_aggregator.adapters.api.openapi_doc import openapi_document
-from vpp_aggregator.adapters.bus.kafka import KafkaParts
-from vpp_aggregator.adapters.bus.memory import InProcessBus
-from vpp_aggregator.adapters.cache.redis_state import RedisParts
-from vpp_aggregator.adapters.store.audit_repository import AuditRepository
-from vpp_aggregator.adapters.store.database import make_engine, migrate
-from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
-from vpp_aggregator.adapters.store.market_repository import MarketRepository
-from vpp_aggregator.adapters.store.repository import Repository
-from vpp_aggregator.app.aggregator import Aggregator, utc_now
+from vpp_aggregator.app.aggregator import utc_now
+from vpp_aggregator.bootstrap import Service, build
 from vpp_aggregator.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -52,33 +45,15 @@ def create_app(
     settings: Settings | None = None,
     clock: Callable[[], datetime] = utc_now,
     run_migrations: bool = True,
-    consume: bool = False,
+    service: Service | None = None,
 ) -> FastAPI:
-    """The service; with KAFKA_BROKERS it talks to the other layers over Kafka and consumes
-    their topics when VPP_KAFKA_CONSUME is on or `consume` is set (the `worker` command)."""
-    settings = settings or load_settings()
-    native_heap.configure(settings.malloc_arena_max)  # before the request threads exist
-    auth = Authenticator(settings)  # refuses a weak secret before anything starts
-    if auth.dev_mode:
-        log.warning("no VPP_JWT_SECRET or VPP_JWT_PUBLIC_KEY: dev mode, every caller is an admin")
-    engine = make_engine(settings.database_url)
-    if run_migrations:
-        migrate(engine)
-    kafka = KafkaParts.connect(settings) if settings.kafka_brokers else None
-    aggregator = Aggregator(
-        settings,
-        Repository(engine),
-        DispatchRepository(engine),
-        MarketRepository(engine),
-        kafka.bus if kafka is not None else InProcessBus(),
-        clock,
-    )
-    shared = (
-        RedisParts.connect(settings.redis_url, settings.redis_prefix, aggregator)
-        if settings.redis_url
-        else None
-    )
-    aggregator.load()
+    """The HTTP API over one process (`bootstrap.build`): given one, or built here from the
+    settings (with KAFKA_BROKERS it talks to the other layers over Kafka and, with
+    VPP_KAFKA_CONSUME, consumes their topics; the `worker` command builds a consuming one)."""
+    if service is None:
+        service = build(settings or load_settings(), clock, run_migrations=run_migrations)
+    settings = service.settings
+    aggregator, kafka, shared = service.aggregator, service.kafka, service.shared
     metrics = Metrics(aggregator)
     metrics.registry.register(TransportCollector(kafka, shared))
 
@@ -149,32 +124,16 @@ def create_app(
             tasks.append(asyncio.create_task(retrain_loop()))
         if settings.malloc_trim_seconds > 0:
             tasks.append(asyncio.create_task(trim_loop()))
-        if shared is not None:
-            shared.start()
-        if kafka is not None and (settings.kafka_consume or consume):
-            kafka.start_consumer(settings, aggregator.integration, app.state.audit.append)
+        service.start_inputs()
         try:
             yield
         finally:
-            if kafka is not None:
-                kafka.stop()
-            if shared is not None:
-                shared.stop()
+            service.stop_inputs()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            try:  # another process takes over our dispatches at once, not after the lease
-                aggregator.dispatch.release()
-            except Exception:
-                log.exception("could not hand over the dispatches this process followed")
-            try:
-                aggregator.snapshotter.flush()
-            except Exception:
-                log.exception(
-                    "final telemetry snapshot failed; start-up will replay history instead"
-                )
-            engine.dispose()
+            service.close()
 
     app = FastAPI(
         title="VPP Aggregator",
@@ -187,8 +146,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.aggregator = aggregator
-    app.state.auth = auth
-    app.state.audit = AuditRepository(engine)
+    app.state.auth = service.auth
+    app.state.audit = service.audit
     app.state.kafka = kafka
     app.state.shared = shared
     app.state.metrics = metrics
