@@ -1,5 +1,5 @@
 """The one place a process is put together: the Aggregator and its adapters (store, Kafka,
-Redis, audit), built from the settings. `serve` (through `create_app`) and `worker` both start
+Redis, audit) and its periodic work, built from the settings. `serve` (through `create_app`) and `worker` both start
 here; they differ only in whether this process joins the consumer group, not in how it is
 wired. The HTTP app is one adapter on top: it serves what this builds."""
 
@@ -23,7 +23,9 @@ from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
 from vpp_aggregator.adapters.store.market_repository import MarketRepository
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.app.aggregator import Aggregator, utc_now
+from vpp_aggregator.app.market_cadence import MarketCadence
 from vpp_aggregator.config import Settings
+from vpp_aggregator.scheduler import Job, Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +44,27 @@ class Service:
     shared: RedisParts | None
     consume: bool  # this process is a member of the Kafka consumer group
 
-    def start_inputs(self) -> None:
-        """Follow the other processes (Redis) and, in a consumer, the other layers (Kafka)."""
+    scheduler: Scheduler  # the periodic work (`jobs`)
+
+    def start(self) -> None:
+        """Follow the other processes (Redis) and, in a consumer, the other layers (Kafka);
+        start the periodic work."""
         if self.shared is not None:
             self.shared.start()
         if self.kafka is not None and self.consume:
             self.kafka.start_consumer(self.settings, self.aggregator.integration, self.audit.append)
+        self.scheduler.start()
 
-    def stop_inputs(self) -> None:
+    def stop(self) -> None:
+        """Inputs first (nothing new arrives), then the periodic work, then the hand-over."""
         if self.kafka is not None:
             self.kafka.stop()
         if self.shared is not None:
             self.shared.stop()
+        self.scheduler.stop()
+        self._close()
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Hand over what this process followed and keep what it held, then let go of the
         database: another process takes our dispatches at once, not after their lease."""
         try:
@@ -109,4 +118,46 @@ def build(
         kafka,
         shared,
         settings.kafka_consume if consume is None else consume,
+        Scheduler(jobs(settings, aggregator, shared)),
     )
+
+
+def jobs(settings: Settings, aggregator: Aggregator, shared: RedisParts | None) -> list[Job]:
+    """Every periodic job a process runs, with its interval from the settings."""
+
+    def follow_through() -> None:
+        aggregator.dispatch.tick()
+        aggregator.dispatch.publish_pending()
+        aggregator.forecast.track_accuracy()
+        aggregator.market.relay()
+
+    out = [
+        # The database may be away for a while: the rows stay dirty and go with the next run.
+        Job(
+            "telemetry snapshot", settings.telemetry_snapshot_seconds, aggregator.snapshotter.flush
+        ),
+        Job("dispatch follow-through", settings.dispatch_tick_seconds, follow_through),
+    ]
+    if shared is not None:  # readiness reports Redis; the API keeps answering meanwhile
+        redis = shared
+        out.append(
+            Job(
+                "capacity keys in Redis",
+                settings.dispatch_tick_seconds,
+                lambda: redis.write_capacity(aggregator.capacity.available(60)),
+                quiet=True,
+            )
+        )
+    if settings.market_enabled:
+        cadence = MarketCadence(aggregator.market)
+        out.append(
+            Job("market offers and settlement", settings.market_tick_seconds, cadence.run_due, 0.0)
+        )
+    if settings.forecast_retrain_hours > 0:  # training runs on its own thread: returns at once
+        hours = settings.forecast_retrain_hours
+        out.append(
+            Job("forecast retraining", hours * 3600, aggregator.forecast.models.start_training)
+        )
+    if settings.malloc_trim_seconds > 0:  # ~6 ms, ~50 ms with 190 MB free (see native_heap)
+        out.append(Job("native heap trim", settings.malloc_trim_seconds, native_heap.trim))
+    return out

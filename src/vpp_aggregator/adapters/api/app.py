@@ -3,12 +3,10 @@ and errors every client can read."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -17,7 +15,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from vpp_aggregator import SERVICE_NAME, __version__
-from vpp_aggregator.adapters import native_heap
 from vpp_aggregator.adapters.api import (
     docs_pages,
     routes_audit,
@@ -57,83 +54,13 @@ def create_app(
     metrics = Metrics(aggregator)
     metrics.registry.register(TransportCollector(kafka, shared))
 
-    async def snapshot_loop() -> None:
-        while True:
-            await asyncio.sleep(settings.telemetry_snapshot_seconds)
-            try:
-                await run_in_threadpool(aggregator.snapshotter.flush)
-            except Exception:  # the database may be away for a while; the rows stay dirty
-                log.exception("telemetry snapshot failed; will retry")
-
-    async def dispatch_loop() -> None:
-        while True:
-            await asyncio.sleep(settings.dispatch_tick_seconds)
-            try:
-                await run_in_threadpool(aggregator.dispatch.tick)
-                await run_in_threadpool(aggregator.dispatch.publish_pending)
-                await run_in_threadpool(aggregator.forecast.track_accuracy)
-                await run_in_threadpool(aggregator.market.relay)
-            except Exception:
-                log.exception("dispatch follow-through failed; will retry")
-            if shared is not None:
-                try:
-                    capacity = await run_in_threadpool(aggregator.capacity.available, 60)
-                    await run_in_threadpool(shared.write_capacity, capacity)
-                except Exception as exc:  # readiness reports Redis; keep answering meanwhile
-                    log.warning("capacity keys not written to Redis: %s", exc)
-
-    async def market_loop() -> None:
-        """Offers once per market interval (and at start), settlement once an interval is over."""
-        offered_for = -1
-        while True:
-            step = settings.offer_interval_minutes * 60
-            interval = int(aggregator.clock().timestamp() // step)
-            try:
-                now = aggregator.clock()
-                ahead = now + timedelta(hours=settings.offer_horizon_hours)
-                # Each interval, and whenever nothing is on offer yet (a fleet that just arrived).
-                nothing = not await run_in_threadpool(aggregator.market.offers, now, ahead, None)
-                if interval != offered_for or nothing:
-                    await run_in_threadpool(aggregator.market.generate_offers)
-                    offered_for = interval
-                await run_in_threadpool(aggregator.market.settle_due)
-            except Exception:
-                log.exception("market offers or settlement failed; will retry")
-            await asyncio.sleep(settings.market_tick_seconds)
-
-    async def trim_loop() -> None:
-        """Freed native memory back to the system (see native_heap): ~6 ms, ~50 ms with 190 MB free."""
-        while True:
-            await asyncio.sleep(settings.malloc_trim_seconds)
-            await run_in_threadpool(native_heap.trim)
-
-    async def retrain_loop() -> None:
-        while True:
-            await asyncio.sleep(settings.forecast_retrain_hours * 3600)
-            await run_in_threadpool(aggregator.forecast.models.start_training)  # returns at once
-
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(snapshot_loop()),
-            asyncio.create_task(dispatch_loop()),
-        ]
-        if settings.market_enabled:
-            tasks.append(asyncio.create_task(market_loop()))
-        if settings.forecast_retrain_hours > 0:
-            tasks.append(asyncio.create_task(retrain_loop()))
-        if settings.malloc_trim_seconds > 0:
-            tasks.append(asyncio.create_task(trim_loop()))
-        service.start_inputs()
+        service.start()
         try:
             yield
-        finally:
-            service.stop_inputs()
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            service.close()
+        finally:  # waits for runs under way: off the event loop
+            await run_in_threadpool(service.stop)
 
     app = FastAPI(
         title="VPP Aggregator",
