@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from api_helpers import bess_body, sample
 from conftest import Clock, pg_copy
 from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.app.integration import MessageKind
 from vpp_aggregator.config import load_settings
 
 
@@ -139,7 +140,7 @@ def test_a_refusal_read_by_another_process_reaches_the_one_that_follows_the_disp
     refused = sorted(_resources(d))[0]
     agg_a, agg_b = (c.app.state.aggregator for c in (a, b))  # type: ignore[attr-defined]
     ack = {"dispatch_id": d["dispatch_id"], "resource_id": refused, "status": "Rejected"}
-    outcome = agg_b.integration.command_ack({**ack, "reason": "EVSE fault"})
+    [outcome] = agg_b.integration.handle(MessageKind.COMMAND_ACK, {**ack, "reason": "EVSE fault"})
     assert outcome.outcome == "queued"
     agg_a.dispatch.tick()  # the follower picks it up on its next tick
     doc = a.get(f"/dispatch/{d['dispatch_id']}").json()
@@ -148,7 +149,7 @@ def test_a_refusal_read_by_another_process_reaches_the_one_that_follows_the_disp
     agg_a.dispatch.tick()  # handled once
     assert len(a.get(f"/dispatch/{d['dispatch_id']}").json()["revisions"]) == 2
     # A refusal for a resource that has no part in the dispatch changes nothing.
-    stray = agg_b.integration.command_ack({**ack, "resource_id": "bess-7x"})
+    [stray] = agg_b.integration.handle(MessageKind.COMMAND_ACK, {**ack, "resource_id": "bess-7x"})
     assert stray.outcome == "ignored"
 
 

@@ -58,12 +58,13 @@ def serve(
     """Start the HTTP API on $PORT (default 3003)."""
     import uvicorn
 
+    from vpp_aggregator import bootstrap
     from vpp_aggregator.adapters.api.app import create_app
 
     settings = _settings()
     _refuse_open_bind(settings)
     try:
-        api = create_app(settings)
+        api = create_app(service=bootstrap.build(settings))
     except Exception as exc:  # a clear line for the operator instead of a traceback wall
         console.print(f"[red]cannot start: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1) from None
@@ -111,10 +112,12 @@ def worker(
 ) -> None:
     """Join the Kafka consumer group: telemetry, grid signals, charger events, physics alerts.
 
-    Run several to share the partitions. The worker serves the same HTTP API on `--port`
-    (readiness at /health/ready, metrics at /metrics)."""
+    Run several to share the partitions. Built like `serve` (`bootstrap.build`), as a member
+    of the consumer group; it serves the same HTTP API on `--port` (readiness at
+    /health/ready, metrics at /metrics)."""
     import uvicorn
 
+    from vpp_aggregator import bootstrap
     from vpp_aggregator.adapters.api.app import create_app
 
     settings = _settings().model_copy(update={"port": port})  # names its Kafka transactions
@@ -123,7 +126,7 @@ def worker(
         console.print("[red]cannot start a worker: KAFKA_BROKERS is not set[/red]")
         raise typer.Exit(2)
     try:
-        api = create_app(settings, consume=True)
+        api = create_app(service=bootstrap.build(settings, consume=True))
     except Exception as exc:
         console.print(f"[red]cannot start: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1) from None

@@ -1,35 +1,57 @@
 """What the aggregator does with each message from the other layers (transport-free).
 
-The Kafka adapter decodes, calls these, dead-letters what they refuse and commits offsets only
-after they return. Every handler is idempotent, so a redelivered message changes nothing:
-telemetry is keyed by resource and sample time, demand-response events by event id and
-interval (the dispatch idempotency key), charger and physics events set a state, not a delta.
+The Kafka adapter decodes, calls `handle` with the message's kind, dead-letters what it refuses
+and commits offsets only after it returns. `routes` is the one table of what reads each kind
+(`app/messages`) and what handles it. Every handler is idempotent, so a redelivered message
+changes nothing: telemetry is keyed by resource and sample time, demand-response events by event
+id and interval (the dispatch idempotency key), charger and physics events set a state, not a
+delta.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
+from vpp_aggregator.app.message_fields import InvalidMessageError
+from vpp_aggregator.app.messages import (
+    ChargerPlugEvent,
+    CommandAck,
+    GridSignal,
+    MarketAward,
+    OtherChargingEvent,
+    PhysicsAlert,
+    read,
+    read_charging_event,
+)
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
 from vpp_aggregator.app.telemetry import TelemetryService, parse_samples
 from vpp_aggregator.domain.fleet_state import FleetState
-from vpp_aggregator.domain.grid_signal import InvalidSignalError, read_event
 from vpp_aggregator.domain.resources import ResourceStatus
 
 log = logging.getLogger(__name__)
 LOCKING_ALERTS = frozenset({"CAPACITY_VIOLATION", "PHYSICS_FRAUD"})
 MAX_MINUTES = 24 * 60
+ACCEPTED = ("accepted", "ok", "applied")
+REFUSED = ("rejected", "failed", "error", "faulted")
 
 
-class InvalidMessageError(ValueError):
-    """A message that can never be handled: it goes to the dead-letter topic with this reason."""
+class MessageKind(StrEnum):
+    """What a topic carries; the Kafka adapter maps its configured topic names to these."""
+
+    TELEMETRY = "telemetry"
+    GRID_SIGNAL = "grid_signal"
+    CHARGING_EVENT = "charging_event"
+    PHYSICS_ALERT = "physics_alert"
+    MARKET_AWARD = "market_award"
+    COMMAND_ACK = "command_ack"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +66,14 @@ class Outcome:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How one kind of message is read (refusing it with the reasons) and then handled."""
+
+    read: Callable[[Any], Any]
+    handle: Callable[[Any], list[Outcome]]
+
+
 class IntegrationService:
     def __init__(
         self,
@@ -56,7 +86,7 @@ class IntegrationService:
         *,
         dr_policy: str = "all_available",
         dr_default_minutes: int = 60,
-        market_award: Callable[[Any], Outcome] | None = None,
+        market_award: Callable[[MarketAward], Outcome] | None = None,
     ) -> None:
         self.state = state
         self.telemetry = telemetry
@@ -67,29 +97,55 @@ class IntegrationService:
         self.dr_policy = dr_policy
         self.dr_default_minutes = dr_default_minutes
         self._market_award = market_award
+        # Telemetry is not here: samples from many messages are handled as one batch
+        # (`telemetry_samples`), after `messages.samples_in` took them out of each message.
+        self.routes: dict[MessageKind, Route] = {
+            MessageKind.GRID_SIGNAL: Route(
+                lambda m: read(GridSignal, m, "event"), self.grid_signal
+            ),
+            MessageKind.CHARGING_EVENT: Route(read_charging_event, self._one(self.charging_event)),
+            MessageKind.PHYSICS_ALERT: Route(
+                lambda m: read(PhysicsAlert, m, "alert"), self._one(self.physics_alert)
+            ),
+            MessageKind.MARKET_AWARD: Route(
+                lambda m: read(MarketAward, m, "award"), self._one(self.market_award)
+            ),
+            MessageKind.COMMAND_ACK: Route(
+                lambda m: read(CommandAck, m, "acknowledgement"), self._one(self.command_ack)
+            ),
+        }
 
-    def market_award(self, message: Any) -> Outcome:
+    @staticmethod
+    def _one(handler: Callable[[Any], Outcome]) -> Callable[[Any], list[Outcome]]:
+        return lambda message: [handler(message)]
+
+    def handle(self, kind: MessageKind, message: Any) -> list[Outcome]:
+        """Read a decoded message of this kind and act on it; `InvalidMessageError` when it can
+        never be handled."""
+        route = self.routes.get(kind)
+        if route is None:
+            raise InvalidMessageError(f"no handler for {kind} messages here")
+        return route.handle(route.read(message))
+
+    def market_award(self, award: MarketAward) -> Outcome:
         """An award from the market gateway (L4): see `MarketService.award`."""
         if self._market_award is None:
             raise InvalidMessageError("this process does not take market awards")
-        return self._market_award(message)
+        return self._market_award(award)
 
     # ------------------------------------------------------------------ telemetry
-    def telemetry_samples(self, samples: Sequence[Any]) -> list[tuple[int, str]]:
+    def telemetry_samples(self, samples: list[Any]) -> list[tuple[int, str]]:
         """Ingest samples from many messages at once; returns (index, reason) of refused ones."""
         batch, rejected = parse_samples(samples)
         result = self.telemetry.ingest(batch, rejected)
         return [(r.index, r.reason) for r in result.rejected]
 
     # ----------------------------------------------------------------- grid signals
-    def grid_signal(self, event: Any) -> list[Outcome]:
+    def grid_signal(self, event: GridSignal) -> list[Outcome]:
         """One outcome per request the event makes: its dispatch `dispatched`, or `rejected` with
         the reason when no resource could take it (the dispatch is stored either way, so the
         event is not dead-lettered), `duplicate` when redelivered, else `expired` or `ignored`."""
-        try:
-            requests = read_event(event)
-        except InvalidSignalError as exc:
-            raise InvalidMessageError(str(exc)) from None
+        requests = event.requests()
         if not requests:
             return [Outcome("ignored", "the event asks nothing of V2G")]
         nodes = self.state.grid_nodes()
@@ -142,56 +198,43 @@ class IntegrationService:
         return out
 
     # ----------------------------------------------------------------- device gateway
-    def charging_event(self, event: Any) -> Outcome:
+    def charging_event(self, event: ChargerPlugEvent | OtherChargingEvent) -> Outcome:
         """Connect/disconnect updates availability at once, from the charger's word."""
-        if not isinstance(event, dict):
-            raise InvalidMessageError("event must be a JSON object")
-        kind = event.get("event")
-        if kind not in ("CHARGER_CONNECTED", "CHARGER_DISCONNECTED"):
-            return Outcome("ignored", f"event {kind!r} does not change availability")
-        cp = event.get("chargePointId")
-        if not isinstance(cp, str) or not cp:
-            raise InvalidMessageError("chargePointId must be a non-empty string")
+        if isinstance(event, OtherChargingEvent):
+            return Outcome("ignored", f"event {event.event!r} does not change availability")
+        cp = event.chargePointId
         resource_id = self.state.resource_of_charge_point(cp)
         if resource_id is None:
             return Outcome("ignored", f"charge point {cp!r} is not one of ours")
         live = self.state.live(resource_id, self.clock())
         if live is None or live.soc_pct is None:
             return Outcome("ignored", f"{resource_id} has no SoC yet; telemetry will tell")
-        at = event.get("timestamp")
-        stamp = at if isinstance(at, str) else self.clock().isoformat()
+        plugged_in = event.event == "CHARGER_CONNECTED"
         sample = {
             "resource_id": resource_id,
-            "timestamp": stamp,
+            "timestamp": event.timestamp or self.clock().isoformat(),
             "soc_pct": live.soc_pct,
-            "plugged_in": kind == "CHARGER_CONNECTED",
+            "plugged_in": plugged_in,
             "power_kw": 0.0,
         }
         refused = self.telemetry_samples([sample])
         if refused:
             raise InvalidMessageError(refused[0][1])
-        return Outcome(
-            "applied", f"{resource_id} {'plugged in' if sample['plugged_in'] else 'unplugged'}"
-        )
+        return Outcome("applied", f"{resource_id} {'plugged in' if plugged_in else 'unplugged'}")
 
-    def command_ack(self, message: Any) -> Outcome:
+    def command_ack(self, message: CommandAck) -> Outcome:
         """The device gateway's answer to a command; a refusal re-plans without that resource."""
-        if not isinstance(message, dict):
-            raise InvalidMessageError("acknowledgement must be a JSON object")
-        dispatch_id = message.get("dispatch_id")
-        status = str(message.get("status", "")).lower()
-        rid = message.get("resource_id")
-        if not isinstance(rid, str):
-            cp = message.get("chargePointId")
-            rid = self.state.resource_of_charge_point(cp) if isinstance(cp, str) else None
-        if not isinstance(dispatch_id, str) or not dispatch_id or rid is None:
-            raise InvalidMessageError(
-                "needs dispatch_id and resource_id (or a known chargePointId)"
-            )
-        if status in ("accepted", "ok", "applied"):
+        dispatch_id = message.dispatch_id
+        status = message.status.lower()
+        rid = message.resource_id
+        if rid is None and message.chargePointId is not None:
+            rid = self.state.resource_of_charge_point(message.chargePointId)
+        if rid is None:
+            raise InvalidMessageError("needs resource_id (or a known chargePointId)")
+        if status in ACCEPTED:
             return Outcome("accepted", f"{dispatch_id}/{rid}")
-        if status in ("rejected", "failed", "error", "faulted"):
-            reason = str(message.get("reason") or status)
+        if status in REFUSED:
+            reason = message.reason or status
             done = self.dispatch.command_rejected(dispatch_id, rid, reason)
             if done == "replanned":
                 return Outcome("replanned", f"{dispatch_id} without {rid}: {reason}")
@@ -200,26 +243,19 @@ class IntegrationService:
                     "queued", f"{dispatch_id} without {rid}: the process following it re-plans"
                 )
             return Outcome("ignored", f"{dispatch_id}/{rid} is over or already released")
-        raise InvalidMessageError(
-            f"status {message.get('status')!r}: expected Accepted or Rejected"
-        )
+        raise InvalidMessageError(f"status {message.status!r}: expected Accepted or Rejected")
 
     # ----------------------------------------------------------------- physics engine
-    def physics_alert(self, event: Any) -> Outcome:
+    def physics_alert(self, event: PhysicsAlert) -> Outcome:
         """A capacity violation or suspected fraud suspends the resource until an operator
         clears it (PATCH status back to active); an alert marked cleared does so itself."""
-        if not isinstance(event, dict):
-            raise InvalidMessageError("alert must be a JSON object")
-        kind = event.get("event_type")
-        vehicle = event.get("vehicle_id")
-        if not isinstance(vehicle, str) or not vehicle:
-            raise InvalidMessageError("vehicle_id must be a non-empty string")
+        kind, vehicle = event.event_type, event.vehicle_id
         if kind not in LOCKING_ALERTS:
             return Outcome("ignored", f"alert {kind!r} does not lock resources")
         if vehicle not in self.state:
             return Outcome("ignored", f"{vehicle!r} is not registered here")
         resource = self.registry.get(vehicle)
-        cleared = str(event.get("status", "")).upper() == "CLEARED"
+        cleared = (event.status or "").upper() == "CLEARED"
         wanted = ResourceStatus.ACTIVE if cleared else ResourceStatus.SUSPENDED
         if resource.status is not wanted and resource.status is not ResourceStatus.INACTIVE:
             self.registry.change(vehicle, {"status": wanted})

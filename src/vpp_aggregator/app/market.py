@@ -13,14 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from vpp_aggregator.app.awards import (
-    Award,
-    AwardRefusedError,
-    AwardStatus,
-    award_view,
-    never_ran,
-    read_award,
-)
+from vpp_aggregator.app.awards import AwardRefusedError, AwardStatus, award_view, never_ran
 from vpp_aggregator.app.dispatch import (
     Bus,
     DispatchNotFoundError,
@@ -30,7 +23,9 @@ from vpp_aggregator.app.dispatch import (
 )
 from vpp_aggregator.app.dispatch_records import DispatchRecord
 from vpp_aggregator.app.forecast_service import ForecastService
-from vpp_aggregator.app.integration import InvalidMessageError, Outcome
+from vpp_aggregator.app.integration import Outcome
+from vpp_aggregator.app.message_fields import InvalidMessageError
+from vpp_aggregator.app.messages import MarketAward
 from vpp_aggregator.app.request_status import dispatch_status
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
 from vpp_aggregator.domain.market import (
@@ -164,11 +159,14 @@ class MarketService:
         return self.repo.offers(start, end, aggregation_id)
 
     # ------------------------------------------------------------------ awards
-    def award(self, message: Any) -> Outcome:
+    def award(self, a: MarketAward) -> Outcome:
         """A cleared offer: recorded once, dispatched once (`source="market_award"`), with what
         became of it (see `app/awards`). The HTTP route and the Kafka consumer both come here; an
         award that does not clear our offer is an `AwardRefusedError` and is not recorded."""
-        a = read_award(message, self.state.grid_nodes())
+        if a.aggregation_id not in self.state.grid_nodes():
+            raise AwardRefusedError(
+                "aggregation_id", f"{a.aggregation_id!r} is not an aggregation of ours"
+            )
         interval = (a.interval_start, a.interval_end)
         refusal = award_refusal(
             self.repo.offer(a.aggregation_id, a.interval_start),
@@ -209,7 +207,7 @@ class MarketService:
             return Outcome("duplicate", a.award_id)
         return Outcome(row["status"], row["dispatch_id"] or a.award_id, row["reason"])
 
-    def _dispatch(self, a: Award, now: datetime) -> DispatchRecord:
+    def _dispatch(self, a: MarketAward, now: datetime) -> DispatchRecord:
         """The award's dispatch (once: a redelivered award finds the one made before)."""
         begin = max(a.interval_start, now)
         request = DispatchRequest(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.app.messages import read_samples
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import POWER_MARGIN, POWER_MARGIN_KW, FleetState
 from vpp_aggregator.domain.instants import EARLIEST, OUT_OF_RANGE
@@ -45,66 +46,19 @@ class TelemetryBatch:
         return len(self.resource_ids)
 
 
-def parse_samples(raw: Sequence[Any]) -> tuple[TelemetryBatch, list[Rejection]]:
-    """Type-check decoded JSON samples one by one; malformed ones are rejected with a reason."""
-    ids: list[str] = []
-    ts: list[float] = []
-    soc: list[float] = []
-    plugged: list[bool] = []
-    power: list[float] = []
-    pos: list[int] = []
-    rejected: list[Rejection] = []
-    number = (int, float)
-    for i, s in enumerate(raw):
-        if not isinstance(s, dict):
-            rejected.append(Rejection(i, "sample must be a JSON object"))
-            continue
-        rid, t, q, p, w = (
-            s.get("resource_id"),
-            s.get("timestamp"),
-            s.get("soc_pct"),
-            s.get("plugged_in"),
-            s.get("power_kw", 0.0),
-        )
-        problems = []
-        if not isinstance(rid, str) or not rid:
-            problems.append("resource_id: must be a non-empty string")
-        stamp = float("nan")
-        if not isinstance(t, str):
-            problems.append("timestamp: must be an ISO-8601 string")
-        else:
-            try:
-                parsed = datetime.fromisoformat(t)
-                if parsed.tzinfo is not None:
-                    stamp = parsed.timestamp()
-            except ValueError:
-                problems.append(f"timestamp: {t[:40]!r} is not an ISO-8601 date-time")
-        if not isinstance(q, number) or isinstance(q, bool):
-            problems.append("soc_pct: must be a number")
-        if not isinstance(p, bool):
-            problems.append("plugged_in: must be true or false")
-        if w is None:
-            w = 0.0
-        if not isinstance(w, number) or isinstance(w, bool):
-            problems.append("power_kw: must be a number")
-        if problems:
-            rejected.append(Rejection(i, "; ".join(problems)))
-            continue
-        ids.append(rid)  # type: ignore[arg-type]
-        ts.append(stamp)
-        soc.append(float(q))  # type: ignore[arg-type]
-        plugged.append(p)  # type: ignore[arg-type]
-        power.append(float(w))
-        pos.append(i)
+def parse_samples(raw: list[Any]) -> tuple[TelemetryBatch, list[Rejection]]:
+    """Samples as columns (`app/messages.TelemetrySample` says what a good one is); each
+    malformed one is rejected with its reason."""
+    positions, samples, refused = read_samples(raw)
     batch = TelemetryBatch(
-        ids,
-        np.asarray(ts, dtype=np.float64),
-        np.asarray(soc, dtype=np.float64),
-        np.asarray(plugged, dtype=np.bool_),
-        np.asarray(power, dtype=np.float64),
-        np.asarray(pos, dtype=np.int64),
+        [s["resource_id"] for s in samples],
+        np.fromiter((s["timestamp"] for s in samples), np.float64, len(samples)),
+        np.fromiter((s["soc_pct"] for s in samples), np.float64, len(samples)),
+        np.fromiter((s["plugged_in"] for s in samples), np.bool_, len(samples)),
+        np.fromiter((s.get("power_kw") or 0.0 for s in samples), np.float64, len(samples)),
+        np.asarray(positions, dtype=np.int64),
     )
-    return batch, rejected
+    return batch, [Rejection(i, reason) for i, reason in refused]
 
 
 @dataclass(frozen=True, slots=True)

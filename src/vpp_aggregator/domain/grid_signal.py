@@ -1,6 +1,7 @@
 """What a demand-response event from the grid-signal service (L2) asks of the fleet.
 
-Events arrive in the platform's shape (docs/kafka-contracts.md, "grid_signals"): an optional `der_control.set_point_kw`,
+Events arrive in the platform's shape (docs/kafka-contracts.md, "grid_signals"; read into types by
+`app/messages.py`): an optional `der_control.set_point_kw`,
 OpenADR 3 `intervals` whose payloads may carry a `DISPATCH_SETPOINT` (kW, positive = export),
 and `v2g_requested` for events that want V2G without saying how much. Each interval with a power
 figure becomes one request; an event that wants V2G without a figure becomes one request whose
@@ -10,9 +11,9 @@ target the caller's policy fills in.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 POWER_PAYLOADS = ("DISPATCH_SETPOINT",)
 _DURATION = re.compile(
@@ -21,7 +22,7 @@ _DURATION = re.compile(
 
 
 class InvalidSignalError(ValueError):
-    """The event cannot be read; the reason goes to the dead-letter topic."""
+    """A value in the event cannot be read; the reason goes to the dead-letter topic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,77 +44,50 @@ def iso_duration(text: str) -> timedelta:
     return timedelta(days=part["d"], hours=part["h"], minutes=part["m"], seconds=part["s"])
 
 
-def _period(raw: Any, where: str) -> tuple[datetime | None, timedelta | None]:
-    if raw is None:
-        return None, None
-    if not isinstance(raw, dict):
-        raise InvalidSignalError(f"{where}.intervalPeriod must be an object")
-    start = None
-    if raw.get("start") is not None:
-        try:
-            start = datetime.fromisoformat(str(raw["start"]))
-        except ValueError as exc:
-            raise InvalidSignalError(f"{where}.intervalPeriod.start: {exc}") from None
-        if start.tzinfo is None:
-            raise InvalidSignalError(f"{where}.intervalPeriod.start needs a time zone offset")
-    duration = iso_duration(raw["duration"]) if raw.get("duration") is not None else None
-    return start, duration
+@dataclass(frozen=True, slots=True)
+class Period:
+    start: datetime | None  # None: now
+    duration: timedelta | None  # None: the configured default
 
 
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidSignalError(f"{where} must be a number")
-    return float(value)
+@dataclass(frozen=True, slots=True)
+class Setpoint:
+    """One power figure an OpenADR interval carries (kW, positive = export)."""
+
+    key: str  # event id and interval
+    target_kw: float
+    period: Period
 
 
-def read_event(event: Any) -> list[DemandResponse]:
-    """The dispatch requests an event makes (empty: it asks nothing of V2G)."""
-    if not isinstance(event, dict):
-        raise InvalidSignalError("event must be a JSON object")
-    event_id = event.get("event_id")
-    if not isinstance(event_id, str) or not event_id:
-        raise InvalidSignalError("event_id must be a non-empty string")
-    site = event.get("site_id") if isinstance(event.get("site_id"), str) else None
-    nodes: list[str] = []
-    for i, target in enumerate(event.get("targets") or []):
-        if not isinstance(target, dict):
-            raise InvalidSignalError(f"targets[{i}] must be an object")
-        if str(target.get("type", "")).upper() == "GRID_NODE":
-            nodes += [str(v) for v in target.get("values") or []]
-    ev_start, ev_duration = _period(event.get("intervalPeriod"), "event")
-    out: list[DemandResponse] = []
-    intervals = event.get("intervals") or []
-    if not isinstance(intervals, list):
-        raise InvalidSignalError("intervals must be a list")
-    for i, interval in enumerate(intervals):
-        if not isinstance(interval, dict):
-            raise InvalidSignalError(f"intervals[{i}] must be an object")
-        start, duration = _period(interval.get("intervalPeriod"), f"intervals[{i}]")
-        for payload in interval.get("payloads") or []:
-            if not isinstance(payload, dict) or payload.get("type") not in POWER_PAYLOADS:
-                continue
-            values = payload.get("values") or []
-            if not values:
-                raise InvalidSignalError(f"intervals[{i}] {payload['type']} has no value")
-            out.append(
-                DemandResponse(
-                    key=f"{event_id}:{interval.get('id', i)}",
-                    event_id=event_id,
-                    target_kw=_number(values[0], f"intervals[{i}].payloads.values[0]"),
-                    start=start or ev_start,
-                    duration=duration or ev_duration,
-                    site=site,
-                    grid_nodes=tuple(nodes),
-                )
-            )
-    if out:
-        return out
-    control = event.get("der_control")
-    if isinstance(control, dict) and control.get("set_point_kw") is not None:
-        target = _number(control["set_point_kw"], "der_control.set_point_kw")
+def demand_responses(
+    event_id: str,
+    site: str | None,
+    grid_nodes: tuple[str, ...],
+    period: Period,
+    setpoints: Sequence[Setpoint],
+    set_point_kw: float | None,
+    v2g_requested: bool,
+) -> list[DemandResponse]:
+    """The dispatch requests an event makes (empty: it asks nothing of V2G): one per interval
+    figure; else the event's one set point; else, when it wants V2G, one with no figure. An
+    interval's own period wins over the event's, field by field."""
+    if setpoints:
         return [
-            DemandResponse(event_id, event_id, target, ev_start, ev_duration, site, tuple(nodes))
+            DemandResponse(
+                key=s.key,
+                event_id=event_id,
+                target_kw=s.target_kw,
+                start=s.period.start or period.start,
+                duration=s.period.duration or period.duration,
+                site=site,
+                grid_nodes=grid_nodes,
+            )
+            for s in setpoints
         ]
-    if event.get("v2g_requested") is True:
-        return [DemandResponse(event_id, event_id, None, ev_start, ev_duration, site, tuple(nodes))]
+    if set_point_kw is not None or v2g_requested:
+        return [
+            DemandResponse(
+                event_id, event_id, set_point_kw, period.start, period.duration, site, grid_nodes
+            )
+        ]
     return []

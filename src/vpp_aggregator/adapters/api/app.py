@@ -1,13 +1,12 @@
-"""FastAPI application factory: one Aggregator, its metrics, and errors every client can read."""
+"""FastAPI application factory: the HTTP adapter over one process (`bootstrap`), its metrics,
+and errors every client can read."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -16,7 +15,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from vpp_aggregator import SERVICE_NAME, __version__
-from vpp_aggregator.adapters import native_heap
 from vpp_aggregator.adapters.api import (
     docs_pages,
     routes_audit,
@@ -28,20 +26,12 @@ from vpp_aggregator.adapters.api import (
     routes_resources,
     routes_telemetry,
 )
-from vpp_aggregator.adapters.api.auth import Authenticator
 from vpp_aggregator.adapters.api.errors import install_error_handlers
 from vpp_aggregator.adapters.api.limits import BodyLimitMiddleware
 from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics, TransportCollector
 from vpp_aggregator.adapters.api.openapi_doc import openapi_document
-from vpp_aggregator.adapters.bus.kafka import KafkaParts
-from vpp_aggregator.adapters.bus.memory import InProcessBus
-from vpp_aggregator.adapters.cache.redis_state import RedisParts
-from vpp_aggregator.adapters.store.audit_repository import AuditRepository
-from vpp_aggregator.adapters.store.database import make_engine, migrate
-from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
-from vpp_aggregator.adapters.store.market_repository import MarketRepository
-from vpp_aggregator.adapters.store.repository import Repository
-from vpp_aggregator.app.aggregator import Aggregator, utc_now
+from vpp_aggregator.app.aggregator import utc_now
+from vpp_aggregator.bootstrap import Service, build
 from vpp_aggregator.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -52,129 +42,25 @@ def create_app(
     settings: Settings | None = None,
     clock: Callable[[], datetime] = utc_now,
     run_migrations: bool = True,
-    consume: bool = False,
+    service: Service | None = None,
 ) -> FastAPI:
-    """The service; with KAFKA_BROKERS it talks to the other layers over Kafka and consumes
-    their topics when VPP_KAFKA_CONSUME is on or `consume` is set (the `worker` command)."""
-    settings = settings or load_settings()
-    native_heap.configure(settings.malloc_arena_max)  # before the request threads exist
-    auth = Authenticator(settings)  # refuses a weak secret before anything starts
-    if auth.dev_mode:
-        log.warning("no VPP_JWT_SECRET or VPP_JWT_PUBLIC_KEY: dev mode, every caller is an admin")
-    engine = make_engine(settings.database_url)
-    if run_migrations:
-        migrate(engine)
-    kafka = KafkaParts.connect(settings) if settings.kafka_brokers else None
-    aggregator = Aggregator(
-        settings,
-        Repository(engine),
-        DispatchRepository(engine),
-        MarketRepository(engine),
-        kafka.bus if kafka is not None else InProcessBus(),
-        clock,
-    )
-    shared = (
-        RedisParts.connect(settings.redis_url, settings.redis_prefix, aggregator)
-        if settings.redis_url
-        else None
-    )
-    aggregator.load()
+    """The HTTP API over one process (`bootstrap.build`): given one, or built here from the
+    settings (with KAFKA_BROKERS it talks to the other layers over Kafka and, with
+    VPP_KAFKA_CONSUME, consumes their topics; the `worker` command builds a consuming one)."""
+    if service is None:
+        service = build(settings or load_settings(), clock, run_migrations=run_migrations)
+    settings = service.settings
+    aggregator, kafka, shared = service.aggregator, service.kafka, service.shared
     metrics = Metrics(aggregator)
     metrics.registry.register(TransportCollector(kafka, shared))
 
-    async def snapshot_loop() -> None:
-        while True:
-            await asyncio.sleep(settings.telemetry_snapshot_seconds)
-            try:
-                await run_in_threadpool(aggregator.snapshotter.flush)
-            except Exception:  # the database may be away for a while; the rows stay dirty
-                log.exception("telemetry snapshot failed; will retry")
-
-    async def dispatch_loop() -> None:
-        while True:
-            await asyncio.sleep(settings.dispatch_tick_seconds)
-            try:
-                await run_in_threadpool(aggregator.dispatch.tick)
-                await run_in_threadpool(aggregator.dispatch.publish_pending)
-                await run_in_threadpool(aggregator.forecast.track_accuracy)
-                await run_in_threadpool(aggregator.market.relay)
-            except Exception:
-                log.exception("dispatch follow-through failed; will retry")
-            if shared is not None:
-                try:
-                    capacity = await run_in_threadpool(aggregator.capacity.available, 60)
-                    await run_in_threadpool(shared.write_capacity, capacity)
-                except Exception as exc:  # readiness reports Redis; keep answering meanwhile
-                    log.warning("capacity keys not written to Redis: %s", exc)
-
-    async def market_loop() -> None:
-        """Offers once per market interval (and at start), settlement once an interval is over."""
-        offered_for = -1
-        while True:
-            step = settings.offer_interval_minutes * 60
-            interval = int(aggregator.clock().timestamp() // step)
-            try:
-                now = aggregator.clock()
-                ahead = now + timedelta(hours=settings.offer_horizon_hours)
-                # Each interval, and whenever nothing is on offer yet (a fleet that just arrived).
-                nothing = not await run_in_threadpool(aggregator.market.offers, now, ahead, None)
-                if interval != offered_for or nothing:
-                    await run_in_threadpool(aggregator.market.generate_offers)
-                    offered_for = interval
-                await run_in_threadpool(aggregator.market.settle_due)
-            except Exception:
-                log.exception("market offers or settlement failed; will retry")
-            await asyncio.sleep(settings.market_tick_seconds)
-
-    async def trim_loop() -> None:
-        """Freed native memory back to the system (see native_heap): ~6 ms, ~50 ms with 190 MB free."""
-        while True:
-            await asyncio.sleep(settings.malloc_trim_seconds)
-            await run_in_threadpool(native_heap.trim)
-
-    async def retrain_loop() -> None:
-        while True:
-            await asyncio.sleep(settings.forecast_retrain_hours * 3600)
-            await run_in_threadpool(aggregator.forecast.models.start_training)  # returns at once
-
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(snapshot_loop()),
-            asyncio.create_task(dispatch_loop()),
-        ]
-        if settings.market_enabled:
-            tasks.append(asyncio.create_task(market_loop()))
-        if settings.forecast_retrain_hours > 0:
-            tasks.append(asyncio.create_task(retrain_loop()))
-        if settings.malloc_trim_seconds > 0:
-            tasks.append(asyncio.create_task(trim_loop()))
-        if shared is not None:
-            shared.start()
-        if kafka is not None and (settings.kafka_consume or consume):
-            kafka.start_consumer(settings, aggregator.integration, app.state.audit.append)
+        service.start()
         try:
             yield
-        finally:
-            if kafka is not None:
-                kafka.stop()
-            if shared is not None:
-                shared.stop()
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            try:  # another process takes over our dispatches at once, not after the lease
-                aggregator.dispatch.release()
-            except Exception:
-                log.exception("could not hand over the dispatches this process followed")
-            try:
-                aggregator.snapshotter.flush()
-            except Exception:
-                log.exception(
-                    "final telemetry snapshot failed; start-up will replay history instead"
-                )
-            engine.dispose()
+        finally:  # waits for runs under way: off the event loop
+            await run_in_threadpool(service.stop)
 
     app = FastAPI(
         title="VPP Aggregator",
@@ -187,8 +73,8 @@ def create_app(
         redoc_url=None,
     )
     app.state.aggregator = aggregator
-    app.state.auth = auth
-    app.state.audit = AuditRepository(engine)
+    app.state.auth = service.auth
+    app.state.audit = service.audit
     app.state.kafka = kafka
     app.state.shared = shared
     app.state.metrics = metrics

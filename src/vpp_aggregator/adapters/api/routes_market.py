@@ -16,7 +16,7 @@ from vpp_aggregator.adapters.api.deps import AggDep
 from vpp_aggregator.adapters.api.schemas import ErrorOut
 from vpp_aggregator.adapters.api.schemas_dispatch import AwardIn
 from vpp_aggregator.app.awards import AwardRefusedError
-from vpp_aggregator.app.integration import InvalidMessageError
+from vpp_aggregator.app.message_fields import InvalidMessageError
 
 router = APIRouter(prefix="/market", tags=["market"])
 
@@ -84,7 +84,7 @@ def post_award(agg: AggDep, who: Operator, audit: AuditDep, award: AwardIn) -> A
     take it, with the reason) or `expired` (its interval was over)."""
     fleet_wide(who)
     try:
-        outcome = agg.market.award(award.model_dump(mode="json"))
+        outcome = agg.market.award(award)
     except InvalidMessageError as exc:
         field, message = (
             (exc.field, exc.message) if isinstance(exc, AwardRefusedError) else ("award", str(exc))

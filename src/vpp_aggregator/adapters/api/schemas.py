@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from vpp_aggregator.app.messages import TelemetrySample
 from vpp_aggregator.domain.instants import instant_problem
 
 Kw = float
@@ -153,19 +154,11 @@ class ResourceList(BaseModel):
     offset: int
 
 
-class SampleIn(BaseModel):
-    """Lenient on purpose: a naive timestamp or an out-of-range SoC is rejected per sample, with a reason."""
-
-    model_config = ConfigDict(allow_inf_nan=True)
-    resource_id: str = Field(..., max_length=128)
-    timestamp: datetime
-    soc_pct: float
-    plugged_in: StrictBool
-    power_kw: float = 0.0
-
-
 class TelemetryIn(BaseModel):
-    samples: list[SampleIn] = Field(..., max_length=10_000)
+    """The body of `POST /telemetry`, for the document only: the route reads it by hand (one bad
+    sample must not sink a good batch) into the same `TelemetrySample`s as the Kafka consumer."""
+
+    samples: list[TelemetrySample] = Field(..., max_length=10_000)
 
 
 class RejectionOut(BaseModel):

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -15,6 +14,7 @@ from pydantic import (
 )
 
 from vpp_aggregator.adapters.api.schemas import Instant
+from vpp_aggregator.app.messages import MarketAward
 
 
 class DispatchIn(BaseModel):
@@ -32,23 +32,13 @@ class DispatchIn(BaseModel):
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
 
 
-class AwardIn(BaseModel):
-    """An award as the market gateway sends it (`vpp.market.awards`); its rules (the offer it
-    clears, the side, at most the quantity offered) are `MarketService.award`'s, for Kafka too."""
+class AwardIn(MarketAward):
+    """An award as the market gateway sends it (`vpp.market.awards`): the same type the Kafka
+    consumer reads, but a field we do not know is refused here (a typo an operator should see);
+    its rules (the offer it clears, the side, at most the quantity offered) are
+    `MarketService.award`'s, for Kafka too."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    award_id: str = Field(..., examples=["aw-1"])
-    aggregation_id: str = Field(
-        ...,
-        validation_alias=AliasChoices("aggregation_id", "grid_node"),
-        description="The grid node the offer was made for",
-    )
-    interval_start: Instant
-    interval_end: Instant
-    awarded_kw: StrictFloat = Field(
-        ..., description="Up (discharge), more than 0 and at most the offer's quantity_kw"
-    )
-    price_per_mwh: StrictFloat | None = None
+    model_config = ConfigDict(extra="forbid")
 
 
 class SchedulePoint(BaseModel):

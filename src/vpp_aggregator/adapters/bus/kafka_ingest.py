@@ -26,7 +26,9 @@ from vpp_aggregator.adapters.bus.kafka_topics import Topics
 from vpp_aggregator.adapters.bus.kafka_transactions import (
     TransactionalCommits,
 )
-from vpp_aggregator.app.integration import IntegrationService, InvalidMessageError, Outcome
+from vpp_aggregator.app.integration import IntegrationService, MessageKind, Outcome
+from vpp_aggregator.app.message_fields import InvalidMessageError
+from vpp_aggregator.app.messages import samples_in
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class KafkaIngest:
         self.ensure_topics = ensure_topics
         self.audit = audit  # changes made from messages go to the audit log like the API's
         self.topics = topics
+        self.kinds = topics.kinds()
         self.handlers = handlers
         self.bus = bus
         self.batch_size = batch_size
@@ -236,31 +239,16 @@ class KafkaIngest:
             except orjson.JSONDecodeError as exc:
                 dead.append((m, f"not JSON: {exc}"))
                 continue
-            if topic == self.topics.telemetry:
-                items = (
-                    value.get("samples")
-                    if isinstance(value, dict) and "samples" in value
-                    else [value]
-                )
-                if not isinstance(items, list):
-                    dead.append((m, "samples must be a list"))
-                    continue
-                samples += items
-                owner += [i] * len(items)
-                continue
+            kind = self.kinds.get(topic or "")
             try:
-                outcomes: list[Outcome] = []
-                if topic == self.topics.grid_signals:
-                    outcomes = self.handlers.grid_signal(value)
-                elif topic == self.topics.charging_events:
-                    outcomes = [self.handlers.charging_event(value)]
-                elif topic == self.topics.physics_alerts:
-                    outcomes = [self.handlers.physics_alert(value)]
-                elif topic == self.topics.market_awards:
-                    outcomes = [self.handlers.market_award(value)]
-                elif topic == self.topics.command_acks:
-                    outcomes = [self.handlers.command_ack(value)]
-                for outcome in outcomes:
+                if kind is MessageKind.TELEMETRY:  # handled below, as one batch for all messages
+                    items = samples_in(value)
+                    samples += items
+                    owner += [i] * len(items)
+                    continue
+                if kind is None:
+                    raise InvalidMessageError(f"topic {topic!r} is not one we read")
+                for outcome in self.handlers.handle(kind, value):
                     self.stats[(topic or "", outcome.outcome)] += 1
                     self._audit(topic or "", outcome)
             except InvalidMessageError as exc:

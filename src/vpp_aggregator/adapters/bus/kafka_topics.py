@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from vpp_aggregator.adapters.bus.kafka_log import client_log
+from vpp_aggregator.app.integration import MessageKind
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,18 @@ class Topics:
     dead_letter: str
     command_acks: str = ""  # optional: the device gateway's acknowledgements
 
+    def kinds(self) -> dict[str, MessageKind]:
+        """What each topic we consume carries (the command-acks topic only when configured)."""
+        kinds = {
+            self.telemetry: MessageKind.TELEMETRY,
+            self.grid_signals: MessageKind.GRID_SIGNAL,
+            self.charging_events: MessageKind.CHARGING_EVENT,
+            self.physics_alerts: MessageKind.PHYSICS_ALERT,
+            self.market_awards: MessageKind.MARKET_AWARD,
+        }
+        if self.command_acks:
+            kinds[self.command_acks] = MessageKind.COMMAND_ACK
+        return kinds
+
     def inbound(self) -> list[str]:
-        topics = [
-            self.telemetry,
-            self.grid_signals,
-            self.charging_events,
-            self.physics_alerts,
-            self.market_awards,
-        ]
-        return [*topics, self.command_acks] if self.command_acks else topics
+        return list(self.kinds())

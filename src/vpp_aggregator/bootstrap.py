@@ -1,0 +1,163 @@
+"""The one place a process is put together: the Aggregator and its adapters (store, Kafka,
+Redis, audit) and its periodic work, built from the settings. `serve` (through `create_app`) and `worker` both start
+here; they differ only in whether this process joins the consumer group, not in how it is
+wired. The HTTP app is one adapter on top: it serves what this builds."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from vpp_aggregator.adapters import native_heap
+from vpp_aggregator.adapters.api.auth import Authenticator
+from vpp_aggregator.adapters.bus.kafka import KafkaParts
+from vpp_aggregator.adapters.bus.memory import InProcessBus
+from vpp_aggregator.adapters.cache.redis_state import RedisParts
+from vpp_aggregator.adapters.store.audit_repository import AuditRepository
+from vpp_aggregator.adapters.store.database import make_engine, migrate
+from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
+from vpp_aggregator.adapters.store.market_repository import MarketRepository
+from vpp_aggregator.adapters.store.repository import Repository
+from vpp_aggregator.app.aggregator import Aggregator, utc_now
+from vpp_aggregator.app.market_cadence import MarketCadence
+from vpp_aggregator.config import Settings
+from vpp_aggregator.scheduler import Job, Scheduler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """One process's aggregator with what it talks to. `kafka` and `shared` are None when the
+    settings name no broker or Redis (the embedded mode)."""
+
+    settings: Settings
+    engine: Engine
+    aggregator: Aggregator
+    audit: AuditRepository
+    auth: Authenticator  # both entry points serve the API (the worker for health and metrics)
+    kafka: KafkaParts | None
+    shared: RedisParts | None
+    consume: bool  # this process is a member of the Kafka consumer group
+
+    scheduler: Scheduler  # the periodic work (`jobs`)
+
+    def start(self) -> None:
+        """Follow the other processes (Redis) and, in a consumer, the other layers (Kafka);
+        start the periodic work."""
+        if self.shared is not None:
+            self.shared.start()
+        if self.kafka is not None and self.consume:
+            self.kafka.start_consumer(self.settings, self.aggregator.integration, self.audit.append)
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        """Inputs first (nothing new arrives), then the periodic work, then the hand-over."""
+        if self.kafka is not None:
+            self.kafka.stop()
+        if self.shared is not None:
+            self.shared.stop()
+        self.scheduler.stop()
+        self._close()
+
+    def _close(self) -> None:
+        """Hand over what this process followed and keep what it held, then let go of the
+        database: another process takes our dispatches at once, not after their lease."""
+        try:
+            self.aggregator.dispatch.release()
+        except Exception:
+            log.exception("could not hand over the dispatches this process followed")
+        try:
+            self.aggregator.snapshotter.flush()
+        except Exception:
+            log.exception("final telemetry snapshot failed; start-up will replay history instead")
+        self.engine.dispose()
+
+
+def build(
+    settings: Settings,
+    clock: Callable[[], datetime] = utc_now,
+    *,
+    run_migrations: bool = True,
+    consume: bool | None = None,
+) -> Service:
+    """The process, loaded and ready to start. `consume` defaults to VPP_KAFKA_CONSUME (the
+    `worker` command sets it); it needs KAFKA_BROKERS to mean anything."""
+    native_heap.configure(settings.malloc_arena_max)  # before the request threads exist
+    auth = Authenticator(settings)  # refuses a weak secret before anything starts
+    if auth.dev_mode:
+        log.warning("no VPP_JWT_SECRET or VPP_JWT_PUBLIC_KEY: dev mode, every caller is an admin")
+    engine = make_engine(settings.database_url)
+    if run_migrations:
+        migrate(engine)
+    kafka = KafkaParts.connect(settings) if settings.kafka_brokers else None
+    aggregator = Aggregator(
+        settings,
+        Repository(engine),
+        DispatchRepository(engine),
+        MarketRepository(engine),
+        kafka.bus if kafka is not None else InProcessBus(),
+        clock,
+    )
+    shared = (
+        RedisParts.connect(settings.redis_url, settings.redis_prefix, aggregator)
+        if settings.redis_url
+        else None
+    )
+    aggregator.load()
+    return Service(
+        settings,
+        engine,
+        aggregator,
+        AuditRepository(engine),
+        auth,
+        kafka,
+        shared,
+        settings.kafka_consume if consume is None else consume,
+        Scheduler(jobs(settings, aggregator, shared)),
+    )
+
+
+def jobs(settings: Settings, aggregator: Aggregator, shared: RedisParts | None) -> list[Job]:
+    """Every periodic job a process runs, with its interval from the settings."""
+
+    def follow_through() -> None:
+        aggregator.dispatch.tick()
+        aggregator.dispatch.publish_pending()
+        aggregator.forecast.track_accuracy()
+        aggregator.market.relay()
+
+    out = [
+        # The database may be away for a while: the rows stay dirty and go with the next run.
+        Job(
+            "telemetry snapshot", settings.telemetry_snapshot_seconds, aggregator.snapshotter.flush
+        ),
+        Job("dispatch follow-through", settings.dispatch_tick_seconds, follow_through),
+    ]
+    if shared is not None:  # readiness reports Redis; the API keeps answering meanwhile
+        redis = shared
+        out.append(
+            Job(
+                "capacity keys in Redis",
+                settings.dispatch_tick_seconds,
+                lambda: redis.write_capacity(aggregator.capacity.available(60)),
+                quiet=True,
+            )
+        )
+    if settings.market_enabled:
+        cadence = MarketCadence(aggregator.market)
+        out.append(
+            Job("market offers and settlement", settings.market_tick_seconds, cadence.run_due, 0.0)
+        )
+    if settings.forecast_retrain_hours > 0:  # training runs on its own thread: returns at once
+        hours = settings.forecast_retrain_hours
+        out.append(
+            Job("forecast retraining", hours * 3600, aggregator.forecast.models.start_training)
+        )
+    if settings.malloc_trim_seconds > 0:  # ~6 ms, ~50 ms with 190 MB free (see native_heap)
+        out.append(Job("native heap trim", settings.malloc_trim_seconds, native_heap.trim))
+    return out

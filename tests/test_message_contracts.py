@@ -1,0 +1,137 @@
+"""`asyncapi.yaml` tells the other layers what we read; `app/messages.py` is what we read. This
+holds the two together for every inbound message: the same fields, the same required ones and
+the same JSON types, down through nested objects and lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import TypeAdapter
+
+from vpp_aggregator.app import messages
+
+DOC = yaml.safe_load((Path(__file__).parents[1] / "asyncapi.yaml").read_text())
+INBOUND = {  # asyncapi message name -> the type the consumer reads it into
+    "TelemetrySample": messages.TelemetrySample,
+    "TelemetryBatch": messages.SampleBatchMessage,
+    "GridSignal": messages.GridSignal,
+    "ChargingEvent": messages.ChargerPlugEvent,
+    "PhysicsAlert": messages.PhysicsAlert,
+    "Award": messages.MarketAward,
+    "CommandAck": messages.CommandAck,
+}
+# Fields the document names because the other layer sends them, which we read nothing from.
+UNREAD = {
+    "GridSignal": {"program_id", "type", "priority", "iso_region", "signals", "timestamp"},
+    "PhysicsAlert": {"severity", "physics_score", "confidence_score"},
+}
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        target: Any = root
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def _types(node: dict[str, Any], root: dict[str, Any]) -> set[str]:
+    """The JSON types a schema allows, null aside (an absent optional field reads as null)."""
+    node = _resolve(node, root)
+    found: set[str] = set()
+    for option in node.get("anyOf", []):
+        found |= _types(option, root)
+    kind = node.get("type")
+    found |= set(kind) if isinstance(kind, list) else {kind} if kind else set()
+    return found - {"null"}
+
+
+def _object(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any] | None:
+    node = _resolve(node, root)
+    if "properties" in node:
+        return node
+    for option in node.get("anyOf", []):
+        found = _object(option, root)
+        if found is not None:
+            return found
+    return None
+
+
+def _items(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any] | None:
+    node = _resolve(node, root)
+    for option in [node, *node.get("anyOf", [])]:
+        if "items" in option:
+            items: dict[str, Any] = option["items"]
+            return items
+    return None
+
+
+def _differences(
+    doc: dict[str, Any],
+    ours: dict[str, Any],
+    ours_root: dict[str, Any],
+    where: str,
+    unread: set[str],
+) -> list[str]:
+    out = []
+    doc, ours = _resolve(doc, DOC), _resolve(ours, ours_root)
+    doc_types, our_types = _types(doc, DOC), _types(ours, ours_root)
+    if doc_types and our_types and doc_types != our_types:
+        out.append(f"{where}: documented {sorted(doc_types)}, read as {sorted(our_types)}")
+    if "enum" in doc and "enum" in ours and set(doc["enum"]) != set(ours["enum"]):
+        out.append(f"{where}: documented values {doc['enum']}, read {ours['enum']}")
+    doc_obj, our_obj = _object(doc, DOC), _object(ours, ours_root)
+    if doc_obj is not None and our_obj is not None:
+        documented, read = set(doc_obj["properties"]), set(our_obj["properties"])
+        for name in sorted(documented - read - unread):
+            out.append(f"{where}.{name}: documented, not read")
+        for name in sorted(read - documented):
+            out.append(f"{where}.{name}: read, not documented")
+        if set(doc_obj.get("required", [])) != set(our_obj.get("required", [])):
+            out.append(
+                f"{where}: documented required {sorted(doc_obj.get('required', []))}, "
+                f"read as required {sorted(our_obj.get('required', []))}"
+            )
+        for name in sorted(documented & read):
+            out += _differences(
+                doc_obj["properties"][name],
+                our_obj["properties"][name],
+                ours_root,
+                f"{where}.{name}",
+                set(),
+            )
+    doc_items, our_items = _items(doc, DOC), _items(ours, ours_root)
+    if doc_items is not None and our_items is not None:
+        out += _differences(doc_items, our_items, ours_root, f"{where}[]", set())
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(INBOUND))
+def test_the_document_and_the_types_agree(name: str) -> None:
+    schema = TypeAdapter(INBOUND[name]).json_schema()
+    payload = DOC["components"]["messages"][name]["payload"]
+    assert _differences(payload, schema, schema, name, UNREAD.get(name, set())) == []
+
+
+def test_every_inbound_message_of_the_document_has_a_type() -> None:
+    received = {
+        message["$ref"].split("/")[-1]
+        for operation in DOC["operations"].values()
+        if operation["action"] == "receive"
+        for message in _resolve(operation["channel"], DOC)["messages"].values()
+    }
+    assert received == set(INBOUND)
+
+
+def test_a_difference_is_found() -> None:
+    """The comparison is not blind: a field renamed in the document is caught."""
+    doc = _resolve(DOC["components"]["messages"]["Award"]["payload"], DOC)
+    renamed = {**doc, "properties": {**doc["properties"], "awarded_mw": {"type": "number"}}}
+    schema = TypeAdapter(messages.MarketAward).json_schema()
+    assert _differences(renamed, schema, schema, "Award", set()) == [
+        "Award.awarded_mw: documented, not read"
+    ]
