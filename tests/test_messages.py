@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from api_helpers import ev_body, sample
 from conftest import Clock
 from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.app.audit import Actor
 from vpp_aggregator.app.integration import IntegrationService, MessageKind
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.config import load_settings
@@ -136,3 +137,18 @@ def test_an_award_is_refused_alike_over_http_and_kafka(client: TestClient) -> No
 def test_an_acknowledgement_names_its_dispatch_and_status(client: TestClient) -> None:
     reason = refused(client, MessageKind.COMMAND_ACK, {"resource_id": "ev-1", "status": 5})
     assert reason == "dispatch_id: is required; status: must be a non-empty string"
+
+
+def test_what_a_message_changes_is_audited_as_its_sender_at_the_service_clock(
+    client: TestClient, clock: Clock
+) -> None:
+    sender = Actor("kafka:alerts", "system", None, "kafka")
+    alert = {"event_type": "PHYSICS_FRAUD", "vehicle_id": "ev-1"}
+    [outcome] = integration(client).handle(MessageKind.PHYSICS_ALERT, alert, sender)
+    assert outcome.outcome == "locked"
+    integration(client).handle(MessageKind.PHYSICS_ALERT, {**alert, "event_type": "NOISE"}, sender)
+    entries = client.get("/audit", params={"actor": "kafka:alerts"}).json()["items"]
+    assert [(e["action"], e["target"], e["remote_addr"]) for e in entries] == [
+        ("resource.change", "ev-1", "kafka")
+    ]  # the ignored alert changed nothing, so it is not there
+    assert entries[0]["at"].startswith(clock.now.isoformat()[:19])

@@ -38,7 +38,7 @@ class Service:
     settings: Settings
     engine: Engine
     aggregator: Aggregator
-    audit: AuditRepository
+    audit: AuditRepository  # read back by the API; written through `aggregator.audit`
     auth: Authenticator  # both entry points serve the API (the worker for health and metrics)
     kafka: KafkaParts | None
     shared: RedisParts | None
@@ -52,7 +52,7 @@ class Service:
         if self.shared is not None:
             self.shared.start()
         if self.kafka is not None and self.consume:
-            self.kafka.start_consumer(self.settings, self.aggregator.integration, self.audit.append)
+            self.kafka.start_consumer(self.settings, self.aggregator.integration)
         self.scheduler.start()
 
     def stop(self) -> None:
@@ -95,11 +95,13 @@ def build(
     if run_migrations:
         migrate(engine)
     kafka = KafkaParts.connect(settings) if settings.kafka_brokers else None
+    audit = AuditRepository(engine)
     aggregator = Aggregator(
         settings,
         Repository(engine),
         DispatchRepository(engine),
         MarketRepository(engine),
+        audit,
         kafka.bus if kafka is not None else InProcessBus(),
         clock,
     )
@@ -113,7 +115,7 @@ def build(
         settings,
         engine,
         aggregator,
-        AuditRepository(engine),
+        audit,
         auth,
         kafka,
         shared,

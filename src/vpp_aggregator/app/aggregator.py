@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.app.audit import AuditLog, AuditStore
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
 from vpp_aggregator.app.forecast_service import ForecastService
@@ -37,12 +38,14 @@ class Aggregator:
         store: ResourceStore,
         dispatch_store: DispatchStore,
         market_store: MarketStore,
+        audit_store: AuditStore,
         bus: Bus,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.audit = AuditLog(audit_store, clock)
         self.state = FleetState(
             bess_min_soc_pct=settings.bess_min_soc_pct,
             stale_seconds=settings.telemetry_stale_seconds,
@@ -115,6 +118,7 @@ class Aggregator:
             dr_policy=settings.dr_policy,
             dr_default_minutes=settings.dr_default_minutes,
             market_award=self.market.award,
+            audit=self.audit,
         )
 
     def load(self) -> int:

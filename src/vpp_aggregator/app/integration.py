@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from vpp_aggregator.app.audit import Actor, AuditLog
 from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import (
@@ -87,6 +88,7 @@ class IntegrationService:
         dr_policy: str = "all_available",
         dr_default_minutes: int = 60,
         market_award: Callable[[MarketAward], Outcome] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.state = state
         self.telemetry = telemetry
@@ -97,6 +99,7 @@ class IntegrationService:
         self.dr_policy = dr_policy
         self.dr_default_minutes = dr_default_minutes
         self._market_award = market_award
+        self.audit = audit
         # Telemetry is not here: samples from many messages are handled as one batch
         # (`telemetry_samples`), after `messages.samples_in` took them out of each message.
         self.routes: dict[MessageKind, Route] = {
@@ -119,13 +122,17 @@ class IntegrationService:
     def _one(handler: Callable[[Any], Outcome]) -> Callable[[Any], list[Outcome]]:
         return lambda message: [handler(message)]
 
-    def handle(self, kind: MessageKind, message: Any) -> list[Outcome]:
+    def handle(self, kind: MessageKind, message: Any, sender: Actor | None = None) -> list[Outcome]:
         """Read a decoded message of this kind and act on it; `InvalidMessageError` when it can
-        never be handled."""
+        never be handled. What it changed is audited as done by `sender`."""
         route = self.routes.get(kind)
         if route is None:
             raise InvalidMessageError(f"no handler for {kind} messages here")
-        return route.handle(route.read(message))
+        outcomes = route.handle(route.read(message))
+        if self.audit is not None and sender is not None:
+            for outcome in outcomes:
+                self.audit.record_outcome(sender, outcome)
+        return outcomes
 
     def market_award(self, award: MarketAward) -> Outcome:
         """An award from the market gateway (L4): see `MarketService.award`."""

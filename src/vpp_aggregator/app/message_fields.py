@@ -81,12 +81,6 @@ def _finite(value: Any) -> float:
     return float(value)
 
 
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        fail("must be true or false")
-    return value
-
-
 def _iso_time(value: Any) -> datetime:
     """An ISO-8601 string read as Python reads it."""
     if not isinstance(value, str):
@@ -139,7 +133,6 @@ _NUMBER = {"type": "number"}
 Text = Annotated[str, PlainValidator(_text), WithJsonSchema({**_STRING, "minLength": 1})]
 Number = Annotated[float, PlainValidator(_number), WithJsonSchema(_NUMBER)]
 FiniteNumber = Annotated[float, PlainValidator(_finite), WithJsonSchema(_NUMBER)]
-Flag = Annotated[bool, PlainValidator(_flag), WithJsonSchema({"type": "boolean"})]
 AwareTime = Annotated[datetime, PlainValidator(_aware_time), WithJsonSchema(_TIME)]
 OffsetTime = Annotated[datetime, PlainValidator(_offset_time), WithJsonSchema(_TIME)]
 EpochSeconds = Annotated[float, PlainValidator(_epoch_seconds), WithJsonSchema(_TIME)]

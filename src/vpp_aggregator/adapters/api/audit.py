@@ -7,15 +7,15 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from vpp_aggregator.adapters.api.auth import Principal, _principal, client_address
-from vpp_aggregator.adapters.store.audit_repository import AuditRepository
+from vpp_aggregator.app.audit import Actor, AuditLog
 
 
 class Auditor:
+    """The audit log with this request's caller as the actor."""
+
     def __init__(self, request: Request, who: Principal) -> None:
-        self.repo: AuditRepository = request.app.state.audit
-        self.clock = request.app.state.aggregator.clock
-        self.who = who
-        self.remote = client_address(request)
+        self.log: AuditLog = request.app.state.aggregator.audit
+        self.actor = Actor(who.subject, who.role, who.fleet_id, client_address(request))
 
     def record(
         self,
@@ -24,18 +24,7 @@ class Auditor:
         detail: dict[str, Any] | None = None,
         fleet_id: str | None = None,
     ) -> None:
-        self.repo.append(
-            {
-                "at": self.clock(),
-                "actor": self.who.subject,
-                "role": self.who.role,
-                "fleet_id": fleet_id or self.who.fleet_id,
-                "action": action,
-                "target": target,
-                "remote_addr": self.remote,
-                "detail": detail or {},
-            }
-        )
+        self.log.record(self.actor, action, target, detail, fleet_id)
 
 
 async def _auditor(request: Request, who: Annotated[Principal, Depends(_principal)]) -> Auditor:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from vpp_aggregator.adapters.bus.kafka_ingest import KafkaIngest
@@ -63,7 +62,6 @@ class KafkaParts:
         self,
         settings: Settings,
         handlers: IntegrationService,
-        audit: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.ingest = KafkaIngest(
             self.brokers,
@@ -72,7 +70,6 @@ class KafkaParts:
             handlers,
             self.bus,
             session_timeout_ms=settings.kafka_session_timeout_ms,
-            audit=audit,
             ensure_topics=lambda: ensure_topics(
                 self.brokers,
                 self.topics.inbound(),

@@ -26,7 +26,8 @@ from vpp_aggregator.adapters.bus.kafka_topics import Topics
 from vpp_aggregator.adapters.bus.kafka_transactions import (
     TransactionalCommits,
 )
-from vpp_aggregator.app.integration import IntegrationService, MessageKind, Outcome
+from vpp_aggregator.app.audit import Actor
+from vpp_aggregator.app.integration import IntegrationService, MessageKind
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import samples_in
 
@@ -34,14 +35,6 @@ log = logging.getLogger(__name__)
 
 
 DEAD_LETTER_VALUE_BYTES = 64 * 1024  # of the original message kept in its dead letter
-
-AUDITED = {  # outcomes that change something an operator must be able to trace
-    "dispatched": "dispatch.create",
-    "rejected": "dispatch.create",  # a DR event's or an award's dispatch that found no resource
-    "replanned": "dispatch.replan",
-    "locked": "resource.change",
-    "cleared": "resource.change",
-}
 
 
 class KafkaIngest:
@@ -57,14 +50,14 @@ class KafkaIngest:
         *,
         batch_size: int = 5000,
         session_timeout_ms: int = 10_000,
-        audit: Callable[[dict[str, Any]], None] | None = None,
         ensure_topics: Callable[[], None] | None = None,
         transactional_id: str | None = None,
     ) -> None:
         self.ensure_topics = ensure_topics
-        self.audit = audit  # changes made from messages go to the audit log like the API's
         self.topics = topics
         self.kinds = topics.kinds()
+        # Who the audit log names for what a topic's messages change.
+        self.senders = {t: Actor(f"kafka:{t}", "system", None, "kafka") for t in self.kinds}
         self.handlers = handlers
         self.bus = bus
         self.batch_size = batch_size
@@ -248,9 +241,8 @@ class KafkaIngest:
                     continue
                 if kind is None:
                     raise InvalidMessageError(f"topic {topic!r} is not one we read")
-                for outcome in self.handlers.handle(kind, value):
+                for outcome in self.handlers.handle(kind, value, self.senders[topic or ""]):
                     self.stats[(topic or "", outcome.outcome)] += 1
-                    self._audit(topic or "", outcome)
             except InvalidMessageError as exc:
                 dead.append((m, str(exc)))
         if samples:
@@ -262,27 +254,6 @@ class KafkaIngest:
                 dead.append((messages[i], "; ".join(sorted(set(reasons)))))
             self.stats[(self.topics.telemetry, "applied")] += len(samples) - len(refused)
         return dead
-
-    def _audit(self, topic: str, outcome: Outcome) -> None:
-        action = AUDITED.get(outcome.outcome)
-        if self.audit is None or action is None:
-            return
-        self.audit(
-            {
-                "at": datetime.now(UTC),
-                "actor": f"kafka:{topic}",
-                "role": "system",
-                "fleet_id": None,
-                "action": action,
-                "target": outcome.detail.split(" ")[0],
-                "remote_addr": "kafka",
-                "detail": {
-                    "outcome": outcome.outcome,
-                    "detail": outcome.detail,
-                    "reason": outcome.reason,
-                },
-            }
-        )
 
     def _dead_letter_items(self, dead: list[tuple[Message, str]]) -> list[tuple[str, Any]]:
         items = []
