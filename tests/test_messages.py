@@ -152,3 +152,17 @@ def test_what_a_message_changes_is_audited_as_its_sender_at_the_service_clock(
         ("resource.change", "ev-1", "kafka")
     ]  # the ignored alert changed nothing, so it is not there
     assert entries[0]["at"].startswith(clock.now.isoformat()[:19])
+
+
+def test_durations_are_iso_8601_as_openadr_writes_them() -> None:
+    """Read by pydantic's ISO-8601 reader; clock forms, negative and bare designators refused."""
+    from datetime import timedelta
+
+    from vpp_aggregator.app.message_fields import _duration
+
+    assert _duration("PT1H") == timedelta(hours=1)
+    assert _duration("P1DT2H30M") == timedelta(days=1, hours=2, minutes=30)
+    assert _duration("PT0.5H") == timedelta(minutes=30)
+    for bad in ("P", "PT", "one hour", "01:00:00", "PT-1H", 3600):
+        with pytest.raises(Exception, match="is not an ISO-8601 duration"):
+            _duration(bad)

@@ -14,10 +14,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, NoReturn
 
-from pydantic import BeforeValidator, PlainValidator, ValidationError, WithJsonSchema
+from pydantic import (
+    BeforeValidator,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from vpp_aggregator.domain.grid_signal import InvalidSignalError, iso_duration
 from vpp_aggregator.domain.instants import instant_problem
 
 PHRASE = "phrase"  # our own error type: the message follows `field: `
@@ -115,11 +120,19 @@ def _epoch_seconds(value: Any) -> float:
     return at.timestamp() if at.tzinfo is not None else math.nan
 
 
+_DURATIONS = TypeAdapter(timedelta)  # pydantic's ISO-8601 duration reader (PT1H, P1DT2H30M, …)
+
+
 def _duration(value: Any) -> timedelta:
+    """An ISO-8601 duration, as OpenADR writes them; the clock forms pydantic also reads
+    (`01:00:00`) and negative durations are refused."""
+    refusal = f"duration {value!r} is not an ISO-8601 duration like PT1H"
+    if not isinstance(value, str) or not value.strip().startswith("P"):
+        fail(refusal, VERBATIM)
     try:
-        return iso_duration(value)
-    except InvalidSignalError as exc:
-        fail(str(exc), VERBATIM)
+        return _DURATIONS.validate_strings(value.strip())
+    except ValidationError:
+        fail(refusal, VERBATIM)
 
 
 def _string_or_absent(value: Any) -> str | None:

@@ -10,15 +10,11 @@ target the caller's policy fills in.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 POWER_PAYLOADS = ("DISPATCH_SETPOINT",)
-_DURATION = re.compile(
-    r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
-)
 
 
 class InvalidSignalError(ValueError):
@@ -34,14 +30,6 @@ class DemandResponse:
     duration: timedelta | None  # None: the configured default
     site: str | None
     grid_nodes: tuple[str, ...]  # OpenADR targets naming grid nodes, if any
-
-
-def iso_duration(text: str) -> timedelta:
-    match = _DURATION.match(text.strip()) if isinstance(text, str) else None
-    if match is None or text.strip() in ("P", "PT"):
-        raise InvalidSignalError(f"duration {text!r} is not an ISO-8601 duration like PT1H")
-    part = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
-    return timedelta(days=part["d"], hours=part["h"], minutes=part["m"], seconds=part["s"])
 
 
 @dataclass(frozen=True, slots=True)
