@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_helpers import add_batteries, bess_body, ev_body, sample
+from asyncapi_contract import problems
 from conftest import Clock
 from kafka_helpers import produce, read_topic, wait_until
 from vpp_aggregator.adapters.api.app import create_app
@@ -100,6 +101,9 @@ def test_telemetry_and_a_demand_response_event_become_commands_once(
     dead = read_topic(kafka_brokers, t["VPP_TOPIC_DEAD_LETTER"], want=2)
     reasons = sorted(d["reason"] for _, d in dead)
     assert len(dead) == 2
+    # Commands and dead letters as they went over Kafka keep to asyncapi.yaml.
+    assert [p for _, c in mine for p in problems("V2GCommand", c)] == []
+    assert [p for _, d in dead for p in problems("DeadLetter", d)] == []
     assert reasons[0].startswith("duration 'one hour' is not an ISO-8601 duration")
     assert reasons[1].startswith("not JSON")
     # The consumer went on after the bad messages: a later sample still lands.

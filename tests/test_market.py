@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_helpers import add_batteries, bess_body, ev_body, sample
+from asyncapi_contract import problems
 from conftest import Clock
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
@@ -173,6 +174,22 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
     text = market.get("/market/settlement", params={"date": day, "format": "csv"}).text
     lines = list(csv.DictReader(io.StringIO(text)))
     assert len(lines) == len(allocated) and lines[0]["award_id"] == "aw-1"
+    # What went out to the market gateway and the device gateway keeps to asyncapi.yaml.
+    agg = market.app.state.aggregator  # type: ignore[attr-defined]
+    sent = {
+        name: [m for _, m in agg.bus.recent(getattr(agg.settings, topic))]
+        for name, topic in (
+            ("Offer", "topic_market_offers"),
+            ("Settlement", "topic_market_settlement"),
+            ("V2GCommand", "topic_v2g_commands"),
+        )
+    }
+    assert all(sent.values()), {k: len(v) for k, v in sent.items()}
+    assert {n: [p for m in ms for p in problems(n, m)] for n, ms in sent.items()} == {
+        "Offer": [],
+        "Settlement": [],
+        "V2GCommand": [],
+    }
 
 
 def test_capacity_a_dispatch_holds_is_not_offered_again(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
