@@ -153,3 +153,12 @@ def test_charge_dispatch_leaves_a_vehicle_that_needs_its_charge_alone() -> None:
     # And the checker itself refuses such a throttled schedule.
     throttled = np.array([[-11.0, -1.0] + [-1.0] * 59 + [0.0] * (p.horizon - 60)])
     assert any(v.rule == "departure_soc" for v in check(p, throttled, RAMP))
+
+
+def test_power_covering_for_vehicles_still_charging_comes_down_in_time() -> None:
+    """Hypothesis found it: three vehicles charging at 30 kW ramp through zero while a large
+    battery covers for them; it must not still be above the target when they are done."""
+    p = DispatchProblem(random_inputs(5, 553), 12.0, 3, RAMP, include_opposite=True)
+    sol = solve_fast(p)
+    assert (sol.fleet_power()[1 : p.duration_min + 1] <= 12.0 + 1e-6).all()
+    assert check(p, sol.setpoints_kw(p), RAMP) == []

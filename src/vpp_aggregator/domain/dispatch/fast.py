@@ -49,7 +49,7 @@ def solve_fast(problem: DispatchProblem) -> Solution:
     )  # what the others may give so that the fleet meets the target
     out = _pass(p, order, lead_pos, cap)  # time-major: (points, rows in priority order)
     if lead_pos.size:
-        for _ in range(MAX_PASSES):
+        for attempt in range(MAX_PASSES):
             over = out[: window + 1].sum(axis=1) - p.target_abs_kw
             over[0] = 0.0
             late = np.flatnonzero(over > 1e-9)
@@ -62,8 +62,11 @@ def solve_fast(problem: DispatchProblem) -> Solution:
             late, over_t = late[over_t > 1e-9], over_t[over_t > 1e-9]
             if late.size == 0:
                 break
+            # Lower earlier caps by the overshoot, doubling with each pass: lower-priority
+            # resources absorb a small cut while the one that overshoots keeps its power.
             for t, amount in zip(late.tolist(), over_t.tolist(), strict=True):
-                cap[1:t] = np.maximum(cap[1:t] - amount, p.target_abs_kw + lead_total[1:t])
+                cut = amount * 2.0**attempt
+                cap[1:t] = np.maximum(cap[1:t] - cut, p.target_abs_kw + lead_total[1:t])
             out = _pass(p, order, lead_pos, cap)
     used = np.flatnonzero((out != 0).any(axis=0))
     q = out.T if used.size == out.shape[1] else out[:, used].T
