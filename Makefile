@@ -39,7 +39,7 @@ test: install services
 
 # The fast tier: domain, services and the API on SQLite, in-process; starts no server.
 test-unit: install
-	$(BIN)/pytest -n 2 --dist loadfile -m unit
+	$(BIN)/pytest -n 2 --dist load -m unit
 
 bench: install
 	$(BIN)/python -m benchmarks --output BENCHMARKS.md $(if $(ONLY),--only $(ONLY))
