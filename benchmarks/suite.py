@@ -30,23 +30,6 @@ from devservices.synthetic import synthetic_fleet
 from vpp_aggregator.config import Settings
 from vpp_aggregator.demo.constants import PACKAGED_DATA_DIR
 from vpp_aggregator.domain.fleet_state import FleetState
-from vpp_aggregator.domain.resources import (
-    RecurringDeparture,
-)
-
-ROUTINES = [
-    (
-        RecurringDeparture(
-            ("mon", "tue", "wed", "thu", "fri"),
-            f"{h:02d}:{m:02d}",
-            "17:30",
-            80.0,
-            "America/Los_Angeles",
-        ),
-    )
-    for h in range(5, 10)
-    for m in (0, 15, 30, 45)
-]
 
 
 def _chunks(n: int, size: int = 50_000) -> Iterator[tuple[int, int]]:
