@@ -64,3 +64,16 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) ->
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
     return time.monotonic() - began
+
+
+def wait_healthy(port: int, timeout_s: float = 240.0) -> float:
+    """Wait for a service started on loopback to answer /health (headroom for a busy machine)."""
+    import httpx
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return wait_until(up, "the service to answer", timeout_s)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -59,15 +58,9 @@ def test_an_open_bind_allowed_out_loud_starts_and_says_so(tmp_path: Path) -> Non
     with log.open("wb") as out:
         proc = subprocess.Popen([str(CLI), "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        from kafka_helpers import wait_until
+        from kafka_helpers import wait_healthy
 
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, "the service to answer", 240)
+        wait_healthy(port)
         said = " ".join(log.read_text().split())
         assert "NO authentication; every caller is an admin" in said
         assert f"vpp-aggregator on http://0.0.0.0:{port}" in said

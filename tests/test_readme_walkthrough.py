@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conftest import _free_port
-from kafka_helpers import wait_until
+from kafka_helpers import wait_healthy
 
 ROOT = Path(__file__).parents[1]
 CLI = Path(sys.executable).parent / "vpp-aggregator"
@@ -56,14 +56,7 @@ def test_the_readme_api_examples_run_in_order_against_a_fresh_service(tmp_path: 
             [str(CLI), "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(up, "the service to answer", 240)
+        wait_healthy(port)
         script = "\n".join(
             [
                 "set -euo pipefail",
