@@ -166,3 +166,28 @@ def test_durations_are_iso_8601_as_openadr_writes_them() -> None:
     for bad in ("P", "PT", "one hour", "01:00:00", "PT-1H", 3600):
         with pytest.raises(Exception, match="is not an ISO-8601 duration"):
             _duration(bad)
+
+
+@pytest.mark.parametrize("where", ["event", "interval"])
+def test_an_open_ended_openadr_duration_dispatches_for_the_longest_window(
+    client: TestClient, where: str
+) -> None:
+    """OpenADR 3.1 (User Guide, "intervalPeriod duration"): "P9999Y" stands for infinity. It is
+    valid ISO 8601 and must not overflow a date: the event runs for the longest dispatch."""
+    period = {"duration": "P9999Y"}
+    event: dict[str, Any] = {
+        "event_id": f"forever-{where}",
+        "targets": [{"type": "GRID_NODE", "values": ["NODE_A"]}],
+        "intervals": [
+            {
+                "id": 0,
+                "payloads": [{"type": "DISPATCH_SETPOINT", "values": [20.0]}],
+                **({"intervalPeriod": period} if where == "interval" else {}),
+            }
+        ],
+        **({"intervalPeriod": period} if where == "event" else {}),
+    }
+    [outcome] = integration(client).handle(MessageKind.GRID_SIGNAL, event)
+    assert outcome.outcome == "dispatched", outcome
+    d = client.get("/dispatch", params={"source": "dr_event"}).json()["items"][0]
+    assert d["duration_minutes"] == 24 * 60

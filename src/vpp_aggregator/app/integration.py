@@ -168,7 +168,11 @@ class IntegrationService:
                 continue
             now = self.clock()
             start = dr.start or now
-            end = start + (dr.duration or timedelta(minutes=self.dr_default_minutes))
+            span = dr.duration or timedelta(minutes=self.dr_default_minutes)
+            # OpenADR writes an open-ended event as "P9999Y" (infinity), past any date: whatever
+            # lasts beyond the longest dispatch from when it would begin is cut there.
+            longest = max(start, now) - start + timedelta(minutes=MAX_MINUTES + 1)
+            end = start + min(span, longest)
             if end <= now + timedelta(minutes=1):
                 ended = f"event {dr.key} ended at {end.isoformat()}"
                 out.append(Outcome(RequestStatus.EXPIRED.value, ended))
