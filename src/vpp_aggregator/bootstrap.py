@@ -23,6 +23,12 @@ from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
 from vpp_aggregator.adapters.store.market_repository import MarketRepository
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.app.aggregator import Aggregator, utc_now
+from vpp_aggregator.app.events import (
+    DispatchEnded,
+    MessageHandled,
+    ResourcesChanged,
+    TelemetryAccepted,
+)
 from vpp_aggregator.app.market_cadence import MarketCadence
 from vpp_aggregator.config import Settings
 from vpp_aggregator.scheduler import Job, Scheduler
@@ -110,6 +116,7 @@ def build(
         if settings.redis_url
         else None
     )
+    subscribe_handlers(aggregator, shared)
     aggregator.load()
     return Service(
         settings,
@@ -122,6 +129,50 @@ def build(
         settings.kafka_consume if consume is None else consume,
         Scheduler(jobs(settings, aggregator, shared)),
     )
+
+
+def subscribe_handlers(aggregator: Aggregator, shared: RedisParts | None) -> None:
+    """The one table of side effects: what follows from each event (`app/events`)."""
+    on = aggregator.events.subscribe
+    on(
+        TelemetryAccepted,
+        "forecast history",
+        lambda e: aggregator.forecast.record(
+            e.resource_ids, e.timestamp_s, e.plugged_in, e.soc_pct
+        ),
+    )
+    # Every registry change reaches the running dispatches at once (rules they were planned under).
+    on(
+        ResourcesChanged,
+        "re-check running dispatches",
+        lambda e: aggregator.dispatch.resources_changed(e.resource_ids),
+    )
+    on(
+        DispatchEnded,
+        "battery recharge",
+        lambda e: aggregator.dispatch.recharge_after(e.record, e.at, e.drawn_pct),
+    )
+    on(
+        MessageHandled,
+        "audit",
+        lambda e: aggregator.audit.record_outcome(e.sender, e.outcome),
+        required=True,
+    )
+    if shared is not None:  # the other replicas follow through Redis
+        redis = shared.shared
+
+        def share_samples(e: TelemetryAccepted) -> None:
+            if e.here:  # another replica's samples came from Redis already
+                redis.publish_samples(
+                    e.resource_ids, e.timestamp_s, e.soc_pct, e.plugged_in, e.power_kw
+                )
+
+        on(TelemetryAccepted, "share telemetry (Redis)", share_samples)
+        on(
+            ResourcesChanged,
+            "share registry changes (Redis)",
+            lambda e: redis.publish_registry_changes(e.resource_ids),
+        )
 
 
 def jobs(settings: Settings, aggregator: Aggregator, shared: RedisParts | None) -> list[Job]:

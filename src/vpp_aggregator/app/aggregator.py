@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from vpp_aggregator.app.audit import AuditLog, AuditStore
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
+from vpp_aggregator.app.events import EventBus, TelemetryAccepted
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import IntegrationService
 from vpp_aggregator.app.market import MarketService, MarketStore
@@ -46,12 +47,15 @@ class Aggregator:
         self.store = store
         self.clock = clock
         self.audit = AuditLog(audit_store, clock)
+        self.events = EventBus()  # what follows from each event: `bootstrap.subscribe_handlers`
         self.state = FleetState(
             bess_min_soc_pct=settings.bess_min_soc_pct,
             stale_seconds=settings.telemetry_stale_seconds,
             round_trip_efficiency=settings.round_trip_efficiency,
         )
-        self.registry = RegistryService(store, self.state, settings.bess_min_soc_pct, clock)
+        self.registry = RegistryService(
+            store, self.state, settings.bess_min_soc_pct, clock, self.events
+        )
         self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)
         self.snapshotter = LatestSnapshotter(store, self.state, clock)
         self.bus = bus
@@ -70,7 +74,7 @@ class Aggregator:
             self.state,
             clock,
             settings.telemetry_max_clock_skew_seconds,
-            on_accepted=self.forecast.record,
+            self.events,
         )
         self.dispatch = DispatchService(
             self.state,
@@ -87,9 +91,8 @@ class Aggregator:
             tariff=load_tariff(settings.recharge_tariff, settings.site_timezone),
             command_topic=settings.topic_v2g_commands,
             lease_seconds=max(30.0, 6 * settings.dispatch_tick_seconds),
+            events=self.events,
         )
-        # Every registry change reaches the running dispatches at once (rules they were planned under).
-        self.registry.listeners.append(self.dispatch.resources_changed)
 
         self.market = MarketService(
             market_store,
@@ -118,7 +121,7 @@ class Aggregator:
             dr_policy=settings.dr_policy,
             dr_default_minutes=settings.dr_default_minutes,
             market_award=self.market.award,
-            audit=self.audit,
+            events=self.events,
         )
 
     def load(self) -> int:
@@ -162,7 +165,11 @@ class Aggregator:
         )
         # Left dirty on purpose: this process's snapshot then covers it too (never replacing newer).
         kept = [rid for rid, k in zip(resource_ids, keep.tolist(), strict=True) if k]
-        self.forecast.record(kept, timestamp_s[keep], plugged_in[keep], soc_pct[keep])
+        self.events.publish(
+            TelemetryAccepted(
+                kept, timestamp_s[keep], soc_pct[keep], plugged_in[keep], power_kw[keep], here=False
+            )
+        )
 
     def _apply(self, samples: Iterable[StoredSample], now: datetime) -> None:
         batch: list[StoredSample] = []

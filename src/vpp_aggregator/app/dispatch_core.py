@@ -25,6 +25,7 @@ from vpp_aggregator.app.dispatch_records import (
     DispatchRecord,
     DispatchStatus,
 )
+from vpp_aggregator.app.events import EventBus
 from vpp_aggregator.domain.dispatch.safety import soc_trajectory
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.tariff import Tariff
@@ -80,6 +81,7 @@ class DispatchCore:
         command_topic: str = "migrid.l3.v2g",
         metrics: DispatchMetricsPort | None = None,
         lease_seconds: float = 30.0,
+        events: EventBus,
     ) -> None:
         self.state = state
         # Each open dispatch is followed through by one process, which renews its claim every
@@ -99,6 +101,7 @@ class DispatchCore:
         self.tariff = tariff
         self.topic = command_topic
         self.metrics = metrics
+        self.events = events  # `DispatchEnded`: recharges
         self._lock = threading.RLock()
         self._relay_lock = threading.Lock()
         self._open: dict[str, OpenDispatch] = {}

@@ -22,6 +22,7 @@ from vpp_aggregator.app.dispatch_records import (
     device_commands,
 )
 from vpp_aggregator.app.dispatch_release import DispatchReleases
+from vpp_aggregator.app.events import DispatchEnded
 from vpp_aggregator.domain.capacity import Unavailable
 from vpp_aggregator.domain.dispatch.outcome import Outcome
 from vpp_aggregator.domain.dispatch.problem import (
@@ -81,7 +82,7 @@ class DispatchFollowThrough(DispatchReleases):
                     except Exception:  # one dispatch's trouble must not stop the others
                         log.exception("following dispatch %s failed; next tick tries again", did)
         for r, drawn in finished:
-            self._schedule_recharge(r, now, drawn)
+            self.events.publish(DispatchEnded(r, now, drawn))
 
     def command_rejected(self, dispatch_id: str, resource_id: str, reason: str) -> str:
         """A device refused its command: re-plan without it. Returns "replanned"; "queued" when

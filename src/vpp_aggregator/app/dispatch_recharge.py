@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class DispatchRecharges(DispatchCommands):
-    def _schedule_recharge(
+    def recharge_after(
         self, record: DispatchRecord, now: datetime, drawn_pct: dict[str, float]
     ) -> DispatchRecord | None:
         """After a discharge, give its batteries back what it took (never more than up to the

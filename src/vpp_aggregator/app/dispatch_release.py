@@ -23,6 +23,7 @@ from vpp_aggregator.app.dispatch_records import (
     NotFollowedHereError,
     device_commands,
 )
+from vpp_aggregator.app.events import DispatchEnded
 from vpp_aggregator.domain.dispatch.safety import check_schedules
 from vpp_aggregator.domain.ramps import ramp_down_kw
 
@@ -160,5 +161,5 @@ class DispatchReleases(DispatchRecharges):
         self.publish_pending()
         if self.metrics:
             self.metrics.status_changed(DispatchStatus.CANCELLED)
-        self._schedule_recharge(record, now, drawn)
+        self.events.publish(DispatchEnded(record, now, drawn))
         return record

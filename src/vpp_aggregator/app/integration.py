@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from vpp_aggregator.app.audit import Actor, AuditLog
+from vpp_aggregator.app.audit import Actor
 from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
+from vpp_aggregator.app.events import EventBus, MessageHandled
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import (
     ChargerPlugEvent,
@@ -88,7 +89,7 @@ class IntegrationService:
         dr_policy: str = "all_available",
         dr_default_minutes: int = 60,
         market_award: Callable[[MarketAward], Outcome] | None = None,
-        audit: AuditLog | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.state = state
         self.telemetry = telemetry
@@ -99,7 +100,7 @@ class IntegrationService:
         self.dr_policy = dr_policy
         self.dr_default_minutes = dr_default_minutes
         self._market_award = market_award
-        self.audit = audit
+        self.events = events  # `MessageHandled`: the audit trail
         # Telemetry is not here: samples from many messages are handled as one batch
         # (`telemetry_samples`), after `messages.samples_in` took them out of each message.
         self.routes: dict[MessageKind, Route] = {
@@ -129,9 +130,9 @@ class IntegrationService:
         if route is None:
             raise InvalidMessageError(f"no handler for {kind} messages here")
         outcomes = route.handle(route.read(message))
-        if self.audit is not None and sender is not None:
+        if self.events is not None and sender is not None:
             for outcome in outcomes:
-                self.audit.record_outcome(sender, outcome)
+                self.events.publish(MessageHandled(sender, outcome))
         return outcomes
 
     def market_award(self, award: MarketAward) -> Outcome:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,12 +14,11 @@ from vpp_aggregator.app.errors import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
+from vpp_aggregator.app.events import EventBus, ResourcesChanged
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.registration import check_registration
 from vpp_aggregator.domain.resources import Resource, ResourceStatus
-
-log = logging.getLogger(__name__)
 
 
 class RegistryService:
@@ -30,19 +28,16 @@ class RegistryService:
         state: FleetState,
         bess_min_soc_pct: float,
         clock: Callable[[], datetime],
+        events: EventBus,
     ) -> None:
         self.repo = repo
         self.state = state
         self.bess_min_soc_pct = bess_min_soc_pct
         self.clock = clock
-        self.listeners: list[Callable[[list[str]], None]] = []  # e.g. other replicas via Redis
+        self.events = events  # `ResourcesChanged`: running dispatches, other replicas
 
     def _changed(self, resource_ids: list[str]) -> None:
-        for listener in self.listeners:
-            try:
-                listener(resource_ids)
-            except Exception:  # the change is stored; others catch up on their next start
-                log.exception("telling others about a registry change failed")
+        self.events.publish(ResourcesChanged(resource_ids))
 
     def reload(self, resource_id: str) -> None:
         """Another process changed this resource: take the stored record into the live state."""

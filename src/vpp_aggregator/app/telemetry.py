@@ -6,7 +6,6 @@ Samples travel as columns (one numpy array per field) from the transport to the 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,14 +14,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.app.events import EventBus, TelemetryAccepted
 from vpp_aggregator.app.messages import read_samples
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import POWER_MARGIN, POWER_MARGIN_KW, FleetState
 from vpp_aggregator.domain.instants import EARLIEST, OUT_OF_RANGE
-from vpp_aggregator.log_filter import RepeatFilter
-
-log = logging.getLogger(__name__)
-log.addFilter(RepeatFilter(window_s=60.0))  # a Redis outage fails every batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,29 +71,13 @@ class TelemetryService:
         state: FleetState,
         clock: Callable[[], datetime],
         max_clock_skew_s: float,
-        on_accepted: Callable[
-            [list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]], None
-        ]
-        | None = None,
+        events: EventBus,
     ) -> None:
         self.store = store
         self.state = state
         self.clock = clock
         self.max_clock_skew_s = max_clock_skew_s
-        self.on_accepted = on_accepted  # e.g. the forecaster's hourly history
-        # Told of every accepted batch (e.g. Redis, for the other replicas): ids, ts, soc, plugged, power.
-        self.listeners: list[
-            Callable[
-                [
-                    list[str],
-                    NDArray[np.float64],
-                    NDArray[np.float64],
-                    NDArray[np.bool_],
-                    NDArray[np.float64],
-                ],
-                None,
-            ]
-        ] = []
+        self.events = events  # `TelemetryAccepted` after each batch: forecast history, Redis
 
     def ingest(self, batch: TelemetryBatch, pre_rejected: Sequence[Rejection] = ()) -> IngestResult:
         """Keep every good sample even when others in the batch are bad; history first, then state."""
@@ -134,13 +114,9 @@ class TelemetryService:
         applied = self.state.apply_telemetry(
             rows[idx], ts[idx], soc[idx], batch.plugged_in[idx], power[idx], now
         )
-        if self.on_accepted is not None:
-            self.on_accepted(ids, ts[idx], batch.plugged_in[idx], soc[idx])
-        for listener in self.listeners:
-            try:
-                listener(ids, ts[idx], soc[idx], batch.plugged_in[idx], power[idx])
-            except Exception as exc:  # stored and live here; others see the next sample
-                log.warning("sharing accepted telemetry failed: %s: %s", type(exc).__name__, exc)
+        self.events.publish(
+            TelemetryAccepted(ids, ts[idx], soc[idx], batch.plugged_in[idx], power[idx])
+        )
         rejected.sort(key=lambda r: r.index)
         return IngestResult(accepted=int(idx.size), applied=applied, rejected=rejected)
 

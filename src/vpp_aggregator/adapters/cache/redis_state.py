@@ -234,9 +234,9 @@ class RedisParts:
 
     @classmethod
     def connect(cls, url: str, prefix: str, aggregator: Aggregator) -> RedisParts:
+        """What others share comes in here; what this process shares goes out through the
+        handlers `bootstrap.subscribe_handlers` gives `shared`."""
         shared = RedisSharedState(url, prefix)
-        aggregator.telemetry.listeners.append(shared.publish_samples)
-        aggregator.registry.listeners.append(shared.publish_registry_changes)
         follower = RedisFollower(
             shared, aggregator.apply_shared_samples, aggregator.registry.reload
         )
