@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -342,3 +344,42 @@ def test_a_model_from_another_version_is_not_served(tmp_path, clock: Clock) -> N
         status = c.get("/forecast/model").json()
         assert status["current"] is None
         assert status["unusable_models"] == ["forecast-20250101T000000Z.json"]
+
+
+def test_concurrent_forecasts_for_different_nodes_do_not_share_per_call_state(
+    client: TestClient, clock: Clock
+) -> None:
+    """The capacity route (thread pool) and the market loop forecast at once: each call keeps
+    its arrays to itself, so a NODE_A stand-down never leaks into NODE_B's answer."""
+    client.post("/resources/register", json=ev_body("ev-1", grid_node="NODE_A"))
+    for rid in ("ev-2", "ev-3"):
+        client.post("/resources/register", json=ev_body(rid, grid_node="NODE_B"))
+    now = clock.now
+    batch = [
+        sample(r, now - timedelta(hours=h), 70)
+        for h in range(0, 3 * 24)
+        for r in ("ev-1", "ev-2", "ev-3")
+    ]
+    client.post("/telemetry", json={"samples": batch})
+    stand_down = {
+        "name": "Depot A stand-down",
+        "grid_node": "NODE_A",
+        "availability_factor": 0.0,
+        "start": (now + timedelta(hours=1)).isoformat(),
+        "end": (now + timedelta(hours=5)).isoformat(),
+    }
+    assert client.post("/forecast/events", json=stand_down).status_code == 201
+    service = client.app.state.aggregator.forecast  # type: ignore[attr-defined]
+    attributes = set(vars(service))
+
+    def intervals(node: str | None) -> list[Any]:
+        return service.capacity_forecast(12, 15, node)["intervals"]  # type: ignore[no-any-return]
+
+    expected = {node: intervals(node) for node in ("NODE_A", "NODE_B", None)}
+    assert expected["NODE_A"][8]["available_vehicles"]["p90"] == pytest.approx(0.0, abs=0.01)
+    assert expected["NODE_B"][8]["available_vehicles"]["p90"] > 1.5  # the stand-down is A's
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        jobs = [(node, pool.submit(intervals, node)) for node in ("NODE_A", "NODE_B", None) * 20]
+        answers = [(node, job.result(timeout=300)) for node, job in jobs]
+    assert all(answer == expected[node] for node, answer in answers)
+    assert set(vars(service)) == attributes  # nothing of a call was left on the service

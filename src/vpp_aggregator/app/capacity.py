@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
+from vpp_aggregator.app.results import CapacityFigures, CapacityView
 from vpp_aggregator.domain.fleet_state import CapacitySnapshot, Figures, FleetState
 
 
-def _figures(f: Figures, min_capacity_kw: float | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def _figures(f: Figures, min_capacity_kw: float | None = None) -> CapacityFigures:
+    out: CapacityFigures = {
         "discharge": {"kw": round(f.discharge_kw, 3), "kwh": round(f.discharge_kwh, 3)},
         "charge": {"kw": round(f.charge_kw, 3), "kwh": round(f.charge_kwh, 3)},
         "gross_energy_kwh": round(f.gross_energy_kwh, 3),
@@ -37,7 +37,7 @@ class CapacityService:
         self.clock = clock
         self.max_age_s = max_age_s
         self._memo: dict[
-            tuple[float, str | None, str | None], tuple[int, datetime, dict[str, Any]]
+            tuple[float, str | None, str | None], tuple[int, datetime, CapacityView]
         ] = {}
 
     def snapshot(
@@ -49,7 +49,7 @@ class CapacityService:
 
     def available(
         self, duration_minutes: float, grid_node: str | None = None, fleet_id: str | None = None
-    ) -> dict[str, Any]:
+    ) -> CapacityView:
         key = (float(duration_minutes), grid_node, fleet_id)
         now = self.clock()
         hit = self._memo.get(key)
@@ -66,7 +66,7 @@ class CapacityService:
 
     def _compute(
         self, duration_minutes: float, grid_node: str | None, fleet_id: str | None
-    ) -> dict[str, Any]:
+    ) -> CapacityView:
         snap = self.snapshot(duration_minutes, grid_node, fleet_id)
         total = _figures(snap.total, self.min_capacity_kw)
         return {

@@ -28,6 +28,7 @@ from vpp_aggregator.app.dispatch_records import (
     DispatchStatus,
     device_commands,
 )
+from vpp_aggregator.app.outbound import V2GCommand
 from vpp_aggregator.domain.dispatch.fast import solve_fast
 from vpp_aggregator.domain.dispatch.held import plan_held
 from vpp_aggregator.domain.dispatch.lp import LPError, solve_lp
@@ -171,7 +172,7 @@ class DispatchPlanner(DispatchCore):
         req: DispatchRequest,
         now: datetime,
         start: datetime,
-    ) -> tuple[DispatchRecord, list[dict[str, Any]]]:
+    ) -> tuple[DispatchRecord, list[V2GCommand]]:
         scope = {
             "grid_node": req.grid_node,
             "fleet_id": req.fleet_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -14,6 +14,7 @@ from vpp_aggregator.app.dispatch_records import (
     DispatchStatus,
     RevisionRecord,
 )
+from vpp_aggregator.app.outbound import V2GCommand
 
 MAX_DURATION_MIN = 24 * 60
 PAST_TOLERANCE = timedelta(minutes=1)
@@ -36,7 +37,7 @@ class DispatchStore(Protocol):
     def insert(
         self,
         record: DispatchRecord,
-        commands: Sequence[dict[str, Any]],
+        commands: Sequence[V2GCommand],
         at: datetime,
         owner: str | None = None,
         lease_until: datetime | None = None,
@@ -46,7 +47,7 @@ class DispatchStore(Protocol):
         record: DispatchRecord,
         reason: str,
         detail: dict[str, Any],
-        commands: Sequence[dict[str, Any]],
+        commands: Sequence[V2GCommand],
         at: datetime,
         owner: str | None = None,
     ) -> None: ...
@@ -76,8 +77,10 @@ class DispatchStore(Protocol):
 
 
 class Bus(Protocol):
-    def publish(self, topic: str, key: str, payload: dict[str, Any]) -> None: ...
-    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+    def publish(self, topic: str, key: str, payload: Mapping[str, Any]) -> None: ...
+    def publish_many(
+        self, topic: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[bool]:
         """Send in order (per key); which ones were delivered."""
         ...
 

@@ -9,6 +9,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
+from vpp_aggregator.app.outbound import SchedulePoint, V2GCommand
+
 
 class DispatchStatus(StrEnum):
     SCHEDULED = "scheduled"
@@ -74,13 +76,13 @@ def point_times(start: datetime, count: int) -> tuple[str, ...]:
     return tuple((start + timedelta(minutes=i)).isoformat() for i in range(count))
 
 
-def schedule_points(a: AllocationRecord) -> list[dict[str, Any]]:
+def schedule_points(a: AllocationRecord) -> list[SchedulePoint]:
     """An allocation's schedule as the device gateway and the API show it."""
     times = point_times(a.schedule_start, len(a.schedule_kw))
     return [{"t": t, "setpoint_kw": kw} for t, kw in zip(times, a.schedule_kw, strict=True)]
 
 
-def read_schedule_points(points: list[dict[str, Any]]) -> list[tuple[datetime, float]]:
+def read_schedule_points(points: Sequence[SchedulePoint]) -> list[tuple[datetime, float]]:
     """`schedule_points` read back, as a reader of the API or of a device command sees them: what
     the safety checker takes (`safety.check_wire`)."""
     return [(datetime.fromisoformat(p["t"]), float(p["setpoint_kw"])) for p in points]
@@ -99,9 +101,9 @@ def device_commands(
     record: DispatchRecord,
     at: datetime,
     allocations: Sequence[AllocationRecord] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[V2GCommand]:
     """Commands in the device gateway's format, one per allocation (a release carries limit 0)."""
-    out = []
+    out: list[V2GCommand] = []
     for a in allocations if allocations is not None else record.allocations:
         direction = 1.0 if record.target_kw > 0 else -1.0
         # The limit in the dispatch's direction; a release carries 0 (it only ramps down).

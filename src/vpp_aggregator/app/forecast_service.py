@@ -24,6 +24,11 @@ from vpp_aggregator.app.forecast_accuracy import FALLBACK, TRAINED, OnlineAccura
 from vpp_aggregator.app.forecast_inputs import ForecastInputs, ForecastRejectedError
 from vpp_aggregator.app.forecast_models import ForecastModels
 from vpp_aggregator.app.ports import ResourceStore
+from vpp_aggregator.app.results import (
+    CapacityForecast,
+    ForecastModelInfo,
+    Quantiles,
+)
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.calendar import extended_calendar, hour_of_week
 from vpp_aggregator.domain.forecast.features import design
@@ -76,12 +81,12 @@ class ForecastService:
 
     def capacity_forecast(
         self, horizon_hours: int, interval_minutes: int, grid_node: str | None
-    ) -> dict[str, Any]:
+    ) -> CapacityForecast:
         return self._forecast(horizon_hours, interval_minutes, grid_node)[0]
 
     def _forecast(
         self, horizon_hours: int, interval_minutes: int, grid_node: str | None
-    ) -> tuple[dict[str, Any], IntervalForecast]:
+    ) -> tuple[CapacityForecast, IntervalForecast]:
         """The forecast answer, and the fallback's forecast beneath it (the answer itself when no
         trained model serves)."""
         errors = []
@@ -148,7 +153,7 @@ class ForecastService:
             offset_min=offset,
             availability_scale=scale,
         )
-        model_info: dict[str, Any] = {
+        model_info: ForecastModelInfo = {
             "name": "seasonal-profile",
             "version": f"telemetry-{self.history_days}d",
             "trained_at": now.isoformat(),
@@ -176,7 +181,7 @@ class ForecastService:
                 served[0],
                 {**served[1], "history_hours": int(window.samples.sum())},
             )
-        doc = {
+        doc: CapacityForecast = {
             "generated_at": now.isoformat(),
             "horizon_hours": horizon_hours,
             "interval_minutes": interval_minutes,
@@ -251,7 +256,7 @@ class ForecastService:
         interval_how: NDArray[np.int64],
         away: NDArray[np.bool_],
         scale: NDArray[np.float64],
-    ) -> tuple[IntervalForecast, dict[str, Any]] | None:
+    ) -> tuple[IntervalForecast, ForecastModelInfo] | None:
         """Vehicles from the trained model on the fleet's own hourly history; power and energy per
         vehicle from the per-resource profile; batteries as the profile has them (they stay)."""
         loaded = self.models.newest()
@@ -329,7 +334,7 @@ class ForecastService:
                 per_vehicle = getattr(ev, name)[i, 1] / max(ev.vehicles[i, 1], 1e-9)
                 parts[name][i] = vehicles * per_vehicle + getattr(bess, name)[i]
         out = IntervalForecast(**parts)
-        info = {
+        info: ForecastModelInfo = {
             "name": doc.get("name", "lightgbm-quantile-direct"),
             "version": doc.get("version", "unknown"),
             "trained_at": doc.get("trained_at", now.isoformat()),
@@ -380,7 +385,7 @@ class ForecastService:
                 )
 
 
-def _q(arr: NDArray[np.float64], i: int) -> dict[str, float]:
+def _q(arr: NDArray[np.float64], i: int) -> Quantiles:
     return {
         "p10": round(float(arr[i, 0]), 3),
         "p50": round(float(arr[i, 1]), 3),

@@ -26,7 +26,9 @@ from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import Outcome
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import MarketAward
+from vpp_aggregator.app.outbound import Offer, Settlement
 from vpp_aggregator.app.request_status import dispatch_status
+from vpp_aggregator.app.results import Quantile
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
 from vpp_aggregator.domain.market import (
     OfferCurve,
@@ -37,13 +39,11 @@ from vpp_aggregator.domain.market import (
 )
 
 log = logging.getLogger(__name__)
-QUANTILES = ("p10", "p50", "p90")
+QUANTILES: tuple[Quantile, ...] = ("p10", "p50", "p90")
 
 
 class MarketStore(Protocol):
-    def add_offers(
-        self, offers: Sequence[dict[str, Any]], topic: str, at: datetime
-    ) -> list[dict[str, Any]]: ...
+    def add_offers(self, offers: Sequence[Offer], topic: str, at: datetime) -> list[Offer]: ...
     def offers(
         self, start: datetime, end: datetime, aggregation_id: str | None = None
     ) -> list[dict[str, Any]]: ...
@@ -51,9 +51,7 @@ class MarketStore(Protocol):
     def add_award(self, award: dict[str, Any]) -> bool: ...
     def get_award(self, award_id: str) -> dict[str, Any] | None: ...
     def awards_to_settle(self, before: datetime) -> list[dict[str, Any]]: ...
-    def settle(
-        self, award_id: str, settlement: dict[str, Any], topic: str, at: datetime
-    ) -> None: ...
+    def settle(self, award_id: str, settlement: Settlement, topic: str, at: datetime) -> None: ...
     def settlements(self, start: datetime, end: datetime) -> list[dict[str, Any]]: ...
     def relay(
         self,
@@ -100,7 +98,7 @@ class MarketService:
         self.curve = curve
         self.min_capacity_kw = min_capacity_kw
         self.ramp_kw_per_min = ramp_kw_per_min
-        self.quantile = quantile
+        self.quantile = next(q for q in QUANTILES if q == quantile)
         self.horizon_hours = horizon_hours
         self.interval_minutes = interval_minutes
         self.hold_seconds = hold_seconds
@@ -109,7 +107,7 @@ class MarketService:
         self._relay_lock = threading.Lock()
 
     # ------------------------------------------------------------------ offers
-    def generate_offers(self) -> list[dict[str, Any]]:
+    def generate_offers(self) -> list[Offer]:
         """Offers for every interval that has not begun, per grid node reaching the market
         minimum at the offered quantile; an interval already offered keeps its offer.
 
@@ -118,7 +116,7 @@ class MarketService:
         the forecast before offering: the offer never sells what is already committed."""
         now = self.clock()
         q = self.quantile
-        offers = []
+        offers: list[Offer] = []
         for node in sorted(self.state.grid_nodes()):
             doc = self.forecast.capacity_forecast(self.horizon_hours, self.interval_minutes, node)
             for interval in doc["intervals"]:
@@ -242,7 +240,7 @@ class MarketService:
             self.relay()
         return done
 
-    def _settle(self, award: dict[str, Any]) -> dict[str, Any]:
+    def _settle(self, award: dict[str, Any]) -> Settlement:
         record = None
         if award["dispatch_id"]:
             try:
@@ -253,7 +251,7 @@ class MarketService:
                 )
         start, end = award["interval_start"], award["interval_end"]
         awarded_kwh = award["awarded_kw"] * (end - start).total_seconds() / 3600.0
-        basis = {
+        out: Settlement = {
             "award_id": award["award_id"],
             "aggregation_id": award["aggregation_id"],
             "interval_start": start.isoformat(),
@@ -262,18 +260,15 @@ class MarketService:
             "awarded_kwh": round(awarded_kwh, 4),
             "price_per_mwh": award["price_per_mwh"],
             "dispatch_id": award["dispatch_id"],
+            "status": "not_delivered",
+            "reason": never_ran(award, record),
+            "delivered_kwh": 0.0,
+            "delivery_ratio": None,  # nothing ran, so nothing was measured
+            "measured_from": None,
+            "resources": [],
         }
-        why = never_ran(award, record)
-        if why is not None or record is None:
-            return {
-                **basis,
-                "status": AwardStatus.NOT_DELIVERED.value,
-                "reason": why,
-                "delivered_kwh": 0.0,
-                "delivery_ratio": None,  # nothing ran, so nothing was measured
-                "measured_from": None,
-                "resources": [],
-            }
+        if out["reason"] is not None or record is None:
+            return out
         history = self.repo.power_history(
             [a.resource_id for a in record.allocations],
             start - timedelta(seconds=self.hold_seconds),
@@ -285,15 +280,12 @@ class MarketService:
             for rid, (ts, kw) in history.items()
         }
         delivered = float(sum(per.values()))
-        return {
-            **basis,
-            "status": AwardStatus.SETTLED.value,
-            "reason": None,
-            "delivered_kwh": round(delivered, 4),
-            "delivery_ratio": round(delivered / awarded_kwh, 4) if awarded_kwh else None,
-            "measured_from": "telemetry power_kw, sample-and-hold",
-            "resources": [{"resource_id": r, "delivered_kwh": v} for r, v in sorted(per.items())],
-        }
+        out["status"] = "settled"
+        out["delivered_kwh"] = round(delivered, 4)
+        out["delivery_ratio"] = round(delivered / awarded_kwh, 4) if awarded_kwh else None
+        out["measured_from"] = "telemetry power_kw, sample-and-hold"
+        out["resources"] = [{"resource_id": r, "delivered_kwh": v} for r, v in sorted(per.items())]
+        return out
 
     def settlements(self, day: datetime) -> list[dict[str, Any]]:
         """Awards whose interval starts on this UTC day, with their settlement when settled and

@@ -10,10 +10,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NotRequired
 
 import numpy as np
 from numpy.typing import NDArray
+from typing_extensions import TypedDict
+
+
+class PriceSegment(TypedDict):
+    mw: float
+    price_per_mwh: float
+
+
+class Offer(TypedDict):
+    """An offer as the market gateway reads it (`asyncapi.yaml`, Offer); the service adds what
+    the forecast and the running dispatches say (the `NotRequired` fields) before it is sent."""
+
+    offer_id: str
+    aggregation_id: str  # the grid node
+    interval_start: str  # ISO-8601
+    interval_end: str
+    quantity_kw: float
+    quantile: str
+    min_power_kw: float
+    max_power_kw: float
+    max_charge_kw: float
+    energy_limit_kwh: float
+    ramp_rate_kw_per_min: float
+    price_segments: list[PriceSegment]
+    committed_kw: NotRequired[float]
+    model: NotRequired[str]
+    generated_at: NotRequired[str]
 
 
 class OfferCurveError(ValueError):
@@ -46,8 +73,9 @@ class OfferCurve:
             raise OfferCurveError(f"offer curve {text!r}: prices must not fall (a supply curve)")
         return cls(tuple(steps))
 
-    def segments(self, quantity_kw: float) -> list[dict[str, float]]:
-        out, before = [], 0.0
+    def segments(self, quantity_kw: float) -> list[PriceSegment]:
+        out: list[PriceSegment] = []
+        before = 0.0
         for share, price in self.steps:
             mw = (share - before) * quantity_kw / 1000.0
             if mw > 0:
@@ -76,7 +104,7 @@ def build_offer(
     min_capacity_kw: float,
     ramp_kw_per_min_per_resource: float,
     quantile: str,
-) -> dict[str, Any] | None:
+) -> Offer | None:
     """The offer for one aggregation and interval, or None below the market minimum.
     Inputs may be net of commitments and so below zero; they count as nothing."""
     quantity = max(0.0, float(x.discharge_kw))

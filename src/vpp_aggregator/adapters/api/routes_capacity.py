@@ -31,9 +31,9 @@ async def available(
     answer = agg.capacity.available(duration_minutes, grid_node or None, fleet)
     shared = request.app.state.shared
     age = shared.follower.stale_seconds() if shared is not None else None
-    answer = {**answer, "shared_state_age_seconds": None if age is None else round(age, 3)}
+    body = {**answer, "shared_state_age_seconds": None if age is None else round(age, 3)}
     # Built to CapacityOut's shape by the use case (tests hold it to the schema); not re-validated per request.
-    return Response(orjson.dumps(answer), media_type="application/json")
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/forecast", response_model=ForecastOut, responses={422: {"model": ErrorOut}})

@@ -30,6 +30,7 @@ from vpp_aggregator.app.audit import Actor
 from vpp_aggregator.app.integration import IntegrationService, MessageKind
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import samples_in
+from vpp_aggregator.app.outbound import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +256,8 @@ class KafkaIngest:
             self.stats[(self.topics.telemetry, "applied")] += len(samples) - len(refused)
         return dead
 
-    def _dead_letter_items(self, dead: list[tuple[Message, str]]) -> list[tuple[str, Any]]:
-        items = []
+    def _dead_letter_items(self, dead: list[tuple[Message, str]]) -> list[tuple[str, DeadLetter]]:
+        items: list[tuple[str, DeadLetter]] = []
         for m, reason in dead:
             self.stats[(m.topic() or "", "dead_letter")] += 1
             items.append(
@@ -264,9 +265,9 @@ class KafkaIngest:
                     (m.key() or b"").decode("utf-8", "replace"),
                     {
                         "reason": reason,
-                        "topic": m.topic(),
-                        "partition": m.partition(),
-                        "offset": m.offset(),
+                        "topic": m.topic() or "",
+                        "partition": m.partition() or 0,
+                        "offset": m.offset() or 0,
                         # Cut, so a dead letter always fits where its message did.
                         "value": (m.value() or b"")[:DEAD_LETTER_VALUE_BYTES].decode(
                             "utf-8", "replace"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -59,13 +59,15 @@ class KafkaBus:
             self._producer = Producer(self._config)
             self._fatal = False
 
-    def publish(self, topic: str, key: str, payload: dict[str, Any]) -> None:
+    def publish(self, topic: str, key: str, payload: Mapping[str, Any]) -> None:
         if not all(self.publish_many(topic, [(key, payload)])):
             raise ConnectionError(
                 f"Kafka did not acknowledge a message on {topic}: {self.last_error}"
             )
 
-    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+    def publish_many(
+        self, topic: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[bool]:
         """Send in order (Kafka keeps the order per key); which ones the broker acknowledged."""
         if not items:
             return []

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-Handler = Callable[[str, str, dict[str, Any]], None]
+Handler = Callable[[str, str, Mapping[str, Any]], None]
 
 
 class InProcessBus:
@@ -17,12 +17,12 @@ class InProcessBus:
     def __init__(self, keep_last: int = 1_000) -> None:
         self._lock = threading.Lock()
         self._subscribers: dict[str, list[Handler]] = defaultdict(list)
-        self._recent: dict[str, deque[tuple[str, dict[str, Any]]]] = defaultdict(
+        self._recent: dict[str, deque[tuple[str, Mapping[str, Any]]]] = defaultdict(
             lambda: deque(maxlen=keep_last)
         )
         self.published = 0
 
-    def publish(self, topic: str, key: str, payload: dict[str, Any]) -> None:
+    def publish(self, topic: str, key: str, payload: Mapping[str, Any]) -> None:
         with self._lock:
             self._recent[topic].append((key, payload))
             self.published += 1
@@ -30,7 +30,9 @@ class InProcessBus:
         for handler in handlers:
             handler(topic, key, payload)
 
-    def publish_many(self, topic: str, items: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
+    def publish_many(
+        self, topic: str, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[bool]:
         for key, payload in items:
             self.publish(topic, key, payload)
         return [True] * len(items)
@@ -39,6 +41,6 @@ class InProcessBus:
         with self._lock:
             self._subscribers[topic].append(handler)
 
-    def recent(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    def recent(self, topic: str) -> list[tuple[str, Mapping[str, Any]]]:
         with self._lock:
             return list(self._recent[topic])

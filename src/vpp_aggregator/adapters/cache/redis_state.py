@@ -22,6 +22,7 @@ import redis
 from numpy.typing import NDArray
 
 from vpp_aggregator.app.aggregator import Aggregator
+from vpp_aggregator.app.results import CapacityView
 
 log = logging.getLogger(__name__)
 STREAM_MAXLEN = 100_000  # batches kept for followers that fall behind (approximate trim)
@@ -248,7 +249,7 @@ class RedisParts:
         )
         self._thread.start()
 
-    def write_capacity(self, capacity: dict[str, Any]) -> None:
+    def write_capacity(self, capacity: CapacityView) -> None:
         """`vpp:capacity:available`: total discharge kWh; `vpp:capacity:regional`: per grid node."""
         regional = {
             node: {

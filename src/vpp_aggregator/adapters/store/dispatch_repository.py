@@ -45,6 +45,7 @@ from vpp_aggregator.app.dispatch_records import (
     PlanningBusyError,
     RevisionRecord,
 )
+from vpp_aggregator.app.outbound import V2GCommand
 
 
 class DuplicateIdempotencyKeyError(Exception):
@@ -198,7 +199,7 @@ class DispatchRepository:
     def insert(
         self,
         record: DispatchRecord,
-        commands: Sequence[dict[str, Any]],
+        commands: Sequence[V2GCommand],
         at: datetime,
         owner: str | None = None,
         lease_until: datetime | None = None,
@@ -220,7 +221,7 @@ class DispatchRepository:
         record: DispatchRecord,
         reason: str,
         detail: dict[str, Any],
-        commands: Sequence[dict[str, Any]],
+        commands: Sequence[V2GCommand],
         at: datetime,
         owner: str | None = None,
     ) -> None:
@@ -243,7 +244,7 @@ class DispatchRepository:
         record: DispatchRecord,
         reason: str,
         detail: dict[str, Any],
-        commands: Sequence[dict[str, Any]],
+        commands: Sequence[V2GCommand],
         at: datetime,
     ) -> None:
         rows = allocation_rows(record)

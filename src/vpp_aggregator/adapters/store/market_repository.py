@@ -20,6 +20,7 @@ from vpp_aggregator.adapters.store.tables import (
     outbox,
     telemetry_samples,
 )
+from vpp_aggregator.app.outbound import Offer, Settlement
 
 
 def _insert_skipping_stored(table: Table, dialect: str) -> Insert:
@@ -37,9 +38,7 @@ class MarketRepository:
         self.engine = engine
 
     # ------------------------------------------------------------------ offers
-    def add_offers(
-        self, offers: Sequence[dict[str, Any]], topic: str, at: datetime
-    ) -> builtins.list[dict[str, Any]]:
+    def add_offers(self, offers: Sequence[Offer], topic: str, at: datetime) -> builtins.list[Offer]:
         """Store offers not stored before and queue them for the market, in one transaction;
         returns the new ones (an interval already offered keeps its first offer).
 
@@ -120,7 +119,7 @@ class MarketRepository:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
 
-    def settle(self, award_id: str, settlement: dict[str, Any], topic: str, at: datetime) -> None:
+    def settle(self, award_id: str, settlement: Settlement, topic: str, at: datetime) -> None:
         """Store the settlement, with the award's final status and reason, and queue it for the
         market gateway, in one transaction."""
         a = market_awards

@@ -1,0 +1,77 @@
+"""Every message the service sends to another layer, as a type: what `asyncapi.yaml` promises
+them (`tests/test_message_contracts.py` holds the two together, and the Kafka tests validate
+what was really sent). They are `TypedDict`s, checked by mypy where they are built and read by
+pydantic in the tests: a dispatch to thousands of vehicles builds its commands at dict speed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from typing_extensions import TypedDict
+
+from vpp_aggregator.domain.market import Offer, PriceSegment
+
+__all__ = [
+    "DeadLetter",
+    "Offer",
+    "PriceSegment",
+    "SchedulePoint",
+    "SettledResource",
+    "Settlement",
+    "V2GCommand",
+]
+
+
+class SchedulePoint(TypedDict):
+    t: str  # ISO-8601, one minute apart
+    setpoint_kw: float  # positive = discharge to the grid
+
+
+class V2GCommand(TypedDict):
+    """To the device gateway (L7): one per allocation and revision."""
+
+    chargePointId: str
+    timestamp: str
+    mode: Literal["Charge", "Discharge"]
+    limitKw: float  # in the dispatch's direction; 0 for a release (it only ramps down)
+    v2xProfile: Literal[True]
+    dispatch_id: str
+    revision: int
+    resource_id: str
+    schedule: list[SchedulePoint]
+
+
+class SettledResource(TypedDict):
+    resource_id: str
+    delivered_kwh: float
+
+
+class Settlement(TypedDict):
+    """To the market gateway (L4), once per award after its interval."""
+
+    award_id: str
+    aggregation_id: str
+    interval_start: str
+    interval_end: str
+    status: Literal["settled", "not_delivered"]
+    reason: str | None
+    awarded_kw: float
+    awarded_kwh: float
+    delivered_kwh: float
+    delivery_ratio: float | None
+    price_per_mwh: float | None
+    dispatch_id: str | None
+    measured_from: str | None
+    resources: list[SettledResource]
+
+
+class DeadLetter(TypedDict):
+    """A consumed message that can never be handled, with why."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    value: str  # the original as text, its first 64 KiB
+    value_bytes: int
+    dead_lettered_at: str
