@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -33,6 +36,21 @@ def test_migrations_are_idempotent(database_url: str) -> None:
     assert migrate(engine) == head_revision()
     assert migrate(engine) == head_revision()
     assert current_revision(engine) == head_revision()
+
+
+def test_replicas_starting_together_migrate_one_at_a_time(database_url: str) -> None:
+    """Each replica's entrypoint runs `vpp-aggregator migrate` on start; four at once on a new
+    database all succeed, and the schema is created once (without the lock, the later ones
+    failed on tables the first had just created)."""
+    command = [sys.executable, "-c", "from vpp_aggregator.cli import app; app()", "migrate"]
+    env = {**os.environ, "DATABASE_URL": database_url}
+    replicas = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=300)[0].decode() for p in replicas]
+    assert [p.returncode for p in replicas] == [0] * 4, outputs
+    assert current_revision(make_engine(database_url)) == head_revision()
 
 
 def test_resource_round_trip(repo: Repository) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +37,40 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+# pg_advisory_xact_lock key for migrations: any constant all our processes agree on.
+MIGRATION_LOCK_KEY = 0x5650_5041_4747  # "VPPAGG"
+
+
 def migrate(engine: Engine) -> str:
-    """Bring the schema to the newest revision; returns that revision."""
+    """Bring the schema to the newest revision; returns that revision.
+
+    Replicas starting together each migrate: one at a time, under a lock held for the whole
+    upgrade. The next one then finds the schema current and does nothing. On PostgreSQL the lock
+    is a transaction-scoped advisory lock (DDL is transactional there); on SQLite it is an
+    exclusive lock on a file beside the database."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
+    with _file_lock(engine), engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     return current_revision(engine) or "none"
+
+
+@contextlib.contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    """SQLite: an exclusive `flock` on `<database>.migrate.lock`; nothing for other databases."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def current_revision(engine: Engine) -> str | None:
