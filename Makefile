@@ -9,7 +9,7 @@ PORT ?= 3003
 DEMO ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit bench lint typecheck migrate services clean lock audit
+.PHONY: install run test test-unit bench lint typecheck migrate services clean lock audit image
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ test-unit: install
 bench: install
 	$(BIN)/python -m benchmarks --output BENCHMARKS.md $(if $(ONLY),--only $(ONLY))
 
+# The container image: wheels fetched and hash-checked outside the build, then an offline build
+# (see the Dockerfile). IMAGE names the tag; BASE_IMAGE the base (default in the Dockerfile).
+IMAGE ?= vpp-aggregator:latest
+image: install
+	bash scripts/wheelhouse.sh
+	DOCKER_BUILDKIT=0 docker build --network none -t $(IMAGE) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
+
 # Known-vulnerable pins, offline against security/advisories.json (make test runs it too).
 audit: install
 	$(BIN)/python scripts/audit_deps.py requirements.lock requirements-dev.lock
@@ -56,7 +63,7 @@ typecheck: install
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) var/*.db .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var/*.db .pytest_cache .mypy_cache .ruff_cache build
 
 # Re-pin after changing dependencies in pyproject.toml (runtime lock for the image, dev lock for make).
 lock: $(BIN)/python

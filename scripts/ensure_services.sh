@@ -32,6 +32,16 @@ else
   missing+=(chromium)
 fi
 
+# The container test: a Docker engine (Debian's dockerd, started by the test where none runs),
+# debootstrap for a stand-in base image where no registry answers, Compose v1 to read the file.
+if docker info >/dev/null 2>&1; then
+  echo "docker: an engine answers"
+elif ! command -v dockerd >/dev/null 2>&1; then
+  missing+=(docker.io)
+fi
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     echo "installing Debian's ${missing[*]} ..."

@@ -24,6 +24,7 @@ import services
 SERVICE_FIXTURES = {"pg_admin_url", "pg_template", "redis_url", "kafka_brokers", "kafka_topics"}
 E2E_FILES = {
     "test_closed_by_default.py",
+    "test_container.py",
     "test_dashboard.py",
     "test_dependency_audit.py",
     "test_devservices.py",
