@@ -52,6 +52,14 @@ class Engine:
             raise RuntimeError(f"docker {' '.join(args)}: {result.stderr.strip()[-1500:]}")
         return result.stdout.strip()
 
+    def succeeds(self, *args: str, timeout: float = 60) -> bool:
+        return (
+            subprocess.run(
+                ["docker", *args], env=self.env(), capture_output=True, timeout=timeout
+            ).returncode
+            == 0
+        )
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -137,7 +145,7 @@ def engine(timeout_s: float = 120.0) -> Engine:
 
 def base_image(e: Engine, tag: str = BASE_IMAGE) -> str:
     """Make `tag` present: already there, pulled, or a stand-in built now. Returns which."""
-    if e.docker("image", "inspect", tag, check=False, timeout=60):
+    if e.succeeds("image", "inspect", tag):
         label = e.docker(
             "image", "inspect", "--format", f'{{{{index .Config.Labels "{STAND_IN_LABEL}"}}}}', tag
         )

@@ -13,9 +13,14 @@ PY=${PY:-.venv/bin/python}
 out=build/wheelhouse
 rm -rf "$out" && mkdir -p "$out/debs"
 
+# The image's interpreter, whatever this machine's: CPython 3.11 on glibc 2.36 (bookworm), x86_64.
+# pip does not widen a manylinux tag to older glibc versions by itself, so each is named.
+platforms=()
+for minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
+platforms+=(--platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64)
 $PY -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
-  --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 \
-  --platform manylinux_2_36_x86_64 -r requirements.lock -d "$out"
+  --only-binary=:all: --implementation cp --python-version 3.11 \
+  --abi cp311 --abi abi3 --abi none "${platforms[@]}" -r requirements.lock -d "$out"
 
 epoch=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 SOURCE_DATE_EPOCH=$epoch $PY -m pip wheel -q --disable-pip-version-check --no-deps \

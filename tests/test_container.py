@@ -57,7 +57,7 @@ def image(docker_engine: Engine, record_testsuite_property: object) -> Iterator[
     docker_engine.docker("image", "rm", "-f", tag, check=False)
 
 
-def _token(secret: str, role: str = "operator") -> dict[str, str]:
+def _token(secret: str, role: str = "admin") -> dict[str, str]:
     claims = {"sub": "container-test", "role": role, "exp": datetime.now(UTC) + timedelta(hours=1)}
     return {"authorization": f"Bearer {jwt.encode(claims, secret, algorithm='HS256')}"}
 
@@ -147,7 +147,7 @@ def test_the_image_runs_as_an_operator_would(
         assert capacity["discharge"]["kw"] == pytest.approx(250.0)
         assert capacity["discharge"]["kwh"] == pytest.approx(300 * 0.9**0.5, abs=0.01)
         # Models go to the volume, which a read-only root leaves writable.
-        status = httpx.get(f"{url}/forecast/model", headers=_token(secret, "admin"), timeout=30)
+        status = httpx.get(f"{url}/forecast/model", headers=auth, timeout=30)
         assert status.json()["model_dir"] == "/data/models", status.text
 
         began = time.monotonic()
@@ -205,7 +205,9 @@ def test_compose_file_reads_in_compose_v1_and_needs_a_secret() -> None:
         text=True,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "3111:3111" in ok.stdout
+    vpp = yaml.safe_load(ok.stdout)["services"]["vpp"]
+    assert [(int(p["published"]), int(p["target"])) for p in vpp["ports"]] == [(3111, 3111)]
+    assert str(vpp["environment"]["PORT"]) == "3111"
 
 
 def test_compose_runs_the_kafka_the_tests_run() -> None:
