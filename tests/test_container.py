@@ -55,6 +55,8 @@ def image(docker_engine: Engine, record_testsuite_property: object) -> Iterator[
     took = time.monotonic() - began
     yield tag, f"{base}; make image {took:.0f} s"
     docker_engine.docker("image", "rm", "-f", tag, check=False)
+    # Build stages of earlier runs (the newest are the next build's cache) stay bounded.
+    docker_engine.docker("image", "prune", "-f", "--filter", "until=24h", check=False)
 
 
 def _token(secret: str, role: str = "admin") -> dict[str, str]:
