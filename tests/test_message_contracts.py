@@ -13,13 +13,14 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
+from vpp_aggregator.adapters.openadr import WireEvent
 from vpp_aggregator.app import messages, outbound
 
 DOC = yaml.safe_load((Path(__file__).parents[1] / "asyncapi.yaml").read_text())
 INBOUND = {  # asyncapi message name -> the type the consumer reads it into
     "TelemetrySample": messages.TelemetrySample,
     "TelemetryBatch": messages.SampleBatchMessage,
-    "GridSignal": messages.GridSignal,
+    "GridSignal": WireEvent,
     "ChargingEvent": messages.ChargerPlugEvent,
     "PhysicsAlert": messages.PhysicsAlert,
     "Award": messages.MarketAward,
@@ -33,7 +34,7 @@ OUTBOUND = {  # asyncapi message name -> the type the service builds it as
 }
 # Fields the document names because the other layer sends them, which we read nothing from.
 UNREAD = {
-    "GridSignal": {"program_id", "type", "priority", "iso_region", "signals", "timestamp"},
+    "GridSignal": {"programID", "eventName"},
     "PhysicsAlert": {"severity", "physics_score", "confidence_score"},
 }
 

@@ -54,11 +54,7 @@ def test_a_malformed_event_is_refused_with_its_field_not_crashed_on(
     client: TestClient, event: dict[str, Any]
 ) -> None:
     reason = refused(client, MessageKind.GRID_SIGNAL, event)
-    assert reason.split(":")[0] in (
-        "targets",
-        "targets[0].values",
-        "intervals[0].payloads[0].values",
-    )
+    assert reason.split(":")[0] in ("targets", "targets[0]", "intervals[0].payloads[0].values")
 
 
 def test_every_problem_of_an_event_is_named_at_once(client: TestClient) -> None:

@@ -17,6 +17,7 @@ from vpp_aggregator.adapters.api.auth import Authenticator
 from vpp_aggregator.adapters.bus.kafka import KafkaParts
 from vpp_aggregator.adapters.bus.memory import InProcessBus
 from vpp_aggregator.adapters.cache.redis_state import RedisParts
+from vpp_aggregator.adapters.openadr import read_event
 from vpp_aggregator.adapters.store.audit_repository import AuditRepository
 from vpp_aggregator.adapters.store.database import make_engine, migrate
 from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
@@ -109,6 +110,7 @@ def build(
         MarketRepository(engine),
         audit,
         kafka.bus if kafka is not None else InProcessBus(),
+        read_event,
         clock,
     )
     shared = (

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         "all_available", pattern="^(all_available|ignore)$", validation_alias="VPP_DR_POLICY"
     )
     dr_default_minutes: int = Field(60, ge=1, le=24 * 60, validation_alias="VPP_DR_DEFAULT_MINUTES")
+    # OpenADR target names -> what they are here, JSON: {"VEN-99": {"grid_node": "NODE_A"},
+    # "depot": {"fleet_id": "depot-1"}, "bus-7": {"resource_ids": ["ev-7"]}} (docs/openadr.md).
+    openadr_targets: dict[str, dict[str, str | list[str]]] = Field(
+        default_factory=dict, validation_alias="VPP_OPENADR_TARGETS"
+    )
     database_url: str = Field("", validation_alias="DATABASE_URL")
     kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,6 +15,7 @@ from numpy.typing import NDArray
 from vpp_aggregator.app.audit import AuditLog, AuditStore
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
+from vpp_aggregator.app.dr_events import DemandResponseEvents
 from vpp_aggregator.app.events import EventBus, TelemetryAccepted
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import IntegrationService
@@ -22,6 +24,7 @@ from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
+from vpp_aggregator.domain.dr_event import DrEvent
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.market import OfferCurve
 from vpp_aggregator.domain.resources import Resource
@@ -41,8 +44,11 @@ class Aggregator:
         market_store: MarketStore,
         audit_store: AuditStore,
         bus: Bus,
+        read_grid_signal: Callable[[Any], DrEvent],
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        """`read_grid_signal` reads the wire form of a demand-response event (OpenADR 3:
+        `adapters/openadr`, given by the bootstrap)."""
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -111,15 +117,23 @@ class Aggregator:
             offers_topic=settings.topic_market_offers,
             settlement_topic=settings.topic_market_settlement,
         )
+        self.demand_response = DemandResponseEvents(
+            self.state,
+            self.dispatch,
+            lambda node: float(self.capacity.available(60, grid_node=node)["discharge"]["kw"]),
+            clock,
+            policy=settings.dr_policy,
+            default_minutes=settings.dr_default_minutes,
+            target_names=settings.openadr_targets,
+        )
         self.integration = IntegrationService(
             self.state,
             self.telemetry,
             self.dispatch,
             self.registry,
-            lambda node: float(self.capacity.available(60, grid_node=node)["discharge"]["kw"]),
+            self.demand_response,
+            read_grid_signal,
             clock,
-            dr_policy=settings.dr_policy,
-            dr_default_minutes=settings.dr_default_minutes,
             market_award=self.market.award,
             events=self.events,
         )

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # the handlers write through this log: no import back at run time
-    from vpp_aggregator.app.integration import Outcome
+    from vpp_aggregator.app.outcome import Outcome
 
 AUDITED_OUTCOMES = {  # a message outcome that changes something -> the action it is audited as
     "dispatched": "dispatch.create",

@@ -79,6 +79,7 @@ class DispatchService(DispatchFollowThrough):
         *,
         status: str | None = None,
         source: str | None = None,
+        reference: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[DispatchRecord], int]:
@@ -88,4 +89,6 @@ class DispatchService(DispatchFollowThrough):
             statuses = (DispatchStatus.ACTIVE.value, DispatchStatus.PARTIAL.value)
         elif status:
             statuses = (status,)
-        return self.store.list(status=statuses, source=source, limit=limit, offset=offset)
+        return self.store.list(
+            status=statuses, source=source, reference=reference, limit=limit, offset=offset
+        )

@@ -60,6 +60,7 @@ class DispatchStore(Protocol):
         *,
         status: Sequence[str] = (),
         source: str | None = None,
+        reference: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[builtins.list[DispatchRecord], int]: ...

@@ -25,7 +25,7 @@ from vpp_aggregator.log_filter import RepeatFilter
 if TYPE_CHECKING:
     from vpp_aggregator.app.audit import Actor
     from vpp_aggregator.app.dispatch_records import DispatchRecord
-    from vpp_aggregator.app.integration import Outcome
+    from vpp_aggregator.app.outcome import Outcome
 
 log = logging.getLogger(__name__)
 log.addFilter(RepeatFilter(window_s=60.0))  # a Redis outage fails every telemetry batch

@@ -11,36 +11,35 @@ delta.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from vpp_aggregator.app.audit import Actor
-from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
+from vpp_aggregator.app.dispatch import DispatchService
+from vpp_aggregator.app.dr_events import DemandResponseEvents
 from vpp_aggregator.app.events import EventBus, MessageHandled
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import (
     ChargerPlugEvent,
     CommandAck,
-    GridSignal,
     MarketAward,
     OtherChargingEvent,
     PhysicsAlert,
     read,
     read_charging_event,
 )
+from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.registry import RegistryService
-from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
 from vpp_aggregator.app.telemetry import TelemetryService, parse_samples
+from vpp_aggregator.domain.dr_event import DrEvent
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.resources import ResourceStatus
 
 log = logging.getLogger(__name__)
 LOCKING_ALERTS = frozenset({"CAPACITY_VIOLATION", "PHYSICS_FRAUD"})
-MAX_MINUTES = 24 * 60
 ACCEPTED = ("accepted", "ok", "applied")
 REFUSED = ("rejected", "failed", "error", "faulted")
 
@@ -54,18 +53,6 @@ class MessageKind(StrEnum):
     PHYSICS_ALERT = "physics_alert"
     MARKET_AWARD = "market_award"
     COMMAND_ACK = "command_ack"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a message came to: the word counted and audited (`dispatched`, `rejected` and
-    `expired` as `app/request_status` says, or duplicate | ignored | applied | locked | cleared
-    ...), what it concerns (the dispatch id where one was made, audited as the target), and why
-    it was `rejected`."""
-
-    outcome: str
-    detail: str = ""
-    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +70,10 @@ class IntegrationService:
         telemetry: TelemetryService,
         dispatch: DispatchService,
         registry: RegistryService,
-        available_discharge_kw: Callable[[str | None], float],
+        demand_response: DemandResponseEvents,
+        read_grid_signal: Callable[[Any], DrEvent],
         clock: Callable[[], datetime],
         *,
-        dr_policy: str = "all_available",
-        dr_default_minutes: int = 60,
         market_award: Callable[[MarketAward], Outcome] | None = None,
         events: EventBus | None = None,
     ) -> None:
@@ -95,18 +81,14 @@ class IntegrationService:
         self.telemetry = telemetry
         self.dispatch = dispatch
         self.registry = registry
-        self.available_discharge_kw = available_discharge_kw
+        self.demand_response = demand_response  # `app/dr_events`
         self.clock = clock
-        self.dr_policy = dr_policy
-        self.dr_default_minutes = dr_default_minutes
         self._market_award = market_award
         self.events = events  # `MessageHandled`: the audit trail
         # Telemetry is not here: samples from many messages are handled as one batch
         # (`telemetry_samples`), after `messages.samples_in` took them out of each message.
         self.routes: dict[MessageKind, Route] = {
-            MessageKind.GRID_SIGNAL: Route(
-                lambda m: read(GridSignal, m, "event"), self.grid_signal
-            ),
+            MessageKind.GRID_SIGNAL: Route(read_grid_signal, self.demand_response.handle),
             MessageKind.CHARGING_EVENT: Route(read_charging_event, self._one(self.charging_event)),
             MessageKind.PHYSICS_ALERT: Route(
                 lambda m: read(PhysicsAlert, m, "alert"), self._one(self.physics_alert)
@@ -147,67 +129,6 @@ class IntegrationService:
         batch, rejected = parse_samples(samples)
         result = self.telemetry.ingest(batch, rejected)
         return [(r.index, r.reason) for r in result.rejected]
-
-    # ----------------------------------------------------------------- grid signals
-    def grid_signal(self, event: GridSignal) -> list[Outcome]:
-        """One outcome per request the event makes: its dispatch `dispatched`, or `rejected` with
-        the reason when no resource could take it (the dispatch is stored either way, so the
-        event is not dead-lettered), `duplicate` when redelivered, else `expired` or `ignored`."""
-        requests = event.requests()
-        if not requests:
-            return [Outcome("ignored", "the event asks nothing of V2G")]
-        nodes = self.state.grid_nodes()
-        out = []
-        for dr in requests:
-            if len(dr.grid_nodes) > 1:
-                raise InvalidMessageError(
-                    "events targeting several grid nodes at once are not supported; send one per node"
-                )
-            scope = dr.grid_nodes[0] if dr.grid_nodes else dr.site
-            if scope not in nodes:
-                out.append(Outcome("ignored", f"no resource of this aggregator is on {scope!r}"))
-                continue
-            now = self.clock()
-            start = dr.start or now
-            span = dr.duration or timedelta(minutes=self.dr_default_minutes)
-            # OpenADR writes an open-ended event as "P9999Y" (infinity), past any date: whatever
-            # lasts beyond the longest dispatch from when it would begin is cut there.
-            longest = max(start, now) - start + timedelta(minutes=MAX_MINUTES + 1)
-            end = start + min(span, longest)
-            if end <= now + timedelta(minutes=1):
-                ended = f"event {dr.key} ended at {end.isoformat()}"
-                out.append(Outcome(RequestStatus.EXPIRED.value, ended))
-                continue
-            start = max(start, now)
-            minutes = min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0))
-            target = dr.target_kw
-            if target is None:
-                if self.dr_policy != "all_available":
-                    out.append(Outcome("ignored", "no power figure and VPP_DR_POLICY=ignore"))
-                    continue
-                target = self.available_discharge_kw(scope)
-            if abs(target) < 1e-6:
-                out.append(Outcome("ignored", "nothing to dispatch (0 kW)"))
-                continue
-            request = DispatchRequest(
-                target_kw=target,
-                duration_minutes=minutes,
-                start=None if start <= now else start,
-                grid_node=scope,
-                source="dr_event",
-                reference=dr.event_id,
-                idempotency_key=f"grid_signal:{dr.key}",
-            )
-            try:
-                record, created = self.dispatch.create(request)
-            except DispatchRejectedError as exc:
-                raise InvalidMessageError(f"dispatch refused: {exc}") from None
-            if not created:
-                out.append(Outcome("duplicate", record.dispatch_id))
-                continue
-            status, reason = dispatch_status(record)
-            out.append(Outcome(status.value, record.dispatch_id, reason))
-        return out
 
     # ----------------------------------------------------------------- device gateway
     def charging_event(self, event: ChargerPlugEvent | OtherChargingEvent) -> Outcome:

@@ -23,10 +23,10 @@ from vpp_aggregator.app.dispatch import (
 )
 from vpp_aggregator.app.dispatch_records import DispatchRecord
 from vpp_aggregator.app.forecast_service import ForecastService
-from vpp_aggregator.app.integration import Outcome
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import MarketAward
 from vpp_aggregator.app.outbound import Offer, Settlement
+from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import dispatch_status
 from vpp_aggregator.app.results import Quantile
 from vpp_aggregator.domain.fleet_state import Figures, FleetState

@@ -17,7 +17,6 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
-    StrictInt,
     StrictStr,
     TypeAdapter,
     ValidationError,
@@ -28,21 +27,11 @@ from vpp_aggregator.app.message_fields import (
     AwareTime,
     EpochSeconds,
     FiniteNumber,
-    IsoDuration,
-    Number,
-    OffsetTime,
     StringOrAbsent,
     Text,
     describe,
     fail,
     refusal,
-)
-from vpp_aggregator.domain.grid_signal import (
-    POWER_PAYLOADS,
-    DemandResponse,
-    Period,
-    Setpoint,
-    demand_responses,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -101,89 +90,7 @@ def samples_in(message: Any) -> list[Any]:
     return [message]
 
 
-# ------------------------------------------------------------------ grid signals (L2 -> us)
-class IntervalPeriod(BaseModel):
-    start: OffsetTime | None = None
-    duration: IsoDuration | None = None
-
-    def period(self) -> Period:
-        return Period(self.start, self.duration)
-
-
-def _figure_first(values: Any) -> list[Any]:
-    values = values or []
-    if not isinstance(values, list):
-        fail("must be a list")
-    if not values or isinstance(values[0], bool) or not isinstance(values[0], int | float):
-        fail("must start with the power figure, a number (kW)")
-    return values
-
-
-class SetpointPayload(BaseModel):
-    """A payload carrying a power figure; payloads of other types are dropped unread."""
-
-    type: StrictStr
-    values: Annotated[list[Any], BeforeValidator(_figure_first)]
-
-    @property
-    def target_kw(self) -> float:
-        return float(self.values[0])
-
-
-def _power_payloads(value: Any) -> Any:
-    if not isinstance(value, list):
-        return []  # nothing here carries a power figure
-    return [p for p in value if isinstance(p, dict) and p.get("type") in POWER_PAYLOADS]
-
-
-class DrInterval(BaseModel):
-    id: StrictInt | StrictStr | None = None  # None: its position names it
-    intervalPeriod: IntervalPeriod | None = None
-    payloads: Annotated[list[SetpointPayload], BeforeValidator(_power_payloads)] = []
-
-
-class DerControl(BaseModel):
-    op_mode: StringOrAbsent = None
-    set_point_kw: Number | None = None
-
-
-class Target(BaseModel):
-    type: StringOrAbsent = None
-    values: Annotated[list[Any], BeforeValidator(_empty_if_falsy)] = []
-
-
-class GridSignal(BaseModel):
-    """A demand-response event (docs/kafka-contracts.md, "grid_signals"); extra fields are
-    accepted and ignored."""
-
-    event_id: Text
-    site_id: StringOrAbsent = None
-    v2g_requested: Annotated[bool, BeforeValidator(lambda v: v is True)] = False
-    der_control: Annotated[
-        DerControl | None, BeforeValidator(lambda v: v if isinstance(v, dict) else None)
-    ] = None
-    intervalPeriod: IntervalPeriod | None = None
-    intervals: Annotated[list[DrInterval], BeforeValidator(_empty_if_falsy)] = []
-    targets: Annotated[list[Target], BeforeValidator(_empty_if_falsy)] = []
-
-    def requests(self) -> list[DemandResponse]:
-        nodes = tuple(
-            str(v) for t in self.targets if (t.type or "").upper() == "GRID_NODE" for v in t.values
-        )
-        setpoints = [
-            Setpoint(
-                f"{self.event_id}:{i if interval.id is None else interval.id}",
-                payload.target_kw,
-                (interval.intervalPeriod or IntervalPeriod()).period(),
-            )
-            for i, interval in enumerate(self.intervals)
-            for payload in interval.payloads
-        ]
-        control = self.der_control.set_point_kw if self.der_control else None
-        period = (self.intervalPeriod or IntervalPeriod()).period()
-        return demand_responses(
-            self.event_id, self.site_id, nodes, period, setpoints, control, self.v2g_requested
-        )
+# Grid signals (L2 -> us) are OpenADR 3 events: adapters/openadr reads them.
 
 
 # ------------------------------------------------------------------ device gateway (L7 -> us)

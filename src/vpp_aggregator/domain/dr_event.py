@@ -241,3 +241,62 @@ def read_event(event: DrEvent, now: datetime, default: timedelta) -> Reading:
             FleetAsk(a.key, a.target_kw, max(a.start, now), a.end, a.meaning) for a in found
         )
     return Reading(asks, unread, ended)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Which resources an event is for: one grid node, one fleet, named resources, or (all
+    None) every resource of the VEN."""
+
+    grid_node: str | None = None
+    fleet_id: str | None = None
+    resource_ids: tuple[str, ...] | None = None
+
+
+class UnsupportedTargetsError(ValueError):
+    """Targets this service cannot act on as one dispatch (several grid nodes, say)."""
+
+
+def target_scope(
+    event: DrEvent, names: Mapping[str, Mapping[str, Any]], grid_nodes: set[str]
+) -> tuple[Scope | None, str]:
+    """The event's targets as a scope, or None and why it is not for us.
+
+    3.1 targets are names: the operator's mapping (`VPP_OPENADR_TARGETS`) says what each is (a
+    grid node, a fleet, resources); an unmapped name that is a grid node's is that node. 3.0.1
+    `GRID_NODE` targets and the platform's `site_id` name grid nodes. No target at all is the
+    whole VEN: a server sends a VEN only what is meant for it (User Guide §7.10)."""
+    nodes: set[str] = set(event.grid_nodes)
+    fleets: set[str] = set()
+    resources: list[str] = []
+    unknown: list[str] = []
+    for name in event.targets:
+        meant = names.get(name)
+        if meant:
+            node, fleet, ids = (
+                meant.get("grid_node"),
+                meant.get("fleet_id"),
+                meant.get("resource_ids"),
+            )
+            nodes |= {node} if isinstance(node, str) else set()
+            fleets |= {fleet} if isinstance(fleet, str) else set()
+            resources += [str(r) for r in ids] if isinstance(ids, list) else []
+        elif name in grid_nodes:
+            nodes.add(name)
+        else:
+            unknown.append(name)
+    if not event.targets and not event.grid_nodes:
+        if event.site is None:
+            return Scope(), ""
+        nodes.add(event.site)
+    if not nodes and not fleets and not resources:
+        return None, f"targets {', '.join(unknown)} name nothing here (VPP_OPENADR_TARGETS)"
+    if sum(map(bool, (nodes, fleets, resources))) > 1 or len(nodes) > 1 or len(fleets) > 1:
+        raise UnsupportedTargetsError(
+            "events targeting several grid nodes or fleets at once are not supported; "
+            "send one per node"
+        )
+    node = next(iter(nodes), None)
+    if node is not None and node not in grid_nodes:
+        return None, f"no resource of this aggregator is on {node!r}"
+    return Scope(node, next(iter(fleets), None), tuple(dict.fromkeys(resources)) or None), ""

@@ -326,10 +326,13 @@ class DispatchRepository:
         *,
         status: Sequence[str] = (),
         source: str | None = None,
+        reference: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[builtins.list[DispatchRecord], int]:
         conds: builtins.list[ColumnElement[bool]] = []
+        if reference is not None:
+            conds.append(dispatches.c.reference == reference)
         if status:
             conds.append(dispatches.c.status.in_(list(status)))
         if source:
