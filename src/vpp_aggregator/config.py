@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("var") / "vpp.db"
@@ -115,9 +117,10 @@ class Settings(BaseSettings):
     dr_default_minutes: int = Field(60, ge=1, le=24 * 60, validation_alias="VPP_DR_DEFAULT_MINUTES")
     # OpenADR target names -> what they are here, JSON: {"VEN-99": {"grid_node": "NODE_A"},
     # "depot": {"fleet_id": "depot-1"}, "bus-7": {"resource_ids": ["ev-7"]}} (docs/openadr.md).
-    openadr_targets: dict[str, dict[str, str | list[str]]] = Field(
-        default_factory=dict, validation_alias="VPP_OPENADR_TARGETS"
-    )
+    openadr_targets: Annotated[
+        dict[str, dict[str, str | list[str]]],
+        BeforeValidator(lambda v: json.loads(v) if isinstance(v, str) else v),
+    ] = Field(default_factory=dict, validation_alias="VPP_OPENADR_TARGETS")
     database_url: str = Field("", validation_alias="DATABASE_URL")
     kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")

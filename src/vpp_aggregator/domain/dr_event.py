@@ -75,14 +75,14 @@ class Window:
     end: datetime | None  # None: open-ended ("P9999Y")
 
 
-def _randomized(at: datetime, spread: timedelta | None, seed: str) -> datetime:
+def _shift(spread: timedelta | None, seed: str) -> timedelta:
     """§7.3 randomizeStart: a uniform shift within ±spread, the same in every process that reads
     the same event (seeded by its id and version), so that replicas agree."""
-    if spread is None or spread <= timedelta(0) or at == BEGINNING:
-        return at
+    if spread is None or spread <= timedelta(0):
+        return timedelta(0)
     digest = hashlib.sha256(seed.encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2.0**64  # [0, 1)
-    return at + spread * (2.0 * fraction - 1.0)
+    return spread * (2.0 * fraction - 1.0)
 
 
 def _intervals(event: DrEvent) -> tuple[EventInterval, ...]:
@@ -110,24 +110,28 @@ def windows(event: DrEvent, default: timedelta, now: datetime) -> list[Window]:
     """
     base = event.period or Period()
     seed = f"{event.event_id}@{event.version.isoformat() if event.version else ''}"
-    spread, spread_seed = base.randomize_start, seed
+    shift = _shift(base.randomize_start, seed)
     out: list[Window] = []
     previous_end: datetime | None = None
     for i, interval in enumerate(_intervals(event)):
         own = interval.period or Period()
         duration = own.duration if own.duration is not None else base.duration
         span = default if duration is None else duration
+        if own.randomize_start is not None:
+            shift = _shift(own.randomize_start, f"{seed}:{interval.id}")
         start: datetime | None
         if i == 0:
             start = own.start if own.start not in (None, BEGINNING) else base.start
-            start = start or own.start or now
+            start = start or own.start
+            absolute = start not in (None, BEGINNING)
+            start = start or now
         else:
-            start = own.start if own.start not in (None, BEGINNING) else previous_end
+            absolute = own.start not in (None, BEGINNING)
+            start = own.start if absolute else previous_end
         if start is None:
             break  # it follows an open-ended interval: it never begins
-        if own.randomize_start is not None:
-            spread, spread_seed = own.randomize_start, f"{seed}:{interval.id}"
-        start = _randomized(start, spread, spread_seed)
+        if absolute:  # a contiguous one follows the shifted end before it
+            start += shift
         end = None if span >= FOREVER else start + span
         out.append(Window(interval, start, end))
         previous_end = end
