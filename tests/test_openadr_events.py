@@ -286,3 +286,51 @@ def test_an_event_duration_cuts_its_intervals() -> None:
     got = windows(event, HOUR, start)
     assert len(got) == 12 and got[-1].end == start + timedelta(hours=12)
     assert BEGINNING.year == 1
+
+
+@pytest.fixture
+def at_example_time(tmp_path: Path) -> Iterator[TestClient]:
+    """The fleet of `client`, on 2025-03-14 at 01:00 UTC: inside the User Guide examples of
+    chapter 8 that start at 2025-03-14T00:00Z and last PT4H."""
+    clock = Clock(datetime(2025, 3, 14, 1, tzinfo=UTC))
+    settings = load_settings(DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
+    with TestClient(create_app(settings, clock=clock)) as c:
+        c.post("/resources/register", json=bess_body("bess-1", grid_node="NODE_A"))
+        c.post("/resources/register", json=ev_body("ev-1", grid_node="NODE_B"))
+        samples = [sample("bess-1", clock.now, 50.0), sample("ev-1", clock.now, 60.0)]
+        c.post("/telemetry", json={"samples": samples}).raise_for_status()
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("example", "share"),
+    [("07-8-1-alert.json", 1.0), ("08-8-2-load-shed.json", 0.25)],
+)
+def test_simple_levels_and_grid_emergencies_export_the_configured_share(
+    at_example_time: TestClient, example: str, share: float
+) -> None:
+    """UG 8.1 (ALERT_GRID_EMERGENCY, "imminent risk of the grid failing") and 8.2 (SIMPLE level
+    1): the policy's share of the available discharge power is exported (defaults:
+    VPP_OPENADR_EMERGENCY_SHARE=1, VPP_OPENADR_SIMPLE_LEVELS=0,0.25,0.5,1). No targets: the
+    whole VEN."""
+    client = at_example_time
+    available = client.get("/capacity/available").json()["discharge"]["kw"]
+    [outcome] = handle(client, json.loads((EXAMPLES / example).read_text()))
+    assert outcome.outcome == "dispatched", outcome
+    [d] = dispatches(client)
+    assert d["target_kw"] == pytest.approx(share * available), (d["target_kw"], available, outcome)
+    assert d["duration_minutes"] == 180
+    assert_safe(client)
+
+
+def test_the_load_control_example_asks_for_no_consumption_and_is_reported(
+    at_example_time: TestClient,
+) -> None:
+    """UG 8.5: DISPATCH_SETPOINT 0 KW for 4 h (consume nothing). Stopping charging is not yet
+    commanded (docs/openadr.md, "Not handled yet"): the outcome says so, nothing is sent."""
+    raw = json.loads((EXAMPLES / "11-8-5-load-control.json").read_text())
+    [outcome] = handle(at_example_time, raw)
+    assert (
+        outcome.outcome == "ignored" and "stopping charging is not commanded yet" in outcome.detail
+    )
+    assert dispatches(at_example_time) == []

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     dr_default_minutes: int = Field(60, ge=1, le=24 * 60, validation_alias="VPP_DR_DEFAULT_MINUTES")
     # OpenADR target names -> what they are here, JSON: {"VEN-99": {"grid_node": "NODE_A"},
     # "depot": {"fleet_id": "depot-1"}, "bus-7": {"resource_ids": ["ev-7"]}} (docs/openadr.md).
+    # OpenADR signals that name no figure: the share of available discharge each SIMPLE level
+    # (0,1,2,3) and an ALERT_GRID_EMERGENCY export (docs/openadr.md).
+    openadr_simple_levels: str = Field("0,0.25,0.5,1", validation_alias="VPP_OPENADR_SIMPLE_LEVELS")
+    openadr_emergency_share: float = Field(
+        1.0, ge=0.0, le=1.0, validation_alias="VPP_OPENADR_EMERGENCY_SHARE"
+    )
     openadr_targets: Annotated[
         dict[str, dict[str, str | list[str]]],
         BeforeValidator(lambda v: json.loads(v) if isinstance(v, str) else v),
@@ -147,6 +153,14 @@ class Settings(BaseSettings):
         from vpp_aggregator.domain.market import OfferCurve
 
         OfferCurve.parse(value)  # raises with the reason
+        return value
+
+    @field_validator("openadr_simple_levels")
+    @classmethod
+    def _simple_levels(cls, value: str) -> str:
+        from vpp_aggregator.domain.dr_asks import Policy
+
+        Policy.parse(value, 1.0)  # raises with the reason
         return value
 
     @field_validator("offer_interval_minutes")

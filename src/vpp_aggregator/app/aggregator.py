@@ -24,6 +24,7 @@ from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
+from vpp_aggregator.domain.dr_asks import Policy
 from vpp_aggregator.domain.dr_event import DrEvent
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.market import OfferCurve
@@ -125,6 +126,9 @@ class Aggregator:
             policy=settings.dr_policy,
             default_minutes=settings.dr_default_minutes,
             target_names=settings.openadr_targets,
+            signal_policy=Policy.parse(
+                settings.openadr_simple_levels, settings.openadr_emergency_share
+            ),
         )
         self.integration = IntegrationService(
             self.state,

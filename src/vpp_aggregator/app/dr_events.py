@@ -25,14 +25,15 @@ from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
-from vpp_aggregator.domain.dr_event import (
-    DrEvent,
+from vpp_aggregator.domain.dr_asks import (
     FleetAsk,
+    Policy,
     Scope,
     UnsupportedTargetsError,
     read_event,
     target_scope,
 )
+from vpp_aggregator.domain.dr_event import DrEvent
 from vpp_aggregator.domain.fleet_state import FleetState
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class DemandResponseEvents:
         policy: str = "all_available",
         default_minutes: int = 60,
         target_names: Mapping[str, Mapping[str, Any]] | None = None,
+        signal_policy: Policy | None = None,
     ) -> None:
         self.state = state
         self.dispatch = dispatch
@@ -64,6 +66,7 @@ class DemandResponseEvents:
         self.policy = policy
         self.default = timedelta(minutes=default_minutes)
         self.target_names = target_names or {}
+        self.signal_policy = signal_policy or Policy()
 
     def handle(self, event: DrEvent) -> list[Outcome]:
         if event.departures:
@@ -86,7 +89,7 @@ class DemandResponseEvents:
             ]
         replaced = [d for d in earlier if _version_of(d.idempotency_key) != version]
         out = self._cancel(replaced, f"event {event.event_id} updated to {version}")
-        reading = read_event(event, now, self.default)
+        reading = read_event(event, now, self.default, self.signal_policy)
         out += [
             Outcome(RequestStatus.EXPIRED.value, f"event {key} ended at {end.isoformat()}")
             for key, end in reading.ended
@@ -132,6 +135,10 @@ class DemandResponseEvents:
             )
         minutes = min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0))
         target = ask.target_kw
+        if target is None and ask.share is not None:
+            target = ask.share * self.available_discharge_kw(scope.grid_node)
+            if target < 1e-6:
+                return Outcome("ignored", f"{ask.meaning}: nothing to export")
         if target is None:
             if self.policy != "all_available":
                 return Outcome("ignored", "no power figure and VPP_DR_POLICY=ignore")
