@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from vpp_aggregator.app.dispatch_follow import DispatchFollowThrough
 from vpp_aggregator.app.dispatch_ports import (
     Bus,
     DeliveryView,
@@ -27,6 +26,7 @@ from vpp_aggregator.app.dispatch_records import (
     DispatchStatus,
     RevisionRecord,
 )
+from vpp_aggregator.app.dispatch_retarget import DispatchRetarget
 from vpp_aggregator.domain.capacity import Unavailable
 
 __all__ = [
@@ -41,9 +41,9 @@ __all__ = [
 ]
 
 
-class DispatchService(DispatchFollowThrough):
-    """The dispatch service as callers see it: create (planner, commands), follow through, cancel,
-    and read; the layers below build on each other in that order."""
+class DispatchService(DispatchRetarget):
+    """The dispatch service as callers see it: create (planner, commands), follow through,
+    cancel, retarget, and read; the layers below build on each other in that order."""
 
     def get(self, dispatch_id: str) -> tuple[DispatchRecord, DeliveryView, list[RevisionRecord]]:
         record = self.store.get(dispatch_id)

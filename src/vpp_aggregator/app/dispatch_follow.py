@@ -189,11 +189,13 @@ class DispatchFollowThrough(DispatchReleases):
                     except Exception:
                         log.exception("re-checking dispatch %s after a change failed", did)
 
-    def _replan(self, o: OpenDispatch, now: datetime, dropped: dict[str, str]) -> None:
+    def _replan(
+        self, o: OpenDispatch, now: datetime, dropped: dict[str, str], reason: str = "redispatch"
+    ) -> None:
         did = o.record.dispatch_id
         try:
             with self.store.planning_lock():
-                self._replan_now(o, now, dropped)
+                self._replan_now(o, now, dropped, reason)
         except NotFollowedHereError:
             log.warning("dispatch %s is followed by another process now; let go here", did)
             self._open.pop(did, None)
@@ -201,16 +203,22 @@ class DispatchFollowThrough(DispatchReleases):
             log.warning("re-plan of %s waits for the next tick: %s", did, exc)
         self.publish_pending()
 
-    def _replan_now(self, o: OpenDispatch, now: datetime, dropped: dict[str, str]) -> None:
-        """Re-plan the rest of the window without the dropped resources; the others keep ramping
-        from where their plan has them now."""
+    def _replan_now(
+        self, o: OpenDispatch, now: datetime, dropped: dict[str, str], reason: str = "redispatch"
+    ) -> None:
+        """Re-plan the rest of the window (all of it when it has not begun) without the dropped
+        resources, to the record's target; the others keep ramping from where their plan has
+        them now."""
         r = o.record
-        point = (now.timestamp() - o.start_ts) / 60.0
+        begin = max(now, r.start)  # a scheduled dispatch is re-planned from its start
+        point = max(0.0, (now.timestamp() - o.start_ts) / 60.0)
         current = {
             rid: float(np.interp(point, np.arange(o.kw.shape[1]), o.kw[j]))
+            if now >= r.start
+            else 0.0
             for j, rid in enumerate(o.ids)
         }
-        remaining = math.floor((o.window_end_ts - now.timestamp()) / 60.0)
+        remaining = math.floor((o.window_end_ts - begin.timestamp()) / 60.0)
         others_busy = self.busy_everywhere(now, r.end_at, exclude=r.dispatch_id)
         allocations: list[AllocationRecord] = []
         outcome: Outcome | None = None
@@ -221,13 +229,13 @@ class DispatchFollowThrough(DispatchReleases):
                 r.target_kw,
                 remaining,
                 now,
-                now,
+                begin,
                 scope,
                 busy=[*others_busy, *dropped],
                 power_override=keep,
                 charge_ceiling_pct=scope.get("charge_ceiling_pct"),
             )
-            allocations = self._allocations(problem, outcome, now)
+            allocations = self._allocations(problem, outcome, begin)
         # Dropped resources (and any no longer used) ramp down from their planned power.
         used = {a.resource_id for a in allocations}
         for rid, kw in current.items():
@@ -240,18 +248,20 @@ class DispatchFollowThrough(DispatchReleases):
             r.allocated_kw = round(outcome.allocated_kw, 3)
             r.shortfall_kw = round(outcome.shortfall_kw, 3)
             r.shortfall_reasons = [{"rule": x.rule, "detail": x.detail} for x in outcome.reasons]
-            offset = round((now.timestamp() - r.start.timestamp()) / 60.0)
+            offset = round((begin.timestamp() - r.start.timestamp()) / 60.0)
             r.plan_kw = r.plan_kw[:offset] + [round(float(x), 3) for x in outcome.fleet_kw]
             if r.status is DispatchStatus.ACTIVE and outcome.shortfall_kw != 0:
                 r.status = DispatchStatus.PARTIAL
+            elif r.status is DispatchStatus.PARTIAL and outcome.shortfall_kw == 0:
+                r.status = DispatchStatus.ACTIVE  # a lower target the fleet can meet
         last = max(
             (a.schedule_start + timedelta(minutes=len(a.schedule_kw) - 1) for a in allocations),
             default=now,
         )
         r.end_at = max(last, now)
         commands = device_commands(r, now)
-        detail = {"dropped": dropped, "resources": len(allocations)}
-        self.store.revise(r, "redispatch", detail, commands, now, owner=self.owner)
+        detail = {"dropped": dropped, "resources": len(allocations), "target_kw": r.target_kw}
+        self.store.revise(r, reason, detail, commands, now, owner=self.owner)
         log.info("dispatch %s re-planned (revision %d): %s", r.dispatch_id, r.revision, dropped)
         drawn = o.drawn_by(now.timestamp())
         self._track(r)

@@ -1,0 +1,69 @@
+"""Changing what a dispatch asks while it runs, as a revision of the same dispatch: a new target
+(same direction) and a new end. The rest of the window is re-planned from where each resource's
+plan has it now, through the same planner and safety checker as any re-plan; resources no
+longer needed ramp down. Demand-response events use it when an interval begins with another
+figure, when an event is updated, and to extend an open-ended event."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from vpp_aggregator.app.dispatch_follow import DispatchFollowThrough
+from vpp_aggregator.app.dispatch_ports import (
+    MAX_DURATION_MIN,
+    DispatchConflictError,
+    DispatchNotFoundError,
+    DispatchRejectedError,
+)
+from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
+
+
+class DispatchRetarget(DispatchFollowThrough):
+    def retarget(
+        self,
+        dispatch_id: str,
+        target_kw: float,
+        end: datetime,
+        reason: str,
+        idempotency_key: str | None = None,
+    ) -> DispatchRecord:
+        """The dispatch, re-planned to `target_kw` until `end` (a revision with `reason`).
+        `DispatchConflictError` when it is over or would change direction (a new dispatch is
+        needed then); `DispatchRejectedError` for a target or end no dispatch may have."""
+        now = self.clock()
+        if not math.isfinite(target_kw) or target_kw == 0 or abs(target_kw) > self.max_target_kw:
+            raise DispatchRejectedError([("target_kw", f"{target_kw:g} kW is no dispatch target")])
+        with self._lock, self.store.planning_lock():
+            record = self.store.get(dispatch_id)
+            if record is None:
+                raise DispatchNotFoundError(dispatch_id)
+            if record.status not in OPEN_STATUSES or record.end_at <= now:
+                raise DispatchConflictError(f"Dispatch {dispatch_id} is {record.status.value}.")
+            if (target_kw > 0) != (record.target_kw > 0):
+                raise DispatchConflictError(
+                    f"Dispatch {dispatch_id} {'discharges' if record.target_kw > 0 else 'charges'};"
+                    " a change of direction is a new dispatch."
+                )
+            o = self._open.get(dispatch_id)
+            if o is None or o.record.revision != record.revision:
+                taken = self.store.take_over(dispatch_id, self.owner, now + self.lease)
+                if taken is not None:
+                    self._track(taken)
+                o = self._open.get(dispatch_id)
+            if o is None:
+                raise DispatchConflictError(f"Dispatch {dispatch_id} could not be taken over.")
+            r = o.record
+            minutes = math.ceil((end - r.start).total_seconds() / 60.0)
+            if minutes < 1 or minutes > MAX_DURATION_MIN or end <= now:
+                raise DispatchRejectedError(
+                    [("end", f"{end.isoformat()} is not between now and {MAX_DURATION_MIN} min")]
+                )
+            r.target_kw = target_kw
+            r.duration_minutes = minutes
+            if idempotency_key is not None:
+                r.idempotency_key = idempotency_key
+            o.window_end_ts = r.start.timestamp() + minutes * 60.0
+            self._replan_now(o, now, {}, reason)
+        self.publish_pending()
+        return r

@@ -1,0 +1,85 @@
+"""A running or scheduled dispatch changes target or end as a revision of itself (an updated
+demand-response event, an interval with another figure, an open-ended event extended): never a
+second dispatch, and the re-plan passes the same safety checker from where each resource is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api_helpers import bess_body, sample
+from conftest import Clock
+from safety_helpers import violations
+from vpp_aggregator.adapters.api.app import create_app
+from vpp_aggregator.app.dispatch import DispatchConflictError, DispatchService
+from vpp_aggregator.config import load_settings
+
+
+@pytest.fixture
+def client(tmp_path: Path, clock: Clock) -> Iterator[TestClient]:
+    settings = load_settings(DATABASE_URL=f"sqlite:///{tmp_path / 'r.db'}")
+    with TestClient(create_app(settings, clock=clock)) as c:
+        for rid in ("bess-1", "bess-2"):
+            c.post("/resources/register", json=bess_body(rid)).raise_for_status()
+        samples = [sample(r, clock.now, 70.0) for r in ("bess-1", "bess-2")]
+        c.post("/telemetry", json={"samples": samples}).raise_for_status()
+        yield c
+
+
+def service(client: TestClient) -> DispatchService:
+    dispatch: DispatchService = client.app.state.aggregator.dispatch  # type: ignore[attr-defined]
+    return dispatch
+
+
+def detail(client: TestClient, dispatch_id: str) -> dict[str, Any]:
+    doc: dict[str, Any] = client.get(f"/dispatch/{dispatch_id}").json()
+    return doc
+
+
+def assert_safe(client: TestClient, doc: dict[str, Any]) -> None:
+    for a in doc["allocations"]:
+        resource = client.get(f"/resources/{a['resource_id']}").json()
+        assert violations(client, a, resource) == [], a["resource_id"]
+
+
+def test_a_running_dispatch_takes_a_new_target_and_end_as_a_revision(
+    client: TestClient, clock: Clock
+) -> None:
+    d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 60}).json()
+    clock.advance(minutes=5)
+    end = clock.now + timedelta(minutes=90)
+    service(client).retarget(d["dispatch_id"], 300.0, end, "event updated")
+    got = detail(client, d["dispatch_id"])
+    assert got["revision"] == 2 and got["target_kw"] == 300.0
+    assert got["revisions"][-1]["reason"] == "event updated"
+    assert datetime.fromisoformat(got["start"]) + timedelta(minutes=got["duration_minutes"]) >= end
+    assert got["allocated_kw"] == pytest.approx(300.0)
+    assert len(client.get("/dispatch").json()["items"]) == 1  # the same dispatch, no second one
+    assert_safe(client, got)
+
+
+def test_a_scheduled_dispatch_is_replanned_from_its_start(client: TestClient, clock: Clock) -> None:
+    later = clock.now + timedelta(minutes=30)
+    d = client.post(
+        "/dispatch", json={"target_kw": -100, "duration_minutes": 30, "start": later.isoformat()}
+    ).json()
+    service(client).retarget(d["dispatch_id"], -200.0, later + timedelta(minutes=45), "update")
+    got = detail(client, d["dispatch_id"])
+    assert got["status"] == "scheduled" and got["target_kw"] == -200.0
+    assert got["duration_minutes"] == 45
+    starts = {datetime.fromisoformat(a["schedule"][0]["t"]) for a in got["allocations"]}
+    assert starts == {later}
+    assert got["allocated_kw"] == pytest.approx(-200.0)
+    assert_safe(client, got)
+
+
+def test_a_change_of_direction_is_refused(client: TestClient, clock: Clock) -> None:
+    d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 60}).json()
+    with pytest.raises(DispatchConflictError, match="change of direction"):
+        service(client).retarget(d["dispatch_id"], -50.0, clock.now + timedelta(hours=1), "x")
+    assert detail(client, d["dispatch_id"])["revision"] == 1
