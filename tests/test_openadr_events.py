@@ -165,7 +165,8 @@ def test_3_the_standards_time_conventions_are_read(client: TestClient, clock: Cl
 
 def test_4_intervals_without_a_period_follow_one_another(client: TestClient, clock: Clock) -> None:
     """UG 7.3 intervalPeriod.start: later intervals start "immediately after the previous
-    interval, i.e. the previous interval start + duration"."""
+    interval, i.e. the previous interval start + duration". Back-to-back intervals are one
+    dispatch, which takes each interval's figure as a revision of itself when it begins."""
     start = clock.now + timedelta(minutes=10)
     event = setpoint_event(
         "evt-steps", 0.0, intervalPeriod={"start": start.isoformat(), "duration": "PT30M"}
@@ -174,40 +175,51 @@ def test_4_intervals_without_a_period_follow_one_another(client: TestClient, clo
         {"id": i, "payloads": [{"type": "DISPATCH_SETPOINT", "values": [kw]}]}
         for i, kw in enumerate((100.0, 150.0, 50.0))
     ]
-    outcomes = handle(client, event)
-    # Each interval is its own dispatch: the battery still ramping down from one is busy for the
-    # next, which is stored rejected (one dispatch per event is to come: docs/openadr.md).
-    assert [o.outcome for o in outcomes] == ["dispatched", "rejected", "dispatched"], outcomes
-    got = [(datetime.fromisoformat(d["start"]), d["target_kw"]) for d in dispatches(client)]
-    assert sorted(got) == [
-        (start, -100.0),
-        (start + timedelta(minutes=30), -150.0),
-        (start + timedelta(minutes=60), -50.0),
+    [outcome] = handle(client, event)
+    assert outcome.outcome == "dispatched", outcome
+    [d] = dispatches(client)
+    assert (datetime.fromisoformat(d["start"]), d["target_kw"]) == (start, -100.0)
+    assert d["duration_minutes"] == 90
+    events = client.app.state.aggregator.demand_response  # type: ignore[attr-defined]
+    seen = []
+    for minutes, soc in ((31, 54.0), (61, 63.0)):  # into the second, then the third interval
+        clock.now = start + timedelta(minutes=minutes)
+        client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, soc)]})
+        assert events.follow() == 1
+        [d] = dispatches(client)
+        seen.append((d["target_kw"], d["revisions"][-1]["reason"]))
+    assert seen == [
+        (-150.0, "DISPATCH_SETPOINT: consume 150 kW begins"),
+        (-50.0, "DISPATCH_SETPOINT: consume 50 kW begins"),
     ]
+    assert events.follow() == 0  # nothing changes until the next interval
     assert_safe(client)
 
 
-def test_5_an_update_replaces_and_a_cancellation_ramps_down(
+def test_5_an_update_replans_in_place_and_a_cancellation_ramps_down(
     client: TestClient, clock: Clock
 ) -> None:
-    """A later modificationDateTime (Definition: set by the server on every change) replaces the
-    event's dispatch; an older version arriving late changes nothing. UG 7.9: start "0001-01-01"
-    and duration "PT0S" cancel the event, and its dispatch ramps down."""
+    """A later modificationDateTime (Definition: set by the server on every change) re-plans the
+    event's dispatch as a revision of itself, never a second dispatch; an older version arriving
+    late changes nothing. UG 7.9: start "0001-01-01" and duration "PT0S" cancel the event, and
+    its dispatch ramps down."""
     v1 = setpoint_event("evt-upd", 100.0, modificationDateTime="2026-11-25T11:00:00Z")
     v2 = setpoint_event("evt-upd", 200.0, modificationDateTime="2026-11-25T11:30:00Z")
-    assert [o.outcome for o in handle(client, v1)] == ["dispatched"]
+    [first] = handle(client, v1)
+    assert first.outcome == "dispatched"
     assert [o.outcome for o in handle(client, v1)] == ["duplicate"]
     clock.advance(minutes=2)
-    replaced = handle(client, v2)
-    assert [o.outcome for o in replaced] == ["cancelled", "dispatched"], replaced
+    [updated] = handle(client, v2)
+    assert (updated.outcome, updated.detail) == ("replanned", first.detail)
     assert [o.outcome for o in handle(client, v1)] == ["superseded"]
-    live = [d for d in dispatches(client) if d["status"] in ("active", "scheduled", "partial")]
-    assert [d["target_kw"] for d in live] == [-200.0]
+    [d] = dispatches(client)
+    assert (d["target_kw"], d["revision"]) == (-200.0, 2)
+    assert d["revisions"][-1]["reason"] == "event updated to 2026-11-25T11:30:00+00:00"
     clock.advance(minutes=2)
     cancel = {**v2, "intervalPeriod": {"start": "0001-01-01", "duration": "PT0S"},
               "modificationDateTime": "2026-11-25T12:00:00Z"}  # fmt: skip
     [gone] = handle(client, cancel)
-    assert (gone.outcome, gone.detail) == ("cancelled", live[0]["dispatch_id"])
+    assert (gone.outcome, gone.detail) == ("cancelled", first.detail)
     assert {d["status"] for d in dispatches(client)} == {"cancelled"}
     assert_safe(client)  # the ramp-downs too
 
@@ -334,3 +346,23 @@ def test_the_load_control_example_asks_for_no_consumption_and_is_reported(
         outcome.outcome == "ignored" and "stopping charging is not commanded yet" in outcome.detail
     )
     assert dispatches(at_example_time) == []
+
+
+def test_an_open_ended_event_is_extended_as_time_passes(client: TestClient, clock: Clock) -> None:
+    """UG 7.3: "P9999Y" is infinity. The dispatch covers the longest window (24 h) and, within
+    an hour of its end, is extended by another day as a revision of itself, never refused for
+    its length."""
+    forever = {"start": clock.now.isoformat(), "duration": "P9999Y"}
+    [outcome] = handle(client, setpoint_event("evt-forever", 2.0, intervalPeriod=forever))
+    assert outcome.outcome == "dispatched"
+    events = client.app.state.aggregator.demand_response  # type: ignore[attr-defined]
+    clock.advance(hours=22)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 58.0)]})
+    assert events.follow() == 0  # two hours left: not yet
+    clock.advance(hours=1, minutes=30)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 59.0)]})
+    assert events.follow() == 1
+    [d] = dispatches(client)
+    assert d["revisions"][-1]["reason"] == "open-ended event extended"
+    assert d["duration_minutes"] == 23 * 60 + 30 + 24 * 60 and d["target_kw"] == -2.0
+    assert_safe(client)

@@ -21,6 +21,7 @@ from vpp_aggregator.adapters.openadr import read_event
 from vpp_aggregator.adapters.store.audit_repository import AuditRepository
 from vpp_aggregator.adapters.store.database import make_engine, migrate
 from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
+from vpp_aggregator.adapters.store.dr_event_repository import DrEventRepository
 from vpp_aggregator.adapters.store.market_repository import MarketRepository
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.app.aggregator import Aggregator, utc_now
@@ -111,6 +112,7 @@ def build(
         audit,
         kafka.bus if kafka is not None else InProcessBus(),
         read_event,
+        DrEventRepository(engine),
         clock,
     )
     shared = (
@@ -182,6 +184,7 @@ def jobs(settings: Settings, aggregator: Aggregator, shared: RedisParts | None) 
 
     def follow_through() -> None:
         aggregator.dispatch.tick()
+        aggregator.demand_response.follow()  # later windows of events begin, open ones extend
         aggregator.dispatch.publish_pending()
         aggregator.forecast.track_accuracy()
         aggregator.market.relay()

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from vpp_aggregator.app.audit import AuditLog, AuditStore
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
-from vpp_aggregator.app.dr_events import DemandResponseEvents
+from vpp_aggregator.app.dr_events import DemandResponseEvents, DrEventStore
 from vpp_aggregator.app.events import EventBus, TelemetryAccepted
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import IntegrationService
@@ -46,6 +46,7 @@ class Aggregator:
         audit_store: AuditStore,
         bus: Bus,
         read_grid_signal: Callable[[Any], DrEvent],
+        dr_event_store: DrEventStore,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         """`read_grid_signal` reads the wire form of a demand-response event (OpenADR 3:
@@ -119,8 +120,10 @@ class Aggregator:
             settlement_topic=settings.topic_market_settlement,
         )
         self.demand_response = DemandResponseEvents(
-            self.state,
+            self.state.grid_nodes,
             self.dispatch,
+            dr_event_store,
+            read_grid_signal,
             lambda node: float(self.capacity.available(60, grid_node=node)["discharge"]["kw"]),
             clock,
             policy=settings.dr_policy,

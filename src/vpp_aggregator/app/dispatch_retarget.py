@@ -7,7 +7,7 @@ figure, when an event is updated, and to extend an open-ended event."""
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vpp_aggregator.app.dispatch_follow import DispatchFollowThrough
 from vpp_aggregator.app.dispatch_ports import (
@@ -55,7 +55,9 @@ class DispatchRetarget(DispatchFollowThrough):
                 raise DispatchConflictError(f"Dispatch {dispatch_id} could not be taken over.")
             r = o.record
             minutes = math.ceil((end - r.start).total_seconds() / 60.0)
-            if minutes < 1 or minutes > MAX_DURATION_MIN or end <= now:
+            # The rest of the window is at most the longest dispatch from now: an open-ended
+            # event's dispatch is extended this way, a day at a time.
+            if end <= now or end > max(now, r.start) + timedelta(minutes=MAX_DURATION_MIN):
                 raise DispatchRejectedError(
                     [("end", f"{end.isoformat()} is not between now and {MAX_DURATION_MIN} min")]
                 )
@@ -67,3 +69,8 @@ class DispatchRetarget(DispatchFollowThrough):
             self._replan_now(o, now, {}, reason)
         self.publish_pending()
         return r
+
+    def followed_here(self, source: str) -> list[DispatchRecord]:
+        """The open dispatches of `source` this process follows (their revision as it has it)."""
+        with self._lock:
+            return [o.record for o in self._open.values() if o.record.source == source]

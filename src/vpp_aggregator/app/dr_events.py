@@ -1,13 +1,17 @@
 """Demand-response events from the grid-signal service (L2): what each asks, as dispatches.
 
-The event arrives read (`adapters/openadr`: OpenADR 3.1 or 3.0.1 on the wire, `domain/dr_event`
-in plain terms); here it meets the fleet. Every outcome is one of `app/request_status`'s words
-or `duplicate`, `superseded`, `cancelled`, `ignored`, with the reason.
-- The same interval of the same version never dispatches twice (the idempotency key).
-- A later version (`modificationDateTime`) replaces the dispatches of the earlier one: they
-  ramp down and the new figures are dispatched; an earlier version arriving late is
-  `superseded` and changes nothing.
+The event arrives read (`adapters/openadr`: OpenADR 3.1 or 3.0.1 on the wire; `domain/dr_event`
+and `domain/dr_asks` in plain terms); here it meets the fleet (docs/openadr.md).
+- Back-to-back windows that ask the same direction of the same resources are one dispatch (a
+  "run"): it starts with the first window's figure and is retargeted, as a revision of itself,
+  when each later window begins (`follow`). An open-ended one is extended as time passes.
+- The same run of the same version never dispatches twice (the idempotency key).
+- A later version (`modificationDateTime`) re-plans the runs it still has, in place; a run it
+  no longer has ramps down; a change of direction is a new dispatch. An earlier version arriving
+  late is `superseded` and changes nothing.
 - A cancelled event (User Guide §7.9) ramps its running dispatches down.
+The event, as last received, is stored: later windows are read from it, and the dashboard shows
+what each event was read as.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
 from vpp_aggregator.app.dispatch_ports import DispatchConflictError
@@ -34,23 +38,57 @@ from vpp_aggregator.domain.dr_asks import (
     target_scope,
 )
 from vpp_aggregator.domain.dr_event import DrEvent
-from vpp_aggregator.domain.fleet_state import FleetState
 
 log = logging.getLogger(__name__)
-MAX_MINUTES = 24 * 60  # the longest dispatch (an open-ended event is cut there)
+MAX_MINUTES = 24 * 60  # the longest dispatch; an open-ended run is extended before it ends
+EXTEND_BEFORE = timedelta(hours=1)
 SOURCE = "dr_event"
+KEY = "grid_signal:"
 
 
-def _version_of(key: str | None) -> str:
-    """The version a dispatch was made for, from its idempotency key (`…@version`)."""
-    return key.rsplit("@", 1)[1] if key and "@" in key else ""
+class DrEventStore(Protocol):
+    def save(
+        self, event_id: str, version: str, at: datetime, body: Any, read_as: dict[str, Any]
+    ) -> None: ...
+    def get(self, event_id: str) -> dict[str, Any] | None: ...
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+
+def _run_key(idempotency_key: str | None) -> str:
+    """A dispatch's run (event id and first interval), from its idempotency key."""
+    return (idempotency_key or "").removeprefix(KEY).rsplit("@", 1)[0]
+
+
+def _version_of(idempotency_key: str | None) -> str:
+    key = idempotency_key or ""
+    return key.rsplit("@", 1)[1] if "@" in key else ""
+
+
+def runs(asks: list[FleetAsk]) -> list[list[FleetAsk]]:
+    """Asks in order, grouped where each begins as the one before ends, in the same direction
+    (a share of available discharge counts as discharge)."""
+    out: list[list[FleetAsk]] = []
+    for ask in asks:
+        last = out[-1][-1] if out else None
+        same_way = last is not None and (_sign(last) == _sign(ask))
+        if last is not None and same_way and last.end is not None and last.end == ask.start:
+            out[-1].append(ask)
+        else:
+            out.append([ask])
+    return out
+
+
+def _sign(ask: FleetAsk) -> int:
+    return -1 if ask.target_kw is not None and ask.target_kw < 0 else 1
 
 
 class DemandResponseEvents:
     def __init__(
         self,
-        state: FleetState,
+        state_nodes: Callable[[], set[str]],
         dispatch: DispatchService,
+        store: DrEventStore,
+        read_wire: Callable[[Any], DrEvent],
         available_discharge_kw: Callable[[str | None], float],
         clock: Callable[[], datetime],
         *,
@@ -59,8 +97,10 @@ class DemandResponseEvents:
         target_names: Mapping[str, Mapping[str, Any]] | None = None,
         signal_policy: Policy | None = None,
     ) -> None:
-        self.state = state
+        self.grid_nodes = state_nodes
         self.dispatch = dispatch
+        self.store = store
+        self.read_wire = read_wire  # the stored body, read again when a later window begins
         self.available_discharge_kw = available_discharge_kw
         self.clock = clock
         self.policy = policy
@@ -68,37 +108,60 @@ class DemandResponseEvents:
         self.target_names = target_names or {}
         self.signal_policy = signal_policy or Policy()
 
-    def handle(self, event: DrEvent) -> list[Outcome]:
+    # ------------------------------------------------------------------ a message
+    def handle(self, event: DrEvent, body: Any = None) -> list[Outcome]:
         if event.departures:
             log.info("event %s departs from OpenADR 3.1: %s", event.event_id, event.departures)
         now = self.clock()
-        try:
-            scope, why = target_scope(event, self.target_names, self.state.grid_nodes())
-        except UnsupportedTargetsError as exc:
-            raise InvalidMessageError(str(exc)) from None
-        earlier = self._dispatches_of(event.event_id)
         version = event.version.astimezone(UTC).isoformat() if event.version else ""
-        newer = [d for d in earlier if _version_of(d.idempotency_key) > version]
-        if newer:
+        stored = self.store.get(event.event_id)
+        if stored is not None and stored["version"] > version:
             return [
                 Outcome("superseded", f"{event.event_id}: version {version or 'none'} is older")
             ]
+        try:
+            scope, why = target_scope(event, self.target_names, self.grid_nodes())
+        except UnsupportedTargetsError as exc:
+            raise InvalidMessageError(str(exc)) from None
+        open_runs = {_run_key(d.idempotency_key): d for d in self._open_dispatches(event.event_id)}
         if event.cancelled:
-            return self._cancel(earlier, f"event {event.event_id} cancelled") or [
+            out = self._cancel(list(open_runs.values()), f"event {event.event_id} cancelled")
+            out = out or [
                 Outcome("ignored", f"event {event.event_id} cancelled; nothing of it was running")
             ]
-        replaced = [d for d in earlier if _version_of(d.idempotency_key) != version]
-        out = self._cancel(replaced, f"event {event.event_id} updated to {version}")
+        else:
+            out = self._act(event, scope, why, version, open_runs, now)
+        read_as = {
+            "departures": list(event.departures),
+            "outcomes": [
+                {"outcome": o.outcome, "detail": o.detail, "reason": o.reason} for o in out
+            ],
+        }
+        self.store.save(event.event_id, version, now, body if body is not None else {}, read_as)
+        return out
+
+    def _act(
+        self,
+        event: DrEvent,
+        scope: Scope | None,
+        why: str,
+        version: str,
+        open_runs: dict[str, DispatchRecord],
+        now: datetime,
+    ) -> list[Outcome]:
         reading = read_event(event, now, self.default, self.signal_policy)
-        out += [
+        out = [
             Outcome(RequestStatus.EXPIRED.value, f"event {key} ended at {end.isoformat()}")
             for key, end in reading.ended
         ]
-        for ask in reading.asks:
+        for run in runs(reading.asks):
             if scope is None:
                 out.append(Outcome("ignored", why))
                 break
-            out.append(self._dispatch(event.event_id, ask, scope, version, now))
+            existing = open_runs.pop(run[0].key, None)
+            out.append(self._run(event.event_id, run, scope, version, existing, now))
+        gone = f"event {event.event_id} updated to {version or 'a new version'}"
+        out += self._cancel(list(open_runs.values()), gone)
         unread = Counter((u.payload_type, u.reason) for u in reading.unread)
         out += [
             Outcome("ignored", f"{kind} in {n} interval(s): {reason}")
@@ -106,15 +169,13 @@ class DemandResponseEvents:
         ]
         return out or [Outcome("ignored", "the event asks nothing of V2G")]
 
-    def _dispatches_of(self, event_id: str) -> list[DispatchRecord]:
+    def _open_dispatches(self, event_id: str) -> list[DispatchRecord]:
         records, _ = self.dispatch.list(source=SOURCE, reference=event_id, limit=500)
-        return records
+        return [r for r in records if r.status in OPEN_STATUSES]
 
     def _cancel(self, records: list[DispatchRecord], why: str) -> list[Outcome]:
         out = []
         for r in records:
-            if r.status not in OPEN_STATUSES:
-                continue
             try:
                 self.dispatch.cancel(r.dispatch_id)
             except DispatchConflictError as exc:
@@ -123,40 +184,71 @@ class DemandResponseEvents:
             out.append(Outcome("cancelled", r.dispatch_id, why))
         return out
 
-    def _dispatch(
-        self, event_id: str, ask: FleetAsk, scope: Scope, version: str, now: datetime
-    ) -> Outcome:
-        start = max(ask.start, now)
-        longest = start + timedelta(minutes=MAX_MINUTES)
-        end = longest if ask.end is None else min(ask.end, longest)
-        if end <= now + timedelta(minutes=1):
-            return Outcome(
-                RequestStatus.EXPIRED.value, f"event {ask.key} ended at {end.isoformat()}"
-            )
-        minutes = min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0))
+    # ------------------------------------------------------------------ one run
+    def _target(self, ask: FleetAsk, scope: Scope) -> tuple[float | None, str]:
+        """The ask's kW in our signs, or None and why nothing is dispatched."""
         target = ask.target_kw
         if target is None and ask.share is not None:
             target = ask.share * self.available_discharge_kw(scope.grid_node)
             if target < 1e-6:
-                return Outcome("ignored", f"{ask.meaning}: nothing to export")
+                return None, f"{ask.meaning}: nothing to export"
         if target is None:
             if self.policy != "all_available":
-                return Outcome("ignored", "no power figure and VPP_DR_POLICY=ignore")
+                return None, "no power figure and VPP_DR_POLICY=ignore"
             target = self.available_discharge_kw(scope.grid_node)
         if abs(target) < 1e-6:
+            return None, f"{ask.meaning}: 0 kW (stopping charging is not commanded yet)"
+        return target, ""
+
+    @staticmethod
+    def _end(run: list[FleetAsk], start: datetime) -> datetime:
+        last = run[-1].end
+        longest = start + timedelta(minutes=MAX_MINUTES)
+        return longest if last is None else min(last, longest)
+
+    def _run(
+        self,
+        event_id: str,
+        run: list[FleetAsk],
+        scope: Scope,
+        version: str,
+        existing: DispatchRecord | None,
+        now: datetime,
+    ) -> Outcome:
+        first = run[0]
+        start = max(first.start, now)
+        end = self._end(run, start)
+        if end <= now + timedelta(minutes=1):
             return Outcome(
-                "ignored", f"{ask.meaning}: 0 kW (stopping charging is not commanded yet)"
+                RequestStatus.EXPIRED.value, f"event {first.key} ended at {end.isoformat()}"
             )
+        target, why = self._target(first, scope)
+        key = f"{KEY}{first.key}" + (f"@{version}" if version else "")
+        if existing is not None and existing.idempotency_key == key:
+            return Outcome("duplicate", existing.dispatch_id)
+        if existing is not None and target is not None:
+            try:
+                record = self.dispatch.retarget(
+                    existing.dispatch_id, target, end, f"event updated to {version}", key
+                )
+                status, reason = dispatch_status(record)
+                return Outcome("replanned", record.dispatch_id, reason or None)
+            except (DispatchConflictError, DispatchRejectedError) as exc:
+                log.info("event %s: %s; a new dispatch replaces it", event_id, exc)
+        if existing is not None:
+            self._cancel([existing], f"event {event_id} updated to {version}")
+        if target is None:
+            return Outcome("ignored", why)
         request = DispatchRequest(
             target_kw=target,
-            duration_minutes=minutes,
+            duration_minutes=min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0)),
             start=None if start <= now else start,
             grid_node=scope.grid_node,
             fleet_id=scope.fleet_id,
             resource_ids=scope.resource_ids,
             source=SOURCE,
             reference=event_id,
-            idempotency_key=f"grid_signal:{ask.key}" + (f"@{version}" if version else ""),
+            idempotency_key=key,
         )
         try:
             record, created = self.dispatch.create(request)
@@ -166,3 +258,51 @@ class DemandResponseEvents:
             return Outcome("duplicate", record.dispatch_id)
         status, reason = dispatch_status(record)
         return Outcome(status.value, record.dispatch_id, reason or None)
+
+    # ------------------------------------------------------------------ as time passes
+    def follow(self) -> int:
+        """Call periodically: a run's dispatch takes each later window's figure when that window
+        begins, and an open-ended run is extended before its dispatch ends. Returns how many
+        dispatches were retargeted."""
+        now = self.clock()
+        done = 0
+        for record in self.dispatch.followed_here(SOURCE):
+            stored = self.store.get(record.reference or "")
+            if stored is None or _version_of(record.idempotency_key) != stored["version"]:
+                continue
+            try:
+                event = self.read_wire(stored["body"])
+                scope, _ = target_scope(event, self.target_names, self.grid_nodes())
+            except (InvalidMessageError, UnsupportedTargetsError):
+                continue
+            # The runs as they were read when the event came, so that this dispatch's is found.
+            received = stored["received_at"]
+            reading = read_event(event, received, self.default, self.signal_policy)
+            key = _run_key(record.idempotency_key)
+            run = next((r for r in runs(reading.asks) if any(a.key == key for a in r)), None)
+            if run is None or scope is None:
+                continue
+            current = next(
+                (a for a in run if a.start <= now and (a.end is None or now < a.end)), None
+            )
+            if current is None:
+                continue
+            target, _ = self._target(current, scope)
+            end = self._end(run, now) if run[-1].end is None else run[-1].end
+            window_end = record.start + timedelta(minutes=record.duration_minutes)
+            changed = target is not None and abs(target - record.target_kw) > 1e-3
+            extend = run[-1].end is None and window_end - now < EXTEND_BEFORE
+            if target is None or not (changed or extend):
+                continue
+            reason = "open-ended event extended" if not changed else f"{current.meaning} begins"
+            try:
+                self.dispatch.retarget(record.dispatch_id, target, end, reason)
+                done += 1
+            except (DispatchConflictError, DispatchRejectedError) as exc:
+                log.warning(
+                    "event %s: could not retarget %s: %s", record.reference, record.dispatch_id, exc
+                )
+        return done
+
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self.store.recent(limit)

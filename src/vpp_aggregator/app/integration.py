@@ -88,7 +88,10 @@ class IntegrationService:
         # Telemetry is not here: samples from many messages are handled as one batch
         # (`telemetry_samples`), after `messages.samples_in` took them out of each message.
         self.routes: dict[MessageKind, Route] = {
-            MessageKind.GRID_SIGNAL: Route(read_grid_signal, self.demand_response.handle),
+            MessageKind.GRID_SIGNAL: Route(
+                lambda m: (read_grid_signal(m), m),
+                lambda read_and_body: self.demand_response.handle(*read_and_body),
+            ),
             MessageKind.CHARGING_EVENT: Route(read_charging_event, self._one(self.charging_event)),
             MessageKind.PHYSICS_ALERT: Route(
                 lambda m: read(PhysicsAlert, m, "alert"), self._one(self.physics_alert)

@@ -256,3 +256,16 @@ audit_log = Table(
     Column("remote_addr", String(64), nullable=True),
     Column("detail", JSON, nullable=False),
 )
+
+
+# Demand-response events as last received (one row per event, the newest version): what later
+# intervals ask is read from here when they begin, and the dashboard shows what each was read as.
+dr_events = Table(
+    "dr_events",
+    metadata,
+    Column("event_id", String(200), primary_key=True),
+    Column("version", String(40), nullable=False),  # modificationDateTime in UTC ISO, or ""
+    Column("received_at", UTCDateTime, nullable=False, index=True),
+    Column("body", JSON, nullable=False),  # the message as it came
+    Column("read_as", JSON, nullable=False),  # what each window asked, and the outcomes
+)
