@@ -117,6 +117,14 @@ def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> No
         samples = [sample("bess-0", now, 80), sample("bess-1", now, 70), sample("bess-2", now, 15)]
         samples += [sample("ev-0", now, 60), sample("ev-1", now, 60, plugged=False)]
         api.post("/telemetry", json={"samples": samples}).raise_for_status()
+        event = {
+            "id": "evt-dash",
+            "targets": ["NODE_B"],
+            "intervalPeriod": {"start": now.isoformat(), "duration": "PT1H"},
+            "intervals": [{"id": 0, "payloads": [{"type": "DISPATCH_SETPOINT", "values": [20]}]}],
+        }
+        answer = api.post("/dr/events", json=event).json()
+        assert [o["outcome"] for o in answer["outcomes"]] == ["dispatched"], answer
         api.post(
             "/dispatch", json={"target_kw": 100, "duration_minutes": 30, "grid_node": "NODE_A"}
         ).raise_for_status()
@@ -146,6 +154,10 @@ def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> No
                 "charge only: below its floor"
             )
             expect(page.locator("#dispatches tbody tr").first).to_contain_text("manual")
+            event_row = page.locator("#dr-events tbody tr", has_text="evt-dash")
+            expect(event_row).to_contain_text("DISPATCH_SETPOINT: consume 20 kW")
+            expect(event_row).to_contain_text("-20.0")
+            expect(event_row).to_contain_text("dispatched dsp-")
             expect(page.locator("#forecast polygon.band")).to_have_count(1)
             expect(page.locator("#dispatch-chart polyline.plan")).to_have_count(1)
             # New telemetry shows up on the open page, without a reload.

@@ -366,3 +366,23 @@ def test_an_open_ended_event_is_extended_as_time_passes(client: TestClient, cloc
     assert d["revisions"][-1]["reason"] == "open-ended event extended"
     assert d["duration_minutes"] == 23 * 60 + 30 + 24 * 60 and d["target_kw"] == -2.0
     assert_safe(client)
+
+
+def test_events_come_in_over_http_too_and_each_shows_what_it_was_read_as(
+    client: TestClient,
+) -> None:
+    """POST /dr/events reads and acts as the topic does; GET /dr/events shows each event's
+    windows as read (payload, kW in our signs, interval), its tolerated departures and outcomes."""
+    event = setpoint_event("evt-http", 30.0)
+    event["payloadDescriptors"][0].pop("objectType")
+    answer = client.post("/dr/events", json=event).json()
+    assert [o["outcome"] for o in answer["outcomes"]] == ["dispatched"]
+    bad = client.post("/dr/events", json={"id": "e", "intervalPeriod": {"start": "noon"}})
+    assert bad.status_code == 422 and "intervalPeriod.start" in bad.json()["errors"][0]["message"]
+    [shown] = client.get("/dr/events").json()["items"]
+    assert shown["event_id"] == "evt-http"
+    assert [(w["meaning"], w["target_kw"]) for w in shown["windows"]] == [
+        ("DISPATCH_SETPOINT: consume 30 kW", -30.0)
+    ]
+    assert shown["departures"] == ["payloadDescriptors[0] has no objectType"]
+    assert shown["outcomes"][0]["outcome"] == "dispatched"

@@ -132,6 +132,8 @@ class DemandResponseEvents:
         else:
             out = self._act(event, scope, why, version, open_runs, now)
         read_as = {
+            "cancelled": event.cancelled,
+            "windows": [] if event.cancelled else self._windows(event, now),
             "departures": list(event.departures),
             "outcomes": [
                 {"outcome": o.outcome, "detail": o.detail, "reason": o.reason} for o in out
@@ -168,6 +170,26 @@ class DemandResponseEvents:
             for (kind, reason), n in unread.items()
         ]
         return out or [Outcome("ignored", "the event asks nothing of V2G")]
+
+    def _windows(self, event: DrEvent, now: datetime) -> list[dict[str, Any]]:
+        """What each window was read as, for the operator: payload, kW in our signs, interval."""
+        reading = read_event(event, now, self.default, self.signal_policy)
+        out: list[dict[str, Any]] = [
+            {
+                "key": a.key,
+                "meaning": a.meaning,
+                "target_kw": a.target_kw,
+                "share": a.share,
+                "start": a.start.isoformat(),
+                "end": a.end.isoformat() if a.end else None,
+            }
+            for a in reading.asks
+        ]
+        out += [
+            {"key": f"{event.event_id}:{u.interval_id}", "meaning": f"{u.payload_type}: {u.reason}"}
+            for u in reading.unread
+        ]
+        return out
 
     def _open_dispatches(self, event_id: str) -> list[DispatchRecord]:
         records, _ = self.dispatch.list(source=SOURCE, reference=event_id, limit=500)

@@ -120,11 +120,24 @@ function drawOffers(doc) {
     `<td class="num">${fmt(o.ramp_rate_kw_per_min)}</td></tr>`));
 }
 
+function drawEvents(doc) {
+  const span = (w) => w.start ? `${w.start.slice(5, 16).replace("T", " ")} → ${w.end ? w.end.slice(5, 16).replace("T", " ") : "open-ended"}` : "";
+  const kw = (w) => w.target_kw !== null && w.target_kw !== undefined ? fmt(w.target_kw, 1) : w.share !== null && w.share !== undefined ? `${fmt(w.share * 100)} % of available` : "";
+  rows($("dr-events").tBodies[0], doc.items.slice(0, 15).map((e) => {
+    const windows = e.cancelled ? [{ meaning: "cancelled (UG 7.9)" }] : (e.windows.length ? e.windows : [{ meaning: "asks nothing" }]);
+    const outcomes = e.outcomes.map((o) => `${o.outcome} ${o.detail}${o.reason ? ` (${o.reason})` : ""}`).join("; ");
+    return windows.map((w, i) =>
+      `<tr><td>${i ? "" : esc(e.received_at.slice(5, 19).replace("T", " "))}</td><td>${i ? "" : esc(e.event_id)}</td>` +
+      `<td>${esc(w.meaning)}</td><td class="num">${esc(kw(w))}</td><td>${esc(span(w))}</td><td>${i ? "" : esc(outcomes)}</td></tr>`).join("");
+  }));
+}
+
 async function refresh() {
   const jobs = [
     api("/capacity/available").then(drawCapacity),
     api("/resources?limit=200").then(drawResources),
     api("/dispatch?limit=20").then(drawDispatches),
+    api("/dr/events?limit=15").then(drawEvents),
   ];
   const slow = [api("/capacity/forecast?horizon_hours=72").then(drawForecast), api("/market/offers").then(drawOffers)];
   const results = await Promise.allSettled(refresh.count++ % 6 === 0 ? jobs.concat(slow) : jobs);
