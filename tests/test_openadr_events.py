@@ -386,3 +386,30 @@ def test_events_come_in_over_http_too_and_each_shows_what_it_was_read_as(
     ]
     assert shown["departures"] == ["payloadDescriptors[0] has no objectType"]
     assert shown["outcomes"][0]["outcome"] == "dispatched"
+
+
+def test_overlapping_events_the_lower_priority_number_wins(
+    client: TestClient, clock: Clock
+) -> None:
+    """UG 7.1: "Lower numbers have a higher priority, and the highest priority is zero." An
+    event that outranks a running one displaces it (it ramps down, and the winner starts when it
+    has); one that ranks lower yields; an event without a priority ranks below every one with."""
+    [a] = handle(client, setpoint_event("evt-p5", 100.0, priority=5))
+    clock.advance(minutes=5)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 51.0)]})
+    outcomes = handle(client, setpoint_event("evt-p1", 150.0, priority=1))
+    assert [o.outcome for o in outcomes] == ["dispatched"], outcomes
+    [c] = handle(client, setpoint_event("evt-p9", 80.0, priority=9))
+    [d] = handle(client, setpoint_event("evt-none", 80.0))
+    assert (c.outcome, d.outcome) == ("ignored", "ignored")
+    assert "whose priority 1 wins over 9 (lower wins)" in c.detail
+    assert "whose priority 1 wins over None" in d.detail
+    by_event = {x["reference"]: x for x in dispatches(client)}
+    assert by_event["evt-p5"]["status"] == "cancelled"
+    winner = by_event["evt-p1"]
+    assert datetime.fromisoformat(winner["start"]) >= datetime.fromisoformat(
+        by_event["evt-p5"]["end_at"]
+    )  # after the displaced dispatch has ramped down: the battery is never asked twice
+    assert set(by_event) == {"evt-p5", "evt-p1"}
+    assert a.outcome == "dispatched"
+    assert_safe(client)

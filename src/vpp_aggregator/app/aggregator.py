@@ -15,7 +15,8 @@ from numpy.typing import NDArray
 from vpp_aggregator.app.audit import AuditLog, AuditStore
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
-from vpp_aggregator.app.dr_events import DemandResponseEvents, DrEventStore
+from vpp_aggregator.app.dr_events import DemandResponseEvents
+from vpp_aggregator.app.dr_store import DrEventStore
 from vpp_aggregator.app.events import EventBus, TelemetryAccepted
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import IntegrationService

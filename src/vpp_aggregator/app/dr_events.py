@@ -21,11 +21,13 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
 from vpp_aggregator.app.dispatch_ports import DispatchConflictError
 from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
+from vpp_aggregator.app.dr_priority import yield_to
+from vpp_aggregator.app.dr_store import SOURCE, DrEventStore
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
@@ -42,16 +44,7 @@ from vpp_aggregator.domain.dr_event import DrEvent
 log = logging.getLogger(__name__)
 MAX_MINUTES = 24 * 60  # the longest dispatch; an open-ended run is extended before it ends
 EXTEND_BEFORE = timedelta(hours=1)
-SOURCE = "dr_event"
 KEY = "grid_signal:"
-
-
-class DrEventStore(Protocol):
-    def save(
-        self, event_id: str, version: str, at: datetime, body: Any, read_as: dict[str, Any]
-    ) -> None: ...
-    def get(self, event_id: str) -> dict[str, Any] | None: ...
-    def recent(self, limit: int = 50) -> list[dict[str, Any]]: ...
 
 
 def _run_key(idempotency_key: str | None) -> str:
@@ -161,7 +154,7 @@ class DemandResponseEvents:
                 out.append(Outcome("ignored", why))
                 break
             existing = open_runs.pop(run[0].key, None)
-            out.append(self._run(event.event_id, run, scope, version, existing, now))
+            out.append(self._run(event, run, scope, version, existing, now))
         gone = f"event {event.event_id} updated to {version or 'a new version'}"
         out += self._cancel(list(open_runs.values()), gone)
         unread = Counter((u.payload_type, u.reason) for u in reading.unread)
@@ -230,13 +223,14 @@ class DemandResponseEvents:
 
     def _run(
         self,
-        event_id: str,
+        event: DrEvent,
         run: list[FleetAsk],
         scope: Scope,
         version: str,
         existing: DispatchRecord | None,
         now: datetime,
     ) -> Outcome:
+        event_id = event.event_id
         first = run[0]
         start = max(first.start, now)
         end = self._end(run, start)
@@ -261,6 +255,12 @@ class DemandResponseEvents:
             self._cancel([existing], f"event {event_id} updated to {version}")
         if target is None:
             return Outcome("ignored", why)
+        winner, free_from = yield_to(
+            event, scope, start, end, self.dispatch, self.store, self.read_wire
+        )
+        if winner is not None:
+            return Outcome("ignored", winner)
+        start = max(start, free_from)  # after the dispatches it displaced have ramped down
         request = DispatchRequest(
             target_kw=target,
             duration_minutes=min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0)),

@@ -1,0 +1,80 @@
+"""Overlapping demand-response events: which one the resources serve (User Guide 7.1)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from vpp_aggregator.app.dispatch import DispatchService
+from vpp_aggregator.app.dispatch_ports import DispatchConflictError
+from vpp_aggregator.app.dispatch_records import OPEN_STATUSES
+from vpp_aggregator.app.dr_store import SOURCE, DrEventStore
+from vpp_aggregator.app.message_fields import InvalidMessageError
+from vpp_aggregator.domain.dr_asks import Scope
+from vpp_aggregator.domain.dr_event import DrEvent
+
+log = logging.getLogger(__name__)
+
+
+def _rank(priority: int | None) -> float:
+    return math.inf if priority is None else float(priority)
+
+
+def _overlap(scope: Scope, other: Mapping[str, Any]) -> bool:
+    """Whether two scopes may share resources: either is the whole VEN, or they name the same
+    grid node or fleet, or resources in common."""
+    theirs = (other.get("grid_node"), other.get("fleet_id"), other.get("resource_ids"))
+    if scope == Scope() or theirs == (None, None, None):
+        return True
+    if scope.grid_node is not None and scope.grid_node == theirs[0]:
+        return True
+    if scope.fleet_id is not None and scope.fleet_id == theirs[1]:
+        return True
+    return bool(set(scope.resource_ids or ()) & set(theirs[2] or ()))
+
+
+def yield_to(
+    event: DrEvent,
+    scope: Scope,
+    start: datetime,
+    end: datetime,
+    dispatch: DispatchService,
+    store: DrEventStore,
+    read_wire: Callable[[Any], DrEvent],
+) -> tuple[str | None, datetime]:
+    """UG 7.1: "Lower numbers have a higher priority, and the highest priority is zero"; an
+    event without one ranks below every event with one. Another event's dispatch that
+    overlaps this one in time and resources: when it ranks higher, this run yields (the
+    reason is returned); when this ranks higher, it ramps down. Equal priorities are "not
+    specified by OpenADR": the first keeps its resources. Returns why this run yields (or
+    None) and when the resources it displaced are free."""
+    mine = _rank(event.priority)
+    free_from = start
+    for other in dispatch.list(source=SOURCE, limit=500)[0]:
+        if other.status not in OPEN_STATUSES or other.reference == event.event_id:
+            continue
+        if other.end_at <= start or other.start >= end or not _overlap(scope, other.scope):
+            continue
+        stored = store.get(other.reference or "")
+        try:
+            theirs = _rank(read_wire(stored["body"]).priority if stored else None)
+        except InvalidMessageError:
+            theirs = _rank(None)
+        if theirs < mine:
+            why = (
+                f"overlaps event {other.reference} ({other.dispatch_id}), whose priority "
+                f"{theirs:g} wins over {event.priority} (lower wins)"
+            )
+            return why, free_from
+        if mine < theirs:
+            try:
+                ramped = dispatch.cancel(other.dispatch_id)
+            except DispatchConflictError as exc:
+                log.warning("could not displace %s: %s", other.dispatch_id, exc)
+                continue
+            log.info("event %s displaces %s", event.event_id, other.dispatch_id)
+            free_from = max(free_from, ramped.end_at)
+    return None, free_from
