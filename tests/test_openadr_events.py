@@ -235,6 +235,8 @@ def test_6_units_come_from_the_payload_descriptor_and_unknown_payloads_are_repor
     energy["payloadDescriptors"][0]["units"] = "KWH"
     price = setpoint_event("evt-price", 0.0)
     price["intervals"][0]["payloads"] = [{"type": "PRICE", "values": [0.17]}]
+    curve = setpoint_event("evt-curve", 0.0)
+    curve["intervals"][0]["payloads"] = [{"type": "CURVE", "values": [1, 2]}]
     [w] = handle(client, watts)
     [kwh] = handle(client, energy)
     [p] = handle(client, price)
@@ -243,9 +245,11 @@ def test_6_units_come_from_the_payload_descriptor_and_unknown_payloads_are_repor
         "ignored",
         "DISPATCH_SETPOINT in 1 interval(s): units 'KWH' are not power (KW, W, MW)",
     )
-    assert (p.outcome, p.detail) == (
+    assert (p.outcome, p.detail) == ("applied", "1 price(s) kept; 1 for recharges")
+    [c] = handle(client, curve)
+    assert (c.outcome, c.detail) == (
         "ignored",
-        "PRICE in 1 interval(s): not acted on by this fleet",
+        "CURVE in 1 interval(s): not acted on by this fleet",
     )
     assert [d["target_kw"] for d in dispatches(client)] == [-40.0]
 
@@ -413,3 +417,32 @@ def test_overlapping_events_the_lower_priority_number_wins(
     assert set(by_event) == {"evt-p5", "evt-p1"}
     assert a.outcome == "dispatched"
     assert_safe(client)
+
+
+def test_prices_a_utility_sends_decide_when_batteries_recharge(
+    client: TestClient, clock: Clock
+) -> None:
+    """Definition: PRICE is "the price of energy", units and currency from its descriptor. UG
+    7.3: several values in one PRICE payload are sub-intervals ("divide the duration of the
+    interval by the number of items"). Three hourly prices from 13:00 UTC make 14:00–15:00 the
+    cheapest time, and the battery's recharge after a discharge is booked then, not at the
+    tariff's cheapest hours (16:00 UTC on in winter)."""
+    prices = {
+        "id": "evt-prices",
+        "intervalPeriod": {"start": "2026-11-25T13:00:00Z", "duration": "PT3H"},
+        "payloadDescriptors": [
+            {"objectType": "EVENT_PAYLOAD_DESCRIPTOR", "payloadType": "PRICE", "units": "KWH", "currency": "USD"}
+        ],
+        "intervals": [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.30, 0.001, 0.30]}]}],
+    }  # fmt: skip
+    [outcome] = handle(client, prices)
+    assert (outcome.outcome, outcome.detail) == ("applied", "3 price(s) kept; 3 for recharges")
+    shown = client.get("/dr/events").json()["items"][0]["windows"]
+    assert [w["meaning"] for w in shown][1] == "PRICE 0.001 $/kWh (recharges buy at it)"
+    d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).json()
+    clock.advance(minutes=45)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 45.0)]})
+    client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    [recharge] = client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"]
+    assert recharge["reference"] == d["dispatch_id"]
+    assert datetime.fromisoformat(recharge["start"]) == datetime(2026, 11, 25, 14, tzinfo=UTC)

@@ -30,7 +30,7 @@ from vpp_aggregator.domain.dr_event import DrEvent
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.market import OfferCurve
 from vpp_aggregator.domain.resources import Resource
-from vpp_aggregator.domain.tariff import Tariff
+from vpp_aggregator.domain.tariff import EventPrices, Tariff
 
 
 def utc_now() -> datetime:
@@ -97,7 +97,11 @@ class Aggregator:
             max_target_kw=settings.dispatch_max_target_kw,
             soc_tolerance_pct=settings.dispatch_soc_tolerance_pct,
             recharge_target_soc_pct=settings.bess_recharge_target_soc,
-            tariff=load_tariff(settings.recharge_tariff, settings.site_timezone),
+            # The tariff, with the prices utilities send in events where they apply.
+            tariff=EventPrices(
+                load_tariff(settings.recharge_tariff, settings.site_timezone),
+                lambda: self.demand_response.price_windows(),
+            ),
             command_topic=settings.topic_v2g_commands,
             lease_seconds=max(30.0, 6 * settings.dispatch_tick_seconds),
             events=self.events,

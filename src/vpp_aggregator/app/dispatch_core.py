@@ -28,7 +28,7 @@ from vpp_aggregator.app.dispatch_records import (
 from vpp_aggregator.app.events import EventBus
 from vpp_aggregator.domain.dispatch.safety import soc_trajectory
 from vpp_aggregator.domain.fleet_state import FleetState
-from vpp_aggregator.domain.tariff import Tariff
+from vpp_aggregator.domain.tariff import PriceCurve
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class DispatchCore:
         max_target_kw: float = 1e7,
         soc_tolerance_pct: float = 5.0,
         recharge_target_soc_pct: float = 80.0,
-        tariff: Tariff | None = None,
+        tariff: PriceCurve | None = None,
         command_topic: str = "migrid.l3.v2g",
         metrics: DispatchMetricsPort | None = None,
         lease_seconds: float = 30.0,

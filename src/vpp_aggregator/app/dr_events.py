@@ -40,6 +40,7 @@ from vpp_aggregator.domain.dr_asks import (
     target_scope,
 )
 from vpp_aggregator.domain.dr_event import DrEvent
+from vpp_aggregator.domain.dr_prices import PriceWindow
 
 log = logging.getLogger(__name__)
 MAX_MINUTES = 24 * 60  # the longest dispatch; an open-ended run is extended before it ends
@@ -162,6 +163,11 @@ class DemandResponseEvents:
             Outcome("ignored", f"{kind} in {n} interval(s): {reason}")
             for (kind, reason), n in unread.items()
         ]
+        if reading.prices:
+            bought = sum(1 for p in reading.prices if not p.export)
+            out.append(
+                Outcome("applied", f"{len(reading.prices)} price(s) kept; {bought} for recharges")
+            )
         return out or [Outcome("ignored", "the event asks nothing of V2G")]
 
     def _windows(self, event: DrEvent, now: datetime) -> list[dict[str, Any]]:
@@ -177,6 +183,16 @@ class DemandResponseEvents:
                 "end": a.end.isoformat() if a.end else None,
             }
             for a in reading.asks
+        ]
+        out += [
+            {
+                "key": event.event_id,
+                "meaning": f"{'EXPORT_PRICE' if p.export else 'PRICE'} {p.usd_per_kwh:g} $/kWh"
+                + ("" if p.export else " (recharges buy at it)"),
+                "start": p.start.isoformat(),
+                "end": p.end.isoformat() if p.end else None,
+            }
+            for p in reading.prices
         ]
         out += [
             {"key": f"{event.event_id}:{u.interval_id}", "meaning": f"{u.payload_type}: {u.reason}"}
@@ -325,6 +341,21 @@ class DemandResponseEvents:
                     "event %s: could not retarget %s: %s", record.reference, record.dispatch_id, exc
                 )
         return done
+
+    def price_windows(self, limit: int = 200) -> list[PriceWindow]:
+        """Prices the stored events carry (`PRICE`, `EXPORT_PRICE`), oldest event first, so that
+        a later one wins where two overlap."""
+        out: list[PriceWindow] = []
+        for stored in reversed(self.store.recent(limit)):
+            try:
+                event = self.read_wire(stored["body"])
+            except InvalidMessageError:
+                continue
+            if event.cancelled:
+                continue
+            at = stored["received_at"]
+            out += read_event(event, at, self.default, self.signal_policy).prices
+        return out
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.store.recent(limit)

@@ -5,11 +5,12 @@ table; the standard's words are quoted where they decide."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from vpp_aggregator.domain.dr_event import DrEvent, Payload, Window, windows
+from vpp_aggregator.domain.dr_prices import PRICE_TYPES, PriceWindow, prices_in
 
 POWER_UNITS_KW = {"KW": 1.0, "W": 0.001, "MW": 1000.0}  # a descriptor's units, to kW
 
@@ -66,6 +67,7 @@ class Reading:
     asks: list[FleetAsk]
     unread: list[Unread]
     ended: list[tuple[str, datetime]]
+    prices: list[PriceWindow] = field(default_factory=list)  # the tariff's, where they apply
 
 
 def _kw(event: DrEvent, payload: Payload) -> tuple[float | None, str]:
@@ -87,10 +89,18 @@ def _level(payload: Payload) -> int | None:
     return value if ok else None
 
 
-def _asks_of(event: DrEvent, w: Window, policy: Policy, unread: list[Unread]) -> list[FleetAsk]:
+def _asks_of(
+    event: DrEvent, w: Window, policy: Policy, unread: list[Unread], prices: list[PriceWindow]
+) -> list[FleetAsk]:
     key = event.event_id if not event.intervals else f"{event.event_id}:{w.interval.id}"
     asks = []
     for payload in w.interval.payloads:
+        if payload.type in PRICE_TYPES:
+            found, why = prices_in(event, w, payload)
+            prices.extend(found)
+            if why:
+                unread.append(Unread(w.interval.id, payload.type, why))
+            continue
         if payload.type == "SIMPLE":  # "an integer of 0, 1, 2, or 3"
             level = _level(payload)
             if level is None:
@@ -137,8 +147,9 @@ def read_event(
     wants_v2g = event.set_point_kw is not None or event.v2g_requested
     if event.cancelled:
         return Reading([], [], [])
+    prices: list[PriceWindow] = []
     for w in windows(event, default, now):
-        found = _asks_of(event, w, policy, unread)
+        found = _asks_of(event, w, policy, unread, prices)
         if not found and wants_v2g and not asks:
             figure = event.set_point_kw
             meaning = "V2G export" + (f" {figure:g} kW" if figure is not None else "")
@@ -150,7 +161,7 @@ def read_event(
             FleetAsk(a.key, a.target_kw, max(a.start, now), a.end, a.meaning, a.share)
             for a in found
         )
-    return Reading(asks, unread, ended)
+    return Reading(asks, unread, ended, prices)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ class DrEvent:
     duration: timedelta | None = None  # the event's own span (User Guide §7.3, event.duration)
     intervals: tuple[EventInterval, ...] = ()
     units: Mapping[str, str] = field(default_factory=dict)  # payload type -> its units
+    currency: Mapping[str, str] = field(default_factory=dict)  # payload type -> its currency
     targets: tuple[str, ...] = ()  # 3.1 target names (and 3.0.1 values, type aside)
     grid_nodes: tuple[str, ...] = ()  # targets that name grid nodes (3.0.1 GRID_NODE objects)
     site: str | None = None

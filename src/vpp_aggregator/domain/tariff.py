@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
+
+from vpp_aggregator.domain.dr_prices import PriceWindow
+
+
+class PriceCurve(Protocol):
+    """What the recharge planner asks of prices."""
+
+    def cheapest_start(
+        self, earliest: datetime, latest_end: datetime, duration: timedelta, step: timedelta = ...
+    ) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,25 +52,61 @@ class Tariff:
         duration: timedelta,
         step: timedelta = timedelta(minutes=15),
     ) -> datetime:
-        """Start of the cheapest `duration` block inside [earliest, latest_end] (earliest on ties)."""
-        # Candidates on the step grid (quarter hours), so a block can start when a price period does.
-        step_s = step.total_seconds()
-        first = datetime.fromtimestamp(
-            math.ceil(earliest.timestamp() / step_s) * step_s, tz=earliest.tzinfo
-        )
-        best, best_cost = first, math.inf
-        start = first
-        while start + duration <= latest_end or start == first:
-            cost, t = 0.0, start
-            while t < start + duration:
-                cost += self.price(t)
-                t += step
-            if cost < best_cost - 1e-12:
-                best, best_cost = start, cost
-            start += step
-            if start + duration > latest_end:
-                break
-        return best
+        return cheapest_start(self.price, earliest, latest_end, duration, step)
+
+
+@dataclass(frozen=True, slots=True)
+class EventPrices:
+    """The tariff, with the prices utilities sent in events (OpenADR `PRICE`) where they apply;
+    where two overlap, the one received later wins. `windows` gives them, oldest first."""
+
+    tariff: Tariff
+    windows: Callable[[], list[PriceWindow]]
+
+    def cheapest_start(
+        self,
+        earliest: datetime,
+        latest_end: datetime,
+        duration: timedelta,
+        step: timedelta = timedelta(minutes=15),
+    ) -> datetime:
+        sent = [w for w in self.windows() if not w.export]
+
+        def price(at: datetime) -> float:
+            for w in reversed(sent):
+                if w.start <= at and (w.end is None or at < w.end):
+                    return w.usd_per_kwh
+            return self.tariff.price(at)
+
+        return cheapest_start(price, earliest, latest_end, duration, step)
+
+
+def cheapest_start(
+    price: Callable[[datetime], float],
+    earliest: datetime,
+    latest_end: datetime,
+    duration: timedelta,
+    step: timedelta = timedelta(minutes=15),
+) -> datetime:
+    """Start of the cheapest `duration` block inside [earliest, latest_end] (earliest on ties)."""
+    # Candidates on the step grid (quarter hours), so a block can start when a price period does.
+    step_s = step.total_seconds()
+    first = datetime.fromtimestamp(
+        math.ceil(earliest.timestamp() / step_s) * step_s, tz=earliest.tzinfo
+    )
+    best, best_cost = first, math.inf
+    start = first
+    while start + duration <= latest_end or start == first:
+        cost, t = 0.0, start
+        while t < start + duration:
+            cost += price(t)
+            t += step
+        if cost < best_cost - 1e-12:
+            best, best_cost = start, cost
+        start += step
+        if start + duration > latest_end:
+            break
+    return best
 
 
 def _in_season(local: datetime, start: str, end: str) -> bool:

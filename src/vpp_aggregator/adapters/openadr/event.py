@@ -110,6 +110,7 @@ class WireDescriptor(BaseModel):
         None, validation_alias=AliasChoices("payloadType", "payLoadType")
     )
     units: StringOrAbsent = None
+    currency: StringOrAbsent = None
 
 
 class WireTarget(BaseModel):
@@ -217,6 +218,11 @@ def read_event(message: Any) -> DrEvent:
         ),
         units={
             d.payloadType: d.units for d in wire.payloadDescriptors if d.payloadType and d.units
+        },
+        currency={
+            d.payloadType: d.currency
+            for d in wire.payloadDescriptors
+            if d.payloadType and d.currency
         },
         targets=tuple(names),
         grid_nodes=tuple(nodes),
