@@ -446,3 +446,83 @@ def test_prices_a_utility_sends_decide_when_batteries_recharge(
     [recharge] = client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"]
     assert recharge["reference"] == d["dispatch_id"]
     assert datetime.fromisoformat(recharge["start"]) == datetime(2026, 11, 25, 14, tzinfo=UTC)
+
+
+def limit_event(
+    event_id: str, kind: str, kw: float, start: datetime, minutes: int
+) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "targets": ["VEN-99"],
+        "intervalPeriod": {"start": start.isoformat(), "duration": f"PT{minutes}M"},
+        "payloadDescriptors": [
+            {"objectType": "EVENT_PAYLOAD_DESCRIPTOR", "payloadType": kind, "units": "KW"}
+        ],
+        "intervals": [{"id": 0, "payloads": [{"type": kind, "values": [kw]}]}],
+    }
+
+
+def test_an_export_limit_caps_new_and_running_dispatches_while_it_lasts(
+    client: TestClient, clock: Clock
+) -> None:
+    """Definition: EXPORT_CAPACITY_LIMIT is "the maximum export level for the site"; UG 8.10.1:
+    generation must not contribute to exceeding it. The site is the targeted resources (VEN-99:
+    NODE_A's battery). A running 120 kW discharge is re-planned to 60 kW when the limit
+    arrives, as a revision of itself, short by what the limit withholds (the reason names it);
+    when the limit ends, it goes back to its target."""
+    running = client.post(
+        "/dispatch", json={"target_kw": 120, "duration_minutes": 120, "grid_node": "NODE_A"}
+    ).json()
+    clock.advance(minutes=25)  # at 120 kW after its ramp
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 47.0)]})
+    [applied] = handle(client, limit_event("evt-cap", "EXPORT_CAPACITY_LIMIT", 60.0, clock.now, 60))
+    assert (applied.outcome, applied.detail) == ("applied", "1 site limit(s) on dispatches")
+    capped = client.get(f"/dispatch/{running['dispatch_id']}").json()
+    assert capped["revisions"][-1]["reason"] == "capacity limit changed"
+    assert capped["target_kw"] == 120.0 and capped["allocated_kw"] == pytest.approx(60.0)
+    assert capped["shortfall_reasons"][0] == {
+        "rule": "capacity_limit",
+        "detail": "EXPORT_CAPACITY_LIMIT 60 kW from event evt-cap",
+    }
+    assert_safe(client)
+    clock.advance(minutes=61)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 40.0)]})
+    events = client.app.state.aggregator.demand_response  # type: ignore[attr-defined]
+    assert events.follow() == 1
+    back = client.get(f"/dispatch/{running['dispatch_id']}").json()
+    assert back["allocated_kw"] == pytest.approx(120.0) and back["shortfall_kw"] == 0
+
+
+def test_an_import_limit_caps_charging_and_never_makes_the_fleet_discharge(
+    client: TestClient, clock: Clock
+) -> None:
+    """IMPORT_CAPACITY_LIMIT: "the maximum import level for the site". A limit of 0 leaves a
+    charging request with nothing (no resource charges), and nothing discharges instead."""
+    handle(client, limit_event("evt-imp", "IMPORT_CAPACITY_LIMIT", 0.0, clock.now, 60))
+    [o] = handle(client, setpoint_event("evt-charge-capped", 150.0))
+    assert o.outcome == "rejected", o
+    [d] = dispatches(client)
+    assert d["allocations"] == [] and d["allocated_kw"] == 0.0
+    assert d["shortfall_reasons"][0]["rule"] == "capacity_limit"
+
+
+def test_the_dynamic_operating_envelope_example_is_read_as_limits(
+    client: TestClient, clock: Clock
+) -> None:
+    """UG 8.10.1, "capacity_limit_Event": import and export limits, read as site limits."""
+    raw = json.loads((EXAMPLES / "15-8-10-1-dynamic-operating-envelopes.json").read_text())
+    event = read_event(raw)
+    from vpp_aggregator.domain.dr_asks import read_event as meaning
+
+    reading = meaning(event, datetime(2023, 2, 10, tzinfo=UTC), HOUR)
+    start = datetime(2023, 2, 10, tzinfo=UTC)
+    half = timedelta(minutes=30)
+    got = {
+        (c.start - start, c.end - start if c.end else None, c.export, c.kw) for c in reading.caps
+    }
+    assert got == {
+        (timedelta(0), half, False, 10.0),
+        (timedelta(0), half, True, 4.0),
+        (half, 2 * half, False, 8.0),
+        (half, 2 * half, True, 6.0),
+    }  # two back-to-back PT30M intervals (UG 7.3), each with both limits

@@ -105,6 +105,8 @@ class Aggregator:
             command_topic=settings.topic_v2g_commands,
             lease_seconds=max(30.0, 6 * settings.dispatch_tick_seconds),
             events=self.events,
+            # Site limits utilities send (OpenADR capacity limits) bound every dispatch.
+            power_limit=lambda *args: self.demand_response.limit(*args),
         )
 
         self.market = MarketService(

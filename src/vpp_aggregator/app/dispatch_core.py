@@ -8,9 +8,10 @@ import logging
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,6 +63,10 @@ class OpenDispatch:
         return drawn
 
 
+# (scope, discharge?, start, end) -> the tightest limit in kW over [start, end), and its words.
+PowerLimit = Callable[[Mapping[str, Any], bool, datetime, datetime], tuple[float | None, str]]
+
+
 class DispatchCore:
     def __init__(
         self,
@@ -82,6 +87,7 @@ class DispatchCore:
         metrics: DispatchMetricsPort | None = None,
         lease_seconds: float = 30.0,
         events: EventBus,
+        power_limit: PowerLimit | None = None,
     ) -> None:
         self.state = state
         # Each open dispatch is followed through by one process, which renews its claim every
@@ -102,6 +108,8 @@ class DispatchCore:
         self.topic = command_topic
         self.metrics = metrics
         self.events = events  # `DispatchEnded`: recharges
+        # Site limits from utilities' events (OpenADR capacity limits), by scope and direction.
+        self.power_limit = power_limit
         self._lock = threading.RLock()
         self._relay_lock = threading.Lock()
         self._open: dict[str, OpenDispatch] = {}

@@ -236,6 +236,7 @@ class DispatchFollowThrough(DispatchReleases):
                 charge_ceiling_pct=scope.get("charge_ceiling_pct"),
             )
             allocations = self._allocations(problem, outcome, begin)
+            r.scope = scope  # with the site limit this plan kept to
         # Dropped resources (and any no longer used) ramp down from their planned power.
         used = {a.resource_id for a in allocations}
         for rid, kw in current.items():

@@ -107,7 +107,75 @@ class DispatchPlanner(DispatchCore):
         power_override: dict[str, float] | None = None,
         charge_ceiling_pct: dict[str, float] | float | None = None,
     ) -> tuple[DispatchProblem, Solution, Outcome]:
-        direction = 1 if target_kw > 0 else -1
+        """Plan `target_kw` over the window, within any site limit that applies as it starts
+        (the limit used is left in `scope["capacity_limit_kw"]`; what it withholds is a
+        shortfall with the reason `capacity_limit`)."""
+        limit, why = self.limit_at(scope, target_kw > 0, start, duration_min)
+        scope["capacity_limit_kw"] = limit
+        if limit is not None and abs(target_kw) > limit:
+            problem, solution, outcome = self._plan_within(
+                math.copysign(max(limit, 1e-3), target_kw),
+                duration_min,
+                now,
+                start,
+                scope,
+                busy,
+                power_override,
+                charge_ceiling_pct,
+            )
+            if limit <= 1e-6:  # nothing in this direction: no resource takes part
+                solution = Solution(solution.rows[:0], solution.q[:0], solution.solver)
+                outcome = replace(
+                    outcome,
+                    allocations=[],
+                    allocated_kw=0.0,
+                    delivered_kwh=0.0,
+                    fleet_kw=outcome.fleet_kw * 0.0,
+                    ramp_complete_min=None,
+                )
+            held = outcome.allocated_kw
+            return (
+                problem,
+                solution,
+                replace(
+                    outcome,
+                    shortfall_kw=target_kw - held,
+                    reasons=[Shortfall("capacity_limit", why), *outcome.reasons],
+                ),
+            )
+        return self._plan_within(
+            target_kw, duration_min, now, start, scope, busy, power_override, charge_ceiling_pct
+        )
+
+    def limit_at(
+        self, scope: dict[str, Any], discharge: bool, start: datetime, duration_min: float
+    ) -> tuple[float | None, str]:
+        """The tightest site limit in this direction from `start` for as long as the fleet's
+        largest resource needs to ramp to zero (so that a limit about to begin is met when it
+        does), within the window."""
+        if self.power_limit is None:
+            return None, ""
+        end = start + timedelta(minutes=duration_min)
+        if self.power_limit(scope, discharge, start, end)[0] is None:
+            return None, ""  # none anywhere in the window (the usual case: no fleet scan)
+        largest = float(
+            np.max(np.maximum(self.state.max_discharge_kw, self.state.max_charge_kw), initial=0.0)
+        )
+        lead = min(float(duration_min), math.ceil(largest / self.ramp) + 1.0)
+        return self.power_limit(scope, discharge, start, start + timedelta(minutes=lead))
+
+    def _plan_within(
+        self,
+        target_kw: float,
+        duration_min: int,
+        now: datetime,
+        start: datetime,
+        scope: dict[str, Any],
+        busy: Sequence[str],
+        power_override: dict[str, float] | None = None,
+        charge_ceiling_pct: dict[str, float] | float | None = None,
+    ) -> tuple[DispatchProblem, Solution, Outcome]:
+        direction = 1 if target_kw >= 0 else -1
         inputs, unavailable = self.state.dispatch_inputs(
             now,
             start,

@@ -70,6 +70,27 @@ class DispatchRetarget(DispatchFollowThrough):
         self.publish_pending()
         return r
 
+    def respect_limits(self) -> int:
+        """Call periodically: re-plan each dispatch this process follows whose site limit (as it
+        applies from now) is not the one it was planned with: a limit that begins, changes or
+        ends. Returns how many were re-planned."""
+        if self.power_limit is None:
+            return 0
+        now = self.clock()
+        done = 0
+        with self._lock:
+            following = list(self._open.values())
+        for o in following:
+            r = o.record
+            if r.end_at <= now or now.timestamp() >= o.window_end_ts:
+                continue
+            remaining = (o.window_end_ts - max(now, r.start).timestamp()) / 60.0
+            limit, _ = self.limit_at(dict(r.scope), r.target_kw > 0, max(now, r.start), remaining)
+            if limit != r.scope.get("capacity_limit_kw"):
+                self._replan(o, now, {}, "capacity limit changed")
+                done += 1
+        return done
+
     def followed_here(self, source: str) -> list[DispatchRecord]:
         """The open dispatches of `source` this process follows (their revision as it has it)."""
         with self._lock:

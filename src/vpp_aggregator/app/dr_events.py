@@ -39,6 +39,7 @@ from vpp_aggregator.domain.dr_asks import (
     read_event,
     target_scope,
 )
+from vpp_aggregator.domain.dr_caps import SiteCap, tightest
 from vpp_aggregator.domain.dr_event import DrEvent
 from vpp_aggregator.domain.dr_prices import PriceWindow
 
@@ -101,6 +102,7 @@ class DemandResponseEvents:
         self.default = timedelta(minutes=default_minutes)
         self.target_names = target_names or {}
         self.signal_policy = signal_policy or Policy()
+        self._caps: list[SiteCap] | None = None  # from the stored events; refreshed as they come
 
     # ------------------------------------------------------------------ a message
     def handle(self, event: DrEvent, body: Any = None) -> list[Outcome]:
@@ -134,6 +136,9 @@ class DemandResponseEvents:
             ],
         }
         self.store.save(event.event_id, version, now, body if body is not None else {}, read_as)
+        self._caps = None  # read again, with this event's limits
+        if not event.cancelled and any(o.outcome != "superseded" for o in out):
+            self.dispatch.respect_limits()  # running dispatches keep to a new or changed limit
         return out
 
     def _act(
@@ -163,6 +168,8 @@ class DemandResponseEvents:
             Outcome("ignored", f"{kind} in {n} interval(s): {reason}")
             for (kind, reason), n in unread.items()
         ]
+        if reading.caps:
+            out.append(Outcome("applied", f"{len(reading.caps)} site limit(s) on dispatches"))
         if reading.prices:
             bought = sum(1 for p in reading.prices if not p.export)
             out.append(
@@ -193,6 +200,17 @@ class DemandResponseEvents:
                 "end": p.end.isoformat() if p.end else None,
             }
             for p in reading.prices
+        ]
+        out += [
+            {
+                "key": event.event_id,
+                "meaning": f"{'EXPORT' if c.export else 'IMPORT'}_CAPACITY_LIMIT {c.kw:g} kW: "
+                + ("discharge" if c.export else "charging")
+                + " of dispatches on the targeted resources kept within it",
+                "start": c.start.isoformat(),
+                "end": c.end.isoformat() if c.end else None,
+            }
+            for c in reading.caps
         ]
         out += [
             {"key": f"{event.event_id}:{u.interval_id}", "meaning": f"{u.payload_type}: {u.reason}"}
@@ -303,7 +321,8 @@ class DemandResponseEvents:
         begins, and an open-ended run is extended before its dispatch ends. Returns how many
         dispatches were retargeted."""
         now = self.clock()
-        done = 0
+        self._caps = None  # other processes may have stored events meanwhile
+        done = self.dispatch.respect_limits()
         for record in self.dispatch.followed_here(SOURCE):
             stored = self.store.get(record.reference or "")
             if stored is None or _version_of(record.idempotency_key) != stored["version"]:
@@ -341,6 +360,32 @@ class DemandResponseEvents:
                     "event %s: could not retarget %s: %s", record.reference, record.dispatch_id, exc
                 )
         return done
+
+    def limit(
+        self, scope: Mapping[str, Any], discharge: bool, start: datetime, end: datetime
+    ) -> tuple[float | None, str]:
+        """The tightest site limit (OpenADR capacity limits) on a dispatch: `DispatchCore`'s
+        `power_limit`."""
+        if self._caps is None:
+            self._caps = self._site_caps()
+        return tightest(self._caps, scope, discharge, start, end)
+
+    def _site_caps(self, limit: int = 200) -> list[SiteCap]:
+        out: list[SiteCap] = []
+        for stored in self.store.recent(limit):
+            try:
+                event = self.read_wire(stored["body"])
+                scope, _ = target_scope(event, self.target_names, self.grid_nodes())
+            except (InvalidMessageError, UnsupportedTargetsError):
+                continue
+            if event.cancelled or scope is None:
+                continue
+            reading = read_event(event, stored["received_at"], self.default, self.signal_policy)
+            out += [
+                SiteCap(w, scope.grid_node, scope.fleet_id, scope.resource_ids, event.event_id)
+                for w in reading.caps
+            ]
+        return out
 
     def price_windows(self, limit: int = 200) -> list[PriceWindow]:
         """Prices the stored events carry (`PRICE`, `EXPORT_PRICE`), oldest event first, so that

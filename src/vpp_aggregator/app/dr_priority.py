@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from vpp_aggregator.app.dispatch_records import OPEN_STATUSES
 from vpp_aggregator.app.dr_store import SOURCE, DrEventStore
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.domain.dr_asks import Scope
+from vpp_aggregator.domain.dr_caps import scopes_overlap
 from vpp_aggregator.domain.dr_event import DrEvent
 
 log = logging.getLogger(__name__)
@@ -21,19 +23,6 @@ log = logging.getLogger(__name__)
 
 def _rank(priority: int | None) -> float:
     return math.inf if priority is None else float(priority)
-
-
-def _overlap(scope: Scope, other: Mapping[str, Any]) -> bool:
-    """Whether two scopes may share resources: either is the whole VEN, or they name the same
-    grid node or fleet, or resources in common."""
-    theirs = (other.get("grid_node"), other.get("fleet_id"), other.get("resource_ids"))
-    if scope == Scope() or theirs == (None, None, None):
-        return True
-    if scope.grid_node is not None and scope.grid_node == theirs[0]:
-        return True
-    if scope.fleet_id is not None and scope.fleet_id == theirs[1]:
-        return True
-    return bool(set(scope.resource_ids or ()) & set(theirs[2] or ()))
 
 
 def yield_to(
@@ -56,7 +45,11 @@ def yield_to(
     for other in dispatch.list(source=SOURCE, limit=500)[0]:
         if other.status not in OPEN_STATUSES or other.reference == event.event_id:
             continue
-        if other.end_at <= start or other.start >= end or not _overlap(scope, other.scope):
+        if (
+            other.end_at <= start
+            or other.start >= end
+            or not scopes_overlap(asdict(scope), other.scope)
+        ):
             continue
         stored = store.get(other.reference or "")
         try:

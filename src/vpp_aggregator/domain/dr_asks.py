@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from vpp_aggregator.domain.dr_caps import CAP_TYPES, CapWindow
 from vpp_aggregator.domain.dr_event import DrEvent, Payload, Window, windows
 from vpp_aggregator.domain.dr_prices import PRICE_TYPES, PriceWindow, prices_in
 
@@ -68,6 +69,7 @@ class Reading:
     unread: list[Unread]
     ended: list[tuple[str, datetime]]
     prices: list[PriceWindow] = field(default_factory=list)  # the tariff's, where they apply
+    caps: list[CapWindow] = field(default_factory=list)  # site limits on dispatches
 
 
 def _kw(event: DrEvent, payload: Payload) -> tuple[float | None, str]:
@@ -90,11 +92,23 @@ def _level(payload: Payload) -> int | None:
 
 
 def _asks_of(
-    event: DrEvent, w: Window, policy: Policy, unread: list[Unread], prices: list[PriceWindow]
+    event: DrEvent,
+    w: Window,
+    policy: Policy,
+    unread: list[Unread],
+    prices: list[PriceWindow],
+    caps: list[CapWindow],
 ) -> list[FleetAsk]:
     key = event.event_id if not event.intervals else f"{event.event_id}:{w.interval.id}"
     asks = []
     for payload in w.interval.payloads:
+        if payload.type in CAP_TYPES:
+            kw, why = _kw(event, payload)
+            if kw is None or kw < 0:
+                unread.append(Unread(w.interval.id, payload.type, why or "a limit is ≥ 0"))
+            else:
+                caps.append(CapWindow(w.start, w.end, kw, CAP_TYPES[payload.type]))
+            continue
         if payload.type in PRICE_TYPES:
             found, why = prices_in(event, w, payload)
             prices.extend(found)
@@ -148,8 +162,9 @@ def read_event(
     if event.cancelled:
         return Reading([], [], [])
     prices: list[PriceWindow] = []
+    caps: list[CapWindow] = []
     for w in windows(event, default, now):
-        found = _asks_of(event, w, policy, unread, prices)
+        found = _asks_of(event, w, policy, unread, prices, caps)
         if not found and wants_v2g and not asks:
             figure = event.set_point_kw
             meaning = "V2G export" + (f" {figure:g} kW" if figure is not None else "")
@@ -161,7 +176,7 @@ def read_event(
             FleetAsk(a.key, a.target_kw, max(a.start, now), a.end, a.meaning, a.share)
             for a in found
         )
-    return Reading(asks, unread, ended, prices)
+    return Reading(asks, unread, ended, prices, caps)
 
 
 @dataclass(frozen=True, slots=True)
