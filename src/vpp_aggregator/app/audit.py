@@ -15,7 +15,8 @@ if TYPE_CHECKING:  # the handlers write through this log: no import back at run 
 AUDITED_OUTCOMES = {  # a message outcome that changes something -> the action it is audited as
     "dispatched": "dispatch.create",
     "rejected": "dispatch.create",  # a DR event's or an award's dispatch that found no resource
-    "replanned": "dispatch.replan",
+    "replanned": "dispatch.replan",  # a refused command, or an updated demand-response event
+    "cancelled": "dispatch.cancel",  # a cancelled or updated demand-response event
     "locked": "resource.change",
     "cleared": "resource.change",
 }
