@@ -27,6 +27,7 @@ from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, 
 from vpp_aggregator.app.dispatch_ports import DispatchConflictError
 from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
 from vpp_aggregator.app.dr_priority import yield_to
+from vpp_aggregator.app.dr_read_as import windows_read_as
 from vpp_aggregator.app.dr_store import SOURCE, DrEventStore
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.outcome import Outcome
@@ -129,7 +130,9 @@ class DemandResponseEvents:
             out = self._act(event, scope, why, version, open_runs, now)
         read_as = {
             "cancelled": event.cancelled,
-            "windows": [] if event.cancelled else self._windows(event, now),
+            "windows": []
+            if event.cancelled
+            else windows_read_as(event, read_event(event, now, self.default, self.signal_policy)),
             "departures": list(event.departures),
             "outcomes": [
                 {"outcome": o.outcome, "detail": o.detail, "reason": o.reason} for o in out
@@ -176,47 +179,6 @@ class DemandResponseEvents:
                 Outcome("applied", f"{len(reading.prices)} price(s) kept; {bought} for recharges")
             )
         return out or [Outcome("ignored", "the event asks nothing of V2G")]
-
-    def _windows(self, event: DrEvent, now: datetime) -> list[dict[str, Any]]:
-        """What each window was read as, for the operator: payload, kW in our signs, interval."""
-        reading = read_event(event, now, self.default, self.signal_policy)
-        out: list[dict[str, Any]] = [
-            {
-                "key": a.key,
-                "meaning": a.meaning,
-                "target_kw": a.target_kw,
-                "share": a.share,
-                "start": a.start.isoformat(),
-                "end": a.end.isoformat() if a.end else None,
-            }
-            for a in reading.asks
-        ]
-        out += [
-            {
-                "key": event.event_id,
-                "meaning": f"{'EXPORT_PRICE' if p.export else 'PRICE'} {p.usd_per_kwh:g} $/kWh"
-                + ("" if p.export else " (recharges buy at it)"),
-                "start": p.start.isoformat(),
-                "end": p.end.isoformat() if p.end else None,
-            }
-            for p in reading.prices
-        ]
-        out += [
-            {
-                "key": event.event_id,
-                "meaning": f"{'EXPORT' if c.export else 'IMPORT'}_CAPACITY_LIMIT {c.kw:g} kW: "
-                + ("discharge" if c.export else "charging")
-                + " of dispatches on the targeted resources kept within it",
-                "start": c.start.isoformat(),
-                "end": c.end.isoformat() if c.end else None,
-            }
-            for c in reading.caps
-        ]
-        out += [
-            {"key": f"{event.event_id}:{u.interval_id}", "meaning": f"{u.payload_type}: {u.reason}"}
-            for u in reading.unread
-        ]
-        return out
 
     def _open_dispatches(self, event_id: str) -> list[DispatchRecord]:
         records, _ = self.dispatch.list(source=SOURCE, reference=event_id, limit=500)
