@@ -526,3 +526,37 @@ def test_the_dynamic_operating_envelope_example_is_read_as_limits(
         (half, 2 * half, False, 8.0),
         (half, 2 * half, True, 6.0),
     }  # two back-to-back PT30M intervals (UG 7.3), each with both limits
+
+
+def test_a_charge_state_setpoint_charges_batteries_up_to_it_and_no_further(
+    client: TestClient, clock: Clock
+) -> None:
+    """Definition: CHARGE_STATE_SETPOINT is "the state of charge of an energy storage
+    resource", units from the descriptor (PERCENT is a fraction, 0.0 to 1.0). Batteries below
+    it charge up to it and not past it; without units it is not guessed at."""
+    goal = setpoint_event(
+        "evt-soc", 0.0, intervalPeriod={"start": clock.now.isoformat(), "duration": "PT2H"}
+    )
+    goal["payloadDescriptors"] = [
+        {
+            "objectType": "EVENT_PAYLOAD_DESCRIPTOR",
+            "payloadType": "CHARGE_STATE_SETPOINT",
+            "units": "PERCENT",
+        }
+    ]
+    goal["intervals"][0]["payloads"] = [{"type": "CHARGE_STATE_SETPOINT", "values": [0.8]}]
+    [o] = handle(client, goal)
+    assert o.outcome == "dispatched", o
+    [d] = dispatches(client)
+    assert d["target_kw"] == -250.0  # bess-1 (50 %) at its full charging power
+    [a] = d["allocations"]
+    assert a["resource_id"] == "bess-1" and a["expected_end_soc_pct"] == pytest.approx(
+        80.0, abs=0.5
+    )
+    assert_safe(client)
+    unitless = {**goal, "id": "evt-soc-2", "payloadDescriptors": []}
+    [u] = handle(client, unitless)
+    assert (u.outcome, u.detail) == (
+        "ignored",
+        "CHARGE_STATE_SETPOINT in 1 interval(s): units 'none': PERCENT or KWH is needed",
+    )

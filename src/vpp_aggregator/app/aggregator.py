@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
-from vpp_aggregator.domain.dr_asks import Policy
+from vpp_aggregator.domain.dr_asks import Battery, Policy, Scope
 from vpp_aggregator.domain.dr_event import DrEvent
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.market import OfferCurve
@@ -139,6 +139,7 @@ class Aggregator:
             signal_policy=Policy.parse(
                 settings.openadr_simple_levels, settings.openadr_emergency_share
             ),
+            batteries=self._batteries,
         )
         self.integration = IntegrationService(
             self.state,
@@ -151,6 +152,28 @@ class Aggregator:
             market_award=self.market.award,
             events=self.events,
         )
+
+    def _batteries(self, scope: Scope, now: datetime) -> list[Battery]:
+        """Batteries in the scope that can charge now (available, not held by a dispatch)."""
+        inputs, _ = self.state.dispatch_inputs(
+            now,
+            now,
+            direction=-1,
+            grid_node=scope.grid_node,
+            fleet_id=scope.fleet_id,
+            resource_ids=scope.resource_ids,
+            busy=self.dispatch.busy_everywhere(now, now + timedelta(minutes=1)),
+        )
+        keep = np.flatnonzero(inputs.is_bess & inputs.available).tolist()
+        return [
+            Battery(
+                inputs.resource_ids[i],
+                float(inputs.soc_pct[i]),
+                float(inputs.capacity_kwh[i]),
+                float(inputs.max_charge_kw[i]),
+            )
+            for i in keep
+        ]
 
     def load(self) -> int:
         """Rebuild live state: registry, last telemetry snapshot, then history received since."""

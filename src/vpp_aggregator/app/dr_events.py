@@ -33,10 +33,12 @@ from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
 from vpp_aggregator.domain.dr_asks import (
+    Battery,
     FleetAsk,
     Policy,
     Scope,
     UnsupportedTargetsError,
+    charge_state_pct,
     read_event,
     target_scope,
 )
@@ -66,7 +68,12 @@ def runs(asks: list[FleetAsk]) -> list[list[FleetAsk]]:
     out: list[list[FleetAsk]] = []
     for ask in asks:
         last = out[-1][-1] if out else None
-        same_way = last is not None and (_sign(last) == _sign(ask))
+        same_way = (
+            last is not None
+            and _sign(last) == _sign(ask)
+            and last.charge_state is None
+            and ask.charge_state is None  # a state-of-charge goal is a run of its own
+        )
         if last is not None and same_way and last.end is not None and last.end == ask.start:
             out[-1].append(ask)
         else:
@@ -92,6 +99,7 @@ class DemandResponseEvents:
         default_minutes: int = 60,
         target_names: Mapping[str, Mapping[str, Any]] | None = None,
         signal_policy: Policy | None = None,
+        batteries: Callable[[Scope, datetime], list[Battery]] | None = None,
     ) -> None:
         self.grid_nodes = state_nodes
         self.dispatch = dispatch
@@ -103,6 +111,7 @@ class DemandResponseEvents:
         self.default = timedelta(minutes=default_minutes)
         self.target_names = target_names or {}
         self.signal_policy = signal_policy or Policy()
+        self.batteries = batteries or (lambda scope, now: [])  # those that can charge now
         self._caps: list[SiteCap] | None = None  # from the stored events; refreshed as they come
 
     # ------------------------------------------------------------------ a message
@@ -234,10 +243,14 @@ class DemandResponseEvents:
             return Outcome(
                 RequestStatus.EXPIRED.value, f"event {first.key} ended at {end.isoformat()}"
             )
-        target, why = self._target(first, scope)
         key = f"{KEY}{first.key}" + (f"@{version}" if version else "")
         if existing is not None and existing.idempotency_key == key:
             return Outcome("duplicate", existing.dispatch_id)
+        if first.charge_state is not None:
+            if existing is not None:
+                self._cancel([existing], f"event {event_id} updated to {version}")
+            return self._charge_to(event_id, first, scope, start, end, key, now)
+        target, why = self._target(first, scope)
         if existing is not None and target is not None:
             try:
                 record = self.dispatch.retarget(
@@ -277,6 +290,48 @@ class DemandResponseEvents:
         status, reason = dispatch_status(record)
         return Outcome(status.value, record.dispatch_id, reason or None)
 
+    def _charge_to(
+        self,
+        event_id: str,
+        ask: FleetAsk,
+        scope: Scope,
+        start: datetime,
+        end: datetime,
+        key: str,
+        now: datetime,
+    ) -> Outcome:
+        """CHARGE_STATE_SETPOINT: each targeted battery below the goal charges up to it (never
+        past it) within the window; an energy goal, like a recharge, not a power obligation."""
+        assert ask.charge_state is not None
+        value, units = ask.charge_state
+        batteries = self.batteries(scope, now)
+        goals = {b.resource_id: charge_state_pct(value, units, b.capacity_kwh) for b in batteries}
+        below = [b for b in batteries if b.soc_pct < goals[b.resource_id] - 0.5]
+        above = sum(1 for b in batteries if b.soc_pct > goals[b.resource_id] + 0.5)
+        if not below:
+            why = f"{ask.meaning}: no battery that can charge now is below it"
+            if above:
+                why += f"; {above} above it (discharging to a state of charge is not commanded yet)"
+            return Outcome("ignored", why)
+        request = DispatchRequest(
+            target_kw=-sum(b.max_charge_kw for b in below),
+            duration_minutes=min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0)),
+            start=None if start <= now else start,
+            resource_ids=tuple(b.resource_id for b in below),
+            source=SOURCE,
+            reference=event_id,
+            idempotency_key=key,
+            charge_ceiling_pct={b.resource_id: goals[b.resource_id] for b in below},
+        )
+        try:
+            record, created = self.dispatch.create(request)
+        except DispatchRejectedError as exc:
+            raise InvalidMessageError(f"dispatch refused: {exc}") from None
+        if not created:
+            return Outcome("duplicate", record.dispatch_id)
+        status, reason = dispatch_status(record)
+        return Outcome(status.value, record.dispatch_id, reason or None)
+
     # ------------------------------------------------------------------ as time passes
     def follow(self) -> int:
         """Call periodically: a run's dispatch takes each later window's figure when that window
@@ -304,8 +359,8 @@ class DemandResponseEvents:
             current = next(
                 (a for a in run if a.start <= now and (a.end is None or now < a.end)), None
             )
-            if current is None:
-                continue
+            if current is None or current.charge_state is not None:
+                continue  # between windows, or an energy goal (no power to follow)
             target, _ = self._target(current, scope)
             end = self._end(run, now) if run[-1].end is None else run[-1].end
             window_end = record.start + timedelta(minutes=record.duration_minutes)

@@ -49,6 +49,27 @@ class FleetAsk:
     end: datetime | None  # None: open-ended
     meaning: str  # the payload as read, for the operator
     share: float | None = None
+    charge_state: tuple[float, str] | None = None  # CHARGE_STATE_SETPOINT: (value, units)
+
+
+SOC_UNITS = ("PERCENT", "KWH")
+
+
+@dataclass(frozen=True, slots=True)
+class Battery:
+    """A battery in an event's scope that can charge now."""
+
+    resource_id: str
+    soc_pct: float
+    capacity_kwh: float
+    max_charge_kw: float
+
+
+def charge_state_pct(value: float, units: str, capacity_kwh: float) -> float:
+    """CHARGE_STATE_SETPOINT as a battery's SoC %: PERCENT is a fraction 0.0–1.0 (Definition,
+    units: "0.0 to 1.0 in cases where negative values are irrelevant"), KWH the energy stored."""
+    pct = value * 100.0 if units == "PERCENT" else value / capacity_kwh * 100.0
+    return min(100.0, max(0.0, pct))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +123,20 @@ def _asks_of(
     key = event.event_id if not event.intervals else f"{event.event_id}:{w.interval.id}"
     asks = []
     for payload in w.interval.payloads:
+        if payload.type == "CHARGE_STATE_SETPOINT":  # "the state of charge of a storage resource"
+            units = (event.units.get(payload.type) or "").upper()
+            value = payload.values[0] if len(payload.values) == 1 else None
+            if units not in SOC_UNITS:
+                why = f"units {units or 'none'!r}: PERCENT or KWH is needed"
+                unread.append(Unread(w.interval.id, payload.type, why))
+            elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                unread.append(Unread(w.interval.id, payload.type, "the value is not a number ≥ 0"))
+            else:
+                meaning = f"CHARGE_STATE_SETPOINT: batteries to {value:g} {units}"
+                asks.append(
+                    FleetAsk(key, None, w.start, w.end, meaning, charge_state=(float(value), units))
+                )
+            continue
         if payload.type in CAP_TYPES:
             kw, why = _kw(event, payload)
             if kw is None or kw < 0:
@@ -173,7 +208,9 @@ def read_event(
             ended.extend((a.key, w.end) for a in found)
             continue
         asks.extend(
-            FleetAsk(a.key, a.target_kw, max(a.start, now), a.end, a.meaning, a.share)
+            FleetAsk(
+                a.key, a.target_kw, max(a.start, now), a.end, a.meaning, a.share, a.charge_state
+            )
             for a in found
         )
     return Reading(asks, unread, ended, prices, caps)
