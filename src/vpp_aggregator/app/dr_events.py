@@ -26,6 +26,7 @@ from typing import Any
 from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
 from vpp_aggregator.app.dispatch_ports import DispatchConflictError
 from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
+from vpp_aggregator.app.dr_charge_state import charge_to
 from vpp_aggregator.app.dr_priority import yield_to
 from vpp_aggregator.app.dr_read_as import windows_read_as
 from vpp_aggregator.app.dr_store import SOURCE, DrEventStore
@@ -36,9 +37,9 @@ from vpp_aggregator.domain.dr_asks import (
     Battery,
     FleetAsk,
     Policy,
+    Reading,
     Scope,
     UnsupportedTargetsError,
-    charge_state_pct,
     read_event,
     target_scope,
 )
@@ -249,14 +250,17 @@ class DemandResponseEvents:
         if first.charge_state is not None:
             if existing is not None:
                 self._cancel([existing], f"event {event_id} updated to {version}")
-            return self._charge_to(event_id, first, scope, start, end, key, now)
+            request = charge_to(event_id, first, scope, start, end, key, now, self.batteries)
+            if isinstance(request, Outcome):
+                return request
+            return self._create(request)
         target, why = self._target(first, scope)
         if existing is not None and target is not None:
             try:
                 record = self.dispatch.retarget(
                     existing.dispatch_id, target, end, f"event updated to {version}", key
                 )
-                status, reason = dispatch_status(record)
+                _, reason = dispatch_status(record)
                 return Outcome("replanned", record.dispatch_id, reason or None)
             except (DispatchConflictError, DispatchRejectedError) as exc:
                 log.info("event %s: %s; a new dispatch replaces it", event_id, exc)
@@ -281,48 +285,9 @@ class DemandResponseEvents:
             reference=event_id,
             idempotency_key=key,
         )
-        try:
-            record, created = self.dispatch.create(request)
-        except DispatchRejectedError as exc:
-            raise InvalidMessageError(f"dispatch refused: {exc}") from None
-        if not created:
-            return Outcome("duplicate", record.dispatch_id)
-        status, reason = dispatch_status(record)
-        return Outcome(status.value, record.dispatch_id, reason or None)
+        return self._create(request)
 
-    def _charge_to(
-        self,
-        event_id: str,
-        ask: FleetAsk,
-        scope: Scope,
-        start: datetime,
-        end: datetime,
-        key: str,
-        now: datetime,
-    ) -> Outcome:
-        """CHARGE_STATE_SETPOINT: each targeted battery below the goal charges up to it (never
-        past it) within the window; an energy goal, like a recharge, not a power obligation."""
-        assert ask.charge_state is not None
-        value, units = ask.charge_state
-        batteries = self.batteries(scope, now)
-        goals = {b.resource_id: charge_state_pct(value, units, b.capacity_kwh) for b in batteries}
-        below = [b for b in batteries if b.soc_pct < goals[b.resource_id] - 0.5]
-        above = sum(1 for b in batteries if b.soc_pct > goals[b.resource_id] + 0.5)
-        if not below:
-            why = f"{ask.meaning}: no battery that can charge now is below it"
-            if above:
-                why += f"; {above} above it (discharging to a state of charge is not commanded yet)"
-            return Outcome("ignored", why)
-        request = DispatchRequest(
-            target_kw=-sum(b.max_charge_kw for b in below),
-            duration_minutes=min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0)),
-            start=None if start <= now else start,
-            resource_ids=tuple(b.resource_id for b in below),
-            source=SOURCE,
-            reference=event_id,
-            idempotency_key=key,
-            charge_ceiling_pct={b.resource_id: goals[b.resource_id] for b in below},
-        )
+    def _create(self, request: DispatchRequest) -> Outcome:
         try:
             record, created = self.dispatch.create(request)
         except DispatchRejectedError as exc:
@@ -387,37 +352,32 @@ class DemandResponseEvents:
             self._caps = self._site_caps()
         return tightest(self._caps, scope, discharge, start, end)
 
-    def _site_caps(self, limit: int = 200) -> list[SiteCap]:
-        out: list[SiteCap] = []
+    def _stored(self, limit: int = 200) -> list[tuple[DrEvent, Scope | None, Reading]]:
+        """The stored events that still stand (newest first), each read as when it came."""
+        out = []
         for stored in self.store.recent(limit):
             try:
                 event = self.read_wire(stored["body"])
                 scope, _ = target_scope(event, self.target_names, self.grid_nodes())
             except (InvalidMessageError, UnsupportedTargetsError):
                 continue
-            if event.cancelled or scope is None:
-                continue
-            reading = read_event(event, stored["received_at"], self.default, self.signal_policy)
-            out += [
-                SiteCap(w, scope.grid_node, scope.fleet_id, scope.resource_ids, event.event_id)
-                for w in reading.caps
-            ]
+            if not event.cancelled:
+                at = stored["received_at"]
+                out.append((event, scope, read_event(event, at, self.default, self.signal_policy)))
         return out
 
-    def price_windows(self, limit: int = 200) -> list[PriceWindow]:
+    def _site_caps(self) -> list[SiteCap]:
+        return [
+            SiteCap(w, scope.grid_node, scope.fleet_id, scope.resource_ids, event.event_id)
+            for event, scope, reading in self._stored()
+            if scope is not None
+            for w in reading.caps
+        ]
+
+    def price_windows(self) -> list[PriceWindow]:
         """Prices the stored events carry (`PRICE`, `EXPORT_PRICE`), oldest event first, so that
         a later one wins where two overlap."""
-        out: list[PriceWindow] = []
-        for stored in reversed(self.store.recent(limit)):
-            try:
-                event = self.read_wire(stored["body"])
-            except InvalidMessageError:
-                continue
-            if event.cancelled:
-                continue
-            at = stored["received_at"]
-            out += read_event(event, at, self.default, self.signal_policy).prices
-        return out
+        return [p for _, _, reading in reversed(self._stored()) for p in reading.prices]
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.store.recent(limit)
