@@ -367,7 +367,7 @@ def test_an_open_ended_event_is_extended_as_time_passes(client: TestClient, cloc
     client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 59.0)]})
     assert events.follow() == 1
     [d] = dispatches(client)
-    assert d["revisions"][-1]["reason"] == "open-ended event extended"
+    assert d["revisions"][-1]["reason"] == "event outlasts its dispatch: extended"
     assert d["duration_minutes"] == 23 * 60 + 30 + 24 * 60 and d["target_kw"] == -2.0
     assert_safe(client)
 
@@ -560,3 +560,87 @@ def test_a_charge_state_setpoint_charges_batteries_up_to_it_and_no_further(
         "ignored",
         "CHARGE_STATE_SETPOINT in 1 interval(s): units 'none': PERCENT or KWH is needed",
     )
+
+
+# ------------------------------------------------------------------ found in review
+def test_a_redelivery_after_the_first_window_ended_is_a_duplicate(
+    client: TestClient, clock: Clock
+) -> None:
+    """The run is named by its first window whether or not it has ended, so the same message
+    an hour later changes nothing (it used to replace the running dispatch)."""
+    event = setpoint_event(
+        "evt-again", 0.0, intervalPeriod={"start": clock.now.isoformat(), "duration": "PT1H"}
+    )
+    event["intervals"] = [
+        {"id": i, "payloads": [{"type": "DISPATCH_SETPOINT", "values": [kw]}]}
+        for i, kw in enumerate((100.0, 150.0))
+    ]
+    [first] = handle(client, event)
+    clock.advance(minutes=70)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 70.0)]})
+    [again] = handle(client, event)
+    assert (again.outcome, again.detail) == ("duplicate", first.detail)
+    assert {d["status"] for d in dispatches(client)} <= {"active", "partial"}
+
+
+@pytest.mark.parametrize("start", ["0001-01-01T00:00:00.000Z", "0001-01-01T00:00:00+00:00"])
+def test_every_spelling_of_the_beginning_of_time_cancels(
+    client: TestClient, clock: Clock, start: str
+) -> None:
+    """UG 7.9 with the date-time forms servers write; and a cancel without a
+    modificationDateTime after a versioned event is not taken as older."""
+    handle(client, setpoint_event("evt-c", 50.0, modificationDateTime="2026-11-25T11:00:00Z"))
+    [gone] = handle(
+        client, setpoint_event("evt-c", 50.0, intervalPeriod={"start": start, "duration": "PT0S"})
+    )
+    assert gone.outcome == "cancelled", gone
+
+
+def test_a_duration_past_the_service_s_years_is_open_ended_not_a_crash(client: TestClient) -> None:
+    """ "P8000Y" overflowed a date and rewound the consumer's batch for ever."""
+    [o] = handle(client, setpoint_event("evt-long", 20.0, intervalPeriod={"duration": "P8000Y"}))
+    assert o.outcome == "dispatched" and dispatches(client)[0]["duration_minutes"] == 24 * 60
+
+
+def test_a_run_that_cannot_be_dispatched_is_refused_and_the_event_kept(
+    client: TestClient, clock: Clock
+) -> None:
+    """One refused run does not dead-letter the event: the others stand and it is stored."""
+    later = (clock.now + timedelta(days=8)).isoformat()
+    event = setpoint_event("evt-far", 50.0)
+    event["intervals"] = [
+        {"id": 0, "intervalPeriod": {"start": clock.now.isoformat(), "duration": "PT30M"},
+         "payloads": [{"type": "DISPATCH_SETPOINT", "values": [50.0]}]},
+        {"id": 1, "intervalPeriod": {"start": later, "duration": "PT30M"},
+         "payloads": [{"type": "DISPATCH_SETPOINT", "values": [60.0]}]},
+    ]  # fmt: skip
+    outcomes = handle(client, event)
+    assert [o.outcome for o in outcomes] == ["dispatched", "refused"], outcomes
+    assert "at most 7 days ahead" in outcomes[1].detail
+    assert client.get("/dr/events").json()["items"][0]["event_id"] == "evt-far"
+
+
+def test_an_event_without_a_modification_time_is_updated_by_its_content(
+    client: TestClient, clock: Clock
+) -> None:
+    """The platform's events carry no modificationDateTime: a changed figure is an update (it
+    used to come back a duplicate), the same message a duplicate."""
+    [a] = handle(client, setpoint_event("evt-plain", 100.0))
+    clock.advance(minutes=2)
+    [b] = handle(client, setpoint_event("evt-plain", 160.0))
+    [c] = handle(client, setpoint_event("evt-plain", 160.0))
+    assert (b.outcome, b.detail, c.outcome) == ("replanned", a.detail, "duplicate")
+    assert dispatches(client)[0]["target_kw"] == -160.0
+
+
+def test_a_share_of_what_is_available_is_not_replanned_every_tick(
+    at_example_time: TestClient,
+) -> None:
+    """SIMPLE and ALERT_GRID_EMERGENCY export a share of what is available when each window
+    begins, not a moving target re-planned at every tick."""
+    client = at_example_time
+    [o] = handle(client, json.loads((EXAMPLES / "07-8-1-alert.json").read_text()))
+    assert o.outcome == "dispatched"
+    events = client.app.state.aggregator.demand_response  # type: ignore[attr-defined]
+    assert [events.follow() for _ in range(3)] == [0, 0, 0]
+    assert dispatches(client)[0]["revision"] == 1

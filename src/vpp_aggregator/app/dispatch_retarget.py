@@ -78,17 +78,17 @@ class DispatchRetarget(DispatchFollowThrough):
             return 0
         now = self.clock()
         done = 0
-        with self._lock:
-            following = list(self._open.values())
-        for o in following:
-            r = o.record
-            if r.end_at <= now or now.timestamp() >= o.window_end_ts:
-                continue
-            remaining = (o.window_end_ts - max(now, r.start).timestamp()) / 60.0
-            limit, _ = self.limit_at(dict(r.scope), r.target_kw > 0, max(now, r.start), remaining)
-            if limit != r.scope.get("capacity_limit_kw"):
-                self._replan(o, now, {}, "capacity limit changed")
-                done += 1
+        with self._lock:  # as the follow-through does: one change to a dispatch at a time
+            for o in list(self._open.values()):
+                r = o.record
+                if r.end_at <= now or now.timestamp() >= o.window_end_ts:
+                    continue
+                begin = max(now, r.start)
+                remaining = (o.window_end_ts - begin.timestamp()) / 60.0
+                limit, _ = self.limit_at(dict(r.scope), r.target_kw > 0, begin, remaining)
+                if limit != r.scope.get("capacity_limit_kw"):
+                    self._replan(o, now, {}, "capacity limit changed")
+                    done += 1
         return done
 
     def followed_here(self, source: str) -> list[DispatchRecord]:

@@ -19,118 +19,54 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest, DispatchService
+from vpp_aggregator.app.dispatch import DispatchRejectedError, DispatchRequest
 from vpp_aggregator.app.dispatch_ports import DispatchConflictError
-from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
+from vpp_aggregator.app.dispatch_records import DispatchRecord, NotFollowedHereError
+from vpp_aggregator.app.dr_base import KEY, MAX_MINUTES, event_version, is_older, run_key_of, runs
 from vpp_aggregator.app.dr_charge_state import charge_to
+from vpp_aggregator.app.dr_follow import DrFollowThrough
 from vpp_aggregator.app.dr_priority import yield_to
 from vpp_aggregator.app.dr_read_as import windows_read_as
-from vpp_aggregator.app.dr_store import SOURCE, DrEventStore
+from vpp_aggregator.app.dr_store import SOURCE
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
 from vpp_aggregator.domain.dr_asks import (
-    Battery,
     FleetAsk,
-    Policy,
-    Reading,
     Scope,
     UnsupportedTargetsError,
     read_event,
     target_scope,
 )
-from vpp_aggregator.domain.dr_caps import SiteCap, tightest
 from vpp_aggregator.domain.dr_event import DrEvent
-from vpp_aggregator.domain.dr_prices import PriceWindow
 
 log = logging.getLogger(__name__)
-MAX_MINUTES = 24 * 60  # the longest dispatch; an open-ended run is extended before it ends
-EXTEND_BEFORE = timedelta(hours=1)
-KEY = "grid_signal:"
 
 
-def _run_key(idempotency_key: str | None) -> str:
-    """A dispatch's run (event id and first interval), from its idempotency key."""
-    return (idempotency_key or "").removeprefix(KEY).rsplit("@", 1)[0]
-
-
-def _version_of(idempotency_key: str | None) -> str:
-    key = idempotency_key or ""
-    return key.rsplit("@", 1)[1] if "@" in key else ""
-
-
-def runs(asks: list[FleetAsk]) -> list[list[FleetAsk]]:
-    """Asks in order, grouped where each begins as the one before ends, in the same direction
-    (a share of available discharge counts as discharge)."""
-    out: list[list[FleetAsk]] = []
-    for ask in asks:
-        last = out[-1][-1] if out else None
-        same_way = (
-            last is not None
-            and _sign(last) == _sign(ask)
-            and last.charge_state is None
-            and ask.charge_state is None  # a state-of-charge goal is a run of its own
-        )
-        if last is not None and same_way and last.end is not None and last.end == ask.start:
-            out[-1].append(ask)
-        else:
-            out.append([ask])
-    return out
-
-
-def _sign(ask: FleetAsk) -> int:
-    return -1 if ask.target_kw is not None and ask.target_kw < 0 else 1
-
-
-class DemandResponseEvents:
-    def __init__(
-        self,
-        state_nodes: Callable[[], set[str]],
-        dispatch: DispatchService,
-        store: DrEventStore,
-        read_wire: Callable[[Any], DrEvent],
-        available_discharge_kw: Callable[[str | None], float],
-        clock: Callable[[], datetime],
-        *,
-        policy: str = "all_available",
-        default_minutes: int = 60,
-        target_names: Mapping[str, Mapping[str, Any]] | None = None,
-        signal_policy: Policy | None = None,
-        batteries: Callable[[Scope, datetime], list[Battery]] | None = None,
-    ) -> None:
-        self.grid_nodes = state_nodes
-        self.dispatch = dispatch
-        self.store = store
-        self.read_wire = read_wire  # the stored body, read again when a later window begins
-        self.available_discharge_kw = available_discharge_kw
-        self.clock = clock
-        self.policy = policy
-        self.default = timedelta(minutes=default_minutes)
-        self.target_names = target_names or {}
-        self.signal_policy = signal_policy or Policy()
-        self.batteries = batteries or (lambda scope, now: [])  # those that can charge now
-        self._caps: list[SiteCap] | None = None  # from the stored events; refreshed as they come
-
-    # ------------------------------------------------------------------ a message
+class DemandResponseEvents(DrFollowThrough):
     def handle(self, event: DrEvent, body: Any = None) -> list[Outcome]:
         if event.departures:
             log.info("event %s departs from OpenADR 3.1: %s", event.event_id, event.departures)
+        with self._serial:  # one event or follow-through at a time: they touch the same runs
+            return self._handle(event, body)
+
+    def _handle(self, event: DrEvent, body: Any) -> list[Outcome]:
         now = self.clock()
-        version = event.version.astimezone(UTC).isoformat() if event.version else ""
+        version = event_version(event, body)
         stored = self.store.get(event.event_id)
-        if stored is not None and stored["version"] > version:
-            return [
-                Outcome("superseded", f"{event.event_id}: version {version or 'none'} is older")
-            ]
+        if stored is not None and is_older(version, stored["version"]):
+            return [Outcome("superseded", f"{event.event_id}: version {version} is older")]
         try:
             scope, why = target_scope(event, self.target_names, self.grid_nodes())
         except UnsupportedTargetsError as exc:
             raise InvalidMessageError(str(exc)) from None
-        open_runs = {_run_key(d.idempotency_key): d for d in self._open_dispatches(event.event_id)}
+        open_runs = {
+            run_key_of(d.idempotency_key): d for d in self._open_dispatches(event.event_id)
+        }
         if event.cancelled:
             out = self._cancel(list(open_runs.values()), f"event {event.event_id} cancelled")
             out = out or [
@@ -164,16 +100,20 @@ class DemandResponseEvents:
         now: datetime,
     ) -> list[Outcome]:
         reading = read_event(event, now, self.default, self.signal_policy)
-        out = [
-            Outcome(RequestStatus.EXPIRED.value, f"event {key} ended at {end.isoformat()}")
-            for key, end in reading.ended
-        ]
-        for run in runs(reading.asks):
+        out = []
+        for run in runs(reading.every):  # named by their first window, ended or not
+            active = [
+                replace(a, start=max(a.start, now)) for a in run if a.end is None or a.end > now
+            ]
+            if not active:
+                ended = f"event {run[0].key} ended at {run[-1].end}"
+                out.append(Outcome(RequestStatus.EXPIRED.value, ended))
+                continue
             if scope is None:
                 out.append(Outcome("ignored", why))
                 break
             existing = open_runs.pop(run[0].key, None)
-            out.append(self._run(event, run, scope, version, existing, now))
+            out.append(self._run(event, run[0].key, active, scope, version, existing, now))
         gone = f"event {event.event_id} updated to {version or 'a new version'}"
         out += self._cancel(list(open_runs.values()), gone)
         unread = Counter((u.payload_type, u.reason) for u in reading.unread)
@@ -190,61 +130,27 @@ class DemandResponseEvents:
             )
         return out or [Outcome("ignored", "the event asks nothing of V2G")]
 
-    def _open_dispatches(self, event_id: str) -> list[DispatchRecord]:
-        records, _ = self.dispatch.list(source=SOURCE, reference=event_id, limit=500)
-        return [r for r in records if r.status in OPEN_STATUSES]
-
-    def _cancel(self, records: list[DispatchRecord], why: str) -> list[Outcome]:
-        out = []
-        for r in records:
-            try:
-                self.dispatch.cancel(r.dispatch_id)
-            except DispatchConflictError as exc:
-                log.warning("%s: could not cancel %s: %s", why, r.dispatch_id, exc)
-                continue
-            out.append(Outcome("cancelled", r.dispatch_id, why))
-        return out
-
-    # ------------------------------------------------------------------ one run
-    def _target(self, ask: FleetAsk, scope: Scope) -> tuple[float | None, str]:
-        """The ask's kW in our signs, or None and why nothing is dispatched."""
-        target = ask.target_kw
-        if target is None and ask.share is not None:
-            target = ask.share * self.available_discharge_kw(scope.grid_node)
-            if target < 1e-6:
-                return None, f"{ask.meaning}: nothing to export"
-        if target is None:
-            if self.policy != "all_available":
-                return None, "no power figure and VPP_DR_POLICY=ignore"
-            target = self.available_discharge_kw(scope.grid_node)
-        if abs(target) < 1e-6:
-            return None, f"{ask.meaning}: 0 kW (stopping charging is not commanded yet)"
-        return target, ""
-
-    @staticmethod
-    def _end(run: list[FleetAsk], start: datetime) -> datetime:
-        last = run[-1].end
-        longest = start + timedelta(minutes=MAX_MINUTES)
-        return longest if last is None else min(last, longest)
-
     def _run(
         self,
         event: DrEvent,
+        run_key: str,
         run: list[FleetAsk],
         scope: Scope,
         version: str,
         existing: DispatchRecord | None,
         now: datetime,
     ) -> Outcome:
+        """The part of one run still to come (`run`, the current window first), named `run_key`
+        (its first window, ended or not)."""
         event_id = event.event_id
         first = run[0]
-        start = max(first.start, now)
+        start = first.start
         end = self._end(run, start)
         if end <= now + timedelta(minutes=1):
             return Outcome(
-                RequestStatus.EXPIRED.value, f"event {first.key} ended at {end.isoformat()}"
+                RequestStatus.EXPIRED.value, f"event {run_key} ended at {end.isoformat()}"
             )
-        key = f"{KEY}{first.key}" + (f"@{version}" if version else "")
+        key = f"{KEY}{run_key}@{version}"
         if existing is not None and existing.idempotency_key == key:
             return Outcome("duplicate", existing.dispatch_id)
         if first.charge_state is not None:
@@ -262,7 +168,7 @@ class DemandResponseEvents:
                 )
                 _, reason = dispatch_status(record)
                 return Outcome("replanned", record.dispatch_id, reason or None)
-            except (DispatchConflictError, DispatchRejectedError) as exc:
+            except (DispatchConflictError, DispatchRejectedError, NotFollowedHereError) as exc:
                 log.info("event %s: %s; a new dispatch replaces it", event_id, exc)
         if existing is not None:
             self._cancel([existing], f"event {event_id} updated to {version}")
@@ -288,96 +194,14 @@ class DemandResponseEvents:
         return self._create(request)
 
     def _create(self, request: DispatchRequest) -> Outcome:
+        """The dispatch, or `refused` with why (one run's refusal leaves the others standing)."""
+        if request.duration_minutes < 1:
+            return Outcome("refused", "no time left in the window once displaced ones ramp down")
         try:
             record, created = self.dispatch.create(request)
         except DispatchRejectedError as exc:
-            raise InvalidMessageError(f"dispatch refused: {exc}") from None
+            return Outcome("refused", f"dispatch refused: {exc}")
         if not created:
             return Outcome("duplicate", record.dispatch_id)
         status, reason = dispatch_status(record)
         return Outcome(status.value, record.dispatch_id, reason or None)
-
-    # ------------------------------------------------------------------ as time passes
-    def follow(self) -> int:
-        """Call periodically: a run's dispatch takes each later window's figure when that window
-        begins, and an open-ended run is extended before its dispatch ends. Returns how many
-        dispatches were retargeted."""
-        now = self.clock()
-        self._caps = None  # other processes may have stored events meanwhile
-        done = self.dispatch.respect_limits()
-        for record in self.dispatch.followed_here(SOURCE):
-            stored = self.store.get(record.reference or "")
-            if stored is None or _version_of(record.idempotency_key) != stored["version"]:
-                continue
-            try:
-                event = self.read_wire(stored["body"])
-                scope, _ = target_scope(event, self.target_names, self.grid_nodes())
-            except (InvalidMessageError, UnsupportedTargetsError):
-                continue
-            # The runs as they were read when the event came, so that this dispatch's is found.
-            received = stored["received_at"]
-            reading = read_event(event, received, self.default, self.signal_policy)
-            key = _run_key(record.idempotency_key)
-            run = next((r for r in runs(reading.asks) if any(a.key == key for a in r)), None)
-            if run is None or scope is None:
-                continue
-            current = next(
-                (a for a in run if a.start <= now and (a.end is None or now < a.end)), None
-            )
-            if current is None or current.charge_state is not None:
-                continue  # between windows, or an energy goal (no power to follow)
-            target, _ = self._target(current, scope)
-            end = self._end(run, now) if run[-1].end is None else run[-1].end
-            window_end = record.start + timedelta(minutes=record.duration_minutes)
-            changed = target is not None and abs(target - record.target_kw) > 1e-3
-            extend = run[-1].end is None and window_end - now < EXTEND_BEFORE
-            if target is None or not (changed or extend):
-                continue
-            reason = "open-ended event extended" if not changed else f"{current.meaning} begins"
-            try:
-                self.dispatch.retarget(record.dispatch_id, target, end, reason)
-                done += 1
-            except (DispatchConflictError, DispatchRejectedError) as exc:
-                log.warning(
-                    "event %s: could not retarget %s: %s", record.reference, record.dispatch_id, exc
-                )
-        return done
-
-    def limit(
-        self, scope: Mapping[str, Any], discharge: bool, start: datetime, end: datetime
-    ) -> tuple[float | None, str]:
-        """The tightest site limit (OpenADR capacity limits) on a dispatch: `DispatchCore`'s
-        `power_limit`."""
-        if self._caps is None:
-            self._caps = self._site_caps()
-        return tightest(self._caps, scope, discharge, start, end)
-
-    def _stored(self, limit: int = 200) -> list[tuple[DrEvent, Scope | None, Reading]]:
-        """The stored events that still stand (newest first), each read as when it came."""
-        out = []
-        for stored in self.store.recent(limit):
-            try:
-                event = self.read_wire(stored["body"])
-                scope, _ = target_scope(event, self.target_names, self.grid_nodes())
-            except (InvalidMessageError, UnsupportedTargetsError):
-                continue
-            if not event.cancelled:
-                at = stored["received_at"]
-                out.append((event, scope, read_event(event, at, self.default, self.signal_policy)))
-        return out
-
-    def _site_caps(self) -> list[SiteCap]:
-        return [
-            SiteCap(w, scope.grid_node, scope.fleet_id, scope.resource_ids, event.event_id)
-            for event, scope, reading in self._stored()
-            if scope is not None
-            for w in reading.caps
-        ]
-
-    def price_windows(self) -> list[PriceWindow]:
-        """Prices the stored events carry (`PRICE`, `EXPORT_PRICE`), oldest event first, so that
-        a later one wins where two overlap."""
-        return [p for _, _, reading in reversed(self._stored()) for p in reading.prices]
-
-    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self.store.recent(limit)

@@ -41,7 +41,7 @@ def yield_to(
     specified by OpenADR": the first keeps its resources. Returns why this run yields (or
     None) and when the resources it displaced are free."""
     mine = _rank(event.priority)
-    free_from = start
+    rivals = []
     for other in dispatch.list(source=SOURCE, limit=500)[0]:
         if other.status not in OPEN_STATUSES or other.reference == event.event_id:
             continue
@@ -56,18 +56,21 @@ def yield_to(
             theirs = _rank(read_wire(stored["body"]).priority if stored else None)
         except InvalidMessageError:
             theirs = _rank(None)
-        if theirs < mine:
+        if theirs < mine:  # it wins: nothing is displaced for a run that yields anyway
             why = (
                 f"overlaps event {other.reference} ({other.dispatch_id}), whose priority "
                 f"{theirs:g} wins over {event.priority} (lower wins)"
             )
-            return why, free_from
+            return why, start
         if mine < theirs:
-            try:
-                ramped = dispatch.cancel(other.dispatch_id)
-            except DispatchConflictError as exc:
-                log.warning("could not displace %s: %s", other.dispatch_id, exc)
-                continue
-            log.info("event %s displaces %s", event.event_id, other.dispatch_id)
-            free_from = max(free_from, ramped.end_at)
+            rivals.append(other)
+    free_from = start
+    for other in rivals:
+        try:
+            ramped = dispatch.cancel(other.dispatch_id)
+        except DispatchConflictError as exc:
+            log.warning("could not displace %s: %s", other.dispatch_id, exc)
+            continue
+        log.info("event %s displaces %s", event.event_id, other.dispatch_id)
+        free_from = max(free_from, ramped.end_at)
     return None, free_from

@@ -91,6 +91,9 @@ class Reading:
     ended: list[tuple[str, datetime]]
     prices: list[PriceWindow] = field(default_factory=list)  # the tariff's, where they apply
     caps: list[CapWindow] = field(default_factory=list)  # site limits on dispatches
+    # Every window's asks as the event states them, ended ones too (unclipped): runs are
+    # grouped on these, so a run keeps its name once its first window is over.
+    every: list[FleetAsk] = field(default_factory=list)
 
 
 def _kw(event: DrEvent, payload: Payload) -> tuple[float | None, str]:
@@ -198,12 +201,14 @@ def read_event(
         return Reading([], [], [])
     prices: list[PriceWindow] = []
     caps: list[CapWindow] = []
+    every: list[FleetAsk] = []
     for w in windows(event, default, now):
         found = _asks_of(event, w, policy, unread, prices, caps)
-        if not found and wants_v2g and not asks:
+        if not found and wants_v2g and not every:
             figure = event.set_point_kw
             meaning = "V2G export" + (f" {figure:g} kW" if figure is not None else "")
             found = [FleetAsk(event.event_id, figure, w.start, w.end, meaning)]
+        every.extend(found)
         if w.end is not None and w.end <= now:
             ended.extend((a.key, w.end) for a in found)
             continue
@@ -213,7 +218,7 @@ def read_event(
             )
             for a in found
         )
-    return Reading(asks, unread, ended, prices, caps)
+    return Reading(asks, unread, ended, prices, caps, every)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from vpp_aggregator.domain.instants import LATEST
+
 BEGINNING = datetime(1, 1, 1, tzinfo=UTC)  # §7.3: start "0001-01-01", "the beginning of time"
 FOREVER = timedelta(days=9000 * 365)  # §7.3: "P9999Y" is infinity; any span this long is one
+MAX_SPREAD = timedelta(days=1)  # randomizeStart beyond this is taken as this
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +78,25 @@ class Window:
     end: datetime | None  # None: open-ended ("P9999Y")
 
 
+def _end(start: datetime, span: timedelta) -> datetime | None:
+    """A window's end; None (open-ended) for "P9999Y", and for any end past the instants the
+    service takes (`domain/instants`), which no dispatch reaches anyway."""
+    if span >= FOREVER:
+        return None
+    try:
+        end = start + span
+    except OverflowError:
+        return None
+    return None if end >= LATEST else end
+
+
 def _shift(spread: timedelta | None, seed: str) -> timedelta:
     """§7.3 randomizeStart: a uniform shift within ±spread, the same in every process that reads
-    the same event (seeded by its id and version), so that replicas agree."""
+    the same event (seeded by its id and version), so that replicas agree. A spread of more than
+    a day is taken as a day."""
     if spread is None or spread <= timedelta(0):
         return timedelta(0)
+    spread = min(spread, MAX_SPREAD)
     digest = hashlib.sha256(seed.encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2.0**64  # [0, 1)
     return spread * (2.0 * fraction - 1.0)
@@ -132,11 +149,11 @@ def windows(event: DrEvent, default: timedelta, now: datetime) -> list[Window]:
             break  # it follows an open-ended interval: it never begins
         if absolute:  # a contiguous one follows the shifted end before it
             start += shift
-        end = None if span >= FOREVER else start + span
+        end = _end(start, span)
         out.append(Window(interval, start, end))
         previous_end = end
-    if event.duration is not None and event.duration < FOREVER and out:
-        stop = out[0].start + event.duration
+    stop = _end(out[0].start, event.duration) if event.duration is not None and out else None
+    if stop is not None and out[0].start != BEGINNING:
         out = [
             Window(w.interval, w.start, stop if w.end is None else min(w.end, stop))
             for w in out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import (
@@ -47,20 +47,18 @@ from vpp_aggregator.domain.dr_event import (
 )
 from vpp_aggregator.domain.instants import instant_problem
 
-BEGINNING_FORMS = ("0001-01-01", "0001-01-01T00:00:00", "0001-01-01T00:00:00Z")
-
 
 def _start(value: Any) -> datetime:
     """A `dateTime`: with an offset, or one of the standard's forms of "the beginning of time"."""
     if not isinstance(value, str) or not value.strip():
         fail("must be a date-time string, e.g. 2026-11-25T12:00:00Z")
     text = value.strip()
-    if text in BEGINNING_FORMS:
-        return BEGINNING
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
         fail(f"{value!r} is not an ISO-8601 date-time")
+    if at.replace(tzinfo=None) == datetime(1, 1, 1) and at.utcoffset() in (None, timedelta(0)):
+        return BEGINNING  # "0001-01-01", with or without a time, seconds, fraction or Z
     if at.tzinfo is None or at.utcoffset() is None:
         fail("needs a time zone offset, e.g. 2026-11-25T12:00:00Z")
     problem = instant_problem(at)
