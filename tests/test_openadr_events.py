@@ -28,8 +28,8 @@ INDEX = json.loads((EXAMPLES / "index.json").read_text())
 HOUR = timedelta(hours=1)
 
 
-@pytest.fixture
-def client(tmp_path: Path, clock: Clock) -> Iterator[TestClient]:
+def fleet(tmp_path: Path, clock: Clock) -> Iterator[TestClient]:
+    """A 500 kWh battery on NODE_A (50 %) and a bus on NODE_B (60 %); VEN-99 names NODE_A."""
     targets = json.dumps({"VEN-99": {"grid_node": "NODE_A"}, "depot": {"fleet_id": "depot-1"}})
     settings = load_settings(
         DATABASE_URL=f"sqlite:///{tmp_path / 'o.db'}", VPP_OPENADR_TARGETS=targets
@@ -40,6 +40,11 @@ def client(tmp_path: Path, clock: Clock) -> Iterator[TestClient]:
         samples = [sample("bess-1", clock.now, 50.0), sample("ev-1", clock.now, 60.0)]
         c.post("/telemetry", json={"samples": samples}).raise_for_status()
         yield c
+
+
+@pytest.fixture
+def client(tmp_path: Path, clock: Clock) -> Iterator[TestClient]:
+    yield from fleet(tmp_path, clock)
 
 
 def handle(client: TestClient, event: dict[str, Any]) -> list[Outcome]:
@@ -308,14 +313,7 @@ def test_an_event_duration_cuts_its_intervals() -> None:
 def at_example_time(tmp_path: Path) -> Iterator[TestClient]:
     """The fleet of `client`, on 2025-03-14 at 01:00 UTC: inside the User Guide examples of
     chapter 8 that start at 2025-03-14T00:00Z and last PT4H."""
-    clock = Clock(datetime(2025, 3, 14, 1, tzinfo=UTC))
-    settings = load_settings(DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
-    with TestClient(create_app(settings, clock=clock)) as c:
-        c.post("/resources/register", json=bess_body("bess-1", grid_node="NODE_A"))
-        c.post("/resources/register", json=ev_body("ev-1", grid_node="NODE_B"))
-        samples = [sample("bess-1", clock.now, 50.0), sample("ev-1", clock.now, 60.0)]
-        c.post("/telemetry", json={"samples": samples}).raise_for_status()
-        yield c
+    yield from fleet(tmp_path, Clock(datetime(2025, 3, 14, 1, tzinfo=UTC)))
 
 
 @pytest.mark.parametrize(
