@@ -642,3 +642,25 @@ def test_a_share_of_what_is_available_is_not_replanned_every_tick(
     events = client.app.state.aggregator.demand_response  # type: ignore[attr-defined]
     assert [events.follow() for _ in range(3)] == [0, 0, 0]
     assert dispatches(client)[0]["revision"] == 1
+
+
+def test_another_ven_draws_another_random_start() -> None:
+    """UG 7.3 randomizeStart spreads clients' starts: replicas of one VEN agree
+    (VPP_OPENADR_VEN_NAME seeds it), two VENs do not shift alike."""
+    from vpp_aggregator.domain.dr_asks import Policy
+    from vpp_aggregator.domain.dr_asks import read_event as meaning
+
+    start = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    event = read_event(
+        {
+            "id": "evt-spread",
+            "intervalPeriod": {"start": start.isoformat(), "duration": "PT1H", "randomizeStart": "PT30M"},
+            "intervals": [{"id": 0, "payloads": [{"type": "DISPATCH_SETPOINT", "values": [5]}]}],
+        }
+    )  # fmt: skip
+    at = {
+        ven: meaning(event, start, HOUR, Policy(ven=ven)).every[0].start
+        for ven in ("VEN-1", "VEN-2")
+    }
+    assert at["VEN-1"] != at["VEN-2"]
+    assert meaning(event, start, HOUR, Policy(ven="VEN-1")).every[0].start == at["VEN-1"]

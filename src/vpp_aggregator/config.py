@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     openadr_emergency_share: float = Field(
         1.0, ge=0.0, le=1.0, validation_alias="VPP_OPENADR_EMERGENCY_SHARE"
     )
+    # This VEN's name: every replica shifts an event's start alike (randomizeStart), and other
+    # VENs running this service shift differently.
+    openadr_ven_name: str = Field("", validation_alias="VPP_OPENADR_VEN_NAME")
     openadr_targets: Annotated[
         dict[str, dict[str, str | list[str]]],
         BeforeValidator(lambda v: json.loads(v) if isinstance(v, str) else v),

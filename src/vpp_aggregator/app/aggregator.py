@@ -137,7 +137,9 @@ class Aggregator:
             default_minutes=settings.dr_default_minutes,
             target_names=settings.openadr_targets,
             signal_policy=Policy.parse(
-                settings.openadr_simple_levels, settings.openadr_emergency_share
+                settings.openadr_simple_levels,
+                settings.openadr_emergency_share,
+                settings.openadr_ven_name,
             ),
             batteries=self._batteries,
         )

@@ -24,9 +24,10 @@ class Policy:
 
     simple_levels: tuple[float, float, float, float] = (0.0, 0.25, 0.5, 1.0)
     emergency_share: float = 1.0
+    ven: str = ""  # this VEN's name: seeds randomizeStart, so that VENs do not all shift alike
 
     @classmethod
-    def parse(cls, levels: str, emergency_share: float) -> Policy:
+    def parse(cls, levels: str, emergency_share: float, ven: str = "") -> Policy:
         """`levels` as "0,0.25,0.5,1" (a share for each level 0, 1, 2, 3)."""
         try:
             shares = tuple(float(x) for x in levels.split(","))
@@ -34,7 +35,7 @@ class Policy:
             raise ValueError(f"{levels!r}: expected four shares like 0,0.25,0.5,1") from None
         if len(shares) != 4 or not all(0.0 <= x <= 1.0 for x in (*shares, emergency_share)):
             raise ValueError(f"{levels!r}: four shares between 0 and 1, one per SIMPLE level")
-        return cls((shares[0], shares[1], shares[2], shares[3]), emergency_share)
+        return cls((shares[0], shares[1], shares[2], shares[3]), emergency_share, ven)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +203,7 @@ def read_event(
     prices: list[PriceWindow] = []
     caps: list[CapWindow] = []
     every: list[FleetAsk] = []
-    for w in windows(event, default, now):
+    for w in windows(event, default, now, policy.ven):
         found = _asks_of(event, w, policy, unread, prices, caps)
         if not found and wants_v2g and not every:
             figure = event.set_point_kw

@@ -107,7 +107,7 @@ def _intervals(event: DrEvent) -> tuple[EventInterval, ...]:
     return event.intervals or (EventInterval(event.event_id, None, ()),)
 
 
-def windows(event: DrEvent, default: timedelta, now: datetime) -> list[Window]:
+def windows(event: DrEvent, default: timedelta, now: datetime, ven: str = "") -> list[Window]:
     """Each interval's absolute window, by §7.3.
 
     - The event's `intervalPeriod` is the default of every interval; an interval's own wins,
@@ -126,7 +126,8 @@ def windows(event: DrEvent, default: timedelta, now: datetime) -> list[Window]:
     - The event's own `duration` (when a server sends one) cuts the intervals at its end.
     """
     base = event.period or Period()
-    seed = f"{event.event_id}@{event.version.isoformat() if event.version else ''}"
+    # Every replica of this VEN draws the same shift; another VEN (`ven`) draws its own.
+    seed = f"{ven}/{event.event_id}@{event.version.isoformat() if event.version else ''}"
     shift = _shift(base.randomize_start, seed)
     out: list[Window] = []
     previous_end: datetime | None = None
