@@ -664,3 +664,24 @@ def test_another_ven_draws_another_random_start() -> None:
     }
     assert at["VEN-1"] != at["VEN-2"]
     assert meaning(event, start, HOUR, Policy(ven="VEN-1")).every[0].start == at["VEN-1"]
+
+
+def test_an_export_limit_is_met_by_all_dispatches_on_the_site_together(
+    client: TestClient, clock: Clock
+) -> None:
+    """The limit is the site's ("the maximum export level for the site"): two dispatches at
+    once on NODE_A share it, the later one getting what the first leaves."""
+    client.post("/resources/register", json=bess_body("bess-2", grid_node="NODE_A"))
+    client.post("/telemetry", json={"samples": [sample("bess-2", clock.now, 60.0)]})
+    handle(client, limit_event("evt-site", "EXPORT_CAPACITY_LIMIT", 100.0, clock.now, 120))
+    first = client.post(
+        "/dispatch", json={"target_kw": 70, "duration_minutes": 60, "resource_ids": ["bess-1"]}
+    ).json()
+    second = client.post(
+        "/dispatch", json={"target_kw": 70, "duration_minutes": 60, "resource_ids": ["bess-2"]}
+    ).json()
+    assert first["allocated_kw"] == pytest.approx(70.0)
+    assert second["allocated_kw"] == pytest.approx(30.0)
+    assert second["shortfall_reasons"][0]["detail"] == (
+        "EXPORT_CAPACITY_LIMIT 100 kW from event evt-site, of which other dispatches use 70 kW"
+    )

@@ -63,8 +63,11 @@ class OpenDispatch:
         return drawn
 
 
-# (scope, discharge?, start, end) -> the tightest limit in kW over [start, end), and its words.
-PowerLimit = Callable[[Mapping[str, Any], bool, datetime, datetime], tuple[float | None, str]]
+# (scope, discharge?, start, end) -> the tightest limit in kW over [start, end), its words, and
+# the site (scope) it is for.
+PowerLimit = Callable[
+    [Mapping[str, Any], bool, datetime, datetime], tuple[float | None, str, dict[str, Any]]
+]
 
 
 class DispatchCore:

@@ -234,6 +234,7 @@ class DispatchFollowThrough(DispatchReleases):
                 busy=[*others_busy, *dropped],
                 power_override=keep,
                 charge_ceiling_pct=scope.get("charge_ceiling_pct"),
+                exclude=r.dispatch_id,
             )
             allocations = self._allocations(problem, outcome, begin)
             r.scope = scope  # with the site limit this plan kept to

@@ -23,12 +23,14 @@ from vpp_aggregator.app.dispatch_ports import (
     DispatchRequest,
 )
 from vpp_aggregator.app.dispatch_records import (
+    OPEN_STATUSES,
     AllocationRecord,
     DispatchRecord,
     DispatchStatus,
     device_commands,
 )
 from vpp_aggregator.app.outbound import V2GCommand
+from vpp_aggregator.app.site_limits import others_kw
 from vpp_aggregator.domain.dispatch.fast import solve_fast
 from vpp_aggregator.domain.dispatch.held import plan_held
 from vpp_aggregator.domain.dispatch.lp import LPError, solve_lp
@@ -106,11 +108,12 @@ class DispatchPlanner(DispatchCore):
         busy: Sequence[str],
         power_override: dict[str, float] | None = None,
         charge_ceiling_pct: dict[str, float] | float | None = None,
+        exclude: str | None = None,
     ) -> tuple[DispatchProblem, Solution, Outcome]:
         """Plan `target_kw` over the window, within any site limit that applies as it starts
         (the limit used is left in `scope["capacity_limit_kw"]`; what it withholds is a
         shortfall with the reason `capacity_limit`)."""
-        limit, why = self.limit_at(scope, target_kw > 0, start, duration_min)
+        limit, why = self.limit_at(scope, target_kw > 0, start, duration_min, exclude)
         scope["capacity_limit_kw"] = limit
         if limit is not None and abs(target_kw) > limit:
             problem, solution, outcome = self._plan_within(
@@ -148,21 +151,46 @@ class DispatchPlanner(DispatchCore):
         )
 
     def limit_at(
-        self, scope: dict[str, Any], discharge: bool, start: datetime, duration_min: float
+        self,
+        scope: dict[str, Any],
+        discharge: bool,
+        start: datetime,
+        duration_min: float,
+        exclude: str | None = None,
     ) -> tuple[float | None, str]:
-        """The tightest site limit in this direction from `start` for as long as the fleet's
-        largest resource needs to ramp to zero (so that a limit about to begin is met when it
-        does), within the window."""
+        """What is left of the tightest site limit in this direction from `start`, for as long
+        as the fleet's largest resource needs to ramp to zero (so that a limit about to begin
+        is met when it does), within the window: the limit less what the other dispatches on
+        the site (all but `exclude`) plan then."""
         if self.power_limit is None:
             return None, ""
         end = start + timedelta(minutes=duration_min)
-        if self.power_limit(scope, discharge, start, end)[0] is None:
+        where = self._with_nodes(scope)
+        if self.power_limit(where, discharge, start, end)[0] is None:
             return None, ""  # none anywhere in the window (the usual case: no fleet scan)
         largest = float(
             np.max(np.maximum(self.state.max_discharge_kw, self.state.max_charge_kw), initial=0.0)
         )
         lead = min(float(duration_min), math.ceil(largest / self.ramp) + 1.0)
-        return self.power_limit(scope, discharge, start, start + timedelta(minutes=lead))
+        until = start + timedelta(minutes=lead)
+        limit, why, site = self.power_limit(where, discharge, start, until)
+        if limit is None:
+            return None, ""
+        open_ = self.store.list(status=[s.value for s in OPEN_STATUSES], limit=10_000)[0]
+        for r in open_:
+            r.scope = self._with_nodes(r.scope)
+        used = others_kw(open_, site, discharge, start, until, exclude)  # on the same site
+        if used <= 1e-6:
+            return limit, why
+        left = round(max(0.0, limit - used), 3)
+        return left, f"{why}, of which other dispatches use {used:g} kW"
+
+    def _with_nodes(self, scope: dict[str, Any]) -> dict[str, Any]:
+        """A scope of resources, with the grid nodes they are on (to meet a node's limit)."""
+        ids = scope.get("resource_ids")
+        if not ids:
+            return scope
+        return {**scope, "resource_nodes": sorted(set(self.state.grid_nodes_of(ids)))}
 
     def _plan_within(
         self,

@@ -85,13 +85,24 @@ class DispatchRetarget(DispatchFollowThrough):
                     continue
                 begin = max(now, r.start)
                 remaining = (o.window_end_ts - begin.timestamp()) / 60.0
-                limit, _ = self.limit_at(dict(r.scope), r.target_kw > 0, begin, remaining)
-                if limit != r.scope.get("capacity_limit_kw"):
+                limit, _ = self.limit_at(
+                    dict(r.scope), r.target_kw > 0, begin, remaining, r.dispatch_id
+                )
+                old = r.scope.get("capacity_limit_kw")
+                if limit == old:
+                    continue
+                if _binds(limit, r.target_kw) or _binds(old, r.target_kw):
                     self._replan(o, now, {}, "capacity limit changed")
                     done += 1
+                else:  # a limit above the target: nothing to re-plan, only to remember
+                    r.scope["capacity_limit_kw"] = limit
         return done
 
     def followed_here(self, source: str) -> list[DispatchRecord]:
         """The open dispatches of `source` this process follows (their revision as it has it)."""
         with self._lock:
             return [o.record for o in self._open.values() if o.record.source == source]
+
+
+def _binds(limit: float | None, target_kw: float) -> bool:
+    return limit is not None and limit < abs(target_kw) - 1e-6

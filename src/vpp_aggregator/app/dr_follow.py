@@ -101,7 +101,7 @@ class DrFollowThrough(DrEventsBase):
 
     def limit(
         self, scope: Mapping[str, Any], discharge: bool, start: datetime, end: datetime
-    ) -> tuple[float | None, str]:
+    ) -> tuple[float | None, str, dict[str, Any]]:
         """The tightest site limit (OpenADR capacity limits) on a dispatch: `DispatchCore`'s
         `power_limit`."""
         if self._caps is None:

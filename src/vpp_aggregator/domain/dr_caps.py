@@ -46,12 +46,15 @@ class SiteCap:
 
 def scopes_overlap(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether two scopes (`grid_node`, `fleet_id`, `resource_ids`) may share resources: either
-    is the whole VEN, or they name the same grid node or fleet, or resources in common."""
+    is the whole VEN, or they name the same grid node or fleet, or resources in common. A scope
+    of resources may say which grid nodes they are on (`resource_nodes`)."""
     keys = ("grid_node", "fleet_id", "resource_ids")
     mine, theirs = tuple(a.get(k) for k in keys), tuple(b.get(k) for k in keys)
     if mine == (None, None, None) or theirs == (None, None, None):
         return True
     if mine[0] is not None and mine[0] == theirs[0]:
+        return True
+    if mine[0] in (b.get("resource_nodes") or ()) or theirs[0] in (a.get("resource_nodes") or ()):
         return True
     if mine[1] is not None and mine[1] == theirs[1]:
         return True
@@ -64,9 +67,9 @@ def tightest(
     discharge: bool,
     start: datetime,
     end: datetime,
-) -> tuple[float | None, str]:
+) -> tuple[float | None, str, dict[str, Any]]:
     """The lowest limit in the dispatch's direction overlapping [start, end) and its scope, with
-    the words for it; (None, "") when none applies."""
+    the words for it and the site it is for; (None, "", {}) when none applies."""
     best: SiteCap | None = None
     for cap in caps:
         w = cap.window
@@ -75,6 +78,7 @@ def tightest(
         if scopes_overlap(cap.scope, scope) and (best is None or w.kw < best.window.kw):
             best = cap
     if best is None:
-        return None, ""
+        return None, "", {}
     kind = "EXPORT_CAPACITY_LIMIT" if discharge else "IMPORT_CAPACITY_LIMIT"
-    return best.window.kw, f"{kind} {best.window.kw:g} kW from event {best.event_id}"
+    why = f"{kind} {best.window.kw:g} kW from event {best.event_id}"
+    return best.window.kw, why, best.scope
