@@ -337,17 +337,19 @@ def test_simple_levels_and_grid_emergencies_export_the_configured_share(
     assert_safe(client)
 
 
-def test_the_load_control_example_asks_for_no_consumption_and_is_reported(
+def test_the_load_control_example_stops_charging_for_its_window(
     at_example_time: TestClient,
 ) -> None:
-    """UG 8.5: DISPATCH_SETPOINT 0 KW for 4 h (consume nothing). Stopping charging is not yet
-    commanded (docs/openadr.md, "Not handled yet"): the outcome says so, nothing is sent."""
+    """UG 8.5: DISPATCH_SETPOINT 0 KW for 4 h: the resources consume nothing. It acts as an
+    import limit of 0 on them: a charging dispatch there is planned to nothing (its reason names
+    the event), and nothing discharges instead."""
+    client = at_example_time
     raw = json.loads((EXAMPLES / "11-8-5-load-control.json").read_text())
-    [outcome] = handle(at_example_time, raw)
-    assert (
-        outcome.outcome == "ignored" and "stopping charging is not commanded yet" in outcome.detail
-    )
-    assert dispatches(at_example_time) == []
+    [outcome] = handle(client, raw)
+    assert (outcome.outcome, outcome.detail) == ("applied", "1 site limit(s) on dispatches")
+    d = client.post("/dispatch", json={"target_kw": -100, "duration_minutes": 30}).json()
+    assert d["allocations"] == [] and d["shortfall_reasons"][0]["rule"] == "capacity_limit"
+    assert "IMPORT_CAPACITY_LIMIT 0 kW" in d["shortfall_reasons"][0]["detail"]
 
 
 def test_an_open_ended_event_is_extended_as_time_passes(client: TestClient, clock: Clock) -> None:

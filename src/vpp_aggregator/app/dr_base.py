@@ -144,7 +144,7 @@ class DrEventsBase:
                 return None, "no power figure and VPP_DR_POLICY=ignore"
             target = self.available_discharge_kw(scope.grid_node)
         if abs(target) < 1e-6:
-            return None, f"{ask.meaning}: 0 kW (stopping charging is not commanded yet)"
+            return None, f"{ask.meaning}: 0 kW, nothing to dispatch"
         return target, ""
 
     @staticmethod

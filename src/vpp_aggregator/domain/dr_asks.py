@@ -175,6 +175,9 @@ def _asks_of(
         if kw is None or kw < 0:
             unread.append(Unread(w.interval.id, payload.type, why or f"{kw:g} kW is below zero"))
             continue
+        if kw <= 1e-6:  # consume nothing: no dispatch charges these resources in the window
+            caps.append(CapWindow(w.start, w.end, 0.0, export=False))
+            continue
         asks.append(FleetAsk(key, -kw, w.start, w.end, f"DISPATCH_SETPOINT: consume {kw:g} kW"))
     return asks
 
