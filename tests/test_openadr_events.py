@@ -687,3 +687,26 @@ def test_an_export_limit_is_met_by_all_dispatches_on_the_site_together(
     assert second["shortfall_reasons"][0]["detail"] == (
         "EXPORT_CAPACITY_LIMIT 100 kW from event evt-site, of which other dispatches use 70 kW"
     )
+
+
+def test_a_vehicle_an_import_limit_keeps_from_its_departure_is_named_with_how_much(
+    client: TestClient, clock: Clock
+) -> None:
+    """The issue's rule for IMPORT_CAPACITY_LIMIT: departures are still met inside the limit,
+    and where one cannot be, say which vehicle and by how much. ev-1 (200 kWh, 60 kW, 60 %)
+    must leave at 90 % in 2 h: 60 kWh at the battery, 63.2 at the grid (√0.9); a 10 kW limit on
+    NODE_B for 3 h lets it take 20 kWh: 43.2 kWh short."""
+    leaves = clock.now + timedelta(hours=2)
+    trip = {"trips": [{"departure": leaves.isoformat(), "required_soc_pct": 90}]}
+    assert client.patch("/resources/ev-1", json=trip).status_code == 200
+    event = limit_event("evt-imp-dep", "IMPORT_CAPACITY_LIMIT", 10.0, clock.now, 180)
+    event["targets"] = ["NODE_B"]
+    outcomes = handle(client, event)
+    risk = [o for o in outcomes if o.outcome == "at_risk"]
+    assert [(o.detail, o.reason) for o in risk] == [
+        (
+            "ev-1",
+            f"ev-1 cannot reach 90 % by {leaves.isoformat()} inside the 10 kW import limit: "
+            "43.2 kWh short",
+        )
+    ]

@@ -26,7 +26,9 @@ from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
 from vpp_aggregator.domain.dr_asks import Battery, Policy, Scope
+from vpp_aggregator.domain.dr_caps import Departure
 from vpp_aggregator.domain.dr_event import DrEvent
+from vpp_aggregator.domain.efficiency import one_way_efficiency
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.market import OfferCurve
 from vpp_aggregator.domain.resources import Resource
@@ -142,6 +144,8 @@ class Aggregator:
                 settings.openadr_ven_name,
             ),
             batteries=self._batteries,
+            departures=self._departures,
+            charge_efficiency=one_way_efficiency(settings.round_trip_efficiency),
         )
         self.integration = IntegrationService(
             self.state,
@@ -173,6 +177,31 @@ class Aggregator:
                 float(inputs.soc_pct[i]),
                 float(inputs.capacity_kwh[i]),
                 float(inputs.max_charge_kw[i]),
+            )
+            for i in keep
+        ]
+
+    def _departures(self, scope: Scope, now: datetime) -> list[Departure]:
+        """Plugged vehicles in the scope with a departure ahead."""
+        inputs, _ = self.state.dispatch_inputs(
+            now,
+            now,
+            direction=-1,
+            grid_node=scope.grid_node,
+            fleet_id=scope.fleet_id,
+            resource_ids=scope.resource_ids,
+        )
+        keep = np.flatnonzero(
+            ~inputs.is_bess & inputs.available & np.isfinite(inputs.departure_min)
+        ).tolist()
+        return [
+            Departure(
+                inputs.resource_ids[i],
+                float(inputs.soc_pct[i]),
+                float(inputs.capacity_kwh[i]),
+                float(inputs.max_charge_kw[i]),
+                now + timedelta(minutes=float(inputs.departure_min[i])),
+                float(inputs.departure_soc_pct[i]),
             )
             for i in keep
         ]

@@ -22,7 +22,7 @@ from vpp_aggregator.domain.dr_asks import (
     Policy,
     Scope,
 )
-from vpp_aggregator.domain.dr_caps import SiteCap
+from vpp_aggregator.domain.dr_caps import Departure, SiteCap
 from vpp_aggregator.domain.dr_event import DrEvent
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ class DrEventsBase:
         target_names: Mapping[str, Mapping[str, Any]] | None = None,
         signal_policy: Policy | None = None,
         batteries: Callable[[Scope, datetime], list[Battery]] | None = None,
+        departures: Callable[[Scope, datetime], list[Departure]] | None = None,
+        charge_efficiency: float = 1.0,
     ) -> None:
         self.grid_nodes = state_nodes
         self.dispatch = dispatch
@@ -110,6 +112,8 @@ class DrEventsBase:
         self.target_names = target_names or {}
         self.signal_policy = signal_policy or Policy()
         self.batteries = batteries or (lambda scope, now: [])  # those that can charge now
+        self.departures = departures or (lambda scope, now: [])  # plugged vehicles that leave
+        self.charge_efficiency = charge_efficiency
         self._caps: list[SiteCap] | None = None
         self._caps_read: datetime | None = None
         self._applied: dict[str, str] = {}  # dispatch id -> the window it was last set for

@@ -37,11 +37,13 @@ from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
 from vpp_aggregator.domain.dr_asks import (
     FleetAsk,
+    Reading,
     Scope,
     UnsupportedTargetsError,
     read_event,
     target_scope,
 )
+from vpp_aggregator.domain.dr_caps import short_of_departure
 from vpp_aggregator.domain.dr_event import DrEvent
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,7 @@ class DemandResponseEvents(DrFollowThrough):
         ]
         if reading.caps:
             out.append(Outcome("applied", f"{len(reading.caps)} site limit(s) on dispatches"))
+            out += self._departures_at_risk(reading, scope, now)
         if reading.prices:
             bought = sum(1 for p in reading.prices if not p.export)
             out.append(
@@ -192,6 +195,25 @@ class DemandResponseEvents(DrFollowThrough):
             idempotency_key=key,
         )
         return self._create(request)
+
+    def _departures_at_risk(
+        self, reading: Reading, scope: Scope | None, now: datetime
+    ) -> list[Outcome]:
+        """Vehicles an import limit keeps from their departure's state of charge: said, with
+        by how much, so that the operator can act (the limit itself stands)."""
+        if scope is None:
+            return []
+        vehicles = self.departures(scope, now)
+        out = []
+        for cap in reading.caps:
+            for v, kwh in short_of_departure(cap, vehicles, now, self.charge_efficiency):
+                why = (
+                    f"{v.resource_id} cannot reach {v.required_soc_pct:g} % by "
+                    f"{v.leaves.isoformat()} inside the {cap.kw:g} kW import limit: "
+                    f"{kwh:g} kWh short"
+                )
+                out.append(Outcome("at_risk", v.resource_id, why))
+        return out
 
     def _create(self, request: DispatchRequest) -> Outcome:
         """The dispatch, or `refused` with why (one run's refusal leaves the others standing)."""

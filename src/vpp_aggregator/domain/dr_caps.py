@@ -82,3 +82,37 @@ def tightest(
     kind = "EXPORT_CAPACITY_LIMIT" if discharge else "IMPORT_CAPACITY_LIMIT"
     why = f"{kind} {best.window.kw:g} kW from event {best.event_id}"
     return best.window.kw, why, best.scope
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """A vehicle on the site that leaves with a required state of charge."""
+
+    resource_id: str
+    soc_pct: float
+    capacity_kwh: float
+    max_charge_kw: float
+    leaves: datetime
+    required_soc_pct: float
+
+
+def short_of_departure(
+    cap: CapWindow, vehicles: Sequence[Departure], now: datetime, charge_efficiency: float
+) -> list[tuple[Departure, float]]:
+    """Vehicles that cannot reach their departure's state of charge inside an import limit, and
+    by how many kWh (at the grid connection). Each is given the whole limit while it applies and
+    full power outside it: a vehicle listed cannot make it whatever the others do."""
+    if cap.export:
+        return []
+    out = []
+    for v in vehicles:
+        if v.leaves <= max(now, cap.start) or (cap.end is not None and v.leaves > cap.end):
+            continue  # gone before the limit begins, or it can charge after the limit ends
+        need_kwh = max(0.0, v.required_soc_pct - v.soc_pct) / 100.0 * v.capacity_kwh
+        need_kwh /= charge_efficiency
+        before_h = max(0.0, (cap.start - now).total_seconds() / 3600.0)
+        inside_h = (v.leaves - max(now, cap.start)).total_seconds() / 3600.0
+        possible = v.max_charge_kw * before_h + min(v.max_charge_kw, cap.kw) * inside_h
+        if need_kwh > possible + 0.05:
+            out.append((v, round(need_kwh - possible, 1)))
+    return out
