@@ -710,3 +710,29 @@ def test_a_vehicle_an_import_limit_keeps_from_its_departure_is_named_with_how_mu
             "43.2 kWh short",
         )
     ]
+
+
+def test_a_charge_state_setpoint_below_a_battery_discharges_it_down_to_it_and_no_further(
+    client: TestClient, clock: Clock
+) -> None:
+    """CHARGE_STATE_SETPOINT 0.3 with the battery at 50 %: it discharges down to 30 % within
+    the window and no lower (its own 20 % floor is lower still)."""
+    goal = setpoint_event(
+        "evt-soc-down", 0.0, intervalPeriod={"start": clock.now.isoformat(), "duration": "PT2H"}
+    )
+    goal["payloadDescriptors"] = [
+        {
+            "objectType": "EVENT_PAYLOAD_DESCRIPTOR",
+            "payloadType": "CHARGE_STATE_SETPOINT",
+            "units": "PERCENT",
+        }
+    ]
+    goal["intervals"][0]["payloads"] = [{"type": "CHARGE_STATE_SETPOINT", "values": [0.3]}]
+    [o] = handle(client, goal)
+    assert o.outcome == "dispatched", o
+    [d] = dispatches(client)
+    assert d["target_kw"] == 250.0
+    [a] = d["allocations"]
+    assert a["expected_end_soc_pct"] == pytest.approx(30.0, abs=0.5)
+    assert min(a["schedule"], key=lambda p: p["setpoint_kw"])["setpoint_kw"] >= 0
+    assert_safe(client)

@@ -159,12 +159,13 @@ class Aggregator:
             events=self.events,
         )
 
-    def _batteries(self, scope: Scope, now: datetime) -> list[Battery]:
-        """Batteries in the scope that can charge now (available, not held by a dispatch)."""
+    def _batteries(self, scope: Scope, now: datetime, direction: int) -> list[Battery]:
+        """Batteries in the scope that can move now in `direction` (-1 charge, +1 discharge):
+        available, not locked out that way, not held by a dispatch."""
         inputs, _ = self.state.dispatch_inputs(
             now,
             now,
-            direction=-1,
+            direction=direction,
             grid_node=scope.grid_node,
             fleet_id=scope.fleet_id,
             resource_ids=scope.resource_ids,
@@ -177,6 +178,7 @@ class Aggregator:
                 float(inputs.soc_pct[i]),
                 float(inputs.capacity_kwh[i]),
                 float(inputs.max_charge_kw[i]),
+                float(inputs.max_discharge_kw[i]),
             )
             for i in keep
         ]

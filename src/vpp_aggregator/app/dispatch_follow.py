@@ -235,6 +235,7 @@ class DispatchFollowThrough(DispatchReleases):
                 power_override=keep,
                 charge_ceiling_pct=scope.get("charge_ceiling_pct"),
                 exclude=r.dispatch_id,
+                discharge_floor_pct=scope.get("discharge_floor_pct"),
             )
             allocations = self._allocations(problem, outcome, begin)
             r.scope = scope  # with the site limit this plan kept to

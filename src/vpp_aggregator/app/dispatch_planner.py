@@ -109,6 +109,7 @@ class DispatchPlanner(DispatchCore):
         power_override: dict[str, float] | None = None,
         charge_ceiling_pct: dict[str, float] | float | None = None,
         exclude: str | None = None,
+        discharge_floor_pct: dict[str, float] | None = None,
     ) -> tuple[DispatchProblem, Solution, Outcome]:
         """Plan `target_kw` over the window, within any site limit that applies as it starts
         (the limit used is left in `scope["capacity_limit_kw"]`; what it withholds is a
@@ -125,6 +126,7 @@ class DispatchPlanner(DispatchCore):
                 busy,
                 power_override,
                 charge_ceiling_pct,
+                discharge_floor_pct,
             )
             if limit <= 1e-6:  # nothing in this direction: no resource takes part
                 solution = Solution(solution.rows[:0], solution.q[:0], solution.solver)
@@ -147,7 +149,15 @@ class DispatchPlanner(DispatchCore):
                 ),
             )
         return self._plan_within(
-            target_kw, duration_min, now, start, scope, busy, power_override, charge_ceiling_pct
+            target_kw,
+            duration_min,
+            now,
+            start,
+            scope,
+            busy,
+            power_override,
+            charge_ceiling_pct,
+            discharge_floor_pct,
         )
 
     def limit_at(
@@ -202,6 +212,7 @@ class DispatchPlanner(DispatchCore):
         busy: Sequence[str],
         power_override: dict[str, float] | None = None,
         charge_ceiling_pct: dict[str, float] | float | None = None,
+        discharge_floor_pct: dict[str, float] | None = None,
     ) -> tuple[DispatchProblem, Solution, Outcome]:
         direction = 1 if target_kw >= 0 else -1
         inputs, unavailable = self.state.dispatch_inputs(
@@ -220,6 +231,9 @@ class DispatchPlanner(DispatchCore):
             inputs = replace(inputs, ceiling_pct=np.minimum(inputs.ceiling_pct, cap))
         elif charge_ceiling_pct is not None:
             inputs = replace(inputs, ceiling_pct=np.minimum(inputs.ceiling_pct, charge_ceiling_pct))
+        if discharge_floor_pct:  # a state-of-charge goal: never below it, on top of the floors
+            low = np.array([discharge_floor_pct.get(r, 0.0) for r in inputs.resource_ids])
+            inputs = replace(inputs, floor_pct=np.maximum(inputs.floor_pct, low))
         best: tuple[DispatchProblem, Solution, Outcome] | None = None
         refused: str | None = None
         for include_opposite in (False, True):
@@ -282,10 +296,11 @@ class DispatchPlanner(DispatchCore):
             scope,
             busy=self.busy_everywhere(start, start + timedelta(minutes=req.duration_minutes + 60)),
             charge_ceiling_pct=req.charge_ceiling_pct,
+            discharge_floor_pct=req.discharge_floor_pct,
         )
         # A recharge is an energy goal, not a power obligation: reaching the SoC target early is
         # success, not a shortfall.
-        energy_goal = req.charge_ceiling_pct is not None
+        energy_goal = req.charge_ceiling_pct is not None or req.discharge_floor_pct is not None
         status = _initial_status(outcome, start, now, energy_goal)
         record = DispatchRecord(
             dispatch_id=f"dsp-{uuid.uuid4().hex[:16]}",
@@ -297,7 +312,11 @@ class DispatchPlanner(DispatchCore):
             start=start,
             duration_minutes=req.duration_minutes,
             end_at=start,  # set below from the schedules
-            scope={**scope, "charge_ceiling_pct": req.charge_ceiling_pct},
+            scope={
+                **scope,
+                "charge_ceiling_pct": req.charge_ceiling_pct,
+                "discharge_floor_pct": req.discharge_floor_pct,
+            },
             solver=solution.solver,
             allocated_kw=round(outcome.allocated_kw, 3),
             shortfall_kw=round(outcome.shortfall_kw, 3),

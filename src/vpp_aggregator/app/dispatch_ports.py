@@ -118,6 +118,8 @@ class DispatchRequest:
     idempotency_key: str | None = None
     # Recharges stop each battery where it was before the discharge (never above the target).
     charge_ceiling_pct: dict[str, float] | None = None
+    # A state-of-charge goal downwards: each battery discharges no lower than its figure.
+    discharge_floor_pct: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,7 @@ class DrEventsBase:
         default_minutes: int = 60,
         target_names: Mapping[str, Mapping[str, Any]] | None = None,
         signal_policy: Policy | None = None,
-        batteries: Callable[[Scope, datetime], list[Battery]] | None = None,
+        batteries: Callable[[Scope, datetime, int], list[Battery]] | None = None,
         departures: Callable[[Scope, datetime], list[Departure]] | None = None,
         charge_efficiency: float = 1.0,
     ) -> None:
@@ -111,7 +111,8 @@ class DrEventsBase:
         self.default = timedelta(minutes=default_minutes)
         self.target_names = target_names or {}
         self.signal_policy = signal_policy or Policy()
-        self.batteries = batteries or (lambda scope, now: [])  # those that can charge now
+        # Batteries in a scope that can move now in a direction (-1 charge, +1 discharge).
+        self.batteries = batteries or (lambda scope, now, direction: [])
         self.departures = departures or (lambda scope, now: [])  # plugged vehicles that leave
         self.charge_efficiency = charge_efficiency
         self._caps: list[SiteCap] | None = None

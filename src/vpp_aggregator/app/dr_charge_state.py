@@ -23,29 +23,41 @@ def charge_to(
     end: datetime,
     key: str,
     now: datetime,
-    batteries: Callable[[Scope, datetime], list[Battery]],
-) -> DispatchRequest | Outcome:
-    """Each targeted battery that can charge and is below the goal charges up to it, never
-    past it, within the window: one charging dispatch with an energy goal (like a recharge, not a
-    power obligation). Why nothing is dispatched otherwise, as an outcome."""
+    batteries: Callable[[Scope, datetime, int], list[Battery]],
+) -> list[DispatchRequest] | Outcome:
+    """Each targeted battery below the goal that can charge charges up to it, never past it;
+    each above it that can discharge discharges down to it, never below it (nor below its own
+    floor); both within the window, as energy goals (like a recharge, not power obligations).
+    Why nothing is dispatched otherwise, as an outcome."""
     assert ask.charge_state is not None
     value, units = ask.charge_state
-    found = batteries(scope, now)
-    goals = {b.resource_id: charge_state_pct(value, units, b.capacity_kwh) for b in found}
-    below = [b for b in found if b.soc_pct < goals[b.resource_id] - 0.5]
-    above = sum(1 for b in found if b.soc_pct > goals[b.resource_id] + 0.5)
-    if not below:
-        why = f"{ask.meaning}: no battery that can charge now is below it"
-        if above:
-            why += f"; {above} above it (discharging to a state of charge is not commanded yet)"
-        return Outcome("ignored", why)
-    return DispatchRequest(
-        target_kw=-sum(b.max_charge_kw for b in below),
-        duration_minutes=min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0)),
-        start=None if start <= now else start,
-        resource_ids=tuple(b.resource_id for b in below),
-        source=SOURCE,
-        reference=event_id,
-        idempotency_key=key,
-        charge_ceiling_pct={b.resource_id: goals[b.resource_id] for b in below},
-    )
+    duration = min(MAX_MINUTES, math.ceil((end - start).total_seconds() / 60.0))
+    requests = []
+    for direction, suffix in ((-1, ""), (1, ":down")):
+        found = batteries(scope, now, direction)
+        goals = {b.resource_id: charge_state_pct(value, units, b.capacity_kwh) for b in found}
+        away = [
+            b
+            for b in found
+            if direction * (b.soc_pct - goals[b.resource_id]) > 0.5  # on the wrong side of it
+        ]
+        if not away:
+            continue
+        power = sum(b.max_charge_kw if direction < 0 else b.max_discharge_kw for b in away)
+        goal = {b.resource_id: goals[b.resource_id] for b in away}
+        requests.append(
+            DispatchRequest(
+                target_kw=direction * power,
+                duration_minutes=duration,
+                start=None if start <= now else start,
+                resource_ids=tuple(goal),
+                source=SOURCE,
+                reference=event_id,
+                idempotency_key=key + suffix,
+                charge_ceiling_pct=goal if direction < 0 else None,
+                discharge_floor_pct=goal if direction > 0 else None,
+            )
+        )
+    if not requests:
+        return Outcome("ignored", f"{ask.meaning}: every battery that can move is at it already")
+    return requests

@@ -159,10 +159,15 @@ class DemandResponseEvents(DrFollowThrough):
         if first.charge_state is not None:
             if existing is not None:
                 self._cancel([existing], f"event {event_id} updated to {version}")
-            request = charge_to(event_id, first, scope, start, end, key, now, self.batteries)
-            if isinstance(request, Outcome):
-                return request
-            return self._create(request)
+            requests = charge_to(event_id, first, scope, start, end, key, now, self.batteries)
+            if isinstance(requests, Outcome):
+                return requests
+            made = [self._create(r) for r in requests]
+            return (
+                made[0]
+                if len(made) == 1
+                else Outcome(made[0].outcome, " ".join(m.detail for m in made), made[0].reason)
+            )
         target, why = self._target(first, scope)
         if existing is not None and target is not None:
             try:

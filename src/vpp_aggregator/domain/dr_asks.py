@@ -64,6 +64,7 @@ class Battery:
     soc_pct: float
     capacity_kwh: float
     max_charge_kw: float
+    max_discharge_kw: float
 
 
 def charge_state_pct(value: float, units: str, capacity_kwh: float) -> float:
