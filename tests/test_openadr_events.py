@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -736,3 +737,18 @@ def test_a_charge_state_setpoint_below_a_battery_discharges_it_down_to_it_and_no
     assert a["expected_end_soc_pct"] == pytest.approx(30.0, abs=0.5)
     assert min(a["schedule"], key=lambda p: p["setpoint_kw"])["setpoint_kw"] >= 0
     assert_safe(client)
+
+
+def test_an_event_duration_longer_than_its_intervals_repeats_them() -> None:
+    """UG 7.3 event.duration: "24 hourly price intervals with duration = "P7D" repeats the prices
+    for a week"; "P9999Y" repeats them indefinitely (read two days ahead at a time)."""
+    start = datetime(2026, 11, 25, tzinfo=UTC)
+    two = read_event({"id": "x", "intervals": [{"id": i, "payloads": []} for i in range(2)]})
+    week = DrEvent(
+        "evt-w", period=Period(start, HOUR), duration=timedelta(days=7), intervals=two.intervals
+    )
+    got = windows(week, HOUR, start + timedelta(days=6))
+    assert len(got) == 7 * 24 and got[-1].end == start + timedelta(days=7)
+    assert [w.interval.id for w in got[:4]] == ["0", "1", "0#1", "1#1"]
+    forever = replace(week, duration=timedelta(days=9999 * 365))
+    assert windows(forever, HOUR, start)[-1].end == start + timedelta(days=2)

@@ -30,7 +30,7 @@ from vpp_aggregator.domain.dr_asks import (
     target_scope,
 )
 from vpp_aggregator.domain.dr_caps import SiteCap, tightest
-from vpp_aggregator.domain.dr_event import DrEvent
+from vpp_aggregator.domain.dr_event import REPEAT_AHEAD, DrEvent
 from vpp_aggregator.domain.dr_prices import PriceWindow
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,13 @@ class DrFollowThrough(DrEventsBase):
         except (InvalidMessageError, UnsupportedTargetsError):
             return 0
         # The runs as they were read when the event came, named as this dispatch's was.
-        reading = read_event(event, stored["received_at"], self.default, self.signal_policy)
+        reading = read_event(
+            event,
+            stored["received_at"],
+            self.default,
+            self.signal_policy,
+            horizon=now + REPEAT_AHEAD,  # an event that repeats goes on being read ahead
+        )
         key = run_key_of(record.idempotency_key)
         run = next((r for r in runs(reading.every) if r[0].key == key), None)
         if run is None or scope is None:

@@ -184,7 +184,11 @@ def _asks_of(
 
 
 def read_event(
-    event: DrEvent, now: datetime, default: timedelta, policy: Policy | None = None
+    event: DrEvent,
+    now: datetime,
+    default: timedelta,
+    policy: Policy | None = None,
+    horizon: datetime | None = None,
 ) -> Reading:
     """What the event asks of the fleet, window by window.
 
@@ -207,7 +211,7 @@ def read_event(
     prices: list[PriceWindow] = []
     caps: list[CapWindow] = []
     every: list[FleetAsk] = []
-    for w in windows(event, default, now, policy.ven):
+    for w in windows(event, default, now, policy.ven, horizon):
         found = _asks_of(event, w, policy, unread, prices, caps)
         if not found and wants_v2g and not every:
             figure = event.set_point_kw

@@ -19,6 +19,7 @@ from vpp_aggregator.domain.instants import LATEST
 BEGINNING = datetime(1, 1, 1, tzinfo=UTC)  # §7.3: start "0001-01-01", "the beginning of time"
 FOREVER = timedelta(days=9000 * 365)  # §7.3: "P9999Y" is infinity; any span this long is one
 MAX_SPREAD = timedelta(days=1)  # randomizeStart beyond this is taken as this
+REPEAT_AHEAD = timedelta(days=2)  # repeated intervals are made this far ahead (read again later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,13 @@ def _intervals(event: DrEvent) -> tuple[EventInterval, ...]:
     return event.intervals or (EventInterval(event.event_id, None, ()),)
 
 
-def windows(event: DrEvent, default: timedelta, now: datetime, ven: str = "") -> list[Window]:
+def windows(
+    event: DrEvent,
+    default: timedelta,
+    now: datetime,
+    ven: str = "",
+    horizon: datetime | None = None,
+) -> list[Window]:
     """Each interval's absolute window, by §7.3.
 
     - The event's `intervalPeriod` is the default of every interval; an interval's own wins,
@@ -123,7 +130,10 @@ def windows(event: DrEvent, default: timedelta, now: datetime, ven: str = "") ->
       anywhere (the platform's events may leave it out): `now`.
     - randomizeStart shifts every start by one seeded amount; an interval with its own shifts
       from there on by its own.
-    - The event's own `duration` (when a server sends one) cuts the intervals at its end.
+    - The event's own `duration` (when a server sends one) cuts the intervals at its end, or,
+      longer than they are, repeats them to its end ("P9999Y": indefinitely, "P7D": for a
+      week); repeats are named `<interval id>#<n>` and made up to `horizon` (`REPEAT_AHEAD`
+      from now unless given).
     """
     base = event.period or Period()
     # Every replica of this VEN draws the same shift; another VEN (`ven`) draws its own.
@@ -153,6 +163,8 @@ def windows(event: DrEvent, default: timedelta, now: datetime, ven: str = "") ->
         end = _end(start, span)
         out.append(Window(interval, start, end))
         previous_end = end
+    if event.duration is not None and out and out[0].start != BEGINNING:
+        out = _repeated(out, event.duration, horizon or now + REPEAT_AHEAD)
     stop = _end(out[0].start, event.duration) if event.duration is not None and out else None
     if stop is not None and out[0].start != BEGINNING:
         out = [
@@ -161,6 +173,30 @@ def windows(event: DrEvent, default: timedelta, now: datetime, ven: str = "") ->
             if w.start < stop
         ]
     return out
+
+
+def _repeated(out: list[Window], duration: timedelta, horizon: datetime) -> list[Window]:
+    """UG 7.3 event.duration: "P9999Y" indicates the set of intervals repeat indefinitely; "24
+    hourly price intervals with duration = "P7D" repeats the prices for a week"."""
+    first, last = out[0].start, out[-1].end
+    if last is None or last <= first:
+        return out
+    period = last - first
+    until = _end(first, duration)
+    until = horizon if until is None else min(until, horizon)
+    repeats, n = list(out), 1
+    while first + n * period < until:
+        shift = n * period
+        repeats += [
+            Window(
+                EventInterval(f"{w.interval.id}#{n}", w.interval.period, w.interval.payloads),
+                w.start + shift,
+                None if w.end is None else w.end + shift,
+            )
+            for w in out
+        ]
+        n += 1
+    return repeats
 
 
 def active_windows(event: DrEvent, now: datetime, default: timedelta) -> list[Window]:
