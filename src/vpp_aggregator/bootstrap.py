@@ -18,6 +18,8 @@ from vpp_aggregator.adapters.bus.kafka import KafkaParts
 from vpp_aggregator.adapters.bus.memory import InProcessBus
 from vpp_aggregator.adapters.cache.redis_state import RedisParts
 from vpp_aggregator.adapters.openadr import read_event
+from vpp_aggregator.adapters.openadr.ven import VenPoller
+from vpp_aggregator.adapters.openadr.vtn_client import VtnClient
 from vpp_aggregator.adapters.store.audit_repository import AuditRepository
 from vpp_aggregator.adapters.store.database import make_engine, migrate
 from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
@@ -206,6 +208,16 @@ def jobs(settings: Settings, aggregator: Aggregator, shared: RedisParts | None) 
                 quiet=True,
             )
         )
+    if settings.openadr_vtn_url:  # a native VEN: the VTN's events, as on the grid_signals topic
+        poller = VenPoller(
+            VtnClient(
+                settings.openadr_vtn_url,
+                settings.openadr_client_id,
+                settings.openadr_client_secret,
+            ),
+            aggregator.demand_response,
+        )
+        out.append(Job("OpenADR VTN poll", settings.openadr_poll_seconds, poller.poll, 0.0))
     if settings.market_enabled:
         cadence = MarketCadence(aggregator.market)
         out.append(

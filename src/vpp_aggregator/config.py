@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     openadr_emergency_share: float = Field(
         1.0, ge=0.0, le=1.0, validation_alias="VPP_OPENADR_EMERGENCY_SHARE"
     )
+    # A utility's VTN to poll as an OpenADR 3 VEN (off when empty); OAuth2 client credentials.
+    openadr_vtn_url: str = Field("", validation_alias="VPP_OPENADR_VTN_URL")
+    openadr_client_id: str = Field("", validation_alias="VPP_OPENADR_CLIENT_ID")
+    openadr_client_secret: str = Field("", validation_alias="VPP_OPENADR_CLIENT_SECRET")
+    openadr_poll_seconds: float = Field(
+        30.0, gt=0, le=3600, validation_alias="VPP_OPENADR_POLL_SECONDS"
+    )
     # This VEN's name: every replica shifts an event's start alike (randomizeStart), and other
     # VENs running this service shift differently.
     openadr_ven_name: str = Field("", validation_alias="VPP_OPENADR_VEN_NAME")

@@ -201,6 +201,21 @@ class DemandResponseEvents(DrFollowThrough):
         )
         return self._create(request)
 
+    def deleted(self, event_id: str) -> list[Outcome]:
+        """The event was deleted at the VTN (UG 7.9: "the VEN should discard the event and no
+        longer act on it"): its dispatches ramp down, and it is kept as cancelled."""
+        with self._serial:
+            out = self._cancel(self._open_dispatches(event_id), f"event {event_id} deleted")
+            stored = self.store.get(event_id)
+            if stored is not None:
+                read_as = {**stored["read_as"], "cancelled": True, "deleted": True}
+                outcomes = [
+                    {"outcome": o.outcome, "detail": o.detail, "reason": o.reason} for o in out
+                ]
+                read_as["outcomes"] = outcomes
+                self.store.save(event_id, stored["version"], self.clock(), stored["body"], read_as)
+            return out
+
     def _departures_at_risk(
         self, reading: Reading, scope: Scope | None, now: datetime
     ) -> list[Outcome]:

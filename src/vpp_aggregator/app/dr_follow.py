@@ -118,6 +118,8 @@ class DrFollowThrough(DrEventsBase):
         """The stored events that still stand (newest first), each read as when it came."""
         out = []
         for stored in self.store.recent(limit):
+            if stored["read_as"].get("deleted"):
+                continue
             try:
                 event = self.read_wire(stored["body"])
                 scope, _ = target_scope(event, self.target_names, self.grid_nodes())

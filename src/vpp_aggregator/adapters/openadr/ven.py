@@ -1,0 +1,54 @@
+"""The VEN loop: poll the VTN's events and hand each to the demand-response handler, as the
+`grid_signals` topic does; an event that disappears from the VTN has been deleted, which the
+User Guide (7.9) counts as cancelling it. A VTN that is down is logged and tried again at the
+next poll; it never stops the rest of the service."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from vpp_aggregator.adapters.openadr.event import read_event
+from vpp_aggregator.adapters.openadr.vtn_client import VtnClient, VtnError
+from vpp_aggregator.app.dr_events import DemandResponseEvents
+from vpp_aggregator.app.message_fields import InvalidMessageError
+from vpp_aggregator.log_filter import RepeatFilter
+
+log = logging.getLogger(__name__)
+log.addFilter(RepeatFilter(window_s=300.0))  # a VTN that is down fails every poll
+
+
+@dataclass
+class VenPoller:
+    client: VtnClient
+    events: DemandResponseEvents
+    known: set[str] = field(default_factory=set)  # event ids the VTN showed at the last poll
+    polls: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+    def poll(self) -> int:
+        """One poll: every event read and acted on (idempotent: an unchanged one is a
+        duplicate); those gone since the last poll cancelled. Returns how many were acted on."""
+        try:
+            raw_events = self.client.events()
+        except VtnError as exc:
+            self.failures += 1
+            self.last_error = str(exc)
+            log.warning("VTN poll failed: %s", exc)
+            return 0
+        self.polls += 1
+        self.last_error = None
+        seen: set[str] = set()
+        for raw in raw_events:
+            try:
+                event = read_event(raw)
+            except InvalidMessageError as exc:
+                log.warning("VTN event refused: %s", exc)
+                continue
+            seen.add(event.event_id)
+            self.events.handle(event, raw)
+        for event_id in sorted(self.known - seen):
+            self.events.deleted(event_id)
+        self.known = seen
+        return len(seen)

@@ -1,0 +1,97 @@
+"""Talking to a utility's VTN as an OpenADR 3 VEN: a bearer token from the VTN's token
+endpoint, and its events, page by page.
+
+The token is OAuth2 client credentials: `GET /auth/server` names the token URL, and the request
+is form-encoded with `grant_type`, `client_id` and `client_secret` (`clientCredentialRequest`,
+"snake case per RFC 6749"). It is renewed a minute before `expires_in` runs out, and once more
+when the VTN answers 401 (it may have revoked it early)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+
+PAGE = 50  # the largest `limit` the specification allows on GET /events
+RENEW_BEFORE_S = 60.0
+
+
+class VtnError(RuntimeError):
+    """The VTN could not be reached or refused us; the next poll tries again."""
+
+
+class VtnClient:
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        http: httpx.Client | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.http = http or httpx.Client(timeout=10.0)
+        self.monotonic = monotonic
+        self._token: str | None = None
+        self._expires = 0.0
+        self.tokens_fetched = 0
+
+    def _fetch_token(self) -> str:
+        info = self.http.get(urljoin(self.base_url, "auth/server"))
+        info.raise_for_status()
+        token_url = urljoin(self.base_url, info.json()["tokenURL"])
+        answer = self.http.post(
+            token_url,
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+            },
+        )
+        if answer.status_code != 200:
+            raise VtnError(f"token endpoint answered {answer.status_code}: {answer.text[:200]}")
+        body = answer.json()
+        self._token = str(body["access_token"])
+        self._expires = self.monotonic() + float(body.get("expires_in") or 3600)
+        self.tokens_fetched += 1
+        return self._token
+
+    def _bearer(self) -> str:
+        if self._token is None or self.monotonic() > self._expires - RENEW_BEFORE_S:
+            return self._fetch_token()
+        return self._token
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET with our token; on a 401 a new token and one more try."""
+        url = urljoin(self.base_url, path)
+        try:
+            for attempt in (1, 2):
+                answer = self.http.get(
+                    url, params=params, headers={"authorization": f"Bearer {self._bearer()}"}
+                )
+                if answer.status_code == 401 and attempt == 1:
+                    self._token = None  # revoked or expired early: once more with a new one
+                    continue
+                if answer.status_code != 200:
+                    raise VtnError(f"GET {path} answered {answer.status_code}: {answer.text[:200]}")
+                return answer.json()
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            raise VtnError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
+        raise VtnError(f"GET {path}: 401 twice")
+
+    def events(self) -> list[Any]:
+        """Every event the VTN shows this VEN, page by page (`skip`, `limit` ≤ 50)."""
+        out: list[Any] = []
+        while True:
+            page = self.get("events", {"skip": len(out), "limit": PAGE})
+            if not isinstance(page, list):
+                raise VtnError("GET events did not answer a list")
+            out += page
+            if len(page) < PAGE:
+                return out
