@@ -6,6 +6,8 @@ created, re-planned and ramped down (UG 7.9: a deleted event is no longer acted 
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,13 +133,29 @@ def test_a_vtn_that_is_down_is_tried_again_and_stops_nothing(client: TestClient)
     assert client.get("/health").status_code == 200
 
 
-def test_the_ven_polls_when_a_vtn_is_configured(tmp_path: Path) -> None:
+def test_the_ven_polls_when_a_vtn_is_configured_and_a_vtn_down_is_said_not_fatal(
+    tmp_path: Path,
+) -> None:
+    """With VPP_OPENADR_VTN_URL set the process polls it; readiness names the VTN (here one that
+    does not answer) without going not-ready, and the metrics count the failed polls."""
     settings = load_settings(
         DATABASE_URL=f"sqlite:///{tmp_path / 'j.db'}",
-        VPP_OPENADR_VTN_URL="http://127.0.0.1:9/",
+        VPP_OPENADR_VTN_URL=f"http://127.0.0.1:{free_port()}/",
         VPP_OPENADR_POLL_SECONDS="15",
     )
     with TestClient(create_app(settings)) as c:
         aggregator = c.app.state.aggregator  # type: ignore[attr-defined]
-        names = {j.name: j.every_s for j in jobs(settings, aggregator, None)}
-    assert names["OpenADR VTN poll"] == 15.0
+        ven = c.app.state.ven  # type: ignore[attr-defined]
+        names = {j.name: j.every_s for j in jobs(settings, aggregator, None, ven)}
+        assert names["OpenADR VTN poll"] == 15.0
+        deadline = time.monotonic() + 60
+        while ven.failures == 0 and time.monotonic() < deadline:  # the first poll runs at start
+            time.sleep(0.05)
+        ready = c.get("/health/ready")
+        assert ready.status_code == 200
+        vtn = ready.json()["dependencies"]["openadr_vtn"]
+        assert vtn["ok"] is True and vtn["reachable"] is False and "ConnectError" in vtn["detail"]
+        counted = re.search(
+            r"^vpp_openadr_poll_failures_total (\S+)$", c.get("/metrics").text, re.M
+        )
+        assert counted is not None and float(counted.group(1)) >= 1

@@ -55,6 +55,7 @@ class Service:
     consume: bool  # this process is a member of the Kafka consumer group
 
     scheduler: Scheduler  # the periodic work (`jobs`)
+    ven: VenPoller | None = None  # polling a utility's VTN, when VPP_OPENADR_VTN_URL is set
 
     def start(self) -> None:
         """Follow the other processes (Redis) and, in a consumer, the other layers (Kafka);
@@ -123,6 +124,18 @@ def build(
         else None
     )
     subscribe_handlers(aggregator, shared)
+    ven = (
+        VenPoller(
+            VtnClient(
+                settings.openadr_vtn_url,
+                settings.openadr_client_id,
+                settings.openadr_client_secret,
+            ),
+            aggregator.demand_response,
+        )
+        if settings.openadr_vtn_url
+        else None
+    )
     aggregator.load()
     return Service(
         settings,
@@ -133,7 +146,8 @@ def build(
         kafka,
         shared,
         settings.kafka_consume if consume is None else consume,
-        Scheduler(jobs(settings, aggregator, shared)),
+        Scheduler(jobs(settings, aggregator, shared, ven)),
+        ven,
     )
 
 
@@ -181,7 +195,12 @@ def subscribe_handlers(aggregator: Aggregator, shared: RedisParts | None) -> Non
         )
 
 
-def jobs(settings: Settings, aggregator: Aggregator, shared: RedisParts | None) -> list[Job]:
+def jobs(
+    settings: Settings,
+    aggregator: Aggregator,
+    shared: RedisParts | None,
+    ven: VenPoller | None = None,
+) -> list[Job]:
     """Every periodic job a process runs, with its interval from the settings."""
 
     def follow_through() -> None:
@@ -208,16 +227,8 @@ def jobs(settings: Settings, aggregator: Aggregator, shared: RedisParts | None) 
                 quiet=True,
             )
         )
-    if settings.openadr_vtn_url:  # a native VEN: the VTN's events, as on the grid_signals topic
-        poller = VenPoller(
-            VtnClient(
-                settings.openadr_vtn_url,
-                settings.openadr_client_id,
-                settings.openadr_client_secret,
-            ),
-            aggregator.demand_response,
-        )
-        out.append(Job("OpenADR VTN poll", settings.openadr_poll_seconds, poller.poll, 0.0))
+    if ven is not None:  # a native VEN: the VTN's events, as on the grid_signals topic
+        out.append(Job("OpenADR VTN poll", settings.openadr_poll_seconds, ven.poll, 0.0))
     if settings.market_enabled:
         cadence = MarketCadence(aggregator.market)
         out.append(

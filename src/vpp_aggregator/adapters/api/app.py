@@ -53,7 +53,7 @@ def create_app(
     settings = service.settings
     aggregator, kafka, shared = service.aggregator, service.kafka, service.shared
     metrics = Metrics(aggregator)
-    metrics.registry.register(TransportCollector(kafka, shared))
+    metrics.registry.register(TransportCollector(kafka, shared, service.ven))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +78,7 @@ def create_app(
     app.state.audit = service.audit
     app.state.kafka = kafka
     app.state.shared = shared
+    app.state.ven = service.ven
     app.state.metrics = metrics
     install_error_handlers(app)
     for module in (

@@ -189,9 +189,10 @@ class LatencyMiddleware:
 class TransportCollector(Collector):
     """Kafka and Redis as this process sees them, read at scrape time."""
 
-    def __init__(self, kafka: Any, shared: Any) -> None:
+    def __init__(self, kafka: Any, shared: Any, ven: Any = None) -> None:
         self.kafka = kafka
         self.shared = shared
+        self.ven = ven
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         if self.kafka is not None:
@@ -209,6 +210,24 @@ class TransportCollector(Collector):
             )
             sent.add_metric([], self.kafka.bus.published)
             yield sent
+        if self.ven is not None:
+            for name, what, value in (
+                ("vpp_openadr_polls", "Polls of the VTN that answered", self.ven.polls),
+                ("vpp_openadr_poll_failures", "Polls of the VTN that failed", self.ven.failures),
+                (
+                    "vpp_openadr_tokens",
+                    "Tokens fetched from the VTN",
+                    self.ven.client.tokens_fetched,
+                ),
+            ):
+                counter = CounterMetricFamily(name, what)
+                counter.add_metric([], value)
+                yield counter
+            events = GaugeMetricFamily(
+                "vpp_openadr_vtn_events", "Events the VTN showed at the last poll"
+            )
+            events.add_metric([], len(self.ven.known))
+            yield events
         if self.shared is not None:
             follower = self.shared.follower
             applied = CounterMetricFamily(

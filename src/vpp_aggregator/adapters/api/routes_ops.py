@@ -47,6 +47,13 @@ def ready(agg: AggDep, request: Request, response: Response) -> dict[str, Any]:
         if shared is not None
         else {"ok": True, "detail": "not configured (state in this process)"}
     )
+    ven = getattr(request.app.state, "ven", None)
+    if ven is not None:  # said, but never "not ready": a VTN that is down stops nothing here
+        deps["openadr_vtn"] = {
+            "ok": True,
+            "reachable": ven.last_error is None and ven.polls > 0,
+            "detail": ven.last_error or f"{ven.polls} polls, {len(ven.known)} events",
+        }
     down = sorted(name for name, d in deps.items() if not d["ok"])
     if down:
         response.status_code = 503
