@@ -11,14 +11,36 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import jsonschema_rs
 import uvicorn
+import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from devservices.ports import free_port
+
+
+class _NoDates(yaml.SafeLoader):
+    """YAML as JSON Schema reads it: the examples' timestamps stay text."""
+
+
+_NoDates.yaml_implicit_resolvers = {
+    k: [r for r in v if r[0] != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SPEC_FILE = Path(__file__).parent / "data" / "openadr" / "spec" / "openadr3-3.1.1.yaml"
+SPEC: dict[str, Any] = yaml.load(SPEC_FILE.read_text(), Loader=_NoDates)
+
+
+def validator(schema: str) -> Any:
+    """A validator for one of the definition's schemas (`event`, `reportRequest`, ...)."""
+    return jsonschema_rs.validator_for(
+        {"$ref": f"#/components/schemas/{schema}", "components": SPEC["components"]}
+    )
 
 
 class TestVtn:
@@ -27,6 +49,8 @@ class TestVtn:
     def __init__(self, client_id: str = "ven_client_99", client_secret: str = "ven_secret_99"):
         self.client_id, self.client_secret = client_id, client_secret
         self.events: dict[str, dict[str, Any]] = {}
+        self.reports: list[dict[str, Any]] = []
+        self.refused_reports: list[list[str]] = []
         self.tokens: set[str] = set()
         self.token_requests: list[dict[str, list[str]]] = []
         self.expires_in = 3600
@@ -91,6 +115,22 @@ class TestVtn:
                 return JSONResponse({"title": "unauthorized"}, 401)
             listed = sorted(self.events.values(), key=lambda e: e["id"])
             return listed[skip : skip + min(limit, 50)]
+
+        @app.post("/reports")
+        async def post_report(request: Request) -> Any:
+            bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if bearer not in self.tokens:
+                return JSONResponse({"title": "unauthorized"}, 401)
+            body = await request.json()
+            problems = [e.message for e in validator("reportRequest").iter_errors(body)]
+            if problems:  # a VTN refuses what its definition does not allow
+                self.refused_reports.append(problems)
+                return JSONResponse({"title": "bad report", "detail": "; ".join(problems)}, 400)
+            now = self._now()
+            report = {**body, "id": f"report-{len(self.reports) + 1}", "createdDateTime": now,
+                      "modificationDateTime": now, "objectType": "REPORT"}  # fmt: skip
+            self.reports.append(report)
+            return JSONResponse(report, 201)
 
         return app
 

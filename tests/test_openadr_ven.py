@@ -12,34 +12,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema_rs
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from api_helpers import bess_body, sample
 from conftest import Clock
 from devservices.ports import free_port
-from openadr_vtn import TestVtn
+from openadr_vtn import TestVtn, validator
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.adapters.openadr.ven import VenPoller
 from vpp_aggregator.adapters.openadr.vtn_client import VtnClient
 from vpp_aggregator.bootstrap import jobs
 from vpp_aggregator.config import load_settings
-
-
-class _NoDates(yaml.SafeLoader):
-    """YAML as JSON Schema reads it: the examples' timestamps stay text."""
-
-
-_NoDates.yaml_implicit_resolvers = {
-    k: [r for r in v if r[0] != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-SPEC = yaml.load(
-    (Path(__file__).parent / "data" / "openadr" / "spec" / "openadr3-3.1.1.yaml").read_text(),
-    Loader=_NoDates,
-)
 
 
 @pytest.fixture
@@ -59,7 +43,8 @@ def client(tmp_path: Path, clock: Clock) -> Iterator[TestClient]:
 
 def poller(client: TestClient, vtn: TestVtn) -> VenPoller:
     events = client.app.state.aggregator.demand_response  # type: ignore[attr-defined]
-    return VenPoller(VtnClient(vtn.url, vtn.client_id, vtn.client_secret), events)
+    reports = client.app.state.aggregator.dr_reports  # type: ignore[attr-defined]
+    return VenPoller(VtnClient(vtn.url, vtn.client_id, vtn.client_secret), events, reports)
 
 
 def charge_event(clock: Clock, kw: float) -> dict[str, Any]:
@@ -87,10 +72,7 @@ def test_events_created_modified_and_deleted_at_the_vtn_become_dispatch_revision
 ) -> None:
     ven = poller(client, vtn)
     event = vtn.create(charge_event(clock, 100.0))
-    validator = jsonschema_rs.validator_for(
-        {"$ref": "#/components/schemas/event", "components": SPEC["components"]}
-    )
-    assert validator.is_valid(json.loads(json.dumps(event)))  # the test VTN speaks 3.1.1
+    assert validator("event").is_valid(json.loads(json.dumps(event)))  # the VTN speaks 3.1.1
     assert ven.poll() == 1
     [d] = dr_dispatches(client)
     assert (d["reference"], d["target_kw"], d["status"]) == (event["id"], -100.0, "active")
@@ -159,3 +141,44 @@ def test_the_ven_polls_when_a_vtn_is_configured_and_a_vtn_down_is_said_not_fatal
             r"^vpp_openadr_poll_failures_total (\S+)$", c.get("/metrics").text, re.M
         )
         assert counted is not None and float(counted.group(1)) >= 1
+
+
+def test_an_event_asking_for_reports_is_answered_after_its_last_interval(
+    client: TestClient, clock: Clock, vtn: TestVtn
+) -> None:
+    """A report answers the event (`eventID`), per its `reportDescriptors`, "at end of last
+    interval" (`startInterval` -1, the default): USAGE and DEMAND per interval from telemetry,
+    the battery's charge level as it stands. The VTN validates it against `reportRequest`."""
+    ven = poller(client, vtn)
+    body = charge_event(clock, 100.0)
+    body["intervalPeriod"]["duration"] = "PT30M"
+    body["reportDescriptors"] = [
+        {"payloadType": "USAGE", "units": "KWH"},
+        {"payloadType": "DEMAND", "units": "KW"},
+        {"payloadType": "STORAGE_CHARGE_LEVEL", "units": "PERCENT"},
+        {"payloadType": "READING", "readingType": "DIRECT_READ"},  # not ours: left out
+    ]
+    event = vtn.create(body)
+    ven.poll()
+    for minute in range(0, 31, 5):  # the battery charges at 100 kW, telemetry every 5 min
+        t = clock.advance(seconds=1) if minute == 0 else clock.advance(minutes=5)
+        soc = 50.0 + minute * 100.0 / 60.0 / 500.0 * 100.0
+        client.post("/telemetry", json={"samples": [sample("bess-1", t, soc, power=-100.0)]})
+        ven.poll()
+        assert vtn.reports == [] or minute == 30
+    clock.advance(minutes=1)
+    ven.poll()
+    assert vtn.refused_reports == []
+    [report] = vtn.reports
+    assert report["eventID"] == event["id"] and report["clientName"] == "vpp-aggregator"
+    [resource] = report["resources"]
+    assert resource["resourceName"] == "bess-1"
+    window, now = resource["intervals"]
+    usage = {p["type"]: p["values"][0] for p in window["payloads"]}
+    assert usage["USAGE"] == pytest.approx(50.0, abs=0.5)  # 100 kW for half an hour
+    assert usage["DEMAND"] == pytest.approx(100.0, abs=1.0)
+    assert now["payloads"] == [
+        {"type": "STORAGE_CHARGE_LEVEL", "values": [pytest.approx(0.6, abs=0.01)]}
+    ]
+    ven.poll()
+    assert len(vtn.reports) == 1 and ven.reports_sent == 1  # once per version

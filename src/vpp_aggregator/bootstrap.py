@@ -132,6 +132,7 @@ def build(
                 settings.openadr_client_secret,
             ),
             aggregator.demand_response,
+            aggregator.dr_reports,
         )
         if settings.openadr_vtn_url
         else None

@@ -16,6 +16,7 @@ from vpp_aggregator.app.audit import AuditLog, AuditStore
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
 from vpp_aggregator.app.dr_events import DemandResponseEvents
+from vpp_aggregator.app.dr_reports import DrReports
 from vpp_aggregator.app.dr_store import DrEventStore
 from vpp_aggregator.app.events import EventBus, TelemetryAccepted
 from vpp_aggregator.app.forecast_service import ForecastService
@@ -146,6 +147,17 @@ class Aggregator:
             batteries=self._batteries,
             departures=self._departures,
             charge_efficiency=one_way_efficiency(settings.round_trip_efficiency),
+        )
+        self.dr_reports = DrReports(  # what a VTN's events ask to be told back
+            self.dispatch,
+            dr_event_store,
+            self.state,
+            market_store.power_history,
+            read_grid_signal,
+            clock,
+            client_name=settings.openadr_ven_name,
+            hold_s=settings.telemetry_stale_seconds,
+            default_minutes=settings.dr_default_minutes,
         )
         self.integration = IntegrationService(
             self.state,

@@ -219,6 +219,7 @@ class TransportCollector(Collector):
                     "Tokens fetched from the VTN",
                     self.ven.client.tokens_fetched,
                 ),
+                ("vpp_openadr_reports", "Reports the VTN took", self.ven.reports_sent),
             ):
                 counter = CounterMetricFamily(name, what)
                 counter.add_metric([], value)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from vpp_aggregator.adapters.openadr.event import read_event
 from vpp_aggregator.adapters.openadr.vtn_client import VtnClient, VtnError
 from vpp_aggregator.app.dr_events import DemandResponseEvents
+from vpp_aggregator.app.dr_reports import DrReports
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.log_filter import RepeatFilter
 
@@ -22,9 +23,11 @@ log.addFilter(RepeatFilter(window_s=300.0))  # a VTN that is down fails every po
 class VenPoller:
     client: VtnClient
     events: DemandResponseEvents
+    reports: DrReports | None = None
     known: set[str] = field(default_factory=set)  # event ids the VTN showed at the last poll
     polls: int = 0
     failures: int = 0
+    reports_sent: int = 0
     last_error: str | None = None
 
     def poll(self) -> int:
@@ -48,7 +51,23 @@ class VenPoller:
                 continue
             seen.add(event.event_id)
             self.events.handle(event, raw)
+            self._report(event.event_id, raw)
         for event_id in sorted(self.known - seen):
             self.events.deleted(event_id)
         self.known = seen
         return len(seen)
+
+    def _report(self, event_id: str, raw: object) -> None:
+        """The event's report, once its last interval is over (sent once per version)."""
+        body = self.reports.due(raw) if self.reports is not None else None
+        if body is None or self.reports is None:
+            return
+        try:
+            self.client.post("reports", body)
+        except VtnError as exc:
+            self.failures += 1
+            self.last_error = str(exc)
+            log.warning("report for %s not taken: %s", event_id, exc)
+            return
+        self.reports.sent(event_id)
+        self.reports_sent += 1

@@ -85,6 +85,26 @@ class VtnClient:
             raise VtnError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
         raise VtnError(f"GET {path}: 401 twice")
 
+    def post(self, path: str, body: Any) -> Any:
+        """POST a JSON body with our token; on a 401 a new token and one more try."""
+        url = urljoin(self.base_url, path)
+        try:
+            for attempt in (1, 2):
+                answer = self.http.post(
+                    url, json=body, headers={"authorization": f"Bearer {self._bearer()}"}
+                )
+                if answer.status_code == 401 and attempt == 1:
+                    self._token = None
+                    continue
+                if answer.status_code not in (200, 201):
+                    raise VtnError(
+                        f"POST {path} answered {answer.status_code}: {answer.text[:300]}"
+                    )
+                return answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise VtnError(f"POST {path}: {type(exc).__name__}: {exc}") from exc
+        raise VtnError(f"POST {path}: 401 twice")
+
     def events(self) -> list[Any]:
         """Every event the VTN shows this VEN, page by page (`skip`, `limit` ≤ 50)."""
         out: list[Any] = []
