@@ -50,6 +50,8 @@ class TestVtn:
         self.client_id, self.client_secret = client_id, client_secret
         self.events: dict[str, dict[str, Any]] = {}
         self.reports: list[dict[str, Any]] = []
+        self.vens: dict[str, dict[str, Any]] = {}
+        self.resources: dict[str, dict[str, Any]] = {}
         self.refused_reports: list[list[str]] = []
         self.tokens: set[str] = set()
         self.token_requests: list[dict[str, list[str]]] = []
@@ -115,6 +117,47 @@ class TestVtn:
                 return JSONResponse({"title": "unauthorized"}, 401)
             listed = sorted(self.events.values(), key=lambda e: e["id"])
             return listed[skip : skip + min(limit, 50)]
+
+        def stored(body: dict[str, Any], kind: str, table: dict[str, dict[str, Any]]) -> Any:
+            now = self._now()
+            made = {**body, "id": f"{kind.lower()}-{len(table) + 1}", "createdDateTime": now,
+                    "modificationDateTime": now, "objectType": kind}  # fmt: skip
+            table[made["id"]] = made
+            return JSONResponse(made, 201)
+
+        def unauthorized(request: Request) -> Any:
+            bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+            return None if bearer in self.tokens else JSONResponse({"title": "unauthorized"}, 401)
+
+        def checked(request: Request, schema: str, body: Any) -> Any:
+            if (refused := unauthorized(request)) is not None:
+                return refused
+            problems = [e.message for e in validator(schema).iter_errors(body)]
+            if problems:
+                return JSONResponse({"title": "bad request", "detail": "; ".join(problems)}, 400)
+            return None
+
+        @app.get("/vens")
+        def vens(request: Request, venName: str | None = None) -> Any:
+            listed = [v for v in self.vens.values() if venName in (None, v["venName"])]
+            return unauthorized(request) or listed
+
+        @app.post("/vens")
+        async def post_ven(request: Request) -> Any:
+            body = await request.json()
+            return checked(request, "VenVenRequest", body) or stored(body, "VEN", self.vens)
+
+        @app.get("/resources")
+        def resources(request: Request, venID: str | None = None) -> Any:
+            listed = [r for r in self.resources.values() if venID in (None, r["venID"])]
+            return unauthorized(request) or listed
+
+        @app.post("/resources")
+        async def post_resource(request: Request) -> Any:
+            body = await request.json()
+            return checked(request, "VenResourceRequest", body) or stored(
+                body, "RESOURCE", self.resources
+            )
 
         @app.post("/reports")
         async def post_report(request: Request) -> Any:

@@ -182,3 +182,27 @@ def test_an_event_asking_for_reports_is_answered_after_its_last_interval(
     ]
     ven.poll()
     assert len(vtn.reports) == 1 and ven.reports_sent == 1  # once per version
+
+
+def test_the_ven_and_its_resources_are_registered_once_even_by_two_replicas(
+    client: TestClient, vtn: TestVtn
+) -> None:
+    """The VEN registers itself (`VEN_VEN_REQUEST`, found by `venName` when it exists) and each
+    resource of ours (`VEN_RESOURCE_REQUEST`); the VTN validates both requests against the
+    definition. A second replica finds them and adds nothing."""
+    events = client.app.state.aggregator.demand_response  # type: ignore[attr-defined]
+    state = client.app.state.aggregator.state  # type: ignore[attr-defined]
+
+    def replica() -> VenPoller:
+        link = VtnClient(vtn.url, vtn.client_id, vtn.client_secret)
+        return VenPoller(link, events, ven_name="VEN-99", resources=state.resource_ids)
+
+    first, second = replica(), replica()
+    first.poll()
+    first.poll()
+    second.poll()
+    assert [v["venName"] for v in vtn.vens.values()] == ["VEN-99"]
+    assert [(r["resourceName"], r["venID"]) for r in vtn.resources.values()] == [
+        ("bess-1", first.ven_id)
+    ]
+    assert second.ven_id == first.ven_id and first.failures == second.failures == 0

@@ -133,6 +133,8 @@ def build(
             ),
             aggregator.demand_response,
             aggregator.dr_reports,
+            ven_name=settings.openadr_ven_name,
+            resources=aggregator.state.resource_ids,
         )
         if settings.openadr_vtn_url
         else None

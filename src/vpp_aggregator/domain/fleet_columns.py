@@ -250,6 +250,11 @@ class FleetColumns:
     def __contains__(self, resource_id: str) -> bool:
         return resource_id in self._row_of
 
+    def resource_ids(self) -> list[str]:
+        """Every resource in the live state (registered and not removed)."""
+        with self._lock:
+            return list(self._row_of)
+
     def __len__(self) -> int:
         return len(self._row_of)
 

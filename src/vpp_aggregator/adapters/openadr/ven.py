@@ -6,6 +6,7 @@ next poll; it never stops the rest of the service."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vpp_aggregator.adapters.openadr.event import read_event
@@ -24,6 +25,10 @@ class VenPoller:
     client: VtnClient
     events: DemandResponseEvents
     reports: DrReports | None = None
+    ven_name: str = ""  # registered with the VTN, with `resources()` as its resources
+    resources: Callable[[], list[str]] = list
+    ven_id: str | None = None
+    registered: set[str] = field(default_factory=set)
     known: set[str] = field(default_factory=set)  # event ids the VTN showed at the last poll
     polls: int = 0
     failures: int = 0
@@ -42,6 +47,12 @@ class VenPoller:
             return 0
         self.polls += 1
         self.last_error = None
+        try:
+            self._register()
+        except VtnError as exc:  # events still count; registration is tried again next poll
+            self.failures += 1
+            self.last_error = str(exc)
+            log.warning("VEN registration failed: %s", exc)
         seen: set[str] = set()
         for raw in raw_events:
             try:
@@ -56,6 +67,31 @@ class VenPoller:
             self.events.deleted(event_id)
         self.known = seen
         return len(seen)
+
+    def _register(self) -> None:
+        """The VEN (found by its name, else created: `VEN_VEN_REQUEST`) and every resource of
+        ours not yet registered (`VEN_RESOURCE_REQUEST`), once each; a VTN that already has
+        them (another replica registered them) is taken as it is."""
+        if not self.ven_name:
+            return
+        if self.ven_id is None:
+            found = self.client.get("vens", {"venName": self.ven_name})
+            ven = (
+                found[0]
+                if found
+                else self.client.post(
+                    "vens", {"objectType": "VEN_VEN_REQUEST", "venName": self.ven_name}
+                )
+            )
+            self.ven_id = str(ven["id"])
+            known = self.client.get("resources", {"venID": self.ven_id})
+            self.registered = {str(r["resourceName"]) for r in known}
+        for name in sorted(set(self.resources()) - self.registered):
+            self.client.post(
+                "resources",
+                {"objectType": "VEN_RESOURCE_REQUEST", "resourceName": name, "venID": self.ven_id},
+            )
+            self.registered.add(name)
 
     def _report(self, event_id: str, raw: object) -> None:
         """The event's report, once its last interval is over (sent once per version)."""
