@@ -206,3 +206,24 @@ def test_the_ven_and_its_resources_are_registered_once_even_by_two_replicas(
         ("bess-1", first.ven_id)
     ]
     assert second.ven_id == first.ven_id and first.failures == second.failures == 0
+
+
+def test_a_vtn_that_stays_down_is_polled_less_and_less_often(client: TestClient) -> None:
+    """Failed polls back off: each wait doubles (from the poll interval, to at most ten
+    minutes), so a VTN that is down is not hammered; one good poll resets it."""
+    events = client.app.state.aggregator.demand_response  # type: ignore[attr-defined]
+    now = [0.0]
+    ven = VenPoller(
+        VtnClient(f"http://127.0.0.1:{free_port()}/", "id", "secret"),
+        events,
+        monotonic=lambda: now[0],
+        poll_every_s=10.0,
+    )
+    tried = []
+    for t in range(0, 101, 10):  # the job calls poll every 10 s
+        now[0] = float(t)
+        before = ven.failures
+        ven.poll()
+        if ven.failures > before:
+            tried.append(t)
+    assert tried == [0, 10, 20, 50]  # then 10, 20, 40 s apart; the next try is at 120 s

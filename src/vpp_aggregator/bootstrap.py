@@ -135,6 +135,7 @@ def build(
             aggregator.dr_reports,
             ven_name=settings.openadr_ven_name,
             resources=aggregator.state.resource_ids,
+            poll_every_s=settings.openadr_poll_seconds,
         )
         if settings.openadr_vtn_url
         else None

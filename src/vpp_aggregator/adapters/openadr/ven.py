@@ -6,6 +6,7 @@ next poll; it never stops the rest of the service."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.log_filter import RepeatFilter
 
 log = logging.getLogger(__name__)
+MAX_BACKOFF_S = 600.0  # a VTN down for long is still tried every ten minutes
 log.addFilter(RepeatFilter(window_s=300.0))  # a VTN that is down fails every poll
 
 
@@ -29,23 +31,33 @@ class VenPoller:
     resources: Callable[[], list[str]] = list
     ven_id: str | None = None
     registered: set[str] = field(default_factory=set)
+    monotonic: Callable[[], float] = time.monotonic
+    poll_every_s: float = 30.0  # the job's interval: backing off skips whole polls
+    resume_at: float = 0.0  # after failures, no poll before this (monotonic seconds)
     known: set[str] = field(default_factory=set)  # event ids the VTN showed at the last poll
     polls: int = 0
     failures: int = 0
     reports_sent: int = 0
+    streak: int = 0  # failed polls in a row
     last_error: str | None = None
 
     def poll(self) -> int:
         """One poll: every event read and acted on (idempotent: an unchanged one is a
         duplicate); those gone since the last poll cancelled. Returns how many were acted on."""
+        if self.monotonic() < self.resume_at:
+            return 0  # backing off after failures
         try:
             raw_events = self.client.events()
         except VtnError as exc:
             self.failures += 1
+            self.streak += 1
             self.last_error = str(exc)
-            log.warning("VTN poll failed: %s", exc)
+            wait = min(MAX_BACKOFF_S, self.poll_every_s * 2 ** (self.streak - 1))
+            self.resume_at = self.monotonic() + wait - self.poll_every_s
+            log.warning("VTN poll failed (next in %.0f s): %s", wait, exc)
             return 0
         self.polls += 1
+        self.streak = 0
         self.last_error = None
         try:
             self._register()
