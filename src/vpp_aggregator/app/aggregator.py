@@ -26,6 +26,7 @@ from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
+from vpp_aggregator.domain.dispatch.problem import ResourceInputs
 from vpp_aggregator.domain.dr_asks import Battery, Policy, Scope
 from vpp_aggregator.domain.dr_caps import Departure
 from vpp_aggregator.domain.dr_event import DrEvent
@@ -171,9 +172,9 @@ class Aggregator:
             events=self.events,
         )
 
-    def _batteries(self, scope: Scope, now: datetime, direction: int) -> list[Battery]:
-        """Batteries in the scope that can move now in `direction` (-1 charge, +1 discharge):
-        available, not locked out that way, not held by a dispatch."""
+    def _inputs(
+        self, scope: Scope, now: datetime, direction: int, busy: list[str]
+    ) -> ResourceInputs:
         inputs, _ = self.state.dispatch_inputs(
             now,
             now,
@@ -181,8 +182,15 @@ class Aggregator:
             grid_node=scope.grid_node,
             fleet_id=scope.fleet_id,
             resource_ids=scope.resource_ids,
-            busy=self.dispatch.busy_everywhere(now, now + timedelta(minutes=1)),
+            busy=busy,
         )
+        return inputs
+
+    def _batteries(self, scope: Scope, now: datetime, direction: int) -> list[Battery]:
+        """Batteries in the scope that can move now in `direction` (-1 charge, +1 discharge):
+        available, not locked out that way, not held by a dispatch."""
+        busy = self.dispatch.busy_everywhere(now, now + timedelta(minutes=1))
+        inputs = self._inputs(scope, now, direction, busy)
         keep = np.flatnonzero(inputs.is_bess & inputs.available).tolist()
         return [
             Battery(
@@ -197,14 +205,7 @@ class Aggregator:
 
     def _departures(self, scope: Scope, now: datetime) -> list[Departure]:
         """Plugged vehicles in the scope with a departure ahead."""
-        inputs, _ = self.state.dispatch_inputs(
-            now,
-            now,
-            direction=-1,
-            grid_node=scope.grid_node,
-            fleet_id=scope.fleet_id,
-            resource_ids=scope.resource_ids,
-        )
+        inputs = self._inputs(scope, now, -1, [])
         keep = np.flatnonzero(
             ~inputs.is_bess & inputs.available & np.isfinite(inputs.departure_min)
         ).tolist()

@@ -68,42 +68,28 @@ class VtnClient:
         return self._token
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """GET with our token; on a 401 a new token and one more try."""
+        return self._send("GET", path, params=params)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self._send("POST", path, json=body)
+
+    def _send(self, method: str, path: str, **request: Any) -> Any:
+        """A request with our token; on a 401 a new token and one more try."""
         url = urljoin(self.base_url, path)
         try:
             for attempt in (1, 2):
-                answer = self.http.get(
-                    url, params=params, headers={"authorization": f"Bearer {self._bearer()}"}
-                )
+                headers = {"authorization": f"Bearer {self._bearer()}"}
+                answer = self.http.request(method, url, headers=headers, **request)
                 if answer.status_code == 401 and attempt == 1:
                     self._token = None  # revoked or expired early: once more with a new one
                     continue
-                if answer.status_code != 200:
-                    raise VtnError(f"GET {path} answered {answer.status_code}: {answer.text[:200]}")
+                if answer.status_code not in (200, 201):
+                    text = answer.text[:300]
+                    raise VtnError(f"{method} {path} answered {answer.status_code}: {text}")
                 return answer.json()
         except (httpx.HTTPError, KeyError, ValueError) as exc:
-            raise VtnError(f"GET {path}: {type(exc).__name__}: {exc}") from exc
-        raise VtnError(f"GET {path}: 401 twice")
-
-    def post(self, path: str, body: Any) -> Any:
-        """POST a JSON body with our token; on a 401 a new token and one more try."""
-        url = urljoin(self.base_url, path)
-        try:
-            for attempt in (1, 2):
-                answer = self.http.post(
-                    url, json=body, headers={"authorization": f"Bearer {self._bearer()}"}
-                )
-                if answer.status_code == 401 and attempt == 1:
-                    self._token = None
-                    continue
-                if answer.status_code not in (200, 201):
-                    raise VtnError(
-                        f"POST {path} answered {answer.status_code}: {answer.text[:300]}"
-                    )
-                return answer.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise VtnError(f"POST {path}: {type(exc).__name__}: {exc}") from exc
-        raise VtnError(f"POST {path}: 401 twice")
+            raise VtnError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        raise VtnError(f"{method} {path}: 401 twice")
 
     def events(self) -> list[Any]:
         """Every event the VTN shows this VEN, page by page (`skip`, `limit` ≤ 50)."""
