@@ -77,6 +77,8 @@ def test_events_created_modified_and_deleted_at_the_vtn_become_dispatch_revision
     [d] = dr_dispatches(client)
     assert (d["reference"], d["target_kw"], d["status"]) == (event["id"], -100.0, "active")
     assert ven.poll() == 1 and len(dr_dispatches(client)) == 1  # unchanged: a duplicate
+    shown = client.get("/dr/events").json()["items"][0]["outcomes"]
+    assert [o["outcome"] for o in shown] == ["dispatched"]  # what it became stays shown
     clock.advance(minutes=2)
     vtn.modify(event["id"], intervals=charge_event(clock, 150.0)["intervals"])
     ven.poll()

@@ -86,8 +86,12 @@ class DemandResponseEvents(DrFollowThrough):
                 {"outcome": o.outcome, "detail": o.detail, "reason": o.reason} for o in out
             ],
         }
-        if stored is not None and stored["version"] == version and "reported" in stored["read_as"]:
-            read_as["reported"] = stored["read_as"]["reported"]  # a redelivery is not a new report
+        if stored is not None and stored["version"] == version:
+            if "reported" in stored["read_as"]:
+                read_as["reported"] = stored["read_as"]["reported"]  # not a new report either
+            if out and all(o.outcome == "duplicate" for o in out):
+                # A redelivery (every poll of a VTN, say): what the event became stays shown.
+                read_as["outcomes"] = stored["read_as"].get("outcomes", read_as["outcomes"])
         self.store.save(event.event_id, version, now, body if body is not None else {}, read_as)
         self._caps = None  # read again, with this event's limits
         if not event.cancelled and any(o.outcome != "superseded" for o in out):
