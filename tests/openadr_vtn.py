@@ -5,6 +5,7 @@ delete events on it as a utility would, and revoke tokens."""
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
 import time
@@ -49,6 +50,7 @@ class TestVtn:
     def __init__(self, client_id: str = "ven_client_99", client_secret: str = "ven_secret_99"):
         self.client_id, self.client_secret = client_id, client_secret
         self.events: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
         self.reports: list[dict[str, Any]] = []
         self.vens: dict[str, dict[str, Any]] = {}
         self.resources: dict[str, dict[str, Any]] = {}
@@ -56,6 +58,7 @@ class TestVtn:
         self.tokens: set[str] = set()
         self.token_requests: list[dict[str, list[str]]] = []
         self.expires_in = 3600
+        self.page_cap = 50  # a VTN may serve fewer per page than asked
         self.app = self._app()
         self.url = ""
 
@@ -67,7 +70,7 @@ class TestVtn:
         now = self._now()
         event = {
             **body,
-            "id": f"event-{len(self.events) + 1}",
+            "id": f"event-{next(self._ids)}",
             "createdDateTime": now,
             "modificationDateTime": now,
             "objectType": "EVENT",
@@ -116,7 +119,7 @@ class TestVtn:
             if bearer not in self.tokens:
                 return JSONResponse({"title": "unauthorized"}, 401)
             listed = sorted(self.events.values(), key=lambda e: e["id"])
-            return listed[skip : skip + min(limit, 50)]
+            return listed[skip : skip + min(limit, self.page_cap)]
 
         def stored(body: dict[str, Any], kind: str, table: dict[str, dict[str, Any]]) -> Any:
             now = self._now()
@@ -136,6 +139,13 @@ class TestVtn:
             if problems:
                 return JSONResponse({"title": "bad request", "detail": "; ".join(problems)}, 400)
             return None
+
+        @app.get("/events/{event_id}")
+        def one_event(request: Request, event_id: str) -> Any:
+            if (refused := unauthorized(request)) is not None:
+                return refused
+            found = self.events.get(event_id)
+            return found if found is not None else JSONResponse({"title": "not found"}, 404)
 
         @app.get("/vens")
         def vens(request: Request, venName: str | None = None) -> Any:

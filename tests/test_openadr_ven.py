@@ -228,4 +228,36 @@ def test_a_vtn_that_stays_down_is_polled_less_and_less_often(client: TestClient)
         ven.poll()
         if ven.failures > before:
             tried.append(t)
-    assert tried == [0, 10, 20, 50]  # then 10, 20, 40 s apart; the next try is at 120 s
+    assert tried == [0, 10, 30, 70]  # 10, 20, 40 s apart; the next try would be at 150 s
+
+
+def test_one_event_that_cannot_be_handled_stops_neither_the_others_nor_deletions(
+    client: TestClient, clock: Clock, vtn: TestVtn
+) -> None:
+    """An event refused by the handler (it targets two grid nodes at once) is logged and
+    counted; the event after it is dispatched, and a later deletion is still seen."""
+    client.post("/resources/register", json=bess_body("bess-2", grid_node="NODE_B"))
+    ven = poller(client, vtn)
+    both = charge_event(clock, 40.0)
+    both["targets"] = ["NODE_A", "NODE_B"]
+    vtn.create(both)
+    good = vtn.create(charge_event(clock, 60.0))
+    ven.poll()
+    assert [d["reference"] for d in dr_dispatches(client)] == [good["id"]]
+    assert ven.side_failures == 1 and ven.failures == 0
+    vtn.delete(good["id"])
+    ven.poll()
+    assert dr_dispatches(client)[0]["status"] == "cancelled"
+
+
+def test_a_vtn_serving_short_pages_is_read_whole_and_nothing_looks_deleted(
+    client: TestClient, clock: Clock, vtn: TestVtn
+) -> None:
+    """Pages are read until one brings nothing new (a VTN may serve 20 where 50 were asked);
+    an event only deleted when the VTN answers 404 for it."""
+    vtn.page_cap = 20
+    ven = poller(client, vtn)
+    for _ in range(45):
+        vtn.create({**charge_event(clock, 1.0), "targets": ["NOWHERE"]})
+    assert ven.poll() == 45
+    assert ven.poll() == 45 and ven.known == set(vtn.events)

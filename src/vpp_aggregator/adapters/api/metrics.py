@@ -220,6 +220,11 @@ class TransportCollector(Collector):
                     self.ven.client.tokens_fetched,
                 ),
                 ("vpp_openadr_reports", "Reports the VTN took", self.ven.reports_sent),
+                (
+                    "vpp_openadr_other_failures",
+                    "Registrations, reports and single events that failed",
+                    self.ven.side_failures,
+                ),
             ):
                 counter = CounterMetricFamily(name, what)
                 counter.add_metric([], value)

@@ -14,7 +14,6 @@ from vpp_aggregator.adapters.openadr.event import read_event
 from vpp_aggregator.adapters.openadr.vtn_client import VtnClient, VtnError
 from vpp_aggregator.app.dr_events import DemandResponseEvents
 from vpp_aggregator.app.dr_reports import DrReports
-from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.log_filter import RepeatFilter
 
 log = logging.getLogger(__name__)
@@ -39,11 +38,13 @@ class VenPoller:
     failures: int = 0
     reports_sent: int = 0
     streak: int = 0  # failed polls in a row
+    side_failures: int = 0  # registrations, reports and single events that failed
     last_error: str | None = None
 
     def poll(self) -> int:
         """One poll: every event read and acted on (idempotent: an unchanged one is a
-        duplicate); those gone since the last poll cancelled. Returns how many were acted on."""
+        duplicate); those the VTN no longer has (404) cancelled. One event's trouble is logged
+        and never stops the others. Returns how many events the VTN showed."""
         if self.monotonic() < self.resume_at:
             return 0  # backing off after failures
         try:
@@ -53,31 +54,35 @@ class VenPoller:
             self.streak += 1
             self.last_error = str(exc)
             wait = min(MAX_BACKOFF_S, self.poll_every_s * 2 ** (self.streak - 1))
-            self.resume_at = self.monotonic() + wait - self.poll_every_s
+            self.resume_at = self.monotonic() + wait
             log.warning("VTN poll failed (next in %.0f s): %s", wait, exc)
             return 0
         self.polls += 1
         self.streak = 0
         self.last_error = None
-        try:
-            self._register()
-        except VtnError as exc:  # events still count; registration is tried again next poll
-            self.failures += 1
-            self.last_error = str(exc)
-            log.warning("VEN registration failed: %s", exc)
         seen: set[str] = set()
         for raw in raw_events:
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                seen.add(raw["id"])  # shown, whether or not it can be read
             try:
                 event = read_event(raw)
-            except InvalidMessageError as exc:
-                log.warning("VTN event refused: %s", exc)
-                continue
-            seen.add(event.event_id)
-            self.events.handle(event, raw)
-            self._report(event.event_id, raw)
+                seen.add(event.event_id)
+                self.events.handle(event, raw)
+                self._report(event.event_id, raw)
+            except Exception as exc:  # this event only: the others still go
+                self.side_failures += 1
+                log.warning("VTN event not handled: %s: %s", type(exc).__name__, exc)
         for event_id in sorted(self.known - seen):
-            self.events.deleted(event_id)
+            if self.client.gone(event_id):  # deleted (404), not only missing from a list
+                self.events.deleted(event_id)
+            else:
+                seen.add(event_id)
         self.known = seen
+        try:
+            self._register()
+        except Exception as exc:  # tried again next poll; the events went already
+            self.side_failures += 1
+            log.warning("VEN registration failed: %s: %s", type(exc).__name__, exc)
         return len(seen)
 
     def _register(self) -> None:
@@ -88,16 +93,20 @@ class VenPoller:
             return
         if self.ven_id is None:
             found = self.client.get("vens", {"venName": self.ven_name})
+            listed = found if isinstance(found, list) else []
+            mine = [v for v in listed if isinstance(v, dict) and v.get("venName") == self.ven_name]
             ven = (
-                found[0]
-                if found
+                mine[0]
+                if mine
                 else self.client.post(
                     "vens", {"objectType": "VEN_VEN_REQUEST", "venName": self.ven_name}
                 )
             )
             self.ven_id = str(ven["id"])
             known = self.client.get("resources", {"venID": self.ven_id})
-            self.registered = {str(r["resourceName"]) for r in known}
+            self.registered = {
+                str(r["resourceName"]) for r in known if isinstance(r, dict) and "resourceName" in r
+            }
         for name in sorted(set(self.resources()) - self.registered):
             self.client.post(
                 "resources",
@@ -113,8 +122,7 @@ class VenPoller:
         try:
             self.client.post("reports", body)
         except VtnError as exc:
-            self.failures += 1
-            self.last_error = str(exc)
+            self.side_failures += 1
             log.warning("report for %s not taken: %s", event_id, exc)
             return
         self.reports.sent(event_id)

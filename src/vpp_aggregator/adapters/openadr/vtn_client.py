@@ -16,6 +16,7 @@ from urllib.parse import urljoin
 import httpx
 
 PAGE = 50  # the largest `limit` the specification allows on GET /events
+MAX_PAGES = 200
 RENEW_BEFORE_S = 60.0
 
 
@@ -43,9 +44,13 @@ class VtnClient:
         self.tokens_fetched = 0
 
     def _fetch_token(self) -> str:
-        info = self.http.get(urljoin(self.base_url, "auth/server"))
+        server_url = urljoin(self.base_url, "auth/server")
+        info = self.http.get(server_url)
         info.raise_for_status()
-        token_url = urljoin(self.base_url, info.json()["tokenURL"])
+        about = info.json()
+        if not isinstance(about, dict) or not isinstance(about.get("tokenURL"), str):
+            raise VtnError("GET auth/server did not name a tokenURL")
+        token_url = urljoin(server_url, about["tokenURL"])
         answer = self.http.post(
             token_url,
             data={
@@ -57,13 +62,17 @@ class VtnClient:
         if answer.status_code != 200:
             raise VtnError(f"token endpoint answered {answer.status_code}: {answer.text[:200]}")
         body = answer.json()
+        if not isinstance(body, dict) or not body.get("access_token"):
+            raise VtnError("the token endpoint answered no access_token")
         self._token = str(body["access_token"])
-        self._expires = self.monotonic() + float(body.get("expires_in") or 3600)
+        lasts = float(body.get("expires_in") or 3600)
+        # Renewed a minute before it runs out, or half-way through a short-lived one.
+        self._expires = self.monotonic() + lasts - min(RENEW_BEFORE_S, lasts / 2)
         self.tokens_fetched += 1
         return self._token
 
     def _bearer(self) -> str:
-        if self._token is None or self.monotonic() > self._expires - RENEW_BEFORE_S:
+        if self._token is None or self.monotonic() > self._expires:
             return self._fetch_token()
         return self._token
 
@@ -87,17 +96,30 @@ class VtnClient:
                     text = answer.text[:300]
                     raise VtnError(f"{method} {path} answered {answer.status_code}: {text}")
                 return answer.json()
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
             raise VtnError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         raise VtnError(f"{method} {path}: 401 twice")
 
     def events(self) -> list[Any]:
-        """Every event the VTN shows this VEN, page by page (`skip`, `limit` ≤ 50)."""
+        """Every event the VTN shows this VEN, page by page (`skip`, `limit` ≤ 50), until a
+        page is empty or brings nothing new (a VTN may cap pages lower, or ignore `skip`)."""
         out: list[Any] = []
-        while True:
+        ids: set[str] = set()
+        for _ in range(MAX_PAGES):
             page = self.get("events", {"skip": len(out), "limit": PAGE})
             if not isinstance(page, list):
                 raise VtnError("GET events did not answer a list")
-            out += page
-            if len(page) < PAGE:
+            new = [e for e in page if not (isinstance(e, dict) and str(e.get("id")) in ids)]
+            if not new:
                 return out
+            ids |= {str(e.get("id")) for e in new if isinstance(e, dict)}
+            out += new
+        raise VtnError(f"GET events: more than {MAX_PAGES} pages")
+
+    def gone(self, event_id: str) -> bool:
+        """Whether the VTN answers 404 for the event: deleted, not just missing from a list."""
+        try:
+            self.get(f"events/{event_id}")
+        except VtnError as exc:
+            return " answered 404" in str(exc)
+        return False
