@@ -64,15 +64,19 @@ class DrReports:
         stored = self.store.get(event.event_id)
         if stored is None or stored["read_as"].get("reported") == stored["version"]:
             return None
-        spans = windows(event, self.default, stored["received_at"])
+        spans = windows(event, self.default, stored["received_at"], self.client_name)
         if not spans or any(w.end is None for w in spans) or event.cancelled:
             return None
         now = self.clock()
         ends = [w.end for w in spans if w.end is not None]
         if max(ends) > now:
             return None  # "at end of last interval"
+        # "reports use the interval ids included in the associated event" (numbers; a
+        # repeat's `id#n` and a missing id take their position).
         report_windows = [
-            ReportWindow(i, w.start, w.end) for i, w in enumerate(spans) if w.end is not None
+            ReportWindow(int(w.interval.id) if w.interval.id.isdigit() else i, w.start, w.end)
+            for i, w in enumerate(spans)
+            if w.end is not None
         ]
         used: list[str] = []
         for record in self.dispatch.list(source=SOURCE, reference=event.event_id, limit=500)[0]:
@@ -108,6 +112,7 @@ class DrReports:
                 charge_level=round(live.soc_pct / 100.0, 4),
                 max_discharge_kw=float(self.state.max_discharge_kw[row]),
                 max_charge_kw=float(self.state.max_charge_kw[row]),
+                capacity_kwh=cap,
             )
         return out
 

@@ -41,6 +41,7 @@ class Storage:
     charge_level: float
     max_discharge_kw: float
     max_charge_kw: float
+    capacity_kwh: float = 0.0
 
     def value(self, payload_type: str) -> float:
         return {
@@ -62,32 +63,33 @@ def report_body(
 ) -> tuple[dict[str, Any], list[str]]:
     """The `reportRequest` for the descriptors this fleet can answer, and the payload types it
     cannot (left out, said). `exported_kwh` is the one delivered-energy rule (sample and hold)."""
-    wanted = [
-        d
-        for d in descriptors
-        if d.get("payloadType") in MEASURED or d.get("payloadType") in STORAGE
-    ]
-    skipped = sorted(
-        {str(d.get("payloadType")) for d in descriptors}
-        - {str(d.get("payloadType")) for d in wanted}
-    )
+    kinds = [(_kind(d), d) for d in descriptors if isinstance(d, Mapping)]
+    wanted = [(k, d) for k, d in kinds if k in MEASURED or k in STORAGE]
+    skipped = sorted({k for k, _ in kinds} - {k for k, _ in wanted})
     rows: dict[str, list[dict[str, Any]]] = {}
-    for d in wanted:
-        kind = str(d["payloadType"])
+    for kind, d in wanted:
         aggregate = bool(d.get("aggregate", False))
         if kind in MEASURED:
             per = {
                 rid: _measured(kind, ts, kw, windows, exported_kwh)
                 for rid, (ts, kw) in history.items()
             }
-            if aggregate or not per:
+            if not per:
+                continue  # nothing measured: nothing is said (no zeros made up)
+            if aggregate:
                 per = {AGGREGATED: [sum(v[i] for v in per.values()) for i in range(len(windows))]}
             for rid, values in per.items():
                 for w, value in zip(windows, values, strict=True):
                     _add(rows, rid, w, kind, value)
         else:
             batteries = {rid: s.value(kind) for rid, s in storage.items()}
-            if aggregate:
+            if not batteries:
+                continue
+            if aggregate and kind == "STORAGE_CHARGE_LEVEL":  # a level: weighted by capacity
+                whole = sum(s.capacity_kwh for s in storage.values())
+                level = sum(s.charge_level * s.capacity_kwh for s in storage.values())
+                batteries = {AGGREGATED: level / whole if whole > 0 else 0.0}
+            elif aggregate:
                 batteries = {AGGREGATED: sum(batteries.values())}
             now_id = windows[-1].id + 1 if windows else 0  # "as it stands", after the windows
             for rid, value in batteries.items():
@@ -102,11 +104,17 @@ def report_body(
                 "payloadType": k,
                 "units": MEASURED.get(k) or STORAGE[k],
             }
-            for k in dict.fromkeys(str(d["payloadType"]) for d in wanted)
+            for k in dict.fromkeys(k for k, _ in wanted)
         ],
         "resources": [{"resourceName": rid, "intervals": ivs} for rid, ivs in rows.items()],
     }
     return body, skipped
+
+
+def _kind(descriptor: Mapping[str, Any]) -> str:
+    """A descriptor's payload type (`payLoadType`, as the User Guide's own examples spell it,
+    is read too)."""
+    return str(descriptor.get("payloadType") or descriptor.get("payLoadType") or "")
 
 
 def _measured(
