@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from benchmarks.suite import _seed_database, _Server
-from devservices.ports import free_port
+from benchmarks.suite import _Server, seeded_server
 from devservices.synthetic import synthetic_fleet
 from vpp_aggregator.app.dispatch_records import read_schedule_points
 from vpp_aggregator.config import Settings, load_settings
@@ -174,15 +171,8 @@ async def _run(base: str, n: int, minutes: float, server: _Server) -> LoadResult
 
 
 def bench_load(minutes: float = 10.0, n: int = 2_000) -> LoadResult:
-    now = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="vpp-load-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'load.db'}"
-        _seed_database(url, n, now)
-        server = _Server(url, free_port())
-        try:
-            return asyncio.run(_run(server.base, n, minutes, server))
-        finally:
-            server.stop()
+    with seeded_server(n, "vpp-load-") as server:
+        return asyncio.run(_run(server.base, n, minutes, server))
 
 
 def run_load(log: Any = print, minutes: float = 10.0) -> list[str]:

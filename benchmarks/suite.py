@@ -7,6 +7,7 @@ with the machine and the command, so a reader can rerun and compare.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -221,6 +222,20 @@ def _seed_database(url: str, n: int, now: datetime) -> None:
     engine.dispose()
 
 
+@contextlib.contextmanager
+def seeded_server(n: int, prefix: str = "vpp-bench-") -> Iterator[_Server]:
+    """A `serve` process on a fresh SQLite database seeded with `n` synthetic resources, ended
+    and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        _seed_database(url, n, datetime.now(UTC))
+        server = _Server(url, free_port())
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 class _Server:
     def __init__(self, url: str, port: int) -> None:
         env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "VPP_HOST": "127.0.0.1"}
@@ -365,155 +380,139 @@ def bench_http(
     batches: int = 30,
     batch: int = 10_000,
 ) -> HttpResult:
-    now = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="vpp-bench-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        _seed_database(url, n, now)
-        server = _Server(url, free_port())
-        try:
-            asyncio.run(
-                _closed_loop(server.base, "/capacity/available", concurrency, 2000)
-            )  # warm-up
-            lat, elapsed = asyncio.run(
-                _closed_loop(server.base, "/capacity/available", concurrency, requests)
+    with seeded_server(n, "vpp-bench-") as server:
+        asyncio.run(_closed_loop(server.base, "/capacity/available", concurrency, 2000))  # warm-up
+        lat, elapsed = asyncio.run(
+            _closed_loop(server.base, "/capacity/available", concurrency, requests)
+        )
+        open_loop = []
+        for rate in (10, 20, 40):
+            ol = (
+                np.asarray(
+                    asyncio.run(
+                        _open_loop(server.base, "/capacity/available", concurrency, rate, 10.0)
+                    )
+                )
+                * 1e3
             )
-            open_loop = []
-            for rate in (10, 20, 40):
-                ol = (
-                    np.asarray(
-                        asyncio.run(
-                            _open_loop(server.base, "/capacity/available", concurrency, rate, 10.0)
+            open_loop.append(
+                (
+                    concurrency * rate,
+                    int(ol.size),
+                    float(np.percentile(ol, 50)),
+                    float(np.percentile(ol, 99)),
+                )
+            )
+        answer = httpx.get(server.base + "/capacity/available").json()
+        assert answer["resource_count"] == n, answer["resource_count"]
+        cap_ms = np.asarray(lat) * 1e3
+        ids = [r.resource_id for r in synthetic_fleet(n)]
+        rng = np.random.default_rng(5)
+        bodies = []
+        for _ in range(batches):
+            pick = rng.integers(0, n, size=batch)
+            ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+            bodies.append(
+                orjson.dumps(
+                    {
+                        "samples": [
+                            {
+                                "resource_id": ids[i],
+                                "timestamp": ts,
+                                "soc_pct": round(float(rng.uniform(15, 95)), 2),
+                                "plugged_in": True,
+                                "power_kw": -7.2,
+                            }
+                            for i in pick.tolist()
+                        ]
+                    }
+                )
+            )
+        ingest_conc = 4
+        lat_i: list[float] = []
+        accepted = 0
+        t0 = time.perf_counter()
+        for k in range(0, batches, ingest_conc):
+            group = bodies[k : k + ingest_conc]
+
+            async def post_all(group: list[bytes] = group) -> list[Any]:
+                async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+
+                    async def one(body: bytes) -> Any:
+                        t = time.perf_counter()
+                        r = await client.post(
+                            "/telemetry",
+                            content=body,
+                            headers={"content-type": "application/json"},
                         )
-                    )
-                    * 1e3
-                )
-                open_loop.append(
-                    (
-                        concurrency * rate,
-                        int(ol.size),
-                        float(np.percentile(ol, 50)),
-                        float(np.percentile(ol, 99)),
-                    )
-                )
-            answer = httpx.get(server.base + "/capacity/available").json()
-            assert answer["resource_count"] == n, answer["resource_count"]
-            cap_ms = np.asarray(lat) * 1e3
-            ids = [r.resource_id for r in synthetic_fleet(n)]
-            rng = np.random.default_rng(5)
-            bodies = []
-            for _ in range(batches):
-                pick = rng.integers(0, n, size=batch)
-                ts = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
-                bodies.append(
-                    orjson.dumps(
-                        {
-                            "samples": [
-                                {
-                                    "resource_id": ids[i],
-                                    "timestamp": ts,
-                                    "soc_pct": round(float(rng.uniform(15, 95)), 2),
-                                    "plugged_in": True,
-                                    "power_kw": -7.2,
-                                }
-                                for i in pick.tolist()
-                            ]
-                        }
-                    )
-                )
-            ingest_conc = 4
-            lat_i: list[float] = []
-            accepted = 0
-            t0 = time.perf_counter()
-            for k in range(0, batches, ingest_conc):
-                group = bodies[k : k + ingest_conc]
+                        lat_i.append(time.perf_counter() - t)
+                        r.raise_for_status()
+                        return r.json()
 
-                async def post_all(group: list[bytes] = group) -> list[Any]:
-                    async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+                    return await asyncio.gather(*(one(b) for b in group))
 
-                        async def one(body: bytes) -> Any:
-                            t = time.perf_counter()
-                            r = await client.post(
-                                "/telemetry",
-                                content=body,
-                                headers={"content-type": "application/json"},
-                            )
-                            lat_i.append(time.perf_counter() - t)
-                            r.raise_for_status()
-                            return r.json()
-
-                        return await asyncio.gather(*(one(b) for b in group))
-
-                accepted += sum(a["accepted"] for a in asyncio.run(post_all()))
-            elapsed_i = time.perf_counter() - t0
-            assert accepted == batches * batch, accepted
-            return HttpResult(
-                resources=n,
-                capacity_requests=requests,
-                capacity_concurrency=concurrency,
-                capacity_p50_ms=float(np.percentile(cap_ms, 50)),
-                capacity_p99_ms=float(np.percentile(cap_ms, 99)),
-                capacity_rps=requests / elapsed,
-                open_loop=open_loop,
-                ingest_batches=batches,
-                ingest_batch_size=batch,
-                ingest_concurrency=ingest_conc,
-                ingest_samples_per_s=accepted / elapsed_i,
-                ingest_batch_p50_ms=float(np.percentile(np.asarray(lat_i) * 1e3, 50)),
-                server_rss_mb=server.rss_mb(),
-            )
-        finally:
-            server.stop()
+            accepted += sum(a["accepted"] for a in asyncio.run(post_all()))
+        elapsed_i = time.perf_counter() - t0
+        assert accepted == batches * batch, accepted
+        return HttpResult(
+            resources=n,
+            capacity_requests=requests,
+            capacity_concurrency=concurrency,
+            capacity_p50_ms=float(np.percentile(cap_ms, 50)),
+            capacity_p99_ms=float(np.percentile(cap_ms, 99)),
+            capacity_rps=requests / elapsed,
+            open_loop=open_loop,
+            ingest_batches=batches,
+            ingest_batch_size=batch,
+            ingest_concurrency=ingest_conc,
+            ingest_samples_per_s=accepted / elapsed_i,
+            ingest_batch_p50_ms=float(np.percentile(np.asarray(lat_i) * 1e3, 50)),
+            server_rss_mb=server.rss_mb(),
+        )
 
 
 def bench_http_dispatch(n: int = 10_000, requests: int = 60) -> tuple[float, float, float, int]:
     """POST /dispatch latency with `n` registered resources: (p50 ms, p99 ms, max ms, mean resources)."""
-    now = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="vpp-bench-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        _seed_database(url, n, now)
-        server = _Server(url, free_port())
-        try:
-            ids = [r.resource_id for r in synthetic_fleet(n)]
-            rng = np.random.default_rng(9)
-            with httpx.Client(base_url=server.base, timeout=60) as client:
-                stamp = datetime.now(UTC).isoformat()
-                for k in range(0, n, 10_000):
-                    batch = [
-                        {
-                            "resource_id": rid,
-                            "timestamp": stamp,
-                            "soc_pct": round(float(rng.uniform(40, 95)), 2),
-                            "plugged_in": True,
-                            "power_kw": 0.0,
-                        }
-                        for rid in ids[k : k + 10_000]
-                    ]
-                    client.post("/telemetry", json={"samples": batch}).raise_for_status()
-                lat = []
-                sizes = []
-                for i in range(requests):
-                    body = {
-                        "target_kw": float(rng.choice([150.0, 500.0, 2000.0])),
-                        "duration_minutes": 60,
-                        "grid_node": f"NODE_{i % 50:02d}",
-                        "source": "market_award",
+    with seeded_server(n, "vpp-bench-") as server:
+        ids = [r.resource_id for r in synthetic_fleet(n)]
+        rng = np.random.default_rng(9)
+        with httpx.Client(base_url=server.base, timeout=60) as client:
+            stamp = datetime.now(UTC).isoformat()
+            for k in range(0, n, 10_000):
+                batch = [
+                    {
+                        "resource_id": rid,
+                        "timestamp": stamp,
+                        "soc_pct": round(float(rng.uniform(40, 95)), 2),
+                        "plugged_in": True,
+                        "power_kw": 0.0,
                     }
-                    t = time.perf_counter()
-                    r = client.post("/dispatch", json=body)
-                    lat.append(time.perf_counter() - t)
-                    r.raise_for_status()
-                    d = r.json()
-                    sizes.append(d["resource_count"])
-                    client.post(f"/dispatch/{d['dispatch_id']}/cancel").raise_for_status()
-            ms = np.asarray(lat) * 1e3
-            return (
-                float(np.percentile(ms, 50)),
-                float(np.percentile(ms, 99)),
-                float(ms.max()),
-                int(np.mean(sizes)),
-            )
-        finally:
-            server.stop()
+                    for rid in ids[k : k + 10_000]
+                ]
+                client.post("/telemetry", json={"samples": batch}).raise_for_status()
+            lat = []
+            sizes = []
+            for i in range(requests):
+                body = {
+                    "target_kw": float(rng.choice([150.0, 500.0, 2000.0])),
+                    "duration_minutes": 60,
+                    "grid_node": f"NODE_{i % 50:02d}",
+                    "source": "market_award",
+                }
+                t = time.perf_counter()
+                r = client.post("/dispatch", json=body)
+                lat.append(time.perf_counter() - t)
+                r.raise_for_status()
+                d = r.json()
+                sizes.append(d["resource_count"])
+                client.post(f"/dispatch/{d['dispatch_id']}/cancel").raise_for_status()
+        ms = np.asarray(lat) * 1e3
+        return (
+            float(np.percentile(ms, 50)),
+            float(np.percentile(ms, 99)),
+            float(ms.max()),
+            int(np.mean(sizes)),
+        )
 
 
 @dataclass
