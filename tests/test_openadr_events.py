@@ -787,3 +787,16 @@ def test_every_example_does_what_the_table_says(tmp_path: Path, example: dict[st
         outcomes = handle(client, raw)
         assert {o.outcome for o in outcomes} == EXPECTED[example["file"][:2]], outcomes
         assert_safe(client)
+
+
+def test_a_charge_state_goal_of_lower_priority_yields_with_the_reason(
+    client: TestClient, clock: Clock
+) -> None:
+    """UG 7.1 holds for state-of-charge goals too: one that overlaps a higher-priority event's
+    dispatch says which event wins, rather than that no battery could move."""
+    handle(client, setpoint_event("evt-first", 100.0, priority=1))
+    goal = setpoint_event("evt-goal", 0.0, priority=5)
+    goal["payloadDescriptors"][0].update(payloadType="CHARGE_STATE_SETPOINT", units="PERCENT")
+    goal["intervals"][0]["payloads"] = [{"type": "CHARGE_STATE_SETPOINT", "values": [0.9]}]
+    [o] = handle(client, goal)
+    assert o.outcome == "ignored" and "whose priority 1 wins over 5" in o.detail, o

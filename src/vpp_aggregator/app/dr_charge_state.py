@@ -59,5 +59,6 @@ def charge_to(
             )
         )
     if not requests:
-        return Outcome("ignored", f"{ask.meaning}: every battery that can move is at it already")
+        why = "no battery in scope is free to move toward it now (at it, held by another dispatch, or unavailable)"
+        return Outcome("ignored", f"{ask.meaning}: {why}")
     return requests

@@ -165,6 +165,11 @@ class DemandResponseEvents(DrFollowThrough):
         if first.charge_state is not None:
             if existing is not None:
                 self._cancel([existing], f"event {event_id} updated to {version}")
+            winner, _ = yield_to(
+                event, scope, start, end, self.dispatch, self.store, self.read_wire
+            )
+            if winner is not None:
+                return Outcome("ignored", winner)
             requests = charge_to(event_id, first, scope, start, end, key, now, self.batteries)
             if isinstance(requests, Outcome):
                 return requests
