@@ -107,8 +107,11 @@ class DrReports:
                 continue
             cap = float(self.state.capacity_kwh[row])
             floor = float(self.state.floor_pct[row])
+            ceiling = float(self.state.ceiling_pct[row])
             out[rid] = Storage(
-                usable_kwh=round(max(0.0, live.soc_pct - floor) / 100.0 * cap, 3),
+                # "Usable energy that the storage device can hold when fully charged": its
+                # range between the floor and the ceiling it may be charged to.
+                usable_kwh=round(max(0.0, ceiling - floor) / 100.0 * cap, 3),
                 charge_level=round(live.soc_pct / 100.0, 4),
                 max_discharge_kw=float(self.state.max_discharge_kw[row]),
                 max_charge_kw=float(self.state.max_charge_kw[row]),

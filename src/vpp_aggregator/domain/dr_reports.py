@@ -34,8 +34,9 @@ class ReportWindow:
 
 @dataclass(frozen=True, slots=True)
 class Storage:
-    """A battery as it stands: usable energy above its floor (kWh), charge level (0–1 of its
-    capacity, PERCENT as the units table has it), and its power limits (kW)."""
+    """A battery: the usable energy it holds when fully charged (kWh, between its floor and its
+    ceiling), its charge level now (0–1 of its capacity, PERCENT as the units table has it),
+    and its power limits (kW)."""
 
     usable_kwh: float
     charge_level: float
@@ -103,6 +104,8 @@ def report_body(
                 "objectType": "REPORT_PAYLOAD_DESCRIPTOR",
                 "payloadType": k,
                 "units": MEASURED.get(k) or STORAGE[k],
+                # DEMAND: "Reading type indicates MEAN, PEAK, FORECAST"; ours is the mean.
+                **({"readingType": "MEAN"} if k == "DEMAND" else {}),
             }
             for k in dict.fromkeys(k for k, _ in wanted)
         ],
