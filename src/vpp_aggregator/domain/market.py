@@ -16,6 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 from typing_extensions import TypedDict
 
+from vpp_aggregator.domain.metering import interval_energy
+
 
 class PriceSegment(TypedDict):
     mw: float
@@ -135,17 +137,10 @@ def delivered_kwh(
     end_s: float,
     hold_s: float,
 ) -> float:
-    """Energy exported in [start, end) from one resource's samples (sorted by time): each
-    sample's power holds until the next sample, for at most `hold_s` (older means unknown, and
-    unknown counts as nothing delivered). Negative power (charging) counts against it."""
-    if timestamp_s.size == 0:
-        return 0.0
-    nxt = np.r_[timestamp_s[1:], np.inf]
-    held_until = np.minimum(nxt, timestamp_s + hold_s)
-    a = np.maximum(timestamp_s, start_s)
-    b = np.minimum(held_until, end_s)
-    seconds = np.clip(b - a, 0.0, None)
-    return float((power_kw * seconds).sum() / 3600.0)
+    """Energy exported in [start, end) from one resource's samples (sorted by time), held as
+    `domain/metering` holds them; negative power (charging) counts against it."""
+    energy, _ = interval_energy(timestamp_s, power_kw, np.array([start_s, end_s]), hold_s)
+    return float(energy.sum())
 
 
 @dataclass(frozen=True, slots=True)

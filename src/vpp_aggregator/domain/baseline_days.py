@@ -1,0 +1,85 @@
+"""Which past days a baseline may look at: day types, the NERC holiday calendar, event days.
+
+ISO baselines compare an event day with "like days": weekdays with weekdays, weekends and
+holidays with weekends and holidays (PJM keeps Saturdays apart from Sundays and holidays).
+The holidays are NERC's six, not every public holiday: New Year's Day, Memorial Day,
+Independence Day, Labor Day, Thanksgiving Day and Christmas Day; one that falls on a Sunday is
+kept on the Monday after, one on a Saturday stays on the Saturday (NERC's "additional off-peak
+days", now kept by NAESB WEQ). The dates themselves come from the `holidays` package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from enum import StrEnum
+from functools import cache
+
+import holidays
+
+NERC_HOLIDAY_NAMES = frozenset(
+    {
+        "New Year's Day",
+        "Memorial Day",
+        "Independence Day",
+        "Labor Day",
+        "Thanksgiving Day",
+        "Christmas Day",
+    }
+)
+
+
+class DayType(StrEnum):
+    WEEKDAY = "weekday"
+    WEEKEND_HOLIDAY = "weekend_holiday"  # CAISO: weekends and holidays together
+    SATURDAY = "saturday"  # PJM: Saturdays apart ...
+    SUNDAY_HOLIDAY = "sunday_holiday"  # ... from Sundays and holidays
+
+
+@cache
+def nerc_holidays(year: int) -> frozenset[date]:
+    """The six NERC holidays of a year, a Sunday one moved to the Monday after."""
+    us = holidays.country_holidays("US", years=year, observed=False)
+    out = set()
+    for day, name in us.items():
+        if name in NERC_HOLIDAY_NAMES:
+            out.add(day + timedelta(days=1) if day.weekday() == 6 else day)
+    return frozenset(out)
+
+
+def is_nerc_holiday(day: date) -> bool:
+    return day in nerc_holidays(day.year)
+
+
+def day_type(day: date, *, saturday_apart: bool) -> DayType:
+    """A NERC holiday counts as a weekend day whatever day of the week it falls on."""
+    if is_nerc_holiday(day) or day.weekday() == 6:
+        return DayType.SUNDAY_HOLIDAY if saturday_apart else DayType.WEEKEND_HOLIDAY
+    if day.weekday() == 5:
+        return DayType.SATURDAY if saturday_apart else DayType.WEEKEND_HOLIDAY
+    return DayType.WEEKDAY
+
+
+def like_days(
+    event_day: date,
+    lookback_days: int,
+    *,
+    saturday_apart: bool,
+    event_days: Iterable[date],
+    with_data: Iterable[date],
+) -> list[date]:
+    """The days of the event day's type in the lookback before it, most recent first, leaving
+    out other event days and days without measurements."""
+    kind = day_type(event_day, saturday_apart=saturday_apart)
+    excluded = set(event_days)
+    measured = set(with_data)
+    out = []
+    for back in range(1, lookback_days + 1):
+        d = event_day - timedelta(days=back)
+        if (
+            d in measured
+            and d not in excluded
+            and day_type(d, saturday_apart=saturday_apart) == kind
+        ):
+            out.append(d)
+    return out
