@@ -29,7 +29,7 @@ ADJ = slice(10, 13)  # the adjustment window, 4 h to 1 h before 14:00
 
 def loads(per_day: dict[date, float], event_day: date, window_kw: float) -> DayLoads:
     """Each day at one load all day; the event day at `window_kw` in the adjustment window."""
-    days = sorted(per_day) + [event_day]
+    days = [*sorted(per_day), event_day]
     kw = np.array([[per_day[d]] * 24 for d in days[:-1]] + [[0.0] * 24])
     kw[-1, ADJ] = window_kw
     return DayLoads(tuple(days), kw)

@@ -173,7 +173,11 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
     assert {r["resource_id"] for r in row["resources"]} == allocated
     text = market.get("/market/settlement", params={"date": day, "format": "csv"}).text
     lines = list(csv.DictReader(io.StringIO(text)))
-    assert len(lines) == len(allocated) and lines[0]["award_id"] == "aw-1"
+    assert [line["row"] for line in lines] == ["interval"] * 12 + ["resource"] * len(allocated)
+    assert lines[0]["award_id"] == "aw-1"
+    assert sum(float(line["delivered_kwh"]) for line in lines[:12]) == pytest.approx(
+        row["delivered_kwh"], abs=1e-3
+    )
     # What went out to the market gateway and the device gateway keeps to asyncapi.yaml.
     agg = market.app.state.aggregator  # type: ignore[attr-defined]
     sent = {

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_PATH = Path("var") / "vpp.db"
@@ -137,6 +144,13 @@ class Settings(BaseSettings):
         dict[str, dict[str, str | list[str]]],
         BeforeValidator(lambda v: json.loads(v) if isinstance(v, str) else v),
     ] = Field(default_factory=dict, validation_alias="VPP_OPENADR_TARGETS")
+    # Settlement baselines (docs/settlement.md): the method of each aggregation and its numbers
+    baseline_default: str = Field("metered", validation_alias="VPP_BASELINE_DEFAULT")
+    baseline_methods: str = Field("", validation_alias="VPP_BASELINE_METHODS")
+    baseline_parameters: Annotated[
+        dict[str, dict[str, str | float | int | bool | None]],
+        BeforeValidator(lambda v: json.loads(v) if isinstance(v, str) else v),
+    ] = Field(default_factory=dict, validation_alias="VPP_BASELINE_PARAMETERS")
     database_url: str = Field("", validation_alias="DATABASE_URL")
     kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
@@ -171,6 +185,16 @@ class Settings(BaseSettings):
         from vpp_aggregator.domain.dr_asks import Policy
 
         Policy.parse(value, 1.0)  # raises with the reason
+        return value
+
+    @field_validator("baseline_default", "baseline_methods", "baseline_parameters")
+    @classmethod
+    def _baselines(cls, value: Any, info: ValidationInfo) -> Any:
+        from vpp_aggregator.app.settlement import BaselinePolicy
+
+        parts: dict[str, Any] = {"default": "metered", "methods": "", "parameters": {}}
+        parts[str(info.field_name).removeprefix("baseline_")] = value
+        BaselinePolicy.parse(**parts)  # raises with the reason
         return value
 
     @field_validator("offer_interval_minutes")

@@ -24,6 +24,7 @@ from vpp_aggregator.app.integration import IntegrationService
 from vpp_aggregator.app.market import MarketService, MarketStore
 from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
+from vpp_aggregator.app.settlement import BaselinePolicy
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
 from vpp_aggregator.domain.dispatch.problem import ResourceInputs
@@ -127,6 +128,9 @@ class Aggregator:
             horizon_hours=settings.offer_horizon_hours,
             interval_minutes=settings.offer_interval_minutes,
             hold_seconds=settings.telemetry_stale_seconds,
+            baselines=BaselinePolicy.parse(
+                settings.baseline_default, settings.baseline_methods, settings.baseline_parameters
+            ),
             offers_topic=settings.topic_market_offers,
             settlement_topic=settings.topic_market_settlement,
         )

@@ -29,13 +29,13 @@ from vpp_aggregator.app.outbound import Offer, Settlement
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import dispatch_status
 from vpp_aggregator.app.results import Quantile
+from vpp_aggregator.app.settlement import BaselinePolicy, Meter
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
 from vpp_aggregator.domain.market import (
     OfferCurve,
     OfferInputs,
     award_refusal,
     build_offer,
-    delivered_kwh,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ class MarketStore(Protocol):
     def power_history(
         self, resource_ids: Sequence[str], start: datetime, end: datetime
     ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]: ...
+    def award_starts(
+        self, aggregation_id: str, start: datetime, end: datetime
+    ) -> list[datetime]: ...
 
 
 NOTHING = Figures(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)  # what a node with no held resources holds
@@ -84,6 +87,7 @@ class MarketService:
         horizon_hours: int = 24,
         interval_minutes: int = 60,
         hold_seconds: float = 300.0,
+        baselines: BaselinePolicy | None = None,
         offers_topic: str = "vpp.market.offers",
         settlement_topic: str = "vpp.market.settlement",
     ) -> None:
@@ -102,6 +106,7 @@ class MarketService:
         self.horizon_hours = horizon_hours
         self.interval_minutes = interval_minutes
         self.hold_seconds = hold_seconds
+        self.meter = Meter(repo, state, baselines or BaselinePolicy(), hold_seconds)
         self.offers_topic = offers_topic
         self.settlement_topic = settlement_topic
         self._relay_lock = threading.Lock()
@@ -265,26 +270,30 @@ class MarketService:
             "delivered_kwh": 0.0,
             "delivery_ratio": None,  # nothing ran, so nothing was measured
             "measured_from": None,
+            "baseline_method": None,
+            "baseline_kwh": None,
+            "measured_kwh": None,
+            "baseline_days": [],
+            "baseline_adjustment": None,
+            "baseline_note": None,
+            "intervals": [],
             "resources": [],
         }
         if out["reason"] is not None or record is None:
             return out
-        history = self.repo.power_history(
-            [a.resource_id for a in record.allocations],
-            start - timedelta(seconds=self.hold_seconds),
-            end,
-        )
-        s, e = start.timestamp(), end.timestamp()
-        per = {
-            rid: round(delivered_kwh(ts, kw, s, e, self.hold_seconds), 4)
-            for rid, (ts, kw) in history.items()
-        }
-        delivered = float(sum(per.values()))
+        m = self.meter.measure(award["aggregation_id"], start, end, award["awarded_kw"])
         out["status"] = "settled"
-        out["delivered_kwh"] = round(delivered, 4)
-        out["delivery_ratio"] = round(delivered / awarded_kwh, 4) if awarded_kwh else None
-        out["measured_from"] = "telemetry power_kw, sample-and-hold"
-        out["resources"] = [{"resource_id": r, "delivered_kwh": v} for r, v in sorted(per.items())]
+        out["delivered_kwh"] = m.delivered_kwh
+        out["delivery_ratio"] = round(m.delivered_kwh / awarded_kwh, 4) if awarded_kwh else None
+        out["measured_from"] = "telemetry power_kw, sample-and-hold, 5-minute intervals"
+        out["baseline_method"] = m.method
+        out["baseline_kwh"] = m.baseline_kwh
+        out["measured_kwh"] = m.measured_kwh
+        out["baseline_days"] = m.days_used
+        out["baseline_adjustment"] = m.adjustment
+        out["baseline_note"] = m.note
+        out["intervals"] = m.intervals
+        out["resources"] = m.resources
         return out
 
     def settlements(self, day: datetime) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ __all__ = [
     "Offer",
     "PriceSegment",
     "SchedulePoint",
+    "SettledInterval",
     "SettledResource",
     "Settlement",
     "V2GCommand",
@@ -42,7 +43,22 @@ class V2GCommand(TypedDict):
 
 
 class SettledResource(TypedDict):
+    """One resource of the aggregation over the award's interval (batteries: baseline 0)."""
+
     resource_id: str
+    baseline_kwh: float
+    measured_kwh: float  # net consumption: negative when it exported
+    delivered_kwh: float  # baseline − measured
+
+
+class SettledInterval(TypedDict):
+    """The aggregation in one 5-minute settlement interval."""
+
+    interval_start: str
+    interval_end: str
+    awarded_kwh: float
+    baseline_kwh: float
+    measured_kwh: float
     delivered_kwh: float
 
 
@@ -58,10 +74,17 @@ class Settlement(TypedDict):
     awarded_kw: float
     awarded_kwh: float
     delivered_kwh: float
-    delivery_ratio: float | None
+    delivery_ratio: float | None  # the performance ratio: delivered over awarded energy
     price_per_mwh: float | None
     dispatch_id: str | None
     measured_from: str | None
+    baseline_method: str | None
+    baseline_kwh: float | None
+    measured_kwh: float | None
+    baseline_days: list[str]
+    baseline_adjustment: float | None
+    baseline_note: str | None
+    intervals: list[SettledInterval]
     resources: list[SettledResource]
 
 

@@ -23,17 +23,28 @@ def _cumulative(
     return np.where(k < 0, 0.0, out)
 
 
+def energy_in(
+    ts: NDArray[np.float64],
+    power_kw: NDArray[np.float64],
+    starts_s: NDArray[np.float64],
+    ends_s: NDArray[np.float64],
+    hold_s: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """kWh and covered seconds in each window [starts[i], ends[i]) (arrays of any one shape)
+    from one resource's samples (epoch seconds, sorted)."""
+    if ts.size == 0:
+        return np.zeros(starts_s.shape), np.zeros(starts_s.shape)
+    ones = np.ones_like(power_kw)
+    energy = _cumulative(ts, power_kw, ends_s, hold_s) - _cumulative(ts, power_kw, starts_s, hold_s)
+    covered = _cumulative(ts, ones, ends_s, hold_s) - _cumulative(ts, ones, starts_s, hold_s)
+    return energy / 3600.0, covered
+
+
 def interval_energy(
     ts: NDArray[np.float64],
     power_kw: NDArray[np.float64],
     edges_s: NDArray[np.float64],
     hold_s: float,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """kWh and covered seconds in each interval [edges[i], edges[i+1]) from one resource's
-    samples (epoch seconds, sorted)."""
-    n = max(0, edges_s.size - 1)
-    if ts.size == 0 or n == 0:
-        return np.zeros(n), np.zeros(n)
-    energy = np.diff(_cumulative(ts, power_kw, edges_s, hold_s)) / 3600.0
-    covered = np.diff(_cumulative(ts, np.ones_like(power_kw), edges_s, hold_s))
-    return energy, covered
+    """kWh and covered seconds in each interval [edges[i], edges[i+1])."""
+    return energy_in(ts, power_kw, edges_s[:-1], edges_s[1:], hold_s)

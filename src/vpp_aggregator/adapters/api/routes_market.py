@@ -23,18 +23,41 @@ router = APIRouter(prefix="/market", tags=["market"])
 CSV_COLUMNS = (
     "award_id",
     "aggregation_id",
+    "row",  # award (nothing measured) | interval (the aggregation per 5 min) | resource
     "interval_start",
     "interval_end",
-    "awarded_kw",
+    "resource_id",
     "awarded_kwh",
+    "baseline_kwh",
+    "measured_kwh",
     "delivered_kwh",
+    "awarded_kw",
     "delivery_ratio",
+    "baseline_method",
     "price_per_mwh",
     "status",
     "reason",
-    "resource_id",
-    "resource_delivered_kwh",
 )
+
+
+def settlement_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """One award's CSV rows: its 5-minute intervals, then its resources (one `award` row
+    when nothing was measured)."""
+    award = {k: row.get(k) for k in CSV_COLUMNS if k in row}
+    detail = [{**award, "row": "interval", **i} for i in row.get("intervals") or []]
+    detail += [
+        {
+            **award,
+            "row": "resource",
+            "resource_id": r["resource_id"],
+            "awarded_kwh": "",
+            "baseline_kwh": r.get("baseline_kwh", ""),
+            "measured_kwh": r.get("measured_kwh", ""),
+            "delivered_kwh": r.get("delivered_kwh", ""),
+        }
+        for r in row.get("resources") or []
+    ]
+    return detail or [{**award, "row": "award"}]
 
 
 @router.get("/offers")
@@ -117,7 +140,8 @@ def get_award(award_id: str, agg: AggDep, who: Viewer) -> Any:
     response_model=None,
     responses={
         200: {
-            "description": "JSON by default; `format=csv`: one row per award and resource",
+            "description": "JSON by default; `format=csv`: per award, a row per 5-minute "
+            "interval and per resource",
             "content": {
                 "application/json": {"schema": {"type": "object"}},
                 "text/csv": {"schema": {"type": "string"}},
@@ -131,7 +155,9 @@ def get_settlement(
     day: Annotated[date, Query(alias="date", description="UTC day the intervals start on")],
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> dict[str, Any] | Response:
-    """Awarded against delivered energy per interval and aggregation, measured from telemetry."""
+    """Per award: baseline, measured net consumption and delivered energy (baseline − measured)
+    per 5-minute interval, per resource and in total, against what was awarded; the baseline is
+    the aggregation's method (VPP_BASELINE_METHODS: CAISO 10-in-10, PJM CBL, metered)."""
     fleet_wide(who)
     rows = agg.market.settlements(datetime(day.year, day.month, day.day, tzinfo=UTC))
     if format == "json":
@@ -140,15 +166,7 @@ def get_settlement(
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        detail = row.get("resources") or [{}]
-        for part in detail:
-            writer.writerow(
-                {
-                    **row,
-                    "resource_id": part.get("resource_id", ""),
-                    "resource_delivered_kwh": part.get("delivered_kwh", ""),
-                }
-            )
+        writer.writerows(settlement_rows(row))
     return Response(
         out.getvalue(),
         media_type="text/csv",

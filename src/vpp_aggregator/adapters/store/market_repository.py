@@ -119,6 +119,21 @@ class MarketRepository:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
 
+    def award_starts(
+        self, aggregation_id: str, start: datetime, end: datetime
+    ) -> builtins.list[datetime]:
+        """When the aggregation's awards in [start, end) began: event days, which baselines
+        leave out (awards that never ran are no event)."""
+        a = market_awards
+        q = select(a.c.interval_start).where(
+            a.c.aggregation_id == aggregation_id,
+            a.c.interval_start >= start,
+            a.c.interval_start < end,
+            a.c.dispatch_id.is_not(None),
+        )
+        with self.engine.connect() as conn:
+            return builtins.list(conn.execute(q).scalars())
+
     def settle(self, award_id: str, settlement: Settlement, topic: str, at: datetime) -> None:
         """Store the settlement, with the award's final status and reason, and queue it for the
         market gateway, in one transaction."""
