@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from collections.abc import Iterator
 
 import pytest
@@ -266,7 +267,9 @@ def test_offers_go_to_the_market_and_awards_come_back_as_dispatches(
         json={"samples": [sample("bess-1", clock.now, 90), sample("ev-1", clock.now, 80)]},
     )
     service.post("/market/offers/generate")
-    stored = service.get("/market/offers").json()["items"]
+    ahead = {"to": (clock.now + timedelta(days=3)).isoformat()}  # whole operating days
+    stored = service.get("/market/offers", params=ahead).json()["items"]
+    assert {o["market"] for o in stored} == {"day_ahead", "real_time"}
     assert stored and {o["aggregation_id"] for o in stored} == {"NODE_K"}
     offers = read_topic(kafka_brokers, t["VPP_TOPIC_MARKET_OFFERS"], want=len(stored))
     assert sorted(o["offer_id"] for _, o in offers) == sorted(o["offer_id"] for o in stored)

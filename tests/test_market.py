@@ -6,7 +6,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -82,7 +82,7 @@ def market(tmp_path, clock: Clock) -> Iterator[TestClient]:  # type: ignore[no-u
         DATABASE_URL=f"sqlite:///{tmp_path / 'm.db'}",
         VPP_SITE_TIMEZONE="UTC",
         VPP_MARKET_TICK_SECONDS="0.1",
-        VPP_OFFER_HORIZON_HOURS="6",
+        VPP_OFFER_HORIZON_HOURS="48",  # 12:00 on the 25th: the 27th's day-ahead gate is open
     )
     with TestClient(create_app(settings, clock=clock)) as c:
         for i in range(3):
@@ -101,21 +101,75 @@ def market(tmp_path, clock: Clock) -> Iterator[TestClient]:  # type: ignore[no-u
         yield c
 
 
-def test_offers_follow_the_forecast_p10_for_aggregations_that_qualify(market: TestClient) -> None:
+def test_offers_follow_the_forecast_p10_in_both_markets_and_both_directions(
+    market: TestClient, clock: Clock
+) -> None:
     created = market.post("/market/offers/generate").json()
-    offers = market.get("/market/offers").json()["items"]
+    window = {"from": clock.now.isoformat(), "to": (clock.now + timedelta(days=3)).isoformat()}
+    offers = market.get("/market/offers", params=window).json()["items"]
     assert {o["aggregation_id"] for o in offers} == {"NODE_A"}  # 20 kW on NODE_B is below 100 kW
     forecast = market.get(
-        "/capacity/forecast", params={"horizon_hours": 6, "grid_node": "NODE_A"}
+        "/capacity/forecast", params={"horizon_hours": 72, "grid_node": "NODE_A"}
     ).json()
-    p10 = {i["start"]: i["discharge_kw"]["p10"] for i in forecast["intervals"]}
-    assert len(offers) == 5  # the 5 whole hours ahead; the hour under way is not offered
-    for o in offers:
-        assert o["quantity_kw"] == pytest.approx(p10[o["interval_start"]])
+    hourly = {i["start"]: i for i in forecast["intervals"]}
+    day_ahead = [o for o in offers if o["market"] == "day_ahead"]
+    # 12:00 on 25 November: the gate for the 26th closed at 10:00; the 27th's closes tomorrow
+    assert [o["interval_start"] for o in day_ahead] == [
+        (datetime(2026, 11, 27, tzinfo=UTC) + timedelta(hours=h)).isoformat() for h in range(24)
+    ]
+    for o in day_ahead:
+        p10 = hourly[o["interval_start"]]
+        assert o["quantity_kw"] == o["max_power_kw"] == pytest.approx(p10["discharge_kw"]["p10"])
         assert o["quantity_kw"] == pytest.approx(750.0)  # three 250 kW batteries that stay
-        assert sum(s["mw"] for s in o["price_segments"]) == pytest.approx(0.75)
+        assert o["min_power_kw"] == pytest.approx(-p10["charge_kw"]["p10"])  # the charge side
+        assert o["min_power_kw"] <= -100.0
+        charge, discharge = o["price_segments"][:1], o["price_segments"][1:]
+        assert charge == [
+            {"mw": pytest.approx(o["min_power_kw"] / 1000, abs=1e-4), "price_per_mwh": 20.0}
+        ]
+        assert sum(s["mw"] for s in discharge) == pytest.approx(0.75)
+        assert o["state_of_charge_kwh"] == pytest.approx(3 * 450.0)  # 90 % of 500 kWh each
+    real_time = [o for o in offers if o["market"] == "real_time"]
+    # every 5-minute interval whose gate (75 minutes before it) is open, over the next hour
+    assert [o["interval_start"] for o in real_time] == [
+        (clock.now + timedelta(minutes=75 + 5 * k)).isoformat() for k in range(12)
+    ]
+    assert all(
+        datetime.fromisoformat(o["interval_end"]) - datetime.fromisoformat(o["interval_start"])
+        == timedelta(minutes=5)
+        for o in real_time
+    )
     again = market.post("/market/offers/generate").json()
-    assert created["created"] in (0, 5) and again["created"] == 0  # an interval keeps its offer
+    assert created["created"] in (0, 36) and again["created"] == 0  # an interval keeps its offer
+    clock.advance(minutes=5)  # one more real-time interval's gate opens; none closes unoffered
+    assert [
+        o["interval_start"] for o in market.post("/market/offers/generate").json()["items"]
+    ] == [(clock.now + timedelta(minutes=130)).isoformat()]
+
+
+def test_the_day_ahead_gate_closes_at_its_local_time_the_day_before(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'gate.db'}",
+        VPP_SITE_TIMEZONE="America/Los_Angeles",
+        VPP_MARKET_ENABLED="false",
+        VPP_MARKETS="day_ahead",
+        VPP_MARKET_DA_GATE_CLOSURE="10:00",
+        VPP_OFFER_HORIZON_HOURS="24",
+    )
+    clock.now = datetime(2026, 11, 25, 17, 59, tzinfo=UTC)  # 09:59 in Los Angeles
+    with TestClient(create_app(settings, clock=clock)) as c:
+        add_batteries(c, clock.now, "NODE_A")
+        made = c.post("/market/offers/generate").json()["items"]
+        # the 26th, local midnight to midnight: 08:00 UTC on the 26th to 08:00 on the 27th
+        assert [o["interval_start"] for o in made] == [
+            (datetime(2026, 11, 26, 8, tzinfo=UTC) + timedelta(hours=h)).isoformat()
+            for h in range(24)
+        ]
+        clock.now += timedelta(minutes=1)  # 10:00: the gate has closed
+        c.post(
+            "/telemetry", json={"samples": [sample(f"bess-{i}", clock.now, 90) for i in range(3)]}
+        )
+        assert c.post("/market/offers/generate").json()["created"] == 0
 
 
 def test_an_award_dispatches_once_and_settles_from_telemetry(
@@ -123,12 +177,12 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
 ) -> None:
     # An award clears an offer: the market loop makes them as soon as the fleet reports.
     wait_until(lambda: bool(market.get("/market/offers").json()["items"]), "offers")
-    start = clock.now + timedelta(hours=1)
+    start = clock.now + timedelta(minutes=75)  # the first real-time interval still open
     award = {
         "award_id": "aw-1",
         "aggregation_id": "NODE_A",
         "interval_start": start.isoformat(),
-        "interval_end": (start + timedelta(hours=1)).isoformat(),
+        "interval_end": (start + timedelta(minutes=5)).isoformat(),
         "awarded_kw": 300.0,
         "price_per_mwh": 55.0,
     }
@@ -144,8 +198,8 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
         "/market/awards", json={**award, "award_id": "aw-2", "aggregation_id": "NOWHERE"}
     )
     assert bad.status_code == 422 and "NOWHERE" in bad.json()["errors"][0]["message"]
-    # The batteries report what they exported during the hour: 100 kW each, every 2 minutes.
-    for minute in range(0, 61, 2):
+    # The batteries report what they exported during the interval: 100 kW each, every minute.
+    for minute in range(0, 6):
         clock.now = start + timedelta(minutes=minute)
         market.post(
             "/telemetry",
@@ -155,7 +209,7 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
                 ]
             },
         )
-    clock.now = start + timedelta(hours=1, minutes=1)
+    clock.now = start + timedelta(minutes=6)
     day = start.date().isoformat()
 
     def settled() -> bool:
@@ -164,18 +218,19 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
 
     wait_until(settled, "settlement after the interval")
     row = market.get("/market/settlement", params={"date": day}).json()["items"][0]
-    assert row["awarded_kwh"] == pytest.approx(300.0)
+    assert row["awarded_kwh"] == pytest.approx(25.0)  # 300 kW for 5 minutes
     allocated = {
         a["resource_id"]
         for a in market.get(f"/dispatch/{dispatches[0]['dispatch_id']}").json()["allocations"]
     }
-    assert row["delivered_kwh"] == pytest.approx(100.0 * len(allocated), rel=1e-6)
-    assert {r["resource_id"] for r in row["resources"]} == allocated
+    assert row["delivered_kwh"] == pytest.approx(100.0 * len(allocated) / 12, rel=1e-6)
+    assert row["baseline_method"] == "metered" and row["baseline_kwh"] == 0.0
+    assert {r["resource_id"] for r in row["resources"]} == {"bess-0", "bess-1", "bess-2"}
     text = market.get("/market/settlement", params={"date": day, "format": "csv"}).text
     lines = list(csv.DictReader(io.StringIO(text)))
-    assert [line["row"] for line in lines] == ["interval"] * 12 + ["resource"] * len(allocated)
+    assert [line["row"] for line in lines] == ["interval"] + ["resource"] * 3
     assert lines[0]["award_id"] == "aw-1"
-    assert sum(float(line["delivered_kwh"]) for line in lines[:12]) == pytest.approx(
+    assert sum(float(line["delivered_kwh"]) for line in lines[:1]) == pytest.approx(
         row["delivered_kwh"], abs=1e-3
     )
     # What went out to the market gateway and the device gateway keeps to asyncapi.yaml.
@@ -201,7 +256,8 @@ def test_capacity_a_dispatch_holds_is_not_offered_again(tmp_path, clock: Clock) 
         DATABASE_URL=f"sqlite:///{tmp_path / 'h.db'}",
         VPP_SITE_TIMEZONE="UTC",
         VPP_MARKET_ENABLED="false",  # offers only when asked, after the dispatch exists
-        VPP_OFFER_HORIZON_HOURS="4",
+        VPP_MARKETS="real_time",
+        VPP_MARKET_RT_GATE_CLOSURE_MINUTES="120",  # 14:00 to 15:00, every 5 minutes
     )
     with TestClient(create_app(settings, clock=clock)) as c:
         add_batteries(c, clock.now, "NODE_A")
@@ -213,15 +269,18 @@ def test_capacity_a_dispatch_holds_is_not_offered_again(tmp_path, clock: Clock) 
         held_until = clock.now + timedelta(minutes=150)
         c.post("/market/offers/generate")
         offers = c.get("/market/offers").json()["items"]
-        assert len(offers) == 3
+        assert len(offers) == 12
+        free_from = held_until + timedelta(minutes=15)  # its ramp back to 0 kW done
+        assert any(datetime.fromisoformat(o["interval_start"]) >= free_from for o in offers)
         for o in offers:
             start = datetime.fromisoformat(o["interval_start"])
             if start < held_until:  # bess-0 (250 kW, 350 kWh above its floor) is taken
                 assert (o["quantity_kw"], o["committed_kw"]) == (pytest.approx(500.0), 250.0)
                 assert o["ramp_rate_kw_per_min"] == pytest.approx(20.0)  # two batteries ramp
-            else:
+            elif start >= free_from:
                 assert (o["quantity_kw"], o["committed_kw"]) == (pytest.approx(750.0), 0.0)
-        # An award for a held hour is then one the two free batteries can carry.
+        # An award in a held interval is then one the two free batteries carry (in five
+        # minutes, at 10 kW/min each, they reach 100 kW: the market reads the offer's ramp rate)
         first = next(o for o in offers if o["committed_kw"] > 0)
         award = c.post(
             "/market/awards",
@@ -230,10 +289,10 @@ def test_capacity_a_dispatch_holds_is_not_offered_again(tmp_path, clock: Clock) 
                 "aggregation_id": "NODE_A",
                 "interval_start": first["interval_start"],
                 "interval_end": first["interval_end"],
-                "awarded_kw": first["quantity_kw"],
+                "awarded_kw": 60.0,
             },
         )
         assert award.status_code == 201, award.text
         dispatch = c.get(f"/dispatch/{award.json()['detail']}").json()
-        assert dispatch["allocated_kw"] == pytest.approx(first["quantity_kw"])
+        assert dispatch["allocated_kw"] == pytest.approx(60.0)
         assert "bess-0" not in {a["resource_id"] for a in dispatch["allocations"]}

@@ -29,7 +29,7 @@ def settings_for(tmp_path, **extra: str):  # type: ignore[no-untyped-def]
 
 def offers_made(c: TestClient) -> list[dict[str, Any]]:
     """The offers the market loop makes once the fleet reports (three 250 kW batteries on
-    NODE_A: 750 kW an hour, for each hour ahead)."""
+    NODE_A: 750 kW, for each real-time interval whose gate is open: 13:15 to 14:15)."""
 
     def offers() -> list[dict[str, Any]]:
         return list(c.get("/market/offers", params={"aggregation_id": "NODE_A"}).json()["items"])
@@ -81,10 +81,12 @@ def test_an_award_beyond_the_offer_or_on_a_side_not_offered_is_refused(
     market: TestClient,
 ) -> None:
     offer = first_offer(market)
+    down = -offer["min_power_kw"]
+    assert down >= 100.0  # the charge side is offered too
     cases = {
         100_000: ("awarded_kw", "750"),  # 300 was offered in the issue; here 750
-        -50: ("awarded_kw", "750"),  # down (charging) was not offered: up only
-        0: ("awarded_kw", "750"),
+        -(down + 1): ("awarded_kw", "more charging than offered"),
+        0: ("awarded_kw", "must not be 0"),
         750.5: ("awarded_kw", "750"),
     }
     for kw, (field, offered) in cases.items():
@@ -92,15 +94,19 @@ def test_an_award_beyond_the_offer_or_on_a_side_not_offered_is_refused(
         assert r.status_code == 422, (kw, r.text)
         error = r.json()["errors"][0]
         assert error["field"] == field and offered in error["message"], (kw, error)
-    later = datetime.fromisoformat(offer["interval_start"]) + timedelta(minutes=30)
+    later = datetime.fromisoformat(offer["interval_start"]) + timedelta(minutes=2)
     off_grid = {
-        **award_for(offer, "aw-half-past", 300.0),
+        **award_for(offer, "aw-off-grid", 300.0),
         "interval_start": later.isoformat(),
-        "interval_end": (later + timedelta(hours=1)).isoformat(),
+        "interval_end": (later + timedelta(minutes=5)).isoformat(),
     }
     r = market.post("/market/awards", json=off_grid)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "interval_start", r.text
     assert "0 kW" in r.json()["errors"][0]["message"]
+    hourly = {**award_for(offer, "aw-hourly", 300.0), "interval_end": "2026-11-25T14:15:00Z"}
+    r = market.post("/market/awards", json=hourly)  # the real-time offer is for 5 minutes
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "interval_end", r.text
+    assert offer["interval_end"] in r.json()["errors"][0]["message"]
     for loose in ("300", True):
         r = market.post("/market/awards", json=award_for(offer, "aw-loose", loose))
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "awarded_kw", r.text
@@ -182,8 +188,8 @@ def test_over_kafka_the_same_rules_hold_and_settlement_says_not_delivered(
     settings = settings_for(tmp_path, KAFKA_BROKERS=kafka_brokers, **t)
     with TestClient(create_app(settings, clock=clock)) as c:
         add_batteries(c, clock.now, "NODE_A")
-        late, held = first_offer(c), offers_made(c)[1]
-        for i in range(3):  # every battery taken until 14:30, into the second offered hour
+        late, held = first_offer(c), offers_made(c)[-1]
+        for i in range(3):  # every battery taken until 14:30, over the last offered interval
             c.post(
                 "/dispatch",
                 json={"target_kw": 100, "duration_minutes": 150, "resource_ids": [f"bess-{i}"]},
@@ -217,3 +223,21 @@ def test_over_kafka_the_same_rules_hold_and_settlement_says_not_delivered(
         )
         counted = f'vpp_kafka_messages_total{{outcome="rejected",topic="{t["VPP_TOPIC_MARKET_AWARDS"]}"}} 1.0'
         wait_until(lambda: counted in c.get("/metrics").text, "the rejected award counted", 15)
+
+
+def test_a_charge_side_award_dispatches_charging(market: TestClient, clock: Clock) -> None:
+    offer = first_offer(market)
+    r = market.post("/market/awards", json=award_for(offer, "aw-charge", -60.0))
+    assert r.status_code == 201 and r.json()["status"] == "dispatched", r.text
+    dispatch = market.get(f"/dispatch/{r.json()['dispatch_id']}").json()
+    assert (dispatch["target_kw"], dispatch["source"]) == (-60.0, "market_award")
+    assert dispatch["allocated_kw"] == pytest.approx(-60.0)
+    assert all(a["setpoint_kw"] < 0 for a in dispatch["allocations"])  # every one charges
+    agg = market.app.state.aggregator  # type: ignore[attr-defined]
+    clock.now = datetime.fromisoformat(offer["interval_start"])  # the dispatch starts
+
+    def commands() -> list[dict[str, Any]]:
+        return [m for _, m in agg.bus.recent(agg.settings.topic_v2g_commands)]
+
+    wait_until(lambda: bool(commands()), "the dispatch's commands", 15)
+    assert {m["mode"] for m in commands()} == {"Charge"}

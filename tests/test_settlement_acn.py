@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
-from test_market import wait_until
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
 from vpp_aggregator.domain.baseline_days import nerc_holidays
@@ -88,12 +87,12 @@ def test_settling_a_curtailment_of_real_charging_matches_the_hand_calculation(
     tz = TZ[method]
     midnight = datetime.combine(EVENT_DAY, time(), tz)
     event_start = midnight + timedelta(hours=9)
-    clock = Clock(event_start - timedelta(minutes=4))
+    clock = Clock(midnight - timedelta(hours=15))  # 09:00 the day before: day-ahead gate open
     settings = load_settings(
         DATABASE_URL=f"sqlite:///{tmp_path / 'acn.db'}",
         VPP_SITE_TIMEZONE=str(tz),
-        VPP_MARKET_TICK_SECONDS="0.1",
-        VPP_OFFER_HORIZON_HOURS="3",
+        VPP_MARKET_ENABLED="false",
+        VPP_MARKETS="day_ahead",
         VPP_BASELINE_METHODS=f"CALTECH={method}",
     )
     users = drivers()
@@ -102,27 +101,35 @@ def test_settling_a_curtailment_of_real_charging_matches_the_hand_calculation(
     assert not any(
         d in nerc_holidays(2019) for d in (first_day + timedelta(days=k) for k in range(29))
     )  # no holiday to leave out: the hand calculation below does not look for one
+    load: dict[date, list[float]] = {}  # the garage's net consumption per local slot
+
+    def replay(c: TestClient, at: datetime, until: datetime) -> None:
+        """The drivers' real charging from `at` to `until`, every 5 minutes, as telemetry."""
+        batch: list[dict[str, object]] = []
+        while at < until:
+            kw = {u: charging_kw(users[u], at.astimezone(UTC)) for u in users}
+            day, slot = at.date(), (at - datetime.combine(at.date(), time(), tz)) // SLOT
+            load.setdefault(day, [0.0] * SLOTS)[slot] = sum(kw.values())
+            batch += [sample(ids[u], at, 60.0, power=-kw[u]) for u in users]
+            if len(batch) >= 10_000 or at + SLOT >= until:
+                assert c.post("/telemetry", json={"samples": batch}).status_code == 200
+                batch = []
+            at += SLOT
+
     with TestClient(create_app(settings, clock=clock)) as c:
         for u in users:
             body = ev_body(ids[u], grid_node="CALTECH", max_charge_kw=11.0, max_discharge_kw=11.0)
             assert c.post("/resources/register", json=body).status_code == 201
         for b in ("bess-0", "bess-1"):
             c.post("/resources/register", json=bess_body(b, grid_node="CALTECH"))
-        # four weeks of real charging up to the minute before the event, every 5 minutes
-        load: dict[date, list[float]] = {}  # the garage's net consumption per local slot
-        at, batch = datetime.combine(first_day, time(), tz), []
-        while at < clock.now:
-            kw = {u: charging_kw(users[u], at.astimezone(UTC)) for u in users}
-            day, slot = at.date(), (at - datetime.combine(at.date(), time(), tz)) // SLOT
-            load.setdefault(day, [0.0] * SLOTS)[slot] = sum(kw.values())
-            batch += [sample(ids[u], at, 60.0, power=-kw[u]) for u in users]
-            if len(batch) >= 10_000:
-                assert c.post("/telemetry", json={"samples": batch}).status_code == 200
-                batch = []
-            at += SLOT
-        batch += [sample(b, clock.now, 90.0) for b in ("bess-0", "bess-1")]
-        assert c.post("/telemetry", json={"samples": batch}).status_code == 200
-        wait_until(lambda: bool(c.get("/market/offers").json()["items"]), "offers", 60.0)
+        # four weeks of real charging up to the day before, when the day-ahead offers are made
+        replay(c, datetime.combine(first_day, time(), tz), clock.now)
+        c.post(
+            "/telemetry",
+            json={"samples": [sample(b, clock.now, 90.0) for b in ("bess-0", "bess-1")]},
+        )
+        offered = c.post("/market/offers/generate").json()["items"]
+        assert event_start.astimezone(UTC).isoformat() in {o["interval_start"] for o in offered}
         award = {
             "award_id": f"acn-{method}",
             "aggregation_id": "CALTECH",
@@ -132,6 +139,9 @@ def test_settling_a_curtailment_of_real_charging_matches_the_hand_calculation(
             "price_per_mwh": 80.0,
         }
         assert c.post("/market/awards", json=award).status_code == 201
+        # the drivers charge on as they did until the event begins
+        clock.now = event_start
+        replay(c, midnight - timedelta(hours=15), event_start)
         # the event: every vehicle's charging paused, bess-1 exporting 40 kW, reported as ever
         for k in range(13):
             clock.now = event_start + k * SLOT
@@ -145,12 +155,7 @@ def test_settling_a_curtailment_of_real_charging_matches_the_hand_calculation(
             )
         clock.now = event_start + timedelta(hours=1, minutes=1)
         day = event_start.astimezone(UTC).date().isoformat()
-
-        def settled() -> bool:
-            items = c.get("/market/settlement", params={"date": day}).json()["items"]
-            return bool(items) and items[0]["status"] == "settled"
-
-        wait_until(settled, "settlement", 60.0)
+        assert c.app.state.aggregator.market.settle_due() == 1  # type: ignore[attr-defined]
         row = c.get("/market/settlement", params={"date": day}).json()["items"][0]
 
     first = 9 * 12

@@ -114,6 +114,23 @@ class Settings(BaseSettings):
     )
     offer_horizon_hours: int = Field(24, ge=1, le=72, validation_alias="VPP_OFFER_HORIZON_HOURS")
     offer_interval_minutes: int = Field(60, validation_alias="VPP_OFFER_INTERVAL_MINUTES")
+    # The charge side of offers (a bid: prices fall as it takes more); "" offers discharge only
+    offer_charge_curve: str = Field("1.0:20", validation_alias="VPP_OFFER_CHARGE_CURVE")
+    markets: str = Field(
+        "day_ahead,real_time",
+        pattern=r"^(day_ahead|real_time)(,(day_ahead|real_time))?$",
+        validation_alias="VPP_MARKETS",
+    )
+    # Day-ahead gate closure: a local time (VPP_SITE_TIMEZONE) the day before the operating day
+    market_da_gate_closure: str = Field(
+        "10:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", validation_alias="VPP_MARKET_DA_GATE_CLOSURE"
+    )
+    market_rt_gate_closure_minutes: int = Field(
+        75, ge=0, le=24 * 60, validation_alias="VPP_MARKET_RT_GATE_CLOSURE_MINUTES"
+    )
+    market_rt_horizon_minutes: int = Field(
+        60, ge=5, le=24 * 60, validation_alias="VPP_MARKET_RT_HORIZON_MINUTES"
+    )
     market_enabled: bool = Field(True, validation_alias="VPP_MARKET_ENABLED")
     market_tick_seconds: float = Field(
         60.0, gt=0, le=3600, validation_alias="VPP_MARKET_TICK_SECONDS"
@@ -177,6 +194,15 @@ class Settings(BaseSettings):
         from vpp_aggregator.domain.market import OfferCurve
 
         OfferCurve.parse(value)  # raises with the reason
+        return value
+
+    @field_validator("offer_charge_curve")
+    @classmethod
+    def _charge_curve(cls, value: str) -> str:
+        from vpp_aggregator.domain.market import OfferCurve
+
+        if value:
+            OfferCurve.parse(value, falling=True)  # raises with the reason
         return value
 
     @field_validator("openadr_simple_levels")

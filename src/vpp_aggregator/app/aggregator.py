@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,7 +34,7 @@ from vpp_aggregator.domain.dr_caps import Departure
 from vpp_aggregator.domain.dr_event import DrEvent
 from vpp_aggregator.domain.efficiency import one_way_efficiency
 from vpp_aggregator.domain.fleet_state import FleetState
-from vpp_aggregator.domain.market import OfferCurve
+from vpp_aggregator.domain.market import Market, MarketGates, OfferCurve
 from vpp_aggregator.domain.resources import Resource
 from vpp_aggregator.domain.tariff import EventPrices, Tariff
 
@@ -124,9 +125,22 @@ class Aggregator:
             curve=OfferCurve.parse(settings.offer_curve),
             min_capacity_kw=settings.min_capacity_kw,
             ramp_kw_per_min=settings.max_ramp_kw_per_min,
+            gates=MarketGates(
+                ZoneInfo(settings.site_timezone),
+                time.fromisoformat(settings.market_da_gate_closure),
+                settings.market_rt_gate_closure_minutes,
+                da_interval_minutes=settings.offer_interval_minutes,
+                rt_horizon_minutes=settings.market_rt_horizon_minutes,
+            ),
+            markets=[Market(m) for m in settings.markets.split(",")],
+            charge_bid=(
+                OfferCurve.parse(settings.offer_charge_curve, falling=True)
+                if settings.offer_charge_curve
+                else None
+            ),
             quantile=settings.offer_quantile,
             horizon_hours=settings.offer_horizon_hours,
-            interval_minutes=settings.offer_interval_minutes,
+            max_forecast_hours=settings.forecast_horizon_hours,
             hold_seconds=settings.telemetry_stale_seconds,
             baselines=BaselinePolicy.parse(
                 settings.baseline_default, settings.baseline_methods, settings.baseline_parameters

@@ -25,18 +25,14 @@ from vpp_aggregator.app.dispatch_records import DispatchRecord
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import MarketAward
+from vpp_aggregator.app.offers import OfferMaker
 from vpp_aggregator.app.outbound import Offer, Settlement
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import dispatch_status
 from vpp_aggregator.app.results import Quantile
 from vpp_aggregator.app.settlement import BaselinePolicy, Meter
-from vpp_aggregator.domain.fleet_state import Figures, FleetState
-from vpp_aggregator.domain.market import (
-    OfferCurve,
-    OfferInputs,
-    award_refusal,
-    build_offer,
-)
+from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.market import Market, MarketGates, OfferCurve, award_refusal
 
 log = logging.getLogger(__name__)
 QUANTILES: tuple[Quantile, ...] = ("p10", "p50", "p90")
@@ -47,7 +43,7 @@ class MarketStore(Protocol):
     def offers(
         self, start: datetime, end: datetime, aggregation_id: str | None = None
     ) -> list[dict[str, Any]]: ...
-    def offer(self, aggregation_id: str, interval_start: datetime) -> dict[str, Any] | None: ...
+    def offers_at(self, aggregation_id: str, interval_start: datetime) -> list[dict[str, Any]]: ...
     def add_award(self, award: dict[str, Any]) -> bool: ...
     def get_award(self, award_id: str) -> dict[str, Any] | None: ...
     def awards_to_settle(self, before: datetime) -> list[dict[str, Any]]: ...
@@ -67,9 +63,6 @@ class MarketStore(Protocol):
     ) -> list[datetime]: ...
 
 
-NOTHING = Figures(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)  # what a node with no held resources holds
-
-
 class MarketService:
     def __init__(
         self,
@@ -83,9 +76,12 @@ class MarketService:
         curve: OfferCurve,
         min_capacity_kw: float,
         ramp_kw_per_min: float,
+        gates: MarketGates,
+        markets: Sequence[Market] = (Market.DAY_AHEAD, Market.REAL_TIME),
+        charge_bid: OfferCurve | None = None,
         quantile: str = "p10",
         horizon_hours: int = 24,
-        interval_minutes: int = 60,
+        max_forecast_hours: int = 72,
         hold_seconds: float = 300.0,
         baselines: BaselinePolicy | None = None,
         offers_topic: str = "vpp.market.offers",
@@ -94,65 +90,37 @@ class MarketService:
         if quantile not in QUANTILES:
             raise ValueError(f"offer quantile must be one of {QUANTILES}")
         self.repo = repo
-        self.forecast = forecast
         self.state = state
         self.dispatch = dispatch
         self.bus = bus
         self.clock = clock
-        self.curve = curve
-        self.min_capacity_kw = min_capacity_kw
-        self.ramp_kw_per_min = ramp_kw_per_min
-        self.quantile = next(q for q in QUANTILES if q == quantile)
-        self.horizon_hours = horizon_hours
-        self.interval_minutes = interval_minutes
         self.hold_seconds = hold_seconds
-        self.meter = Meter(repo, state, baselines or BaselinePolicy(), hold_seconds)
-        self.offers_topic = offers_topic
         self.settlement_topic = settlement_topic
+        self.maker = OfferMaker(
+            repo,
+            forecast,
+            state,
+            dispatch,
+            clock,
+            gates=gates,
+            markets=markets,
+            curve=curve,
+            charge_bid=charge_bid,
+            min_capacity_kw=min_capacity_kw,
+            ramp_kw_per_min=ramp_kw_per_min,
+            quantile=next(q for q in QUANTILES if q == quantile),
+            horizon_hours=horizon_hours,
+            max_forecast_hours=max_forecast_hours,
+            topic=offers_topic,
+        )
+        self.meter = Meter(repo, state, baselines or BaselinePolicy(), hold_seconds)
         self._relay_lock = threading.Lock()
 
     # ------------------------------------------------------------------ offers
     def generate_offers(self) -> list[Offer]:
-        """Offers for every interval that has not begun, per grid node reaching the market
-        minimum at the offered quantile; an interval already offered keeps its offer.
-
-        Resources that a running or scheduled dispatch holds during an interval cannot take an
-        award then (a resource serves one dispatch at a time), so their live capacity is taken off
-        the forecast before offering: the offer never sells what is already committed."""
-        now = self.clock()
-        q = self.quantile
-        offers: list[Offer] = []
-        for node in sorted(self.state.grid_nodes()):
-            doc = self.forecast.capacity_forecast(self.horizon_hours, self.interval_minutes, node)
-            for interval in doc["intervals"]:
-                start = datetime.fromisoformat(interval["start"])
-                if start <= now:
-                    continue  # under way: no longer offered
-                end = datetime.fromisoformat(interval["end"])
-                held = self.state.capacity_of(
-                    self.dispatch.busy_everywhere(start, end), now, self.interval_minutes
-                ).get(node, NOTHING)
-                offer = build_offer(
-                    OfferInputs(
-                        node,
-                        interval["start"],
-                        interval["end"],
-                        interval["discharge_kw"][q] - held.discharge_kw,
-                        interval["discharge_kwh"][q] - held.discharge_kwh,
-                        interval["charge_kw"][q] - held.charge_kw,
-                        interval["available_vehicles"][q] - held.available_resource_count,
-                    ),
-                    self.curve,
-                    min_capacity_kw=self.min_capacity_kw,
-                    ramp_kw_per_min_per_resource=self.ramp_kw_per_min,
-                    quantile=q,
-                )
-                if offer is not None:
-                    offer["committed_kw"] = round(held.discharge_kw, 3)
-                    offer["model"] = doc["model"]["name"]
-                    offer["generated_at"] = now.isoformat()
-                    offers.append(offer)
-        created = self.repo.add_offers(offers, self.offers_topic, now)
+        """Offer every interval the markets take now that is not offered yet (`app/offers`),
+        and send them."""
+        created = self.maker.generate()
         self.relay()
         return created
 
@@ -171,11 +139,13 @@ class MarketService:
                 "aggregation_id", f"{a.aggregation_id!r} is not an aggregation of ours"
             )
         interval = (a.interval_start, a.interval_end)
+        offered = self.repo.offers_at(a.aggregation_id, a.interval_start)
+        offer = next(
+            (o for o in offered if datetime.fromisoformat(o["interval_end"]) == a.interval_end),
+            None,
+        )
         refusal = award_refusal(
-            self.repo.offer(a.aggregation_id, a.interval_start),
-            a.aggregation_id,
-            interval,
-            a.awarded_kw,
+            offer, a.aggregation_id, interval, a.awarded_kw, [o["interval_end"] for o in offered]
         )
         if refusal is not None:
             raise AwardRefusedError(refusal.field, refusal.message)

@@ -1,16 +1,21 @@
-"""Wholesale market maths under FERC Order 2222: offers per aggregation, delivered energy.
+"""Wholesale market maths under FERC Order 2222: two-sided offers per aggregation in the
+day-ahead and real-time markets, and whether an award clears one.
 
 An offer sells what the fleet will deliver with high confidence: the forecast's low quantile
-(P10 by default) of discharge power per grid node, only where the aggregation reaches the
-market minimum. Delivered energy is measured from telemetry, sample-and-hold, so settlement
-compares what was awarded with what the batteries actually exported.
+(P10 by default) per grid node, as storage takes part in ISO markets (FERC Order 841; CAISO's
+non-generator resource is the model) — one continuous range from full charge (negative kW) to
+full discharge (positive), with its energy limits and state of charge. A side is offered only
+where the aggregation reaches the market minimum on it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
 from typing import Any, NotRequired
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,22 +29,30 @@ class PriceSegment(TypedDict):
     price_per_mwh: float
 
 
+class Market(StrEnum):
+    DAY_AHEAD = "day_ahead"  # hourly intervals of the next operating days, before gate closure
+    REAL_TIME = "real_time"  # 5-minute intervals, up to their gate closure
+
+
 class Offer(TypedDict):
     """An offer as the market gateway reads it (`asyncapi.yaml`, Offer); the service adds what
     the forecast and the running dispatches say (the `NotRequired` fields) before it is sent."""
 
     offer_id: str
+    market: str  # a Market
     aggregation_id: str  # the grid node
     interval_start: str  # ISO-8601
     interval_end: str
-    quantity_kw: float
+    quantity_kw: float  # the discharge side, as max_power_kw
     quantile: str
-    min_power_kw: float
-    max_power_kw: float
-    max_charge_kw: float
-    energy_limit_kwh: float
+    min_power_kw: float  # full charge: negative, or 0 when the charge side is not offered
+    max_power_kw: float  # full discharge, or 0 when the discharge side is not offered
+    max_charge_kw: float  # -min_power_kw
+    energy_limit_kwh: float  # energy it can discharge, down to every floor
+    charge_energy_limit_kwh: float  # energy it can take, up to every ceiling
+    state_of_charge_kwh: float  # energy stored when offered
     ramp_rate_kw_per_min: float
-    price_segments: list[PriceSegment]
+    price_segments: list[PriceSegment]  # charge (negative mw) then discharge, price rising
     committed_kw: NotRequired[float]
     model: NotRequired[str]
     generated_at: NotRequired[str]
@@ -55,9 +68,13 @@ class OfferCurve:
 
     steps: tuple[tuple[float, float], ...]
 
+    falling: bool = False  # a bid to charge: the more it takes, the lower the price it pays
+
     @classmethod
-    def parse(cls, text: str) -> OfferCurve:
-        """`"0.5:35,1.0:80"`: the first half of the quantity at $35/MWh, the rest at $80/MWh."""
+    def parse(cls, text: str, *, falling: bool = False) -> OfferCurve:
+        """`"0.5:35,1.0:80"`: the first half of the quantity at $35/MWh, the rest at $80/MWh.
+        A charge bid falls: `"0.5:20,1.0:5"` takes the first half at up to $20/MWh, the rest
+        only at up to $5/MWh."""
         steps = []
         try:
             for part in text.split(","):
@@ -71,32 +88,38 @@ class OfferCurve:
         prices = [p for _, p in steps]
         if not steps or shares != sorted(shares) or shares[-1] != 1.0 or shares[0] <= 0:
             raise OfferCurveError(f"offer curve {text!r}: shares must rise to exactly 1.0")
-        if prices != sorted(prices):
+        if falling and prices != sorted(prices, reverse=True):
+            raise OfferCurveError(f"charge bid {text!r}: prices must not rise (a demand curve)")
+        if not falling and prices != sorted(prices):
             raise OfferCurveError(f"offer curve {text!r}: prices must not fall (a supply curve)")
-        return cls(tuple(steps))
+        return cls(tuple(steps), falling)
 
     def segments(self, quantity_kw: float) -> list[PriceSegment]:
+        """Priced steps of the quantity, price rising; a charge bid's are negative MW."""
         out: list[PriceSegment] = []
         before = 0.0
         for share, price in self.steps:
             mw = (share - before) * quantity_kw / 1000.0
             if mw > 0:
-                out.append({"mw": round(mw, 4), "price_per_mwh": price})
+                out.append({"mw": round(-mw if self.falling else mw, 4), "price_per_mwh": price})
             before = share
-        return out
+        return out[::-1] if self.falling else out
 
 
 @dataclass(frozen=True, slots=True)
 class OfferInputs:
-    """One aggregation in one market interval, from the capacity forecast."""
+    """One aggregation in one market interval: the forecast at the offered quantile, less what
+    dispatches hold then, and its energy now."""
 
     aggregation_id: str  # the grid node
     start: str  # ISO-8601
     end: str
-    discharge_kw: float  # at the offered quantile
+    discharge_kw: float
     discharge_kwh: float
     charge_kw: float
     resources: float  # resources expected available at that quantile
+    charge_kwh: float = 0.0
+    stored_kwh: float = 0.0
 
 
 def build_offer(
@@ -106,28 +129,84 @@ def build_offer(
     min_capacity_kw: float,
     ramp_kw_per_min_per_resource: float,
     quantile: str,
+    market: Market = Market.DAY_AHEAD,
+    charge_bid: OfferCurve | None = None,
 ) -> Offer | None:
-    """The offer for one aggregation and interval, or None below the market minimum.
-    Inputs may be net of commitments and so below zero; they count as nothing."""
-    quantity = max(0.0, float(x.discharge_kw))
-    if quantity < min_capacity_kw:
+    """The offer for one aggregation and interval, or None when neither side reaches the market
+    minimum. Inputs may be net of commitments and so below zero; they count as nothing."""
+    up = max(0.0, float(x.discharge_kw))
+    down = max(0.0, float(x.charge_kw))
+    up = up if up >= min_capacity_kw else 0.0
+    down = down if down >= min_capacity_kw and charge_bid is not None else 0.0
+    if up == 0.0 and down == 0.0:
         return None
+    bids = charge_bid.segments(down) if charge_bid is not None and down else []
     return {
-        "offer_id": f"{x.aggregation_id}:{x.start}",
+        "offer_id": f"{market.value}:{x.aggregation_id}:{x.start}",
+        "market": market.value,
         "aggregation_id": x.aggregation_id,
         "interval_start": x.start,
         "interval_end": x.end,
-        "quantity_kw": round(quantity, 3),
+        "quantity_kw": round(up, 3),
         "quantile": quantile,
-        "min_power_kw": float(min_capacity_kw),
-        "max_power_kw": round(quantity, 3),
-        "max_charge_kw": round(max(0.0, float(x.charge_kw)), 3),
+        "min_power_kw": round(-down, 3) or 0.0,
+        "max_power_kw": round(up, 3),
+        "max_charge_kw": round(down, 3),
         "energy_limit_kwh": round(max(0.0, float(x.discharge_kwh)), 3),
+        "charge_energy_limit_kwh": round(max(0.0, float(x.charge_kwh)), 3),
+        "state_of_charge_kwh": round(max(0.0, float(x.stored_kwh)), 3),
         "ramp_rate_kw_per_min": round(
             max(0.0, float(x.resources)) * ramp_kw_per_min_per_resource, 3
         ),
-        "price_segments": curve.segments(quantity),
+        "price_segments": bids + (curve.segments(up) if up else []),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class MarketGates:
+    """When each market takes offers. Day-ahead: every interval of an operating day (local
+    midnight to midnight), until the gate closes at a local time the day before. Real-time:
+    each 5-minute interval until `rt_closure_minutes` before it starts, offered over the
+    `rt_horizon_minutes` after that."""
+
+    timezone: ZoneInfo
+    da_closure: time
+    rt_closure_minutes: int
+    da_interval_minutes: int = 60
+    rt_interval_minutes: int = 5
+    rt_horizon_minutes: int = 60
+
+    def da_gate(self, day: date) -> datetime:
+        return datetime.combine(day - timedelta(days=1), self.da_closure, self.timezone)
+
+    def day_ahead(self, now: datetime, horizon: timedelta) -> list[tuple[datetime, datetime]]:
+        """The intervals of every operating day whose gate is still open and that begins
+        within the horizon."""
+        out = []
+        day = now.astimezone(self.timezone).date()
+        while (begin := datetime.combine(day, time(), self.timezone)) < now + horizon:
+            if self.da_gate(day) > now:
+                end = datetime.combine(day + timedelta(days=1), time(), self.timezone)
+                step = timedelta(minutes=self.da_interval_minutes)
+                t = begin.astimezone(UTC)
+                while t < end:  # elapsed time: 23 or 25 hours on clock-change days
+                    out.append((t, t + step))
+                    t += step
+            day += timedelta(days=1)
+        return out
+
+    def real_time(self, now: datetime) -> list[tuple[datetime, datetime]]:
+        """The 5-minute intervals whose gate is open, over the real-time horizon."""
+        step = self.rt_interval_minutes * 60
+        first = now.timestamp() + self.rt_closure_minutes * 60
+        t = -(-first // step) * step  # the first boundary at or after the first open start
+        last = first + self.rt_horizon_minutes * 60
+        out = []
+        while t < last:
+            s = datetime.fromtimestamp(t, UTC)
+            out.append((s, s + timedelta(seconds=step)))
+            t += step
+        return out
 
 
 def delivered_kwh(
@@ -156,28 +235,34 @@ def award_refusal(
     aggregation_id: str,
     interval: tuple[datetime, datetime],
     awarded_kw: float,
+    offered_ends: Sequence[str] = (),
 ) -> AwardRefusal | None:
-    """An award must clear what we offered: the interval of one of our offers, on the side
-    offered, for more than nothing and at most the quantity offered. Offers sell discharge to
-    the grid ("up", positive kW) only; charging ("down", negative kW) is never offered."""
+    """An award must clear what we offered: the interval of one of our offers, more than
+    nothing, and within the offered range — up to full discharge (positive kW) or, where the
+    charge side was offered, down to full charge (negative)."""
     if offer is None:
+        if offered_ends:
+            return AwardRefusal(
+                "interval_end",
+                f"{aggregation_id} offered the interval starting at {interval[0].isoformat()} "
+                f"ending at {', '.join(offered_ends)}, not at {interval[1].isoformat()}",
+            )
         return AwardRefusal(
             "interval_start",
             f"{aggregation_id} offered nothing (0 kW) for an interval starting at "
             f"{interval[0].isoformat()}",
         )
-    offered = float(offer["quantity_kw"])
-    what = f"{offered:g} kW up (discharge) offered for {offer['interval_start']}"
-    if interval[1] != datetime.fromisoformat(offer["interval_end"]):
-        return AwardRefusal(
-            "interval_end", f"the offered interval ends at {offer['interval_end']} ({what})"
-        )
-    if awarded_kw < 0:
-        return AwardRefusal(
-            "awarded_kw", f"{awarded_kw:g} kW is down (charging), which was not offered; {what}"
-        )
+    up = float(offer.get("max_power_kw", offer["quantity_kw"]))
+    down = -min(0.0, float(offer.get("min_power_kw", 0.0)))  # older offers: discharge only
+    what = (
+        f"{offer.get('market', Market.DAY_AHEAD.value)} offer for {offer['interval_start']}: "
+        f"{up:g} kW up (discharge), {down:g} kW down (charge)"
+    )
     if awarded_kw == 0:
-        return AwardRefusal("awarded_kw", f"must be more than 0 kW; {what}")
-    if round(awarded_kw, 3) > offered:  # the offered quantity is rounded to watts
-        return AwardRefusal("awarded_kw", f"{awarded_kw:g} kW is more than the {what}")
+        return AwardRefusal("awarded_kw", f"must not be 0 kW; {what}")
+    if awarded_kw < 0 and round(-awarded_kw, 3) > down:  # offered quantities are rounded to W
+        side = "more charging than" if down else "charging, which was not"
+        return AwardRefusal("awarded_kw", f"{awarded_kw:g} kW is {side} offered; {what}")
+    if awarded_kw > 0 and round(awarded_kw, 3) > up:
+        return AwardRefusal("awarded_kw", f"{awarded_kw:g} kW is more than offered; {what}")
     return None

@@ -87,15 +87,16 @@ class MarketRepository:
                 r.payload for r in conn.execute(q.order_by(o.c.interval_start, o.c.aggregation_id))
             ]
 
-    def offer(self, aggregation_id: str, interval_start: datetime) -> dict[str, Any] | None:
-        """The offer of one aggregation for the interval starting then, if one was made."""
+    def offers_at(
+        self, aggregation_id: str, interval_start: datetime
+    ) -> builtins.list[dict[str, Any]]:
+        """The aggregation's offers for intervals starting then (day-ahead and real-time)."""
         o = market_offers
         q = select(o.c.payload).where(
             o.c.aggregation_id == aggregation_id, o.c.interval_start == interval_start
         )
         with self.engine.connect() as conn:
-            payload = conn.execute(q).scalars().first()
-        return dict(payload) if payload is not None else None
+            return [dict(p) for p in conn.execute(q.order_by(o.c.offer_id)).scalars()]
 
     # ------------------------------------------------------------------ awards
     def add_award(self, award: dict[str, Any]) -> bool:

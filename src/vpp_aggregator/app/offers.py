@@ -1,0 +1,171 @@
+"""Offers per aggregation, in the day-ahead and the real-time market, each interval offered
+once while its gate is open (`domain/market.MarketGates`).
+
+Resources that a running or scheduled dispatch holds during an interval cannot take an award
+then (a resource serves one dispatch at a time), so their capacity is taken off the forecast
+before offering: an offer never sells what is already committed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from vpp_aggregator.app.forecast_service import ForecastService
+from vpp_aggregator.app.outbound import Offer
+from vpp_aggregator.app.results import ForecastInterval, Quantile
+from vpp_aggregator.domain.fleet_state import Figures, FleetState
+from vpp_aggregator.domain.market import (
+    Market,
+    MarketGates,
+    OfferCurve,
+    OfferInputs,
+    build_offer,
+)
+
+NOTHING = Figures(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)  # what a node with no held resources holds
+RT_FORECAST_MINUTES = 15  # the forecast's finest step; each 5-minute interval reads its own
+
+
+class OfferStore(Protocol):
+    def add_offers(self, offers: Sequence[Offer], topic: str, at: datetime) -> list[Offer]: ...
+    def offers(
+        self, start: datetime, end: datetime, aggregation_id: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+
+class Commitments(Protocol):
+    def busy_everywhere(self, start: datetime, end: datetime) -> list[str]: ...
+
+
+class OfferMaker:
+    def __init__(
+        self,
+        repo: OfferStore,
+        forecast: ForecastService,
+        state: FleetState,
+        dispatch: Commitments,
+        clock: Callable[[], datetime],
+        *,
+        gates: MarketGates,
+        markets: Sequence[Market],
+        curve: OfferCurve,
+        charge_bid: OfferCurve | None,
+        min_capacity_kw: float,
+        ramp_kw_per_min: float,
+        quantile: Quantile,
+        horizon_hours: int,
+        max_forecast_hours: int,
+        topic: str,
+    ) -> None:
+        self.repo = repo
+        self.forecast = forecast
+        self.state = state
+        self.dispatch = dispatch
+        self.clock = clock
+        self.gates = gates
+        self.markets = tuple(markets)
+        self.curve = curve
+        self.charge_bid = charge_bid
+        self.min_capacity_kw = min_capacity_kw
+        self.ramp_kw_per_min = ramp_kw_per_min
+        self.quantile = quantile
+        self.horizon_hours = horizon_hours
+        self.max_forecast_hours = max_forecast_hours
+        self.topic = topic
+
+    def wanted(self, now: datetime) -> dict[Market, list[tuple[datetime, datetime]]]:
+        """The intervals each market takes offers for now; day-ahead only as far as the
+        forecast reaches."""
+        reach = now + timedelta(hours=self.max_forecast_hours)
+        out: dict[Market, list[tuple[datetime, datetime]]] = {}
+        if Market.DAY_AHEAD in self.markets:
+            days = self.gates.day_ahead(now, timedelta(hours=self.horizon_hours))
+            out[Market.DAY_AHEAD] = [(s, e) for s, e in days if e <= reach]
+        if Market.REAL_TIME in self.markets:
+            out[Market.REAL_TIME] = self.gates.real_time(now)
+        return out
+
+    def generate(self) -> list[Offer]:
+        """Offers for every interval a market takes now that is not offered yet, per grid node
+        reaching the market minimum on a side; an interval already offered keeps its offer."""
+        now = self.clock()
+        wanted = self.wanted(now)
+        spans = [iv for ivs in wanted.values() for iv in ivs]
+        if not spans:
+            return []
+        first, last = min(s for s, _ in spans), max(e for _, e in spans)
+        made = {
+            (o.get("market", Market.DAY_AHEAD.value), o["aggregation_id"], o["interval_start"])
+            for o in self.repo.offers(first, last)
+        }
+        offers: list[Offer] = []
+        for node in sorted(self.state.grid_nodes()):
+            for market, intervals in wanted.items():
+                todo = [
+                    (s, e) for s, e in intervals if (market.value, node, s.isoformat()) not in made
+                ]
+                if todo:
+                    offers += self._offers(node, market, todo, now)
+        created = self.repo.add_offers(offers, self.topic, now)
+        return created
+
+    def _offers(
+        self,
+        node: str,
+        market: Market,
+        intervals: list[tuple[datetime, datetime]],
+        now: datetime,
+    ) -> list[Offer]:
+        step = self.gates.da_interval_minutes if market is Market.DAY_AHEAD else RT_FORECAST_MINUTES
+        hours = math.ceil((intervals[-1][1] - now).total_seconds() / 3600.0) + 1
+        doc = self.forecast.capacity_forecast(min(hours, self.max_forecast_hours), step, node)
+        by_start = {datetime.fromisoformat(i["start"]): i for i in doc["intervals"]}
+        live = self.state.capacity(now, step, grid_node=node).by_grid_node.get(node, NOTHING)
+        q = self.quantile
+        out: list[Offer] = []
+        for start, end in intervals:
+            f = self._covering(by_start, start, step)
+            if f is None:
+                continue
+            held = self.state.capacity_of(self.dispatch.busy_everywhere(start, end), now, step).get(
+                node, NOTHING
+            )
+            offer = build_offer(
+                OfferInputs(
+                    node,
+                    start.isoformat(),
+                    end.isoformat(),
+                    f["discharge_kw"][q] - held.discharge_kw,
+                    f["discharge_kwh"][q] - held.discharge_kwh,
+                    f["charge_kw"][q] - held.charge_kw,
+                    f["available_vehicles"][q] - held.available_resource_count,
+                    charge_kwh=live.charge_kwh - held.charge_kwh,
+                    stored_kwh=live.gross_energy_kwh,
+                ),
+                self.curve,
+                min_capacity_kw=self.min_capacity_kw,
+                ramp_kw_per_min_per_resource=self.ramp_kw_per_min,
+                quantile=q,
+                market=market,
+                charge_bid=self.charge_bid,
+            )
+            if offer is not None:
+                offer["committed_kw"] = round(held.discharge_kw, 3)
+                offer["model"] = doc["model"]["name"]
+                offer["generated_at"] = now.isoformat()
+                out.append(offer)
+        return out
+
+    @staticmethod
+    def _covering(
+        by_start: dict[datetime, ForecastInterval], start: datetime, step_minutes: int
+    ) -> ForecastInterval | None:
+        """The forecast interval an offered interval falls in."""
+        ts = start.timestamp()
+        begin = ts - ts % (step_minutes * 60)
+        for key in (start, datetime.fromtimestamp(begin, start.tzinfo)):
+            if key in by_start:
+                return by_start[key]
+        return None
