@@ -252,6 +252,7 @@ def kafka_topics() -> dict[str, str]:
         "VPP_TOPIC_MARKET_OFFERS": f"vpp.market.offers-vpp-test-{run}",
         "VPP_TOPIC_MARKET_AWARDS": f"vpp.market.awards-vpp-test-{run}",
         "VPP_TOPIC_MARKET_SETTLEMENT": f"vpp.market.settlement-vpp-test-{run}",
+        "VPP_TOPIC_AGGREGATE_TELEMETRY": f"t{run}.aggregation.telemetry",
         "VPP_KAFKA_GROUP_ID": f"vpp-test-{run}",
         "VPP_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "VPP_KAFKA_PARTITIONS": "2",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -290,6 +290,11 @@ def test_offers_go_to_the_market_and_awards_come_back_as_dispatches(
     )
     time.sleep(1.0)  # the duplicate has been handled by now too
     assert len(service.get("/dispatch").json()["items"]) == 1
+    # the aggregation's net power and range go out every few seconds on our own topic
+    status = read_topic(kafka_brokers, t["VPP_TOPIC_AGGREGATE_TELEMETRY"], want=1)
+    assert [k for k, _ in status][:1] == ["NODE_K"]
+    assert problems("AggregateTelemetry", status[0][1]) == []
+    assert status[0][1]["resources"] == 2
 
 
 def test_the_asyncapi_file_documents_every_topic_we_use() -> None:

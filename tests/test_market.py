@@ -6,6 +6,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -296,3 +297,45 @@ def test_capacity_a_dispatch_holds_is_not_offered_again(tmp_path, clock: Clock) 
         dispatch = c.get(f"/dispatch/{award.json()['detail']}").json()
         assert dispatch["allocated_kw"] == pytest.approx(60.0)
         assert "bess-0" not in {a["resource_id"] for a in dispatch["allocations"]}
+
+
+def test_aggregate_telemetry_reports_each_aggregations_net_power_and_range(
+    tmp_path, clock: Clock
+) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'agg.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MARKET_ENABLED="false",
+        VPP_AGGREGATE_TELEMETRY_SECONDS="0.1",
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        add_batteries(c, clock.now, "NODE_A", count=2)
+        c.post("/resources/register", json=ev_body("ev-1", grid_node="NODE_B"))
+        clock.advance(seconds=1)  # newer than the batteries' first samples
+        c.post(
+            "/telemetry",
+            json={
+                "samples": [
+                    sample("bess-0", clock.now, 60, power=120.0),  # exporting
+                    sample("bess-1", clock.now, 60, power=-30.0),  # charging
+                    sample("ev-1", clock.now - timedelta(hours=1), 50, power=-11.0),  # stale
+                ]
+            },
+        )
+        agg = c.app.state.aggregator  # type: ignore[attr-defined]
+        topic = agg.settings.topic_aggregate_telemetry
+
+        def latest() -> dict[str, dict[str, Any]]:
+            return {m["aggregation_id"]: m for _, m in agg.bus.recent(topic)}
+
+        wait_until(lambda: {"NODE_A", "NODE_B"} <= set(latest()), "aggregate telemetry")
+        wait_until(lambda: latest()["NODE_A"]["net_power_kw"] == 90.0, "the latest samples")
+        a, b = latest()["NODE_A"], latest()["NODE_B"]
+        capacity = c.get("/capacity/available", params={"grid_node": "NODE_A"}).json()
+        assert (a["resources"], a["resources_reporting"]) == (2, 2)
+        assert a["available_discharge_kw"] == pytest.approx(capacity["discharge"]["kw"])
+        assert a["available_charge_kw"] == pytest.approx(capacity["charge"]["kw"])
+        assert a["stored_energy_kwh"] == pytest.approx(2 * 300.0)  # 60 % of 500 kWh each
+        # a vehicle whose last sample is an hour old is counted, not measured
+        assert (b["net_power_kw"], b["resources"], b["resources_reporting"]) == (0.0, 1, 0)
+        assert problems("AggregateTelemetry", a) == []

@@ -31,6 +31,7 @@ OUTBOUND = {  # asyncapi message name -> the type the service builds it as
     "Offer": outbound.Offer,
     "Settlement": outbound.Settlement,
     "DeadLetter": outbound.DeadLetter,
+    "AggregateTelemetry": outbound.AggregateTelemetryMessage,
 }
 # Fields the document names because the other layer sends them, which we read nothing from.
 UNREAD = {

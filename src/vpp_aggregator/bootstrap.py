@@ -233,6 +233,15 @@ def jobs(
         )
     if ven is not None:  # a native VEN: the VTN's events, as on the grid_signals topic
         out.append(Job("OpenADR VTN poll", settings.openadr_poll_seconds, ven.poll, 0.0))
+    if settings.aggregate_telemetry_seconds > 0:
+        out.append(
+            Job(
+                "aggregate telemetry",
+                settings.aggregate_telemetry_seconds,
+                aggregator.aggregate_telemetry.publish,
+                quiet=True,
+            )
+        )
     if settings.market_enabled:
         cadence = MarketCadence(aggregator.market)
         out.append(

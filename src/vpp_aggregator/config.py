@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     topic_market_settlement: str = Field(
         "vpp.market.settlement", validation_alias="VPP_TOPIC_MARKET_SETTLEMENT"
     )
+    topic_aggregate_telemetry: str = Field(
+        "vpp.aggregation.telemetry", validation_alias="VPP_TOPIC_AGGREGATE_TELEMETRY"
+    )
+    # every this many seconds, per aggregation: net power and available range; 0 turns it off
+    aggregate_telemetry_seconds: float = Field(
+        4.0, ge=0, le=3600, validation_alias="VPP_AGGREGATE_TELEMETRY_SECONDS"
+    )
     offer_curve: str = Field("0.5:40,1.0:120", validation_alias="VPP_OFFER_CURVE")
     offer_quantile: str = Field(
         "p10", pattern="^p(10|50|90)$", validation_alias="VPP_OFFER_QUANTILE"

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.app.aggregate_telemetry import AggregateTelemetry
 from vpp_aggregator.app.audit import AuditLog, AuditStore
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
@@ -115,6 +116,9 @@ class Aggregator:
             power_limit=lambda *args: self.demand_response.limit(*args),
         )
 
+        self.aggregate_telemetry = AggregateTelemetry(
+            self.state, bus, clock, topic=settings.topic_aggregate_telemetry
+        )
         self.market = MarketService(
             market_store,
             self.forecast,

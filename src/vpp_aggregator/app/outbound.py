@@ -12,6 +12,7 @@ from typing_extensions import TypedDict
 from vpp_aggregator.domain.market import Offer, PriceSegment
 
 __all__ = [
+    "AggregateTelemetryMessage",
     "DeadLetter",
     "Offer",
     "PriceSegment",
@@ -86,6 +87,21 @@ class Settlement(TypedDict):
     baseline_note: str | None
     intervals: list[SettledInterval]
     resources: list[SettledResource]
+
+
+class AggregateTelemetryMessage(TypedDict):
+    """To L4 and the ISO's telemetry link, per aggregation every few seconds."""
+
+    aggregation_id: str
+    timestamp: str
+    net_power_kw: float  # positive = exporting to the grid
+    available_discharge_kw: float  # the range it can be moved across now
+    available_charge_kw: float
+    stored_energy_kwh: float
+    discharge_energy_kwh: float  # down to every floor
+    charge_energy_kwh: float  # up to every ceiling
+    resources: int
+    resources_reporting: int  # with a sample fresher than VPP_TELEMETRY_STALE_SECONDS
 
 
 class DeadLetter(TypedDict):

@@ -324,19 +324,6 @@ class FleetColumns:
                 for r in rows
             ]
 
-    def members(self, grid_node: str) -> list[tuple[str, bool]]:
-        """The resources registered at a grid node (an aggregation), each with whether it is a
-        battery, in id order."""
-        with self._lock:
-            rows = np.flatnonzero(self.present[: self._n])
-            nodes = self._group_node
-            out = [
-                (self._ids[r] or "", bool(self.is_bess[r]))
-                for r in rows.tolist()
-                if nodes[int(self.group[r])] == grid_node
-            ]
-            return sorted(out)
-
     def counts_by_type(self) -> dict[str, int]:
         with self._lock:
             n = self._n

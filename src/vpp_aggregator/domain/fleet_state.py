@@ -268,3 +268,42 @@ class FleetState(FleetCapacity):
                 available=available,
             )
             return inputs, int((~available).sum())
+
+    def members(self, grid_node: str) -> list[tuple[str, bool]]:
+        """The resources registered at a grid node (an aggregation), each with whether it is a
+        battery, in id order."""
+        with self._lock:
+            rows = np.flatnonzero(self.present[: self._n])
+            nodes = self._group_node
+            out = [
+                (self._ids[r] or "", bool(self.is_bess[r]))
+                for r in rows.tolist()
+                if nodes[int(self.group[r])] == grid_node
+            ]
+            return sorted(out)
+
+    def net_power(self, now_ts: float) -> dict[str, tuple[float, int, int]]:
+        """Per grid node: the net power its resources last reported (kW, positive = export),
+        counting only telemetry fresher than the stale limit, how many reported so, and how
+        many are registered there."""
+        with self._lock:
+            n = self._n
+            present = self.present[:n]
+            fresh = present & (now_ts - self.telemetry_ts[:n] <= self.stale_seconds)
+            groups = self.group[:n]
+            size = len(self._group_node)
+            kw = np.bincount(
+                groups[fresh], weights=np.nan_to_num(self.power_kw[:n][fresh]), minlength=size
+            )
+            reporting = np.bincount(groups[fresh], minlength=size)
+            registered = np.bincount(groups[present], minlength=size)
+            out: dict[str, tuple[float, int, int]] = {}
+            for g in np.flatnonzero(registered).tolist():
+                node = self._group_node[g]
+                total, count, regs = out.get(node, (0.0, 0, 0))
+                out[node] = (
+                    total + float(kw[g]),
+                    count + int(reporting[g]),
+                    regs + int(registered[g]),
+                )
+            return out

@@ -65,15 +65,22 @@ def get_offers(
     agg: AggDep,
     who: Viewer,
     aggregation_id: str | None = None,
+    market: Annotated[str | None, Query(pattern="^(day_ahead|real_time)$")] = None,
     start: Annotated[datetime | None, Query(alias="from")] = None,
     end: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> dict[str, Any]:
-    """Offers stored and sent to the market gateway, by interval (default: the next 24 h)."""
+    """Offers stored and sent to the market gateway, by interval start (default: from an hour
+    ago to 48 h ahead, which holds the next operating day's day-ahead offers), of one market
+    (`day_ahead`: hourly, `real_time`: 5-minute) or both."""
     fleet_wide(who)
     now = agg.clock()
     begin = start or now - timedelta(hours=1)
-    finish = end or now + timedelta(hours=24)
-    items = agg.market.offers(begin, finish, aggregation_id)
+    finish = end or now + timedelta(hours=48)
+    items = [
+        o
+        for o in agg.market.offers(begin, finish, aggregation_id)
+        if market is None or o.get("market", "day_ahead") == market
+    ]
     return {
         "from": begin.isoformat(),
         "to": finish.isoformat(),

@@ -52,6 +52,7 @@ class KafkaParts:
                 settings.topic_v2g_commands,
                 settings.topic_market_offers,
                 settings.topic_market_settlement,
+                settings.topic_aggregate_telemetry,
             ],
             settings.kafka_partitions,
             settings.kafka_replication_factor,
