@@ -6,8 +6,8 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
