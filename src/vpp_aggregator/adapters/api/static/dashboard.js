@@ -114,10 +114,22 @@ function drawResources(list) {
 }
 
 function drawOffers(doc) {
-  rows($("offers").tBodies[0], doc.items.slice(0, 12).map((o) =>
-    `<tr><td>${esc(o.aggregation_id)}</td><td>${esc(o.interval_start.slice(5, 16).replace("T", " "))}</td>` +
-    `<td class="num">${fmt(o.quantity_kw)}</td><td class="num">${fmt(o.committed_kw ?? 0)}</td>` +
-    `<td class="num">${fmt(o.ramp_rate_kw_per_min)}</td></tr>`));
+  const next = (m) => doc.items.filter((o) => (o.market ?? "day_ahead") === m).slice(0, 6);
+  rows($("offers").tBodies[0], next("real_time").concat(next("day_ahead")).map((o) =>
+    `<tr><td>${esc((o.market ?? "day_ahead").replace("_", "-"))}</td><td>${esc(o.aggregation_id)}</td>` +
+    `<td>${esc(o.interval_start.slice(5, 16).replace("T", " "))}</td>` +
+    `<td class="num">${fmt(o.min_power_kw ?? 0)}</td><td class="num">${fmt(o.max_power_kw ?? o.quantity_kw)}</td>` +
+    `<td class="num">${fmt(o.committed_kw ?? 0)}</td><td class="num">${fmt(o.ramp_rate_kw_per_min)}</td></tr>`));
+}
+
+function drawSettlement(doc) {
+  const num = (v, d = 1) => (v === null || v === undefined ? "" : fmt(v, d));
+  rows($("settlement").tBodies[0], doc.items.slice(-12).reverse().map((s) =>
+    `<tr><td>${esc(s.award_id)}</td><td>${esc(s.interval_start.slice(11, 16))}–${esc(s.interval_end.slice(11, 16))}</td>` +
+    `<td>${esc(s.baseline_method ?? "")}</td><td class="num">${num(s.awarded_kwh)}</td><td class="num">${num(s.baseline_kwh)}</td>` +
+    `<td class="num">${num(s.measured_kwh)}</td><td class="num">${num(s.delivered_kwh)}</td>` +
+    `<td class="num">${s.delivery_ratio === null || s.delivery_ratio === undefined ? "" : fmt(s.delivery_ratio * 100) + " %"}</td>` +
+    `<td title="${esc(s.reason ?? s.baseline_note ?? "")}">${esc(s.status)}</td></tr>`));
 }
 
 function drawEvents(doc) {
@@ -139,7 +151,12 @@ async function refresh() {
     api("/dispatch?limit=20").then(drawDispatches),
     api("/dr/events?limit=15").then(drawEvents),
   ];
-  const slow = [api("/capacity/forecast?horizon_hours=72").then(drawForecast), api("/market/offers").then(drawOffers)];
+  const today = new Date().toISOString().slice(0, 10);
+  const slow = [
+    api("/capacity/forecast?horizon_hours=72").then(drawForecast),
+    api("/market/offers").then(drawOffers),
+    api(`/market/settlement?date=${today}`).then(drawSettlement),
+  ];
   const results = await Promise.allSettled(refresh.count++ % 6 === 0 ? jobs.concat(slow) : jobs);
   const failed = results.filter((r) => r.status === "rejected");
   $("status").textContent = failed.length ? `partly stale: ${failed[0].reason.message}` : `updated ${new Date().toLocaleTimeString()}`;
