@@ -10,9 +10,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import numpy as np
-from numpy.typing import NDArray
-
 from vpp_aggregator.app.awards import AwardRefusedError, AwardStatus, award_view, never_ran
 from vpp_aggregator.app.dispatch import (
     Bus,
@@ -25,12 +22,12 @@ from vpp_aggregator.app.dispatch_records import DispatchRecord
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import MarketAward
-from vpp_aggregator.app.offers import OfferMaker
+from vpp_aggregator.app.offers import OfferMaker, OfferStore
 from vpp_aggregator.app.outbound import Offer, Settlement
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import dispatch_status
 from vpp_aggregator.app.results import Quantile
-from vpp_aggregator.app.settlement import BaselinePolicy, Meter
+from vpp_aggregator.app.settlement import BaselinePolicy, MeasurementStore, Meter
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.market import Market, MarketGates, OfferCurve, award_refusal
 
@@ -38,11 +35,9 @@ log = logging.getLogger(__name__)
 QUANTILES: tuple[Quantile, ...] = ("p10", "p50", "p90")
 
 
-class MarketStore(Protocol):
-    def add_offers(self, offers: Sequence[Offer], topic: str, at: datetime) -> list[Offer]: ...
-    def offers(
-        self, start: datetime, end: datetime, aggregation_id: str | None = None
-    ) -> list[dict[str, Any]]: ...
+class MarketStore(OfferStore, MeasurementStore, Protocol):
+    """Offers (`app/offers`) and measurement (`app/settlement`), with awards and the outbox."""
+
     def offers_at(self, aggregation_id: str, interval_start: datetime) -> list[dict[str, Any]]: ...
     def add_award(self, award: dict[str, Any]) -> bool: ...
     def get_award(self, award_id: str) -> dict[str, Any] | None: ...
@@ -55,12 +50,6 @@ class MarketStore(Protocol):
         at: datetime,
         limit: int = 5_000,
     ) -> int: ...
-    def power_history(
-        self, resource_ids: Sequence[str], start: datetime, end: datetime
-    ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]: ...
-    def award_starts(
-        self, aggregation_id: str, start: datetime, end: datetime
-    ) -> list[datetime]: ...
 
 
 class MarketService:
