@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -30,6 +31,8 @@ EVENT_DAY = date(2019, 4, 17)
 CHARGE_KW = 6.6  # a Level 2 charge point: each session charges at this rate until done
 SLOT = timedelta(minutes=5)
 SLOTS = 288
+FIGURES = ("baseline_kwh", "measured_kwh", "delivered_kwh", "awarded_kwh", "delivery_ratio")
+FIGURES += ("baseline_adjustment", "baseline_days")
 
 
 def charging_kw(
@@ -82,7 +85,7 @@ def hand_baseline(
 
 @pytest.mark.parametrize("method", ["caiso_10in10", "pjm_cbl"])
 def test_settling_a_curtailment_of_real_charging_matches_the_hand_calculation(
-    tmp_path: Path, method: str
+    tmp_path: Path, method: str, record_property: Callable[[str, object], None]
 ) -> None:
     tz = TZ[method]
     midnight = datetime.combine(EVENT_DAY, time(), tz)
@@ -184,3 +187,7 @@ def test_settling_a_curtailment_of_real_charging_matches_the_hand_calculation(
         "delivered_kwh": pytest.approx(40.0, abs=1e-4),
     }
     assert len(row["baseline_days"]) == (10 if method == "caiso_10in10" else 4)
+    record_property(
+        "measured",
+        {k: row[k] for k in FIGURES},
+    )
