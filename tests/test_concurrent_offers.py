@@ -29,7 +29,7 @@ def service(database_url: str, clock: Clock) -> Iterator[TestClient]:
         DATABASE_URL=database_url,
         VPP_SITE_TIMEZONE="UTC",
         VPP_MARKET_TICK_SECONDS="3600",  # the loop offers once at start (no fleet yet), then waits
-        VPP_OFFER_HORIZON_HOURS="12",
+        VPP_MARKETS="real_time",  # 5-minute intervals from 13:15: what these tests offer
     )
     with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as c:
         yield c

@@ -339,3 +339,13 @@ def test_aggregate_telemetry_reports_each_aggregations_net_power_and_range(
         # a vehicle whose last sample is an hour old is counted, not measured
         assert (b["net_power_kw"], b["resources"], b["resources_reporting"]) == (0.0, 1, 0)
         assert problems("AggregateTelemetry", a) == []
+
+
+def test_settings_that_could_never_offer_a_whole_day_ahead_are_refused_at_start() -> None:
+    from vpp_aggregator.config import ConfigError
+
+    with pytest.raises(ConfigError, match="VPP_OFFER_HORIZON_HOURS=12 never sees"):
+        load_settings(VPP_OFFER_HORIZON_HOURS="12")  # 10:00 gate: the day starts 14 h later
+    with pytest.raises(ConfigError, match="more than 38 hours"):
+        load_settings(VPP_FORECAST_HORIZON_HOURS="36")
+    assert load_settings(VPP_OFFER_HORIZON_HOURS="12", VPP_MARKETS="real_time").markets

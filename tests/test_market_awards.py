@@ -22,7 +22,7 @@ def settings_for(tmp_path, **extra: str):  # type: ignore[no-untyped-def]
         DATABASE_URL=f"sqlite:///{tmp_path / 'aw.db'}",
         VPP_SITE_TIMEZONE="UTC",
         VPP_MARKET_TICK_SECONDS="0.1",  # settlement follows the clock at once
-        VPP_OFFER_HORIZON_HOURS="4",
+        VPP_MARKETS="real_time",  # 5-minute intervals from 13:15 to 14:15
         **extra,
     )
 

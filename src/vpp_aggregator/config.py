@@ -13,6 +13,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -223,12 +224,35 @@ class Settings(BaseSettings):
     @field_validator("baseline_default", "baseline_methods", "baseline_parameters")
     @classmethod
     def _baselines(cls, value: Any, info: ValidationInfo) -> Any:
-        from vpp_aggregator.app.settlement import BaselinePolicy
+        from vpp_aggregator.app.baseline_policy import BaselinePolicy
 
         parts: dict[str, Any] = {"default": "metered", "methods": "", "parameters": {}}
         parts[str(info.field_name).removeprefix("baseline_")] = value
         BaselinePolicy.parse(**parts)  # raises with the reason
         return value
+
+    @model_validator(mode="after")
+    def _day_ahead_reachable(self) -> Settings:
+        """Day-ahead offers need the operating day in view before its gate closes: within the
+        offer horizon, and all of it within the forecast's."""
+        if "day_ahead" not in self.markets:
+            return self
+        hour, minute = (int(x) for x in self.market_da_gate_closure.split(":"))
+        to_midnight = 24 - hour - minute / 60  # from the gate to the operating day's start
+        if self.offer_horizon_hours <= to_midnight:
+            raise ValueError(
+                f"VPP_OFFER_HORIZON_HOURS={self.offer_horizon_hours} never sees an operating day "
+                f"before VPP_MARKET_DA_GATE_CLOSURE={self.market_da_gate_closure} closes its "
+                f"gate: more than {to_midnight:g} hours are needed (or leave day_ahead out of "
+                "VPP_MARKETS)"
+            )
+        if self.forecast_horizon_hours <= to_midnight + 24:
+            raise ValueError(
+                f"VPP_FORECAST_HORIZON_HOURS={self.forecast_horizon_hours} never covers a whole "
+                f"operating day before VPP_MARKET_DA_GATE_CLOSURE={self.market_da_gate_closure}: "
+                f"more than {to_midnight + 24:g} hours are needed"
+            )
+        return self
 
     @field_validator("offer_interval_minutes")
     @classmethod
@@ -263,7 +287,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule between variables: its message names them
+                lines.append(f"  {err['msg']}")
+                continue
+            name = str(err["loc"][0])
             field = Settings.model_fields.get(name)
             alias = field.validation_alias if field is not None else None
             var = alias if isinstance(alias, str) else name.upper()

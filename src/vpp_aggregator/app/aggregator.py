@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.app.aggregate_telemetry import AggregateTelemetry
 from vpp_aggregator.app.audit import AuditLog, AuditStore
+from vpp_aggregator.app.baseline_policy import BaselinePolicy
 from vpp_aggregator.app.capacity import CapacityService
 from vpp_aggregator.app.dispatch import Bus, DispatchService, DispatchStore
 from vpp_aggregator.app.dr_events import DemandResponseEvents
@@ -26,7 +27,6 @@ from vpp_aggregator.app.integration import IntegrationService
 from vpp_aggregator.app.market import MarketService, MarketStore
 from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
-from vpp_aggregator.app.settlement import BaselinePolicy
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
 from vpp_aggregator.domain.dispatch.problem import ResourceInputs

@@ -81,8 +81,14 @@ class OfferMaker:
         reach = now + timedelta(hours=self.max_forecast_hours)
         out: dict[Market, list[tuple[datetime, datetime]]] = {}
         if Market.DAY_AHEAD in self.markets:
-            days = self.gates.day_ahead(now, timedelta(hours=self.horizon_hours))
-            out[Market.DAY_AHEAD] = [(s, e) for s, e in days if e <= reach]
+            intervals = self.gates.day_ahead(now, timedelta(hours=self.horizon_hours))
+            days: dict[object, list[tuple[datetime, datetime]]] = {}
+            for s, e in intervals:
+                days.setdefault(s.astimezone(self.gates.timezone).date(), []).append((s, e))
+            # a whole operating day or none: once its gate closes, what was left out stays out
+            out[Market.DAY_AHEAD] = [
+                iv for day in days.values() if day[-1][1] <= reach for iv in day
+            ]
         if Market.REAL_TIME in self.markets:
             out[Market.REAL_TIME] = self.gates.real_time(now)
         return out

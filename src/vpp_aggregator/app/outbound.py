@@ -60,7 +60,8 @@ class SettledInterval(TypedDict):
     awarded_kwh: float
     baseline_kwh: float
     measured_kwh: float
-    delivered_kwh: float
+    delivered_kwh: float  # the aggregation's: baseline − measured
+    credited_kwh: float  # this award's share, where awards overlap (in proportion to kW)
 
 
 class Settlement(TypedDict):

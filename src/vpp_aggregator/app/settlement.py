@@ -7,43 +7,46 @@ output: their baseline is zero, so they deliver what they inject. Delivered = ba
 measured net consumption, so a vehicle that stops charging delivers what it no longer draws,
 one that exports delivers that too, and a charge-side award (negative kW) is met by drawing
 more than the baseline.
+
+The day's awards of the aggregation are one event: its hours run from the first award's start
+to the last one's end, and the day-of adjustment is read before the first, so a real-time
+award late in a day of curtailment is not baselined on the curtailment. Where awards overlap
+(a real-time award inside a day-ahead hour), each is credited the interval's delivery in
+proportion to its awarded kW.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, time, timedelta
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.app.baseline_policy import BaselinePolicy
 from vpp_aggregator.app.outbound import SettledInterval, SettledResource
-from vpp_aggregator.domain.baselines import (
-    DEFAULT_RULES,
-    Adjustment,
-    Baseline,
-    BaselineMethod,
-    BaselineRule,
-    DayLoads,
-    baseline,
-)
+from vpp_aggregator.domain.baseline_days import local_slots
+from vpp_aggregator.domain.baselines import Baseline, BaselineMethod, DayLoads, baseline
 from vpp_aggregator.domain.metering import energy_in
 
+__all__ = ["BaselinePolicy", "Measured", "MeasurementStore", "Meter"]
+
 SLOT_S = 300  # settlement intervals: the 5-minute real-time interval
-SLOTS_PER_DAY = 86_400 // SLOT_S
+SLOT_MIN = SLOT_S // 60
 KW_PER_KWH = 3600.0 / SLOT_S  # mean kW over one interval of 1 kWh
+MIN_COVERAGE = 0.5  # a day (or the adjustment window) counts when samples cover this share
 
 
 class MeasurementStore(Protocol):
     def power_history(
         self, resource_ids: Sequence[str], start: datetime, end: datetime
     ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]: ...
-    def award_starts(
+    def award_spans(
         self, aggregation_id: str, start: datetime, end: datetime
-    ) -> list[datetime]: ...
+    ) -> list[tuple[datetime, datetime, float]]: ...
 
 
 class Members(Protocol):
@@ -51,95 +54,11 @@ class Members(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class BaselinePolicy:
-    """Which method settles each aggregation, and each method's parameters."""
-
-    default: BaselineMethod = BaselineMethod.METERED
-    by_aggregation: Mapping[str, BaselineMethod] = field(default_factory=dict)
-    rules: Mapping[BaselineMethod, BaselineRule] = field(default_factory=lambda: DEFAULT_RULES)
-
-    def rule_for(self, aggregation_id: str) -> BaselineRule:
-        return self.rules[self.by_aggregation.get(aggregation_id, self.default)]
-
-    @classmethod
-    def parse(
-        cls, default: str, methods: str, parameters: Mapping[str, Mapping[str, object]]
-    ) -> BaselinePolicy:
-        """From configuration: `VPP_BASELINE_DEFAULT` (a method), `VPP_BASELINE_METHODS`
-        (`"NODE_A=caiso_10in10,NODE_B=pjm_cbl"`) and `VPP_BASELINE_PARAMETERS` (JSON: per method,
-        the `BaselineRule` fields to change, e.g. `{"caiso_10in10": {"adjustment_cap": 0.4}}`).
-        A ValueError names what cannot be read."""
-        names = ", ".join(m.value for m in BaselineMethod)
-
-        def method(text: str) -> BaselineMethod:
-            try:
-                return BaselineMethod(text.strip())
-            except ValueError:
-                raise ValueError(f"unknown baseline method {text!r}; one of {names}") from None
-
-        by: dict[str, BaselineMethod] = {}
-        for part in filter(None, (p.strip() for p in methods.split(","))):
-            node, sep, name = part.partition("=")
-            if not sep or not node.strip():
-                raise ValueError(f"{part!r}: expected GRID_NODE=method, e.g. NODE_A=pjm_cbl")
-            by[node.strip()] = method(name)
-        rules = dict(DEFAULT_RULES)
-        for name, changes in parameters.items():
-            m = method(name)
-            known = {f.name for f in fields(BaselineRule)} - {"method"}
-            kwargs: dict[str, Any] = {}
-            for key, value in changes.items():
-                if key not in known:
-                    raise ValueError(f"{name}: {key!r} is not a baseline parameter")
-                kwargs[key] = _parameter(name, key, getattr(rules[m], key), value)
-            rules[m] = replace(rules[m], **kwargs)
-            _check(rules[m])
-        return cls(method(default), by, rules)
-
-
-def _parameter(method: str, key: str, default: object, value: object) -> object:
-    """A configured parameter, of the type its default has (None where None is allowed)."""
-    if key == "adjustment":
-        try:
-            return Adjustment(str(value))
-        except ValueError:
-            raise ValueError(f"{method}.adjustment: ratio or additive, not {value!r}") from None
-    optional = key in ("low_usage_share", "adjustment_cap")
-    if value is None and optional:
-        return None
-    kind = bool if isinstance(default, bool) else type(default) if default is not None else float
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        ok, value = True, float(value)
-    if not ok:
-        raise ValueError(f"{method}.{key}: expected {kind.__name__}, not {value!r}")
-    return value
-
-
-def _check(rule: BaselineRule) -> None:
-    name = rule.method.value
-    try:
-        ZoneInfo(rule.timezone)
-    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-        raise ValueError(f"{name}.timezone: no time zone {rule.timezone!r}") from None
-    if rule.lookback_days < 1:
-        raise ValueError(f"{name}.lookback_days must be at least 1")
-    for days, keep, least in (
-        (rule.weekday_days, rule.weekday_keep, rule.weekday_min_days),
-        (rule.weekend_days, rule.weekend_keep, rule.weekend_min_days),
-    ):
-        if not 1 <= keep <= days or not 1 <= least <= days:
-            raise ValueError(f"{name}: days kept and needed must be 1 to the days looked at")
-    if not rule.adjustment_from_h > rule.adjustment_to_h >= 0:
-        raise ValueError(f"{name}: adjustment_from_h must be more than adjustment_to_h (≥ 0)")
-
-
-@dataclass(frozen=True, slots=True)
 class Measured:
     method: str
     baseline_kwh: float
     measured_kwh: float
-    delivered_kwh: float
+    delivered_kwh: float  # credited to this award
     days_used: list[str]
     adjustment: float | None
     note: str | None
@@ -151,6 +70,23 @@ def _round(x: float) -> float:
     return round(float(x), 4)
 
 
+@dataclass(frozen=True, slots=True)
+class _Loads:
+    """Per resource, net consumption (kW) and covered seconds in each local interval of each
+    day; NaN where the clock skipped the interval."""
+
+    days: list[date]
+    kw: dict[str, NDArray[np.float64]]
+    covered: dict[str, NDArray[np.float64]]
+    valid_s: NDArray[np.float64]  # seconds of existing intervals per day
+
+    def summed(self, rows: list[str]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The rows' load added up, and their share of each day's time covered."""
+        kw = np.sum([self.kw[r] for r in rows], axis=0)
+        cover = np.sum([self.covered[r].sum(axis=1) for r in rows], axis=0)
+        return kw, cover / (len(rows) * np.maximum(self.valid_s, 1.0))
+
+
 class Meter:
     def __init__(
         self, store: MeasurementStore, members: Members, policy: BaselinePolicy, hold_s: float
@@ -160,6 +96,22 @@ class Meter:
         self.policy = policy
         self.hold_s = hold_s
 
+    def _loads(
+        self, ids: list[str], days: list[date], tz: ZoneInfo, end: datetime
+    ) -> tuple[_Loads, NDArray[np.float64]]:
+        starts, exists = local_slots(days, tz, SLOT_MIN)
+        history = self.store.power_history(
+            ids, datetime.fromtimestamp(float(starts.min()) - self.hold_s, UTC), end
+        )
+        kw: dict[str, NDArray[np.float64]] = {}
+        covered: dict[str, NDArray[np.float64]] = {}
+        for rid in ids:
+            ts, p = history.get(rid, (np.zeros(0), np.zeros(0)))
+            kwh, cov = energy_in(ts, p, starts, starts + SLOT_S, self.hold_s)
+            kw[rid] = np.where(exists, -kwh * KW_PER_KWH, np.nan)
+            covered[rid] = np.where(exists, cov, 0.0)
+        return _Loads(days, kw, covered, exists.sum(axis=1) * float(SLOT_S)), starts
+
     def measure(
         self, aggregation_id: str, start: datetime, end: datetime, awarded_kw: float
     ) -> Measured:
@@ -167,80 +119,85 @@ class Meter:
         tz = ZoneInfo(rule.timezone)
         day = start.astimezone(tz).date()
         metered = rule.method is BaselineMethod.METERED
-        days = [
-            day - timedelta(days=back)
-            for back in range(0 if metered else rule.lookback_days, -1, -1)
-        ]
-        midnights = np.array([datetime.combine(d, time(), tz).timestamp() for d in days])
-        starts = midnights[:, None] + SLOT_S * np.arange(SLOTS_PER_DAY, dtype=np.float64)
+        back = 0 if metered else rule.lookback_days
+        days = [day - timedelta(days=b) for b in range(back, -1, -1)]
         members = self.members.members(aggregation_id)
-        history = self.store.power_history(
-            [r for r, _ in members],
-            datetime.fromtimestamp(midnights[0] - self.hold_s, start.tzinfo),
-            end,
+        loads, starts = self._loads([r for r, _ in members], days, tz, end)
+        today = starts[-1]
+        spans = self.store.award_spans(
+            aggregation_id,
+            datetime.fromtimestamp(float(starts[0, 0]), UTC),
+            datetime.fromtimestamp(float(today[-1]) + SLOT_S, UTC),
         )
-        net_kw: dict[str, NDArray[np.float64]] = {}  # per resource: (days, slots) consumption
-        known: dict[str, NDArray[np.bool_]] = {}
-        for rid, _ in members:
-            ts, kw = history.get(rid, (np.zeros(0), np.zeros(0)))
-            kwh, covered = energy_in(ts, kw, starts, starts + SLOT_S, self.hold_s)
-            net_kw[rid] = -kwh * KW_PER_KWH
-            known[rid] = covered.sum(axis=1) > 0
-        s0 = int((start.timestamp() - midnights[-1]) // SLOT_S)
-        s1 = min(SLOTS_PER_DAY, int(np.ceil((end.timestamp() - midnights[-1]) / SLOT_S)))
-        window = slice(s0, s1)
-        event_days = {
-            a.astimezone(tz).date()
-            for a in self.store.award_starts(
-                aggregation_id, datetime.fromtimestamp(midnights[0], tz), start
-            )
-        } - {day}
+        event_days = {s.astimezone(tz).date() for s, _, _ in spans} - {day}
+        todays = [(s, e) for s, e, _ in spans if s.astimezone(tz).date() == day] or [(start, end)]
+        event = slice(
+            _slot(min(s for s, _ in todays), tz, day),
+            _slot(max(e for _, e in todays), tz, day, True),
+        )
+        window = slice(_slot(start, tz, day), _slot(end, tz, day, True))
+        note: str | None = None
+        if end.astimezone(tz) > datetime.combine(day + timedelta(days=1), time(), tz):
+            note = "the award runs past local midnight: only its part before midnight is measured"
 
         def baseline_of(rows: list[str]) -> Baseline:
             if metered or not rows:
-                return Baseline(np.zeros(SLOTS_PER_DAY), adjustment=None)
-            kw = np.sum([net_kw[r] for r in rows], axis=0)
-            seen = np.any([known[r] for r in rows], axis=0)
-            seen[-1] = True
-            loads = DayLoads(tuple(d for d, s in zip(days, seen, strict=True) if s), kw[seen])
-            return baseline(loads, day, window, rule, event_days, slot_minutes=SLOT_S // 60)
+                return Baseline(np.zeros(today.size))
+            kw, cover = loads.summed(rows)
+            seen = cover >= MIN_COVERAGE
+            seen[-1] = True  # the event day itself is always kept
+            lo = max(0, event.start - round(rule.adjustment_from_h * 60 / SLOT_MIN))
+            hi = max(0, event.start - round(rule.adjustment_to_h * 60 / SLOT_MIN))
+            measured_before = sum(
+                float(loads.covered[r][-1, lo:hi].sum()) for r in rows
+            ) >= MIN_COVERAGE * len(rows) * SLOT_S * max(hi - lo, 1)
+            return baseline(
+                DayLoads(tuple(d for d, s in zip(days, seen, strict=True) if s), kw[seen]),
+                day,
+                event,
+                rule,
+                event_days,
+                slot_minutes=SLOT_MIN,
+                adjust=measured_before,
+            )
 
         vehicles = [r for r, bess in members if not bess]
         whole = baseline_of(vehicles)
-        note = whole.note
         base_kw = whole.kw
+        note = "; ".join(n for n in (note, whole.note) if n) or None
         if base_kw is None:
-            base_kw = np.zeros(SLOTS_PER_DAY)
+            base_kw = np.zeros(today.size)
             note = f"{note}; delivery counted as metered output only (baseline 0)"
-        measured_kw = (
-            np.sum([net_kw[r][-1] for r, _ in members], axis=0)
-            if members
-            else np.zeros(SLOTS_PER_DAY)
-        )
+        measured_kw = np.zeros(today.size)
+        for rid, _ in members:
+            measured_kw += np.nan_to_num(loads.kw[rid][-1])
         intervals: list[SettledInterval] = []
-        for s in range(s0, s1):
-            a = max(start.timestamp(), midnights[-1] + s * SLOT_S)
-            b = min(end.timestamp(), midnights[-1] + (s + 1) * SLOT_S)
-            base, measured = base_kw[s] / KW_PER_KWH, measured_kw[s] / KW_PER_KWH
+        credited_total = 0.0
+        for s in range(window.start, window.stop):
+            a = max(start.timestamp(), today[s])
+            b = min(end.timestamp(), today[s] + SLOT_S)
+            awarded = awarded_kw * (b - a) / 3600.0
+            base, used = base_kw[s] / KW_PER_KWH, measured_kw[s] / KW_PER_KWH
+            delivered = base - used
+            together = sum(kw for s0, s1, kw in spans if s0.timestamp() < b and s1.timestamp() > a)
+            credited = delivered * awarded_kw / together if together else 0.0
+            credited_total += credited
             intervals.append(
                 {
-                    "interval_start": datetime.fromtimestamp(
-                        midnights[-1] + s * SLOT_S, start.tzinfo
-                    ).isoformat(),
-                    "interval_end": datetime.fromtimestamp(
-                        midnights[-1] + (s + 1) * SLOT_S, start.tzinfo
-                    ).isoformat(),
-                    "awarded_kwh": _round(awarded_kw * (b - a) / 3600.0),
+                    "interval_start": datetime.fromtimestamp(today[s], UTC).isoformat(),
+                    "interval_end": datetime.fromtimestamp(today[s] + SLOT_S, UTC).isoformat(),
+                    "awarded_kwh": _round(awarded),
                     "baseline_kwh": _round(base),
-                    "measured_kwh": _round(measured),
-                    "delivered_kwh": _round(base - measured),
+                    "measured_kwh": _round(used),
+                    "delivered_kwh": _round(delivered),
+                    "credited_kwh": _round(credited),
                 }
             )
         resources: list[SettledResource] = []
         for rid, bess in members:
             own = baseline_of([] if bess else [rid]).kw
             own_kwh = float(own[window].sum()) / KW_PER_KWH if own is not None else 0.0
-            used = float(net_kw[rid][-1][window].sum()) / KW_PER_KWH
+            used = float(np.nan_to_num(loads.kw[rid][-1][window]).sum()) / KW_PER_KWH
             resources.append(
                 {
                     "resource_id": rid,
@@ -249,16 +206,24 @@ class Meter:
                     "delivered_kwh": _round(own_kwh - used),
                 }
             )
-        base_total = float(base_kw[window].sum()) / KW_PER_KWH
-        used_total = float(measured_kw[window].sum()) / KW_PER_KWH
         return Measured(
             method=rule.method.value,
-            baseline_kwh=_round(base_total),
-            measured_kwh=_round(used_total),
-            delivered_kwh=_round(base_total - used_total),
+            baseline_kwh=_round(float(base_kw[window].sum()) / KW_PER_KWH),
+            measured_kwh=_round(float(measured_kw[window].sum()) / KW_PER_KWH),
+            delivered_kwh=_round(credited_total),
             days_used=[d.isoformat() for d in whole.days_used],
             adjustment=None if whole.adjustment is None else _round(whole.adjustment),
             note=note,
             intervals=intervals,
             resources=resources,
         )
+
+
+def _slot(at: datetime, tz: ZoneInfo, day: date, ceil: bool = False) -> int:
+    """The local interval of `day` an instant falls in, by the clock (`ceil`: the first one
+    at or after it, for an end); past the day: the number of intervals in a day."""
+    local = at.astimezone(tz)
+    if local.date() > day:
+        return 24 * 60 // SLOT_MIN
+    minutes = local.hour * 60 + local.minute + (local.second + local.microsecond / 1e6) / 60.0
+    return int(-(-minutes // SLOT_MIN)) if ceil else int(minutes // SLOT_MIN)

@@ -10,12 +10,15 @@ days", now kept by NAESB WEQ). The dates themselves come from the `holidays` pac
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import date, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache
+from zoneinfo import ZoneInfo
 
 import holidays
+import numpy as np
+from numpy.typing import NDArray
 
 NERC_HOLIDAY_NAMES = frozenset(
     {
@@ -83,3 +86,22 @@ def like_days(
         ):
             out.append(d)
     return out
+
+
+def local_slots(
+    days: Sequence[date], tz: ZoneInfo, slot_minutes: int
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Each local day cut by the clock: the instant (epoch s) each interval of local time
+    starts, and whether that local time exists. On the day clocks go forward the skipped hour's
+    intervals do not exist; on the day they go back the repeated hour counts once (its first
+    pass). So interval k is the same time of day on every day, as day matching needs."""
+    per_day = 24 * 60 // slot_minutes
+    starts = np.empty((len(days), per_day))
+    exists = np.ones((len(days), per_day), dtype=np.bool_)
+    for i, d in enumerate(days):
+        for k in range(per_day):
+            wall = datetime.combine(d, time(*divmod(k * slot_minutes, 60)), tz)
+            back = wall.astimezone(UTC).astimezone(tz)
+            starts[i, k] = wall.timestamp()
+            exists[i, k] = back.replace(tzinfo=None) == wall.replace(tzinfo=None)
+    return starts, exists

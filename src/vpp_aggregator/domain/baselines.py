@@ -117,8 +117,13 @@ class Baseline:
     note: str | None = None
 
 
-def _mean(values: NDArray[np.float64]) -> float:
-    return float(values.mean()) if values.size else 0.0
+def _mean(values: NDArray[np.float64], axis: int | None = None) -> NDArray[np.float64] | float:
+    """Mean leaving out NaN (intervals a clock change skipped); 0 where nothing is left."""
+    known = ~np.isnan(values)
+    total = np.where(known, values, 0.0).sum(axis=axis)
+    count = known.sum(axis=axis)
+    out = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    return float(out) if axis is None else np.asarray(out, dtype=np.float64)
 
 
 def choose_days(
@@ -138,11 +143,11 @@ def choose_days(
         event_days=event_days,
         with_data=loads.days,
     )
-    use = {d: _mean(loads.kw[loads.days.index(d)][window]) for d in candidates}
+    use = {d: float(_mean(loads.kw[loads.days.index(d)][window])) for d in candidates}
     chosen = candidates[:wanted]
     if rule.low_usage_share is not None and chosen:
         # pass over low days for older ones, judged against the days first chosen
-        floor = rule.low_usage_share * float(np.mean([use[d] for d in chosen]))
+        floor = rule.low_usage_share * sum(use[d] for d in chosen) / len(chosen)
         chosen = [d for d in candidates if use[d] >= floor][:wanted]
     if len(chosen) < needed:
         return (
@@ -166,9 +171,11 @@ def baseline(
     event_days: Iterable[date] = (),
     *,
     slot_minutes: int,
+    adjust: bool = True,
 ) -> Baseline:
     """The adjusted baseline of `event_day` for every interval of it; `event_slots` are the
-    intervals the event covers (they choose the high days and place the adjustment window)."""
+    intervals the day's events cover (they choose the high days and place the adjustment
+    window). `adjust=False`: the event day was not measured in the window, so no adjustment."""
     intervals = loads.kw.shape[1]
     if rule.method is BaselineMethod.METERED:
         zero = np.zeros(intervals)
@@ -176,24 +183,28 @@ def baseline(
     days, kind, why = choose_days(loads, event_day, event_slots, rule, event_days)
     if why is not None:
         return Baseline(None, day_type=kind, note=why)
-    raw = np.mean([loads.kw[loads.days.index(d)] for d in days], axis=0)
+    raw = np.asarray(_mean(np.array([loads.kw[loads.days.index(d)] for d in days]), axis=0))
     per_hour = 60 // slot_minutes
     start = int(event_slots.start or 0)
     lo = max(0, start - round(rule.adjustment_from_h * per_hour))
     hi = max(0, start - round(rule.adjustment_to_h * per_hour))
     today = loads.row(event_day)
     note = None
-    if hi <= lo or today is None:
+    if hi <= lo or today is None or not adjust:
         adjusted, factor = raw, None
-        note = "no day-of adjustment: the event starts too early in the day for its window"
+        note = (
+            "no day-of adjustment: the event starts too early in the day for its window"
+            if hi <= lo or today is None
+            else "no day-of adjustment: the event day was not measured before the event"
+        )
     elif rule.adjustment is Adjustment.RATIO:
-        actual, base = _mean(today[lo:hi]), _mean(raw[lo:hi])
+        actual, base = float(_mean(today[lo:hi])), float(_mean(raw[lo:hi]))
         factor = actual / base if base > 0 else 1.0
         if rule.adjustment_cap is not None:
             factor = min(1.0 + rule.adjustment_cap, max(1.0 - rule.adjustment_cap, factor))
         adjusted = raw * factor
     else:
-        actual, base = _mean(today[lo:hi]), _mean(raw[lo:hi])
+        actual, base = float(_mean(today[lo:hi])), float(_mean(raw[lo:hi]))
         factor = actual - base
         if rule.adjustment_cap is not None:
             limit = rule.adjustment_cap * abs(base)

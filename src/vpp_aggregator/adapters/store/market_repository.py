@@ -120,20 +120,20 @@ class MarketRepository:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
 
-    def award_starts(
+    def award_spans(
         self, aggregation_id: str, start: datetime, end: datetime
-    ) -> builtins.list[datetime]:
-        """When the aggregation's awards in [start, end) began: event days, which baselines
-        leave out (awards that never ran are no event)."""
+    ) -> builtins.list[tuple[datetime, datetime, float]]:
+        """The aggregation's awards that ran for something (a dispatch was made) and overlap
+        [start, end): their intervals and kW. Their days are event days to baselines."""
         a = market_awards
-        q = select(a.c.interval_start).where(
+        q = select(a.c.interval_start, a.c.interval_end, a.c.awarded_kw).where(
             a.c.aggregation_id == aggregation_id,
-            a.c.interval_start >= start,
             a.c.interval_start < end,
+            a.c.interval_end > start,
             a.c.dispatch_id.is_not(None),
         )
         with self.engine.connect() as conn:
-            return builtins.list(conn.execute(q).scalars())
+            return [(r[0], r[1], float(r[2])) for r in conn.execute(q.order_by(a.c.interval_start))]
 
     def settle(self, award_id: str, settlement: Settlement, topic: str, at: datetime) -> None:
         """Store the settlement, with the award's final status and reason, and queue it for the

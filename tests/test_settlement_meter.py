@@ -1,0 +1,161 @@
+"""Settlement measurement where the clock, the day's other awards and missing telemetry make it
+hard: days of 23 and 25 hours, real-time awards late in a day of curtailment, a real-time award
+inside a day-ahead hour, and days the meter barely saw. Numbers worked by hand."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from vpp_aggregator.app.baseline_policy import BaselinePolicy
+from vpp_aggregator.app.settlement import Meter
+from vpp_aggregator.domain.baselines import BaselineMethod
+
+LA = ZoneInfo("America/Los_Angeles")
+NY = ZoneInfo("America/New_York")
+STEP = 60.0  # a sample a minute
+
+
+class Fleet:
+    """A store and a register in one: samples of power (kW, + export) and the awards."""
+
+    def __init__(self, members: list[tuple[str, bool]]) -> None:
+        self._members = members
+        self.samples: dict[str, tuple[list[float], list[float]]] = {r: ([], []) for r, _ in members}
+        self.awards: list[tuple[datetime, datetime, float]] = []
+
+    def members(self, grid_node: str) -> list[tuple[str, bool]]:
+        return self._members
+
+    def report(self, rid: str, start: datetime, end: datetime, kw: float) -> None:
+        t = start.timestamp()
+        while t < end.timestamp():
+            self.samples[rid][0].append(t)
+            self.samples[rid][1].append(kw)
+            t += STEP
+
+    def power_history(
+        self, resource_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]:
+        out = {}
+        for rid in resource_ids:
+            ts, kw = (np.array(x) for x in self.samples[rid])
+            order = np.argsort(ts, kind="stable")
+            ts, kw = ts[order], kw[order]
+            keep = (ts >= start.timestamp()) & (ts < end.timestamp())
+            out[rid] = (ts[keep], kw[keep])
+        return out
+
+    def award_spans(
+        self, aggregation_id: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, datetime, float]]:
+        return [(s, e, kw) for s, e, kw in self.awards if s < end and e > start]
+
+    def award(self, start: datetime, minutes: int, kw: float) -> tuple[datetime, datetime]:
+        self.awards.append((start, start + timedelta(minutes=minutes), kw))
+        return start, start + timedelta(minutes=minutes)
+
+
+def meter(fleet: Fleet, method: BaselineMethod) -> Meter:
+    return Meter(fleet, fleet, BaselinePolicy(default=method), hold_s=120.0)
+
+
+def at(day: date, hour: int, minute: int = 0, tz: ZoneInfo = LA) -> datetime:
+    return datetime.combine(day, time(hour, minute), tz)
+
+
+def test_the_day_clocks_go_back_has_25_hours_and_its_last_hour_is_measured() -> None:
+    fleet = Fleet([("bess-1", True)])
+    day = date(2025, 11, 2)  # 25 hours in Los Angeles
+    fleet.report("bess-1", at(day, 22), at(day + timedelta(days=1), 0), 10.0)
+    start, end = fleet.award(at(day, 23), 60, 10.0)
+    m = meter(fleet, BaselineMethod.METERED).measure("N", start, end, 10.0)
+    assert len(m.intervals) == 12
+    assert m.delivered_kwh == pytest.approx(10.0)
+
+
+def test_like_days_are_matched_by_the_clock_across_a_clock_change() -> None:
+    fleet = Fleet([("ev-1", False)])
+    day = date(2025, 11, 3)  # the Monday after the clocks went back in New York
+    for back in range(1, 46):
+        d = day - timedelta(days=back)
+        fleet.report("ev-1", at(d, 0, tz=NY), at(d, 18, tz=NY), 0.0)
+        fleet.report("ev-1", at(d, 18, tz=NY), at(d, 19, tz=NY), -10.0)  # charges 18:00-19:00
+        fleet.report("ev-1", at(d, 19, tz=NY), at(d + timedelta(days=1), 0, tz=NY), 0.0)
+    fleet.report("ev-1", at(day, 0, tz=NY), at(day, 19, tz=NY), 0.0)  # curtailed today
+    start, end = fleet.award(at(day, 18, tz=NY), 60, 10.0)
+    m = meter(fleet, BaselineMethod.PJM_CBL).measure("N", start, end, 10.0)
+    # weeks of days, before and after the change, all charged 18:00-19:00 local
+    assert m.baseline_kwh == pytest.approx(10.0)
+    assert m.delivered_kwh == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("method", [BaselineMethod.PJM_CBL, BaselineMethod.CAISO_10IN10])
+def test_real_time_awards_through_a_day_are_one_event_baselined_before_the_first(
+    method: BaselineMethod,
+) -> None:
+    fleet = Fleet([("ev-1", False)])
+    day = date(2025, 6, 11)  # a Wednesday
+    fleet.report("ev-1", at(day - timedelta(days=45), 0), at(day, 12), -10.0)  # 10 kW always
+    fleet.report("ev-1", at(day, 12), at(day, 18), 0.0)  # curtailed from noon
+    awards = [fleet.award(at(day, 12) + timedelta(minutes=5 * k), 5, 10.0) for k in range(72)]
+    start, end = awards[54]  # 16:30: its 4 h to 1 h before lies in the curtailment
+    m = meter(fleet, method).measure("N", start, end, 10.0)
+    # the adjustment is read before noon, where the day drew its usual 10 kW
+    assert m.adjustment == pytest.approx(0.0 if method is BaselineMethod.PJM_CBL else 1.0)
+    assert m.delivered_kwh == pytest.approx(10.0 / 12, abs=1e-4)  # to the watt-hour
+
+
+def test_a_real_time_award_inside_a_day_ahead_hour_shares_the_delivery() -> None:
+    fleet = Fleet([("bess-1", True)])
+    day = date(2025, 6, 11)
+    fleet.report("bess-1", at(day, 14), at(day, 15), 150.0)  # exports 150 kW all hour
+    hour = fleet.award(at(day, 14), 60, 100.0)  # day-ahead
+    five = fleet.award(at(day, 14, 20), 5, 50.0)  # real-time, on top
+    m = meter(fleet, BaselineMethod.METERED)
+    rt = m.measure("N", *five, 50.0)
+    assert rt.delivered_kwh == pytest.approx(
+        150.0 / 12 * 50 / 150, abs=1e-4
+    )  # a third of 14:20-14:25
+    da = m.measure("N", *hour, 100.0)
+    # all of 11 intervals, two thirds of the shared one: 11 × 12.5 + 12.5 × 2/3 kWh
+    assert da.delivered_kwh == pytest.approx(11 * 12.5 + 12.5 * 100 / 150, abs=1e-3)
+    shared = da.intervals[4]
+    assert (shared["delivered_kwh"], shared["credited_kwh"]) == (12.5, pytest.approx(8.3333))
+
+
+def test_days_the_meter_barely_saw_are_not_like_days_and_an_unseen_morning_is_not_adjusted() -> (
+    None
+):
+    fleet = Fleet([("ev-1", False)])
+    day = date(2025, 6, 11)
+    for back in range(1, 15):
+        d = day - timedelta(days=back)
+        if back == 1:  # yesterday: one minute of telemetry, at 0 kW
+            fleet.report("ev-1", at(d, 15), at(d, 15, 1), 0.0)
+        else:
+            fleet.report("ev-1", at(d, 0), at(d + timedelta(days=1), 0), -10.0)
+    fleet.report("ev-1", at(day, 14), at(day, 16), 0.0)  # today: seen only from 14:00
+    start, end = fleet.award(at(day, 15), 60, 10.0)
+    m = meter(fleet, BaselineMethod.CAISO_10IN10).measure("N", start, end, 10.0)
+    assert (day - timedelta(days=1)).isoformat() not in m.days_used
+    assert m.adjustment is None and m.note is not None and "not measured" in m.note
+    assert m.baseline_kwh == pytest.approx(10.0)  # ten days at 10 kW, not scaled toward 0
+    assert m.delivered_kwh == pytest.approx(10.0)
+
+
+def test_an_award_measured_from_samples_a_minute_apart_counts_each_interval_once() -> None:
+    fleet = Fleet([("bess-1", True)])
+    day = date(2025, 6, 11)
+    fleet.report("bess-1", at(day, 9), at(day, 10), 60.0)
+    start, end = fleet.award(at(day, 9), 60, 60.0)
+    m = meter(fleet, BaselineMethod.METERED).measure("N", start, end, 60.0)
+    assert [i["interval_start"] for i in m.intervals] == [
+        (start + timedelta(minutes=5 * k)).astimezone(UTC).isoformat() for k in range(12)
+    ]
+    assert m.delivered_kwh == pytest.approx(60.0)
