@@ -28,6 +28,7 @@ class Fleet:
         self._members = members
         self.samples: dict[str, tuple[list[float], list[float]]] = {r: ([], []) for r, _ in members}
         self.awards: list[tuple[datetime, datetime, float]] = []
+        self.reads: list[datetime] = []  # where each history read began
 
     def members(self, grid_node: str) -> list[tuple[str, bool]]:
         return self._members
@@ -42,6 +43,7 @@ class Fleet:
     def power_history(
         self, resource_ids: Sequence[str], start: datetime, end: datetime
     ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]:
+        self.reads.append(start)
         out = {}
         for rid in resource_ids:
             ts, kw = (np.array(x) for x in self.samples[rid])
@@ -159,3 +161,25 @@ def test_an_award_measured_from_samples_a_minute_apart_counts_each_interval_once
         (start + timedelta(minutes=5 * k)).astimezone(UTC).isoformat() for k in range(12)
     ]
     assert m.delivered_kwh == pytest.approx(60.0)
+
+
+def test_past_days_are_read_once_and_the_next_award_reads_only_its_own_day() -> None:
+    fleet = Fleet([("ev-1", False), ("ev-2", False), ("bess-1", True)])
+    day = date(2025, 6, 11)
+    for rid, kw in (("ev-1", -7.0), ("ev-2", -3.0)):
+        fleet.report(rid, at(day - timedelta(days=45), 0), at(day, 12), kw)
+        fleet.report(rid, at(day, 12), at(day, 13), 0.0)
+    fleet.report("bess-1", at(day, 12), at(day, 13), 20.0)
+    first, second = fleet.award(at(day, 12), 5, 30.0), fleet.award(at(day, 12, 5), 5, 30.0)
+    m = meter(fleet, BaselineMethod.CAISO_10IN10)
+    a = m.measure("N", *first, 30.0)
+    b = m.measure("N", *second, 30.0)
+    assert fleet.reads[0] < at(day - timedelta(days=44), 0)  # 45 days of samples, once
+    assert fleet.reads[1] >= at(day, 0) - timedelta(minutes=5)  # then only the award's day
+    fresh = meter(fleet, BaselineMethod.CAISO_10IN10).measure("N", *second, 30.0)
+    assert (b.baseline_kwh, b.delivered_kwh, b.days_used) == (
+        fresh.baseline_kwh,
+        fresh.delivered_kwh,
+        fresh.days_used,
+    )
+    assert a.delivered_kwh == pytest.approx((10.0 + 20.0) / 12, abs=1e-4)  # 10 kW paused + 20 out

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -95,13 +95,16 @@ def local_slots(
     starts, and whether that local time exists. On the day clocks go forward the skipped hour's
     intervals do not exist; on the day they go back the repeated hour counts once (its first
     pass). So interval k is the same time of day on every day, as day matching needs."""
-    per_day = 24 * 60 // slot_minutes
-    starts = np.empty((len(days), per_day))
-    exists = np.ones((len(days), per_day), dtype=np.bool_)
-    for i, d in enumerate(days):
-        for k in range(per_day):
-            wall = datetime.combine(d, time(*divmod(k * slot_minutes, 60)), tz)
-            back = wall.astimezone(UTC).astimezone(tz)
-            starts[i, k] = wall.timestamp()
-            exists[i, k] = back.replace(tzinfo=None) == wall.replace(tzinfo=None)
+    rows = [_day_slots(d, tz, slot_minutes) for d in days]
+    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+
+
+@lru_cache(maxsize=4096)
+def _day_slots(day: date, tz: ZoneInfo, slot_minutes: int) -> tuple[list[float], list[bool]]:
+    starts, exists = [], []
+    for k in range(24 * 60 // slot_minutes):
+        wall = datetime.combine(day, time(*divmod(k * slot_minutes, 60)), tz)
+        starts.append(wall.timestamp())
+        back = wall.astimezone(UTC).astimezone(tz)
+        exists.append(back.replace(tzinfo=None) == wall.replace(tzinfo=None))
     return starts, exists
