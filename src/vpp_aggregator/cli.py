@@ -1,4 +1,4 @@
-"""The one entry point: serve, worker, migrate, simulate, forecast."""
+"""The one entry point: serve, worker, migrate, simulate, forecast, regulation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vpp_aggregator.cli_regulation import regulation_app
 from vpp_aggregator.config import ConfigError, Settings, load_settings, open_bind_problem
 
 app = typer.Typer(
@@ -180,6 +181,7 @@ def simulate(
 
 forecast_app = typer.Typer(help="Train and backtest the availability forecaster on session data.")
 app.add_typer(forecast_app, name="forecast")
+app.add_typer(regulation_app, name="regulation")
 
 
 @forecast_app.command("backtest")
