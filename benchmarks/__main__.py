@@ -27,7 +27,7 @@ def bench(
     only: Annotated[
         str,
         typer.Option(
-            help="Sections to run: capacity,http,dispatch,forecast,settlement,kafka,load (default all)"
+            help="Sections to run: capacity,http,dispatch,forecast,settlement,regulation,kafka,load"
         ),
     ] = "",
 ) -> None:

@@ -1,4 +1,4 @@
-"""Settlement against a 45-day baseline, on SQLite: what one 5-minute real-time award costs when
+"""Market benchmarks. Settlement against a 45-day baseline, on SQLite: what one 5-minute real-time award costs when
 its aggregation's history is read for the first time (cold), and for the next award of the day
 (warm: past days are kept by the meter, only the award's own day is read)."""
 
@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,3 +96,24 @@ def bench_settlement(vehicles: int = 50, sample_s: int = 60) -> SettlementBench:
         warm = time.perf_counter() - t0
         engine.dispose()
     return SettlementBench(vehicles, sample_s, rows, cold * 1e3, warm * 1e3, first.delivered_kwh)
+
+
+def bench_regulation(capacity_kw: float) -> dict[str, Any]:
+    """One replay of the packaged RegA signal with the default-sized fleet."""
+    from vpp_aggregator.cli_regulation import REGA
+    from vpp_aggregator.demo.regulation import default_size, read_signal, replay
+
+    t, s, _ = read_signal(REGA)
+    sized = default_size(t, s, capacity_kw)
+    t0 = time.perf_counter()
+    r = replay(t, s, capacity_kw, sized.resources)
+    return {
+        "resources": sized.resources,
+        "for_power": sized.for_power,
+        "for_ramp": sized.for_ramp,
+        "for_energy": sized.for_energy,
+        "scores": [h.score for h in r.hours],
+        "violations": r.safety_violations + r.soc_violations + r.departures_unmet,
+        "commands": r.commands,
+        "seconds": time.perf_counter() - t0,
+    }

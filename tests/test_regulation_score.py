@@ -62,6 +62,9 @@ def test_a_window_whose_signal_does_not_move_counts_for_precision_only() -> None
     half = hourly_scores(t, flat, np.full_like(t, -0.5))[0]
     assert (half.correlation, half.delay) == (None, None)
     assert half.score == pytest.approx(0.5)  # 1 − 0.5 / 1
+    hair = flat.copy()
+    hair[100] = -0.999  # one stray sample: still no shape to correlate
+    assert hourly_scores(t, hair, np.full_like(t, -0.5))[0].correlation is None
     _, moving = random_signal(HOUR)
     mixed = np.where(t < HOUR / 2, -1.0, moving)  # half flat, half moving
     followed = hourly_scores(t, mixed, mixed.copy())[0]

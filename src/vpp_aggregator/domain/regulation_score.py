@@ -11,8 +11,11 @@ point over the capacity) are compared on 10-second samples:
 - the **hourly score** is the mean of the hour's correlation, delay and precision scores, the
   first two averaged over the hour's windows.
 
-A window whose signal does not move has no correlation to measure (a constant has none), so it
-counts for precision only; an hour with no such window is scored on precision alone.
+A window whose signal does not move has no correlation to measure (a constant has none, and a
+signal pinned at −1 with a stray sample a hair off has only noise), so a window whose signal's
+standard deviation is under `FLAT_STD` (1 % of the capacity) counts for precision only; an hour
+with no other window is scored on precision alone. This reading is ours: the definition does not
+say what a flat window scores.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ SAMPLE_S = 10  # the scoring samples
 WINDOW = 30  # 5 minutes of 10-second samples
 MAX_SHIFT = 30  # 5 minutes
 QUALIFYING = 0.75  # PJM's qualifying hourly score
+FLAT_STD = 0.01  # a window's signal moving less than this has no shape to correlate
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,7 @@ def window_score(
     """(correlation score, delay score, shift in samples) of the window starting at `start`, or
     None when its signal does not move."""
     s = signal[start : start + WINDOW]
-    if s.size < WINDOW or s.std() < 1e-12:
+    if s.size < WINDOW or s.std() < FLAT_STD:
         return None
     best: tuple[float, float, int] | None = None
     for shift in range(MAX_SHIFT + 1):
