@@ -25,6 +25,7 @@ INBOUND = {  # asyncapi message name -> the type the consumer reads it into
     "PhysicsAlert": messages.PhysicsAlert,
     "Award": messages.MarketAward,
     "CommandAck": messages.CommandAck,
+    "RegulationSignal": messages.RegulationSignal,
 }
 OUTBOUND = {  # asyncapi message name -> the type the service builds it as
     "V2GCommand": outbound.V2GCommand,
@@ -32,6 +33,8 @@ OUTBOUND = {  # asyncapi message name -> the type the service builds it as
     "Settlement": outbound.Settlement,
     "DeadLetter": outbound.DeadLetter,
     "AggregateTelemetry": outbound.AggregateTelemetryMessage,
+    "RegulationCommand": outbound.RegulationCommandMessage,
+    "RegulationBroadcast": outbound.RegulationBroadcast,
 }
 # Fields the document names because the other layer sends them, which we read nothing from.
 UNREAD = {

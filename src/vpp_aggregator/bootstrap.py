@@ -242,6 +242,22 @@ def jobs(
                 quiet=True,
             )
         )
+    if settings.regulation_enabled:  # the devices follow the signal; these set their shares
+        out.append(
+            Job(
+                "regulation shares",
+                settings.regulation_replan_seconds,
+                aggregator.regulation.replan,
+            )
+        )
+        out.append(
+            Job(
+                "regulation response",
+                settings.regulation_sample_seconds,
+                aggregator.regulation.sample,
+                quiet=True,
+            )
+        )
     if settings.market_enabled:
         cadence = MarketCadence(aggregator.market)
         out.append(

@@ -109,6 +109,27 @@ class Settings(BaseSettings):
     topic_market_settlement: str = Field(
         "vpp.market.settlement", validation_alias="VPP_TOPIC_MARKET_SETTLEMENT"
     )
+    topic_regulation_signal: str = Field(
+        "vpp.regulation.signal", validation_alias="VPP_TOPIC_REGULATION_SIGNAL"
+    )
+    topic_regulation_commands: str = Field(
+        "vpp.regulation.commands", validation_alias="VPP_TOPIC_REGULATION_COMMANDS"
+    )
+    topic_regulation_broadcast: str = Field(
+        "vpp.regulation.broadcast", validation_alias="VPP_TOPIC_REGULATION_BROADCAST"
+    )
+    regulation_enabled: bool = Field(True, validation_alias="VPP_REGULATION_ENABLED")
+    regulation_offer_curve: str = Field("1.0:30", validation_alias="VPP_REGULATION_OFFER_CURVE")
+    regulation_replan_seconds: float = Field(
+        60.0, gt=0, le=900, validation_alias="VPP_REGULATION_REPLAN_SECONDS"
+    )
+    regulation_sample_seconds: float = Field(
+        2.0, gt=0, le=10, validation_alias="VPP_REGULATION_SAMPLE_SECONDS"
+    )
+    # the signal's fast changes the participation is sized for: RegA's 99th percentile per minute
+    regulation_signal_rate_per_min: float = Field(
+        0.4, gt=0, le=4, validation_alias="VPP_REGULATION_SIGNAL_RATE_PER_MIN"
+    )
     topic_aggregate_telemetry: str = Field(
         "vpp.aggregation.telemetry", validation_alias="VPP_TOPIC_AGGREGATE_TELEMETRY"
     )
@@ -196,7 +217,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("VPP_HOST", "HOST"))
     allow_insecure: bool = Field(False, validation_alias="VPP_ALLOW_INSECURE")
 
-    @field_validator("offer_curve")
+    @field_validator("offer_curve", "regulation_offer_curve")
     @classmethod
     def _curve(cls, value: str) -> str:
         from vpp_aggregator.domain.market import OfferCurve

@@ -25,8 +25,10 @@ from vpp_aggregator.app.events import EventBus, TelemetryAccepted
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import IntegrationService
 from vpp_aggregator.app.market import MarketService, MarketStore
+from vpp_aggregator.app.offers import RegulationTerms
 from vpp_aggregator.app.ports import ResourceStore, StoredSample
 from vpp_aggregator.app.registry import RegistryService
+from vpp_aggregator.app.regulation import HORIZON_S, RegulationService, cached
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
 from vpp_aggregator.config import Settings
 from vpp_aggregator.domain.dispatch.problem import ResourceInputs
@@ -142,6 +144,14 @@ class Aggregator:
                 if settings.offer_charge_curve
                 else None
             ),
+            regulation=(
+                RegulationTerms(
+                    OfferCurve.parse(settings.regulation_offer_curve),
+                    settings.regulation_signal_rate_per_min,
+                )
+                if settings.regulation_enabled
+                else None
+            ),
             quantile=settings.offer_quantile,
             horizon_hours=settings.offer_horizon_hours,
             max_forecast_hours=settings.forecast_horizon_hours,
@@ -152,6 +162,21 @@ class Aggregator:
             offers_topic=settings.topic_market_offers,
             settlement_topic=settings.topic_market_settlement,
         )
+        self.regulation = RegulationService(
+            self.state,
+            bus,
+            clock,
+            cached(market_store.regulation_awarded),
+            lambda start, end: self.dispatch.busy_everywhere(start, end),
+            commands_topic=settings.topic_regulation_commands,
+            broadcast_topic=settings.topic_regulation_broadcast,
+            horizon_s=HORIZON_S,
+            ramp_kw_per_min=settings.max_ramp_kw_per_min,
+            signal_rate_per_min=settings.regulation_signal_rate_per_min,
+            round_trip_efficiency=settings.round_trip_efficiency,
+            bess_min_soc_pct=settings.bess_min_soc_pct,
+        )
+        self.market.regulation_score = self.regulation.score_over
         self.demand_response = DemandResponseEvents(
             self.state.grid_nodes,
             self.dispatch,
@@ -191,6 +216,7 @@ class Aggregator:
             read_grid_signal,
             clock,
             market_award=self.market.award,
+            regulation_signal=self.regulation.take,
             events=self.events,
         )
 

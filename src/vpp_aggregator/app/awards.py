@@ -2,7 +2,8 @@
 answer, the award's record, the settlement list and the settlement message).
 
 Statuses: when it came, those of every request to the fleet (`app/request_status`: `dispatched`,
-`rejected` with the reason, `expired`, here: after its interval ended); once the interval is over,
+`rejected` with the reason, `expired`, here: after its interval ended), or `regulating` for a
+regulation award; once the interval is over,
 `settled` (delivery measured from telemetry) or `not_delivered` (nothing ran for it)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class AwardStatus(StrEnum):
     DISPATCHED = RequestStatus.DISPATCHED.value
     REJECTED = RequestStatus.REJECTED.value
     EXPIRED = RequestStatus.EXPIRED.value
+    REGULATING = "regulating"  # a regulation award: its fleet follows the signal meanwhile
     SETTLED = "settled"
     NOT_DELIVERED = "not_delivered"
 
@@ -35,6 +37,8 @@ class AwardRefusedError(InvalidMessageError):
 def never_ran(award: dict[str, Any], record: DispatchRecord | None) -> str | None:
     """Why nothing was delivered for an award whose interval is over, or None when its dispatch
     ran (then delivery is measured, whatever it came to)."""
+    if award["status"] == AwardStatus.REGULATING:
+        return None  # it ran: what it did is scored, not measured in kWh
     if award["status"] == AwardStatus.EXPIRED or award["dispatch_id"] is None:
         return str(award["reason"] or "no dispatch was made for it")
     if record is None:
@@ -62,5 +66,6 @@ def award_view(row: dict[str, Any]) -> dict[str, Any]:
         "status": row["status"],
         "reason": row["reason"],
         "dispatch_id": row["dispatch_id"],
+        "product": row.get("product", "energy"),
         "settlement": row["settlement"],
     }

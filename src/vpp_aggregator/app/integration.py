@@ -28,6 +28,7 @@ from vpp_aggregator.app.messages import (
     MarketAward,
     OtherChargingEvent,
     PhysicsAlert,
+    RegulationSignal,
     read,
     read_charging_event,
 )
@@ -53,6 +54,7 @@ class MessageKind(StrEnum):
     PHYSICS_ALERT = "physics_alert"
     MARKET_AWARD = "market_award"
     COMMAND_ACK = "command_ack"
+    REGULATION_SIGNAL = "regulation_signal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class IntegrationService:
         clock: Callable[[], datetime],
         *,
         market_award: Callable[[MarketAward], Outcome] | None = None,
+        regulation_signal: Callable[[RegulationSignal], Outcome] | None = None,
         events: EventBus | None = None,
     ) -> None:
         self.state = state
@@ -103,6 +106,11 @@ class IntegrationService:
                 lambda m: read(CommandAck, m, "acknowledgement"), self._one(self.command_ack)
             ),
         }
+        if regulation_signal is not None:
+            self.routes[MessageKind.REGULATION_SIGNAL] = Route(
+                lambda m: read(RegulationSignal, m, "regulation signal"),
+                self._one(regulation_signal),
+            )
 
     @staticmethod
     def _one(handler: Callable[[Any], Outcome]) -> Callable[[Any], list[Outcome]]:

@@ -22,7 +22,7 @@ from vpp_aggregator.app.dispatch_records import DispatchRecord
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import MarketAward
-from vpp_aggregator.app.offers import OfferMaker, OfferStore
+from vpp_aggregator.app.offers import OfferMaker, OfferStore, RegulationTerms
 from vpp_aggregator.app.outbound import Offer, Settlement
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import dispatch_status
@@ -39,6 +39,7 @@ class MarketStore(OfferStore, MeasurementStore, Protocol):
     """Offers (`app/offers`) and measurement (`app/settlement`), with awards and the outbox."""
 
     def offers_at(self, aggregation_id: str, interval_start: datetime) -> list[dict[str, Any]]: ...
+    def regulation_awarded(self, at: datetime) -> dict[str, float]: ...
     def add_award(self, award: dict[str, Any]) -> bool: ...
     def get_award(self, award_id: str) -> dict[str, Any] | None: ...
     def awards_to_settle(self, before: datetime) -> list[dict[str, Any]]: ...
@@ -71,6 +72,7 @@ class MarketService:
         quantile: str = "p10",
         horizon_hours: int = 24,
         max_forecast_hours: int = 72,
+        regulation: RegulationTerms | None = None,
         hold_seconds: float = 300.0,
         baselines: BaselinePolicy | None = None,
         offers_topic: str = "vpp.market.offers",
@@ -100,9 +102,12 @@ class MarketService:
             quantile=next(q for q in QUANTILES if q == quantile),
             horizon_hours=horizon_hours,
             max_forecast_hours=max_forecast_hours,
+            regulation=regulation,
             topic=offers_topic,
         )
         self.meter = Meter(repo, state, baselines or BaselinePolicy(), hold_seconds)
+        # set by the aggregator once regulation runs: the score of an aggregation over a span
+        self.regulation_score: Callable[[str, datetime, datetime], float | None] = lambda *_: None
         self._relay_lock = threading.Lock()
 
     # ------------------------------------------------------------------ offers
@@ -130,7 +135,12 @@ class MarketService:
         interval = (a.interval_start, a.interval_end)
         offered = self.repo.offers_at(a.aggregation_id, a.interval_start)
         offer = next(
-            (o for o in offered if datetime.fromisoformat(o["interval_end"]) == a.interval_end),
+            (
+                o
+                for o in offered
+                if datetime.fromisoformat(o["interval_end"]) == a.interval_end
+                and o.get("product", "energy") == a.product
+            ),
             None,
         )
         refusal = award_refusal(
@@ -153,12 +163,15 @@ class MarketService:
             "status": AwardStatus.EXPIRED.value,
             "reason": None,
             "dispatch_id": None,
+            "product": a.product,
         }
         if a.interval_end <= now:
             row["reason"] = (
                 f"received at {now.isoformat()}, after its interval ended at "
                 f"{a.interval_end.isoformat()}"
             )
+        elif a.product == "regulation":  # the signal is followed while it runs (app/regulation)
+            row["status"] = AwardStatus.REGULATING.value
         else:
             record = self._dispatch(a, now)
             status, reason = dispatch_status(record)
@@ -237,7 +250,17 @@ class MarketService:
             "baseline_note": None,
             "intervals": [],
             "resources": [],
+            "product": award.get("product", "energy"),
+            "performance_score": None,
         }
+        if award.get("product") == "regulation" and out["reason"] is None:
+            score = self.regulation_score(award["aggregation_id"], start, end)
+            out["status"] = "settled"
+            out["performance_score"] = None if score is None else round(score, 4)
+            out["measured_from"] = "PJM performance score of the telemetry response"
+            if score is None:
+                out["baseline_note"] = "no signal and response were recorded for the interval"
+            return out
         if out["reason"] is not None or record is None:
             return out
         m = self.meter.measure(award["aggregation_id"], start, end, award["awarded_kw"])

@@ -154,6 +154,18 @@ class MarketAward(BaseModel):
     interval_end: AwareTime
     awarded_kw: FiniteNumber
     price_per_mwh: FiniteNumber | None = None
+    product: Literal["energy", "regulation"] = "energy"
+
+
+class RegulationSignal(BaseModel):
+    """The grid operator's regulation signal, as `vpp.regulation.signal` and
+    `POST /regulation/signal` carry it: a share of the regulation capacity, −1 (absorb all of
+    it) … +1 (inject all of it), for one aggregation or, without `aggregation_id`, for every
+    one that regulates now."""
+
+    value: Annotated[FiniteNumber, Field(ge=-1.0, le=1.0)]
+    timestamp: AwareTime | None = None
+    aggregation_id: Text | None = None
 
 
 def read(model: type[M], message: Any, root: str) -> M:

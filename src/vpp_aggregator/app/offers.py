@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -22,10 +23,20 @@ from vpp_aggregator.domain.market import (
     OfferCurve,
     OfferInputs,
     build_offer,
+    build_regulation_offer,
 )
 
 NOTHING = Figures(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)  # what a node with no held resources holds
 RT_FORECAST_MINUTES = 15  # the forecast's finest step; each 5-minute interval reads its own
+
+
+@dataclass(frozen=True, slots=True)
+class RegulationTerms:
+    """Regulation offered beside energy in the day-ahead market: its price curve ($/MW-h of
+    capacity) and the signal's fast changes a resource's share is sized for."""
+
+    curve: OfferCurve
+    signal_rate_per_min: float
 
 
 class OfferStore(Protocol):
@@ -58,6 +69,7 @@ class OfferMaker:
         horizon_hours: int,
         max_forecast_hours: int,
         topic: str,
+        regulation: RegulationTerms | None = None,
     ) -> None:
         self.repo = repo
         self.forecast = forecast
@@ -74,6 +86,7 @@ class OfferMaker:
         self.horizon_hours = horizon_hours
         self.max_forecast_hours = max_forecast_hours
         self.topic = topic
+        self.regulation = regulation
 
     def wanted(self, now: datetime) -> dict[Market, list[tuple[datetime, datetime]]]:
         """The intervals each market takes offers for now; day-ahead only as far as the
@@ -138,18 +151,19 @@ class OfferMaker:
             held = self.state.capacity_of(self.dispatch.busy_everywhere(start, end), now, step).get(
                 node, NOTHING
             )
+            inputs = OfferInputs(
+                node,
+                start.isoformat(),
+                end.isoformat(),
+                f["discharge_kw"][q] - held.discharge_kw,
+                f["discharge_kwh"][q] - held.discharge_kwh,
+                f["charge_kw"][q] - held.charge_kw,
+                f["available_vehicles"][q] - held.available_resource_count,
+                charge_kwh=live.charge_kwh - held.charge_kwh,
+                stored_kwh=live.gross_energy_kwh,
+            )
             offer = build_offer(
-                OfferInputs(
-                    node,
-                    start.isoformat(),
-                    end.isoformat(),
-                    f["discharge_kw"][q] - held.discharge_kw,
-                    f["discharge_kwh"][q] - held.discharge_kwh,
-                    f["charge_kw"][q] - held.charge_kw,
-                    f["available_vehicles"][q] - held.available_resource_count,
-                    charge_kwh=live.charge_kwh - held.charge_kwh,
-                    stored_kwh=live.gross_energy_kwh,
-                ),
+                inputs,
                 self.curve,
                 min_capacity_kw=self.min_capacity_kw,
                 ramp_kw_per_min_per_resource=self.ramp_kw_per_min,
@@ -157,11 +171,24 @@ class OfferMaker:
                 market=market,
                 charge_bid=self.charge_bid,
             )
-            if offer is not None:
-                offer["committed_kw"] = round(held.discharge_kw, 3)
-                offer["model"] = doc["model"]["name"]
-                offer["generated_at"] = now.isoformat()
-                out.append(offer)
+            both = [offer]
+            if self.regulation is not None and market is Market.DAY_AHEAD:
+                both.append(
+                    build_regulation_offer(
+                        inputs,
+                        self.regulation.curve,
+                        min_capacity_kw=self.min_capacity_kw,
+                        ramp_kw_per_min_per_resource=self.ramp_kw_per_min,
+                        signal_rate_per_min=self.regulation.signal_rate_per_min,
+                        quantile=q,
+                    )
+                )
+            for made in both:
+                if made is not None:
+                    made["committed_kw"] = round(held.discharge_kw, 3)
+                    made["model"] = doc["model"]["name"]
+                    made["generated_at"] = now.isoformat()
+                    out.append(made)
         return out
 
     @staticmethod

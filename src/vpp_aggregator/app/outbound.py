@@ -16,6 +16,8 @@ __all__ = [
     "DeadLetter",
     "Offer",
     "PriceSegment",
+    "RegulationBroadcast",
+    "RegulationCommandMessage",
     "SchedulePoint",
     "SettledInterval",
     "SettledResource",
@@ -88,6 +90,8 @@ class Settlement(TypedDict):
     baseline_note: str | None
     intervals: list[SettledInterval]
     resources: list[SettledResource]
+    product: str  # energy | regulation
+    performance_score: float | None  # regulation: PJM's score over the interval
 
 
 class AggregateTelemetryMessage(TypedDict):
@@ -103,6 +107,30 @@ class AggregateTelemetryMessage(TypedDict):
     charge_energy_kwh: float  # up to every ceiling
     resources: int
     resources_reporting: int  # with a sample fresher than VPP_TELEMETRY_STALE_SECONDS
+
+
+class RegulationCommandMessage(TypedDict):
+    """To the device gateway, per resource, only when it changes: follow
+    `base_kw + participation_kw × signal` at no more than `ramp_kw_per_min` until `valid_until`
+    (then 0 kW); both 0 releases the resource."""
+
+    resource_id: str
+    chargePointId: str
+    aggregation_id: str
+    timestamp: str
+    revision: int
+    base_kw: float  # positive = discharge
+    participation_kw: float  # kW per unit of signal
+    ramp_kw_per_min: float
+    valid_until: str
+
+
+class RegulationBroadcast(TypedDict):
+    """To the device gateway, per aggregation, every signal value: what its devices multiply."""
+
+    aggregation_id: str
+    timestamp: str
+    signal: float  # −1…+1
 
 
 class DeadLetter(TypedDict):

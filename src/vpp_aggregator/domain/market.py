@@ -40,6 +40,7 @@ class Offer(TypedDict):
 
     offer_id: str
     market: str  # a Market
+    product: str  # energy | regulation
     aggregation_id: str  # the grid node
     interval_start: str  # ISO-8601
     interval_end: str
@@ -144,6 +145,7 @@ def build_offer(
     return {
         "offer_id": f"{market.value}:{x.aggregation_id}:{x.start}",
         "market": market.value,
+        "product": "energy",
         "aggregation_id": x.aggregation_id,
         "interval_start": x.start,
         "interval_end": x.end,
@@ -159,6 +161,46 @@ def build_offer(
             max(0.0, float(x.resources)) * ramp_kw_per_min_per_resource, 3
         ),
         "price_segments": bids + (curve.segments(up) if up else []),
+    }
+
+
+def build_regulation_offer(
+    x: OfferInputs,
+    curve: OfferCurve,
+    *,
+    min_capacity_kw: float,
+    ramp_kw_per_min_per_resource: float,
+    signal_rate_per_min: float,
+    quantile: str,
+    market: Market = Market.DAY_AHEAD,
+) -> Offer | None:
+    """Symmetric regulation capacity: what the aggregation can both give and take at the
+    quantile, and no more than its resources can follow when the signal changes fast (each
+    resource carries at most its ramp limit over the signal's change per minute)."""
+    follow = max(0.0, float(x.resources)) * ramp_kw_per_min_per_resource / signal_rate_per_min
+    c = min(max(0.0, float(x.discharge_kw)), max(0.0, float(x.charge_kw)), follow)
+    if c < min_capacity_kw:
+        return None
+    c = round(c, 3)
+    return {
+        "offer_id": f"{market.value}:regulation:{x.aggregation_id}:{x.start}",
+        "market": market.value,
+        "product": "regulation",
+        "aggregation_id": x.aggregation_id,
+        "interval_start": x.start,
+        "interval_end": x.end,
+        "quantity_kw": c,
+        "quantile": quantile,
+        "min_power_kw": -c,
+        "max_power_kw": c,
+        "max_charge_kw": c,
+        "energy_limit_kwh": round(max(0.0, float(x.discharge_kwh)), 3),
+        "charge_energy_limit_kwh": round(max(0.0, float(x.charge_kwh)), 3),
+        "state_of_charge_kwh": round(max(0.0, float(x.stored_kwh)), 3),
+        "ramp_rate_kw_per_min": round(
+            max(0.0, float(x.resources)) * ramp_kw_per_min_per_resource, 3
+        ),
+        "price_segments": curve.segments(c),
     }
 
 
@@ -254,6 +296,14 @@ def award_refusal(
         )
     up = float(offer.get("max_power_kw", offer["quantity_kw"]))
     down = -min(0.0, float(offer.get("min_power_kw", 0.0)))  # older offers: discharge only
+    if offer.get("product") == "regulation":
+        if awarded_kw <= 0:
+            return AwardRefusal(
+                "awarded_kw",
+                f"regulation capacity is up and down at once: award it in kW above 0, at most "
+                f"{up:g} kW offered for {offer['interval_start']}",
+            )
+        down = 0.0  # its range is symmetric; the award names the capacity
     what = (
         f"{offer.get('market', Market.DAY_AHEAD.value)} offer for {offer['interval_start']}: "
         f"{up:g} kW up (discharge), {down:g} kW down (charge)"

@@ -24,6 +24,7 @@ from vpp_aggregator.adapters.api import (
     routes_forecast,
     routes_market,
     routes_ops,
+    routes_regulation,
     routes_resources,
     routes_telemetry,
 )
@@ -90,6 +91,7 @@ def create_app(
         routes_dr,
         routes_forecast,
         routes_market,
+        routes_regulation,
         routes_audit,
     ):
         app.include_router(module.router)

@@ -101,10 +101,42 @@ def forecast_accuracy(scores: dict[str, ErrorSums]) -> Iterator[GaugeMetricFamil
     yield from (mape, wape, scored)
 
 
+class RegulationCollector(Collector):
+    """Regulation as scraped: capacity awarded now and PJM's score of the latest hour."""
+
+    def __init__(self, agg: Aggregator) -> None:
+        self.agg = agg
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        status = self.agg.regulation.status()
+        capacity = GaugeMetricFamily(
+            "vpp_regulation_capacity_kw", "Regulation capacity awarded now", labels=["aggregation"]
+        )
+        score = GaugeMetricFamily(
+            "vpp_regulation_score",
+            "PJM performance score of the latest hour recorded (0-1; 0.75 qualifies)",
+            labels=["aggregation", "part"],
+        )
+        for a in status["aggregations"]:  # type: ignore[attr-defined]
+            capacity.add_metric([a["aggregation_id"]], a["capacity_kw"])
+            if a["hours"]:
+                last = a["hours"][-1]
+                for part in ("score", "correlation", "delay", "precision"):
+                    if last[part] is not None:
+                        score.add_metric([a["aggregation_id"], part], last[part])
+        refused = CounterMetricFamily(
+            "vpp_regulation_commands_refused",
+            "Regulation commands the independent checker stopped (never sent)",
+            value=float(status["commands_refused"]),  # type: ignore[arg-type]
+        )
+        yield from (capacity, score, refused)
+
+
 class Metrics:
     def __init__(self, agg: Aggregator) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(agg))
+        self.registry.register(RegulationCollector(agg))
         # Resident memory, CPU and open files of this process, as every Prometheus exporter has.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)

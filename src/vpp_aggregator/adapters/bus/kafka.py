@@ -43,6 +43,7 @@ class KafkaParts:
             settings.topic_market_awards,
             settings.topic_dead_letter,
             settings.topic_command_acks,
+            settings.topic_regulation_signal,
         )
         ensure_topics(
             brokers,
@@ -53,6 +54,8 @@ class KafkaParts:
                 settings.topic_market_offers,
                 settings.topic_market_settlement,
                 settings.topic_aggregate_telemetry,
+                settings.topic_regulation_commands,
+                settings.topic_regulation_broadcast,
             ],
             settings.kafka_partitions,
             settings.kafka_replication_factor,

@@ -58,6 +58,7 @@ class Topics:
     market_awards: str
     dead_letter: str
     command_acks: str = ""  # optional: the device gateway's acknowledgements
+    regulation_signal: str = ""  # the grid operator's regulation signal
 
     def kinds(self) -> dict[str, MessageKind]:
         """What each topic we consume carries (the command-acks topic only when configured)."""
@@ -70,6 +71,8 @@ class Topics:
         }
         if self.command_acks:
             kinds[self.command_acks] = MessageKind.COMMAND_ACK
+        if self.regulation_signal:
+            kinds[self.regulation_signal] = MessageKind.REGULATION_SIGNAL
         return kinds
 
     def inbound(self) -> list[str]:

@@ -120,6 +120,21 @@ class MarketRepository:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
 
+    def regulation_awarded(self, at: datetime) -> dict[str, float]:
+        """Regulation kW awarded to each aggregation for the interval under way at `at`."""
+        a = market_awards
+        q = select(a.c.aggregation_id, a.c.awarded_kw).where(
+            a.c.product == "regulation",
+            a.c.interval_start <= at,
+            a.c.interval_end > at,
+            a.c.status.in_(("regulating", "dispatched")),
+        )
+        out: dict[str, float] = {}
+        with self.engine.connect() as conn:
+            for node, kw in conn.execute(q):
+                out[node] = out.get(node, 0.0) + float(kw)
+        return out
+
     def award_spans(
         self, aggregation_id: str, start: datetime, end: datetime
     ) -> builtins.list[tuple[datetime, datetime, float]]:
@@ -131,6 +146,7 @@ class MarketRepository:
             a.c.interval_start < end,
             a.c.interval_end > start,
             a.c.dispatch_id.is_not(None),
+            a.c.product == "energy",
         )
         with self.engine.connect() as conn:
             return [(r[0], r[1], float(r[2])) for r in conn.execute(q.order_by(a.c.interval_start))]

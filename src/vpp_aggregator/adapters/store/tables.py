@@ -229,6 +229,8 @@ market_awards = Table(
     Column("reason", Text, nullable=True),  # why it was rejected, expired or not delivered
     Column("settlement", JSON, nullable=True),  # set once the interval is over and measured
     Column("settled_at", UTCDateTime, nullable=True, index=True),
+    Column("product", String(16), nullable=False, server_default="energy"),  # or regulation
+    Index("ix_market_awards_product_end", "product", "interval_end"),
 )
 
 outbox = Table(
