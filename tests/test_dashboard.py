@@ -129,6 +129,7 @@ def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> No
             "/dispatch", json={"target_kw": 100, "duration_minutes": 30, "grid_node": "NODE_A"}
         ).raise_for_status()
         before = api.get("/capacity/available").json()
+        api.post("/market/offers/generate").raise_for_status()
 
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -160,6 +161,11 @@ def test_dashboard_shows_the_fleet_and_updates_without_reload(server: str) -> No
             expect(event_row).to_contain_text("dispatched dsp-")
             expect(page.locator("#forecast polygon.band")).to_have_count(1)
             expect(page.locator("#dispatch-chart polyline.plan")).to_have_count(1)
+            # the market panels: both markets' offers, regulation and settlement (none yet)
+            expect(page.locator("#offers tbody tr").first).to_contain_text("NODE_A")
+            expect(page.locator("#regulation tbody")).to_contain_text("none")
+            expect(page.locator("#settlement tbody")).to_contain_text("none")
+            expect(page.locator("#status")).to_contain_text("updated")
             # New telemetry shows up on the open page, without a reload.
             api.post(
                 "/telemetry",

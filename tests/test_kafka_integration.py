@@ -295,6 +295,17 @@ def test_offers_go_to_the_market_and_awards_come_back_as_dispatches(
     assert [k for k, _ in status][:1] == ["NODE_K"]
     assert problems("AggregateTelemetry", status[0][1]) == []
     assert status[0][1]["resources"] == 2
+    # a regulation signal for the aggregation is passed on to its devices
+    produce(
+        kafka_brokers,
+        t["VPP_TOPIC_REGULATION_SIGNAL"],
+        [("NODE_K", {"value": 0.5, "aggregation_id": "NODE_K"}), ("NODE_K", {"value": 7})],
+    )
+    passed_on = read_topic(kafka_brokers, t["VPP_TOPIC_REGULATION_BROADCAST"], want=1)
+    assert [(k, m["signal"]) for k, m in passed_on] == [("NODE_K", 0.5)]
+    assert problems("RegulationBroadcast", passed_on[0][1]) == []
+    dead = read_topic(kafka_brokers, t["VPP_TOPIC_DEAD_LETTER"], want=1)
+    assert "value" in dead[0][1]["reason"]  # 7 is not within −1…+1
 
 
 def test_the_asyncapi_file_documents_every_topic_we_use() -> None:

@@ -122,6 +122,16 @@ function drawOffers(doc) {
     `<td class="num">${fmt(o.committed_kw ?? 0)}</td><td class="num">${fmt(o.ramp_rate_kw_per_min)}</td></tr>`));
 }
 
+function drawRegulation(doc) {
+  const part = (v) => (v === null || v === undefined ? "–" : fmt(v, 3));
+  rows($("regulation").tBodies[0], doc.aggregations.flatMap((a) =>
+    (a.hours.length ? a.hours.slice(-3) : [null]).map((h, i) =>
+      `<tr><td>${i ? "" : esc(a.aggregation_id)}</td><td class="num">${i ? "" : fmt(a.capacity_kw)}</td>` +
+      (h ? `<td>${esc(h.start.slice(11, 16))}</td><td class="num ${h.score >= 0.75 ? "ok" : "no"}">${fmt(h.score, 3)}</td>` +
+        `<td class="num">${part(h.correlation)}</td><td class="num">${part(h.delay)}</td><td class="num">${part(h.precision)}</td>`
+        : '<td colspan="5" class="muted">no signal recorded yet</td>') + "</tr>")));
+}
+
 function drawSettlement(doc) {
   const num = (v, d = 1) => (v === null || v === undefined ? "" : fmt(v, d));
   rows($("settlement").tBodies[0], doc.items.slice(-12).reverse().map((s) =>
@@ -150,6 +160,7 @@ async function refresh() {
     api("/resources?limit=200").then(drawResources),
     api("/dispatch?limit=20").then(drawDispatches),
     api("/dr/events?limit=15").then(drawEvents),
+    api("/regulation/status").then(drawRegulation),
   ];
   const today = new Date().toISOString().slice(0, 10);
   const slow = [
