@@ -50,6 +50,7 @@ def fleet(rng: np.random.Generator, n: int) -> RegulationResources:
         np.where(bess, np.inf, rng.uniform(0, 6 * 3600, n)),  # some leave within minutes
         np.where(bess, 0.0, rng.uniform(50, 90, n)),
         rng.random(n) < 0.95,
+        rng.uniform(-1, 1, n) * np.where(bess, 50.0, 7.0),  # what each does now
     )
 
 
@@ -92,6 +93,7 @@ def test_every_command_of_the_allocation_is_proven_safe_whatever_the_signal_does
                 departure_in_s=leaves,
                 max_ramp_kw_per_min=10.0,
                 round_trip_efficiency=0.9,
+                power_kw=float(r.power_kw[i]) if r.power_kw is not None else 0.0,
             )
             assert found == [], (cmd, found)
 
@@ -124,6 +126,21 @@ def test_the_checker_names_what_a_command_would_break() -> None:
         "discharge_power"
     }
     assert rules(RegulationCommand("b", 0.0, 20.0, 12.0, 900.0), bess, 50.0, None) == {"ramp"}
+    # from 26 % at rest it ends at 20.7 %; discharging 50 kW now, it overshoots 0.75 kWh on its
+    # way down to 20 kW at 10 kW/min (30 kW × 3 min − 10 × 3² / 2 = 45 kW·min): 19.9 %
+    assert rules(ok, bess, 26.0, None) == set()
+    assert {
+        v.rule
+        for v in check_regulation(
+            ok,
+            bess,
+            soc_pct=26.0,
+            departure_in_s=None,
+            max_ramp_kw_per_min=10.0,
+            round_trip_efficiency=0.9,
+            power_kw=50.0,
+        )
+    } == {"bess_min_soc"}
     small = RegulationCommand("e", 0.0, 5.0, 10.0, 900.0)
     assert rules(small, ev, 60.0, 4 * 3600.0) == set()  # hours to reach 80 % after it
     assert rules(small, ev, 60.0, 600.0) >= {"after_departure"}  # it leaves in 10 minutes

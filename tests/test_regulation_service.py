@@ -113,6 +113,10 @@ def test_regulation_is_offered_awarded_followed_scored_and_settled(
             samples.append(sample(rid, clock.now, soc[rid], power=kw))
         c.post("/telemetry", json={"samples": samples})
         agg.regulation.sample()
+    # twenty minutes on, the 15-minute commands are renewed before the devices let go
+    assert agg.regulation.replan() == 8
+    renewed = [m for _, m in agg.bus.recent(agg.settings.topic_regulation_commands)][-8:]
+    assert all(datetime.fromisoformat(m["valid_until"]) > clock.now for m in renewed)
     status = c.get("/regulation/status").json()
     node = status["aggregations"][0]
     assert (node["aggregation_id"], node["capacity_kw"], status["commands_refused"]) == (

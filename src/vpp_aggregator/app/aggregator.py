@@ -174,7 +174,7 @@ class Aggregator:
             ramp_kw_per_min=settings.max_ramp_kw_per_min,
             signal_rate_per_min=settings.regulation_signal_rate_per_min,
             round_trip_efficiency=settings.round_trip_efficiency,
-            bess_min_soc_pct=settings.bess_min_soc_pct,
+            replan_s=settings.regulation_replan_seconds,
         )
         self.market.regulation_score = self.regulation.score_over
         self.demand_response = DemandResponseEvents(

@@ -255,11 +255,12 @@ class MarketService:
         }
         if award.get("product") == "regulation" and out["reason"] is None:
             score = self.regulation_score(award["aggregation_id"], start, end)
+            if score is None:  # no signal came, or this process did not follow it
+                out["reason"] = "no signal and response were recorded over its interval"
+                return out
             out["status"] = "settled"
-            out["performance_score"] = None if score is None else round(score, 4)
+            out["performance_score"] = round(score, 4)
             out["measured_from"] = "PJM performance score of the telemetry response"
-            if score is None:
-                out["baseline_note"] = "no signal and response were recorded for the interval"
             return out
         if out["reason"] is not None or record is None:
             return out

@@ -50,7 +50,7 @@ class RegulationService:
         ramp_kw_per_min: float,
         signal_rate_per_min: float,
         round_trip_efficiency: float,
-        bess_min_soc_pct: float,
+        replan_s: float = 60.0,
     ) -> None:
         self.state = state
         self.bus = bus
@@ -63,13 +63,16 @@ class RegulationService:
         self.ramp = ramp_kw_per_min
         self.rate = signal_rate_per_min
         self.rte = round_trip_efficiency
-        self.bess_min_soc_pct = bess_min_soc_pct
+        # a command this close to its end is sent again (two re-plans, half its validity at most)
+        self.renew_s = min(2 * replan_s, horizon_s / 2)
         self._lock = threading.Lock()
         self._planning = threading.Lock()  # one re-plan at a time (the scheduler, an operator)
         self._signal: dict[str, deque[tuple[float, float]]] = {}
         self._response: dict[str, deque[tuple[float, float]]] = {}
-        self._sent: dict[str, tuple[float, float, int]] = {}  # resource: base, part, revision
-        self._base: dict[str, float] = {}  # aggregation: the base points it was told
+        # per resource, what it was last told: base, participation, revision, valid until (s)
+        self._sent: dict[str, tuple[float, float, int, float]] = {}
+        # per regulating aggregation, its resources holding a command now
+        self._members: dict[str, list[str]] = {}
         self.refused = 0  # commands the checker stopped (never sent)
 
     # ------------------------------------------------------------------ signal in
@@ -89,8 +92,11 @@ class RegulationService:
         out: list[tuple[str, Mapping[str, object]]] = []
         with self._lock:
             for node in nodes:
-                self._signal.setdefault(node, deque()).append((at.timestamp(), value))
-                _trim(self._signal[node], at.timestamp())
+                kept = self._signal.setdefault(node, deque())
+                if kept and kept[-1][0] >= at.timestamp():
+                    continue  # a late or repeated value: the devices already have a newer one
+                kept.append((at.timestamp(), value))
+                _trim(kept, at.timestamp())
                 msg: RegulationBroadcast = {
                     "aggregation_id": node,
                     "timestamp": at.isoformat(),
@@ -113,7 +119,7 @@ class RegulationService:
         awarded = self.awarded(now)
         busy = self.busy(now, now + timedelta(seconds=self.horizon_s))
         out: list[tuple[str, Mapping[str, object]]] = []
-        told: set[str] = set()
+        members: dict[str, list[str]] = {}
         for node, capacity_kw in sorted(awarded.items()):
             if capacity_kw <= 0:
                 continue
@@ -129,6 +135,7 @@ class RegulationService:
                 inputs.departure_min * 60.0,
                 inputs.departure_soc_pct,
                 inputs.available,
+                inputs.power_kw,
             )
             plan = allocate(
                 r,
@@ -138,7 +145,7 @@ class RegulationService:
                 signal_rate_per_min=self.rate,
                 eta=math.sqrt(self.rte),
             )
-            base = 0.0
+            told = members.setdefault(node, [])
             for i, rid in enumerate(inputs.resource_ids):
                 cmd = RegulationCommand(
                     rid,
@@ -148,19 +155,19 @@ class RegulationService:
                     float(plan.valid_s[i]),
                 )
                 if not self._safe(cmd, r, i, bool(inputs.is_bess[i])):
-                    cmd = RegulationCommand(rid, 0.0, 0.0, self.ramp, 0.0)  # stood down
-                told.add(rid)
-                base += cmd.base_kw
+                    cmd = RegulationCommand(rid, 0.0, 0.0, self.ramp, 0.0)  # released
                 msg = self._message(node, cmd, now)
                 if msg is not None:
                     out.append((self.state.charge_point(rid), dict(msg)))
-            self._base[node] = base
-        for rid in [r for r in self._sent if r not in told]:  # no longer regulating: released
+                if rid in self._sent:
+                    told.append(rid)
+        regulating = {rid for rids in members.values() for rid in rids}
+        for rid in [r for r in self._sent if r not in regulating]:  # no longer: released
             msg = self._message("", RegulationCommand(rid, 0.0, 0.0, self.ramp, 0.0), now)
             if msg is not None:
                 out.append((self.state.charge_point(rid), dict(msg)))
-        for node in [n for n in self._base if n not in awarded]:
-            del self._base[node]
+        with self._lock:
+            self._members = members
         if out:
             self.bus.publish_many(self.commands_topic, out)
         return len(out)
@@ -186,6 +193,7 @@ class RegulationService:
             departure_in_s=leaves,
             max_ramp_kw_per_min=self.ramp,
             round_trip_efficiency=self.rte,
+            power_kw=float(r.power_kw[i]) if r.power_kw is not None else 0.0,
         )
         if found:
             self.refused += 1
@@ -194,21 +202,29 @@ class RegulationService:
     def _message(
         self, node: str, cmd: RegulationCommand, now: datetime
     ) -> RegulationCommandMessage | None:
-        """The command to send, or None when the device already has it (a change of under
-        0.5 kW, or 5 % of its participation, is not worth a message)."""
+        """The command to send, or None when the device already has it: a change of under
+        0.5 kW (or 5 % of its participation) is not worth a message, unless what it holds ends
+        within two re-plans."""
         before = self._sent.get(cmd.resource_id)
+        release = cmd.participation_kw == 0 and cmd.base_kw == 0
+        if before is None and release:
+            return None
         if before is not None:
             moved = abs(before[0] - cmd.base_kw) + abs(before[1] - cmd.participation_kw)
-            stood_down = cmd.participation_kw == 0 and cmd.base_kw == 0
-            if moved <= max(0.5, 0.05 * before[1]) and not (stood_down and moved > 0):
+            ending = before[3] - now.timestamp() < self.renew_s
+            if moved <= max(0.5, 0.05 * before[1]) and not ending and not release:
                 return None
-        elif cmd.participation_kw == 0 and cmd.base_kw == 0:
-            return None
         revision = before[2] + 1 if before else 1
-        if cmd.participation_kw == 0 and cmd.base_kw == 0:
+        until = now + timedelta(seconds=cmd.valid_s)
+        if release:
             self._sent.pop(cmd.resource_id, None)
         else:
-            self._sent[cmd.resource_id] = (cmd.base_kw, cmd.participation_kw, revision)
+            self._sent[cmd.resource_id] = (
+                cmd.base_kw,
+                cmd.participation_kw,
+                revision,
+                until.timestamp(),
+            )
         return {
             "resource_id": cmd.resource_id,
             "chargePointId": self.state.charge_point(cmd.resource_id),
@@ -218,17 +234,20 @@ class RegulationService:
             "base_kw": cmd.base_kw,
             "participation_kw": cmd.participation_kw,
             "ramp_kw_per_min": cmd.ramp_kw_per_min,
-            "valid_until": (now + timedelta(seconds=cmd.valid_s)).isoformat(),
+            "valid_until": until.isoformat(),
         }
 
     # ------------------------------------------------------------------ measuring
     def sample(self) -> None:
-        """Record each regulating aggregation's response: its net power less its base."""
+        """Record each regulating aggregation's response: what its regulating resources
+        report, less the base points they hold."""
         now = self.clock()
-        net = self.state.net_power(now.timestamp())
         with self._lock:
-            for node, base in self._base.items():
-                kw = net.get(node, (0.0, 0, 0))[0]
+            members = {node: list(rids) for node, rids in self._members.items()}
+        for node, rids in members.items():
+            base = sum(self._sent[r][0] for r in rids if r in self._sent)
+            kw = self.state.power_of(rids, now.timestamp())
+            with self._lock:
                 self._response.setdefault(node, deque()).append((now.timestamp(), kw - base))
                 _trim(self._response[node], now.timestamp())
 
@@ -266,7 +285,12 @@ class RegulationService:
                 {
                     "aggregation_id": node,
                     "capacity_kw": capacity,
-                    "base_kw": round(self._base.get(node, 0.0), 3),
+                    "base_kw": round(
+                        sum(
+                            self._sent[r][0] for r in self._members.get(node, []) if r in self._sent
+                        ),
+                        3,
+                    ),
                     "hours": [
                         {
                             "start": datetime.fromtimestamp(h.start_s, UTC).isoformat(),
@@ -287,15 +311,20 @@ class RegulationService:
 def cached(read: Awarded, seconds: float = 5.0) -> Awarded:
     """The awarded capacity, read at most every few seconds for the present (the signal comes
     every 2 s); a question about another time is read at once."""
-    memo: dict[str, object] = {}
+    memo: dict[float, Mapping[str, float]] = {}
+    lock = threading.Lock()
 
     def awarded(at: datetime) -> Mapping[str, float]:
         slot = at.timestamp() // seconds
-        if memo.get("slot") != slot:
-            memo["value"], memo["slot"] = read(at), slot
-        value = memo["value"]
-        assert isinstance(value, Mapping)
-        return value
+        with lock:
+            found = memo.get(slot)
+        if found is None:
+            found = read(at)
+            with lock:
+                if len(memo) > 8:
+                    memo.clear()
+                memo[slot] = found
+        return found
 
     return awarded
 

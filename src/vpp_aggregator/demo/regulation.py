@@ -80,7 +80,7 @@ class Fleet:
         to_seven = ((24.0 + 7.0 - self.start_hour) % 24.0) * 3600.0
         self.leave_s = np.where(self.is_bess, np.inf, to_seven)
 
-    def resources(self, elapsed_s: float) -> RegulationResources:
+    def resources(self, elapsed_s: float, power_kw: F8) -> RegulationResources:
         return RegulationResources(
             [f"r{i}" for i in range(self.n)],
             self.kwh,
@@ -92,6 +92,7 @@ class Fleet:
             self.leave_s - elapsed_s,
             np.where(self.is_bess, 0.0, EV["leave_soc"]),
             np.ones(self.n, dtype=bool),
+            power_kw.copy(),
         )
 
     def facts(self, i: int, elapsed_s: float) -> tuple[ResourceFacts, float | None]:
@@ -161,6 +162,8 @@ def replay(
     power = np.zeros(n)
     base, part = np.zeros(n), np.zeros(n)
     sent_base, sent_part = np.full(n, np.nan), np.full(n, np.nan)
+    sent_until = np.full(n, -np.inf)  # devices stop at their command's end
+    renew = min(2 * REPLAN_S, HORIZON_S / 2)
     response = np.zeros(t.size)
     fleet_base = np.zeros(t.size)
     violations = commands = soc_broken = 0
@@ -169,7 +172,7 @@ def replay(
     for k, now in enumerate(t):
         if now >= next_plan:
             plan: Participation = allocate(
-                fleet.resources(now),
+                fleet.resources(now, power),
                 capacity_kw,
                 horizon_s=HORIZON_S,
                 ramp_kw_per_min=RAMP_KW_PER_MIN,
@@ -177,9 +180,13 @@ def replay(
                 eta=eta,
             )
             offered_min = min(offered_min, plan.capacity_kw)
-            changed = np.isnan(sent_part) | (
-                np.abs(plan.participation_kw - sent_part) + np.abs(plan.base_kw - sent_base)
-                > np.maximum(0.5, 0.05 * sent_part)
+            changed = (
+                np.isnan(sent_part)
+                | (
+                    np.abs(plan.participation_kw - sent_part) + np.abs(plan.base_kw - sent_base)
+                    > np.maximum(0.5, 0.05 * sent_part)
+                )
+                | (sent_until - now < renew)
             )
             for i in np.flatnonzero(changed).tolist():
                 facts, leaves = fleet.facts(i, now)
@@ -198,17 +205,20 @@ def replay(
                         departure_in_s=leaves,
                         max_ramp_kw_per_min=RAMP_KW_PER_MIN,
                         round_trip_efficiency=ROUND_TRIP,
+                        power_kw=float(power[i]),
                     )
                 )
             commands += int(changed.sum())
             sent_base = np.where(changed, plan.base_kw, sent_base)
             sent_part = np.where(changed, plan.participation_kw, sent_part)
+            sent_until = np.where(changed, now + plan.valid_s, sent_until)
             base, part = sent_base.copy(), sent_part.copy()
             next_plan = now + REPLAN_S
             if progress is not None:
                 progress(now / max(float(t[-1]), 1.0))
         heard = signal[np.maximum(k - heard_late, 0)]
-        target = np.clip(base + part * heard, -fleet.kw, fleet.kw)
+        held = now < sent_until
+        target = np.where(held, np.clip(base + part * heard, -fleet.kw, fleet.kw), 0.0)
         step = RAMP_KW_PER_MIN * dt / 60.0
         power += np.clip(target - power, -step, step)
         stored = np.where(power > 0, power / eta, power * eta) * dt / 3600.0
@@ -217,7 +227,7 @@ def replay(
             np.count_nonzero((fleet.soc < fleet.floor - 1e-6) | (fleet.soc > 100 + 1e-6))
         )
         response[k] = power.sum()
-        fleet_base[k] = base.sum()
+        fleet_base[k] = np.where(held, base, 0.0).sum()
     scores = hourly_scores(t, signal, (response - fleet_base) / capacity_kw)
     left_h = np.maximum(fleet.leave_s - float(t[-1]), 0.0) / 3600.0
     reach = fleet.soc + fleet.kw * eta * left_h / fleet.kwh * 100.0

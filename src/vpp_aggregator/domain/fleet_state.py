@@ -307,3 +307,12 @@ class FleetState(FleetCapacity):
                     regs + int(registered[g]),
                 )
             return out
+
+    def power_of(self, resource_ids: Sequence[str], now_ts: float) -> float:
+        """The power these resources last reported (kW, + export), counting only telemetry
+        fresher than the stale limit."""
+        with self._lock:
+            rows = self.rows_of(list(resource_ids))
+            rows = rows[rows >= 0]
+            fresh = now_ts - self.telemetry_ts[rows] <= self.stale_seconds
+            return float(np.nan_to_num(self.power_kw[rows][fresh]).sum())

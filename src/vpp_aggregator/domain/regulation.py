@@ -37,6 +37,7 @@ class RegulationResources:
     departure_s: F8  # seconds until it leaves (inf: no departure)
     departure_soc_pct: F8
     available: NDArray[np.bool_]
+    power_kw: F8 | None = None  # what each does now (+ discharge); None: at rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +55,25 @@ class Participation:
         return float(self.base_kw.sum())
 
 
-def departure_floor_pct(r: RegulationResources, after_s: F8, eta: float) -> F8:
-    """The SoC from which charging at full power reaches the departure SoC by departure, `after_s`
-    from now; the static floor where that is lower (or there is no departure)."""
+def _overshoot(gap_kw: F8, ramp_kw_per_min: float, minutes: F8) -> F8:
+    """kWh a resource `gap_kw` past a new power still moves while ramping there."""
+    gap = np.maximum(gap_kw, 0.0)
+    t = np.minimum(np.maximum(minutes, 0.0), gap / ramp_kw_per_min)
+    return np.asarray((gap * t - ramp_kw_per_min * t * t / 2.0) / 60.0, dtype=np.float64)
+
+
+def departure_floor_pct(
+    r: RegulationResources, after_s: F8, eta: float, ramp_kw_per_min: float
+) -> F8:
+    """The SoC from which charging at full power, reached at the ramp limit from full
+    discharge, reaches the departure SoC by departure, `after_s` from now; the static floor
+    where that is lower (or there is no departure)."""
     hours = np.maximum(r.departure_s - after_s, 0.0) / 3600.0
+    ramp_in = _overshoot(r.max_discharge_kw + r.max_charge_kw, ramp_kw_per_min, hours * 60.0)
+    kwh = r.max_charge_kw * np.where(np.isfinite(hours), hours, 0.0) - ramp_in
     reach = np.where(
         np.isfinite(r.departure_s),
-        r.departure_soc_pct - r.max_charge_kw * eta * hours / r.capacity_kwh * 100.0,
+        r.departure_soc_pct - kwh * eta / r.capacity_kwh * 100.0,
         -np.inf,
     )
     return np.maximum(r.floor_pct, reach)
@@ -82,7 +95,7 @@ def allocate(
     valid = np.minimum(horizon_s, np.maximum(r.departure_s - departure_margin_s, 0.0))
     ok = r.available & (valid > 0)
     hours = np.maximum(valid, 1.0) / 3600.0
-    floor = departure_floor_pct(r, valid, eta)
+    floor = departure_floor_pct(r, valid, eta, ramp_kw_per_min)
     margin = 0.999  # a thousandth kept back, so watts rounded off never cross a limit
     give_kwh = np.maximum(r.soc_pct - floor, 0.0) / 100.0 * r.capacity_kwh * eta * margin
     take_kwh = np.maximum(r.ceiling_pct - r.soc_pct, 0.0) / 100.0 * r.capacity_kwh / eta * margin
@@ -113,6 +126,7 @@ def allocate(
     room = np.where(free, np.maximum(room, 0.0), 0.0)
     total = float(room.sum())
     share = room * (capacity_kw / total) if total > capacity_kw else room
+    share = _within_reach(r, base, share, give_kwh, take_kwh, valid, ramp_kw_per_min)
     base = np.where(ok, base, 0.0)
     # whole watts, rounded toward zero: less asked of each resource, never more
     return Participation(
@@ -120,6 +134,37 @@ def allocate(
         np.floor(share * 1000.0) / 1000.0,
         np.where(ok, valid, 0.0),
     )
+
+
+def _within_reach(
+    r: RegulationResources,
+    base: F8,
+    share: F8,
+    give_kwh: F8,
+    take_kwh: F8,
+    valid_s: F8,
+    ramp_kw_per_min: float,
+) -> F8:
+    """Shares cut where a resource, ramping from what it does now to a worst case, would give
+    or take more energy than it has (bisection, each resource on its own)."""
+    now = r.power_kw if r.power_kw is not None else np.zeros_like(base)
+    minutes = valid_s / 60.0
+
+    def fits(p: F8) -> NDArray[np.bool_]:
+        top, bottom = base + p, base - p
+        given = top * minutes / 60.0 + _overshoot(now - top, ramp_kw_per_min, minutes)
+        taken = -bottom * minutes / 60.0 + _overshoot(bottom - now, ramp_kw_per_min, minutes)
+        return np.asarray((given <= give_kwh) & (taken <= take_kwh))
+
+    ok = fits(share)
+    if ok.all():
+        return share
+    lo, hi = np.zeros_like(share), share.copy()
+    for _ in range(30):
+        mid = (lo + hi) / 2.0
+        f = fits(mid)
+        lo, hi = np.where(f, mid, lo), np.where(f, hi, mid)
+    return np.where(ok, share, np.floor(lo * 1000.0) / 1000.0)
 
 
 @dataclass(frozen=True, slots=True)

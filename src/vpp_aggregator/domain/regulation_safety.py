@@ -22,6 +22,16 @@ TOL_KW = 1e-6
 TOL_PCT = 1e-6
 
 
+def overshoot_kwh(gap_kw: float, ramp_kw_per_min: float, minutes: float) -> float:
+    """Energy beyond a constant new power that a resource `gap_kw` past it still moves while it
+    ramps there at its limit, over `minutes` at most."""
+    if gap_kw <= 0 or minutes <= 0:
+        return 0.0
+    ramp = max(ramp_kw_per_min, 1e-9)
+    t = min(minutes, gap_kw / ramp)
+    return (gap_kw * t - ramp * t * t / 2.0) / 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class RegulationCommand:
     resource_id: str
@@ -39,8 +49,12 @@ def check_regulation(
     departure_in_s: float | None,
     max_ramp_kw_per_min: float,
     round_trip_efficiency: float,
+    power_kw: float = 0.0,
 ) -> list[SafetyViolation]:
-    """Every rule the command could break, each named as the dispatch checker names them."""
+    """Every rule the command could break, each named as the dispatch checker names them.
+    `power_kw` is what the resource does now: it reaches a worst case at its ramp limit, so one
+    now beyond it (discharging more than +1 asks, or charging more than −1 asks) overshoots on
+    the way by (ΔP)² / 2R."""
     out: list[SafetyViolation] = []
 
     def broken(rule: str, detail: str) -> None:
@@ -63,12 +77,23 @@ def check_regulation(
     eta = round_trip_efficiency**0.5
     hours = cmd.valid_s / 3600.0
     cap = facts.capacity_kwh
+    ramp = cmd.ramp_kw_per_min
+    minutes = cmd.valid_s / 60.0
+    over_top = overshoot_kwh(power_kw - top, ramp, minutes)  # kWh more given on the way
+    over_bottom = overshoot_kwh(bottom - power_kw, ramp, minutes)  # kWh more taken
     # worst cases over the validity: pinned at +1, pinned at −1
-    lowest = soc_pct - (max(top, 0.0) / eta - max(-top, 0.0) * eta) * hours / cap * 100.0
-    highest = soc_pct + (max(-bottom, 0.0) * eta - max(bottom, 0.0) / eta) * hours / cap * 100.0
+    given = top * hours + over_top  # net kWh out at the grid
+    taken = -bottom * hours + over_bottom  # net kWh in
+    lowest = soc_pct - (max(given, 0.0) / eta - max(-given, 0.0) * eta) / cap * 100.0
+    highest = soc_pct + (max(taken, 0.0) * eta - max(-taken, 0.0) / eta) / cap * 100.0
     rule = "bess_min_soc" if facts.is_bess else "driver_min_soc"
-    # a resource found outside its limits may be brought back, never taken further out
-    floor, ceiling = min(facts.floor_pct, soc_pct), max(facts.ceiling_pct, soc_pct)
+    # a resource found outside its limits may be brought back, never taken further out; what it
+    # does now it undoes only at its ramp limit, and that much no command can prevent (as a
+    # dispatch's forced ramp points, docs/safety.md rule 4)
+    forced_out = overshoot_kwh(power_kw, ramp, 1e9) / eta / cap * 100.0  # draining to 0
+    forced_in = overshoot_kwh(-power_kw, ramp, 1e9) * eta / cap * 100.0  # charging to 0
+    floor = min(facts.floor_pct, soc_pct - forced_out)
+    ceiling = max(facts.ceiling_pct, soc_pct + forced_in)
     if lowest < floor - TOL_PCT:
         broken(rule, f"SoC {lowest:.3f} % after {hours * 60:g} min at +1 < {floor:g} %")
     if highest > ceiling + TOL_PCT:
@@ -80,11 +105,17 @@ def check_regulation(
         if cmd.valid_s > departure_in_s + 1e-6:
             broken("after_departure", f"valid {cmd.valid_s:g} s, it leaves in {departure_in_s:g} s")
         left_h = max(departure_in_s - cmd.valid_s, 0.0) / 3600.0
-        reachable = lowest + facts.max_charge_kw * eta * left_h / cap * 100.0
-        # what it needs, or, when even charging at full power from now falls short, that much
-        best = soc_pct + facts.max_charge_kw * eta * departure_in_s / 3600.0 / cap * 100.0
+        # from the worst case it ramps to full charge at its limit, then charges to departure
+        late = overshoot_kwh(top + facts.max_charge_kw, ramp, left_h * 60.0)
+        reachable = lowest + (facts.max_charge_kw * left_h - late) * eta / cap * 100.0
+        # what it needs, or, when even charging at full power from now (reached at the ramp
+        # limit) falls short, that much; commands are in whole watts, so a watt is forgiven
+        to_full = overshoot_kwh(power_kw + facts.max_charge_kw, ramp, departure_in_s / 60.0)
+        best_kwh = facts.max_charge_kw * departure_in_s / 3600.0 - to_full
+        best = soc_pct + best_kwh * eta / cap * 100.0
         needed = min(facts.departure_soc_pct, best)
-        if reachable < needed - TOL_PCT:
+        watt = 0.001 * departure_in_s / 3600.0 * eta / cap * 100.0
+        if reachable < needed - watt - TOL_PCT:
             broken(
                 "departure_soc",
                 f"from {lowest:.3f} % at full charge it reaches {reachable:.3f} % by departure, "

@@ -84,14 +84,15 @@ def hourly_scores(
     signal: NDArray[np.float64],
     response: NDArray[np.float64],
 ) -> list[HourScore]:
-    """Scores of each whole or partial hour (from the first sample) of a signal and the
-    normalised response, both sampled at `t_s` (any rate of 10 s or finer)."""
+    """Scores of each clock hour (whole, or the part recorded) of a signal and the normalised
+    response, both sampled at `t_s` (epoch or any seconds counted from a whole hour; any rate of
+    10 s or finer). A window near an hour's end may take its shifted response from the next."""
     grid, s = to_scoring_samples(t_s, signal)
     _, r = to_scoring_samples(t_s, response)
-    per_hour = 3600 // SAMPLE_S
+    hour_of = np.floor(grid / 3600.0)
+    edges = np.r_[0, np.flatnonzero(np.diff(hour_of)) + 1, grid.size]
     out: list[HourScore] = []
-    for h0 in range(0, grid.size, per_hour):
-        h1 = min(grid.size, h0 + per_hour)
+    for h0, h1 in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
         windows = [
             w
             for w in (window_score(s, r, i) for i in range(h0, h1 - WINDOW + 1, WINDOW))
@@ -112,5 +113,5 @@ def hourly_scores(
             delay = float(np.mean([w[1] for w in windows]))
             shift_s = float(np.mean([w[2] for w in windows])) * SAMPLE_S
             score = (corr + delay + precision) / 3.0
-        out.append(HourScore(float(grid[h0]), score, corr, delay, shift_s, precision))
+        out.append(HourScore(float(hour_of[h0]) * 3600.0, score, corr, delay, shift_s, precision))
     return out
