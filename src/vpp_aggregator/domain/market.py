@@ -303,7 +303,13 @@ def award_refusal(
                 f"regulation capacity is up and down at once: award it in kW above 0, at most "
                 f"{up:g} kW offered for {offer['interval_start']}",
             )
-        down = 0.0  # its range is symmetric; the award names the capacity
+        if round(awarded_kw, 3) > up:
+            return AwardRefusal(
+                "awarded_kw",
+                f"{awarded_kw:g} kW is more than the {up:g} kW of regulation (up and down) "
+                f"offered for {offer['interval_start']}",
+            )
+        return None
     what = (
         f"{offer.get('market', Market.DAY_AHEAD.value)} offer for {offer['interval_start']}: "
         f"{up:g} kW up (discharge), {down:g} kW down (charge)"
