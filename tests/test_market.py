@@ -141,7 +141,9 @@ def test_offers_follow_the_forecast_p10_in_both_markets_and_both_directions(
         for o in real_time
     )
     again = market.post("/market/offers/generate").json()
-    assert created["created"] in (0, 36) and again["created"] == 0  # an interval keeps its offer
+    # the market loop offers too, at once: between them each of the 36 intervals is offered once
+    assert 0 <= created["created"] <= 36 and len(offers) == 36
+    assert again["created"] == 0  # an interval keeps its offer
     clock.advance(minutes=5)  # one more real-time interval's gate opens; none closes unoffered
     assert [
         o["interval_start"] for o in market.post("/market/offers/generate").json()["items"]

@@ -16,7 +16,12 @@ from vpp_aggregator.cli import app
 from vpp_aggregator.cli_regulation import REGA
 from vpp_aggregator.demo.regulation import default_size, read_signal, replay
 from vpp_aggregator.domain.dispatch.safety import ResourceFacts
-from vpp_aggregator.domain.regulation import RegulationResources, allocate, size_fleet
+from vpp_aggregator.domain.regulation import (
+    RegulationResources,
+    allocate,
+    facts_of,
+    size_fleet,
+)
 from vpp_aggregator.domain.regulation_safety import RegulationCommand, check_regulation
 
 ETA = math.sqrt(0.9)
@@ -55,17 +60,7 @@ def fleet(rng: np.random.Generator, n: int) -> RegulationResources:
 
 
 def facts(r: RegulationResources, i: int) -> ResourceFacts:
-    return ResourceFacts(
-        resource_id=r.resource_ids[i],
-        is_bess=bool(r.departure_soc_pct[i] == 0.0),
-        capacity_kwh=float(r.capacity_kwh[i]),
-        floor_pct=float(r.floor_pct[i]),
-        ceiling_pct=float(r.ceiling_pct[i]),
-        max_discharge_kw=float(r.max_discharge_kw[i]),
-        max_charge_kw=float(r.max_charge_kw[i]),
-        departure_soc_pct=float(r.departure_soc_pct[i]),
-        available=bool(r.available[i]),
-    )
+    return facts_of(r, i, is_bess=bool(r.departure_soc_pct[i] == 0.0))
 
 
 def test_every_command_of_the_allocation_is_proven_safe_whatever_the_signal_does() -> None:

@@ -24,9 +24,8 @@ from vpp_aggregator.app.dispatch_ports import Bus
 from vpp_aggregator.app.messages import RegulationSignal
 from vpp_aggregator.app.outbound import RegulationBroadcast, RegulationCommandMessage
 from vpp_aggregator.app.outcome import Outcome
-from vpp_aggregator.domain.dispatch.safety import ResourceFacts
 from vpp_aggregator.domain.fleet_state import FleetState
-from vpp_aggregator.domain.regulation import RegulationResources, allocate
+from vpp_aggregator.domain.regulation import RegulationResources, allocate, facts_of
 from vpp_aggregator.domain.regulation_safety import RegulationCommand, check_regulation
 from vpp_aggregator.domain.regulation_score import HourScore, hourly_scores
 
@@ -174,17 +173,7 @@ class RegulationService:
 
     def _safe(self, cmd: RegulationCommand, r: RegulationResources, i: int, is_bess: bool) -> bool:
         """The independent checker's word on a command; one it refuses is never sent."""
-        facts = ResourceFacts(
-            resource_id=cmd.resource_id,
-            is_bess=is_bess,
-            capacity_kwh=float(r.capacity_kwh[i]),
-            floor_pct=float(r.floor_pct[i]),
-            ceiling_pct=float(r.ceiling_pct[i]),
-            max_discharge_kw=float(r.max_discharge_kw[i]),
-            max_charge_kw=float(r.max_charge_kw[i]),
-            departure_soc_pct=float(r.departure_soc_pct[i]),
-            available=bool(r.available[i]),
-        )
+        facts = facts_of(r, i, is_bess)
         leaves = float(r.departure_s[i]) if np.isfinite(r.departure_s[i]) else None
         found = check_regulation(
             cmd,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.domain.dispatch.safety import ResourceFacts
+
 F8 = NDArray[np.float64]
 
 
@@ -38,6 +40,21 @@ class RegulationResources:
     departure_soc_pct: F8
     available: NDArray[np.bool_]
     power_kw: F8 | None = None  # what each does now (+ discharge); None: at rest
+
+
+def facts_of(r: RegulationResources, i: int, is_bess: bool) -> ResourceFacts:
+    """Resource `i` as the independent checker takes its facts."""
+    return ResourceFacts(
+        resource_id=r.resource_ids[i],
+        is_bess=is_bess,
+        capacity_kwh=float(r.capacity_kwh[i]),
+        floor_pct=float(r.floor_pct[i]),
+        ceiling_pct=float(r.ceiling_pct[i]),
+        max_discharge_kw=float(r.max_discharge_kw[i]),
+        max_charge_kw=float(r.max_charge_kw[i]),
+        departure_soc_pct=float(r.departure_soc_pct[i]),
+        available=bool(r.available[i]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
