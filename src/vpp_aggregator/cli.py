@@ -1,4 +1,4 @@
-"""The one entry point: serve, worker, migrate, simulate, forecast, regulation."""
+"""The one entry point: serve, worker, migrate, simulate, forecast, regulation, resources."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from vpp_aggregator.cli_regulation import regulation_app
+from vpp_aggregator.cli_resources import resources_app
 from vpp_aggregator.config import ConfigError, Settings, load_settings, open_bind_problem
 
 app = typer.Typer(
@@ -182,6 +183,7 @@ def simulate(
 forecast_app = typer.Typer(help="Train and backtest the availability forecaster on session data.")
 app.add_typer(forecast_app, name="forecast")
 app.add_typer(regulation_app, name="regulation")
+app.add_typer(resources_app, name="resources")
 
 
 @forecast_app.command("backtest")

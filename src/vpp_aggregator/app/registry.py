@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,18 @@ from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.registration import check_registration
 from vpp_aggregator.domain.resources import Resource, ResourceStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One registration of a batch that was not taken, with every reason."""
+
+    index: int
+    resource_id: str | None
+    errors: list[tuple[str, str]]  # (field, message)
+
+
+ALREADY = ("resource_id", "already registered")
 
 
 class RegistryService:
@@ -64,6 +76,52 @@ class RegistryService:
         self.state.upsert(resource, now)
         self._changed([resource.resource_id])
         return resource
+
+    def register_batch(
+        self, items: Sequence[tuple[int, Resource]]
+    ) -> tuple[list[Resource], list[Refused]]:
+        """Register what passes, refuse the rest with every reason: never all-or-nothing.
+        Each is checked as one registration is; an id registered before (or twice in the batch)
+        is refused. The ones taken are stored in one transaction."""
+        now = self.clock()
+        ready: list[tuple[int, Resource]] = []
+        refused: list[Refused] = []
+        seen: set[str] = set()
+        for index, resource in items:
+            if not resource.resource_id:
+                resource = replace(resource, resource_id=self.new_id(resource))
+            rid = resource.resource_id
+            violations = check_registration(resource, self.bess_min_soc_pct)
+            if violations:
+                refused.append(Refused(index, rid, [(v.field, v.message) for v in violations]))
+            elif rid in seen or rid in self.state:
+                refused.append(Refused(index, rid, [ALREADY]))
+            else:
+                seen.add(rid)
+                ready.append(
+                    (
+                        index,
+                        replace(
+                            resource, status=ResourceStatus.ACTIVE, created_at=now, updated_at=now
+                        ),
+                    )
+                )
+        try:
+            self.repo.add_many([r for _, r in ready])
+        except DuplicateResourceError:  # one deactivated before, or another process was quicker
+            kept = []
+            for index, r in ready:
+                try:
+                    self.repo.add(r)
+                    kept.append((index, r))
+                except DuplicateResourceError:
+                    refused.append(Refused(index, r.resource_id, [ALREADY]))
+            ready = kept
+        taken = [r for _, r in ready]
+        if taken:
+            self.state.upsert_many(taken, now)
+            self._changed([r.resource_id for r in taken])
+        return taken, sorted(refused, key=lambda x: x.index)
 
     def register_many(self, items: list[Resource]) -> None:
         """Bulk path for seeding large fleets: same rules, one transaction."""

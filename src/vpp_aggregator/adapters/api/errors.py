@@ -4,6 +4,7 @@ it: validation, the services' refusals, a database that is down, Starlette's own
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,20 +34,26 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def field_errors(found: Sequence[Any]) -> list[dict[str, str]]:
+    """pydantic's errors in our shape: each with the field at fault and what is wrong."""
+    errors = []
+    for e in found:
+        msg, field = e["msg"], _field(tuple(e["loc"]))
+        if e["type"] == "json_invalid":
+            msg, field = (
+                "Body is not valid JSON: " + str(e.get("ctx", {}).get("error", msg)),
+                "body",
+            )
+        elif e["type"] == "extra_forbidden":
+            msg = "Unknown field; check the spelling against /docs"
+        errors.append({"field": field, "message": msg})
+    return errors
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = []
-        for e in exc.errors():
-            msg, field = e["msg"], _field(tuple(e["loc"]))
-            if e["type"] == "json_invalid":
-                msg, field = (
-                    "Body is not valid JSON: " + str(e.get("ctx", {}).get("error", msg)),
-                    "body",
-                )
-            elif e["type"] == "extra_forbidden":
-                msg = "Unknown field; check the spelling against /docs"
-            errors.append({"field": field, "message": msg})
+        errors = field_errors(exc.errors())
         detail = f"Request is invalid: {len(errors)} problem{'s' if len(errors) != 1 else ''}"
         return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
 

@@ -51,6 +51,12 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
     _hoist_defs(doc.get("paths", {}), schemas)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
+    if "RegisterIn" not in schemas:  # the register body is one of these, or a list of them
+        from vpp_aggregator.adapters.api.schemas import RegisterIn
+
+        found = RegisterIn.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(found.pop("$defs", {}))
+        schemas["RegisterIn"] = found
     if "ErrorOut" not in schemas:
         schemas.update(
             ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs", {})

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Body, HTTPException, Query, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from vpp_aggregator.adapters.api.audit import AuditDep
 from vpp_aggregator.adapters.api.auth import Admin, Principal, Viewer, fleet_scope
 from vpp_aggregator.adapters.api.deps import AggDep
+from vpp_aggregator.adapters.api.errors import field_errors
 from vpp_aggregator.adapters.api.mapping import (
     changes_from_patch,
     resource_from_request,
     resource_out,
 )
 from vpp_aggregator.adapters.api.schemas import (
+    BatchOut,
     ErrorOut,
     PatchIn,
     RegisterIn,
@@ -30,16 +35,54 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+MAX_BATCH = 10_000
+REGISTER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/RegisterIn"},
+                        {
+                            "type": "array",
+                            "maxItems": MAX_BATCH,
+                            "items": {"$ref": "#/components/schemas/RegisterIn"},
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    response_model=ResourceOut,
-    responses={409: {"model": ErrorOut, "description": "resource_id already registered"}, **ERRORS},
+    response_model=None,
+    openapi_extra=REGISTER_BODY,
+    responses={
+        200: {"model": BatchOut, "description": "A list: how many registered, and each refused"},
+        201: {"model": ResourceOut, "description": "One resource, registered"},
+        409: {"model": ErrorOut, "description": "resource_id already registered"},
+        **ERRORS,
+    },
 )
-def register(body: RegisterIn, agg: AggDep, who: Admin, audit: AuditDep) -> ResourceOut:
-    """Enrol an EV or BESS. It must have ≥ 50 kWh, be V2G capable, report telemetry and be approved."""
-    fleet_scope(who, body.fleet_id)
-    resource = agg.registry.register(resource_from_request(body, agg.settings.bess_min_soc_pct))
+def register(
+    agg: AggDep, who: Admin, audit: AuditDep, body: Annotated[Any, Body()]
+) -> ResourceOut | JSONResponse:
+    """Enrol an EV or BESS. It must have ≥ 50 kWh, be V2G capable, report telemetry and be
+    approved. A JSON list (up to 10,000) enrols a fleet: `200` with how many were registered and,
+    for each refused, its index, id and every reason; the rest are registered all the same."""
+    if isinstance(body, list):
+        return _register_batch(agg, who, audit, body)
+    try:
+        one = RegisterIn.model_validate(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    fleet_scope(who, one.fleet_id)
+    resource = agg.registry.register(resource_from_request(one, agg.settings.bess_min_soc_pct))
     audit.record(
         "resource.register",
         resource.resource_id,
@@ -50,6 +93,57 @@ def register(body: RegisterIn, agg: AggDep, who: Admin, audit: AuditDep) -> Reso
     return resource_out(
         resource, agg.state.live(resource.resource_id, now), agg.settings.bess_min_soc_pct
     )
+
+
+def _register_batch(agg: Any, who: Principal, audit: Any, items: list[Any]) -> JSONResponse:
+    if len(items) > MAX_BATCH:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body",),
+                    "msg": f"at most {MAX_BATCH:,} resources a request, not {len(items):,}",
+                    "type": "too_long",
+                }
+            ]
+        )
+    readable: list[tuple[int, Resource]] = []
+    refused: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        rid = item.get("resource_id") if isinstance(item, dict) else None
+        try:
+            one = RegisterIn.model_validate(item)
+            fleet_scope(who, one.fleet_id)
+        except ValidationError as exc:
+            refused.append(
+                {"index": index, "resource_id": rid, "errors": field_errors(exc.errors())}
+            )
+            continue
+        except HTTPException as exc:
+            refused.append(
+                {
+                    "index": index,
+                    "resource_id": rid,
+                    "errors": [{"field": "fleet_id", "message": str(exc.detail)}],
+                }
+            )
+            continue
+        readable.append((index, resource_from_request(one, agg.settings.bess_min_soc_pct)))
+    taken, not_taken = agg.registry.register_batch(readable)
+    refused += [
+        {
+            "index": r.index,
+            "resource_id": r.resource_id,
+            "errors": [{"field": f, "message": m} for f, m in r.errors],
+        }
+        for r in not_taken
+    ]
+    refused.sort(key=lambda r: r["index"])
+    audit.record(
+        "resource.register_batch",
+        None,
+        {"registered": len(taken), "rejected": len(refused), "submitted": len(items)},
+    )
+    return JSONResponse({"registered": len(taken), "rejected": refused})
 
 
 @router.get("", response_model=ResourceList, responses={422: {"model": ErrorOut}})

@@ -92,6 +92,17 @@ class RegisterIn(BaseModel):
     charge_point_id: str | None = Field(None, max_length=128)
 
 
+class RefusedOut(BaseModel):
+    index: int  # its place in the list sent
+    resource_id: str | None
+    errors: list[FieldError]
+
+
+class BatchOut(BaseModel):
+    registered: int
+    rejected: list[RefusedOut]
+
+
 class PatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str | None = Field(None, max_length=200)
