@@ -102,7 +102,13 @@ def test_a_csv_fleet_is_imported_with_its_bad_rows_reported(tmp_path: Path, serv
     ]
     approved = json.dumps({"approved": True, "reference": "IA-7"})
     weekdays = json.dumps(
-        [{"days": ["mon", "tue", "wed", "thu", "fri"], "departure": "07:30", "required_soc_pct": 80}]
+        [
+            {
+                "days": ["mon", "tue", "wed", "thu", "fri"],
+                "departure": "07:30",
+                "required_soc_pct": 80,
+            }
+        ]
     )
     rows = [
         [

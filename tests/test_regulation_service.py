@@ -137,3 +137,28 @@ def test_regulation_is_offered_awarded_followed_scored_and_settled(
     ][0]
     assert (row["product"], row["status"]) == ("regulation", "settled")
     assert row["performance_score"] == pytest.approx(node["hours"][0]["score"], abs=0.02)
+
+
+def test_energy_and_regulation_are_not_sold_twice(service: TestClient, clock: Clock) -> None:
+    c = service
+    made = c.post("/market/offers/generate").json()["items"]
+    hour = {o["product"]: o for o in made if o["interval_start"] == HOUR.isoformat()}
+    energy, regulation = hour["energy"], hour["regulation"]
+    span = {
+        "aggregation_id": "NODE_R",
+        "interval_start": HOUR.isoformat(),
+        "interval_end": (HOUR + timedelta(hours=1)).isoformat(),
+    }
+    reg = c.post(
+        "/market/awards",
+        json={**span, "award_id": "reg-a", "awarded_kw": 150.0, "product": "regulation"},
+    )
+    assert reg.status_code == 201, reg.text
+    # the energy offered that hour still counts the 150 kW regulation holds up and down
+    too_much = energy["max_power_kw"] - 150.0 + 1.0
+    refused = c.post("/market/awards", json={**span, "award_id": "en-a", "awarded_kw": too_much})
+    assert refused.status_code == 422
+    assert "150 kW of regulation already awarded" in refused.json()["errors"][0]["message"]
+    fits = c.post("/market/awards", json={**span, "award_id": "en-b", "awarded_kw": too_much - 2.0})
+    assert fits.status_code == 201, fits.text
+    assert regulation["quantity_kw"] == 200.0

@@ -29,7 +29,13 @@ from vpp_aggregator.app.request_status import dispatch_status
 from vpp_aggregator.app.results import Quantile
 from vpp_aggregator.app.settlement import BaselinePolicy, MeasurementStore, Meter
 from vpp_aggregator.domain.fleet_state import FleetState
-from vpp_aggregator.domain.market import Market, MarketGates, OfferCurve, award_refusal
+from vpp_aggregator.domain.market import (
+    AwardRefusal,
+    Market,
+    MarketGates,
+    OfferCurve,
+    award_refusal,
+)
 
 log = logging.getLogger(__name__)
 QUANTILES: tuple[Quantile, ...] = ("p10", "p50", "p90")
@@ -40,6 +46,9 @@ class MarketStore(OfferStore, MeasurementStore, Protocol):
 
     def offers_at(self, aggregation_id: str, interval_start: datetime) -> list[dict[str, Any]]: ...
     def regulation_awarded(self, at: datetime) -> dict[str, float]: ...
+    def awarded_in(
+        self, aggregation_id: str, start: datetime, end: datetime, product: str
+    ) -> list[tuple[str, float]]: ...
     def add_award(self, award: dict[str, Any]) -> bool: ...
     def get_award(self, award_id: str) -> dict[str, Any] | None: ...
     def awards_to_settle(self, before: datetime) -> list[dict[str, Any]]: ...
@@ -146,6 +155,8 @@ class MarketService:
         refusal = award_refusal(
             offer, a.aggregation_id, interval, a.awarded_kw, [o["interval_end"] for o in offered]
         )
+        if refusal is None and offer is not None:
+            refusal = self._beside_the_other_product(a, offer)
         if refusal is not None:
             raise AwardRefusedError(refusal.field, refusal.message)
         known = self.repo.get_award(a.award_id)
@@ -181,6 +192,39 @@ class MarketService:
         if not self.repo.add_award(row):  # another process recorded it meanwhile
             return Outcome("duplicate", a.award_id)
         return Outcome(row["status"], row["dispatch_id"] or a.award_id, row["reason"])
+
+    def _beside_the_other_product(
+        self, a: MarketAward, offer: dict[str, Any]
+    ) -> AwardRefusal | None:
+        """Energy and regulation are offered from the same fleet: what one product was awarded
+        for overlapping intervals is not there for the other. A regulation award needs its kW
+        up and down beyond the energy awarded; an energy award needs its side beyond the
+        regulation awarded."""
+        other = "energy" if a.product == "regulation" else "regulation"
+        taken = [
+            (aid, kw)
+            for aid, kw in self.repo.awarded_in(
+                a.aggregation_id, a.interval_start, a.interval_end, other
+            )
+            if aid != a.award_id
+        ]
+        if not taken:
+            return None
+        used = sum(abs(kw) for _, kw in taken)
+        if a.product == "regulation":
+            room = float(offer["quantity_kw"])
+        else:
+            room = (
+                float(offer["max_power_kw"]) if a.awarded_kw > 0 else -float(offer["min_power_kw"])
+            )
+        if abs(a.awarded_kw) + used > room + 1e-3:
+            names = ", ".join(aid for aid, _ in taken[:3])
+            return AwardRefusal(
+                "awarded_kw",
+                f"{abs(a.awarded_kw):g} kW of {a.product} and the {used:g} kW of {other} "
+                f"already awarded over this interval ({names}) exceed the {room:g} kW offered",
+            )
+        return None
 
     def _dispatch(self, a: MarketAward, now: datetime) -> DispatchRecord:
         """The award's dispatch (once: a redelivered award finds the one made before)."""

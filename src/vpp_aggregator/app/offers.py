@@ -3,7 +3,9 @@ once while its gate is open (`domain/market.MarketGates`).
 
 Resources that a running or scheduled dispatch holds during an interval cannot take an award
 then (a resource serves one dispatch at a time), so their capacity is taken off the forecast
-before offering: an offer never sells what is already committed."""
+before offering, and so is regulation awarded then (its kW up and down): an offer never sells
+what is already committed. Energy and regulation offered for the same hour share the fleet;
+an award of one is checked against what the other was awarded (`MarketService.award`)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ class RegulationTerms:
 
 class OfferStore(Protocol):
     def add_offers(self, offers: Sequence[Offer], topic: str, at: datetime) -> list[Offer]: ...
+    def awarded_in(
+        self, aggregation_id: str, start: datetime, end: datetime, product: str
+    ) -> list[tuple[str, float]]: ...
     def offers(
         self, start: datetime, end: datetime, aggregation_id: str | None = None
     ) -> list[dict[str, Any]]: ...
@@ -151,13 +156,15 @@ class OfferMaker:
             held = self.state.capacity_of(self.dispatch.busy_everywhere(start, end), now, step).get(
                 node, NOTHING
             )
+            # regulation awarded then holds its kW up and down: not offered again as energy
+            regulating = sum(kw for _, kw in self.repo.awarded_in(node, start, end, "regulation"))
             inputs = OfferInputs(
                 node,
                 start.isoformat(),
                 end.isoformat(),
-                f["discharge_kw"][q] - held.discharge_kw,
+                f["discharge_kw"][q] - held.discharge_kw - regulating,
                 f["discharge_kwh"][q] - held.discharge_kwh,
-                f["charge_kw"][q] - held.charge_kw,
+                f["charge_kw"][q] - held.charge_kw - regulating,
                 f["available_vehicles"][q] - held.available_resource_count,
                 charge_kwh=live.charge_kwh - held.charge_kwh,
                 stored_kwh=live.gross_energy_kwh,

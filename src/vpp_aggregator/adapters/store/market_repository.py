@@ -135,6 +135,22 @@ class MarketRepository:
                 out[node] = out.get(node, 0.0) + float(kw)
         return out
 
+    def awarded_in(
+        self, aggregation_id: str, start: datetime, end: datetime, product: str
+    ) -> builtins.list[tuple[str, float]]:
+        """The aggregation's awards of a product that overlap [start, end) and were taken
+        (not expired or rejected): their ids and kW."""
+        a = market_awards
+        q = select(a.c.award_id, a.c.awarded_kw).where(
+            a.c.aggregation_id == aggregation_id,
+            a.c.product == product,
+            a.c.interval_start < end,
+            a.c.interval_end > start,
+            a.c.status.in_(("dispatched", "regulating", "settled")),
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], float(r[1])) for r in conn.execute(q)]
+
     def award_spans(
         self, aggregation_id: str, start: datetime, end: datetime
     ) -> builtins.list[tuple[datetime, datetime, float]]:
