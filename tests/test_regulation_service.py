@@ -162,3 +162,49 @@ def test_energy_and_regulation_are_not_sold_twice(service: TestClient, clock: Cl
     fits = c.post("/market/awards", json={**span, "award_id": "en-b", "awarded_kw": too_much - 2.0})
     assert fits.status_code == 201, fits.text
     assert regulation["quantity_kw"] == 200.0
+
+
+def test_a_later_offer_already_net_of_regulation_is_not_cut_twice(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'net.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MARKET_ENABLED="false",
+    )
+    clock.now = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    with TestClient(create_app(settings, clock=clock)) as c:
+        for i in range(8):
+            c.post("/resources/register", json=bess_body(f"b{i}", grid_node="NODE_R"))
+        c.post("/telemetry", json={"samples": [sample(f"b{i}", clock.now, 60) for i in range(8)]})
+        c.post("/market/offers/generate")
+        span = {"aggregation_id": "NODE_R", "interval_start": HOUR.isoformat()}
+        reg = c.post(
+            "/market/awards",
+            json={
+                **span,
+                "interval_end": (HOUR + timedelta(hours=1)).isoformat(),
+                "award_id": "reg-n",
+                "awarded_kw": 150.0,
+                "product": "regulation",
+            },
+        )
+        assert reg.status_code == 201, reg.text
+        # the evening before, the real-time offers for the hour are made, 150 kW lighter
+        clock.now = HOUR - timedelta(minutes=75)
+        c.post("/telemetry", json={"samples": [sample(f"b{i}", clock.now, 60) for i in range(8)]})
+        made = c.post("/market/offers/generate").json()["items"]
+        rt = next(
+            o
+            for o in made
+            if o["market"] == "real_time" and o["interval_start"] == HOUR.isoformat()
+        )
+        assert rt["max_power_kw"] == pytest.approx(8 * 250.0 - 150.0)  # eight batteries, less it
+        whole = c.post(
+            "/market/awards",
+            json={
+                **span,
+                "interval_end": rt["interval_end"],
+                "award_id": "rt-n",
+                "awarded_kw": rt["max_power_kw"],
+            },
+        )
+        assert whole.status_code == 201, whole.text  # all of it: regulation is off it already

@@ -48,7 +48,7 @@ class MarketStore(OfferStore, MeasurementStore, Protocol):
     def regulation_awarded(self, at: datetime) -> dict[str, float]: ...
     def awarded_in(
         self, aggregation_id: str, start: datetime, end: datetime, product: str
-    ) -> list[tuple[str, float]]: ...
+    ) -> list[tuple[str, float, datetime]]: ...
     def add_award(self, award: dict[str, Any]) -> bool: ...
     def get_award(self, award_id: str) -> dict[str, Any] | None: ...
     def awards_to_settle(self, before: datetime) -> list[dict[str, Any]]: ...
@@ -201,12 +201,15 @@ class MarketService:
         up and down beyond the energy awarded; an energy award needs its side beyond the
         regulation awarded."""
         other = "energy" if a.product == "regulation" else "regulation"
+        made = offer.get("generated_at")
+        offered_at = datetime.fromisoformat(made) if made else None
+        # awards that came before the offer was made were taken off it already
         taken = [
             (aid, kw)
-            for aid, kw in self.repo.awarded_in(
+            for aid, kw, received in self.repo.awarded_in(
                 a.aggregation_id, a.interval_start, a.interval_end, other
             )
-            if aid != a.award_id
+            if aid != a.award_id and (offered_at is None or received >= offered_at)
         ]
         if not taken:
             return None

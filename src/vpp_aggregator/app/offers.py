@@ -45,7 +45,7 @@ class OfferStore(Protocol):
     def add_offers(self, offers: Sequence[Offer], topic: str, at: datetime) -> list[Offer]: ...
     def awarded_in(
         self, aggregation_id: str, start: datetime, end: datetime, product: str
-    ) -> list[tuple[str, float]]: ...
+    ) -> list[tuple[str, float, datetime]]: ...
     def offers(
         self, start: datetime, end: datetime, aggregation_id: str | None = None
     ) -> list[dict[str, Any]]: ...
@@ -157,7 +157,9 @@ class OfferMaker:
                 node, NOTHING
             )
             # regulation awarded then holds its kW up and down: not offered again as energy
-            regulating = sum(kw for _, kw in self.repo.awarded_in(node, start, end, "regulation"))
+            regulating = sum(
+                kw for _, kw, _ in self.repo.awarded_in(node, start, end, "regulation")
+            )
             inputs = OfferInputs(
                 node,
                 start.isoformat(),

@@ -137,11 +137,11 @@ class MarketRepository:
 
     def awarded_in(
         self, aggregation_id: str, start: datetime, end: datetime, product: str
-    ) -> builtins.list[tuple[str, float]]:
+    ) -> builtins.list[tuple[str, float, datetime]]:
         """The aggregation's awards of a product that overlap [start, end) and were taken
-        (not expired or rejected): their ids and kW."""
+        (not expired or rejected): their ids, kW and when they came."""
         a = market_awards
-        q = select(a.c.award_id, a.c.awarded_kw).where(
+        q = select(a.c.award_id, a.c.awarded_kw, a.c.received_at).where(
             a.c.aggregation_id == aggregation_id,
             a.c.product == product,
             a.c.interval_start < end,
@@ -149,7 +149,7 @@ class MarketRepository:
             a.c.status.in_(("dispatched", "regulating", "settled")),
         )
         with self.engine.connect() as conn:
-            return [(r[0], float(r[1])) for r in conn.execute(q)]
+            return [(r[0], float(r[1]), r[2]) for r in conn.execute(q)]
 
     def award_spans(
         self, aggregation_id: str, start: datetime, end: datetime
