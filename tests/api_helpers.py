@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -58,3 +60,32 @@ def add_batteries(client: Any, at: datetime, node: str, count: int = 3, soc: flo
     client.post(
         "/telemetry", json={"samples": [sample(f"bess-{i}", at, soc) for i in range(count)]}
     )
+
+
+@contextlib.contextmanager
+def live_server(settings: Any) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port in a thread, for clients that need a
+    real URL (a browser, the command line); stopped afterwards."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from conftest import _free_port
+    from vpp_aggregator.adapters.api.app import create_app
+
+    port = _free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)

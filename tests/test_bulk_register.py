@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from api_helpers import bess_body, ev_body
-from conftest import _free_port
+from api_helpers import bess_body, ev_body, live_server
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.cli import app as cli
 from vpp_aggregator.config import load_settings
@@ -69,19 +65,8 @@ def server(tmp_path: Path) -> Iterator[str]:
     settings = load_settings(
         DATABASE_URL=f"sqlite:///{tmp_path / 'import.db'}", VPP_FORECAST_RETRAIN_HOURS="0"
     )
-    port = _free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with live_server(settings) as url:
+        yield url
 
 
 def test_a_csv_fleet_is_imported_with_its_bad_rows_reported(tmp_path: Path, server: str) -> None:

@@ -4,8 +4,6 @@ Playwright. None of them may load anything from another origin (the service must
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,12 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from api_helpers import bess_body, ev_body, sample
-from conftest import _free_port
+from api_helpers import bess_body, ev_body, live_server, sample
 from services import in_ci
-from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -33,19 +28,8 @@ def server(tmp_path: Path) -> Iterator[str]:
         VPP_MODEL_DIR=str(tmp_path / "models"),
         VPP_FORECAST_RETRAIN_HOURS="0",
     )
-    port = _free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with live_server(settings) as url:
+        yield url
 
 
 def _need_chromium() -> None:
