@@ -241,3 +241,14 @@ def test_a_charge_side_award_dispatches_charging(market: TestClient, clock: Cloc
 
     wait_until(lambda: bool(commands()), "the dispatch's commands", 15)
     assert {m["mode"] for m in commands()} == {"Charge"}
+
+
+def test_an_award_for_a_product_not_offered_names_the_product(market: TestClient) -> None:
+    offer = first_offer(market)  # real-time energy only: regulation is offered day-ahead
+    r = market.post(
+        "/market/awards", json={**award_for(offer, "aw-reg", 50.0), "product": "regulation"}
+    )
+    assert r.status_code == 422
+    error = r.json()["errors"][0]
+    assert error["field"] == "product" and "offered no regulation" in error["message"]
+    assert "only energy" in error["message"]

@@ -152,6 +152,17 @@ class MarketService:
             ),
             None,
         )
+        same_span = [
+            o.get("product", "energy")
+            for o in offered
+            if datetime.fromisoformat(o["interval_end"]) == a.interval_end
+        ]
+        if offer is None and same_span:  # the interval was offered, the product was not
+            raise AwardRefusedError(
+                "product",
+                f"{a.aggregation_id} offered no {a.product} for the interval starting at "
+                f"{a.interval_start.isoformat()}, only {', '.join(sorted(set(same_span)))}",
+            )
         refusal = award_refusal(
             offer, a.aggregation_id, interval, a.awarded_kw, [o["interval_end"] for o in offered]
         )

@@ -81,6 +81,13 @@ class RegulationService:
         sent = self.signal(message.value, at, message.aggregation_id)
         if not sent:
             return Outcome("ignored", "no aggregation regulates now")
+        idle = message.aggregation_id and message.aggregation_id not in self.awarded(at)
+        if idle:  # passed on all the same: its devices hold no participation, so nothing moves
+            return Outcome(
+                "applied",
+                f"signal {message.value:g} passed on to {message.aggregation_id}, which has no "
+                "regulation awarded now: its resources do not follow it",
+            )
         return Outcome("applied", f"signal {message.value:g} to {sent} aggregation(s)")
 
     def signal(self, value: float, at: datetime, aggregation_id: str | None = None) -> int:
