@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import psycopg
+import psycopg.errors
 from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from vpp_aggregator.adapters.store.pg_copy import COLUMNS as COPY_COLUMNS
+from vpp_aggregator.adapters.store.pg_copy import telemetry_copy_buffer
 from vpp_aggregator.adapters.store.resource_rows import resource_from_row, resource_row
 from vpp_aggregator.adapters.store.tables import (
     forecast_events,
@@ -21,6 +25,7 @@ from vpp_aggregator.adapters.store.tables import (
     telemetry_latest,
     telemetry_samples,
 )
+from vpp_aggregator.adapters.store.telemetry_partitions import DailyPartitions
 from vpp_aggregator.app.errors import DuplicateResourceError
 from vpp_aggregator.app.ports import StoredSample
 from vpp_aggregator.domain.resources import (
@@ -35,6 +40,7 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        self.partitions = DailyPartitions(engine)
 
     # ------------------------------------------------------------- registry
     def add(self, resource: Resource) -> None:
@@ -129,24 +135,9 @@ class Repository:
         if not resource_ids:
             return
         if self._dialect == "postgresql":
-            # One statement over arrays: several times faster than executemany on PostgreSQL.
-            sql = (
-                "INSERT INTO telemetry_samples (ts, resource_id, soc_pct, plugged_in, power_kw, received_at) "
-                "SELECT to_timestamp(u.t), u.r, u.s, u.p, u.w, %s "
-                "FROM unnest(%s::float8[], %s::text[], %s::float8[], %s::bool[], %s::float8[]) "
-                "AS u(t, r, s, p, w) ON CONFLICT (ts, resource_id) DO NOTHING"
+            self._copy_samples(
+                resource_ids, timestamp_s, soc_pct, plugged_in, power_kw, received_at
             )
-            micros = np.round(np.asarray(timestamp_s, dtype=np.float64) * 1e6) / 1e6
-            args = (
-                received_at,
-                micros.tolist(),
-                list(resource_ids),
-                soc_pct.tolist(),
-                plugged_in.tolist(),
-                power_kw.tolist(),
-            )
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(sql, args)
             return
         received = self._stamps(np.array([received_at.timestamp()]))[0]
         conflict = "OR IGNORE"
@@ -168,6 +159,51 @@ class Repository:
         )
         with self.engine.begin() as conn:
             conn.exec_driver_sql(sql, rows)
+
+    def _copy_samples(
+        self,
+        resource_ids: Sequence[str],
+        timestamp_s: NDArray[np.float64],
+        soc_pct: NDArray[np.float64],
+        plugged_in: NDArray[np.bool_],
+        power_kw: NDArray[np.float64],
+        received_at: datetime,
+    ) -> None:
+        """Binary COPY straight into the day partitions. COPY cannot skip duplicates, so a
+        batch holding a sample stored before (a replay after a crash) goes again through a
+        session-private staging table and `ON CONFLICT DO NOTHING`, at about twice the cost."""
+        ts = np.asarray(timestamp_s, dtype=np.float64)
+        days = np.unique(np.floor(ts / 86_400.0)).astype(np.int64).tolist()
+        self.partitions.ensure(date(1970, 1, 1) + timedelta(days=d) for d in days)
+        payload = telemetry_copy_buffer(
+            resource_ids, ts, soc_pct, plugged_in, power_kw, received_at.timestamp()
+        )
+        copy_in = f"COPY {{}} ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        try:
+            with (
+                self.engine.begin() as conn,
+                _cursor(conn) as cur,
+                cur.copy(copy_in.format("telemetry_samples")) as copy,
+            ):
+                copy.write(payload)
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
+        except psycopg.errors.CheckViolation:  # a day's partition another process dropped
+            self.partitions.forget()
+            self.partitions.ensure(date(1970, 1, 1) + timedelta(days=d) for d in days)
+        # A replay of samples stored before, or a retry after the partition came back.
+        with self.engine.begin() as conn, _cursor(conn) as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS telemetry_staging "
+                "(LIKE telemetry_samples INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy(copy_in.format("telemetry_staging")) as copy:
+                copy.write(payload)
+            cur.execute(
+                f"INSERT INTO telemetry_samples ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} "
+                "FROM telemetry_staging ON CONFLICT (ts, resource_id) DO NOTHING"
+            )
 
     def _marks(self, n: int) -> str:
         return ", ".join(["?" if self._dialect == "sqlite" else "%s"] * n)
@@ -319,3 +355,10 @@ class Repository:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+
+
+def _cursor(conn: Connection) -> psycopg.Cursor[Any]:
+    """psycopg's own cursor inside SQLAlchemy's transaction (COPY has no SQLAlchemy API)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw.cursor()
