@@ -238,8 +238,20 @@ def seeded_server(n: int, prefix: str = "vpp-bench-") -> Iterator[_Server]:
 
 
 class _Server:
-    def __init__(self, url: str, port: int, health_timeout_s: float = 180.0) -> None:
-        env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "VPP_HOST": "127.0.0.1"}
+    def __init__(
+        self,
+        url: str,
+        port: int,
+        health_timeout_s: float = 180.0,
+        env_extra: dict[str, str] | None = None,
+    ) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "PORT": str(port),
+            "VPP_HOST": "127.0.0.1",
+            **(env_extra or {}),
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vpp_aggregator.cli", "serve"],
             env=env,
