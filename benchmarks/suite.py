@@ -639,6 +639,7 @@ SECTIONS = frozenset(
     {
         "capacity",
         "telemetry",
+        "scaleout",
         "http",
         "dispatch",
         "forecast",
@@ -863,6 +864,10 @@ def run_all(
         from benchmarks.telemetry_bench import run_telemetry
 
         lines += run_telemetry(log)
+    if "scaleout" in sections:
+        from benchmarks.scale_out_bench import run_scale_out
+
+        lines += run_scale_out(log)
     if "kafka" in sections:
         from benchmarks.kafka_bench import run_kafka
 

@@ -178,12 +178,13 @@ class Repository:
         payload = telemetry_copy_buffer(
             resource_ids, ts, soc_pct, plugged_in, power_kw, received_at.timestamp()
         )
-        copy_in = f"COPY {{}} ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
         try:
             with (
                 self.engine.begin() as conn,
                 _cursor(conn) as cur,
-                cur.copy(copy_in.format("telemetry_samples")) as copy,
+                cur.copy(
+                    f"COPY telemetry_samples ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
             ):
                 copy.write(payload)
             return
@@ -193,17 +194,26 @@ class Repository:
             self.partitions.forget()
             self.partitions.ensure(date(1970, 1, 1) + timedelta(days=d) for d in days)
         # A replay of samples stored before, or a retry after the partition came back.
-        with self.engine.begin() as conn, _cursor(conn) as cur:
+        with self.engine.begin() as conn:
+            self._staged(conn, payload)
+            conn.exec_driver_sql(
+                f"INSERT INTO telemetry_samples ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} "
+                "FROM telemetry_staging ON CONFLICT (ts, resource_id) DO NOTHING"
+            )
+
+    @staticmethod
+    def _staged(conn: Connection, payload: bytes) -> None:
+        """COPY into this session's private staging table (emptied at commit), from which an
+        INSERT … ON CONFLICT can do what COPY cannot: skip or update rows already stored."""
+        with _cursor(conn) as cur:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS telemetry_staging "
                 "(LIKE telemetry_samples INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
-            with cur.copy(copy_in.format("telemetry_staging")) as copy:
+            with cur.copy(
+                f"COPY telemetry_staging ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
                 copy.write(payload)
-            cur.execute(
-                f"INSERT INTO telemetry_samples ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} "
-                "FROM telemetry_staging ON CONFLICT (ts, resource_id) DO NOTHING"
-            )
 
     def _marks(self, n: int) -> str:
         return ", ".join(["?" if self._dialect == "sqlite" else "%s"] * n)
@@ -218,6 +228,21 @@ class Repository:
         snapshot_at: datetime,
     ) -> None:
         """Store the newest sample per resource (never replacing a newer one) and the snapshot time."""
+        if self._dialect == "postgresql" and len(resource_ids):
+            payload = telemetry_copy_buffer(
+                resource_ids, timestamp_s, soc_pct, plugged_in, power_kw, snapshot_at.timestamp()
+            )
+            with self.engine.begin() as conn:
+                self._staged(conn, payload)
+                conn.exec_driver_sql(
+                    "INSERT INTO telemetry_latest (resource_id, ts, soc_pct, plugged_in, power_kw) "
+                    "SELECT resource_id, ts, soc_pct, plugged_in, power_kw FROM telemetry_staging "
+                    "ON CONFLICT (resource_id) DO UPDATE SET ts = excluded.ts, "
+                    "soc_pct = excluded.soc_pct, plugged_in = excluded.plugged_in, "
+                    "power_kw = excluded.power_kw WHERE excluded.ts > telemetry_latest.ts"
+                )
+                self._set_meta(conn, "latest_snapshot_at", snapshot_at.isoformat())
+            return
         sql = (
             "INSERT INTO telemetry_latest (resource_id, ts, soc_pct, plugged_in, power_kw) "
             f"VALUES ({self._marks(5)}) ON CONFLICT (resource_id) DO UPDATE SET ts = excluded.ts, "
