@@ -82,10 +82,10 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     # step t+1; q[0] is a constant.
     kk = np.where(tt <= lead_end[jj], k_opp[jj], k[jj])
     kk_next = np.where(tt < H, np.where(tt + 1 <= lead_end[jj], k_opp[jj], k[jj]), 0.0)
-    add(n_rows + jj, qi(jj, tt), (kk + kk_next) / 2.0)
+    add(n_rows + jj, qi(jj, tt), (kk + kk_next) / (2.0 * k[jj]))
     first_step = np.where(lead_end >= 1, k_opp, k)
     row_lo.append(np.full(m, -INF))
-    row_hi.append(p.y0[order] - p.lo_final[order] - first_step * q0 / 2.0)
+    row_hi.append((p.y0[order] - p.lo_final[order] - first_step * q0 / 2.0) / k)
     n_rows += m
     prev = tt > 1
 
