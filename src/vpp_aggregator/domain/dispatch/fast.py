@@ -238,25 +238,18 @@ def _bands(
     if rows.stops:
         # Ramp-down bound before the resource must stop; below zero it is lifted to lb below.
         np.minimum(ub, rows.stop_kw[sl] - r * t, out=ub)
-    # Highest q whose minute plus the quickest ramp back to zero (q-r, q-2r, ..., 0) fits in
-    # what is left above the floor: that energy g(q) is piecewise linear in q and
-    # g(j*r) = r*j*(j+1)/2, so it inverts exactly.
     budget = (np.maximum(qp, 0.0) if rows.leads else qp) * -0.5
     budget += energy[sl]
     np.maximum(budget, 0.0, out=budget)
-    j1 = budget * (8.0 / r)
-    j1 += 1.0
-    np.sqrt(j1, out=j1)
-    j1 += 1.0
-    j1 *= 0.5
-    np.floor(j1, out=j1)  # j + 1
-    q_energy = j1 - 1.0
-    q_energy *= j1
-    q_energy *= 0.5 * r
-    q_energy += budget
-    q_energy /= j1
-    q_energy *= 1.0 - 1e-12
-    np.minimum(ub, q_energy, out=ub)
+    # Only rows near their floor can be held back by energy: g(q) below is at most
+    # q^2/(2r) + q/2 + r/8, so a budget above ub^2/(2r) + ub + r leaves ub as it is.
+    near = ub * (0.5 / r)
+    near += 1.0
+    near *= ub
+    near += r
+    rows_near = np.flatnonzero(budget < near)
+    if rows_near.size:
+        ub[rows_near] = np.minimum(ub[rows_near], _energy_kw(budget[rows_near], r))
     np.maximum(ub, lb, out=ub)
     # The rate it can hold until it must stop (window end or departure) and still ramp down.
     if rows.same_hold_end:
@@ -273,6 +266,25 @@ def _bands(
     np.maximum(sustain, lb, out=sustain)
     np.minimum(sustain, ub, out=sustain)
     return lb, sustain, ub
+
+
+def _energy_kw(budget: NDArray[np.float64], r: float) -> NDArray[np.float64]:
+    """Highest q whose minute plus the quickest ramp back to zero (q-r, q-2r, ..., 0) fits in
+    `budget` kW·min: that energy g(q) is piecewise linear in q and g(j*r) = r*j*(j+1)/2, so it
+    inverts exactly."""
+    j1 = budget * (8.0 / r)
+    j1 += 1.0
+    np.sqrt(j1, out=j1)
+    j1 += 1.0
+    j1 *= 0.5
+    np.floor(j1, out=j1)  # j + 1
+    q_energy = j1 - 1.0
+    q_energy *= j1
+    q_energy *= 0.5 * r
+    q_energy += budget
+    q_energy /= j1
+    q_energy *= 1.0 - 1e-12
+    return q_energy
 
 
 def _fill(
