@@ -83,6 +83,9 @@ class _Rows:
     inv_k: NDArray[np.float64]
     stop_kw: NDArray[np.float64]  # r * (last_point + 1): the ramp-down bound is stop_kw - r*t
     hold_end: NDArray[np.float64]  # min(window, last_point) + 1: minutes left are hold_end - t
+    # Only rows with less energy than this can be held back by it: the energy of a minute at q
+    # and the ramp back to zero (`_energy_kw`) is at most q^2/(2r) + q/2 + r/8, and q <= max_kw.
+    near_floor_kwmin: NDArray[np.float64]
     # Operations the whole pass can skip: nobody must stop inside the window, everybody holds
     # until its end, nobody is moving against the dispatch.
     stops: bool
@@ -109,6 +112,7 @@ def _pass(
         inv_k=1.0 / k,
         stop_kw=stop_kw,
         hold_end=hold_end,
+        near_floor_kwmin=max_kw * (max_kw * (0.5 / r) + 1.0) + r,
         stops=bool((stop_kw - r * window < max_kw).any()),
         same_hold_end=bool((hold_end == window + 1.0).all()),
         leads=lead_pos.size > 0,
@@ -241,13 +245,7 @@ def _bands(
     budget = (np.maximum(qp, 0.0) if rows.leads else qp) * -0.5
     budget += energy[sl]
     np.maximum(budget, 0.0, out=budget)
-    # Only rows near their floor can be held back by energy: g(q) below is at most
-    # q^2/(2r) + q/2 + r/8, so a budget above ub^2/(2r) + ub + r leaves ub as it is.
-    near = ub * (0.5 / r)
-    near += 1.0
-    near *= ub
-    near += r
-    rows_near = np.flatnonzero(budget < near)
+    rows_near = np.flatnonzero(budget < rows.near_floor_kwmin[sl])
     if rows_near.size:
         ub[rows_near] = np.minimum(ub[rows_near], _energy_kw(budget[rows_near], r))
     np.maximum(ub, lb, out=ub)
