@@ -183,3 +183,13 @@ def test_power_covering_for_vehicles_still_charging_comes_down_in_time() -> None
     sol = solve_fast(p)
     assert (sol.fleet_power()[1 : p.duration_min + 1] <= 12.0 + 1e-6).all()
     assert check(p, sol.setpoints_kw(p), RAMP) == []
+
+
+def test_charge_dispatch_leaves_a_vehicle_its_lead_would_take_below_its_departure_charge() -> None:
+    """A random sweep found it: a vehicle discharging 4 kW just above the charge it needs to
+    leave with loses a little more ramping to zero first, and was then left at zero."""
+    inputs = _one(soc_pct=53.0, power_kw=4.0, departure_min=120.0, departure_soc_pct=52.97)
+    p = DispatchProblem(inputs, -5.0, 60, RAMP, include_opposite=True)
+    assert not p.eligible[0]
+    for sol in (solve_fast(p), solve_lp(p)):
+        assert check(p, sol.setpoints_kw(p), RAMP) == []
