@@ -129,6 +129,7 @@ class DispatchSolveResult:
     target_kw: float
     build_ms: float
     solve_ms: float
+    solve_cpu_ms: float  # CPU time of this process: steadier than wall time on a shared machine
     scheduled: int
     delivered_kwh: float
 
@@ -165,15 +166,22 @@ def bench_dispatch_solve(n: int, share: float, solver: str = "fast") -> Dispatch
     t0 = time.perf_counter()
     problem = DispatchProblem(inputs, target, 60, 10.0)
     build_ms = (time.perf_counter() - t0) * 1e3
-    runs = []
+    runs, cpu = [], []
     for _ in range(
         1 if solver == "lp" else 5
     ):  # median of warm runs: a service plans again and again
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         sol = solve_lp(problem, time_limit_s=60) if solver == "lp" else solve_fast(problem)
         runs.append((time.perf_counter() - t1) * 1e3)
+        cpu.append((time.process_time() - c1) * 1e3)
     return DispatchSolveResult(
-        n, target, build_ms, float(np.median(runs)), int(sol.rows.size), sol.delivered_kwh(problem)
+        n,
+        target,
+        build_ms,
+        float(np.median(runs)),
+        float(np.median(cpu)),
+        int(sol.rows.size),
+        sol.delivered_kwh(problem),
     )
 
 
@@ -764,18 +772,18 @@ def run_all(
             "problem (floors, departures, eligibility), `solve` plans every resource at every point (median",
             "of 5 runs in one process for the fast allocator, one run for the LP).",
             "",
-            "| resources | solver | target (share of power) | build (ms) | solve (ms) | resources scheduled | target |",
-            "|---:|---|---:|---:|---:|---:|---|",
+            "| resources | solver | target (share of power) | build (ms) | solve (ms) | solve CPU (ms) | resources scheduled | target |",
+            "|---:|---|---:|---:|---:|---:|---:|---|",
         ]
         for n, share in ((100_000, 0.05), (100_000, 0.3), (1_000_000, 0.05), (1_000_000, 0.3)):
             ds = bench_dispatch_solve(n, share)
-            goal = "≤ 50 ms" if n == 100_000 else "≤ 1 s"
+            goal = "≤ 20 ms" if n == 100_000 else "≤ 1 s"
             lines.append(
-                f"| {n:,} | fast | {ds.target_kw:,.0f} kW ({share:.0%}) | {ds.build_ms:.0f} | {ds.solve_ms:.0f} | {ds.scheduled:,} | {goal} |"
+                f"| {n:,} | fast | {ds.target_kw:,.0f} kW ({share:.0%}) | {ds.build_ms:.0f} | {ds.solve_ms:.0f} | {ds.solve_cpu_ms:.0f} | {ds.scheduled:,} | {goal} |"
             )
         ds = bench_dispatch_solve(1000, 0.3, "lp")
         lines.append(
-            f"| 1,000 | LP (HiGHS) | {ds.target_kw:,.0f} kW (30%) | {ds.build_ms:.0f} | {ds.solve_ms:.0f} | {ds.scheduled:,} | ≤ 2 s |"
+            f"| 1,000 | LP (HiGHS) | {ds.target_kw:,.0f} kW (30%) | {ds.build_ms:.0f} | {ds.solve_ms:.0f} | {ds.solve_cpu_ms:.0f} | {ds.scheduled:,} | ≤ 1 s |"
         )
         lines += [
             "",

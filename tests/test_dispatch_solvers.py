@@ -55,10 +55,31 @@ def test_fast_delivers_within_half_a_percent_of_the_lp(
     lp, fast = solve_lp(p), solve_fast(p)
     e_lp, e_fast = lp.delivered_kwh(p), fast.delivered_kwh(p)
     assert e_fast <= e_lp + 1e-6 * max(1.0, abs(e_lp))  # the LP is the optimum
-    # The issue asks for 0.5 %; over 1,100 random fleets the largest gap measured was 0.44 %, but
-    # hypothesis found one energy-limited case at 0.54 % (see the closing note), so 1 % is what
-    # this test can promise without flaking.
+    # The issue asks for 0.5 %, which the allocator does not meet yet: over 1,500 random market
+    # cases 7 were above 0.5 % and 3 above 1 % (largest 1.49 %), all energy-limited (see
+    # test_energy_limited_fleet_spends_nothing_after_the_window below).
     assert e_fast >= e_lp - 0.01 * abs(e_lp) - 1e-6
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the fast allocator spends energy after the window that the LP delivers inside it",
+)
+@pytest.mark.parametrize(
+    "case",
+    [
+        (29, 1678124625, 445.0005110614484, 98, False),  # 0.66 % below the LP
+        (24, 211726109, -711.3538977100387, 99, False),  # 1.15 %
+    ],
+)
+def test_energy_limited_fleet_spends_nothing_after_the_window(case: Case) -> None:
+    """Found by a random search at the issue's 0.5 %: fleets whose energy runs out before the
+    window ends. The whole gap is energy the allocator's batteries spend ramping down after the
+    window (they hold their rate until its end) that the LP delivers inside it, ending their
+    ramp-down at the window's end."""
+    p = _problem(case)
+    e_lp, e_fast = solve_lp(p).delivered_kwh(p), solve_fast(p).delivered_kwh(p)
+    assert e_fast >= e_lp - 0.005 * abs(e_lp) - 1e-6
 
 
 def _one(**kw: float) -> ResourceInputs:
@@ -162,3 +183,13 @@ def test_power_covering_for_vehicles_still_charging_comes_down_in_time() -> None
     sol = solve_fast(p)
     assert (sol.fleet_power()[1 : p.duration_min + 1] <= 12.0 + 1e-6).all()
     assert check(p, sol.setpoints_kw(p), RAMP) == []
+
+
+def test_charge_dispatch_leaves_a_vehicle_its_lead_would_take_below_its_departure_charge() -> None:
+    """A random sweep found it: a vehicle discharging 4 kW just above the charge it needs to
+    leave with loses a little more ramping to zero first, and was then left at zero."""
+    inputs = _one(soc_pct=53.0, power_kw=4.0, departure_min=120.0, departure_soc_pct=52.97)
+    p = DispatchProblem(inputs, -5.0, 60, RAMP, include_opposite=True)
+    assert not p.eligible[0]
+    for sol in (solve_fast(p), solve_lp(p)):
+        assert check(p, sol.setpoints_kw(p), RAMP) == []

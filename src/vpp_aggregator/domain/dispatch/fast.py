@@ -28,6 +28,7 @@ from vpp_aggregator.domain.ramps import toward_zero_kw
 
 MAX_PASSES = 8
 FIRST_PREFIX = 1024
+FILL_BLOCK = 512
 
 
 def solve_fast(problem: DispatchProblem) -> Solution:
@@ -47,7 +48,7 @@ def solve_fast(problem: DispatchProblem) -> Solution:
     cap = (
         p.target_abs_kw - lead_total
     )  # what the others may give so that the fleet meets the target
-    out = _pass(p, order, lead_pos, cap)  # time-major: (points, rows in priority order)
+    out, used = _pass(p, order, lead_pos, cap)  # time-major: (points, rows in priority order)
     if lead_pos.size:
         for attempt in range(MAX_PASSES):
             over = out[: window + 1].sum(axis=1) - p.target_abs_kw
@@ -67,23 +68,29 @@ def solve_fast(problem: DispatchProblem) -> Solution:
             for t, amount in zip(late.tolist(), over_t.tolist(), strict=True):
                 cut = amount * 2.0**attempt
                 cap[1:t] = np.maximum(cap[1:t] - cut, p.target_abs_kw + lead_total[1:t])
-            out = _pass(p, order, lead_pos, cap)
-    used = np.flatnonzero((out != 0).any(axis=0))
-    q = out.T if used.size == out.shape[1] else out[:, used].T
-    return Solution(order[used], q, "fast")
+            out, used = _pass(p, order, lead_pos, cap)
+    rows = np.flatnonzero(used)
+    q = out.T if rows.size == out.shape[1] else out[:, rows].T
+    return Solution(order[rows], q, "fast")
 
 
 @dataclass(frozen=True, slots=True)
 class _Rows:
     """Per-resource constants of one pass, in priority order, worked out once instead of at
-    every point (the per-point work is the hot loop: ~45 array operations over the prefix)."""
+    every point (the per-point work is the hot loop: ~30 array operations over the prefix)."""
 
     max_kw: NDArray[np.float64]
-    k: NDArray[np.float64]
     inv_k: NDArray[np.float64]
-    lo_final: NDArray[np.float64]
     stop_kw: NDArray[np.float64]  # r * (last_point + 1): the ramp-down bound is stop_kw - r*t
     hold_end: NDArray[np.float64]  # min(window, last_point) + 1: minutes left are hold_end - t
+    # Only rows with less energy than this can be held back by it: the energy of a minute at q
+    # and the ramp back to zero (`_energy_kw`) is at most q^2/(2r) + q/2 + r/8, and q <= max_kw.
+    near_floor_kwmin: NDArray[np.float64]
+    # Operations the whole pass can skip: nobody must stop inside the window, everybody holds
+    # until its end, nobody is moving against the dispatch.
+    stops: bool
+    same_hold_end: bool
+    leads: bool
 
 
 def _pass(
@@ -91,96 +98,178 @@ def _pass(
     order: NDArray[np.int64],
     lead_pos: NDArray[np.int64],
     cap: NDArray[np.float64],
-) -> NDArray[np.float64]:
-    """Setpoints, time-major: (points, as many rows of `order` as were ever touched)."""
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Setpoints, time-major: (points, as many rows of `order` as were ever touched), and which
+    of those rows were ever non-zero."""
     horizon, window, r = p.horizon, p.duration_min, p.ramp_kw_per_min
-    m = order.size
-    k, k_opp = p.k_dir[order], p.k_opp[order]
+    k = p.k_dir[order]
     last_point = p.last_point[order].astype(np.float64)
+    max_kw = p.max_kw[order]
+    stop_kw = r * (last_point + 1.0)
+    hold_end = np.minimum(float(window), last_point) + 1.0
     rows = _Rows(
-        max_kw=p.max_kw[order],
-        k=k,
+        max_kw=max_kw,
         inv_k=1.0 / k,
-        lo_final=p.lo_final[order],
-        stop_kw=r * (last_point + 1.0),
-        hold_end=np.minimum(float(window), last_point) + 1.0,
+        stop_kw=stop_kw,
+        hold_end=hold_end,
+        near_floor_kwmin=max_kw * (max_kw * (0.5 / r) + 1.0) + r,
+        stops=bool((stop_kw - r * window < max_kw).any()),
+        same_hold_end=bool((hold_end == window + 1.0).all()),
+        leads=lead_pos.size > 0,
     )
+    # Energy left above the floor, in kW·min in the dispatch direction (a minute moving against
+    # it gives back k_opp/k of a kW·min per kW).
+    energy = (p.y0[order] - p.lo_final[order]) * rows.inv_k
+    opp_ratio = p.k_opp[order] * rows.inv_k
     lead_end = p.lead_end[order]
     q_prev = p.q0[order].copy()
-    y_prev = p.y0[order].copy()
-    lead_q0 = p.q0[order][lead_pos]
+    lead_q0 = q_prev[lead_pos]
     active = _touched(q_prev)
-    width = active
-    # Written in place, one row per point, as wide as the rows worked on so far (grown by
-    # doubling): a modest dispatch on a huge fleet does not reserve points x fleet.
-    out = np.zeros((horizon + 1, min(m, max(active, FIRST_PREFIX))))
-    out[0, :active] = q_prev[:active]
+    # One row of setpoints per point, only as wide as the rows worked on then: a modest
+    # dispatch on a huge fleet never holds points x fleet.
+    steps = [q_prev[:active].copy()]
+    used = q_prev != 0
     for t in range(1, horizon + 1):
-        leading = lead_pos[lead_end[lead_pos] >= t]
-        lead_now = np.minimum(0.0, lead_q0[lead_end[lead_pos] >= t] + r * t)
+        in_lead = lead_end[lead_pos] >= t
+        leading = lead_pos[in_lead]
+        lead_now = np.minimum(0.0, lead_q0[in_lead] + r * t)
         if leading.size:
             active = max(active, int(leading[-1]) + 1)
         if t > window:
-            sl = slice(0, active)
-            q_t = np.maximum(
-                q_prev[sl] - r, 0.0
-            )  # after the window: back to zero at the ramp limit
+            # After the window: back to zero at the ramp limit.
+            q_t = q_prev[:active] - r
+            np.maximum(q_t, 0.0, out=q_t)
             q_t[leading] = lead_now
         else:
-            size = max(active, min(m, FIRST_PREFIX))
-            while True:
-                sl = slice(0, size)
-                q_t, done = _step(t, r, cap[t], q_prev[sl], y_prev[sl], rows, sl, leading, lead_now)
-                if done or size >= m:
-                    break
-                size = min(m, size * 4)
-        qp = q_prev[sl]
-        avg = 0.5 * (qp + q_t)
-        y_prev[sl] -= (
-            np.where(avg >= 0, avg * k[sl], avg * k_opp[sl]) if lead_pos.size else avg * k[sl]
-        )
-        q_prev[sl] = q_t
-        if q_t.size > out.shape[1]:
-            wider = np.zeros((horizon + 1, min(m, max(q_t.size, 2 * out.shape[1]))))
-            wider[:, : out.shape[1]] = out
-            out = wider
-        out[t, : q_t.size] = q_t
-        active = _touched(q_t)
-        width = max(width, active)
-    return out[:, :width]
+            q_t = _point(t, r, cap[t], q_prev, energy, rows, active, leading, lead_now)
+        size = q_t.size
+        avg = q_prev[:size] + q_t
+        avg *= 0.5
+        if rows.leads:
+            avg = np.where(avg >= 0, avg, avg * opp_ratio[:size])
+        energy[:size] -= avg
+        q_prev[:size] = q_t
+        steps.append(q_t)
+        nz = q_t != 0
+        active = _last_true(nz)
+        if t <= window:
+            used[:size] |= nz
+    width = _last_true(used)
+    out = np.zeros((horizon + 1, width))
+    for t, q_t in enumerate(steps):
+        n_t = min(q_t.size, width)
+        out[t, :n_t] = q_t[:n_t]
+    return out, used[:width]
 
 
 def _touched(q: NDArray[np.float64]) -> int:
     """One past the last non-zero setpoint (0 when all are zero)."""
-    nz = q != 0
-    return int(q.size - np.argmax(nz[::-1])) if nz.any() else 0
+    return _last_true(q != 0)
 
 
-def _step(
+def _last_true(flags: NDArray[np.bool_]) -> int:
+    """One past the last true flag (0 when none is)."""
+    if flags.size == 0:
+        return 0
+    back = int(np.argmax(flags[::-1]))
+    return flags.size - back if flags[flags.size - 1 - back] else 0
+
+
+def _point(
     t: int,
     r: float,
     cap_t: float,
     q_prev: NDArray[np.float64],
-    y_prev: NDArray[np.float64],
+    energy: NDArray[np.float64],
     rows: _Rows,
-    sl: slice,
+    active: int,
     leading: NDArray[np.int64],
     lead_now: NDArray[np.float64],
-) -> tuple[NDArray[np.float64], bool]:
-    """Setpoints of one point for a prefix of rows; `done` when the prefix could meet the cap."""
-    lb = q_prev - r
+) -> NDArray[np.float64]:
+    """Setpoints of one point inside the window, for as short a prefix of rows as meets the cap.
+
+    Rows past the prefix are idle; when the prefix cannot meet the cap at the rates its rows
+    can hold, the bands of the next rows are added to it (not worked out again for the rows
+    already there), since idle rows holding their rate come before anyone exceeding theirs."""
+    m = q_prev.size
+    size = max(active, min(m, FIRST_PREFIX))
+    lb, sustain, ub = _bands(t, r, q_prev, energy, rows, 0, size)
+    lb[leading] = 0.0
+    sustain[leading] = 0.0
+    ub[leading] = 0.0
+    while True:
+        need = cap_t - float(lb.sum())
+        if need <= 0:
+            q_t = lb
+            break
+        room = sustain - lb
+        total = float(room.sum())
+        if total >= need:
+            # First at most the rate each resource can hold until it must stop (window end
+            # or departure) and still ramp down, so energy is not spent early that power will
+            # be missing for later; only then beyond it, in priority order.
+            q_t = _fill(lb, room, sustain, need)
+            break
+        if size >= m:
+            q_t = _fill(sustain, ub - sustain, ub, need - total)
+            break
+        grown = min(m, size * 4)
+        more = _bands(t, r, q_prev, energy, rows, size, grown)
+        lb, sustain, ub = (
+            np.concatenate((a, b)) for a, b in zip((lb, sustain, ub), more, strict=True)
+        )
+        size = grown
+    q_t[leading] = lead_now
+    return q_t
+
+
+def _bands(
+    t: int,
+    r: float,
+    q_prev: NDArray[np.float64],
+    energy: NDArray[np.float64],
+    rows: _Rows,
+    start: int,
+    stop: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Lowest, sustainable and highest setpoint at point `t` of rows start..stop."""
+    sl = slice(start, stop)
+    qp = q_prev[sl]
+    lb = qp - r
     np.maximum(lb, 0.0, out=lb)
-    ub = q_prev + r
+    ub = qp + r
     np.minimum(ub, rows.max_kw[sl], out=ub)
-    # Ramp-down bound before the resource must stop; below zero it is lifted to lb further down.
-    np.minimum(ub, rows.stop_kw[sl] - r * t, out=ub)
-    # Highest q whose minute plus the quickest ramp back to zero (q-r, q-2r, ..., 0) fits in
-    # what is left above the floor: that energy g(q) is piecewise linear in q and
-    # g(j*r) = r*j*(j+1)/2, so it inverts exactly.
-    budget = y_prev - rows.lo_final[sl]
-    budget *= rows.inv_k[sl]
-    budget -= 0.5 * np.maximum(q_prev, 0.0)
+    if rows.stops:
+        # Ramp-down bound before the resource must stop; below zero it is lifted to lb below.
+        np.minimum(ub, rows.stop_kw[sl] - r * t, out=ub)
+    budget = (np.maximum(qp, 0.0) if rows.leads else qp) * -0.5
+    budget += energy[sl]
     np.maximum(budget, 0.0, out=budget)
+    rows_near = np.flatnonzero(budget < rows.near_floor_kwmin[sl])
+    if rows_near.size:
+        ub[rows_near] = np.minimum(ub[rows_near], _energy_kw(budget[rows_near], r))
+    np.maximum(ub, lb, out=ub)
+    # The rate it can hold until it must stop (window end or departure) and still ramp down.
+    if rows.same_hold_end:
+        minutes_left: NDArray[np.float64] | float = max(float(rows.hold_end[0]) - t, 1.0)
+    else:
+        minutes_left = rows.hold_end[sl] - t
+        np.maximum(minutes_left, 1.0, out=minutes_left)
+    sustain = budget
+    sustain *= 2.0 / r
+    sustain += minutes_left * minutes_left
+    np.sqrt(sustain, out=sustain)
+    sustain -= minutes_left
+    sustain *= r
+    np.maximum(sustain, lb, out=sustain)
+    np.minimum(sustain, ub, out=sustain)
+    return lb, sustain, ub
+
+
+def _energy_kw(budget: NDArray[np.float64], r: float) -> NDArray[np.float64]:
+    """Highest q whose minute plus the quickest ramp back to zero (q-r, q-2r, ..., 0) fits in
+    `budget` kW·min: that energy g(q) is piecewise linear in q and g(j*r) = r*j*(j+1)/2, so it
+    inverts exactly."""
     j1 = budget * (8.0 / r)
     j1 += 1.0
     np.sqrt(j1, out=j1)
@@ -193,43 +282,27 @@ def _step(
     q_energy += budget
     q_energy /= j1
     q_energy *= 1.0 - 1e-12
-    np.minimum(ub, q_energy, out=ub)
-    np.maximum(ub, lb, out=ub)
-    lb[leading] = 0.0
-    ub[leading] = 0.0
-    need = cap_t - float(lb.sum())
-    done = True
-    if need > 0:
-        # First at most the rate each resource can hold until it must stop (window end or
-        # departure) and still ramp down, so energy is not spent early that power will be
-        # missing for later; only then beyond it, in priority order.
-        minutes_left = rows.hold_end[sl] - t
-        np.maximum(minutes_left, 1.0, out=minutes_left)
-        sustain = budget * (2.0 / r)
-        sustain += minutes_left * minutes_left
-        np.sqrt(sustain, out=sustain)
-        sustain -= minutes_left
-        sustain *= r
-        np.maximum(sustain, lb, out=sustain)
-        np.minimum(sustain, ub, out=sustain)
-        room1 = sustain - lb
-        total1 = float(room1.sum())
-        if total1 >= need:
-            q_t = _fill(lb, room1, need)
-        else:
-            done = False
-            q_t = _fill(sustain, ub - sustain, need - total1)
-    else:
-        q_t = lb
-    q_t[leading] = lead_now
-    return q_t, done
+    return q_energy
 
 
-def _fill(base: NDArray[np.float64], room: NDArray[np.float64], need: float) -> NDArray[np.float64]:
-    """`base` plus `room` taken in order until `need` is met."""
-    before = np.cumsum(room)
-    before -= room
-    np.subtract(need, before, out=before)
-    np.clip(before, 0.0, room, out=before)
-    before += base
-    return before
+def _fill(
+    base: NDArray[np.float64], room: NDArray[np.float64], top: NDArray[np.float64], need: float
+) -> NDArray[np.float64]:
+    """`base` raised to `top` (= base + room) in order until `need` is met; `base` is reused.
+
+    The row where the running total of `room` reaches `need` is found by block sums first and
+    a running total inside one block only: a full running total is the slowest array operation
+    of the point."""
+    full_blocks = room.size // FILL_BLOCK
+    sums = room[: full_blocks * FILL_BLOCK].reshape(full_blocks, FILL_BLOCK).sum(axis=1)
+    ends = np.cumsum(sums)
+    block = int(np.searchsorted(ends, need))  # the block where the running total reaches need
+    first = block * FILL_BLOCK
+    inside = np.cumsum(room[first : first + FILL_BLOCK])
+    before_block = float(ends[block - 1]) if block else 0.0
+    inside += before_block
+    full = first + int(np.searchsorted(inside, need))  # rows raised all the way
+    base[:full] = top[:full]
+    if full < base.size:
+        base[full] += need - (float(inside[full - first - 1]) if full > first else before_block)
+    return base

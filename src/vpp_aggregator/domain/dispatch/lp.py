@@ -61,6 +61,11 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     q_hi = np.where(tt == H, 0.0, q_hi)
     # Power above the limit right now can only come down at the ramp rate.
     q_hi = np.maximum(q_hi, np.where(tt <= last_point[jj], q0[jj] - r * tt, 0.0))
+    # Bounds the ramp rows imply anyway (up from the present power, down to zero at the end):
+    # explicit, they spare the simplex many steps.
+    q_hi = np.minimum(q_hi, np.maximum(q0[jj], 0.0) + r * tt)
+    q_hi = np.minimum(q_hi, r * (np.minimum(last_point[jj], H) + 1 - tt))
+    q_hi = np.maximum(q_hi, 0.0)
     fixed = tt <= lead_end[jj]
     lead = p.lead_rows(order[jj], tt)
     q_lo = np.where(fixed, lead, q_lo)
@@ -82,10 +87,10 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     # step t+1; q[0] is a constant.
     kk = np.where(tt <= lead_end[jj], k_opp[jj], k[jj])
     kk_next = np.where(tt < H, np.where(tt + 1 <= lead_end[jj], k_opp[jj], k[jj]), 0.0)
-    add(n_rows + jj, qi(jj, tt), (kk + kk_next) / 2.0)
+    add(n_rows + jj, qi(jj, tt), (kk + kk_next) / (2.0 * k[jj]))
     first_step = np.where(lead_end >= 1, k_opp, k)
     row_lo.append(np.full(m, -INF))
-    row_hi.append(p.y0[order] - p.lo_final[order] - first_step * q0 / 2.0)
+    row_hi.append((p.y0[order] - p.lo_final[order] - first_step * q0 / 2.0) / k)
     n_rows += m
     prev = tt > 1
 

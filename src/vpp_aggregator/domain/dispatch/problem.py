@@ -115,9 +115,7 @@ class DispatchProblem:
         # It must at least be able to bring its present power back to zero above that floor,
         # and to have stopped by the time it leaves.
         q_now = np.maximum(q0, 0.0)
-        j = np.floor(q_now / r)
-        e = q_now - j * r
-        stop_kwmin = j * j * r / 2.0 + j * e + e / 2.0
+        stop_kwmin = _stop_kwmin(q_now, r)
         eligible = (
             inp.available
             & (max_kw > EPS_KW)
@@ -128,8 +126,10 @@ class DispatchProblem:
         )
         if d < 0:
             # Charging on the grid's schedule could also slow a vehicle's own charging; one that
-            # still needs charge for its next departure is left to charge itself.
-            eligible &= ~(np.isfinite(dep) & (inp.soc_pct < inp.departure_soc_pct))
+            # still needs charge for its next departure is left to charge itself, and so is one
+            # discharging now whose ramp down to zero (its lead) would leave it needing charge.
+            soc_after_lead = inp.soc_pct - k_dis * _stop_kwmin(np.maximum(-q0, 0.0), r)
+            eligible &= ~(np.isfinite(dep) & (soc_after_lead < inp.departure_soc_pct))
         set_(self, "eligible", eligible)
 
     def lo_rows(
@@ -202,6 +202,13 @@ class Solution:
         if fleet.size < 2:
             return 0.0
         return float(0.5 * (fleet[1:] + fleet[:-1]).sum() * STEP_MIN / 60.0)
+
+
+def _stop_kwmin(kw: F8, ramp_kw_per_min: float) -> F8:
+    """kW·min delivered while power `kw` (>= 0) ramps to zero at the limit (trapezoids)."""
+    j = np.floor(kw / ramp_kw_per_min)
+    e = kw - j * ramp_kw_per_min
+    return np.asarray(j * j * ramp_kw_per_min / 2.0 + j * e + e / 2.0)
 
 
 def round_toward_safety(kw: F8, direction: int, decimals: int = 3) -> F8:
