@@ -17,6 +17,7 @@ from vpp_aggregator.app.dispatch_ports import (
     DispatchRejectedError,
 )
 from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
+from vpp_aggregator.app.reaction import PUBLISH, stage
 
 
 class DispatchRetarget(DispatchFollowThrough):
@@ -67,7 +68,8 @@ class DispatchRetarget(DispatchFollowThrough):
                 r.idempotency_key = idempotency_key
             o.window_end_ts = r.start.timestamp() + minutes * 60.0
             self._replan_now(o, now, {}, reason)
-        self.publish_pending()
+        with stage(PUBLISH):
+            self.publish_pending()
         return r
 
     def respect_limits(self) -> int:

@@ -34,6 +34,7 @@ from vpp_aggregator.app.dr_read_as import windows_read_as
 from vpp_aggregator.app.dr_store import SOURCE
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.outcome import Outcome
+from vpp_aggregator.app.reaction import PLAN, enter
 from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
 from vpp_aggregator.domain.dr_asks import (
     FleetAsk,
@@ -53,6 +54,7 @@ class DemandResponseEvents(DrFollowThrough):
     def handle(self, event: DrEvent, body: Any = None) -> list[Outcome]:
         if event.departures:
             log.info("event %s departs from OpenADR 3.1: %s", event.event_id, event.departures)
+        enter(PLAN)  # read: what it asks is worked out from here
         with self._serial:  # one event or follow-through at a time: they touch the same runs
             return self._handle(event, body)
 
