@@ -19,10 +19,12 @@ from vpp_aggregator.app.reaction import STAGES, ReactionTimer
 
 class Seen:
     def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, float], float]] = []
+        self.calls: list[tuple[str, dict[str, float], float, dict[str, float]]] = []
 
-    def observe(self, path: str, stages: Mapping[str, float], total_s: float) -> None:
-        self.calls.append((path, dict(stages), total_s))
+    def observe(
+        self, path: str, stages: Mapping[str, float], total_s: float, cpu: Mapping[str, float]
+    ) -> None:
+        self.calls.append((path, dict(stages), total_s, dict(cpu)))
 
 
 def test_stages_add_up_to_the_total_and_only_the_first_commands_count() -> None:
@@ -38,10 +40,11 @@ def test_stages_add_up_to_the_total_and_only_the_first_commands_count() -> None:
         reaction.commands_sent()
         reaction.commands_sent()  # a second dispatch of the same event: already counted
         reaction.enter(reaction.PLAN)  # after the first commands: no effect
-    [(path, stages, total)] = seen.calls
-    assert path == "grid_signals" and set(stages) == set(STAGES)
+    [(path, stages, total, cpu)] = seen.calls
+    assert path == "grid_signals" and set(stages) == set(STAGES) == set(cpu)
     assert stages["safety"] > 0 and all(v >= 0 for v in stages.values())
     assert sum(stages.values()) == pytest.approx(total, abs=1e-9)
+    assert all(cpu[s] >= 0 for s in STAGES) and cpu["safety"] > 0
 
 
 def test_outside_a_trace_nothing_is_timed() -> None:
@@ -84,6 +87,8 @@ def test_each_event_that_commands_is_timed_by_stage_on_metrics(
     assert all(n == 1 for n, _ in stages.values())
     assert stages[("http", "safety")][1] > 0 and stages[("http", "outbox")][1] > 0
     assert sum(s for _, s in stages.values()) == pytest.approx(total, rel=1e-6)
+    cpu = histogram(client, "vpp_reaction_stage_cpu_seconds")
+    assert set(cpu) == set(stages) and all(n == 1 for n, _ in cpu.values())
     # The topic's path: an update re-plans in place, a cancellation ramps down; both command.
     clock.advance(minutes=2)
     v2 = setpoint_event("evt-t", 200.0, modificationDateTime="2026-11-25T11:30:00Z")

@@ -4,7 +4,8 @@ split into stages (docs/architecture.md, "Reaction time, stage by stage").
 The path runs through several services on one thread, so the stage is kept in a context
 variable: the code at each boundary says which stage begins (`enter`), and whatever ran since the
 last boundary counts to the stage that was running. The stages therefore add up to the total
-exactly. Outside a traced event every call here is a no-op (one context-variable read), so the
+exactly. Each stage's CPU time (this thread's) is kept beside its wall time, so that on a busy
+machine computing can be told apart from waiting. Outside a traced event every call here is a no-op (one context-variable read), so the
 same code serves POST /dispatch and the follow-through tick untimed. The observer is a port: the
 metrics adapter turns each reaction into histograms."""
 
@@ -22,8 +23,12 @@ STAGES = (PARSE, PLAN, SAFETY, OUTBOX, PUBLISH)
 
 
 class ReactionObserver(Protocol):
-    def observe(self, path: str, stages: Mapping[str, float], total_s: float) -> None:
-        """One event's first command went out: seconds spent in each stage, and in all."""
+    def observe(
+        self, path: str, stages: Mapping[str, float], total_s: float, cpu: Mapping[str, float]
+    ) -> None:
+        """One event's first command went out: seconds spent in each stage, and in all; and
+        of those, the seconds this thread computed (the rest it waited: for the database, the
+        broker, or the CPU another thread held)."""
         ...
 
 
@@ -35,6 +40,8 @@ class _Trace:
     stage: str = PARSE
     since: float = 0.0
     spent: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    cpu_since: float = field(default_factory=time.thread_time)
+    cpu: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     done: bool = False
 
 
@@ -64,9 +71,10 @@ def enter(stage: str) -> None:
     t = _current.get()
     if t is None or t.done:
         return
-    now = time.perf_counter()
+    now, cpu = time.perf_counter(), time.thread_time()
     t.spent[t.stage] += now - t.since
-    t.stage, t.since = stage, now
+    t.cpu[t.stage] += cpu - t.cpu_since
+    t.stage, t.since, t.cpu_since = stage, now, cpu
 
 
 @contextlib.contextmanager
@@ -90,4 +98,4 @@ def commands_sent() -> None:
     enter(t.stage)
     t.done = True
     if t.observer is not None:
-        t.observer.observe(t.path, dict(t.spent), t.since - t.started)
+        t.observer.observe(t.path, dict(t.spent), t.since - t.started, dict(t.cpu))

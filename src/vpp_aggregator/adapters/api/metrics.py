@@ -212,6 +212,13 @@ class ReactionMetrics:
             buckets=REACTION_BUCKETS,
             registry=registry,
         )
+        self.cpu = Histogram(
+            "vpp_reaction_stage_cpu_seconds",
+            "CPU time of the handling thread in each stage of vpp_reaction_stage_seconds",
+            ["path", "stage"],
+            buckets=REACTION_BUCKETS,
+            registry=registry,
+        )
         self.total = Histogram(
             "vpp_reaction_seconds",
             "Grid event received to its first device command acknowledged by the broker",
@@ -220,9 +227,12 @@ class ReactionMetrics:
             registry=registry,
         )
 
-    def observe(self, path: str, stages: Mapping[str, float], total_s: float) -> None:
+    def observe(
+        self, path: str, stages: Mapping[str, float], total_s: float, cpu: Mapping[str, float]
+    ) -> None:
         for name, seconds in stages.items():
             self.stage.labels(path, name).observe(seconds)
+            self.cpu.labels(path, name).observe(cpu[name])
         self.total.labels(path).observe(total_s)
 
 
