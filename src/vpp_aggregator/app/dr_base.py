@@ -117,6 +117,7 @@ class DrEventsBase:
         self.charge_efficiency = charge_efficiency
         self._caps: list[SiteCap] | None = None
         self._caps_read: datetime | None = None
+        self._caps_changes = 0  # events that changed `_caps` in place (`DrFollowThrough`)
         self._applied: dict[str, str] = {}  # dispatch id -> the window it was last set for
         self._serial = threading.RLock()  # from the stored events; refreshed as they come
 

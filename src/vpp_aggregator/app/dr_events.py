@@ -28,7 +28,7 @@ from vpp_aggregator.app.dispatch_ports import DispatchConflictError
 from vpp_aggregator.app.dispatch_records import DispatchRecord, NotFollowedHereError
 from vpp_aggregator.app.dr_base import KEY, MAX_MINUTES, event_version, is_older, run_key_of, runs
 from vpp_aggregator.app.dr_charge_state import charge_to
-from vpp_aggregator.app.dr_follow import DrFollowThrough
+from vpp_aggregator.app.dr_follow import DrFollowThrough, caps_of
 from vpp_aggregator.app.dr_priority import yield_to
 from vpp_aggregator.app.dr_read_as import windows_read_as
 from vpp_aggregator.app.dr_store import SOURCE
@@ -71,18 +71,17 @@ class DemandResponseEvents(DrFollowThrough):
         open_runs = {
             run_key_of(d.idempotency_key): d for d in self._open_dispatches(event.event_id)
         }
+        reading = read_event(event, now, self.default, self.signal_policy)
         if event.cancelled:
             out = self._cancel(list(open_runs.values()), f"event {event.event_id} cancelled")
             out = out or [
                 Outcome("ignored", f"event {event.event_id} cancelled; nothing of it was running")
             ]
         else:
-            out = self._act(event, scope, why, version, open_runs, now)
+            out = self._act(event, reading, scope, why, version, open_runs, now)
         read_as = {
             "cancelled": event.cancelled,
-            "windows": []
-            if event.cancelled
-            else windows_read_as(event, read_event(event, now, self.default, self.signal_policy)),
+            "windows": [] if event.cancelled else windows_read_as(event, reading),
             "departures": list(event.departures),
             "outcomes": [
                 {"outcome": o.outcome, "detail": o.detail, "reason": o.reason} for o in out
@@ -95,21 +94,21 @@ class DemandResponseEvents(DrFollowThrough):
                 # A redelivery (every poll of a VTN, say): what the event became stays shown.
                 read_as["outcomes"] = stored["read_as"].get("outcomes", read_as["outcomes"])
         self.store.save(event.event_id, version, now, body if body is not None else {}, read_as)
-        self._caps = None  # read again, with this event's limits
-        if not event.cancelled and any(o.outcome != "superseded" for o in out):
+        same = stored is not None and stored["version"] == version  # its limits are as they were
+        if not same and self._keep_caps(event.event_id, caps_of(event, scope, reading)):
             self.dispatch.respect_limits()  # running dispatches keep to a new or changed limit
         return out
 
     def _act(
         self,
         event: DrEvent,
+        reading: Reading,
         scope: Scope | None,
         why: str,
         version: str,
         open_runs: dict[str, DispatchRecord],
         now: datetime,
     ) -> list[Outcome]:
-        reading = read_event(event, now, self.default, self.signal_policy)
         out = []
         for run in runs(reading.every):  # named by their first window, ended or not
             active = [
@@ -227,6 +226,8 @@ class DemandResponseEvents(DrFollowThrough):
                 ]
                 read_as["outcomes"] = outcomes
                 self.store.save(event_id, stored["version"], self.clock(), stored["body"], read_as)
+            if self._keep_caps(event_id, []):  # its limits are lifted
+                self.dispatch.respect_limits()
             return out
 
     def _departures_at_risk(
