@@ -68,9 +68,11 @@ class DemandResponseEvents(DrFollowThrough):
             scope, why = target_scope(event, self.target_names, self.grid_nodes())
         except UnsupportedTargetsError as exc:
             raise InvalidMessageError(str(exc)) from None
+        every_open = self._open_dispatches()  # this event's runs, and the others it may meet
         open_runs = {
-            run_key_of(d.idempotency_key): d for d in self._open_dispatches(event.event_id)
+            run_key_of(d.idempotency_key): d for d in every_open if d.reference == event.event_id
         }
+        others = [d for d in every_open if d.reference != event.event_id]
         reading = read_event(event, now, self.default, self.signal_policy)
         if event.cancelled:
             out = self._cancel(list(open_runs.values()), f"event {event.event_id} cancelled")
@@ -78,7 +80,7 @@ class DemandResponseEvents(DrFollowThrough):
                 Outcome("ignored", f"event {event.event_id} cancelled; nothing of it was running")
             ]
         else:
-            out = self._act(event, reading, scope, why, version, open_runs, now)
+            out = self._act(event, reading, scope, why, version, open_runs, others, now)
         read_as = {
             "cancelled": event.cancelled,
             "windows": [] if event.cancelled else windows_read_as(event, reading),
@@ -107,6 +109,7 @@ class DemandResponseEvents(DrFollowThrough):
         why: str,
         version: str,
         open_runs: dict[str, DispatchRecord],
+        others: list[DispatchRecord],
         now: datetime,
     ) -> list[Outcome]:
         out = []
@@ -122,7 +125,7 @@ class DemandResponseEvents(DrFollowThrough):
                 out.append(Outcome("ignored", why))
                 break
             existing = open_runs.pop(run[0].key, None)
-            out.append(self._run(event, run[0].key, active, scope, version, existing, now))
+            out.append(self._run(event, run[0].key, active, scope, version, existing, others, now))
         gone = f"event {event.event_id} updated to {version or 'a new version'}"
         out += self._cancel(list(open_runs.values()), gone)
         unread = Counter((u.payload_type, u.reason) for u in reading.unread)
@@ -148,10 +151,11 @@ class DemandResponseEvents(DrFollowThrough):
         scope: Scope,
         version: str,
         existing: DispatchRecord | None,
+        others: list[DispatchRecord],
         now: datetime,
     ) -> Outcome:
         """The part of one run still to come (`run`, the current window first), named `run_key`
-        (its first window, ended or not)."""
+        (its first window, ended or not); `others`: other events' open dispatches."""
         event_id = event.event_id
         first = run[0]
         start = first.start
@@ -167,7 +171,7 @@ class DemandResponseEvents(DrFollowThrough):
             if existing is not None:
                 self._cancel([existing], f"event {event_id} updated to {version}")
             winner, _ = yield_to(
-                event, scope, start, end, self.dispatch, self.store, self.read_wire
+                event, scope, start, end, others, self.dispatch, self.store, self.read_wire
             )
             if winner is not None:
                 return Outcome("ignored", winner)
@@ -195,7 +199,7 @@ class DemandResponseEvents(DrFollowThrough):
         if target is None:
             return Outcome("ignored", why)
         winner, free_from = yield_to(
-            event, scope, start, end, self.dispatch, self.store, self.read_wire
+            event, scope, start, end, others, self.dispatch, self.store, self.read_wire
         )
         if winner is not None:
             return Outcome("ignored", winner)
