@@ -10,6 +10,7 @@ from typing import Any
 from vpp_aggregator.app.dispatch_planner import DispatchPlanner
 from vpp_aggregator.app.dispatch_ports import (
     DispatchConflictError,
+    DispatchRejectedError,
     DispatchRequest,
 )
 from vpp_aggregator.app.dispatch_records import (
@@ -24,15 +25,20 @@ class DispatchCommands(DispatchPlanner):
     def create(
         self, req: DispatchRequest, received: float | None = None
     ) -> tuple[DispatchRecord, bool]:
-        """Plan and emit a dispatch; the same idempotency key returns the first one (created=False)."""
+        """Plan and emit a dispatch; the same idempotency key returns the first one (created=False).
+
+        The key is not looked up first: its unique index refuses the second insert, and the
+        first dispatch is read then. A repeat costs a plan; every new dispatch saves a round
+        trip to the store before its commands go out."""
         t0 = received if received is not None else time.perf_counter()
-        if req.idempotency_key:
-            existing = self.store.find_by_key(req.idempotency_key)
-            if existing is not None:
-                return existing, False
         now = self.clock()
         start = req.start or now
-        self._validate(req, now, start)
+        try:
+            self._validate(req, now, start)
+        except DispatchRejectedError:  # a repeat is answered as before, whatever it now asks
+            if req.idempotency_key and (first := self.store.find_by_key(req.idempotency_key)):
+                return first, False
+            raise
         with self._lock, self.store.planning_lock():
             record, commands = self._plan_record(req, now, start)
             record.response_time_ms = (time.perf_counter() - t0) * 1e3

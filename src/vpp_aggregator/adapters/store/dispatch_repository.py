@@ -185,15 +185,12 @@ class DispatchRepository:
         ]
         if exclude is not None:
             conds.append(d.c.dispatch_id != exclude)
-        q = (
-            select(a.c.resource_id)
-            .distinct()
-            .select_from(
-                a.join(d, and_(a.c.dispatch_id == d.c.dispatch_id, a.c.revision == d.c.revision))
-            )
-            .where(and_(*conds))
-        )
+        joined = a.join(d, and_(a.c.dispatch_id == d.c.dispatch_id, a.c.revision == d.c.revision))
         with self.engine.connect() as conn:
+            if self.engine.dialect.name == "postgresql":  # one row: no per-row cost at scale
+                agg = select(func.array_agg(a.c.resource_id.distinct())).select_from(joined)
+                return list(conn.execute(agg.where(and_(*conds))).scalar_one() or [])
+            q = select(a.c.resource_id).distinct().select_from(joined).where(and_(*conds))
             return list(conn.execute(q).scalars())
 
     def insert(
