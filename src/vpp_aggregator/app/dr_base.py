@@ -124,7 +124,8 @@ class DrEventsBase:
     # ------------------------------------------------------------------ a message
     def _open_dispatches(self, event_id: str | None = None) -> list[DispatchRecord]:
         """The open dispatches of demand-response events (of `event_id`'s alone when given),
-        newest first, in one read of the store."""
+        newest first, in one read of the store; summaries (no allocations, plan or shortfall
+        reasons): what is done to one reads it in full."""
         records = self.dispatch.store.open_dispatches(SOURCE)
         return [r for r in records if event_id is None or r.reference == event_id]
 

@@ -43,15 +43,12 @@ def yield_to(
     dispatches (read once per event); one displaced here leaves the list. Returns why this run
     yields (or None) and when the resources it displaced are free."""
     mine = _rank(event.priority)
+    where = asdict(scope)
     rivals = []
     for other in others:
         if other.status not in OPEN_STATUSES or other.reference == event.event_id:
             continue
-        if (
-            other.end_at <= start
-            or other.start >= end
-            or not scopes_overlap(asdict(scope), other.scope)
-        ):
+        if other.end_at <= start or other.start >= end or not scopes_overlap(where, other.scope):
             continue
         stored = store.get(other.reference or "")
         try:

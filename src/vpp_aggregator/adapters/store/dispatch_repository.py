@@ -342,16 +342,18 @@ class DispatchRepository:
             return [dispatch_record(r) for r in conn.execute(q)], int(conn.execute(cq).scalar_one())
 
     def open_dispatches(self, source: str) -> builtins.list[DispatchRecord]:
-        """The open dispatches (scheduled, active, partial) of `source`, newest first, without
-        their allocations: one query, for a handler that needs them all at once."""
+        """The open dispatches (scheduled, active, partial) of `source`, newest first, in one
+        query, as summaries: without their allocations, plan or shortfall reasons (the columns
+        that cost the most to read; `get` has them)."""
         d = dispatches
+        heavy = {"plan_kw", "shortfall_reasons"}
         q = (
-            select(d)
+            select(*(c for c in d.c if c.name not in heavy))
             .where(and_(d.c.status.in_([s.value for s in OPEN_STATUSES]), d.c.source == source))
             .order_by(d.c.created_at.desc())
         )
         with self.engine.connect() as conn:
-            return [dispatch_record(r) for r in conn.execute(q)]
+            return [dispatch_record(r, summary=True) for r in conn.execute(q)]
 
     def revisions(self, dispatch_id: str) -> builtins.list[RevisionRecord]:
         r = dispatch_revisions
