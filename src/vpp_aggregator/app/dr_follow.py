@@ -150,13 +150,12 @@ class DrFollowThrough(DrEventsBase):
         """The limits in force with this event's as it now stands (none: cancelled or deleted),
         without reading every stored event again. False when no limit can have changed for any
         dispatch: the event's are as they were, and there are none at all."""
-        self._caps_changes += 1
-        if self._caps is None:
-            return True  # read in full when next needed
-        if [c for c in self._caps if c.event_id == event_id] == caps:
+        if self._caps is not None and [c for c in self._caps if c.event_id == event_id] == caps:
             return bool(self._caps)
-        self._caps = caps + [c for c in self._caps if c.event_id != event_id]  # newest first
-        return True
+        self._caps_changes += 1  # a full read begun before this one is out of date
+        if self._caps is not None:
+            self._caps = caps + [c for c in self._caps if c.event_id != event_id]  # newest first
+        return True  # (with none in memory: read in full when next needed)
 
     def price_windows(self) -> list[PriceWindow]:
         """Prices the stored events carry (`PRICE`, `EXPORT_PRICE`), oldest event first, so that
