@@ -68,7 +68,14 @@ class DispatchFollowThrough(DispatchReleases):
         self._adopt(now)
         self._handle_queued_refusals(now)
         with self._lock:
-            for did, o in list(self._open.items()):
+            followed = list(self._open)
+        for did in followed:
+            # One dispatch at a time under the lock: a new dispatch (a grid event's) waits for
+            # the one being followed, not for the whole book.
+            with self._lock:
+                o = self._open.get(did)  # as it is now: it may have changed meanwhile
+                if o is None:
+                    continue  # ended or cancelled meanwhile
                 r = o.record
                 if now_ts >= r.end_at.timestamp():
                     self._set_status(r, DispatchStatus.COMPLETED, now)

@@ -105,6 +105,12 @@ class DispatchRetarget(DispatchFollowThrough):
         with self._lock:
             return [o.record for o in self._open.values() if o.record.source == source]
 
+    def followed_record(self, dispatch_id: str) -> DispatchRecord | None:
+        """The dispatch as this process follows it now; None when it does not (any more)."""
+        with self._lock:
+            o = self._open.get(dispatch_id)
+            return o.record if o is not None else None
+
 
 def _binds(limit: float | None, target_kw: float) -> bool:
     return limit is not None and limit < abs(target_kw) - 1e-6

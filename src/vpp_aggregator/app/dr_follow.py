@@ -48,9 +48,14 @@ class DrFollowThrough(DrEventsBase):
             self._refresh_caps(now)  # other processes may have stored events meanwhile
         with self._serial:
             done = self.dispatch.respect_limits()
-            for record in self.dispatch.followed_here(SOURCE):
-                done += self._follow(record, now)
-            return done
+            followed = [r.dispatch_id for r in self.dispatch.followed_here(SOURCE)]
+        for dispatch_id in followed:
+            # One dispatch at a time under the lock: an event waits for one, not for all.
+            with self._serial:
+                record = self.dispatch.followed_record(dispatch_id)  # as it is now
+                if record is not None:
+                    done += self._follow(record, now)
+        return done
 
     def _follow(self, record: DispatchRecord, now: datetime) -> int:
         stored = self.store.get(record.reference or "")
