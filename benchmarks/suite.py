@@ -238,8 +238,20 @@ def seeded_server(n: int, prefix: str = "vpp-bench-") -> Iterator[_Server]:
 
 
 class _Server:
-    def __init__(self, url: str, port: int) -> None:
-        env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "VPP_HOST": "127.0.0.1"}
+    def __init__(
+        self,
+        url: str,
+        port: int,
+        health_timeout_s: float = 180.0,
+        env_extra: dict[str, str] | None = None,
+    ) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "PORT": str(port),
+            "VPP_HOST": "127.0.0.1",
+            **(env_extra or {}),
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vpp_aggregator.cli", "serve"],
             env=env,
@@ -247,7 +259,7 @@ class _Server:
             stderr=subprocess.PIPE,
         )
         self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + health_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -258,7 +270,7 @@ class _Server:
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)
-        raise RuntimeError("server did not become healthy within 180 s")
+        raise RuntimeError(f"server did not become healthy within {health_timeout_s:.0f} s")
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as fh:
@@ -626,6 +638,8 @@ def machine() -> str:
 SECTIONS = frozenset(
     {
         "capacity",
+        "telemetry",
+        "scaleout",
         "http",
         "dispatch",
         "forecast",
@@ -847,6 +861,14 @@ def run_all(
             f"| stored LightGBM model (trained on the packaged Caltech extract) | {fc.model_p50_ms:.0f} | {fc.model_p99_ms:.0f} |",
             "",
         ]
+    if "telemetry" in sections:
+        from benchmarks.telemetry_bench import run_telemetry
+
+        lines += run_telemetry(log)
+    if "scaleout" in sections:
+        from benchmarks.scale_out_bench import run_scale_out
+
+        lines += run_scale_out(log)
     if "kafka" in sections:
         from benchmarks.kafka_bench import run_kafka
 

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.app.baseline_policy import BaselinePolicy
 from vpp_aggregator.app.settlement import Meter
+from vpp_aggregator.app.telemetry_retention import day_series
 from vpp_aggregator.domain.baselines import BaselineMethod
 
 LA = ZoneInfo("America/Los_Angeles")
@@ -29,6 +30,7 @@ class Fleet:
         self.samples: dict[str, tuple[list[float], list[float]]] = {r: ([], []) for r, _ in members}
         self.awards: list[tuple[datetime, datetime, float]] = []
         self.reads: list[datetime] = []  # where each history read began
+        self.series = {}
 
     def members(self, grid_node: str) -> list[tuple[str, bool]]:
         return self._members
@@ -57,6 +59,49 @@ class Fleet:
         self, aggregation_id: str, start: datetime, end: datetime
     ) -> list[tuple[datetime, datetime, float]]:
         return [(s, e, kw) for s, e, kw in self.awards if s < end and e > start]
+
+    # the long-kept five-minute series, as the retention job leaves them
+    rolled: date | None = None
+    series: dict[str, dict[date, tuple[NDArray[np.float32], NDArray[np.uint16]]]]
+
+    def roll_up_before(self, cut: date, hold_s: float) -> None:
+        """Keep each day before `cut` as its series, and drop the raw samples before the day
+        ahead of it (whose series is kept too), as `TelemetryRetention` does."""
+        self.series = {rid: {} for rid in self.samples}
+        for rid, (ts_, kw_) in self.samples.items():
+            ts, kw = np.array(ts_), np.array(kw_)
+            order = np.argsort(ts, kind="stable")
+            ts, kw = ts[order], kw[order]
+            day = datetime.fromtimestamp(float(ts[0]), UTC).date()
+            while day < cut:
+                self.series[rid][day] = day_series(day, ts, kw, hold_s)
+                day += timedelta(days=1)
+            gone = ts < datetime.combine(cut - timedelta(days=1), time(), UTC).timestamp()
+            self.samples[rid] = (ts[~gone].tolist(), kw[~gone].tolist())
+        self.rolled = cut
+
+    def rolled_through(self) -> date | None:
+        return self.rolled
+
+    def daily_energy(
+        self, resource_ids: Sequence[str], first: date, last: date, interval_s: float
+    ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]]:
+        out = {}
+        for rid in resource_ids:
+            days = sorted(d for d in self.series.get(rid, {}) if first <= d <= last)
+            if days:
+                out[rid] = (
+                    np.concatenate(
+                        [
+                            datetime.combine(d, time(), UTC).timestamp()
+                            + interval_s * np.arange(288)
+                            for d in days
+                        ]
+                    ),
+                    np.concatenate([self.series[rid][d][0] for d in days]).astype(float),
+                    np.concatenate([self.series[rid][d][1] for d in days]).astype(float),
+                )
+        return out
 
     def award(self, start: datetime, minutes: int, kw: float) -> tuple[datetime, datetime]:
         self.awards.append((start, start + timedelta(minutes=minutes), kw))
@@ -95,6 +140,33 @@ def test_like_days_are_matched_by_the_clock_across_a_clock_change() -> None:
     # weeks of days, before and after the change, all charged 18:00-19:00 local
     assert m.baseline_kwh == pytest.approx(10.0)
     assert m.delivered_kwh == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("method", [BaselineMethod.PJM_CBL, BaselineMethod.CAISO_10IN10])
+def test_like_days_gone_from_the_raw_history_are_read_from_their_kept_series(
+    method: BaselineMethod,
+) -> None:
+    """Raw samples older than the retention are dropped after their five-minute series is
+    stored: an award settles the same from the series as it did from the samples."""
+    fleet = Fleet([("ev-1", False), ("ev-2", False)])
+    day = date(2025, 11, 3)  # Monday after the clocks went back: local days of 23-25 h around
+    for back in range(1, 46):
+        d = day - timedelta(days=back)
+        for rid, kw in (("ev-1", -10.0), ("ev-2", -7.0 - back % 3)):
+            fleet.report(rid, at(d, 0, tz=NY), at(d, 18, tz=NY), -1.0)
+            fleet.report(rid, at(d, 18, tz=NY), at(d, 19, 7, tz=NY), kw)  # across intervals
+            fleet.report(rid, at(d, 19, 7, tz=NY), at(d + timedelta(days=1), 0, tz=NY), -1.0)
+    for rid in ("ev-1", "ev-2"):
+        fleet.report(rid, at(day, 0, tz=NY), at(day, 19, tz=NY), -1.0)
+    start, end = fleet.award(at(day, 18, tz=NY), 60, 10.0)
+    before = meter(fleet, method).measure("N", start, end, 10.0)
+    fleet.roll_up_before(day - timedelta(days=3), hold_s=120.0)
+    assert len(fleet.samples["ev-1"][0]) <= 5 * 24 * 60  # 5 days of 45 left as raw samples
+    after = meter(fleet, method).measure("N", start, end, 10.0)
+    assert after.days_used == before.days_used and len(before.days_used) >= 4
+    assert after.baseline_kwh == pytest.approx(before.baseline_kwh, abs=1e-3)
+    assert after.delivered_kwh == pytest.approx(before.delivered_kwh, abs=1e-3)
+    assert after.resources == before.resources
 
 
 @pytest.mark.parametrize("method", [BaselineMethod.PJM_CBL, BaselineMethod.CAISO_10IN10])

@@ -26,6 +26,7 @@ from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
 from vpp_aggregator.adapters.store.dr_event_repository import DrEventRepository
 from vpp_aggregator.adapters.store.market_repository import MarketRepository
 from vpp_aggregator.adapters.store.repository import Repository
+from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
 from vpp_aggregator.app.aggregator import Aggregator, utc_now
 from vpp_aggregator.app.events import (
     DispatchEnded,
@@ -34,7 +35,8 @@ from vpp_aggregator.app.events import (
     TelemetryAccepted,
 )
 from vpp_aggregator.app.market_cadence import MarketCadence
-from vpp_aggregator.config import Settings
+from vpp_aggregator.app.telemetry_retention import TelemetryRetention
+from vpp_aggregator.config import ConfigError, Settings
 from vpp_aggregator.scheduler import Job, Scheduler
 
 log = logging.getLogger(__name__)
@@ -107,9 +109,10 @@ def build(
         migrate(engine)
     kafka = KafkaParts.connect(settings) if settings.kafka_brokers else None
     audit = AuditRepository(engine)
+    aggregator_store = Repository(engine)
     aggregator = Aggregator(
         settings,
-        Repository(engine),
+        aggregator_store,
         DispatchRepository(engine),
         MarketRepository(engine),
         audit,
@@ -140,6 +143,15 @@ def build(
         if settings.openadr_vtn_url
         else None
     )
+    history = TelemetryDaily(engine, aggregator_store.partitions)
+    retention = TelemetryRetention(
+        history,
+        clock,
+        settings.telemetry_raw_days,
+        settings.telemetry_series_days,
+        settings.telemetry_stale_seconds,
+    )
+    check_retention(settings, aggregator)
     aggregator.load()
     return Service(
         settings,
@@ -150,9 +162,26 @@ def build(
         kafka,
         shared,
         settings.kafka_consume if consume is None else consume,
-        Scheduler(jobs(settings, aggregator, shared, ven)),
+        Scheduler(jobs(settings, aggregator, shared, ven, retention)),
         ven,
     )
+
+
+def check_retention(settings: Settings, aggregator: Aggregator) -> None:
+    """The raw history must hold what the forecaster learns from, and the kept series the
+    like days of the longest baseline look-back."""
+    forecast_days = aggregator.forecast.history_days
+    lookback = max(r.lookback_days for r in aggregator.market.meter.policy.rules.values())
+    if settings.telemetry_raw_days <= forecast_days:
+        raise ConfigError(
+            f"VPP_TELEMETRY_RAW_DAYS={settings.telemetry_raw_days}: the forecast learns from "
+            f"{forecast_days} days of raw telemetry; keep more than that"
+        )
+    if settings.telemetry_series_days <= lookback:
+        raise ConfigError(
+            f"VPP_TELEMETRY_SERIES_DAYS={settings.telemetry_series_days}: baselines look back "
+            f"{lookback} days; keep more than that"
+        )
 
 
 def subscribe_handlers(aggregator: Aggregator, shared: RedisParts | None) -> None:
@@ -204,6 +233,7 @@ def jobs(
     aggregator: Aggregator,
     shared: RedisParts | None,
     ven: VenPoller | None = None,
+    retention: TelemetryRetention | None = None,
 ) -> list[Job]:
     """Every periodic job a process runs, with its interval from the settings."""
 
@@ -230,6 +260,11 @@ def jobs(
                 lambda: redis.write_capacity(aggregator.capacity.available(60)),
                 quiet=True,
             )
+        )
+    if retention is not None and settings.telemetry_retention_seconds > 0:
+        # a minute after the start, then hourly: rolls up the days leaving the raw history
+        out.append(
+            Job("telemetry retention", settings.telemetry_retention_seconds, retention.run, 60.0)
         )
     if ven is not None:  # a native VEN: the VTN's events, as on the grid_signals topic
         out.append(Job("OpenADR VTN poll", settings.openadr_poll_seconds, ven.poll, 0.0))

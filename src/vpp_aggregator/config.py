@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     telemetry_snapshot_seconds: float = Field(
         10.0, gt=0, le=3600, validation_alias="VPP_TELEMETRY_SNAPSHOT_SECONDS"
     )
+    telemetry_raw_days: int = Field(35, ge=2, le=3650, validation_alias="VPP_TELEMETRY_RAW_DAYS")
+    telemetry_series_days: int = Field(
+        90, ge=2, le=3650, validation_alias="VPP_TELEMETRY_SERIES_DAYS"
+    )
+    telemetry_retention_seconds: float = Field(
+        3600.0, ge=0, le=86_400, validation_alias="VPP_TELEMETRY_RETENTION_SECONDS"
+    )
     malloc_arena_max: int = Field(2, ge=0, le=64, validation_alias="VPP_MALLOC_ARENA_MAX")
     malloc_trim_seconds: float = Field(
         30.0, ge=0, le=3600, validation_alias="VPP_MALLOC_TRIM_SECONDS"

@@ -9,6 +9,7 @@ are taken as before.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -116,6 +117,15 @@ def _offset_time(value: Any) -> datetime:
 def _epoch_seconds(value: Any) -> float:
     """Telemetry time as epoch seconds; NaN when it has no offset, which ingest refuses with its
     own reason (the batch checks run vectorised, after this per-sample reading)."""
+    if not isinstance(value, str):
+        fail("must be an ISO-8601 date-time string")
+    return _epoch_of(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _epoch_of(value: str) -> float:
+    """Cached: a gateway's batch stamps many samples with the same second, and reading the
+    string was a quarter of ingest's CPU time."""
     at = _iso_time(value)
     return at.timestamp() if at.tzinfo is not None else math.nan
 

@@ -49,6 +49,10 @@ class MeasurementStore(Protocol):
     def award_spans(
         self, aggregation_id: str, start: datetime, end: datetime
     ) -> list[tuple[datetime, datetime, float]]: ...
+    def rolled_through(self) -> date | None: ...
+    def daily_energy(
+        self, resource_ids: Sequence[str], first: date, last: date, interval_s: float
+    ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]]: ...
 
 
 class Members(Protocol):
@@ -132,13 +136,28 @@ class Meter:
                     self._days.move_to_end((rid, tz.key, days[i]))
                     kw[rid][i], cov[rid][i] = kept[0], kept[1]
         read = starts[first_unknown:]
-        history = self.store.power_history(
-            ids, datetime.fromtimestamp(float(read.min()) - self.hold_s, UTC), end
+        # Days gone from the raw history are read from their stored five-minute series,
+        # measured by the same rule (`app/telemetry_retention`) before their samples went.
+        rolled = self.store.rolled_through()
+        rolled_s = _utc_midnight(rolled) if rolled is not None else -np.inf
+        series = (
+            self.store.daily_energy(
+                ids,
+                datetime.fromtimestamp(float(read.min()), UTC).date(),
+                rolled - timedelta(days=1),
+                SLOT_S,
+            )
+            if rolled is not None and float(read.min()) < rolled_s
+            else {}
         )
+        raw_start = max(float(read.min()), rolled_s) - self.hold_s
+        history = self.store.power_history(ids, datetime.fromtimestamp(raw_start, UTC), end)
         today: dict[str, NDArray[np.float64]] = {}
         for rid in ids:
             ts, p = history.get(rid, (np.zeros(0), np.zeros(0)))
             kwh, c = energy_in(ts, p, read, read + SLOT_S, self.hold_s)
+            if rid in series:
+                kwh, c = _from_series(series[rid], read, rolled_s, kwh, c)
             ok = exists[first_unknown:]
             kw[rid][first_unknown:] = np.where(ok, -kwh * KW_PER_KWH, np.nan)
             c = np.where(ok, c, 0.0)
@@ -259,6 +278,29 @@ class Meter:
             intervals=intervals,
             resources=resources,
         )
+
+
+def _utc_midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def _from_series(
+    series: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
+    starts: NDArray[np.float64],
+    before_s: float,
+    kwh: NDArray[np.float64],
+    covered: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The intervals starting before `before_s` taken from a stored series (no energy and
+    nothing covered where it has no interval)."""
+    at, s_kwh, s_cov = series
+    k = np.clip(np.searchsorted(at, starts), 0, max(at.size - 1, 0))
+    found = (at[k] == starts) if at.size else np.zeros(starts.shape, bool)
+    old = starts < before_s
+    return (
+        np.where(old, np.where(found, s_kwh[k], 0.0), kwh),
+        np.where(old, np.where(found, s_cov[k], 0.0), covered),
+    )
 
 
 def _slot(at: datetime, tz: ZoneInfo, day: date, ceil: bool = False) -> int:

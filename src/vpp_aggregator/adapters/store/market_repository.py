@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from vpp_aggregator.adapters.store.tables import (
     outbox,
     telemetry_samples,
 )
+from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
 from vpp_aggregator.app.outbound import Offer, Settlement
 
 
@@ -36,6 +37,7 @@ def _insert_skipping_stored(table: Table, dialect: str) -> Insert:
 class MarketRepository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.daily = TelemetryDaily(engine)
 
     # ------------------------------------------------------------------ offers
     def add_offers(self, offers: Sequence[Offer], topic: str, at: datetime) -> builtins.list[Offer]:
@@ -239,3 +241,12 @@ class MarketRepository:
                 ts.append(r.ts.timestamp())
                 kw.append(r.power_kw)
         return {rid: (np.asarray(ts), np.asarray(kw)) for rid, (ts, kw) in out.items()}
+
+    def rolled_through(self) -> date | None:
+        """Days before this one are measured from their stored five-minute series."""
+        return self.daily.rolled_through()
+
+    def daily_energy(
+        self, resource_ids: Sequence[str], first: date, last: date, interval_s: float
+    ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]]:
+        return self.daily.daily_energy(resource_ids, first, last, interval_s)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import psycopg
+import psycopg.errors
 from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from vpp_aggregator.adapters.store.pg_copy import COLUMNS as COPY_COLUMNS
+from vpp_aggregator.adapters.store.pg_copy import telemetry_copy_buffer
 from vpp_aggregator.adapters.store.resource_rows import resource_from_row, resource_row
 from vpp_aggregator.adapters.store.tables import (
     forecast_events,
@@ -21,6 +25,7 @@ from vpp_aggregator.adapters.store.tables import (
     telemetry_latest,
     telemetry_samples,
 )
+from vpp_aggregator.adapters.store.telemetry_partitions import DailyPartitions
 from vpp_aggregator.app.errors import DuplicateResourceError
 from vpp_aggregator.app.ports import StoredSample
 from vpp_aggregator.domain.resources import (
@@ -35,6 +40,7 @@ class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        self.partitions = DailyPartitions(engine)
 
     # ------------------------------------------------------------- registry
     def add(self, resource: Resource) -> None:
@@ -129,24 +135,9 @@ class Repository:
         if not resource_ids:
             return
         if self._dialect == "postgresql":
-            # One statement over arrays: several times faster than executemany on PostgreSQL.
-            sql = (
-                "INSERT INTO telemetry_samples (ts, resource_id, soc_pct, plugged_in, power_kw, received_at) "
-                "SELECT to_timestamp(u.t), u.r, u.s, u.p, u.w, %s "
-                "FROM unnest(%s::float8[], %s::text[], %s::float8[], %s::bool[], %s::float8[]) "
-                "AS u(t, r, s, p, w) ON CONFLICT (ts, resource_id) DO NOTHING"
+            self._copy_samples(
+                resource_ids, timestamp_s, soc_pct, plugged_in, power_kw, received_at
             )
-            micros = np.round(np.asarray(timestamp_s, dtype=np.float64) * 1e6) / 1e6
-            args = (
-                received_at,
-                micros.tolist(),
-                list(resource_ids),
-                soc_pct.tolist(),
-                plugged_in.tolist(),
-                power_kw.tolist(),
-            )
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql(sql, args)
             return
         received = self._stamps(np.array([received_at.timestamp()]))[0]
         conflict = "OR IGNORE"
@@ -169,6 +160,61 @@ class Repository:
         with self.engine.begin() as conn:
             conn.exec_driver_sql(sql, rows)
 
+    def _copy_samples(
+        self,
+        resource_ids: Sequence[str],
+        timestamp_s: NDArray[np.float64],
+        soc_pct: NDArray[np.float64],
+        plugged_in: NDArray[np.bool_],
+        power_kw: NDArray[np.float64],
+        received_at: datetime,
+    ) -> None:
+        """Binary COPY straight into the day partitions. COPY cannot skip duplicates, so a
+        batch holding a sample stored before (a replay after a crash) goes again through a
+        session-private staging table and `ON CONFLICT DO NOTHING`, at about twice the cost."""
+        ts = np.asarray(timestamp_s, dtype=np.float64)
+        days = np.unique(np.floor(ts / 86_400.0)).astype(np.int64).tolist()
+        self.partitions.ensure(date(1970, 1, 1) + timedelta(days=d) for d in days)
+        payload = telemetry_copy_buffer(
+            resource_ids, ts, soc_pct, plugged_in, power_kw, received_at.timestamp()
+        )
+        try:
+            with (
+                self.engine.begin() as conn,
+                _cursor(conn) as cur,
+                cur.copy(
+                    f"COPY telemetry_samples ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.write(payload)
+            return
+        except psycopg.errors.UniqueViolation:
+            pass
+        except psycopg.errors.CheckViolation:  # a day's partition another process dropped
+            self.partitions.forget()
+            self.partitions.ensure(date(1970, 1, 1) + timedelta(days=d) for d in days)
+        # A replay of samples stored before, or a retry after the partition came back.
+        with self.engine.begin() as conn:
+            self._staged(conn, payload)
+            conn.exec_driver_sql(
+                f"INSERT INTO telemetry_samples ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} "
+                "FROM telemetry_staging ON CONFLICT (ts, resource_id) DO NOTHING"
+            )
+
+    @staticmethod
+    def _staged(conn: Connection, payload: bytes) -> None:
+        """COPY into this session's private staging table (emptied at commit), from which an
+        INSERT … ON CONFLICT can do what COPY cannot: skip or update rows already stored."""
+        with _cursor(conn) as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS telemetry_staging "
+                "(LIKE telemetry_samples INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy(
+                f"COPY telemetry_staging ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.write(payload)
+
     def _marks(self, n: int) -> str:
         return ", ".join(["?" if self._dialect == "sqlite" else "%s"] * n)
 
@@ -182,6 +228,21 @@ class Repository:
         snapshot_at: datetime,
     ) -> None:
         """Store the newest sample per resource (never replacing a newer one) and the snapshot time."""
+        if self._dialect == "postgresql" and len(resource_ids):
+            payload = telemetry_copy_buffer(
+                resource_ids, timestamp_s, soc_pct, plugged_in, power_kw, snapshot_at.timestamp()
+            )
+            with self.engine.begin() as conn:
+                self._staged(conn, payload)
+                conn.exec_driver_sql(
+                    "INSERT INTO telemetry_latest (resource_id, ts, soc_pct, plugged_in, power_kw) "
+                    "SELECT resource_id, ts, soc_pct, plugged_in, power_kw FROM telemetry_staging "
+                    "ON CONFLICT (resource_id) DO UPDATE SET ts = excluded.ts, "
+                    "soc_pct = excluded.soc_pct, plugged_in = excluded.plugged_in, "
+                    "power_kw = excluded.power_kw WHERE excluded.ts > telemetry_latest.ts"
+                )
+                self._set_meta(conn, "latest_snapshot_at", snapshot_at.isoformat())
+            return
         sql = (
             "INSERT INTO telemetry_latest (resource_id, ts, soc_pct, plugged_in, power_kw) "
             f"VALUES ({self._marks(5)}) ON CONFLICT (resource_id) DO UPDATE SET ts = excluded.ts, "
@@ -319,3 +380,10 @@ class Repository:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+
+
+def _cursor(conn: Connection) -> psycopg.Cursor[Any]:
+    """psycopg's own cursor inside SQLAlchemy's transaction (COPY has no SQLAlchemy API)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw.cursor()

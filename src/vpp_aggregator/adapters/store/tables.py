@@ -14,6 +14,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -94,6 +95,19 @@ telemetry_latest = Table(
     Column("soc_pct", Float, nullable=False),
     Column("plugged_in", Boolean, nullable=False),
     Column("power_kw", Float, nullable=False),
+)
+
+# Telemetry kept past the raw retention: one row per resource and UTC day, holding its 288
+# five-minute intervals (energy as float32 kWh, positive = export, and seconds covered as
+# uint16), measured by the one sample-and-hold rule before the day's raw samples are dropped.
+telemetry_daily = Table(
+    "telemetry_daily",
+    metadata,
+    Column("day", String(10), primary_key=True),  # ISO date, UTC
+    Column("resource_id", String(128), primary_key=True),
+    Column("energy_kwh", LargeBinary, nullable=False),
+    Column("covered_s", LargeBinary, nullable=False),
+    Column("samples", Integer, nullable=False),
 )
 
 service_meta = Table(

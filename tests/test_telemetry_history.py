@@ -1,0 +1,120 @@
+"""Telemetry history built for volume, on SQLite and PostgreSQL: bulk writes (binary COPY on
+PostgreSQL) into day partitions, replays stored once, and the retention that drops raw days
+only after their five-minute series is kept, so settlement reads the same energy from it."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from vpp_aggregator.adapters.store.database import make_engine, migrate
+from vpp_aggregator.adapters.store.market_repository import MarketRepository
+from vpp_aggregator.adapters.store.repository import Repository
+from vpp_aggregator.adapters.store.tables import telemetry_samples
+from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
+from vpp_aggregator.app.telemetry_retention import TelemetryRetention
+from vpp_aggregator.domain.metering import energy_in
+
+DAY0 = date(2026, 10, 1)
+IDS = ["ev-1", "bus-ü-2", "bess-3"]  # a non-ASCII id: COPY counts its bytes, not characters
+HOLD_S = 300.0
+
+
+def _midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def _report(repo: Repository, days: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A sample every 2 minutes (ev-1 skips an hour a day) for `days` days, in batches that
+    cross midnight; returns what was sent per resource."""
+    sent: dict[str, tuple[list[float], list[float]]] = {r: ([], []) for r in IDS}
+    rng = np.random.default_rng(7)
+    t = np.arange(_midnight(DAY0), _midnight(DAY0 + timedelta(days=days)), 120.0)
+    for chunk in np.array_split(t, 7):
+        ids, ts, kw = [], [], []
+        for i, rid in enumerate(IDS):
+            keep = chunk if rid != "ev-1" else chunk[(chunk % 86_400) // 3600 != 13]
+            p = rng.uniform(-11, 7, keep.size) * (i + 1)
+            ids += [rid] * keep.size
+            ts.append(keep)
+            kw.append(p)
+            sent[rid][0].extend(keep.tolist())
+            sent[rid][1].extend(p.tolist())
+        tsa, kwa = np.concatenate(ts), np.concatenate(kw)
+        repo.insert_samples(ids, tsa, np.full(tsa.size, 55.5), kwa < 0, kwa, datetime.now(UTC))
+    return {r: (np.array(a), np.array(b)) for r, (a, b) in sent.items()}
+
+
+@pytest.fixture
+def stores(database_url: str) -> tuple[Repository, MarketRepository, TelemetryDaily]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    repo = Repository(engine)
+    return repo, MarketRepository(engine), TelemetryDaily(engine, repo.partitions)
+
+
+def test_samples_land_whole_and_a_replayed_batch_is_stored_once(
+    stores: tuple[Repository, MarketRepository, TelemetryDaily], database_url: str
+) -> None:
+    repo, market, _ = stores
+    sent = _report(repo, days=3)
+    assert repo.count_samples() == sum(v[0].size for v in sent.values())
+    # a worker that crashed before committing its offsets sends the batch again, plus a new one
+    ts = np.array([_midnight(DAY0) + 240.0, _midnight(DAY0 + timedelta(days=9)) + 60.0])
+    repo.insert_samples(
+        ["bus-ü-2", "bus-ü-2"],
+        ts,
+        np.array([1.0, 2.0]),
+        np.array([True, False]),
+        np.array([5.0, 6.0]),
+        datetime.now(UTC),
+    )
+    assert repo.count_samples() == sum(v[0].size for v in sent.values()) + 1
+    got = market.power_history(
+        ["bus-ü-2"], datetime.fromtimestamp(ts[0], UTC), datetime.fromtimestamp(ts[0] + 1, UTC)
+    )
+    assert got["bus-ü-2"][1].tolist() == pytest.approx([sent["bus-ü-2"][1][2]])  # not replaced
+    if database_url.startswith("postgresql"):
+        days = repo.partitions.existing()
+        assert days == [DAY0 + timedelta(days=k) for k in (0, 1, 2, 9)]  # one table per UTC day
+
+
+def test_retention_keeps_each_days_series_before_dropping_its_samples(
+    stores: tuple[Repository, MarketRepository, TelemetryDaily], database_url: str
+) -> None:
+    repo, market, daily = stores
+    sent = _report(repo, days=6)
+    clock = lambda: datetime.combine(DAY0 + timedelta(days=6), datetime.min.time(), UTC)  # noqa: E731
+    job = TelemetryRetention(daily, clock, raw_days=3, series_days=30, hold_s=HOLD_S)
+    result = job.run()
+    # days 0..3 rolled up (3 is the first day kept raw); days before 3 are gone
+    assert result["rolled_up"] == [(DAY0 + timedelta(days=k)).isoformat() for k in range(4)]
+    assert daily.rolled_through() == DAY0 + timedelta(days=4)
+    first_kept = _midnight(DAY0 + timedelta(days=3))
+    with repo.engine.connect() as conn:
+        oldest = conn.execute(select(func.min(telemetry_samples.c.ts))).scalar_one()
+    assert oldest.timestamp() == pytest.approx(first_kept)
+    if database_url.startswith("postgresql"):
+        assert repo.partitions.existing()[0] == DAY0 + timedelta(days=3)
+    # the kept series is the energy the samples held, interval by interval
+    series = market.daily_energy(IDS, DAY0, DAY0 + timedelta(days=3), 300.0)
+    for rid in IDS:
+        at, kwh, covered = series[rid]
+        assert at.size == 4 * 288
+        ts, kw = sent[rid]
+        want_kwh, want_cov = energy_in(ts, kw, at, at + 300.0, HOLD_S)
+        assert kwh == pytest.approx(want_kwh, abs=2e-5 * np.abs(want_kwh).max())
+        assert covered == pytest.approx(np.round(want_cov))
+    # ev-1's missing hour each day is reported as not covered, not as zero power
+    assert series["ev-1"][2][13 * 12 + 1] == 0.0
+    # running again the same day changes nothing; later the series ages out too
+    assert job.run()["rolled_up"] == []
+    later = TelemetryRetention(
+        daily, lambda: clock() + timedelta(days=40), raw_days=3, series_days=30, hold_s=HOLD_S
+    )
+    later.run()
+    assert market.daily_energy(IDS, DAY0, DAY0 + timedelta(days=5), 300.0) == {}
+    assert repo.count_samples() == 0
