@@ -655,6 +655,7 @@ SECTIONS = frozenset(
         "regulation",
         "onboarding",
         "kafka",
+        "reaction",
         "load",
     }
 )
@@ -880,6 +881,10 @@ def run_all(
         from benchmarks.kafka_bench import run_kafka
 
         lines += run_kafka(log)
+    if "reaction" in sections:
+        from benchmarks.reaction_bench import run_reaction
+
+        lines += run_reaction(log)
     if "load" in sections:
         from benchmarks.load import run_load
 

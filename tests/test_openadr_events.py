@@ -494,6 +494,37 @@ def test_an_export_limit_caps_new_and_running_dispatches_while_it_lasts(
     assert back["allocated_kw"] == pytest.approx(120.0) and back["shortfall_kw"] == 0
 
 
+def test_a_limit_changed_or_cancelled_by_its_event_reaches_running_dispatches_at_once(
+    client: TestClient, clock: Clock
+) -> None:
+    """The limits in force follow each event as it comes (not only on the next tick): a new
+    version re-plans the running dispatch to the new figure, and its cancellation (UG 7.9) gives
+    the dispatch back its target."""
+    running = client.post(
+        "/dispatch", json={"target_kw": 120, "duration_minutes": 120, "grid_node": "NODE_A"}
+    ).json()
+    clock.advance(minutes=25)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 47.0)]})
+
+    def reasons() -> list[str]:
+        d = client.get(f"/dispatch/{running['dispatch_id']}").json()
+        return [r["detail"] for r in d["shortfall_reasons"] if r["rule"] == "capacity_limit"]
+
+    v1 = limit_event("evt-lim", "EXPORT_CAPACITY_LIMIT", 60.0, clock.now, 60)
+    handle(client, {**v1, "modificationDateTime": "2026-11-25T12:00:00Z"})
+    assert reasons() == ["EXPORT_CAPACITY_LIMIT 60 kW from event evt-lim"]
+    handle(client, {**v1, "intervals": [{"id": 0, "payloads": [{"type": "EXPORT_CAPACITY_LIMIT",
+           "values": [90.0]}]}], "modificationDateTime": "2026-11-25T12:01:00Z"})  # fmt: skip
+    assert reasons() == ["EXPORT_CAPACITY_LIMIT 90 kW from event evt-lim"]
+    cancel = {**v1, "intervalPeriod": {"start": "0001-01-01", "duration": "PT0S"},
+              "modificationDateTime": "2026-11-25T12:02:00Z"}  # fmt: skip
+    handle(client, cancel)
+    assert reasons() == []
+    d = client.get(f"/dispatch/{running['dispatch_id']}").json()
+    assert [r["reason"] for r in d["revisions"]][-3:] == ["capacity limit changed"] * 3
+    assert_safe(client)
+
+
 def test_an_import_limit_caps_charging_and_never_makes_the_fleet_discharge(
     client: TestClient, clock: Clock
 ) -> None:

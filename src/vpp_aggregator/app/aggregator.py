@@ -27,6 +27,7 @@ from vpp_aggregator.app.integration import IntegrationService
 from vpp_aggregator.app.market import MarketService, MarketStore
 from vpp_aggregator.app.offers import RegulationTerms
 from vpp_aggregator.app.ports import ResourceStore, StoredSample
+from vpp_aggregator.app.reaction import ReactionTimer
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.regulation import HORIZON_S, RegulationService, cached
 from vpp_aggregator.app.telemetry import LatestSnapshotter, TelemetryService
@@ -207,6 +208,7 @@ class Aggregator:
             hold_s=settings.telemetry_stale_seconds,
             default_minutes=settings.dr_default_minutes,
         )
+        self.reactions = ReactionTimer()  # grid event to first command, by stage (metrics)
         self.integration = IntegrationService(
             self.state,
             self.telemetry,
@@ -218,6 +220,7 @@ class Aggregator:
             market_award=self.market.award,
             regulation_signal=self.regulation.take,
             events=self.events,
+            reactions=self.reactions,
         )
 
     def _inputs(

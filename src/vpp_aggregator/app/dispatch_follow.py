@@ -23,6 +23,7 @@ from vpp_aggregator.app.dispatch_records import (
 )
 from vpp_aggregator.app.dispatch_release import DispatchReleases
 from vpp_aggregator.app.events import DispatchEnded
+from vpp_aggregator.app.reaction import OUTBOX, PUBLISH, stage
 from vpp_aggregator.domain.capacity import Unavailable
 from vpp_aggregator.domain.dispatch.outcome import Outcome
 from vpp_aggregator.domain.dispatch.problem import (
@@ -67,7 +68,14 @@ class DispatchFollowThrough(DispatchReleases):
         self._adopt(now)
         self._handle_queued_refusals(now)
         with self._lock:
-            for did, o in list(self._open.items()):
+            followed = list(self._open)
+        for did in followed:
+            # One dispatch at a time under the lock: a new dispatch (a grid event's) waits for
+            # the one being followed, not for the whole book.
+            with self._lock:
+                o = self._open.get(did)  # as it is now: it may have changed meanwhile
+                if o is None:
+                    continue  # ended or cancelled meanwhile
                 r = o.record
                 if now_ts >= r.end_at.timestamp():
                     self._set_status(r, DispatchStatus.COMPLETED, now)
@@ -201,7 +209,8 @@ class DispatchFollowThrough(DispatchReleases):
             self._open.pop(did, None)
         except PlanningBusyError as exc:
             log.warning("re-plan of %s waits for the next tick: %s", did, exc)
-        self.publish_pending()
+        with stage(PUBLISH):
+            self.publish_pending()
 
     def _replan_now(
         self, o: OpenDispatch, now: datetime, dropped: dict[str, str], reason: str = "redispatch"
@@ -264,7 +273,8 @@ class DispatchFollowThrough(DispatchReleases):
         r.end_at = max(last, now)
         commands = device_commands(r, now)
         detail = {"dropped": dropped, "resources": len(allocations), "target_kw": r.target_kw}
-        self.store.revise(r, reason, detail, commands, now, owner=self.owner)
+        with stage(OUTBOX):
+            self.store.revise(r, reason, detail, commands, now, owner=self.owner)
         log.info("dispatch %s re-planned (revision %d): %s", r.dispatch_id, r.revision, dropped)
         drawn = o.drawn_by(now.timestamp())
         self._track(r)

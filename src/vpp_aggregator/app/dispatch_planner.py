@@ -30,6 +30,7 @@ from vpp_aggregator.app.dispatch_records import (
     device_commands,
 )
 from vpp_aggregator.app.outbound import V2GCommand
+from vpp_aggregator.app.reaction import SAFETY, stage
 from vpp_aggregator.app.site_limits import others_kw
 from vpp_aggregator.domain.dispatch.fast import solve_fast
 from vpp_aggregator.domain.dispatch.held import plan_held
@@ -248,9 +249,10 @@ class DispatchPlanner(DispatchCore):
             )
             solution = self._solve(problem)
             # Never emit an unsafe schedule: every try passes the independent checker first.
-            violations = check_rows(
-                problem, solution.rows, problem.direction * solution.q, self.ramp
-            )
+            with stage(SAFETY):
+                violations = check_rows(
+                    problem, solution.rows, problem.direction * solution.q, self.ramp
+                )
             if violations:
                 log.error("safety check refused a %s schedule: %s", solution.solver, violations[:5])
                 refused = str(violations[0])

@@ -24,6 +24,7 @@ from vpp_aggregator.app.dispatch_records import (
     device_commands,
 )
 from vpp_aggregator.app.events import DispatchEnded
+from vpp_aggregator.app.reaction import OUTBOX, PUBLISH, stage
 from vpp_aggregator.domain.dispatch.safety import check_schedules
 from vpp_aggregator.domain.ramps import ramp_down_kw
 
@@ -145,20 +146,22 @@ class DispatchReleases(DispatchRecharges):
                 default=now,
             )
             try:
-                self.store.revise(
-                    record,
-                    "cancelled",
-                    {"ramping_down": len(allocations)},
-                    device_commands(record, now),
-                    now,
-                    owner=self.owner,
-                )
+                with stage(OUTBOX):
+                    self.store.revise(
+                        record,
+                        "cancelled",
+                        {"ramping_down": len(allocations)},
+                        device_commands(record, now),
+                        now,
+                        owner=self.owner,
+                    )
             except NotFollowedHereError:
                 raise DispatchConflictError(
                     f"Dispatch {dispatch_id} changed while it was being cancelled; try again."
                 ) from None
             self._open.pop(dispatch_id, None)
-        self.publish_pending()
+        with stage(PUBLISH):
+            self.publish_pending()
         if self.metrics:
             self.metrics.status_changed(DispatchStatus.CANCELLED)
         self.events.publish(DispatchEnded(record, now, drawn))

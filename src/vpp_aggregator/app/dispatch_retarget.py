@@ -17,6 +17,7 @@ from vpp_aggregator.app.dispatch_ports import (
     DispatchRejectedError,
 )
 from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
+from vpp_aggregator.app.reaction import PUBLISH, stage
 
 
 class DispatchRetarget(DispatchFollowThrough):
@@ -67,7 +68,8 @@ class DispatchRetarget(DispatchFollowThrough):
                 r.idempotency_key = idempotency_key
             o.window_end_ts = r.start.timestamp() + minutes * 60.0
             self._replan_now(o, now, {}, reason)
-        self.publish_pending()
+        with stage(PUBLISH):
+            self.publish_pending()
         return r
 
     def respect_limits(self) -> int:
@@ -102,6 +104,12 @@ class DispatchRetarget(DispatchFollowThrough):
         """The open dispatches of `source` this process follows (their revision as it has it)."""
         with self._lock:
             return [o.record for o in self._open.values() if o.record.source == source]
+
+    def followed_record(self, dispatch_id: str) -> DispatchRecord | None:
+        """The dispatch as this process follows it now; None when it does not (any more)."""
+        with self._lock:
+            o = self._open.get(dispatch_id)
+            return o.record if o is not None else None
 
 
 def _binds(limit: float | None, target_kw: float) -> bool:

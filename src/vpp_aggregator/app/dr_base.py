@@ -13,7 +13,7 @@ from typing import Any
 
 from vpp_aggregator.app.dispatch import DispatchService
 from vpp_aggregator.app.dispatch_ports import DispatchConflictError
-from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
+from vpp_aggregator.app.dispatch_records import DispatchRecord
 from vpp_aggregator.app.dr_store import SOURCE, DrEventStore
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.domain.dr_asks import (
@@ -117,13 +117,17 @@ class DrEventsBase:
         self.charge_efficiency = charge_efficiency
         self._caps: list[SiteCap] | None = None
         self._caps_read: datetime | None = None
+        self._caps_changes = 0  # events that changed `_caps` in place (`DrFollowThrough`)
         self._applied: dict[str, str] = {}  # dispatch id -> the window it was last set for
         self._serial = threading.RLock()  # from the stored events; refreshed as they come
 
     # ------------------------------------------------------------------ a message
-    def _open_dispatches(self, event_id: str) -> list[DispatchRecord]:
-        records, _ = self.dispatch.list(source=SOURCE, reference=event_id, limit=500)
-        return [r for r in records if r.status in OPEN_STATUSES]
+    def _open_dispatches(self, event_id: str | None = None) -> list[DispatchRecord]:
+        """The open dispatches of demand-response events (of `event_id`'s alone when given),
+        newest first, in one read of the store; summaries (no allocations, plan or shortfall
+        reasons): what is done to one reads it in full."""
+        records = self.dispatch.store.open_dispatches(SOURCE)
+        return [r for r in records if event_id is None or r.reference == event_id]
 
     def _cancel(self, records: list[DispatchRecord], why: str) -> list[Outcome]:
         out = []

@@ -28,12 +28,13 @@ from vpp_aggregator.app.dispatch_ports import DispatchConflictError
 from vpp_aggregator.app.dispatch_records import DispatchRecord, NotFollowedHereError
 from vpp_aggregator.app.dr_base import KEY, MAX_MINUTES, event_version, is_older, run_key_of, runs
 from vpp_aggregator.app.dr_charge_state import charge_to
-from vpp_aggregator.app.dr_follow import DrFollowThrough
+from vpp_aggregator.app.dr_follow import DrFollowThrough, caps_of
 from vpp_aggregator.app.dr_priority import yield_to
 from vpp_aggregator.app.dr_read_as import windows_read_as
 from vpp_aggregator.app.dr_store import SOURCE
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.outcome import Outcome
+from vpp_aggregator.app.reaction import PLAN, enter
 from vpp_aggregator.app.request_status import RequestStatus, dispatch_status
 from vpp_aggregator.domain.dr_asks import (
     FleetAsk,
@@ -53,6 +54,7 @@ class DemandResponseEvents(DrFollowThrough):
     def handle(self, event: DrEvent, body: Any = None) -> list[Outcome]:
         if event.departures:
             log.info("event %s departs from OpenADR 3.1: %s", event.event_id, event.departures)
+        enter(PLAN)  # read: what it asks is worked out from here
         with self._serial:  # one event or follow-through at a time: they touch the same runs
             return self._handle(event, body)
 
@@ -66,21 +68,22 @@ class DemandResponseEvents(DrFollowThrough):
             scope, why = target_scope(event, self.target_names, self.grid_nodes())
         except UnsupportedTargetsError as exc:
             raise InvalidMessageError(str(exc)) from None
+        every_open = self._open_dispatches()  # this event's runs, and the others it may meet
         open_runs = {
-            run_key_of(d.idempotency_key): d for d in self._open_dispatches(event.event_id)
+            run_key_of(d.idempotency_key): d for d in every_open if d.reference == event.event_id
         }
+        others = [d for d in every_open if d.reference != event.event_id]
+        reading = read_event(event, now, self.default, self.signal_policy)
         if event.cancelled:
             out = self._cancel(list(open_runs.values()), f"event {event.event_id} cancelled")
             out = out or [
                 Outcome("ignored", f"event {event.event_id} cancelled; nothing of it was running")
             ]
         else:
-            out = self._act(event, scope, why, version, open_runs, now)
+            out = self._act(event, reading, scope, why, version, open_runs, others, now)
         read_as = {
             "cancelled": event.cancelled,
-            "windows": []
-            if event.cancelled
-            else windows_read_as(event, read_event(event, now, self.default, self.signal_policy)),
+            "windows": [] if event.cancelled else windows_read_as(event, reading),
             "departures": list(event.departures),
             "outcomes": [
                 {"outcome": o.outcome, "detail": o.detail, "reason": o.reason} for o in out
@@ -93,21 +96,22 @@ class DemandResponseEvents(DrFollowThrough):
                 # A redelivery (every poll of a VTN, say): what the event became stays shown.
                 read_as["outcomes"] = stored["read_as"].get("outcomes", read_as["outcomes"])
         self.store.save(event.event_id, version, now, body if body is not None else {}, read_as)
-        self._caps = None  # read again, with this event's limits
-        if not event.cancelled and any(o.outcome != "superseded" for o in out):
+        same = stored is not None and stored["version"] == version  # its limits are as they were
+        if not same and self._keep_caps(event.event_id, caps_of(event, scope, reading)):
             self.dispatch.respect_limits()  # running dispatches keep to a new or changed limit
         return out
 
     def _act(
         self,
         event: DrEvent,
+        reading: Reading,
         scope: Scope | None,
         why: str,
         version: str,
         open_runs: dict[str, DispatchRecord],
+        others: list[DispatchRecord],
         now: datetime,
     ) -> list[Outcome]:
-        reading = read_event(event, now, self.default, self.signal_policy)
         out = []
         for run in runs(reading.every):  # named by their first window, ended or not
             active = [
@@ -121,7 +125,7 @@ class DemandResponseEvents(DrFollowThrough):
                 out.append(Outcome("ignored", why))
                 break
             existing = open_runs.pop(run[0].key, None)
-            out.append(self._run(event, run[0].key, active, scope, version, existing, now))
+            out.append(self._run(event, run[0].key, active, scope, version, existing, others, now))
         gone = f"event {event.event_id} updated to {version or 'a new version'}"
         out += self._cancel(list(open_runs.values()), gone)
         unread = Counter((u.payload_type, u.reason) for u in reading.unread)
@@ -147,10 +151,11 @@ class DemandResponseEvents(DrFollowThrough):
         scope: Scope,
         version: str,
         existing: DispatchRecord | None,
+        others: list[DispatchRecord],
         now: datetime,
     ) -> Outcome:
         """The part of one run still to come (`run`, the current window first), named `run_key`
-        (its first window, ended or not)."""
+        (its first window, ended or not); `others`: other events' open dispatches."""
         event_id = event.event_id
         first = run[0]
         start = first.start
@@ -166,7 +171,7 @@ class DemandResponseEvents(DrFollowThrough):
             if existing is not None:
                 self._cancel([existing], f"event {event_id} updated to {version}")
             winner, _ = yield_to(
-                event, scope, start, end, self.dispatch, self.store, self.read_wire
+                event, scope, start, end, others, self.dispatch, self.store, self.read_wire
             )
             if winner is not None:
                 return Outcome("ignored", winner)
@@ -194,7 +199,7 @@ class DemandResponseEvents(DrFollowThrough):
         if target is None:
             return Outcome("ignored", why)
         winner, free_from = yield_to(
-            event, scope, start, end, self.dispatch, self.store, self.read_wire
+            event, scope, start, end, others, self.dispatch, self.store, self.read_wire
         )
         if winner is not None:
             return Outcome("ignored", winner)
@@ -225,6 +230,8 @@ class DemandResponseEvents(DrFollowThrough):
                 ]
                 read_as["outcomes"] = outcomes
                 self.store.save(event_id, stored["version"], self.clock(), stored["body"], read_as)
+            if self._keep_caps(event_id, []):  # its limits are lifted
+                self.dispatch.respect_limits()
             return out
 
     def _departures_at_risk(

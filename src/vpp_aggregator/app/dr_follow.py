@@ -43,14 +43,19 @@ class DrFollowThrough(DrEventsBase):
         window begins; a run that outlasts its dispatch (open-ended, or longer than a day) is
         extended before the dispatch ends; a dispatch its event no longer has (cancelled, or
         not in the stored version) ramps down. Returns how many dispatches changed."""
+        now = self.clock()
+        if self._caps_read is None or now - self._caps_read > CAPS_FRESH:
+            self._refresh_caps(now)  # other processes may have stored events meanwhile
         with self._serial:
-            now = self.clock()
-            if self._caps_read is None or now - self._caps_read > CAPS_FRESH:
-                self._caps = None  # other processes may have stored events meanwhile
             done = self.dispatch.respect_limits()
-            for record in self.dispatch.followed_here(SOURCE):
-                done += self._follow(record, now)
-            return done
+            followed = [r.dispatch_id for r in self.dispatch.followed_here(SOURCE)]
+        for dispatch_id in followed:
+            # One dispatch at a time under the lock: an event waits for one, not for all.
+            with self._serial:
+                record = self.dispatch.followed_record(dispatch_id)  # as it is now
+                if record is not None:
+                    done += self._follow(record, now)
+        return done
 
     def _follow(self, record: DispatchRecord, now: datetime) -> int:
         stored = self.store.get(record.reference or "")
@@ -117,12 +122,13 @@ class DrFollowThrough(DrEventsBase):
     def _stored(self, limit: int = 200) -> list[tuple[DrEvent, Scope | None, Reading]]:
         """The stored events that still stand (newest first), each read as when it came."""
         out = []
+        nodes = self.grid_nodes()  # once: a scan of the fleet
         for stored in self.store.recent(limit):
             if stored["read_as"].get("deleted"):
                 continue
             try:
                 event = self.read_wire(stored["body"])
-                scope, _ = target_scope(event, self.target_names, self.grid_nodes())
+                scope, _ = target_scope(event, self.target_names, nodes)
             except (InvalidMessageError, UnsupportedTargetsError):
                 continue
             if not event.cancelled:
@@ -131,12 +137,30 @@ class DrFollowThrough(DrEventsBase):
         return out
 
     def _site_caps(self) -> list[SiteCap]:
+        """Every stored event's site limits, newest event first."""
         return [
-            SiteCap(w, scope.grid_node, scope.fleet_id, scope.resource_ids, event.event_id)
-            for event, scope, reading in self._stored()
-            if scope is not None
-            for w in reading.caps
+            c for event, scope, reading in self._stored() for c in caps_of(event, scope, reading)
         ]
+
+    def _refresh_caps(self, now: datetime) -> None:
+        """Read every stored event's limits on the tick, outside the lock, so that no event
+        waits for it; kept unless an event changed the limits meanwhile (read again next tick)."""
+        seen = self._caps_changes
+        caps = self._site_caps()
+        with self._serial:
+            if self._caps_changes == seen:
+                self._caps, self._caps_read = caps, now
+
+    def _keep_caps(self, event_id: str, caps: list[SiteCap]) -> bool:
+        """The limits in force with this event's as it now stands (none: cancelled or deleted),
+        without reading every stored event again. False when no limit can have changed for any
+        dispatch: the event's are as they were, and there are none at all."""
+        if self._caps is not None and [c for c in self._caps if c.event_id == event_id] == caps:
+            return bool(self._caps)
+        self._caps_changes += 1  # a full read begun before this one is out of date
+        if self._caps is not None:
+            self._caps = caps + [c for c in self._caps if c.event_id != event_id]  # newest first
+        return True  # (with none in memory: read in full when next needed)
 
     def price_windows(self) -> list[PriceWindow]:
         """Prices the stored events carry (`PRICE`, `EXPORT_PRICE`), oldest event first, so that
@@ -145,3 +169,13 @@ class DrFollowThrough(DrEventsBase):
 
     def recent(self, limit: int = 50) -> list[dict[str, Any]]:
         return self.store.recent(limit)
+
+
+def caps_of(event: DrEvent, scope: Scope | None, reading: Reading) -> list[SiteCap]:
+    """The site limits an event sets, each with the resources it is for."""
+    if scope is None or event.cancelled:
+        return []
+    return [
+        SiteCap(w, scope.grid_node, scope.fleet_id, scope.resource_ids, event.event_id)
+        for w in reading.caps
+    ]

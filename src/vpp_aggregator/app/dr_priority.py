@@ -11,8 +11,8 @@ from typing import Any
 
 from vpp_aggregator.app.dispatch import DispatchService
 from vpp_aggregator.app.dispatch_ports import DispatchConflictError
-from vpp_aggregator.app.dispatch_records import OPEN_STATUSES
-from vpp_aggregator.app.dr_store import SOURCE, DrEventStore
+from vpp_aggregator.app.dispatch_records import OPEN_STATUSES, DispatchRecord
+from vpp_aggregator.app.dr_store import DrEventStore
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.domain.dr_asks import Scope
 from vpp_aggregator.domain.dr_caps import scopes_overlap
@@ -30,6 +30,7 @@ def yield_to(
     scope: Scope,
     start: datetime,
     end: datetime,
+    others: list[DispatchRecord],
     dispatch: DispatchService,
     store: DrEventStore,
     read_wire: Callable[[Any], DrEvent],
@@ -38,18 +39,16 @@ def yield_to(
     event without one ranks below every event with one. Another event's dispatch that
     overlaps this one in time and resources: when it ranks higher, this run yields (the
     reason is returned); when this ranks higher, it ramps down. Equal priorities are "not
-    specified by OpenADR": the first keeps its resources. Returns why this run yields (or
-    None) and when the resources it displaced are free."""
+    specified by OpenADR": the first keeps its resources. `others` are the other events' open
+    dispatches (read once per event); one displaced here leaves the list. Returns why this run
+    yields (or None) and when the resources it displaced are free."""
     mine = _rank(event.priority)
+    where = asdict(scope)
     rivals = []
-    for other in dispatch.list(source=SOURCE, limit=500)[0]:
+    for other in others:
         if other.status not in OPEN_STATUSES or other.reference == event.event_id:
             continue
-        if (
-            other.end_at <= start
-            or other.start >= end
-            or not scopes_overlap(asdict(scope), other.scope)
-        ):
+        if other.end_at <= start or other.start >= end or not scopes_overlap(where, other.scope):
             continue
         stored = store.get(other.reference or "")
         try:
@@ -72,5 +71,6 @@ def yield_to(
             log.warning("could not displace %s: %s", other.dispatch_id, exc)
             continue
         log.info("event %s displaces %s", event.event_id, other.dispatch_id)
+        others.remove(other)
         free_from = max(free_from, ramped.end_at)
     return None, free_from

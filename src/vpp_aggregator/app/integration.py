@@ -33,6 +33,7 @@ from vpp_aggregator.app.messages import (
     read_charging_event,
 )
 from vpp_aggregator.app.outcome import Outcome
+from vpp_aggregator.app.reaction import ReactionTimer
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.telemetry import TelemetryService, parse_samples
 from vpp_aggregator.domain.dr_event import DrEvent
@@ -79,6 +80,7 @@ class IntegrationService:
         market_award: Callable[[MarketAward], Outcome] | None = None,
         regulation_signal: Callable[[RegulationSignal], Outcome] | None = None,
         events: EventBus | None = None,
+        reactions: ReactionTimer | None = None,
     ) -> None:
         self.state = state
         self.telemetry = telemetry
@@ -88,6 +90,7 @@ class IntegrationService:
         self.clock = clock
         self._market_award = market_award
         self.events = events  # `MessageHandled`: the audit trail
+        self.reactions = reactions or ReactionTimer()  # a grid signal to its first command
         # Telemetry is not here: samples from many messages are handled as one batch
         # (`telemetry_samples`), after `messages.samples_in` took them out of each message.
         self.routes: dict[MessageKind, Route] = {
@@ -116,13 +119,24 @@ class IntegrationService:
     def _one(handler: Callable[[Any], Outcome]) -> Callable[[Any], list[Outcome]]:
         return lambda message: [handler(message)]
 
-    def handle(self, kind: MessageKind, message: Any, sender: Actor | None = None) -> list[Outcome]:
+    def handle(
+        self,
+        kind: MessageKind,
+        message: Any,
+        sender: Actor | None = None,
+        received: float | None = None,
+    ) -> list[Outcome]:
         """Read a decoded message of this kind and act on it; `InvalidMessageError` when it can
-        never be handled. What it changed is audited as done by `sender`."""
+        never be handled. What it changed is audited as done by `sender`. A grid signal's
+        reaction is timed from `received` (`time.perf_counter()` when it arrived)."""
         route = self.routes.get(kind)
         if route is None:
             raise InvalidMessageError(f"no handler for {kind} messages here")
-        outcomes = route.handle(route.read(message))
+        if kind is MessageKind.GRID_SIGNAL:
+            with self.reactions.trace("grid_signals", received):
+                outcomes = route.handle(route.read(message))
+        else:
+            outcomes = route.handle(route.read(message))
         if self.events is not None and sender is not None:
             for outcome in outcomes:
                 self.events.publish(MessageHandled(sender, outcome))

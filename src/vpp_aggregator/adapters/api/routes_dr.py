@@ -47,7 +47,8 @@ def post_dr_event(
     422 naming every field at fault."""
     fleet_wide(who)
     try:
-        outcomes = agg.demand_response.handle(read_event(event), event)
+        with agg.reactions.trace("http"):
+            outcomes = agg.demand_response.handle(read_event(event), event)
     except InvalidMessageError as exc:
         return JSONResponse(
             {"detail": "Event is invalid", "errors": [{"field": "event", "message": str(exc)}]},

@@ -131,6 +131,7 @@ class KafkaIngest:
         first = self._consumer.poll(timeout_s)
         if first is None:
             return 0
+        received = time.perf_counter()  # a grid signal's reaction is timed from here
         messages = [first, *self._consumer.consume(self.batch_size - 1, 0)]
         real = []
         for m in messages:
@@ -145,7 +146,7 @@ class KafkaIngest:
         if not real:
             return 0
         try:
-            dead = self._handle(real)
+            dead = self._handle(real, received)
             self._complete(real, dead)
             self.last_error = None
         except Exception as exc:  # store or broker away: rewind and try the batch again
@@ -221,7 +222,9 @@ class KafkaIngest:
                 last[tp] = max(last.get(tp, -1), m.offset() or 0)
         return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
-    def _handle(self, messages: list[Message]) -> list[tuple[Message, str]]:
+    def _handle(
+        self, messages: list[Message], received: float | None = None
+    ) -> list[tuple[Message, str]]:
         """Apply and store a batch; returns the messages to dead-letter, with their reasons."""
         dead: list[tuple[Message, str]] = []
         samples: list[Any] = []
@@ -242,7 +245,8 @@ class KafkaIngest:
                     continue
                 if kind is None:
                     raise InvalidMessageError(f"topic {topic!r} is not one we read")
-                for outcome in self.handlers.handle(kind, value, self.senders[topic or ""]):
+                outcomes = self.handlers.handle(kind, value, self.senders[topic or ""], received)
+                for outcome in outcomes:
                     self.stats[(topic or "", outcome.outcome)] += 1
             except InvalidMessageError as exc:
                 dead.append((m, str(exc)))

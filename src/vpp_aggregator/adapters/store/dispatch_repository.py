@@ -185,15 +185,12 @@ class DispatchRepository:
         ]
         if exclude is not None:
             conds.append(d.c.dispatch_id != exclude)
-        q = (
-            select(a.c.resource_id)
-            .distinct()
-            .select_from(
-                a.join(d, and_(a.c.dispatch_id == d.c.dispatch_id, a.c.revision == d.c.revision))
-            )
-            .where(and_(*conds))
-        )
+        joined = a.join(d, and_(a.c.dispatch_id == d.c.dispatch_id, a.c.revision == d.c.revision))
         with self.engine.connect() as conn:
+            if self.engine.dialect.name == "postgresql":  # one row: no per-row cost at scale
+                agg = select(func.array_agg(a.c.resource_id.distinct())).select_from(joined)
+                return list(conn.execute(agg.where(and_(*conds))).scalar_one() or [])
+            q = select(a.c.resource_id).distinct().select_from(joined).where(and_(*conds))
             return list(conn.execute(q).scalars())
 
     def insert(
@@ -343,6 +340,20 @@ class DispatchRepository:
             q, cq = q.where(and_(*conds)), cq.where(and_(*conds))
         with self.engine.connect() as conn:
             return [dispatch_record(r) for r in conn.execute(q)], int(conn.execute(cq).scalar_one())
+
+    def open_dispatches(self, source: str) -> builtins.list[DispatchRecord]:
+        """The open dispatches (scheduled, active, partial) of `source`, newest first, in one
+        query, as summaries: without their allocations, plan or shortfall reasons (the columns
+        that cost the most to read; `get` has them)."""
+        d = dispatches
+        heavy = {"plan_kw", "shortfall_reasons"}
+        q = (
+            select(*(c for c in d.c if c.name not in heavy))
+            .where(and_(d.c.status.in_([s.value for s in OPEN_STATUSES]), d.c.source == source))
+            .order_by(d.c.created_at.desc())
+        )
+        with self.engine.connect() as conn:
+            return [dispatch_record(r, summary=True) for r in conn.execute(q)]
 
     def revisions(self, dispatch_id: str) -> builtins.list[RevisionRecord]:
         r = dispatch_revisions

@@ -36,7 +36,8 @@ def dispatch_row(r: DispatchRecord) -> dict[str, Any]:
     }
 
 
-def dispatch_record(m: Any) -> DispatchRecord:
+def dispatch_record(m: Any, summary: bool = False) -> DispatchRecord:
+    """The record of a row; a `summary` row has no plan or shortfall reasons (left empty)."""
     return DispatchRecord(
         dispatch_id=m.dispatch_id,
         status=DispatchStatus(m.status),
@@ -51,11 +52,11 @@ def dispatch_record(m: Any) -> DispatchRecord:
         solver=m.solver,
         allocated_kw=m.allocated_kw,
         shortfall_kw=m.shortfall_kw,
-        shortfall_reasons=m.shortfall_reasons,
+        shortfall_reasons=[] if summary else m.shortfall_reasons,
         ramp_complete_at=m.ramp_complete_at,
         response_time_ms=m.response_time_ms,
         revision=m.revision,
-        plan_kw=m.plan_kw,
+        plan_kw=[] if summary else m.plan_kw,
         created_at=m.created_at,
         updated_at=m.updated_at,
     )
