@@ -222,8 +222,8 @@ class _Commitments:
         self.maker, self.now = maker, now
         self._live: dict[int, dict[str, Figures]] = {}
         self._held: dict[tuple[datetime, datetime, int], dict[str, Figures]] = {}
-        self._any_held = bool(maker.dispatch.busy_everywhere(first, last))
         self._span = (first, last)
+        self._any_held: bool | None = None  # read when first needed: most ticks offer nothing
         self._regulated: dict[str, bool] = {}
 
     def live(self, step_minutes: int) -> dict[str, Figures]:
@@ -233,6 +233,8 @@ class _Commitments:
         return self._live[step_minutes]
 
     def held(self, start: datetime, end: datetime, step_minutes: int) -> dict[str, Figures]:
+        if self._any_held is None:
+            self._any_held = bool(self.maker.dispatch.busy_everywhere(*self._span))
         if not self._any_held:  # nothing held anywhere in the span: nothing in any interval
             return {}
         key = (start, end, step_minutes)
