@@ -224,13 +224,13 @@ def _seed_database(url: str, n: int, now: datetime) -> None:
 
 
 @contextlib.contextmanager
-def seeded_server(n: int, prefix: str = "vpp-bench-") -> Iterator[_Server]:
+def seeded_server(n: int, prefix: str = "vpp-bench-", startup_s: float = 180) -> Iterator[_Server]:
     """A `serve` process on a fresh SQLite database seeded with `n` synthetic resources, ended
     and removed afterwards."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         _seed_database(url, n, datetime.now(UTC))
-        server = _Server(url, free_port())
+        server = _Server(url, free_port(), startup_s)
         try:
             yield server
         finally:
@@ -238,7 +238,7 @@ def seeded_server(n: int, prefix: str = "vpp-bench-") -> Iterator[_Server]:
 
 
 class _Server:
-    def __init__(self, url: str, port: int) -> None:
+    def __init__(self, url: str, port: int, startup_s: float = 180) -> None:
         env = {**os.environ, "DATABASE_URL": url, "PORT": str(port), "VPP_HOST": "127.0.0.1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vpp_aggregator.cli", "serve"],
@@ -247,7 +247,7 @@ class _Server:
             stderr=subprocess.PIPE,
         )
         self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + startup_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -258,7 +258,7 @@ class _Server:
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)
-        raise RuntimeError("server did not become healthy within 180 s")
+        raise RuntimeError(f"server did not become healthy within {startup_s:g} s")
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as fh:
@@ -627,6 +627,7 @@ SECTIONS = frozenset(
     {
         "capacity",
         "http",
+        "http-scale",
         "dispatch",
         "forecast",
         "settlement",
@@ -740,6 +741,10 @@ def run_all(
             f"- Server RSS after the run: {h.server_rss_mb:.0f} MB",
             "",
         ]
+    if "http-scale" in sections:
+        from benchmarks.http_scale import run_http_scale
+
+        lines += run_http_scale(log)
     if "dispatch" in sections:
         log("dispatch solver benchmarks ...")
         lines += [
