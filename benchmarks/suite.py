@@ -232,13 +232,13 @@ def _seed_database(url: str, n: int, now: datetime) -> None:
 
 
 @contextlib.contextmanager
-def seeded_server(n: int, prefix: str = "vpp-bench-") -> Iterator[_Server]:
+def seeded_server(n: int, prefix: str = "vpp-bench-", startup_s: float = 180) -> Iterator[_Server]:
     """A `serve` process on a fresh SQLite database seeded with `n` synthetic resources, ended
     and removed afterwards."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         _seed_database(url, n, datetime.now(UTC))
-        server = _Server(url, free_port())
+        server = _Server(url, free_port(), startup_s)
         try:
             yield server
         finally:
@@ -250,7 +250,7 @@ class _Server:
         self,
         url: str,
         port: int,
-        health_timeout_s: float = 180.0,
+        startup_s: float = 180.0,
         env_extra: dict[str, str] | None = None,
     ) -> None:
         env = {
@@ -267,7 +267,7 @@ class _Server:
             stderr=subprocess.PIPE,
         )
         self.base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + health_timeout_s
+        deadline = time.monotonic() + startup_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -278,7 +278,7 @@ class _Server:
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)
-        raise RuntimeError(f"server did not become healthy within {health_timeout_s:.0f} s")
+        raise RuntimeError(f"server did not become healthy within {startup_s:.0f} s")
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as fh:
@@ -649,6 +649,7 @@ SECTIONS = frozenset(
         "telemetry",
         "scaleout",
         "http",
+        "http-scale",
         "dispatch",
         "forecast",
         "settlement",
@@ -763,6 +764,10 @@ def run_all(
             f"- Server RSS after the run: {h.server_rss_mb:.0f} MB",
             "",
         ]
+    if "http-scale" in sections:
+        from benchmarks.http_scale import run_http_scale
+
+        lines += run_http_scale(log)
     if "dispatch" in sections:
         log("dispatch solver benchmarks ...")
         lines += [

@@ -136,7 +136,7 @@ def bench_telemetry_pg(n: int, batches: int = 30, batch: int = 10_000) -> dict[s
         t0 = time.perf_counter()
         # the market loop and aggregate telemetry off: their bursts are not telemetry's cost
         quiet = {"VPP_MARKET_ENABLED": "0", "VPP_AGGREGATE_TELEMETRY_SECONDS": "0"}
-        server = _Server(url, free_port(), health_timeout_s=900, env_extra=quiet)
+        server = _Server(url, free_port(), startup_s=900, env_extra=quiet)
         start_s = time.perf_counter() - t0
         try:
             bodies = _bodies(n, batches + 4, batch)

@@ -100,9 +100,10 @@ class ForecastService:
             )
         if interval_minutes not in (15, 60):
             errors.append(("interval_minutes", "Interval must be 15 or 60 minutes."))
-        if grid_node is not None and grid_node not in self.state.grid_nodes():
-            errors.append(("grid_node", f"No registered resource is on grid node {grid_node!r}."))
+        no_node = ("grid_node", f"No registered resource is on grid node {grid_node!r}.")
         if errors:
+            if grid_node is not None and grid_node not in self.state.grid_nodes():
+                errors.append(no_node)
             raise ForecastRejectedError(errors)
         now = self.clock()
         step = timedelta(minutes=interval_minutes)
@@ -113,6 +114,10 @@ class ForecastService:
         starts = [start + i * step for i in range(count)]
         inputs, _ = self.state.dispatch_inputs(now, now, direction=1, grid_node=grid_node)
         n = len(inputs.resource_ids)
+        # A node has no registered resource exactly when its inputs are empty: checked here, not
+        # with a scan of the whole fleet under the state lock before (the market asks per node).
+        if grid_node is not None and n == 0:
+            raise ForecastRejectedError([no_node])
         now_h = int(now.timestamp() // 3600)
         window = self.history.window(inputs.resource_ids, now_h)
         mid_hour_s = np.arange(window.start_hour, now_h, dtype=np.float64) * 3600.0 + 1800.0

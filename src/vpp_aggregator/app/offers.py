@@ -124,6 +124,7 @@ class OfferMaker:
             (o.get("market", Market.DAY_AHEAD.value), o["aggregation_id"], o["interval_start"])
             for o in self.repo.offers(first, last)
         }
+        commitments = _Commitments(self, now, first, last)
         offers: list[Offer] = []
         for node in sorted(self.state.grid_nodes()):
             for market, intervals in wanted.items():
@@ -131,7 +132,7 @@ class OfferMaker:
                     (s, e) for s, e in intervals if (market.value, node, s.isoformat()) not in made
                 ]
                 if todo:
-                    offers += self._offers(node, market, todo, now)
+                    offers += self._offers(node, market, todo, now, commitments)
         created = self.repo.add_offers(offers, self.topic, now)
         return created
 
@@ -141,25 +142,22 @@ class OfferMaker:
         market: Market,
         intervals: list[tuple[datetime, datetime]],
         now: datetime,
+        commitments: _Commitments,
     ) -> list[Offer]:
         step = self.gates.da_interval_minutes if market is Market.DAY_AHEAD else RT_FORECAST_MINUTES
         hours = math.ceil((intervals[-1][1] - now).total_seconds() / 3600.0) + 1
         doc = self.forecast.capacity_forecast(min(hours, self.max_forecast_hours), step, node)
         by_start = {datetime.fromisoformat(i["start"]): i for i in doc["intervals"]}
-        live = self.state.capacity(now, step, grid_node=node).by_grid_node.get(node, NOTHING)
+        live = commitments.live(step).get(node, NOTHING)
         q = self.quantile
         out: list[Offer] = []
         for start, end in intervals:
             f = self._covering(by_start, start, step)
             if f is None:
                 continue
-            held = self.state.capacity_of(self.dispatch.busy_everywhere(start, end), now, step).get(
-                node, NOTHING
-            )
+            held = commitments.held(start, end, step).get(node, NOTHING)
             # regulation awarded then holds its kW up and down: not offered again as energy
-            regulating = sum(
-                kw for _, kw, _ in self.repo.awarded_in(node, start, end, "regulation")
-            )
+            regulating = commitments.regulating(node, start, end)
             inputs = OfferInputs(
                 node,
                 start.isoformat(),
@@ -211,3 +209,44 @@ class OfferMaker:
             if key in by_start:
                 return by_start[key]
         return None
+
+
+class _Commitments:
+    """What one `generate` run reads of the fleet and the store, read once and shared by every
+    grid node and market: the live capacity per window (one snapshot of all nodes instead of one
+    per node, each of which made the capacity engine re-evaluate the fleet under its lock), what
+    dispatches hold per interval (the same for every node), and regulation awarded per node
+    (one read over the whole span; per interval only where the node has any)."""
+
+    def __init__(self, maker: OfferMaker, now: datetime, first: datetime, last: datetime) -> None:
+        self.maker, self.now = maker, now
+        self._live: dict[int, dict[str, Figures]] = {}
+        self._held: dict[tuple[datetime, datetime, int], dict[str, Figures]] = {}
+        self._span = (first, last)
+        self._any_held: bool | None = None  # read when first needed: most ticks offer nothing
+        self._regulated: dict[str, bool] = {}
+
+    def live(self, step_minutes: int) -> dict[str, Figures]:
+        if step_minutes not in self._live:
+            snap = self.maker.state.capacity(self.now, step_minutes)
+            self._live[step_minutes] = snap.by_grid_node
+        return self._live[step_minutes]
+
+    def held(self, start: datetime, end: datetime, step_minutes: int) -> dict[str, Figures]:
+        if self._any_held is None:
+            self._any_held = bool(self.maker.dispatch.busy_everywhere(*self._span))
+        if not self._any_held:  # nothing held anywhere in the span: nothing in any interval
+            return {}
+        key = (start, end, step_minutes)
+        if key not in self._held:
+            busy = self.maker.dispatch.busy_everywhere(start, end)
+            self._held[key] = self.maker.state.capacity_of(busy, self.now, step_minutes)
+        return self._held[key]
+
+    def regulating(self, node: str, start: datetime, end: datetime) -> float:
+        repo = self.maker.repo
+        if node not in self._regulated:
+            self._regulated[node] = bool(repo.awarded_in(node, *self._span, "regulation"))
+        if not self._regulated[node]:
+            return 0.0
+        return sum(kw for _, kw, _ in repo.awarded_in(node, start, end, "regulation"))
