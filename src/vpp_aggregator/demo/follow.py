@@ -31,14 +31,16 @@ log = logging.getLogger(__name__)
 
 
 def _wait_healthy(client: httpx.Client, timeout_s: float) -> None:
+    """Until the service answers with its live state loaded (a start loads it in the background)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while True:
         try:
-            resp = client.get("/health")
-            if resp.status_code == 200:
+            resp = client.get("/health/ready")
+            live = resp.json().get("dependencies", {}).get("live_state", {})
+            if resp.status_code == 200 or live.get("ok"):
                 return
-            last = f"HTTP {resp.status_code}"
+            last = f"HTTP {resp.status_code}: {live.get('detail')}"
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() >= deadline:
