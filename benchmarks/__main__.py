@@ -27,7 +27,7 @@ def bench(
     only: Annotated[
         str,
         typer.Option(
-            help="Sections: capacity,http,dispatch,forecast,settlement,regulation,onboarding,kafka,load"
+            help="Sections: capacity,http,dispatch,forecast,settlement,regulation,onboarding,kafka,load,restart"
         ),
     ] = "",
 ) -> None:

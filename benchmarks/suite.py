@@ -634,6 +634,7 @@ SECTIONS = frozenset(
         "onboarding",
         "kafka",
         "load",
+        "restart",
     }
 )
 
@@ -854,6 +855,10 @@ def run_all(
         from benchmarks.load import run_load
 
         lines += run_load(log, float(os.environ.get("VPP_LOAD_MINUTES", "10")))
+    if "restart" in sections:
+        from benchmarks.restart_bench import run_restart
+
+        lines += run_restart(log)
     text = "\n".join(lines)
     if output is not None:
         header = "# Benchmarks\n\nNewest run first. Rerun with `make bench`.\n\n"

@@ -107,7 +107,8 @@ class LiveStateLoader:
         """Registry changes and telemetry stored since `since` (less the margin), into the state.
         Idempotent: older or equal samples are ignored, registry rows are upserts."""
         if self.images is not None:
-            self._upsert(self.images.resources_changed_since(since - self.REPLAY_MARGIN), now)
+            changed = self.images.resources_changed_since(since - self.REPLAY_MARGIN)
+            self._upsert(changed, now, "registry changes since the image")
         self.progress.step("telemetry received since the image")
         self._apply(self.store.samples_received_since(since - self.REPLAY_MARGIN), now)
 
@@ -120,16 +121,18 @@ class LiveStateLoader:
         self.progress.step("telemetry received since the latest snapshot")
         self._apply(self.store.samples_received_since(since), now)
 
-    def _upsert(self, resources: Iterable[Resource], now: datetime) -> None:
+    def _upsert(
+        self, resources: Iterable[Resource], now: datetime, phase: str = "registry"
+    ) -> None:
         chunk: list[Resource] = []
         done = 0
-        self.progress.step("registry", 0)
+        self.progress.step(phase, 0)
         for resource in resources:
             chunk.append(resource)
             if len(chunk) >= CHUNK:
                 self.state.upsert_many(chunk, now)
                 done += len(chunk)
-                self.progress.step("registry", done)
+                self.progress.step(phase, done)
                 chunk.clear()
         self.state.upsert_many(chunk, now)
 
