@@ -91,14 +91,14 @@ def _fleet(n: int, start: int, routines: list[Any]) -> list[Resource]:
 SEED_SQL = """
 INSERT INTO resources
 SELECT CASE WHEN ev THEN 'ev-' ELSE 'bess-' END || lpad(i::text, 7, '0'),
-       CASE WHEN ev THEN 'EV' ELSE 'BESS' END, '', 'fleet-' || (i % 10),
-       'NODE_' || lpad((i % 50)::text, 2, '0'),
-       CASE WHEN ev THEN (ARRAY[57.5, 64.8, 77.0, 82.0, 100.0])[1 + (i * 7919) % 5] ELSE 500 END,
+       CASE WHEN ev THEN 'EV' ELSE 'BESS' END, '', 'fleet-' || (i %% 10),
+       'NODE_' || lpad((i %% 50)::text, 2, '0'),
+       CASE WHEN ev THEN (ARRAY[57.5, 64.8, 77.0, 82.0, 100.0])[1 + (i * 7919) %% 5] ELSE 500 END,
        CASE WHEN ev THEN 11 ELSE 250 END, CASE WHEN ev THEN 11 ELSE 250 END,
        true, true, true, 'IA-' || i, CASE WHEN ev THEN 30 ELSE 20 END, 100,
-       CASE WHEN ev THEN (%(routines)s::json[])[1 + i % 20] ELSE '[]'::json END, '[]'::json,
+       CASE WHEN ev THEN (%(routines)s::json[])[1 + i %% 20] ELSE '[]'::json END, '[]'::json,
        NULL, 'active', %(now)s, %(now)s
-FROM (SELECT i, i % 5 <> 0 AS ev FROM generate_series(0, %(n)s - 1) AS i) AS f;
+FROM (SELECT i, i %% 5 <> 0 AS ev FROM generate_series(0, %(n)s - 1) AS i) AS f;
 INSERT INTO telemetry_samples (ts, resource_id, soc_pct, plugged_in, power_kw, received_at)
 SELECT %(ts)s, resource_id, round((15 + random() * 80)::numeric, 1), random() < 0.85, 0, %(now)s
 FROM resources;
