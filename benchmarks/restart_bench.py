@@ -360,14 +360,13 @@ def run_restart(log: Any = print, sizes: tuple[int, ...] = SIZES) -> list[str]:
     found = local.postgres(os.environ.get("VPP_BENCH_POSTGRES_URL"))
     try:
         log("restart: an empty server's RSS ...")
-        empty = empty_server_rss(found.url)
+        empty = empty_server_rss(found.address)
         results = []
         for n in sizes:
             log(f"restart benchmark at {n:,} resources (seeding PostgreSQL, three starts) ...")
-            results.append(bench_restart(found.url, n))
+            results.append(bench_restart(found.address, n))
     finally:
-        if found.stop is not None:
-            found.stop()
+        found.stop()
     lines = [
         "### Start to ready, `vpp-aggregator serve` on PostgreSQL (`make bench ONLY=restart`)",
         "",
