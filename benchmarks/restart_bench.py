@@ -93,7 +93,7 @@ INSERT INTO resources
 SELECT CASE WHEN ev THEN 'ev-' ELSE 'bess-' END || lpad(i::text, 7, '0'),
        CASE WHEN ev THEN 'EV' ELSE 'BESS' END, '', 'fleet-' || (i %% 10),
        'NODE_' || lpad((i %% 50)::text, 2, '0'),
-       CASE WHEN ev THEN (ARRAY[57.5, 64.8, 77.0, 82.0, 100.0])[1 + (i * 7919) %% 5] ELSE 500 END,
+       CASE WHEN ev THEN (ARRAY[57.5, 64.8, 77.0, 82.0, 100.0])[1 + (i / 5) %% 5] ELSE 500 END,
        CASE WHEN ev THEN 11 ELSE 250 END, CASE WHEN ev THEN 11 ELSE 250 END,
        true, true, true, 'IA-' || i, CASE WHEN ev THEN 30 ELSE 20 END, 100,
        CASE WHEN ev THEN (%(routines)s::json[])[1 + i %% 20] ELSE '[]'::json END, '[]'::json,
@@ -365,6 +365,7 @@ def run_restart(log: Any = print, sizes: tuple[int, ...] = SIZES) -> list[str]:
         for n in sizes:
             log(f"restart benchmark at {n:,} resources (seeding PostgreSQL, three starts) ...")
             results.append(bench_restart(found.address, n))
+            log(f"restart at {n:,}: {results[-1]}")
     finally:
         found.stop()
     lines = [

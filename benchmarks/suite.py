@@ -254,7 +254,8 @@ class _Server:
                     f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
                 )
             try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                ready = httpx.get(self.base + "/health/ready", timeout=1).json()
+                if ready["dependencies"]["live_state"]["ok"]:  # loaded: answers for real
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)
