@@ -48,7 +48,7 @@ def probe(n: int, top: int = 8, rules: dict[str, Any] | None = None) -> dict[str
     gc.collect()
     rss_state = _rss_bytes()
     traced_state = tracemalloc.get_traced_memory()[0]
-    history = PluggedHistory(28 * 24)
+    history = PluggedHistory(28 * 24, state.history_rows)  # as the forecast service has it
     for start in range(0, n, 100_000):  # fresh strings, as read back from the database
         ids = [f"{x}" for x in state.resource_ids()[start : start + 100_000]]
         k = len(ids)
