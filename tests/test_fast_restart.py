@@ -88,6 +88,10 @@ def test_an_image_restores_the_same_state_and_capacity(clock: Clock) -> None:
     assert set(image.columns) == set(COLUMNS)
     with pytest.raises(ValueError, match="empty"):
         restore_image(again, image, now)
+    stricter = FleetState(**{**RULES, "bess_min_soc_pct": 25.0})
+    assert not image.fits(stricter)  # its floors were computed under 20 %: a start rebuilds
+    with pytest.raises(ValueError, match="VPP_BESS_MIN_SOC"):
+        restore_image(stricter, image, now)
 
 
 def test_capacity_after_a_restart_equals_capacity_before_it(
@@ -186,3 +190,15 @@ def test_not_ready_and_no_figures_until_the_live_state_is_loaded(
         assert service.aggregator.loader.progress.ready.wait(30)
         assert c.get("/health/ready").status_code == 200
         assert _figures(c) == pytest.approx(loaded)
+
+
+def test_an_image_taken_under_other_rules_is_not_used(tmp_path: Any, clock: Clock) -> None:
+    url = f"sqlite:///{tmp_path / 'vpp.db'}"
+    with TestClient(create_app(load_settings(DATABASE_URL=url), clock=clock)) as c:
+        c.post("/resources/register", json=bess_body(min_soc_pct=20.0))
+        c.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 60)]})
+    stricter = create_app(load_settings(DATABASE_URL=url, VPP_BESS_MIN_SOC=30), clock=clock)
+    assert stricter.state.aggregator.loader.restored_from is None  # rebuilt from the registry
+    with TestClient(stricter) as c:
+        # 500 kWh between the 30 % floor and 60 %, at the grid.
+        assert _figures(c)[".discharge.kwh"] == pytest.approx(150.0 * 0.9**0.5, abs=1e-3)

@@ -98,10 +98,14 @@ class LiveStateLoader:
             return None
         self.progress.step("reading the stored image")
         try:
-            return self.images.load()
+            image = self.images.load()
         except Exception:  # a damaged image costs time, not correctness: rebuild instead
             log.exception("the stored live-state image could not be read; rebuilding")
             return None
+        if image is not None and not image.fits(self.state):
+            log.warning("the stored live-state image predates a change of rules; rebuilding")
+            return None
+        return image
 
     def catch_up(self, since: datetime, now: datetime) -> None:
         """Registry changes and telemetry stored since `since` (less the margin), into the state.

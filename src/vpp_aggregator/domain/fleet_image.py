@@ -50,6 +50,11 @@ class FleetImage:
     groups: list[tuple[str, str, str]]  # (resource type, grid node, fleet id) per group index
     routines: list[Routine]
     charge_points: dict[str, str]
+    bess_min_soc_pct: float  # the rule the floors were computed under
+
+    def fits(self, state: FleetColumns) -> bool:
+        """Whether the image was taken under the rules `state` has (floors depend on them)."""
+        return self.bess_min_soc_pct == state.bess_min_soc_pct
 
     def __len__(self) -> int:
         return len(self.resource_ids)
@@ -76,6 +81,7 @@ def take_image(state: FleetColumns, at: datetime) -> FleetImage:
             groups,
             list(state._routines),
             dict(state._charge_points),
+            state.bess_min_soc_pct,
         )
 
 
@@ -85,6 +91,8 @@ def restore_image(state: FleetColumns, image: FleetImage, now: datetime) -> None
     with state._lock:
         if len(state) or state._n:
             raise ValueError("an image is restored into an empty fleet state only")
+        if not image.fits(state):
+            raise ValueError("the image was taken under another VPP_BESS_MIN_SOC")
         if n > state._rows:
             state._alloc(n)
         for name in COLUMNS:

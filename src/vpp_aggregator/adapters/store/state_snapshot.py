@@ -39,6 +39,7 @@ def encode(image: FleetImage) -> bytes:
         "groups": image.groups,
         "routines": [[schedule_to_json(s), trips_to_json(t)] for s, t in image.routines],
         "charge_points": image.charge_points,
+        "bess_min_soc_pct": image.bess_min_soc_pct,
     }
     arrays: dict[str, Any] = {f"col_{name}": image.columns[name] for name in COLUMNS}
     arrays["meta"] = np.frombuffer(orjson.dumps(meta), dtype=np.uint8)
@@ -63,6 +64,7 @@ def decode(blob: bytes) -> FleetImage | None:
         [(t, node, fleet) for t, node, fleet in meta["groups"]],
         [(schedule_from_json(s), trips_from_json(t)) for s, t in meta["routines"]],
         dict(meta["charge_points"]),
+        float(meta["bess_min_soc_pct"]),
     )
 
 
