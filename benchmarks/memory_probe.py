@@ -24,6 +24,10 @@ def _rss_bytes() -> int:
     return 0
 
 
+def _short(path: str) -> str:
+    return path.rsplit("/src/", 1)[-1].rsplit("site-packages/", 1)[-1].rsplit("/work/", 1)[-1]
+
+
 def probe(n: int, top: int = 8, rules: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-resource bytes (RSS and traced) of the live state and the plug-in history, and the
     top allocation sites."""
@@ -73,7 +77,7 @@ def probe(n: int, top: int = 8, rules: dict[str, Any] | None = None) -> dict[str
         "traced_all_B": traced_all / n,
         "sites": [
             (
-                f"{s.traceback[0].filename.rsplit('/src/', 1)[-1]}:{s.traceback[0].lineno}",
+                f"{_short(s.traceback[0].filename)}:{s.traceback[0].lineno}",
                 s.size_diff / n,
             )
             for s in sites
@@ -82,13 +86,40 @@ def probe(n: int, top: int = 8, rules: dict[str, Any] | None = None) -> dict[str
     }
 
 
-if __name__ == "__main__":
+def probe_lines(n: int) -> list[str]:
+    """The probe in a process of its own (a clean heap), as Markdown."""
+    import json
+    import subprocess
     import sys
 
-    r = probe(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
-    r.pop("_keep")
-    for k, v in r.items():
-        if k != "sites":
-            print(k, round(v, 1) if isinstance(v, float) else v)
-    for site, b in r["sites"]:
-        print(f"  {b:8.1f} B  {site}")
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory_probe", str(n), "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    r = json.loads(out)
+    return [
+        f"- In one process at {n:,} resources (`python -m benchmarks.memory_probe {n}`): live state "
+        f"(telemetry, 60 and 15 min windows) {r['rss_state_B']:,.0f} B RSS per resource "
+        f"({r['traced_state_B']:,.0f} B traced); with the forecast's plug-in history "
+        f"{r['rss_all_B']:,.0f} B ({r['traced_all_B']:,.0f} B traced). Top allocation sites "
+        "(tracemalloc, B per resource): "
+        + "; ".join(f"`{site}` {b:,.0f}" for site, b in r["sites"]),
+    ]
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    result = probe(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
+    result.pop("_keep")
+    if "--json" in sys.argv:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            if k != "sites":
+                print(k, round(v, 1) if isinstance(v, float) else v)
+        for site, b in result["sites"]:
+            print(f"  {b:8.1f} B  {site}")

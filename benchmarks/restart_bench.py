@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import numpy as np
 
+from benchmarks.memory_probe import probe_lines
 from devservices.ports import free_port
 from devservices.synthetic import synthetic_fleet
 from vpp_aggregator.domain.resources import RecurringDeparture, Resource
@@ -396,6 +397,7 @@ def run_restart(log: Any = print, sizes: tuple[int, ...] = SIZES) -> list[str]:
         "",
         f"- Empty server RSS: {empty:.0f} MB. While loading, readiness answered e.g. "
         f"`{results[-1].replay.not_ready_seen or 'ready at once'}`; image in the database: {results[-1].image_at}.",
+        *probe_lines(max(sizes)),
         "",
     ]
     return lines
