@@ -81,6 +81,7 @@ class Service:
             return
         gc.collect()  # what the load made lives as long as the process: not rescanned
         gc.freeze()
+        native_heap.trim()  # the image's bytes and the load's batches back to the system
         if not self._stopping:
             self._start_inputs()
 
