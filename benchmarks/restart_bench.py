@@ -125,12 +125,15 @@ def seed(url: str, n: int, now: datetime) -> None:
     migrate(engine)
     engine.dispose()
     routines = [json.dumps(schedule_to_json(r)) for r in _routines(now)]
+    # Written ten minutes ago: the start-up re-reads what changed within a margin (a minute)
+    # before the image, and a seed that recent would all count as changed.
+    at = now - timedelta(minutes=10)
     args = {
         "n": n,
         "routines": routines,
-        "now": now,
-        "ts": now - timedelta(seconds=5),
-        "now_iso": now.isoformat(),
+        "now": at,
+        "ts": at - timedelta(seconds=5),
+        "now_iso": at.isoformat(),
     }
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         for statement in SEED_SQL.split(";\n"):

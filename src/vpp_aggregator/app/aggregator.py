@@ -277,6 +277,7 @@ class Aggregator:
         resume; weeks of history for the forecaster load in the background meanwhile."""
         count = self.loader.load()
         self.dispatch.resume()
+        self.loader.progress.ready.set()
         threading.Thread(
             target=self.forecast.load_history, name="forecast-history", daemon=True
         ).start()

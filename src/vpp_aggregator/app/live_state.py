@@ -78,7 +78,8 @@ class LiveStateLoader:
         self.started_at: datetime | None = None
 
     def load(self) -> int:
-        """Fill the (empty) live state; returns the number of resources."""
+        """Fill the (empty) live state; returns the number of resources. The caller says when
+        the process is ready (`progress.ready`): after what follows from the state."""
         now = self.started_at = self.clock()
         image = self._image()
         if image is not None:
@@ -90,7 +91,6 @@ class LiveStateLoader:
         else:
             self._rebuild(now)
         self.state.capacity(now, 60.0)  # the usual window's sums built before the first reader
-        self.progress.ready.set()
         return len(self.state)
 
     def _image(self) -> FleetImage | None:
