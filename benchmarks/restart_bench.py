@@ -133,7 +133,9 @@ def seed(url: str, n: int, now: datetime) -> None:
         "routines": routines,
         "now": at,
         "ts": at - timedelta(seconds=5),
-        "now_iso": at.isoformat(),
+        # The latest-sample snapshot a few minutes after those samples, as the snapshotter
+        # leaves it: a start without an image replays only what came after it.
+        "now_iso": (at + timedelta(minutes=5)).isoformat(),
     }
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         for statement in SEED_SQL.split(";\n"):
