@@ -371,9 +371,10 @@ def empty_server_rss(admin_url: str) -> float:
     with _database(admin_url) as url:
         seed(url, 0, datetime.now(UTC))
         server = Server(url)
-        start = server.wait_ready()
+        server.wait_ready()
+        rss = _settled_rss(server)
         server.stop()
-    return start.rss_mb
+    return rss
 
 
 def run_restart(log: Any = print, sizes: tuple[int, ...] = SIZES) -> list[str]:
