@@ -274,7 +274,8 @@ class _Server:
                     f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
                 )
             try:
-                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                ready = httpx.get(self.base + "/health/ready", timeout=1).json()
+                if ready["dependencies"]["live_state"]["ok"]:  # loaded: answers for real
                     return
             except httpx.HTTPError:
                 time.sleep(0.3)
@@ -658,6 +659,7 @@ SECTIONS = frozenset(
         "kafka",
         "reaction",
         "load",
+        "restart",
     }
 )
 
@@ -894,6 +896,10 @@ def run_all(
         from benchmarks.load import run_load
 
         lines += run_load(log, float(os.environ.get("VPP_LOAD_MINUTES", "10")))
+    if "restart" in sections:
+        from benchmarks.restart_bench import run_restart
+
+        lines += run_restart(log)
     text = "\n".join(lines)
     if output is not None:
         header = "# Benchmarks\n\nNewest run first. Rerun with `make bench`.\n\n"

@@ -67,12 +67,14 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) ->
 
 
 def wait_healthy(port: int, timeout_s: float = 240.0) -> float:
-    """Wait for a service started on loopback to answer /health (headroom for a busy machine)."""
+    """Wait for a service started on loopback to answer with its live state loaded (headroom for
+    a busy machine)."""
     import httpx
 
     def up() -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+            ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).json()
+            return bool(ready["dependencies"]["live_state"]["ok"])  # loaded: answers for real
         except httpx.HTTPError:
             return False
 

@@ -68,7 +68,8 @@ def _wait_healthy(url: str, container: str, e: Engine, timeout_s: float = 240.0)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+            ready = httpx.get(f"{url}/health/ready", timeout=5).json()
+            if ready["dependencies"]["live_state"]["ok"]:  # up, with its live state loaded
                 return
         except httpx.HTTPError:
             pass

@@ -12,9 +12,12 @@ from hypothesis import strategies as st
 
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
+from factories import ev
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
+from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.history import PluggedHistory
+from vpp_aggregator.domain.resources import ResourceStatus
 
 NOW_S = 1_000 * 3600.0 + 1234.0
 
@@ -146,3 +149,29 @@ def test_profile_counts_each_hour_of_week_with_or_without_a_clock_change() -> No
                     seen.sum(axis=1) + PRIOR_WEIGHT
                 )
                 np.testing.assert_allclose(profile.p_plugged[members, h], want)
+
+
+def test_on_the_live_states_rows_a_row_given_to_another_resource_starts_empty() -> None:
+    """The forecast's history indexes the live state's rows; a row freed by a deactivation and
+    taken by a new resource must not hand the old one's plug-in hours to the new one."""
+    from datetime import UTC, datetime
+
+    now = datetime.fromtimestamp(NOW_S, tz=UTC)
+    state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9)
+    state.upsert_many([ev("a"), ev("b")], now)
+    history = PluggedHistory(4, state.history_rows)
+    h = int(NOW_S // 3600)
+    at = np.array([(h - 2) * 3600.0, (h - 2) * 3600.0, (h - 2) * 3600.0])
+    history.add(["a", "b", "ghost"], at, np.array([True, False, True]), np.full(3, 60.0), NOW_S)
+    assert len(history) == 2  # an id the live state does not know is not kept
+    state.upsert(ev("a", status=ResourceStatus.INACTIVE), now)
+    state.upsert(ev("c"), now)
+    assert state.rows_of(["c"]).tolist() == [0]  # the row "a" had
+    window = history.window(["c", "b"], h)
+    assert np.isnan(window.share[0]).all() and np.isnan(window.soc_when_plugged[0])
+    assert window.share[1, 2] == 0.0  # b's hour is still there
+    history.add(["c"], np.array([(h - 1) * 3600.0]), np.array([True]), np.array([70.0]), NOW_S)
+    window = history.window(["c"], h)
+    assert np.isnan(window.share[0, :3]).all()  # a's hour (h - 2) is gone with a
+    assert window.share[0, 3] == 1.0 and window.soc_when_plugged[0] == 70.0
+    assert window.samples.tolist() == [1]

@@ -5,7 +5,9 @@ wired. The HTTP app is one adapter on top: it serves what this builds."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +28,7 @@ from vpp_aggregator.adapters.store.dispatch_repository import DispatchRepository
 from vpp_aggregator.adapters.store.dr_event_repository import DrEventRepository
 from vpp_aggregator.adapters.store.market_repository import MarketRepository
 from vpp_aggregator.adapters.store.repository import Repository
+from vpp_aggregator.adapters.store.state_snapshot import StateSnapshotRepository
 from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
 from vpp_aggregator.app.aggregator import Aggregator, utc_now
 from vpp_aggregator.app.events import (
@@ -58,18 +61,49 @@ class Service:
 
     scheduler: Scheduler  # the periodic work (`jobs`)
     ven: VenPoller | None = None  # polling a utility's VTN, when VPP_OPENADR_VTN_URL is set
+    _loading: threading.Thread | None = None
+    _stopping: bool = False
 
     def start(self) -> None:
         """Follow the other processes (Redis) and, in a consumer, the other layers (Kafka);
-        start the periodic work."""
+        start the periodic work. When the live state is not loaded yet, it loads first on a
+        thread of its own (the API answers meanwhile, not ready) and the rest follows."""
+        if self.aggregator.loaded:
+            self._start_inputs()
+            return
+        self._loading = threading.Thread(target=self._load_then_start, name="live-state-load")
+        self._loading.start()
+
+    def _load_then_start(self) -> None:
+        try:
+            self.aggregator.load()
+        except Exception as exc:  # said by readiness; the process stays up to be looked at
+            log.exception("loading the live state failed")
+            self.aggregator.loader.progress.failed = f"{type(exc).__name__}: {exc}"
+            return
+        gc.collect()  # what the load made lives as long as the process: not rescanned
+        gc.freeze()
+        native_heap.trim()  # the image's bytes and the load's batches back to the system
+        if not self._stopping:
+            self._start_inputs()
+
+    def _start_inputs(self) -> None:
         if self.shared is not None:
             self.shared.start()
         if self.kafka is not None and self.consume:
             self.kafka.start_consumer(self.settings, self.aggregator.integration)
         self.scheduler.start()
+        if self.shared is not None or (self.kafka is not None and self.consume):
+            try:  # what others stored before this process followed them
+                self.aggregator.loader.catch_up_after_start()
+            except Exception:
+                log.exception("catching up after the start failed; the next image covers it")
 
     def stop(self) -> None:
         """Inputs first (nothing new arrives), then the periodic work, then the hand-over."""
+        self._stopping = True
+        if self._loading is not None:
+            self._loading.join()
         if self.kafka is not None:
             self.kafka.stop()
         if self.shared is not None:
@@ -84,10 +118,17 @@ class Service:
             self.aggregator.dispatch.release()
         except Exception:
             log.exception("could not hand over the dispatches this process followed")
+        if not self.aggregator.loaded:  # nothing to hand over from a state never loaded
+            self.engine.dispose()
+            return
         try:
             self.aggregator.snapshotter.flush()
         except Exception:
             log.exception("final telemetry snapshot failed; start-up will replay history instead")
+        try:
+            self.aggregator.loader.save_image()
+        except Exception:
+            log.exception("final live-state image failed; the next start replays more instead")
         self.engine.dispose()
 
 
@@ -97,9 +138,11 @@ def build(
     *,
     run_migrations: bool = True,
     consume: bool | None = None,
+    load: bool = True,
 ) -> Service:
-    """The process, loaded and ready to start. `consume` defaults to VPP_KAFKA_CONSUME (the
-    `worker` command sets it); it needs KAFKA_BROKERS to mean anything."""
+    """The process, ready to start. `consume` defaults to VPP_KAFKA_CONSUME (the `worker`
+    command sets it); it needs KAFKA_BROKERS to mean anything. With `load=False` the live state
+    loads when the service starts, in the background (`serve` and `worker` listen meanwhile)."""
     native_heap.configure(settings.malloc_arena_max)  # before the request threads exist
     auth = Authenticator(settings)  # refuses a weak secret before anything starts
     if auth.dev_mode:
@@ -120,6 +163,7 @@ def build(
         read_event,
         DrEventRepository(engine),
         clock,
+        StateSnapshotRepository(engine),
     )
     shared = (
         RedisParts.connect(settings.redis_url, settings.redis_prefix, aggregator)
@@ -152,7 +196,8 @@ def build(
         settings.telemetry_stale_seconds,
     )
     check_retention(settings, aggregator)
-    aggregator.load()
+    if load:
+        aggregator.load()
     return Service(
         settings,
         engine,
@@ -251,6 +296,15 @@ def jobs(
         ),
         Job("dispatch follow-through", settings.dispatch_tick_seconds, follow_through),
     ]
+    if settings.state_snapshot_seconds > 0:  # the live state's image, for the next start
+        out.append(
+            Job(
+                "live-state image",
+                settings.state_snapshot_seconds,
+                aggregator.loader.save_image,
+                quiet=True,
+            )
+        )
     if shared is not None:  # readiness reports Redis; the API keeps answering meanwhile
         redis = shared
         out.append(

@@ -66,7 +66,7 @@ def serve(
     settings = _settings()
     _refuse_open_bind(settings)
     try:
-        api = create_app(service=bootstrap.build(settings))
+        api = create_app(service=bootstrap.build(settings, load=False))
     except Exception as exc:  # a clear line for the operator instead of a traceback wall
         console.print(f"[red]cannot start: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1) from None
@@ -128,7 +128,7 @@ def worker(
         console.print("[red]cannot start a worker: KAFKA_BROKERS is not set[/red]")
         raise typer.Exit(2)
     try:
-        api = create_app(service=bootstrap.build(settings, consume=True))
+        api = create_app(service=bootstrap.build(settings, consume=True, load=False))
     except Exception as exc:
         console.print(f"[red]cannot start: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1) from None

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     telemetry_retention_seconds: float = Field(
         3600.0, ge=0, le=86_400, validation_alias="VPP_TELEMETRY_RETENTION_SECONDS"
     )
+    # An image of the whole live state, for a fast start of any process (0: never written).
+    state_snapshot_seconds: float = Field(
+        60.0, ge=0, le=86_400, validation_alias="VPP_STATE_SNAPSHOT_SECONDS"
+    )
     malloc_arena_max: int = Field(2, ge=0, le=64, validation_alias="VPP_MALLOC_ARENA_MAX")
     malloc_trim_seconds: float = Field(
         30.0, ge=0, le=3600, validation_alias="VPP_MALLOC_TRIM_SECONDS"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ from vpp_aggregator.app.dr_store import DrEventStore
 from vpp_aggregator.app.events import EventBus, TelemetryAccepted
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import IntegrationService
+from vpp_aggregator.app.live_state import LiveStateLoader, StateImages
 from vpp_aggregator.app.market import MarketService, MarketStore
 from vpp_aggregator.app.offers import RegulationTerms
-from vpp_aggregator.app.ports import ResourceStore, StoredSample
+from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.app.reaction import ReactionTimer
 from vpp_aggregator.app.registry import RegistryService
 from vpp_aggregator.app.regulation import HORIZON_S, RegulationService, cached
@@ -39,7 +40,6 @@ from vpp_aggregator.domain.dr_event import DrEvent
 from vpp_aggregator.domain.efficiency import one_way_efficiency
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.market import Market, MarketGates, OfferCurve
-from vpp_aggregator.domain.resources import Resource
 from vpp_aggregator.domain.tariff import EventPrices, Tariff
 
 
@@ -59,9 +59,11 @@ class Aggregator:
         read_grid_signal: Callable[[Any], DrEvent],
         dr_event_store: DrEventStore,
         clock: Callable[[], datetime] = utc_now,
+        images: StateImages | None = None,
     ) -> None:
         """`read_grid_signal` reads the wire form of a demand-response event (OpenADR 3:
-        `adapters/openadr`, given by the bootstrap)."""
+        `adapters/openadr`, given by the bootstrap); `images` keeps images of the live state for
+        a fast start (none: every start rebuilds it)."""
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -77,6 +79,7 @@ class Aggregator:
         )
         self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)
         self.snapshotter = LatestSnapshotter(store, self.state, clock)
+        self.loader = LiveStateLoader(self.state, store, images, self.snapshotter, clock)
         self.bus = bus
         self.forecast = ForecastService(
             self.state,
@@ -273,25 +276,19 @@ class Aggregator:
         ]
 
     def load(self) -> int:
-        """Rebuild live state: registry, last telemetry snapshot, then history received since."""
-        now = self.clock()
-        chunk: list[Resource] = []
-        for resource in self.store.live_resources():
-            chunk.append(resource)
-            if len(chunk) >= 50_000:
-                self.state.upsert_many(chunk, now)
-                chunk.clear()
-        self.state.upsert_many(chunk, now)
-        since = self.snapshotter.replay_since()
-        self._apply(self.store.latest_samples(), now)
-        self.state.take_dirty()  # already stored: only what is replayed below needs a new snapshot
-        self._apply(self.store.samples_received_since(since), now)
+        """Bring the live state up (`app/live_state`), then what follows from it: dispatches
+        resume; weeks of history for the forecaster load in the background meanwhile."""
+        count = self.loader.load()
         self.dispatch.resume()
-        # Weeks of history for the forecaster: in the background, the API answers meanwhile.
+        self.loader.progress.ready.set()
         threading.Thread(
             target=self.forecast.load_history, name="forecast-history", daemon=True
         ).start()
-        return len(self.state)
+        return count
+
+    @property
+    def loaded(self) -> bool:
+        return self.loader.progress.ready.is_set()
 
     def apply_shared_samples(
         self,
@@ -318,29 +315,6 @@ class Aggregator:
                 kept, timestamp_s[keep], soc_pct[keep], plugged_in[keep], power_kw[keep], here=False
             )
         )
-
-    def _apply(self, samples: Iterable[StoredSample], now: datetime) -> None:
-        batch: list[StoredSample] = []
-
-        def flush() -> None:
-            rows = self.state.rows_of([b.resource_id for b in batch])
-            keep = rows >= 0
-            self.state.apply_telemetry(
-                rows[keep],
-                np.array([b.timestamp.timestamp() for b in batch])[keep],
-                np.array([b.soc_pct for b in batch])[keep],
-                np.array([b.plugged_in for b in batch], dtype=bool)[keep],
-                np.array([b.power_kw for b in batch])[keep],
-                now,
-            )
-            batch.clear()
-
-        for s in samples:
-            batch.append(s)
-            if len(batch) >= 50_000:
-                flush()
-        if batch:
-            flush()
 
 
 PACKAGED_TARIFF = Path(__file__).resolve().parent.parent / "tariffs" / "sce_tou_ev_8_june_2019.json"

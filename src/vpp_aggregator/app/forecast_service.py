@@ -74,7 +74,7 @@ class ForecastService:
             timezone=timezone,
             holidays=self.holidays,
         )
-        self.history = PluggedHistory(history_days * 24)
+        self.history = PluggedHistory(history_days * 24, state.history_rows)
         self.history_ready = threading.Event()  # stored history folded in after a start
         self.accuracy = OnlineAccuracy()
         self._last_forecast_hour = -1

@@ -30,13 +30,22 @@ from vpp_aggregator.demo.drivers import build_fleet, default_data_dir
 log = logging.getLogger(__name__)
 
 
+def _state_loaded(client: httpx.Client) -> bool:
+    ready = client.get("/health/ready")
+    if ready.status_code == 404:  # a service from before readiness said so
+        return True
+    live = ready.json().get("dependencies", {}).get("live_state", {})
+    return bool(live.get("ok", True))
+
+
 def _wait_healthy(client: httpx.Client, timeout_s: float) -> None:
+    """Until the service is alive with its live state loaded (a start loads it in the background)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while True:
         try:
             resp = client.get("/health")
-            if resp.status_code == 200:
+            if resp.status_code == 200 and _state_loaded(client):
                 return
             last = f"HTTP {resp.status_code}"
         except httpx.HTTPError as exc:

@@ -80,8 +80,9 @@ class FleetColumns:
     status_active: NDArray[np.bool_]
     plugged: NDArray[np.bool_]
     is_bess: NDArray[np.bool_]
-    group: I8
-    routine: I8
+    group: NDArray[np.int32]
+    routine: NDArray[np.int32]
+    row_gen: NDArray[np.uint32]  # bumped each time a row is given to a resource
     dirty: NDArray[np.bool_]  # live telemetry not yet snapshotted to the store
     discharge_locked: NDArray[np.bool_]  # BESS seen below its floor: no discharge until recovered
 
@@ -139,8 +140,9 @@ class FleetColumns:
         grow("status_active", False, np.bool_)
         grow("plugged", False, np.bool_)
         grow("is_bess", False, np.bool_)
-        grow("group", 0, np.int64)
-        grow("routine", -1, np.int64)
+        grow("group", 0, np.int32)
+        grow("routine", -1, np.int32)
+        grow("row_gen", 0, np.uint32)
         grow("dirty", False, np.bool_)
         grow("discharge_locked", False, np.bool_)
         self._rows = rows
@@ -227,6 +229,7 @@ class FleetColumns:
             self._n += 1
             self._ids.append(resource_id)
         self._row_of[resource_id] = row
+        self.row_gen[row] += 1
         return row
 
     def _remove_row(self, row: int) -> None:
@@ -276,6 +279,15 @@ class FleetColumns:
             -power_kw <= self.max_charge_kw[r] * (1 + POWER_MARGIN) + POWER_MARGIN_KW
         )
         return ok | ~known
+
+    def history_rows(
+        self, resource_ids: Sequence[str], _create: bool = False
+    ) -> tuple[I8, NDArray[np.uint32]]:
+        """Rows (-1: unknown) and their generations, for per-resource data kept beside the state
+        (the forecast's history) without a second index of the ids."""
+        with self._lock:
+            rows = self.rows_of(list(resource_ids))
+            return rows, self.row_gen[np.maximum(rows, 0)]
 
     def routine_index(
         self, resource_ids: Sequence[str]

@@ -31,6 +31,7 @@ from vpp_aggregator.adapters.api import (
 )
 from vpp_aggregator.adapters.api.errors import install_error_handlers
 from vpp_aggregator.adapters.api.limits import BodyLimitMiddleware
+from vpp_aggregator.adapters.api.loading import LoadingGateMiddleware
 from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics, TransportCollector
 from vpp_aggregator.adapters.api.openapi_doc import openapi_document
 from vpp_aggregator.app.aggregator import utc_now
@@ -113,4 +114,5 @@ def create_app(
 
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(LoadingGateMiddleware, progress=aggregator.loader.progress)
     return app

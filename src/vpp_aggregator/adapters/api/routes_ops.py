@@ -28,13 +28,15 @@ def health(agg: AggDep, response: Response) -> HealthOut:
 
 @router.get("/health/ready")
 def ready(agg: AggDep, request: Request, response: Response) -> dict[str, Any]:
-    """Ready when every configured dependency answers; 503 naming the ones that do not."""
+    """Ready when the live state is loaded and every configured dependency answers; 503 naming
+    the ones that do not (a start's load says how far it is)."""
     deps: dict[str, dict[str, Any]] = {}
     try:
         agg.store.ping()
         deps["database"] = {"ok": True, "detail": None}
     except Exception as exc:
         deps["database"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    deps["live_state"] = {"ok": agg.loaded, "detail": agg.loader.progress.detail()}
     kafka = getattr(request.app.state, "kafka", None)
     deps["kafka"] = (
         kafka.status()

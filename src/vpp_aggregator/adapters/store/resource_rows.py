@@ -40,6 +40,30 @@ def trips_to_json(trips: Sequence[Trip]) -> list[dict[str, Any]]:
     ]
 
 
+def schedule_from_json(doc: Sequence[dict[str, Any]]) -> tuple[RecurringDeparture, ...]:
+    return tuple(
+        RecurringDeparture(
+            days=tuple(e["days"]),
+            departure=e["departure"],
+            return_=e.get("return"),
+            required_soc_pct=e["required_soc_pct"],
+            timezone=e["timezone"],
+        )
+        for e in doc
+    )
+
+
+def trips_from_json(doc: Sequence[dict[str, Any]]) -> tuple[Trip, ...]:
+    return tuple(
+        Trip(
+            departure=datetime.fromisoformat(t["departure"]),
+            return_=datetime.fromisoformat(t["return"]) if t.get("return") else None,
+            required_soc_pct=t["required_soc_pct"],
+        )
+        for t in doc
+    )
+
+
 def resource_row(r: Resource) -> dict[str, Any]:
     return {
         "resource_id": r.resource_id,
@@ -80,24 +104,8 @@ def resource_from_row(m: Any) -> Resource:
         interconnection=Interconnection(m.interconnection_approved, m.interconnection_reference),
         min_soc_pct=m.min_soc_pct,
         max_soc_pct=m.max_soc_pct,
-        departure_schedule=tuple(
-            RecurringDeparture(
-                days=tuple(e["days"]),
-                departure=e["departure"],
-                return_=e.get("return"),
-                required_soc_pct=e["required_soc_pct"],
-                timezone=e["timezone"],
-            )
-            for e in m.departure_schedule
-        ),
-        trips=tuple(
-            Trip(
-                departure=datetime.fromisoformat(t["departure"]),
-                return_=datetime.fromisoformat(t["return"]) if t.get("return") else None,
-                required_soc_pct=t["required_soc_pct"],
-            )
-            for t in m.trips
-        ),
+        departure_schedule=schedule_from_json(m.departure_schedule),
+        trips=trips_from_json(m.trips),
         charge_point_id=m.charge_point_id,
         status=ResourceStatus(m.status),
         created_at=m.created_at,

@@ -69,6 +69,7 @@ resources = Table(
     Column("status", String(16), nullable=False, index=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_resources_updated_at", "updated_at"),
 )
 
 # History is keyed (ts, resource_id): new samples land at the end of the index, so ingest cost
@@ -108,6 +109,17 @@ telemetry_daily = Table(
     Column("energy_kwh", LargeBinary, nullable=False),
     Column("covered_s", LargeBinary, nullable=False),
     Column("samples", Integer, nullable=False),
+)
+
+# The live state's image (`adapters/store/state_snapshot`): one row, rewritten now and then; a
+# start restores it and replays only what changed after `taken_at`.
+state_snapshots = Table(
+    "state_snapshots",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("taken_at", UTCDateTime, nullable=False),
+    Column("resources", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
 )
 
 service_meta = Table(

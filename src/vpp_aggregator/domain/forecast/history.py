@@ -10,8 +10,9 @@ accumulators until that resource moves on to a later hour or the hour is read as
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,37 +39,86 @@ class HourlyWindow:
         return out.astype(np.float32)
 
 
-class PluggedHistory:
-    def __init__(self, hours: int) -> None:
-        self.hours = hours
-        self._lock = threading.Lock()
+Rows = Callable[[Sequence[str], bool], tuple[NDArray[np.int64], NDArray[np.uint32]]]
+
+
+class OwnRows:
+    """Rows of a history kept on its own (tests, tools): one per id seen, never reused."""
+
+    def __init__(self) -> None:
         self._row: dict[str, int] = {}
-        self._ring = np.full((0, hours), MISSING, dtype=np.uint8)
-        self._slot_hour = np.full(hours, -1, dtype=np.int64)  # epoch hour each column holds
-        self._cur_hour = np.zeros(0, dtype=np.int64)  # hour being accumulated per resource
-        self._cur_n = np.zeros(0, dtype=np.int64)
-        self._cur_plugged = np.zeros(0, dtype=np.int64)
-        self._soc_sum = np.zeros(0)
-        self._soc_n = np.zeros(0)
 
-    def __len__(self) -> int:
-        return len(self._row)
-
-    def _rows(self, ids: Sequence[str], create: bool) -> NDArray[np.int64]:
+    def __call__(
+        self, ids: Sequence[str], create: bool
+    ) -> tuple[NDArray[np.int64], NDArray[np.uint32]]:
         rows = np.empty(len(ids), dtype=np.int64)
         for i, rid in enumerate(ids):
             row = self._row.get(rid, -1)
             if row < 0 and create:
                 row = self._row[rid] = len(self._row)
             rows[i] = row
-        grow = len(self._row) - self._ring.shape[0]
-        if grow > 0:
-            self._ring = np.vstack([self._ring, np.full((grow, self.hours), MISSING, np.uint8)])
-            self._cur_hour = np.concatenate([self._cur_hour, np.full(grow, -1, np.int64)])
-            for name in ("_cur_n", "_cur_plugged"):
-                setattr(self, name, np.concatenate([getattr(self, name), np.zeros(grow, np.int64)]))
-            for name in ("_soc_sum", "_soc_n"):
-                setattr(self, name, np.concatenate([getattr(self, name), np.zeros(grow)]))
+        return rows, np.zeros(len(ids), dtype=np.uint32)
+
+
+class PluggedHistory:
+    """`rows` maps ids to rows and their generation: the live state's own rows (no second index
+    of a million ids), where a row handed to another resource comes back with a new generation
+    and its history is cleared. Each hour's column is allocated when its first sample arrives and
+    let go when the hour leaves the window, so memory follows the hours that have data."""
+
+    def __init__(self, hours: int, rows: Rows | None = None) -> None:
+        self.hours = hours
+        self._lock = threading.Lock()
+        self._source: Rows = rows or OwnRows()
+        self._size = 0  # rows allocated in every per-row array and column
+        self._cols: list[NDArray[np.uint8] | None] = [None] * hours  # by slot (hour % hours)
+        self._slot_hour = np.full(hours, -1, dtype=np.int64)  # epoch hour each slot holds
+        self._gen = np.zeros(0, dtype=np.uint32)  # generation + 1 of the row's owner; 0 unseen
+        self._cur_hour = np.zeros(0, dtype=np.int32)  # hour being accumulated per row
+        self._cur_n = np.zeros(0, dtype=np.int32)
+        self._cur_plugged = np.zeros(0, dtype=np.int32)
+        self._soc_sum = np.zeros(0, dtype=np.float64)
+        self._soc_n = np.zeros(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self._gen))
+
+    def _grow(self, size: int) -> None:
+        if size <= self._size:
+            return
+        new = max(size, 2 * self._size, 1024)
+
+        def grown(a: NDArray[Any], fill: float) -> NDArray[Any]:
+            out = np.full(new, fill, dtype=a.dtype)
+            out[: a.shape[0]] = a
+            return out
+
+        self._cols = [None if c is None else grown(c, MISSING) for c in self._cols]
+        self._gen = grown(self._gen, 0)
+        self._cur_hour = grown(self._cur_hour, -1)
+        for name in ("_cur_n", "_cur_plugged", "_soc_sum", "_soc_n"):
+            setattr(self, name, grown(getattr(self, name), 0))
+        self._size = new
+
+    def _rows(self, ids: Sequence[str], create: bool) -> NDArray[np.int64]:
+        """Rows of `ids` (-1: unknown); rows that changed hands start with an empty history."""
+        rows, gens = self._source(ids, create)
+        known = rows >= 0
+        if known.any():
+            self._grow(int(rows.max()) + 1)
+        r, g = rows[known], gens[known].astype(np.uint32) + np.uint32(1)
+        other = self._gen[r] != g
+        if create and other.any():
+            again = np.unique(r[other & (self._gen[r] != 0)])
+            for col in self._cols:
+                if col is not None:
+                    col[again] = MISSING
+            self._cur_hour[again] = -1
+            for a in (self._cur_n, self._cur_plugged, self._soc_sum, self._soc_n):
+                a[again] = 0
+            self._gen[r[other]] = g[other]
+        elif other.any():  # read before the new owner reported: nothing of the old one shows
+            rows[np.flatnonzero(known)[other]] = -1
         return rows
 
     def add(
@@ -79,7 +129,7 @@ class PluggedHistory:
         soc_pct: NDArray[np.float64],
         now_s: float,
     ) -> None:
-        """Fold samples in; samples older than the window are ignored."""
+        """Fold samples in; samples older than the window, or of unknown resources, are ignored."""
         now_h = int(now_s // 3600)
         hour = np.floor(timestamp_s / 3600.0).astype(np.int64)
         keep = hour >= now_h - self.hours
@@ -90,8 +140,13 @@ class PluggedHistory:
                 [r for r, k in zip(resource_ids, keep.tolist(), strict=True) if k], True
             )
             hour, plugged, soc = hour[keep], plugged_in[keep], soc_pct[keep]
+            known = rows >= 0
+            if not known.all():
+                rows, hour, plugged, soc = rows[known], hour[known], plugged[known], soc[known]
+            if rows.size == 0:
+                return
             np.add.at(self._soc_sum, rows[plugged], soc[plugged])
-            np.add.at(self._soc_n, rows[plugged], 1.0)
+            np.add.at(self._soc_n, rows[plugged], 1)
             # One group per (resource, hour), in hour order within each resource.
             span = int(hour.max() - hour.min() + 1)
             key = rows * span + (hour - hour.min())
@@ -117,7 +172,11 @@ class PluggedHistory:
 
     def _flush(self, rows: NDArray[np.int64]) -> None:
         rows = rows[self._cur_n[rows] > 0]
-        self._write(rows, self._cur_hour[rows], self._cur_plugged[rows] / self._cur_n[rows])
+        self._write(
+            rows,
+            self._cur_hour[rows].astype(np.int64),
+            self._cur_plugged[rows] / self._cur_n[rows],
+        )
         self._cur_n[rows] = 0
         self._cur_plugged[rows] = 0
 
@@ -131,10 +190,21 @@ class PluggedHistory:
         for h in np.unique(hours).tolist():  # a newer hour takes over its column
             s = h % self.hours
             if self._slot_hour[s] < h:
-                self._ring[:, s] = MISSING
+                self._cols[s] = None
                 self._slot_hour[s] = h
-        ok = (self._slot_hour[slot] == hours) & (self._ring[rows, slot] == MISSING)
-        self._ring[rows[ok], slot[ok]] = np.rint(share[ok] * FULL).astype(np.uint8)
+        ok = self._slot_hour[slot] == hours
+        rows, slot, value = rows[ok], slot[ok], np.rint(share[ok] * FULL).astype(np.uint8)
+        order = np.argsort(slot, kind="stable")
+        rows, slot, value = rows[order], slot[order], value[order]
+        bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1], True])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            s = int(slot[a])
+            col = self._cols[s]
+            if col is None:
+                col = self._cols[s] = np.full(self._size, MISSING, dtype=np.uint8)
+            r, v = rows[a:b], value[a:b]
+            fresh = col[r] == MISSING
+            col[r[fresh]] = v[fresh]
 
     def window(self, resource_ids: Sequence[str], end_hour: int) -> HourlyWindow:
         """The `hours` finished hours before `end_hour` for these resources (unknown ones: empty)."""
@@ -143,18 +213,23 @@ class PluggedHistory:
             self._flush(finished)
             rows = self._rows(resource_ids, False)
             start = end_hour - self.hours
-            hours = np.arange(start, end_hour)
-            slot = hours % self.hours
-            current = self._slot_hour[slot] == hours
-            known = rows >= 0
-            if known.all() and current.all():
-                raw = self._ring[rows][:, slot]
-            else:
-                raw = np.full((len(rows), self.hours), MISSING, dtype=np.uint8)
-                raw[np.ix_(known, current)] = self._ring[np.ix_(rows[known], slot[current])]
+            known = np.flatnonzero(rows >= 0)
+            r = rows[known]
+            every = known.size == len(rows)
+            out = np.full((self.hours, len(rows)), MISSING, dtype=np.uint8)
+            for c, h in enumerate(range(start, end_hour)):
+                s = h % self.hours
+                col = self._cols[s]
+                if col is None or self._slot_hour[s] != h:
+                    continue
+                if every:
+                    np.take(col, r, out=out[c])
+                else:
+                    out[c, known] = col[r]
             soc_n, soc_sum = np.zeros(len(rows)), np.zeros(len(rows))
-            soc_n[known] = self._soc_n[rows[known]]
-            soc_sum[known] = self._soc_sum[rows[known]]
+            soc_n[known] = self._soc_n[r]
+            soc_sum[known] = self._soc_sum[r]
+        raw = out.T  # (resources, hours), as a view: no second copy of a large fleet's window
         with np.errstate(invalid="ignore", divide="ignore"):
             soc = np.where(soc_n > 0, soc_sum / soc_n, np.nan)
         seen = np.count_nonzero(raw != MISSING, axis=1).astype(np.int64)

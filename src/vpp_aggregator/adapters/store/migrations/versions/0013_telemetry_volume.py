@@ -3,7 +3,7 @@ partitioned by UTC day (a day's samples are dropped whole when they age out), an
 `telemetry_daily` keeps each resource's five-minute energy series past that.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
