@@ -6,6 +6,7 @@ resources (tests/test_scale_out.py) and checks it against the embedded mode; her
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -107,9 +108,15 @@ def bench_scale_out(n: int = 100_000, rounds: int = 3) -> dict[str, Any]:
         }
 
 
-def run_scale_out(log: Callable[[str], None], n: int = 100_000) -> list[str]:
-    log(f"scale-out: 2 workers and 2 API replicas at {n:,} resources ...")
-    r = bench_scale_out(n)
+def run_scale_out(log: Callable[[str], None]) -> list[str]:
+    lines: list[str] = []
+    for n in [int(x) for x in os.environ.get("VPP_SCALEOUT_SIZES", "100000").split(",") if x]:
+        log(f"scale-out: 2 workers and 2 API replicas at {n:,} resources ...")
+        lines += _section(n, bench_scale_out(n))
+    return lines
+
+
+def _section(n: int, r: dict[str, Any]) -> list[str]:
     return [
         f"### Scale-out at {n:,} resources: 2 `worker` processes, 2 API replicas, PostgreSQL, Redis, Apache Kafka (loopback)",
         "",
