@@ -119,15 +119,18 @@ def seed(url: str, n: int, now: datetime) -> None:
     import psycopg
 
     from vpp_aggregator.adapters.store.database import make_engine, migrate
+    from vpp_aggregator.adapters.store.repository import Repository
     from vpp_aggregator.adapters.store.resource_rows import schedule_to_json
 
     engine = make_engine(url)
     migrate(engine)
+    at = now - timedelta(minutes=10)
+    # telemetry_samples is partitioned by day on PostgreSQL: the seed's day needs its partition
+    Repository(engine).partitions.ensure([(at - timedelta(seconds=5)).astimezone(UTC).date()])
     engine.dispose()
     routines = [json.dumps(schedule_to_json(r)) for r in _routines(now)]
     # Written ten minutes ago: the start-up re-reads what changed within a margin (a minute)
     # before the image, and a seed that recent would all count as changed.
-    at = now - timedelta(minutes=10)
     args = {
         "n": n,
         "routines": routines,
