@@ -99,6 +99,7 @@ class Processes:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.ready_timeout_s = 120.0  # a million resources load for minutes without an image
 
     def start(self, kind: str, **extra: str) -> str:
         port = free_port()
@@ -112,7 +113,7 @@ class Processes:
         )
         self.procs.append(proc)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"{kind} exited with {proc.returncode}")
@@ -120,7 +121,7 @@ class Processes:
                 if httpx.get(base + "/health/ready", timeout=2).status_code == 200:
                     return base
             time.sleep(0.2)
-        raise RuntimeError(f"{kind} not ready within 120 s")
+        raise RuntimeError(f"{kind} not ready within {self.ready_timeout_s:.0f} s")
 
     def stop(self) -> None:
         for p in self.procs:

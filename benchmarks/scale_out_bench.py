@@ -27,6 +27,7 @@ def bench_scale_out(n: int = 100_000, rounds: int = 3) -> dict[str, Any]:
     from vpp_aggregator.adapters.store.tables import telemetry_samples
 
     with servers() as srv, deployment(srv, n) as (procs, brokers, env):
+        procs.ready_timeout_s = 900.0
         t0 = time.perf_counter()
         workers = [procs.start("worker") for _ in range(2)]
         replicas = [procs.start("serve", VPP_KAFKA_CONSUME="false") for _ in range(2)]
