@@ -37,12 +37,6 @@ def bench_scale_out(n: int = 100_000, rounds: int = 3) -> dict[str, Any]:
         producer = Producer(
             {"bootstrap.servers": brokers, "linger.ms": 20, "batch.num.messages": 10_000}
         )
-        # What each process spends with no telemetry arriving (snapshots, the state image,
-        # capacity keys, aggregate telemetry) over 10 s, to tell it from the samples' cost
-        idle0, t_idle = [_cpu_s(p) for p in pids], time.perf_counter()
-        time.sleep(10.0)  # a measuring window, not a wait for a condition
-        idle_s = time.perf_counter() - t_idle
-        idle_rate = [(_cpu_s(p) - c) / idle_s for p, c in zip(pids, idle0, strict=True)]
         cpu0 = [_cpu_s(p) for p in pids]
         pg0 = _postgres_cpu_s()
         t0 = time.perf_counter()
@@ -73,8 +67,7 @@ def bench_scale_out(n: int = 100_000, rounds: int = 3) -> dict[str, Any]:
                 raise RuntimeError("the workers did not apply every sample within 15 minutes")
             time.sleep(0.25)
         wall = time.perf_counter() - t0
-        raw = [_cpu_s(p) - c for p, c in zip(pids, cpu0, strict=True)]
-        cpu = [c - r * wall for c, r in zip(raw, idle_rate, strict=True)]
+        cpu = [_cpu_s(p) - c for p, c in zip(pids, cpu0, strict=True)]
         pg = _postgres_cpu_s() - pg0
         engine = make_engine(env["DATABASE_URL"])
         with engine.connect() as conn:
@@ -110,8 +103,6 @@ def bench_scale_out(n: int = 100_000, rounds: int = 3) -> dict[str, Any]:
             "per_s": sent / wall,
             "worker_us": sum(cpu[:2]) / sent * 1e6,
             "replica_us": sum(cpu[2:]) / sent * 1e6 / 2,
-            "worker_raw_us": sum(raw[:2]) / sent * 1e6,
-            "replica_raw_us": sum(raw[2:]) / sent * 1e6 / 2,
             "postgres_us": pg / sent * 1e6,
             "start_s": start_s,
             "available_kw": answers[0]["discharge"]["kw"],
@@ -136,9 +127,7 @@ def _section(n: int, r: dict[str, Any]) -> list[str]:
         f"- Stored in PostgreSQL: {r['stored']:,} of {r['sent']:,} (nothing lost, nothing twice)",
         f"- CPU per sample: the workers {r['worker_us']:.1f} µs (parse, live state, COPY, Redis "
         f"share, offsets), each API replica {r['replica_us']:.1f} µs (following through Redis), "
-        f"PostgreSQL {r['postgres_us']:.1f} µs; each process's idle CPU over the same time "
-        f"(measured for 10 s before) taken off. Without taking it off: workers "
-        f"{r['worker_raw_us']:.1f} µs, each replica {r['replica_raw_us']:.1f} µs",
+        f"PostgreSQL {r['postgres_us']:.1f} µs",
         f"- Both replicas and both workers answer the same `GET /capacity/available` "
         f"({r['available_kw']:,.0f} kW available, {r['resources']:,} resources); the 4 processes "
         f"were ready {r['start_s']:.0f} s after they were started",
