@@ -179,6 +179,23 @@ class Repository:
             resource_ids, ts, soc_pct, plugged_in, power_kw, received_at.timestamp()
         )
         try:
+            stored = self._copy_straight_in(payload)
+        except psycopg.errors.CheckViolation:  # a day's partition another process dropped
+            self.partitions.forget()
+            self.partitions.ensure(date(1970, 1, 1) + timedelta(days=d) for d in days)
+            stored = False
+        if not stored:  # a replay of samples stored before, or a retry once the partition is back
+            with self.engine.begin() as conn:
+                self._staged(conn, payload)
+                conn.exec_driver_sql(
+                    f"INSERT INTO telemetry_samples ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} "
+                    "FROM telemetry_staging ON CONFLICT (ts, resource_id) DO NOTHING"
+                )
+
+    def _copy_straight_in(self, payload: bytes) -> bool:
+        """COPY into the partitions; False when the batch repeats a stored sample (COPY then
+        stores none of it, and the caller goes through staging)."""
+        try:
             with (
                 self.engine.begin() as conn,
                 _cursor(conn) as cur,
@@ -187,19 +204,9 @@ class Repository:
                 ) as copy,
             ):
                 copy.write(payload)
-            return
         except psycopg.errors.UniqueViolation:
-            pass
-        except psycopg.errors.CheckViolation:  # a day's partition another process dropped
-            self.partitions.forget()
-            self.partitions.ensure(date(1970, 1, 1) + timedelta(days=d) for d in days)
-        # A replay of samples stored before, or a retry after the partition came back.
-        with self.engine.begin() as conn:
-            self._staged(conn, payload)
-            conn.exec_driver_sql(
-                f"INSERT INTO telemetry_samples ({COPY_COLUMNS}) SELECT {COPY_COLUMNS} "
-                "FROM telemetry_staging ON CONFLICT (ts, resource_id) DO NOTHING"
-            )
+            return False
+        return True
 
     @staticmethod
     def _staged(conn: Connection, payload: bytes) -> None:
