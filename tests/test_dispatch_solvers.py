@@ -62,29 +62,32 @@ def test_fast_delivers_within_one_percent_of_the_lp_on_market_cases(
     lp, fast = solve_lp(p), solve_fast(p)
     e_lp, e_fast = lp.delivered_kwh(p), fast.delivered_kwh(p)
     assert e_fast <= e_lp + 1e-6 * max(1.0, abs(e_lp))  # the LP is the optimum
-    # The issue asks for 0.5 %, which the allocator does not meet yet: over 1,500 random market
-    # cases 7 were above 0.5 % and 3 above 1 % (largest 1.49 %), all energy-limited (see
-    # test_energy_limited_fleet_spends_nothing_after_the_window below).
+    # The issue asks for 0.5 %, which the allocator does not meet yet: over 3,000 fresh random
+    # market cases 4 were above 0.5 % (largest 0.89 %, down from 10 and 1.49 % with the single
+    # hold-then-ramp-down plan), all energy-limited (see the fleets below).
     assert e_fast >= e_lp - 0.01 * abs(e_lp) - 1e-6
+
+
+def test_energy_limited_fleet_ends_its_ramp_down_at_the_window_end() -> None:
+    """Found by a random search at the issue's 0.5 %: a fleet whose energy runs out before the
+    window ends. It was 0.66 % below the LP while its batteries held their rate to the window's
+    end and spent energy ramping down after it; with the second plan (ramp-downs ending at the
+    window's end) it is within 0.5 %."""
+    p = _problem((29, 1678124625, 445.0005110614484, 98, False))
+    e_lp, e_fast = solve_lp(p).delivered_kwh(p), solve_fast(p).delivered_kwh(p)
+    assert e_fast >= e_lp - 0.005 * abs(e_lp) - 1e-6
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the fast allocator spends energy after the window that the LP delivers inside it",
+    reason="which battery should spend energy after the window is a fleet-wide choice the "
+    "allocator does not make",
 )
-@pytest.mark.parametrize(
-    "case",
-    [
-        (29, 1678124625, 445.0005110614484, 98, False),  # 0.66 % below the LP
-        (24, 211726109, -711.3538977100387, 99, False),  # 1.15 %
-    ],
-)
-def test_energy_limited_fleet_spends_nothing_after_the_window(case: Case) -> None:
-    """Found by a random search at the issue's 0.5 %: fleets whose energy runs out before the
-    window ends. The whole gap is energy the allocator's batteries spend ramping down after the
-    window (they hold their rate until its end) that the LP delivers inside it, ending their
-    ramp-down at the window's end."""
-    p = _problem(case)
+def test_energy_limited_fleet_with_power_short_at_the_end() -> None:
+    """Found by the same search (1.15 %, now 0.84 %): holding the target to the end needs some
+    batteries still at power there, and the LP picks which ones spend energy after the window;
+    the allocator's two plans (all hold, all end at the window) both fall short."""
+    p = _problem((24, 211726109, -711.3538977100387, 99, False))
     e_lp, e_fast = solve_lp(p).delivered_kwh(p), solve_fast(p).delivered_kwh(p)
     assert e_fast >= e_lp - 0.005 * abs(e_lp) - 1e-6
 
