@@ -62,9 +62,9 @@ def test_fast_delivers_within_one_percent_of_the_lp_on_market_cases(
     lp, fast = solve_lp(p), solve_fast(p)
     e_lp, e_fast = lp.delivered_kwh(p), fast.delivered_kwh(p)
     assert e_fast <= e_lp + 1e-6 * max(1.0, abs(e_lp))  # the LP is the optimum
-    # The issue asks for 0.5 %, which the allocator does not meet yet: over 3,000 fresh random
-    # market cases 4 were above 0.5 % (largest 0.89 %, down from 10 and 1.49 % with the single
-    # hold-then-ramp-down plan), all energy-limited (see the fleets below).
+    # The issue asks for 0.5 %, which the allocator does not meet yet: on two fresh samples of
+    # 3,000 random market cases 4 and 5 were above 0.5 % (largest 0.89 %; 10 and 1.49 % with the
+    # hold plan alone), all energy-limited (see the fleets below).
     assert e_fast >= e_lp - 0.01 * abs(e_lp) - 1e-6
 
 
