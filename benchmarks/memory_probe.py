@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from devservices.synthetic import synthetic_fleet
+from vpp_aggregator.adapters import native_heap
+from vpp_aggregator.domain.fleet_image import FleetImage, restore_image, take_image
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.history import PluggedHistory
 
 
 def _rss_bytes() -> int:
+    """RSS once freed native memory is given back, as the service's periodic trim does."""
+    native_heap.trim()
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
@@ -28,20 +33,43 @@ def _short(path: str) -> str:
     return path.rsplit("/src/", 1)[-1].rsplit("site-packages/", 1)[-1].rsplit("/work/", 1)[-1]
 
 
-def probe(n: int, top: int = 8, rules: dict[str, Any] | None = None) -> dict[str, Any]:
+def _restored(n: int, rules: dict[str, Any], now: datetime) -> tuple[FleetImage, list[Any]]:
+    """An image of `n` resources, and 1,000 registrations made after it: what a server
+    restarting after a crash loads."""
+    state = FleetState(**rules)
+    for s in range(0, n, 50_000):
+        state.upsert_many(synthetic_fleet(min(50_000, n - s), s), now)
+    return take_image(state, now), synthetic_fleet(1000, n)
+
+
+def probe(
+    n: int, top: int = 8, rules: dict[str, Any] | None = None, path: str = "registry"
+) -> dict[str, Any]:
     """Per-resource bytes (RSS and traced) of the live state and the plug-in history, and the
-    top allocation sites."""
+    top allocation sites. `path`: "registry" (registered in chunks, as a first start) or
+    "image" (an image restored, then 1,000 registered: the restart benchmark's third start)."""
     from benchmarks.suite import shipped_rules
 
+    rules = rules or shipped_rules()
     now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
-    fleets = [synthetic_fleet(min(50_000, n - s), s) for s in range(0, n, 50_000)]
+    if path == "image":
+        image, fleets = _restored(n, rules, now)
+        fleets = [fleets]
+    else:
+        fleets = [synthetic_fleet(min(50_000, n - s), s) for s in range(0, n, 50_000)]
     gc.collect()
     rss0 = _rss_bytes()
     tracemalloc.start(1)
     snap0 = tracemalloc.take_snapshot()
-    state = FleetState(**(rules or shipped_rules()))
+    state = FleetState(**rules)
+    if path == "image":
+        # Fresh id strings, as read back from the database, made inside the measurement.
+        ids = [x.encode().decode() for x in image.resource_ids]
+        restore_image(state, replace(image, resource_ids=ids), now)
+        del image, ids
     for chunk in fleets:
         state.upsert_many(chunk, now)
+    n = len(state)
     rng = np.random.default_rng(1)
     rows = np.arange(n, dtype=np.int64)
     ts = now.timestamp() - rng.uniform(0, 240, n)
@@ -71,6 +99,7 @@ def probe(n: int, top: int = 8, rules: dict[str, Any] | None = None) -> dict[str
     del fleets
     return {
         "resources": n,
+        "path": path,
         "rss_state_B": (rss_state - rss0) / n,
         "rss_all_B": (rss_all - rss0) / n,
         "traced_state_B": traced_state / n,
@@ -113,7 +142,10 @@ if __name__ == "__main__":
     import json
     import sys
 
-    result = probe(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    result = probe(
+        int(args[0]) if args else 200_000, path="image" if "--image" in sys.argv else "registry"
+    )
     result.pop("_keep")
     if "--json" in sys.argv:
         print(json.dumps(result))

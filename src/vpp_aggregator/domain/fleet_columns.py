@@ -34,6 +34,16 @@ MAX_WINDOW_VIEWS = 4
 RACE_TOLERANCE_S = 5.0
 LOCKOUT_HYSTERESIS_PCT = 1.0
 RESUM_AFTER_UPDATES_PER_ROW = 64
+# Columns grow by an eighth (at least GROW_MIN_ROWS rows), not by doubling: a state restored from
+# its image at exactly a million rows would otherwise fill two million at the next registration.
+GROW_MIN_ROWS = 1024
+
+
+def grown_rows(rows: int, needed: int) -> int:
+    """Rows to allocate when `rows` are full and `needed` are asked for."""
+    return max(needed, rows + max(GROW_MIN_ROWS, rows // 8))
+
+
 N_COEF = N_COLUMNS + 2
 TYPES = (ResourceType.EV, ResourceType.BESS)
 
@@ -224,7 +234,7 @@ class FleetColumns:
             self._ids[row] = resource_id
         else:
             if self._n == self._rows:
-                self._alloc(self._rows * 2)
+                self._alloc(grown_rows(self._rows, self._n + 1))
             row = self._n
             self._n += 1
             self._ids.append(resource_id)
