@@ -52,9 +52,10 @@ def probe(
 
     rules = rules or shipped_rules()
     now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+    image: FleetImage | None = None
     if path == "image":
-        image, fleets = _restored(n, rules, now)
-        fleets = [fleets]
+        image, more = _restored(n, rules, now)
+        fleets = [more]
     else:
         fleets = [synthetic_fleet(min(50_000, n - s), s) for s in range(0, n, 50_000)]
     gc.collect()
@@ -62,11 +63,11 @@ def probe(
     tracemalloc.start(1)
     snap0 = tracemalloc.take_snapshot()
     state = FleetState(**rules)
-    if path == "image":
+    if image is not None:
         # Fresh id strings, as read back from the database, made inside the measurement.
         ids = [x.encode().decode() for x in image.resource_ids]
         restore_image(state, replace(image, resource_ids=ids), now)
-        del image, ids
+        del ids  # the image itself is kept: freeing it here would count against the state
     for chunk in fleets:
         state.upsert_many(chunk, now)
     n = len(state)
@@ -111,7 +112,7 @@ def probe(
             )
             for s in sites
         ],
-        "_keep": (state, history),
+        "_keep": (state, history, image),
     }
 
 

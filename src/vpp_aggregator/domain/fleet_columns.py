@@ -19,6 +19,7 @@ from vpp_aggregator.domain.capacity import (
     N_COLUMNS,
     ResourceColumns,
 )
+from vpp_aggregator.domain.id_index import IdIndex, grown_rows
 from vpp_aggregator.domain.resources import (
     RecurringDeparture,
     Resource,
@@ -34,15 +35,6 @@ MAX_WINDOW_VIEWS = 4
 RACE_TOLERANCE_S = 5.0
 LOCKOUT_HYSTERESIS_PCT = 1.0
 RESUM_AFTER_UPDATES_PER_ROW = 64
-# Columns grow by an eighth (at least GROW_MIN_ROWS rows), not by doubling: a state restored from
-# its image at exactly a million rows would otherwise fill two million at the next registration.
-GROW_MIN_ROWS = 1024
-
-
-def grown_rows(rows: int, needed: int) -> int:
-    """Rows to allocate when `rows` are full and `needed` are asked for."""
-    return max(needed, rows + max(GROW_MIN_ROWS, rows // 8))
-
 
 N_COEF = N_COLUMNS + 2
 TYPES = (ResourceType.EV, ResourceType.BESS)
@@ -110,8 +102,7 @@ class FleetColumns:
         self._lock = threading.RLock()
         self._n = 0
         self._alloc(max(16, initial_rows))
-        self._row_of: dict[str, int] = {}
-        self._ids: list[str | None] = []
+        self._index = IdIndex()  # resource id <-> row
         self._free: list[int] = []
         self._routines: list[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]]] = []
         self._routine_ids: dict[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]], int] = {}
@@ -228,27 +219,22 @@ class FleetColumns:
 
     # ----------------------------------------------------------------- registry
 
-    def _new_row(self, resource_id: str) -> int:
+    def _new_row(self) -> int:
+        """A free row for a new resource; the caller gives it the resource's id (`_index.add`)."""
         if self._free:
             row = self._free.pop()
-            self._ids[row] = resource_id
         else:
             if self._n == self._rows:
                 self._alloc(grown_rows(self._rows, self._n + 1))
             row = self._n
             self._n += 1
-            self._ids.append(resource_id)
-        self._row_of[resource_id] = row
         self.row_gen[row] += 1
         return row
 
     def _remove_row(self, row: int) -> None:
         self.version += 1
         self._detach(row)
-        resource_id = self._ids[row]
-        if resource_id is not None:
-            del self._row_of[resource_id]
-        self._ids[row] = None
+        self._index.remove(row)
         self.present[row] = False
         self.status_active[row] = False
         self.plugged[row] = False
@@ -261,22 +247,26 @@ class FleetColumns:
         self._free.append(row)
 
     def __contains__(self, resource_id: str) -> bool:
-        return resource_id in self._row_of
+        with self._lock:
+            return bool(self._index.rows([resource_id])[0] >= 0)
 
     def resource_ids(self) -> list[str]:
-        """Every resource in the live state (registered and not removed)."""
+        """Every resource in the live state (registered and not removed), in row order."""
         with self._lock:
-            return list(self._row_of)
+            return self._index.ids(self._index.live_rows())
 
     def __len__(self) -> int:
-        return len(self._row_of)
+        return len(self._index)
 
-    def rows_of(self, resource_ids: list[str]) -> I8:
+    def rows_of(self, resource_ids: Sequence[str]) -> I8:
         """Row index per id, -1 where the resource is unknown or deactivated."""
-        get = self._row_of.get
-        return np.fromiter(
-            (get(r, -1) for r in resource_ids), dtype=np.int64, count=len(resource_ids)
-        )
+        with self._lock:
+            return self._index.rows(resource_ids)
+
+    def ids_of(self, rows: I8) -> list[str]:
+        """The resource id of each row."""
+        with self._lock:
+            return self._index.ids(rows)
 
     # ----------------------------------------------------------------- telemetry
 
@@ -313,9 +303,9 @@ class FleetColumns:
         """The live resource behind a charge point (its id is the charge point by default)."""
         with self._lock:
             for rid, cp in self._charge_points.items():
-                if cp == charge_point_id and rid in self._row_of:
+                if cp == charge_point_id and rid in self:
                     return rid
-            return charge_point_id if charge_point_id in self._row_of else None
+            return charge_point_id if charge_point_id in self else None
 
     def charge_point(self, resource_id: str) -> str:
         return self._charge_points.get(resource_id, resource_id)
@@ -358,7 +348,7 @@ class FleetColumns:
         with self._lock:
             rows = np.flatnonzero(self.dirty[: self._n] & self.present[: self._n])
             self.dirty[rows] = False
-            ids = [self._ids[r] or "" for r in rows.tolist()]
+            ids = self._index.ids(rows)
             return (
                 ids,
                 rows,
@@ -377,4 +367,4 @@ class FleetColumns:
         """Resources currently locked out of discharge by the BESS safety monitor."""
         with self._lock:
             rows = np.flatnonzero(self.discharge_locked[: self._n] & self.present[: self._n])
-            return [self._ids[r] or "" for r in rows.tolist()]
+            return self._index.ids(rows)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vpp_aggregator.domain.fleet_columns import grown_rows
+from vpp_aggregator.domain.id_index import grown_rows
 
 MISSING = 255  # no sample that hour
 FULL = 250  # share 1.0 (0.4 % resolution)
