@@ -39,6 +39,7 @@ def test_index_matches_a_dict_through_adds_and_removals(
         expect = [model.get(r, -1) for r in asked]
         assert index.rows(asked).tolist() == expect
         assert len(index) == len(model)
+        assert np.count_nonzero(index._table >= 0) == len(model)  # each id in the table once
         live = index.live_rows()
         assert sorted(zip(index.ids(live), live.tolist(), strict=True)) == sorted(model.items())
 

@@ -124,6 +124,8 @@ class IdIndex:
         if k == 0:
             return
         self._reserve_rows(int(rows.max()) + 1)
+        if 2 * (self._count + self._tombstones + k) > self._table.size:
+            self._rehash(self._count + k)  # before the new rows count as live
         data, lens = _encoded(ids)
         if self._used + data.size > self._blob.size:
             self._compact(data.size)
@@ -132,8 +134,6 @@ class IdIndex:
         self._len[rows] = lens
         self._used += data.size
         self._hash[rows] = np.fromiter(map(hash, ids), dtype=np.int64, count=k)
-        if 2 * (self._count + self._tombstones + k) > self._table.size:
-            self._rehash(self._count + k)
         self._insert(rows)
         self._count += k
 
@@ -158,15 +158,13 @@ class IdIndex:
         pending = np.arange(rows.size, dtype=np.int64)
         while pending.size:
             s = slot[pending]
-            free = self._table[s] < 0
-            reused = self._table[s[free]] == TOMBSTONE
-            _, first = np.unique(s[free], return_index=True)
-            won = pending[free][first]
-            self._tombstones -= int(np.count_nonzero(reused[first]))
-            self._table[slot[won]] = rows[won]
-            placed = np.zeros(rows.size, dtype=bool)
-            placed[won] = True
-            pending = pending[~placed[pending]]
+            was = self._table[s]
+            free = was < 0
+            # Rows after the same free slot all write it; the one that stays there has it.
+            self._table[s[free]] = rows[pending[free]]
+            won = free & (self._table[s] == rows[pending])
+            self._tombstones -= int(np.count_nonzero(won & (was == TOMBSTONE)))
+            pending = pending[~won]
             slot[pending] = (slot[pending] + 1) & mask
 
     def _rehash(self, count: int) -> None:
