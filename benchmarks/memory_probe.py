@@ -82,8 +82,9 @@ def probe(
     rss_state = _rss_bytes()
     traced_state = tracemalloc.get_traced_memory()[0]
     history = PluggedHistory(28 * 24, state.history_rows)  # as the forecast service has it
+    every = state.ids_of(np.arange(n, dtype=np.int64))  # the rows' ids, in row order
     for start in range(0, n, 100_000):  # fresh strings, as read back from the database
-        ids = [f"{x}" for x in state.resource_ids()[start : start + 100_000]]
+        ids = [x.encode().decode() for x in every[start : start + 100_000]]
         k = len(ids)
         history.add(
             ids,
@@ -92,6 +93,7 @@ def probe(
             soc[start : start + k],
             now.timestamp(),
         )
+    del every, ids  # read and let go, as the forecast service's load does
     gc.collect()
     rss_all = _rss_bytes()
     traced_all = tracemalloc.get_traced_memory()[0]
@@ -117,26 +119,34 @@ def probe(
 
 
 def probe_lines(n: int) -> list[str]:
-    """The probe in a process of its own (a clean heap), as Markdown."""
+    """The probe in a process of its own (a clean heap) per path, as Markdown."""
     import json
     import subprocess
     import sys
 
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory_probe", str(n), "--json"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    r = json.loads(out)
-    return [
-        f"- In one process at {n:,} resources (`python -m benchmarks.memory_probe {n}`): live state "
-        f"(telemetry, 60 and 15 min windows) {r['rss_state_B']:,.0f} B RSS per resource "
-        f"({r['traced_state_B']:,.0f} B traced); with the forecast's plug-in history "
-        f"{r['rss_all_B']:,.0f} B ({r['traced_all_B']:,.0f} B traced). Top allocation sites "
-        "(tracemalloc, B per resource): "
-        + "; ".join(f"`{site}` {b:,.0f}" for site, b in r["sites"]),
-    ]
+    lines = []
+    for flag, what in (
+        ("", "registered"),
+        ("--image", "restored from an image, then 1,000 registered"),
+    ):
+        cmd = f"python -m benchmarks.memory_probe {n} {flag}".rstrip()
+        out = subprocess.run(
+            [sys.executable, *cmd.split()[1:], "--json"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        r = json.loads(out)
+        lines.append(
+            f"- In one process at {n:,} resources {what} "
+            f"(`{cmd}`): live state "
+            f"(telemetry, 60 and 15 min windows) {r['rss_state_B']:,.0f} B RSS per resource "
+            f"({r['traced_state_B']:,.0f} B traced); with the forecast's plug-in history "
+            f"{r['rss_all_B']:,.0f} B ({r['traced_all_B']:,.0f} B traced). Top allocation sites "
+            "(tracemalloc, B per resource): "
+            + "; ".join(f"`{site}` {b:,.0f}" for site, b in r["sites"]),
+        )
+    return lines
 
 
 if __name__ == "__main__":
