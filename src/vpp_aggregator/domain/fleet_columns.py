@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,9 +13,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.capacity import (
-    DISCHARGE_KW,
-    DISCHARGE_KWH,
-    N_COLUMNS,
     ResourceColumns,
 )
 from vpp_aggregator.domain.id_index import IdIndex, grown_rows
@@ -27,6 +23,7 @@ from vpp_aggregator.domain.resources import (
     Trip,
 )
 from vpp_aggregator.domain.schedule import next_departure
+from vpp_aggregator.domain.window_view import N_COEF, WindowView
 
 I8 = NDArray[np.int64]
 F8 = NDArray[np.float64]
@@ -36,33 +33,11 @@ RACE_TOLERANCE_S = 5.0
 LOCKOUT_HYSTERESIS_PCT = 1.0
 RESUM_AFTER_UPDATES_PER_ROW = 64
 
-N_COEF = N_COLUMNS + 2
 TYPES = (ResourceType.EV, ResourceType.BESS)
 
 # How far reported power may exceed a resource's registered limits (meter noise, brief overshoot).
 POWER_MARGIN = 0.10
 POWER_MARGIN_KW = 1.0
-
-
-@dataclass(slots=True)
-class WindowView:
-    """Per-row linear contributions `coef` (intercept at t_ref, then the two discharge slopes)."""
-
-    window_s: float
-    t_ref: float
-    coef: NDArray[np.float64]  # (rows, N_COEF)
-    next_change: F8
-    group_sums: NDArray[np.float64]  # (groups, N_COEF)
-    evaluated_at: float = -np.inf
-    updates_since_rebuild: int = 0
-
-    def at(self, sums: NDArray[np.float64], ts: float) -> NDArray[np.float64]:
-        """Evaluate summed coefficients at time `ts`."""
-        values = sums[..., :N_COLUMNS].copy()
-        dt = ts - self.t_ref
-        values[..., DISCHARGE_KWH] += sums[..., N_COLUMNS] * dt
-        values[..., DISCHARGE_KW] += sums[..., N_COLUMNS + 1] * dt
-        return values
 
 
 class FleetColumns:
@@ -148,11 +123,7 @@ class FleetColumns:
         grow("discharge_locked", False, np.bool_)
         self._rows = rows
         for view in getattr(self, "_views", {}).values():
-            coef = np.zeros((rows, N_COEF))
-            coef[: view.coef.shape[0]] = view.coef
-            nxt = np.full(rows, np.inf)
-            nxt[: view.next_change.shape[0]] = view.next_change
-            view.coef, view.next_change = coef, nxt
+            view.resize(rows)
 
     def _columns(self, rows: I8 | slice) -> ResourceColumns:
         return ResourceColumns(
@@ -187,9 +158,10 @@ class FleetColumns:
 
     def _detach(self, row: int) -> None:
         """Take a row's contribution out of its group before its group or presence changes."""
+        one = slice(row, row + 1)
         for view in self._views.values():
-            view.group_sums[self.group[row]] -= view.coef[row]
-            view.coef[row] = 0.0
+            view.group_sums[self.group[row]] -= view.coef(one)[0]
+            view.put(one, np.zeros((1, N_COEF)))
             view.next_change[row] = np.inf
 
     def _routine(self, resource: Resource) -> int:
