@@ -380,9 +380,12 @@ def empty_server_rss(admin_url: str) -> float:
     return rss
 
 
-def run_restart(log: Any = print, sizes: tuple[int, ...] = SIZES) -> list[str]:
+def run_restart(log: Any = print, sizes: tuple[int, ...] | None = None) -> list[str]:
+    """`sizes` default to VPP_RESTART_SIZES (comma-separated), else SIZES."""
     from devservices import local
 
+    env_sizes = os.environ.get("VPP_RESTART_SIZES", "")
+    sizes = sizes or tuple(int(x) for x in env_sizes.split(",") if x.strip()) or SIZES
     found = local.postgres(os.environ.get("VPP_BENCH_POSTGRES_URL"))
     try:
         log("restart: an empty server's RSS ...")

@@ -26,16 +26,15 @@ from vpp_aggregator.domain.fleet_columns import (
     F8,
     I8,
     MAX_WINDOW_VIEWS,
-    N_COEF,
     RACE_TOLERANCE_S,
     RESUM_AFTER_UPDATES_PER_ROW,
     TYPES,
     FleetColumns,
-    WindowView,
 )
 from vpp_aggregator.domain.resources import (
     ResourceType,
 )
+from vpp_aggregator.domain.window_view import N_COEF, WindowView
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +83,7 @@ def _coef(
 
 class FleetCapacity(FleetColumns):
     def _new_view(self, window_s: float, now_ts: float) -> WindowView:
-        view = WindowView(
-            window_s=window_s,
-            t_ref=now_ts,
-            coef=np.zeros((self._rows, N_COEF)),
-            next_change=np.full(self._rows, np.inf),
-            group_sums=np.zeros((len(self._group_type), N_COEF)),
-        )
+        view = WindowView.empty(window_s, now_ts, self._rows, len(self._group_type))
         self._rebuild(view, now_ts)
         return view
 
@@ -109,7 +102,7 @@ class FleetCapacity(FleetColumns):
         present = self.present[:n]
         coef[~present] = 0.0
         nxt[~present] = np.inf
-        view.coef[:n] = coef
+        view.put(slice(0, n), coef)
         view.next_change[:n] = nxt
         g = len(self._group_type)
         groups = self.group[:n][present]
@@ -123,9 +116,9 @@ class FleetCapacity(FleetColumns):
     def _resum(self, view: WindowView) -> None:
         """Re-add the group sums from the per-row coefficients, dropping accumulated round-off."""
         n, g = self._n, len(self._group_type)
-        groups = self.group[:n]
+        groups, coef = self.group[:n], view.coef(slice(0, n))
         for k in range(N_COEF):
-            view.group_sums[:, k] = np.bincount(groups, weights=view.coef[:n, k], minlength=g)
+            view.group_sums[:, k] = np.bincount(groups, weights=coef[:, k], minlength=g)
         view.updates_since_rebuild = 0
 
     def _view(self, window_s: float, now_ts: float) -> WindowView:
@@ -153,7 +146,7 @@ class FleetCapacity(FleetColumns):
         gone = ~self.present[rows]
         coef[gone] = 0.0
         nxt[gone] = np.inf
-        delta = coef - view.coef[rows]
+        delta = coef - view.coef(rows)
         groups = self.group[rows]
         if rows.size < 64:
             np.add.at(view.group_sums, groups, delta)
@@ -161,7 +154,7 @@ class FleetCapacity(FleetColumns):
             g = len(self._group_type)
             for k in range(N_COEF):
                 view.group_sums[:, k] += np.bincount(groups, weights=delta[:, k], minlength=g)
-        view.coef[rows] = coef
+        view.put(rows, coef)
         view.next_change[rows] = nxt
         view.updates_since_rebuild += int(rows.size)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,11 +13,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.capacity import (
-    DISCHARGE_KW,
-    DISCHARGE_KWH,
-    N_COLUMNS,
     ResourceColumns,
 )
+from vpp_aggregator.domain.id_index import IdIndex, grown_rows
 from vpp_aggregator.domain.resources import (
     RecurringDeparture,
     Resource,
@@ -26,6 +23,7 @@ from vpp_aggregator.domain.resources import (
     Trip,
 )
 from vpp_aggregator.domain.schedule import next_departure
+from vpp_aggregator.domain.window_view import N_COEF, WindowView
 
 I8 = NDArray[np.int64]
 F8 = NDArray[np.float64]
@@ -34,33 +32,12 @@ MAX_WINDOW_VIEWS = 4
 RACE_TOLERANCE_S = 5.0
 LOCKOUT_HYSTERESIS_PCT = 1.0
 RESUM_AFTER_UPDATES_PER_ROW = 64
-N_COEF = N_COLUMNS + 2
+
 TYPES = (ResourceType.EV, ResourceType.BESS)
 
 # How far reported power may exceed a resource's registered limits (meter noise, brief overshoot).
 POWER_MARGIN = 0.10
 POWER_MARGIN_KW = 1.0
-
-
-@dataclass(slots=True)
-class WindowView:
-    """Per-row linear contributions `coef` (intercept at t_ref, then the two discharge slopes)."""
-
-    window_s: float
-    t_ref: float
-    coef: NDArray[np.float64]  # (rows, N_COEF)
-    next_change: F8
-    group_sums: NDArray[np.float64]  # (groups, N_COEF)
-    evaluated_at: float = -np.inf
-    updates_since_rebuild: int = 0
-
-    def at(self, sums: NDArray[np.float64], ts: float) -> NDArray[np.float64]:
-        """Evaluate summed coefficients at time `ts`."""
-        values = sums[..., :N_COLUMNS].copy()
-        dt = ts - self.t_ref
-        values[..., DISCHARGE_KWH] += sums[..., N_COLUMNS] * dt
-        values[..., DISCHARGE_KW] += sums[..., N_COLUMNS + 1] * dt
-        return values
 
 
 class FleetColumns:
@@ -100,8 +77,7 @@ class FleetColumns:
         self._lock = threading.RLock()
         self._n = 0
         self._alloc(max(16, initial_rows))
-        self._row_of: dict[str, int] = {}
-        self._ids: list[str | None] = []
+        self._index = IdIndex()  # resource id <-> row
         self._free: list[int] = []
         self._routines: list[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]]] = []
         self._routine_ids: dict[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]], int] = {}
@@ -147,11 +123,7 @@ class FleetColumns:
         grow("discharge_locked", False, np.bool_)
         self._rows = rows
         for view in getattr(self, "_views", {}).values():
-            coef = np.zeros((rows, N_COEF))
-            coef[: view.coef.shape[0]] = view.coef
-            nxt = np.full(rows, np.inf)
-            nxt[: view.next_change.shape[0]] = view.next_change
-            view.coef, view.next_change = coef, nxt
+            view.resize(rows)
 
     def _columns(self, rows: I8 | slice) -> ResourceColumns:
         return ResourceColumns(
@@ -186,9 +158,10 @@ class FleetColumns:
 
     def _detach(self, row: int) -> None:
         """Take a row's contribution out of its group before its group or presence changes."""
+        one = slice(row, row + 1)
         for view in self._views.values():
-            view.group_sums[self.group[row]] -= view.coef[row]
-            view.coef[row] = 0.0
+            view.group_sums[self.group[row]] -= view.coef(one)[0]
+            view.put(one, np.zeros((1, N_COEF)))
             view.next_change[row] = np.inf
 
     def _routine(self, resource: Resource) -> int:
@@ -218,27 +191,22 @@ class FleetColumns:
 
     # ----------------------------------------------------------------- registry
 
-    def _new_row(self, resource_id: str) -> int:
+    def _new_row(self) -> int:
+        """A free row for a new resource; the caller gives it the resource's id (`_index.add`)."""
         if self._free:
             row = self._free.pop()
-            self._ids[row] = resource_id
         else:
             if self._n == self._rows:
-                self._alloc(self._rows * 2)
+                self._alloc(grown_rows(self._rows, self._n + 1))
             row = self._n
             self._n += 1
-            self._ids.append(resource_id)
-        self._row_of[resource_id] = row
         self.row_gen[row] += 1
         return row
 
     def _remove_row(self, row: int) -> None:
         self.version += 1
         self._detach(row)
-        resource_id = self._ids[row]
-        if resource_id is not None:
-            del self._row_of[resource_id]
-        self._ids[row] = None
+        self._index.remove(row)
         self.present[row] = False
         self.status_active[row] = False
         self.plugged[row] = False
@@ -251,22 +219,26 @@ class FleetColumns:
         self._free.append(row)
 
     def __contains__(self, resource_id: str) -> bool:
-        return resource_id in self._row_of
+        with self._lock:
+            return bool(self._index.rows([resource_id])[0] >= 0)
 
     def resource_ids(self) -> list[str]:
-        """Every resource in the live state (registered and not removed)."""
+        """Every resource in the live state (registered and not removed), in row order."""
         with self._lock:
-            return list(self._row_of)
+            return self._index.ids(self._index.live_rows())
 
     def __len__(self) -> int:
-        return len(self._row_of)
+        return len(self._index)
 
-    def rows_of(self, resource_ids: list[str]) -> I8:
+    def rows_of(self, resource_ids: Sequence[str]) -> I8:
         """Row index per id, -1 where the resource is unknown or deactivated."""
-        get = self._row_of.get
-        return np.fromiter(
-            (get(r, -1) for r in resource_ids), dtype=np.int64, count=len(resource_ids)
-        )
+        with self._lock:
+            return self._index.rows(resource_ids)
+
+    def ids_of(self, rows: I8) -> list[str]:
+        """The resource id of each row."""
+        with self._lock:
+            return self._index.ids(rows)
 
     # ----------------------------------------------------------------- telemetry
 
@@ -303,9 +275,9 @@ class FleetColumns:
         """The live resource behind a charge point (its id is the charge point by default)."""
         with self._lock:
             for rid, cp in self._charge_points.items():
-                if cp == charge_point_id and rid in self._row_of:
+                if cp == charge_point_id and rid in self:
                     return rid
-            return charge_point_id if charge_point_id in self._row_of else None
+            return charge_point_id if charge_point_id in self else None
 
     def charge_point(self, resource_id: str) -> str:
         return self._charge_points.get(resource_id, resource_id)
@@ -348,7 +320,7 @@ class FleetColumns:
         with self._lock:
             rows = np.flatnonzero(self.dirty[: self._n] & self.present[: self._n])
             self.dirty[rows] = False
-            ids = [self._ids[r] or "" for r in rows.tolist()]
+            ids = self._index.ids(rows)
             return (
                 ids,
                 rows,
@@ -367,4 +339,4 @@ class FleetColumns:
         """Resources currently locked out of discharge by the BESS safety monitor."""
         with self._lock:
             rows = np.flatnonzero(self.discharge_locked[: self._n] & self.present[: self._n])
-            return [self._ids[r] or "" for r in rows.tolist()]
+            return self._index.ids(rows)

@@ -66,8 +66,7 @@ def take_image(state: FleetColumns, at: datetime) -> FleetImage:
         n = state._n
         rows = np.flatnonzero(state.present[:n])
         columns = {name: getattr(state, name)[rows].copy() for name in COLUMNS}
-        ids = state._ids
-        resource_ids = [ids[r] or "" for r in rows.tolist()]
+        resource_ids = state.ids_of(rows)
         groups = [
             (TYPES[t].value, node, fleet)
             for t, node, fleet in zip(
@@ -93,16 +92,15 @@ def restore_image(state: FleetColumns, image: FleetImage, now: datetime) -> None
             raise ValueError("an image is restored into an empty fleet state only")
         if not image.fits(state):
             raise ValueError("the image was taken under another VPP_BESS_MIN_SOC")
+        if len(set(image.resource_ids)) != n:
+            raise ValueError("an image names a resource twice")
         if n > state._rows:
             state._alloc(n)
         for name in COLUMNS:
             getattr(state, name)[:n] = image.columns[name]
         state.present[:n] = True
         state._n = n
-        state._ids = list(image.resource_ids)
-        state._row_of = dict(zip(image.resource_ids, range(n), strict=True))
-        if len(state._row_of) != n:
-            raise ValueError("an image names a resource twice")
+        state._index.add(image.resource_ids, np.arange(n, dtype=np.int64))
         for rtype, node, fleet in image.groups:
             state._group(ResourceType(rtype), node, fleet)
         for routine in image.routines:

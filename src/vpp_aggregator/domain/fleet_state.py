@@ -78,14 +78,20 @@ class FleetState(FleetCapacity):
             flags: dict[str, list[bool]] = {"bess": [], "active": []}
             groups: list[int] = []
             routines: list[int] = []
-            for resource in resources:
-                row = self._row_of.get(resource.resource_id)
+            found = self.rows_of([r.resource_id for r in resources]).tolist()
+            seen: dict[str, int] = {}  # rows given or taken in this batch (-1: removed)
+            fresh: dict[str, int] = {}  # new rows, their ids to index
+            for resource, hit in zip(resources, found, strict=True):
+                rid = resource.resource_id
+                row = seen.get(rid, hit)
                 if resource.status is ResourceStatus.INACTIVE:
-                    if row is not None:
+                    if row >= 0:
                         self._remove_row(row)
+                        seen[rid] = -1
+                        fresh.pop(rid, None)
                     continue
-                if row is None:
-                    row = self._new_row(resource.resource_id)
+                if row < 0:
+                    row = seen[rid] = fresh[rid] = self._new_row()
                 else:
                     self._detach(row)
                 rows.append(row)
@@ -104,6 +110,7 @@ class FleetState(FleetCapacity):
                     self._charge_points[resource.resource_id] = resource.charge_point_id
                 else:
                     self._charge_points.pop(resource.resource_id, None)
+            self._index.add(list(fresh), np.fromiter(fresh.values(), np.int64, len(fresh)))
             if not rows:
                 return
             idx = np.asarray(rows, dtype=np.int64)
@@ -171,8 +178,8 @@ class FleetState(FleetCapacity):
         now_ts = now.timestamp()
         window_s = duration_minutes * 60.0
         with self._lock:
-            row = self._row_of.get(resource_id)
-            if row is None:
+            row = int(self.rows_of([resource_id])[0])
+            if row < 0:
                 return None
             if self.departure_ts[row] <= now_ts:
                 self._roll_departures(np.array([row]), now_ts)
@@ -242,7 +249,7 @@ class FleetState(FleetCapacity):
             if busy:
                 held = self.rows_of(list(busy))
                 available &= ~np.isin(rows, held[held >= 0])
-            ids = [self._ids[r] or "" for r in rows.tolist()]
+            ids = self.ids_of(rows)
             inputs = ResourceInputs(
                 resource_ids=ids,
                 is_bess=self.is_bess[rows].copy(),
@@ -275,12 +282,11 @@ class FleetState(FleetCapacity):
         with self._lock:
             rows = np.flatnonzero(self.present[: self._n])
             nodes = self._group_node
-            out = [
-                (self._ids[r] or "", bool(self.is_bess[r]))
-                for r in rows.tolist()
-                if nodes[int(self.group[r])] == grid_node
-            ]
-            return sorted(out)
+            rows = np.asarray(
+                [r for r in rows.tolist() if nodes[int(self.group[r])] == grid_node], np.int64
+            )
+            out = zip(self.ids_of(rows), self.is_bess[rows].tolist(), strict=True)
+            return sorted((rid, bool(b)) for rid, b in out)
 
     def net_power(self, now_ts: float) -> dict[str, tuple[float, int, int]]:
         """Per grid node: the net power its resources last reported (kW, positive = export),

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.domain.id_index import grown_rows
+
 MISSING = 255  # no sample that hour
 FULL = 250  # share 1.0 (0.4 % resolution)
 
@@ -86,7 +88,7 @@ class PluggedHistory:
     def _grow(self, size: int) -> None:
         if size <= self._size:
             return
-        new = max(size, 2 * self._size, 1024)
+        new = grown_rows(self._size, size)  # as the live state's rows grow
 
         def grown(a: NDArray[Any], fill: float) -> NDArray[Any]:
             out = np.full(new, fill, dtype=a.dtype)
