@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from vpp_aggregator.app.forecast_accuracy import FALLBACK, TRAINED, OnlineAccuracy
 from vpp_aggregator.app.forecast_inputs import ForecastInputs, ForecastRejectedError
 from vpp_aggregator.app.forecast_models import ForecastModels
+from vpp_aggregator.app.forecast_parts import FleetSums, fleet_sums, part_extras
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.app.results import (
     CapacityForecast,
@@ -32,10 +33,9 @@ from vpp_aggregator.app.results import (
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.calendar import extended_calendar, hour_of_week
 from vpp_aggregator.domain.forecast.features import design
-from vpp_aggregator.domain.forecast.fleet import IntervalForecast, Profile, forecast, learn_profile
-from vpp_aggregator.domain.forecast.history import HourlyWindow, PluggedHistory
-from vpp_aggregator.domain.forecast.series import HourlySeries, window_series
-from vpp_aggregator.domain.schedule import away_intervals
+from vpp_aggregator.domain.forecast.fleet import IntervalForecast, from_sums
+from vpp_aggregator.domain.forecast.history import PluggedHistory
+from vpp_aggregator.domain.forecast.series import HourlySeries
 
 log = logging.getLogger(__name__)
 MIN_TRAIN_DAYS = 21
@@ -78,6 +78,7 @@ class ForecastService:
         self.history_ready = threading.Event()  # stored history folded in after a start
         self.accuracy = OnlineAccuracy()
         self._last_forecast_hour = -1
+        self.part_rows: int | None = None  # resources per part of a forecast (None: by memory)
 
     def capacity_forecast(
         self, horizon_hours: int, interval_minutes: int, grid_node: str | None
@@ -119,45 +120,23 @@ class ForecastService:
         if grid_node is not None and n == 0:
             raise ForecastRejectedError([no_node])
         now_h = int(now.timestamp() // 3600)
-        window = self.history.window(inputs.resource_ids, now_h)
-        mid_hour_s = np.arange(window.start_hour, now_h, dtype=np.float64) * 3600.0 + 1800.0
-        slot_how = hour_of_week(mid_hour_s, self.zone)
-        profile = learn_profile(
-            window.raw, slot_how, window.soc_when_plugged, inputs.soc_pct, inputs.is_bess
-        )
         interval_how = hour_of_week(
             np.array([s.timestamp() + step.total_seconds() / 2 for s in starts]), self.zone
         )
-        away = np.zeros((n, count), dtype=bool)
-        mids = np.array([s.timestamp() for s in starts]) + step.total_seconds() / 2
-        routine_of, routines = self.state.routine_index(inputs.resource_ids)
-        has = routine_of >= 0
-        shared, which = np.unique(routine_of[has], return_inverse=True)
-        gone = np.zeros((shared.size, count), dtype=bool)  # once per routine, not per resource
-        for k, rid in enumerate(shared.tolist()):
-            schedule, trips = routines[rid]
-            for a, b in away_intervals(schedule, trips, start, start + count * step):
-                gone[k] |= (mids >= a) & (mids < b)
-        away[has] = gone[which]
-        offset = (start - now).total_seconds() / 60.0  # the first interval began before now
         events = self.store.events_between(start, start + count * step)
-        scale = np.ones((n, count))
-        nodes = self.state.grid_nodes_of(inputs.resource_ids) if events else []
-        for ev_ in events:
-            in_time = (mids >= ev_["start_at"].timestamp()) & (mids < ev_["end_at"].timestamp())
-            who = np.array([ev_["grid_node"] in (None, node) for node in nodes], dtype=bool)
-            scale[np.ix_(who, in_time)] *= float(ev_["availability_factor"])
-        result = fallback = forecast(
+        totals = fleet_sums(
+            self.history,
             inputs,
-            profile,
+            now_h,
+            self.zone,
             interval_how,
-            away,
+            part_extras(self.state, events, start, step, count),
             interval_minutes / 60.0,
-            inputs.available,
             self.state.round_trip_efficiency,
-            offset_min=offset,
-            availability_scale=scale,
+            (start - now).total_seconds() / 60.0,  # the first interval began before now
+            self.part_rows,
         )
+        result = fallback = from_sums(totals.sums.sum(axis=0))
         model_info: ForecastModelInfo = {
             "name": "seasonal-profile",
             "version": f"telemetry-{self.history_days}d",
@@ -166,25 +145,16 @@ class ForecastService:
             "detail": "Per-resource plug-in probability by hour of week from the last "
             f"{self.history_days} days of telemetry, driver schedules applied (no trained model in "
             f"{self.model_dir}, or under 15 days of fleet history).",
-            "history_hours": int(window.samples.sum()),
+            "history_hours": totals.history_hours,
             "backtest": None,
         }
         served = self._serve_model(
-            inputs,
-            window,
-            now,
-            starts,
-            step,
-            result,
-            profile,
-            interval_how,
-            away,
-            scale,
+            totals, float((~inputs.is_bess).sum()), now, starts, step, result
         )
         if served is not None:
             result, model_info = (
                 served[0],
-                {**served[1], "history_hours": int(window.samples.sum())},
+                {**served[1], "history_hours": totals.history_hours},
             )
         doc: CapacityForecast = {
             "generated_at": now.isoformat(),
@@ -251,16 +221,12 @@ class ForecastService:
 
     def _serve_model(
         self,
-        inputs: Any,
-        window: HourlyWindow,
+        totals: FleetSums,
+        n_ev: float,
         now: datetime,
         starts: list[datetime],
         step: timedelta,
         fallback: IntervalForecast,
-        profile: Profile,
-        interval_how: NDArray[np.int64],
-        away: NDArray[np.bool_],
-        scale: NDArray[np.float64],
     ) -> tuple[IntervalForecast, ForecastModelInfo] | None:
         """Vehicles from the trained model on the fleet's own hourly history; power and energy per
         vehicle from the per-resource profile; batteries as the profile has them (they stay)."""
@@ -268,7 +234,7 @@ class ForecastService:
         if loaded is None:
             return None
         doc, model = loaded
-        series = window_series(window, inputs.is_bess)
+        series = totals.series
         if series is None or now.timestamp() - series.start_ts < 15 * 86_400:
             return None
         start_h = int(series.start_ts // 3600)
@@ -297,38 +263,12 @@ class ForecastService:
         q = model.predict(X)  # (horizon, 3) EVs plugged
         # Vehicles from the model; per-vehicle kW and kWh from the vehicles' profile; batteries
         # (which do not leave) exactly as the profile has them. The first interval stays live.
-        is_bess = inputs.is_bess
-        hours_per_interval = step.total_seconds() / 3600.0
-        ev = forecast(
-            inputs,
-            profile,
-            interval_how,
-            away,
-            hours_per_interval,
-            inputs.available,
-            self.state.round_trip_efficiency,
-            only=~is_bess,
-            offset_min=(starts[0] - now).total_seconds() / 60.0,
-            availability_scale=scale,
-        )
-        bess = forecast(
-            inputs,
-            profile,
-            interval_how,
-            away,
-            hours_per_interval,
-            inputs.available,
-            self.state.round_trip_efficiency,
-            only=is_bess,
-            offset_min=(starts[0] - now).total_seconds() / 60.0,
-            availability_scale=scale,
-        )
+        ev, bess = from_sums(totals.sums[0]), from_sums(totals.sums[1])
         first_model_hour = origin * 3600.0 + start_h * 3600.0
         parts = {
             name: getattr(fallback, name).copy()
             for name in ("vehicles", "discharge_kw", "discharge_kwh", "charge_kw")
         }
-        n_ev = float((~is_bess).sum())
         for i, s_ in enumerate(starts):
             k = int((s_.timestamp() - first_model_hour) // 3600)
             if i == 0 or not 0 <= k < horizon:

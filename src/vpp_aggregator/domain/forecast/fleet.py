@@ -31,18 +31,39 @@ class Profile:
     samples: NDArray[np.int64]  # history samples behind each resource
 
 
+def hour_totals(hourly: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Per hour of the history, over the resources given: how many had data, and the sum of
+    their shares plugged in (in FULL units, so sums over parts of a fleet add up exactly)."""
+    seen = hourly != MISSING
+    known = np.count_nonzero(seen, axis=0).astype(np.int64)
+    plugged = np.where(seen, hourly, 0).sum(axis=0, dtype=np.int64)
+    return known, plugged
+
+
+def fleet_prior(
+    known: NDArray[np.int64], plugged: NDArray[np.int64], how: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """The plug-in probability by hour of week of a group of resources (0.5 where none has
+    data), from `hour_totals` over the group: the prior each member's estimate is shrunk to."""
+    c = np.bincount(how, weights=known, minlength=168)[:168]
+    h = np.bincount(how, weights=plugged, minlength=168)[:168] / FULL
+    return np.asarray(np.where(c > 0, h / np.maximum(c, 1.0), 0.5), dtype=np.float64)
+
+
 def learn_profile(
     hourly: NDArray[np.uint8],
     how: NDArray[np.int64],
     soc_when_plugged: NDArray[np.float64],
     current_soc: NDArray[np.float64],
     is_bess: NDArray[np.bool_],
+    prior: NDArray[np.float64] | None = None,
 ) -> Profile:
     """From each resource's hourly history (share plugged in times FULL, MISSING for no data; see
     `history`) and the local hour of week of each of those hours.
 
     One value per resource and clock hour, so a resource that reports every few seconds does
-    not outweigh the prior more than one reporting hourly.
+    not outweigh the prior more than one reporting hourly. `prior` (2, 168): the vehicles' and
+    the batteries' `fleet_prior` when `hourly` is only part of the fleet; else from `hourly`.
     """
     n = hourly.shape[0]
     order = np.argsort(how, kind="stable")
@@ -62,11 +83,15 @@ def learn_profile(
     elif n and how.size:  # a clock change in the window: groups of unequal size
         count[:, group_of] = np.add.reduceat(seen, first, axis=1, dtype=np.int32)
         hits[:, group_of] = np.add.reduceat(hits_h, first, axis=1, dtype=np.int32) / FULL
+    del seen, hits_h
     p = np.empty((n, 168))
     for kind in (False, True):  # vehicles learn from vehicles, batteries from batteries
         members = is_bess == kind
-        c, h = count[members].sum(axis=0), hits[members].sum(axis=0)
-        fleet = np.where(c > 0, h / np.maximum(c, 1.0), 0.5)
+        if not members.any():
+            continue
+        fleet = (
+            fleet_prior(*hour_totals(hourly[members]), how) if prior is None else prior[int(kind)]
+        )
         p[members] = (hits[members] + PRIOR_WEIGHT * fleet[None, :]) / (
             count[members] + PRIOR_WEIGHT
         )
@@ -83,6 +108,9 @@ class IntervalForecast:
     charge_kw: NDArray[np.float64]
 
 
+WEIGHTS = ("vehicles", "discharge_kw", "discharge_kwh", "charge_kw")
+
+
 def forecast(
     inputs: ResourceInputs,
     profile: Profile,
@@ -96,33 +124,63 @@ def forecast(
     offset_min: float = 0.0,
     availability_scale: NDArray[np.float64] | None = None,
 ) -> IntervalForecast:
-    """`how` per interval, `away` (resources, intervals). The first interval(s) use live availability.
+    """`how` per interval, `away` (resources, intervals). The first interval(s) use live availability."""
+    return from_sums(
+        interval_sums(
+            inputs,
+            profile.p_plugged[:, how],
+            profile.soc_typical,
+            away,
+            hours,
+            now_available,
+            round_trip_efficiency,
+            first_intervals_live,
+            only,
+            offset_min,
+            availability_scale,
+        )
+    )
+
+
+def interval_sums(
+    inputs: ResourceInputs,
+    p_how: NDArray[np.float64],
+    soc_typical: NDArray[np.float64],
+    away: NDArray[np.bool_],
+    hours: float,
+    now_available: NDArray[np.bool_],
+    round_trip_efficiency: float,
+    first_intervals_live: int = 1,
+    only: NDArray[np.bool_] | None = None,
+    offset_min: float = 0.0,
+    availability_scale: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    """Per weight (`WEIGHTS`), the sums over these resources that `from_sums` turns into
+    quantiles, (4, 4, intervals): sums over parts of a fleet add up to the whole fleet's, so a
+    large fleet is forecast part by part. `p_how` (resources, intervals) is each resource's
+    plug-in probability at each interval's hour of week.
 
     Energy is at the grid connection and floors are `floors`'s, as in real-time capacity.
     """
-    p = profile.p_plugged[:, how].copy()  # (resources, intervals)
+    p = np.array(p_how, dtype=np.float64)  # (resources, intervals), a copy
     # Batteries do not leave: what they are now (available, or suspended/stale/locked) they stay.
     p[inputs.is_bess, :] = now_available[inputs.is_bess][:, None]
     p[away] = 0.0
     p[:, :first_intervals_live] = now_available[:, None] * (~away[:, :first_intervals_live])
-    if only is not None:  # a subset of the resources (e.g. vehicles or batteries alone)
-        p[~only] = 0.0
-    n_int = how.size
+    n_int = p.shape[1]
     minutes = hours * 60.0
     end_min = offset_min + minutes * np.arange(1, n_int + 1)  # interval ends, minutes from now
     start_min = end_min - minutes
     dep = inputs.departure_min[:, None]
     # A vehicle that leaves inside an interval is not available for it (docs/concepts.md, "Availability").
     p[(dep > start_min[None, :]) & (dep <= end_min[None, :])] = 0.0
-    if only is not None:
+    if only is not None:  # a subset of the resources (e.g. vehicles or batteries alone)
         p[~only] = 0.0
     if availability_scale is not None:  # operator events (stand-downs, site events)
         p = np.clip(p * availability_scale, 0.0, 1.0)
     cap = inputs.capacity_kwh[:, None]
     # Live SoC while it is live; the SoC a vehicle usually has when plugged in after that.
-    soc = np.where(inputs.is_bess, inputs.soc_pct, profile.soc_typical)[:, None] * np.ones(
-        (1, n_int)
-    )
+    soc = np.where(inputs.is_bess, inputs.soc_pct, soc_typical)[:, None] * np.ones((1, n_int))
     soc[:, :first_intervals_live] = inputs.soc_pct[:, None]
     # The floor at each interval's end, raised ahead of the next departure.
     recharge = recharge_pct_per_hour(
@@ -136,25 +194,39 @@ def forecast(
     )
     eta = one_way_efficiency(round_trip_efficiency)
     dis_kwh = np.maximum(soc - floor, 0.0) / 100.0 * cap * eta
+    del floor
     dis_kw = np.minimum(inputs.max_discharge_kw[:, None], dis_kwh / hours)
     ch_kwh = np.maximum(inputs.ceiling_pct[:, None] - soc, 0.0) / 100.0 * cap / eta
+    del soc
     ch_kw = np.minimum(inputs.max_charge_kw[:, None], ch_kwh / hours)
+    del ch_kwh
+    certain, possible = p >= 1.0, p > 0.0
+    spread = p * (1 - p)
+    out = np.empty((len(WEIGHTS), 4, n_int))
+    for k, weight in enumerate((None, dis_kw, dis_kwh, ch_kw)):
+        if weight is None:  # the vehicles themselves: weight one
+            out[k] = [p.sum(axis=0), spread.sum(axis=0), certain.sum(axis=0), possible.sum(axis=0)]
+            continue
+        out[k] = [
+            (p * weight).sum(axis=0),
+            (spread * weight * weight).sum(axis=0),
+            (weight * certain).sum(axis=0),
+            (weight * possible).sum(axis=0),
+        ]
+    return out
 
-    def quantiles(weight: NDArray[np.float64]) -> NDArray[np.float64]:
-        mean = (p * weight).sum(axis=0)
-        sd = np.sqrt((p * (1 - p) * weight * weight).sum(axis=0))
+
+def from_sums(sums: NDArray[np.float64]) -> IntervalForecast:
+    """P10/P50/P90 per interval from `interval_sums` (of a fleet, or added over its parts):
+    available resources follow a Poisson-binomial law, summarised by a normal approximation."""
+
+    def quantiles(s: NDArray[np.float64]) -> NDArray[np.float64]:
+        mean, sd = s[0], np.sqrt(s[1])
         # The normal approximation must not leave what is possible: at least every certain
         # resource, at most every possible one.
-        low = (weight * (p >= 1.0)).sum(axis=0)
-        high = (weight * (p > 0.0)).sum(axis=0)
+        low, high = s[2], s[3]
         return np.column_stack(
             [np.clip(mean - Z90 * sd, low, high), mean, np.clip(mean + Z90 * sd, low, high)]
         )
 
-    ones = np.ones_like(p)
-    return IntervalForecast(
-        vehicles=quantiles(ones),
-        discharge_kw=quantiles(np.broadcast_to(dis_kw, p.shape)),
-        discharge_kwh=quantiles(np.broadcast_to(dis_kwh, p.shape)),
-        charge_kw=quantiles(np.broadcast_to(ch_kw, p.shape)),
-    )
+    return IntervalForecast(**{name: quantiles(sums[k]) for k, name in enumerate(WEIGHTS)})

@@ -113,13 +113,19 @@ def window_series(window: HourlyWindow, is_bess: NDArray[np.bool_]) -> HourlySer
     vehicle reported; hours no vehicle reported are gaps (None when none ever did)."""
     ev = window.raw[~is_bess]
     known = ev != MISSING
-    seen = known.any(axis=0)
+    total = np.where(known, ev, 0).sum(axis=0, dtype=np.int64)
+    return totals_series(window.start_hour, known.sum(axis=0), total)
+
+
+def totals_series(
+    start_hour: int, reported: NDArray[np.int64], plugged_full: NDArray[np.int64]
+) -> HourlySeries | None:
+    """`window_series` from per-hour totals over the fleet's vehicles (added up part by part):
+    how many reported each hour, and their shares plugged in summed, in FULL units."""
+    seen = reported > 0
     if not seen.any():
         return None
     first = int(np.argmax(seen))
-    total = np.where(known[:, first:], ev[:, first:], 0).sum(axis=0, dtype=np.int64)
-    plugged = np.asarray(total / FULL, dtype=np.float64)
+    plugged = np.asarray(plugged_full[first:] / FULL, dtype=np.float64)
     gap = np.asarray(np.logical_not(seen)[first:], dtype=np.bool_)
-    return HourlySeries(
-        float((window.start_hour + first) * 3600), plugged, np.zeros(plugged.size), gap
-    )
+    return HourlySeries(float((start_hour + first) * 3600), plugged, np.zeros(plugged.size), gap)
