@@ -149,3 +149,51 @@ def test_a_follower_that_fell_behind_the_trimmed_stream_reloads_instead_of_skipp
     time.sleep(1.05)
     follower.poll_once(block_ms=10)
     assert follower.reloads == 1  # caught up: no reload again
+
+
+def test_shared_samples_come_back_exactly_from_the_hash_and_the_stream(
+    prefix: str, redis_url: str
+) -> None:
+    """The hash and the stream are written in RESP by hand (`redis_wire`): what a follower reads
+    back, by either way, is what was published, ids beyond ASCII included; a value in the
+    former JSON form (plugged as true/false) still reads; a process skips its own entries."""
+    import numpy as np
+    import orjson
+
+    from vpp_aggregator.adapters.cache.redis_state import RedisFollower, RedisSharedState
+
+    publisher, other = RedisSharedState(redis_url, prefix), RedisSharedState(redis_url, prefix)
+    seen: dict[str, tuple[float, float, bool, float]] = {}
+
+    def apply(ids, ts, soc, plugged, power) -> None:  # type: ignore[no-untyped-def]
+        rows = zip(ts.tolist(), soc.tolist(), plugged.tolist(), power.tolist(), strict=True)
+        seen.update(zip(ids, rows, strict=True))
+
+    def publish(ids: list[str], soc: list[float], plugged: list[bool], power: list[float]) -> None:
+        ts = np.full(len(ids), 1_764_072_000.125)
+        publisher.publish_samples(ids, ts, np.array(soc), np.array(plugged), np.array(power))
+
+    publish(["ev-ü1", "ev-2", "bess-東"], [50.5, 7.25, 100.0], [True, False, True], [1.5, -2, 0])
+    publisher.client.hset(
+        publisher.latest_key, "ev-old", orjson.dumps([1_764_071_000.0, 60.0, True, 0.0])
+    )
+    follower = RedisFollower(other, apply, lambda rid: None)
+    follower.poll_once(block_ms=10)  # from the hash
+    t = 1_764_072_000.125
+    assert seen == {
+        "ev-ü1": (t, 50.5, True, 1.5),
+        "ev-2": (t, 7.25, False, -2.0),
+        "bess-東": (t, 100.0, True, 0.0),
+        "ev-old": (1_764_071_000.0, 60.0, True, 0.0),
+    }
+    own_seen: list[str] = []
+    own = RedisFollower(publisher, lambda ids, *_: own_seen.extend(ids), lambda rid: None)
+    own.poll_once(block_ms=10)  # bootstraps from the hash (its own samples included)
+    own_seen.clear()
+    seen.clear()
+    publish(["ev-2", "ev-ü1"], [8.0, 51.0], [True, False], [0.0, 3.0])
+    follower.poll_once(block_ms=100)  # from the stream
+    assert seen == {"ev-2": (t, 8.0, True, 0.0), "ev-ü1": (t, 51.0, False, 3.0)}
+    own.poll_once(block_ms=100)
+    assert own_seen == []  # its own entry: skipped
+    assert orjson.loads(publisher.client.hget(publisher.latest_key, "ev-ü1")) == [t, 51.0, 0.0, 3.0]

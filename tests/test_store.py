@@ -93,6 +93,30 @@ def test_history_keeps_every_sample_once(repo: Repository) -> None:
     assert list(repo.samples_received_since(NOW + timedelta(seconds=1))) == []
 
 
+def test_samples_of_ids_of_every_length_and_script_are_stored_exactly(repo: Repository) -> None:
+    """PostgreSQL's COPY buffer groups rows by the byte length of their id: nothing is mixed up."""
+    ids = ["b1", "bess-東京-2", "b-10", "bé"]
+    for rid in ids:
+        repo.add(bess(rid, created_at=NOW, updated_at=NOW))
+    order = [0, 1, 2, 3, 2, 0]
+    t = NOW.timestamp()
+    repo.insert_samples(
+        [ids[i] for i in order],
+        np.array([t - 50 + k for k in range(len(order))]),
+        np.array([10.0 + k for k in range(len(order))]),
+        np.array([k % 2 == 0 for k in range(len(order))]),
+        np.array([-1.5 * k for k in range(len(order))]),
+        NOW,
+    )
+    stored = sorted(
+        (s.resource_id, s.timestamp.timestamp(), s.soc_pct, s.plugged_in, s.power_kw)
+        for s in repo.samples_received_since(NOW - timedelta(seconds=1))
+    )
+    assert stored == sorted(
+        (ids[i], t - 50 + k, 10.0 + k, k % 2 == 0, -1.5 * k) for k, i in enumerate(order)
+    )
+
+
 def test_latest_snapshot_never_goes_back_in_time(repo: Repository) -> None:
     t = NOW.timestamp()
     repo.upsert_latest(

@@ -300,9 +300,11 @@ class Aggregator:
     ) -> None:
         """Telemetry another process accepted (and stored): into this process's live state."""
         rows = self.state.rows_of(resource_ids)
-        for i in np.flatnonzero(rows < 0).tolist():  # registered elsewhere a moment ago
+        unknown = np.flatnonzero(rows < 0).tolist()
+        for i in unknown:  # registered elsewhere a moment ago
             self.registry.reload(resource_ids[i])
-        rows = self.state.rows_of(resource_ids)
+        if unknown:
+            rows = self.state.rows_of(resource_ids)
         keep = rows >= 0
         now = self.clock()
         self.state.apply_telemetry(

@@ -8,6 +8,7 @@ Reading a message refuses it with every problem at once, as `field: phrase` (`me
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Annotated, Any, Literal, NotRequired, TypeVar
 
 from pydantic import (
@@ -78,6 +79,16 @@ def read_samples(raw: list[Any]) -> tuple[list[int], list[TelemetrySample], list
     good = [i for i in range(len(raw)) if i not in problems]
     samples = _SAMPLES.validate_python([raw[i] for i in good])  # each was valid on its own
     return good, samples, [(i, describe(p, "sample")) for i, p in sorted(problems.items())]
+
+
+def single_samples(messages: list[Any]) -> bool:
+    """Whether no message is in the batch form, so that each message is one sample (its
+    index the sample's): `samples_in` would give each as it is. Mapped in C when all are
+    objects, as a telemetry batch's messages are."""
+    try:
+        return not any(map(dict.__contains__, messages, repeat("samples")))
+    except TypeError:  # some message is not an object: a (malformed) sample of its own
+        return not any(isinstance(m, dict) and "samples" in m for m in messages)
 
 
 def samples_in(message: Any) -> list[Any]:

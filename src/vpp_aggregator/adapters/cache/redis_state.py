@@ -21,6 +21,7 @@ import orjson
 import redis
 from numpy.typing import NDArray
 
+from vpp_aggregator.adapters.cache import redis_wire
 from vpp_aggregator.app.aggregator import Aggregator
 from vpp_aggregator.app.results import CapacityView
 
@@ -58,10 +59,13 @@ class RedisSharedState:
             return
         ts, soc = timestamp_s.tolist(), soc_pct.tolist()
         plugged, power = plugged_in.tolist(), power_kw.tolist()
-        latest = {
-            rid: orjson.dumps([t, q, p, w])
-            for rid, t, q, p, w in zip(resource_ids, ts, soc, plugged, power, strict=True)
-        }
+        # The newest sample per resource for a follower's bootstrap: `[ts, soc, plugged, power]`
+        # with plugged as 1.0/0.0 (`_columns` reads both), written in RESP by hand (`redis_wire`).
+        latest = redis_wire.hset(
+            self.latest_key,
+            resource_ids,
+            redis_wire.json_rows(timestamp_s, soc_pct, plugged_in, power_kw),
+        )
         batch = orjson.dumps(
             {
                 "src": self.source,
@@ -72,10 +76,12 @@ class RedisSharedState:
                 "power": power,
             }
         )
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self.latest_key, mapping=latest)
-        pipe.xadd(self.changes_key, {"b": batch}, maxlen=STREAM_MAXLEN, approximate=True)
-        pipe.execute()
+        # `src` beside the batch too: a follower skips its own entries without decoding them.
+        change = redis_wire.command(
+            "XADD", self.changes_key, "MAXLEN", "~", str(STREAM_MAXLEN), "*",
+            "src", self.source, "b", batch,
+        )  # fmt: skip
+        redis_wire.send(self.client, latest, change)
 
     def publish_registry_changes(self, resource_ids: Sequence[str]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -129,6 +135,7 @@ class RedisFollower:
         self.applied = 0
         self.reloads = 0  # full reloads after falling behind the stream
         self._checked_at = 0.0
+        self._source = shared.source.encode()
 
     def bootstrap(self) -> int:
         """Every resource's newest sample from the hash; then follow the stream from before it."""
@@ -170,6 +177,8 @@ class RedisFollower:
                         self.reload_resource(fields[b"id"].decode())
                     continue
                 self._changes_id = entry_id.decode()
+                if fields.get(b"src") == self._source:
+                    continue  # applied when this process ingested it
                 batch = orjson.loads(fields[b"b"])
                 if batch["src"] == self.shared.source:
                     continue  # applied when this process ingested it
