@@ -57,6 +57,7 @@ class Visits:
     end_ts: F8
     arrival_soc_pct: F8
     required_soc_pct: F8
+    stated_departure_ts: F8  # what the driver said (NaN: the file has no stated departures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class Devices:
         self._cmd_rev: dict[tuple[str, int], int] = {}  # (dispatch, device) -> newest revision
         self.refused = 0
         self.accepted = 0
+        self._arrived: list[int] = []
 
     # ------------------------------------------------------------------ commands
     def command(self, resource_id: str, dispatch_id: str, revision: int, points: list[dict[str, object]], sent_ts: float) -> bool | None:
@@ -176,7 +178,16 @@ class Devices:
             self.soc_pct[i] = v.arrival_soc_pct[k]
             self.target_soc_pct[i] = v.required_soc_pct[k]
             self.power_kw[i] = 0.0
+            self._arrived.append(i)
         return out
+
+    def take_arrivals(self) -> list[int]:
+        """Devices that plugged in since the last call."""
+        out, self._arrived = self._arrived, []
+        return out
+
+    def any_commanded(self) -> bool:
+        return bool(np.isfinite(self._cmd_from).any())
 
     def plugged(self) -> B1:
         return np.asarray(~self.hw.is_ev | (self.visit >= 0))
@@ -207,14 +218,12 @@ class Devices:
         self.soc_pct = self.soc_pct - cut / hw.capacity_kwh * 100.0
 
     # ------------------------------------------------------------------ telemetry
-    def samples(self) -> tuple[list[str], F8, F8, B1] | None:
-        """This moment's telemetry (ids, SoC %, kW, plugged), without the samples that drop out."""
+    def samples(self) -> tuple[I8, F8, F8, B1, I8]:
+        """This moment's telemetry (rows, SoC %, kW, plugged) without the samples that drop
+        out, and the rows that dropped out."""
         keep = self.rng.random(self.soc_pct.size) >= self.b.dropout_share
-        if not keep.any():
-            return None
         rows = np.flatnonzero(keep)
-        ids = [self.hw.resource_ids[i] for i in rows.tolist()]
-        return ids, self.soc_pct[rows].copy(), self.power_kw[rows].copy(), self.plugged()[rows]
+        return rows, self.soc_pct[rows], self.power_kw[rows], self.plugged()[rows], np.flatnonzero(~keep)
 
 
 def arrival_and_need(

@@ -12,6 +12,7 @@ import numpy as np
 
 from vpp_aggregator.demo.drivers import load_ev_models
 from vpp_aggregator.domain.efficiency import one_way_efficiency
+from vpp_aggregator.domain.resources import Interconnection, Resource, ResourceType
 from vpp_aggregator.replay.devices import Hardware, Visits, arrival_and_need
 from vpp_aggregator.replay.stays import Stays
 
@@ -54,7 +55,7 @@ class ReplayFleet:
     hardware: Hardware
     visits: Visits
     soc_pct: np.ndarray
-    registrations: list[dict[str, Any]]
+    registrations: list[Resource]
     drivers: tuple[str, ...]  # per EV: the driver (or charger) whose stays it replays
     grid_nodes: tuple[str, ...]
 
@@ -80,7 +81,7 @@ def build(
     n_ev, n = len(keys), len(keys) + spec.bess
     cap, pc, pd = np.zeros(n), np.zeros(n), np.zeros(n)
     lo, hi, soc = np.zeros(n), np.full(n, 100.0), np.zeros(n)
-    regs: list[dict[str, Any]] = []
+    regs: list[Resource] = []
     ids: list[str] = []
     for i, k in enumerate(keys):
         model, cap_kwh, charge_kw, discharge_kw, _ = models[int(picks[i])]
@@ -124,23 +125,24 @@ def _visits(stays: Stays, keys: list[int], hw: Hardware, start_ts: float, end_ts
             float(hw.max_soc_pct[i]), float(inside.end_ts[r] - inside.start_ts[r]),
             float(inside.needed_kwh[r]), eta, arrival[j],
         )
-    return Visits(dev, inside.start_ts[rows], inside.end_ts[rows], arrival, need)
+    return Visits(dev, inside.start_ts[rows], inside.end_ts[rows], arrival, need,
+                  inside.stated_departure_ts[rows])
 
 
 def _registration(rid: str, kind: str, name: str, fleet_id: str, node: str, cap_kwh: float,
-                  charge_kw: float, discharge_kw: float, min_soc: float, max_soc: float) -> dict[str, Any]:
-    return {
-        "resource_id": rid,
-        "resource_type": kind,
-        "name": name,
-        "fleet_id": fleet_id,
-        "grid_node": node,
-        "battery_capacity_kwh": float(cap_kwh),
-        "max_charge_kw": float(charge_kw),
-        "max_discharge_kw": float(discharge_kw),
-        "v2g_capable": True,
-        "telemetry_enabled": True,
-        "interconnection": {"approved": True, "reference": f"IA-{rid}"},
-        "min_soc_pct": float(min_soc),
-        "max_soc_pct": float(max_soc),
-    }
+                  charge_kw: float, discharge_kw: float, min_soc: float, max_soc: float) -> Resource:
+    return Resource(
+        resource_id=rid,
+        resource_type=ResourceType(kind),
+        name=name,
+        fleet_id=fleet_id,
+        grid_node=node,
+        battery_capacity_kwh=float(cap_kwh),
+        max_charge_kw=float(charge_kw),
+        max_discharge_kw=float(discharge_kw),
+        v2g_capable=True,
+        telemetry_enabled=True,
+        interconnection=Interconnection(True, f"IA-{rid}"),
+        min_soc_pct=float(min_soc),
+        max_soc_pct=float(max_soc),
+    )
