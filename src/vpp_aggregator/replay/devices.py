@@ -100,7 +100,14 @@ class Devices:
         self._arrived: list[int] = []
 
     # ------------------------------------------------------------------ commands
-    def command(self, resource_id: str, dispatch_id: str, revision: int, points: list[dict[str, object]], sent_ts: float) -> bool | None:
+    def command(
+        self,
+        resource_id: str,
+        dispatch_id: str,
+        revision: int,
+        points: list[dict[str, object]],
+        sent_ts: float,
+    ) -> bool | None:
         """Take a command (the device gateway's V2G format); False: refused, None: not ours or
         an older revision than one already held."""
         i = self.index.get(resource_id)
@@ -161,7 +168,11 @@ class Devices:
             ended = under_way[v.end_ts[self.visit[under_way]] <= t]
             for i in ended.tolist():
                 k = int(self.visit[i])
-                out.append(Departed(i, float(v.end_ts[k]), float(self.soc_pct[i]), float(v.required_soc_pct[k])))
+                out.append(
+                    Departed(
+                        i, float(v.end_ts[k]), float(self.soc_pct[i]), float(v.required_soc_pct[k])
+                    )
+                )
                 self.visit[i] = -1
                 self.power_kw[i] = 0.0
                 self._cmd_kw[i] = None
@@ -197,7 +208,9 @@ class Devices:
         plugged = self.plugged()
         active, kw = self._commanded(t)
         # Own behaviour: a vehicle charges at full power until it holds what its driver needs.
-        own = np.where(hw.is_ev & (self.soc_pct < self.target_soc_pct - 1e-9), -hw.max_charge_kw, 0.0)
+        own = np.where(
+            hw.is_ev & (self.soc_pct < self.target_soc_pct - 1e-9), -hw.max_charge_kw, 0.0
+        )
         want = np.where(active, kw, own)
         want = np.clip(want, -hw.max_charge_kw, hw.max_discharge_kw)
         # The pack's own limits: no discharge at its minimum, no charge at its maximum.
@@ -212,7 +225,9 @@ class Devices:
         # Never past the pack's limits within the step: the power is cut to what fits.
         room_down = np.maximum(self.soc_pct - hw.min_soc_pct, 0.0) / 100.0 * hw.capacity_kwh
         room_up = np.maximum(hw.max_soc_pct - self.soc_pct, 0.0) / 100.0 * hw.capacity_kwh
-        cut = np.where(cells_kwh > 0, np.minimum(cells_kwh, room_down), np.maximum(cells_kwh, -room_up))
+        cut = np.where(
+            cells_kwh > 0, np.minimum(cells_kwh, room_down), np.maximum(cells_kwh, -room_up)
+        )
         scale = np.divide(cut, cells_kwh, out=np.ones_like(cut), where=cells_kwh != 0)
         self.power_kw = p * scale
         self.soc_pct = self.soc_pct - cut / hw.capacity_kwh * 100.0
@@ -223,7 +238,13 @@ class Devices:
         out, and the rows that dropped out."""
         keep = self.rng.random(self.soc_pct.size) >= self.b.dropout_share
         rows = np.flatnonzero(keep)
-        return rows, self.soc_pct[rows], self.power_kw[rows], self.plugged()[rows], np.flatnonzero(~keep)
+        return (
+            rows,
+            self.soc_pct[rows],
+            self.power_kw[rows],
+            self.plugged()[rows],
+            np.flatnonzero(~keep),
+        )
 
 
 def arrival_and_need(
@@ -240,4 +261,8 @@ def arrival_and_need(
     but no more than the stay could physically store at full power, nor above the maximum."""
     storable = max_charge_kw * eta * stay_s / 3600.0
     gain_pct = min(needed_kwh, storable) / capacity_kwh * 100.0
-    return float(min(max_soc_pct, max(arrival_soc_pct, min_soc_pct) + gain_pct)) if math.isfinite(gain_pct) else arrival_soc_pct
+    return (
+        float(min(max_soc_pct, max(arrival_soc_pct, min_soc_pct) + gain_pct))
+        if math.isfinite(gain_pct)
+        else arrival_soc_pct
+    )

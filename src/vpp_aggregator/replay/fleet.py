@@ -90,8 +90,20 @@ def build(
         lo[i] = float(rng.choice([15.0, 20.0, 25.0, 30.0]))
         hi[i] = float(rng.choice([90.0, 100.0], p=[0.3, 0.7]))
         ids.append(rid)
-        regs.append(_registration(rid, "EV", f"{model} ({stays.by} {stays.keys[k]})", fleet_id,
-                                  nodes[i % len(nodes)], cap_kwh, charge_kw, discharge_kw, lo[i], hi[i]))
+        regs.append(
+            _registration(
+                rid,
+                "EV",
+                f"{model} ({stays.by} {stays.keys[k]})",
+                fleet_id,
+                nodes[i % len(nodes)],
+                cap_kwh,
+                charge_kw,
+                discharge_kw,
+                lo[i],
+                hi[i],
+            )
+        )
     for b in range(spec.bess):
         i = n_ev + b
         rid = f"{fleet_id}-bess-{b + 1:03d}"
@@ -100,15 +112,40 @@ def build(
         lo[i], hi[i] = BESS_FLOOR_PCT, 95.0
         soc[i] = float(rng.uniform(50.0, 80.0))
         ids.append(rid)
-        regs.append(_registration(rid, "BESS", f"Battery site {b + 1}", fleet_id,
-                                  nodes[i % len(nodes)], cap[i], pc[i], pd[i], lo[i], hi[i]))
+        regs.append(
+            _registration(
+                rid,
+                "BESS",
+                f"Battery site {b + 1}",
+                fleet_id,
+                nodes[i % len(nodes)],
+                cap[i],
+                pc[i],
+                pd[i],
+                lo[i],
+                hi[i],
+            )
+        )
     hw = Hardware(tuple(ids), np.arange(n) < n_ev, cap, pc, pd, lo, hi)
-    return ReplayFleet(hw, _visits(stays, keys, hw, start_ts, end_ts, rng, round_trip_efficiency),
-                       soc, regs, tuple(stays.keys[k] for k in keys), nodes)
+    return ReplayFleet(
+        hw,
+        _visits(stays, keys, hw, start_ts, end_ts, rng, round_trip_efficiency),
+        soc,
+        regs,
+        tuple(stays.keys[k] for k in keys),
+        nodes,
+    )
 
 
-def _visits(stays: Stays, keys: list[int], hw: Hardware, start_ts: float, end_ts: float,
-            rng: np.random.Generator, round_trip_efficiency: float) -> Visits:
+def _visits(
+    stays: Stays,
+    keys: list[int],
+    hw: Hardware,
+    start_ts: float,
+    end_ts: float,
+    rng: np.random.Generator,
+    round_trip_efficiency: float,
+) -> Visits:
     device_of = {k: i for i, k in enumerate(keys)}
     inside = stays.between(start_ts, end_ts)
     rows = np.flatnonzero(np.isin(inside.key, np.array(keys, dtype=np.int64)))
@@ -121,16 +158,37 @@ def _visits(stays: Stays, keys: list[int], hw: Hardware, start_ts: float, end_ts
         # Drivers arrive with what their trips left them: spread, never below their minimum.
         arrival[j] = float(rng.uniform(max(hw.min_soc_pct[i], 25.0), 60.0))
         need[j] = arrival_and_need(
-            float(hw.capacity_kwh[i]), float(hw.max_charge_kw[i]), float(hw.min_soc_pct[i]),
-            float(hw.max_soc_pct[i]), float(inside.end_ts[r] - inside.start_ts[r]),
-            float(inside.needed_kwh[r]), eta, arrival[j],
+            float(hw.capacity_kwh[i]),
+            float(hw.max_charge_kw[i]),
+            float(hw.min_soc_pct[i]),
+            float(hw.max_soc_pct[i]),
+            float(inside.end_ts[r] - inside.start_ts[r]),
+            float(inside.needed_kwh[r]),
+            eta,
+            arrival[j],
         )
-    return Visits(dev, inside.start_ts[rows], inside.end_ts[rows], arrival, need,
-                  inside.stated_departure_ts[rows])
+    return Visits(
+        dev,
+        inside.start_ts[rows],
+        inside.end_ts[rows],
+        arrival,
+        need,
+        inside.stated_departure_ts[rows],
+    )
 
 
-def _registration(rid: str, kind: str, name: str, fleet_id: str, node: str, cap_kwh: float,
-                  charge_kw: float, discharge_kw: float, min_soc: float, max_soc: float) -> Resource:
+def _registration(
+    rid: str,
+    kind: str,
+    name: str,
+    fleet_id: str,
+    node: str,
+    cap_kwh: float,
+    charge_kw: float,
+    discharge_kw: float,
+    min_soc: float,
+    max_soc: float,
+) -> Resource:
     return Resource(
         resource_id=rid,
         resource_type=ResourceType(kind),

@@ -19,7 +19,21 @@ from vpp_aggregator.replay.fleet import ReplayFleet
 FULL_SHARE = 0.95  # an interval counts as delivered in full at 95 % of its award
 DEPARTURE_TOL_PCT = 0.1  # a departure is met within a tenth of a percent of the SoC needed
 TOL_KWH = 1e-3
-CAUSES = ("refusal", "left_early", "dropout", "arrived_late", "soc_below_forecast", "response")
+SETTLEMENT_S = 300.0  # settlement's interval
+# What a shortfall can come from, the most specific first: the service made no dispatch for
+# the award (its reason is kept with the interval), a device refused its command, a vehicle
+# left before the time its driver gave, left or went away mid-plan, its samples were lost, the
+# plan itself fell short of the award (fewer vehicles or less energy than the forecast said),
+# and what none of these explains: the devices' response (command delay, ramp).
+CAUSES = (
+    "not_dispatched",
+    "refusal",
+    "left_early",
+    "arrived_late",
+    "dropout",
+    "soc_below_forecast",
+    "response",
+)
 FIGURES = (
     "offered_kwh",
     "awarded_kwh",
@@ -56,12 +70,18 @@ class _Day:
 
 class Ledger:
     def __init__(
-        self, fleet: ReplayFleet, timezone: str, gaps: frozenset[date], start_ts: float
+        self,
+        fleet: ReplayFleet,
+        timezone: str,
+        gaps: frozenset[date],
+        start_ts: float,
+        end_ts: float,
     ) -> None:
         self.fleet = fleet
         self.zone = ZoneInfo(timezone)
         self.gaps = gaps
         self.start_ts = start_ts
+        self.end_ts = end_ts
         self.days: dict[date, _Day] = defaultdict(_Day)
         self.intervals: list[dict[str, Any]] = []
         self.schedules: dict[tuple[str, int], _Schedule] = {}  # (dispatch, device)
@@ -75,8 +95,8 @@ class Ledger:
 
     # ------------------------------------------------------------------ what happens
     def _day(self, ts: float) -> date | None:
-        """The replayed local day of `ts`, or None before the first or on a gap day."""
-        if ts < self.start_ts:
+        """The replayed local day of `ts`, or None outside the replay or on a gap day."""
+        if not self.start_ts <= ts < self.end_ts:
             return None
         d = datetime.fromtimestamp(ts, self.zone).date()
         return None if d in self.gaps else d
@@ -135,7 +155,9 @@ class Ledger:
         elif took:
             self.schedules[key] = _Schedule(t0, np.array([float(p["setpoint_kw"]) for p in pts]))
         for v in violations:
-            self.violations.append({"resource_id": v.resource_id, "rule": v.rule, "detail": v.detail})
+            self.violations.append(
+                {"resource_id": v.resource_id, "rule": v.rule, "detail": v.detail}
+            )
             day = self._day(t0) or (min(self.days) if self.days else None)
             if day is not None:
                 self.days[day].figures["safety_violations"] += 1
@@ -147,16 +169,32 @@ class Ledger:
         dispatch = s.get("dispatch_id")
         if s["status"] != "settled" or not s["intervals"]:  # nothing ran: all of it short
             start = datetime.fromisoformat(s["interval_start"]).timestamp()
-            self._interval(start, start + 3600.0, float(s["awarded_kwh"]), 0.0, dispatch,
-                           s.get("reason") or "")
+            end = datetime.fromisoformat(s["interval_end"]).timestamp()
+            per = float(s["awarded_kw"]) * SETTLEMENT_S / 3600.0
+            for a in np.arange(start, end - 1e-6, SETTLEMENT_S):
+                self._interval(
+                    float(a),
+                    float(a) + SETTLEMENT_S,
+                    per,
+                    0.0,
+                    None,
+                    s.get("reason") or "no dispatch ran",
+                )
             return
         for iv in s["intervals"]:
             a = datetime.fromisoformat(iv["interval_start"]).timestamp()
             b = datetime.fromisoformat(iv["interval_end"]).timestamp()
             self._interval(a, b, float(iv["awarded_kwh"]), float(iv["credited_kwh"]), dispatch, "")
 
-    def _interval(self, a: float, b: float, awarded: float, delivered: float,
-                  dispatch: str | None, reason: str) -> None:
+    def _interval(
+        self,
+        a: float,
+        b: float,
+        awarded: float,
+        delivered: float,
+        dispatch: str | None,
+        reason: str,
+    ) -> None:
         day = self._day(a)
         if day is None:
             return
@@ -172,21 +210,28 @@ class Ledger:
             d.figures["intervals_delivered_in_full"] += 1
         for c, kwh in causes.items():
             d.causes[c] += kwh
-        self.intervals.append({
-            "interval_start": datetime.fromtimestamp(a, self.zone).isoformat(),
-            "awarded_kwh": round(awarded, 4), "delivered_kwh": round(delivered, 4),
-            "shortfall_kwh": round(short, 4), "surplus_kwh": round(surplus, 4),
-            "causes": {c: round(k, 4) for c, k in causes.items() if k > 0},
-            **({"reason": reason} if reason else {}),
-        })
+        self.intervals.append(
+            {
+                "interval_start": datetime.fromtimestamp(a, self.zone).isoformat(),
+                "awarded_kwh": round(awarded, 4),
+                "delivered_kwh": round(delivered, 4),
+                "shortfall_kwh": round(short, 4),
+                "surplus_kwh": round(surplus, 4),
+                "causes": {c: round(k, 4) for c, k in causes.items() if k > 0},
+                **({"reason": reason} if reason else {}),
+            }
+        )
 
-    def _causes(self, a: float, b: float, awarded: float, short: float,
-                dispatch: str | None) -> dict[str, float]:
+    def _causes(
+        self, a: float, b: float, awarded: float, short: float, dispatch: str | None
+    ) -> dict[str, float]:
         """The shortfall split over its causes, the most specific first; what none explains is
         the devices' response (command delay and ramp)."""
         if short <= TOL_KWH:
             return {}
         found: dict[str, float] = dict.fromkeys(CAUSES, 0.0)
+        if dispatch is None:
+            return {"not_dispatched": short}
         planned = 0.0
         for (dsp, i), sched in self.schedules.items():
             if dsp != dispatch:
@@ -221,8 +266,13 @@ class Ledger:
         causes = dict.fromkeys(CAUSES, 0.0)
         for day in sorted(self.days):
             d = self.days[day]
-            days.append({"date": day.isoformat(), **_rounded(d.figures),
-                         "shortfall_causes_kwh": _rounded(d.causes)})
+            days.append(
+                {
+                    "date": day.isoformat(),
+                    **_rounded(d.figures),
+                    "shortfall_causes_kwh": _rounded(d.causes),
+                }
+            )
             for k, v in d.figures.items():
                 totals[k] += v
             for k, v in d.causes.items():
@@ -233,9 +283,16 @@ class Ledger:
             "intervals": self.intervals,
             "safety_violations": self.violations[:100],
             "notes": self.notes[:200],
-            "gap_days_left_out": sorted(d.isoformat() for d in self.gaps if d >= datetime.fromtimestamp(self.start_ts, self.zone).date()),
+            "gap_days_left_out": sorted(
+                d.isoformat()
+                for d in self.gaps
+                if d >= datetime.fromtimestamp(self.start_ts, self.zone).date()
+            ),
         }
 
 
 def _rounded(figures: dict[str, float]) -> dict[str, float]:
-    return {k: (int(v) if float(v).is_integer() and not k.endswith("kwh") else round(v, 3)) for k, v in figures.items()}
+    return {
+        k: (int(v) if float(v).is_integer() and not k.endswith("kwh") else round(v, 3))
+        for k, v in figures.items()
+    }

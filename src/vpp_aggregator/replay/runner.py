@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from vpp_aggregator import bootstrap
+from vpp_aggregator.adapters.data.files import read_weather_hours
 from vpp_aggregator.app.messages import CommandAck, MarketAward
 from vpp_aggregator.app.telemetry import TelemetryBatch
 from vpp_aggregator.config import load_settings
@@ -34,6 +35,8 @@ STEP_S = 60.0
 IDLE_TELEMETRY_S = 300.0  # telemetry every 5 minutes while nothing is dispatched, else every step
 WARMUP_DAYS = 28  # history before the first day, so the forecaster has learnt the fleet
 RETRAIN_DAYS = 7
+SETTLE_AFTER_S = 3 * IDLE_TELEMETRY_S
+OFFER_QUANTILES = ("p10", "p50", "p90")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,30 @@ class ReplaySpec:
     behaviour: Behaviour = field(default_factory=Behaviour)
     seed: int = 19
     warmup_days: int = WARMUP_DAYS
+
+    def check(self) -> None:
+        """Refuse a replay that could not mean anything, naming what is wrong."""
+        problems = []
+        if self.end <= self.start:
+            problems.append(f"--to {self.end} must be after --from {self.start}")
+        if self.quantile not in OFFER_QUANTILES:
+            problems.append(
+                f"quantile {self.quantile!r} is not one of {', '.join(OFFER_QUANTILES)}"
+            )
+        if not 0.0 <= self.award_share <= 1.0:
+            problems.append(f"award share {self.award_share:g} is not between 0 and 1")
+        if not self.sessions.is_file():
+            problems.append(f"sessions file not found: {self.sessions}")
+        if self.weather is not None and not self.weather.is_file():
+            problems.append(f"weather file not found: {self.weather}")
+        if self.warmup_days < 0:
+            problems.append("warm-up days must be >= 0")
+        b = self.behaviour
+        for name, share in (("refusal", b.refusal_share), ("dropout", b.dropout_share)):
+            if not 0.0 <= share < 1.0:
+                problems.append(f"{name} share {share:g} is not in [0, 1)")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 class Gateway:
@@ -117,31 +144,53 @@ def run(spec: ReplaySpec, progress: Callable[[float], None] | None = None) -> di
         clock = SimClock(warm_ts)
         service = bootstrap.build(settings, clock)
         try:
-            return _Replay(spec, settings, service, clock, stays, gaps, warm_ts, start_ts, end_ts).run(progress)
+            return _Replay(
+                spec, settings, service, clock, stays, gaps, warm_ts, start_ts, end_ts
+            ).run(progress)
         finally:
             service.engine.dispose()
 
 
 class _Replay:
-    def __init__(self, spec: ReplaySpec, settings: Any, service: Any, clock: SimClock, stays: Any,
-                 gaps: frozenset[date], warm_ts: float, start_ts: float, end_ts: float) -> None:
+    def __init__(
+        self,
+        spec: ReplaySpec,
+        settings: Any,
+        service: Any,
+        clock: SimClock,
+        stays: Any,
+        gaps: frozenset[date],
+        warm_ts: float,
+        start_ts: float,
+        end_ts: float,
+    ) -> None:
         self.spec, self.settings, self.clock = spec, settings, clock
         self.agg = service.aggregator
         self.fleet: ReplayFleet = build(
-            stays, spec.fleet, warm_ts, end_ts, spec.data_dir, spec.seed,
+            stays,
+            spec.fleet,
+            warm_ts,
+            end_ts,
+            spec.data_dir,
+            spec.seed,
             settings.round_trip_efficiency,
         )
-        self.devices = Devices(self.fleet.hardware, self.fleet.visits, self.fleet.soc_pct,
-                               spec.behaviour, warm_ts)
+        self.devices = Devices(
+            self.fleet.hardware, self.fleet.visits, self.fleet.soc_pct, spec.behaviour, warm_ts
+        )
         self.warm_ts, self.start_ts, self.end_ts = warm_ts, start_ts, end_ts
         self.gateway = Gateway(spec.award_share)
         self.commands: list[tuple[str, Any]] = []
-        self.ledger = Ledger(self.fleet, spec.timezone, gaps, start_ts)
+        self.ledger = Ledger(self.fleet, spec.timezone, gaps, start_ts, end_ts)
         bus = self.agg.bus
         bus.subscribe(settings.topic_market_offers, self._on_offer)
-        bus.subscribe(settings.topic_v2g_commands, lambda _t, _k, p: self.commands.append(("v2g", p)))
+        bus.subscribe(
+            settings.topic_v2g_commands, lambda _t, _k, p: self.commands.append(("v2g", p))
+        )
         bus.subscribe(settings.topic_market_settlement, lambda _t, _k, p: self.ledger.settled(p))
         self.agg.registry.register_many(self.fleet.registrations)
+        if spec.weather is not None:  # as an operator stores it for the forecast
+            self.agg.forecast.inputs.add_weather(read_weather_hours(spec.weather))
         self.jobs = SimJobs(bootstrap.jobs(settings, self.agg, None), clock)
         self._last_sample = -math.inf
         self._last_train = -math.inf
@@ -156,20 +205,21 @@ class _Replay:
     def run(self, progress: Callable[[float], None] | None) -> dict[str, Any]:
         t = self.warm_ts
         total = self.end_ts - self.warm_ts
-        while t < self.end_ts:
+        # A little past the last day, so its last intervals are settled too.
+        while t < self.end_ts + SETTLE_AFTER_S:
             t += STEP_S
             for departed in self.devices.advance(t):
                 self.ledger.departed(departed)
             self.clock.advance_to(t)
             self._arrivals()
-            if t >= self._last_train + 86_400 * 7 and t >= self.start_ts - 86_400:
+            if t >= self._last_train + RETRAIN_DAYS * 86_400 and t >= self.start_ts - 86_400:
                 self._train()
             self._telemetry(t)
             self.jobs.run_due()
             self._award()
             self._deliver_commands(t)
             if progress is not None and int(t) % 3600 == 0:
-                progress((t - self.warm_ts) / total)
+                progress(min(1.0, (t - self.warm_ts) / total))
         return self.ledger.report()
 
     def _arrivals(self) -> None:
@@ -178,7 +228,11 @@ class _Replay:
         for i in self.devices.take_arrivals():
             k = int(self.devices.visit[i])
             stated = float(v.stated_departure_ts[k])
-            leave = stated if math.isfinite(stated) and stated > self.clock.ts + 600 else float(v.end_ts[k])
+            leave = (
+                stated
+                if math.isfinite(stated) and stated > self.clock.ts + 600
+                else float(v.end_ts[k])
+            )
             trip = Trip(datetime.fromtimestamp(leave, UTC), None, float(v.required_soc_pct[k]))
             self.agg.registry.change(self.fleet.hardware.resource_ids[i], {"trips": (trip,)})
             self.ledger.arrived(i, k, leave)
@@ -201,7 +255,9 @@ class _Replay:
         if rows.size:
             ids = [self.ids[i] for i in rows.tolist()]
             n = rows.size
-            batch = TelemetryBatch(ids, np.full(n, t), soc, plugged, kw, np.arange(n, dtype=np.int64))
+            batch = TelemetryBatch(
+                ids, np.full(n, t), soc, plugged, kw, np.arange(n, dtype=np.int64)
+            )
             self.agg.telemetry.ingest(batch)
 
     def _award(self) -> None:
@@ -216,14 +272,18 @@ class _Replay:
         todo, self.commands = self.commands, []
         for _kind, cmd in todo:
             rid = str(cmd["resource_id"])
-            took = self.devices.command(rid, str(cmd["dispatch_id"]),
-                                        int(cmd["revision"]), list(cmd["schedule"]), t)
+            took = self.devices.command(
+                rid, str(cmd["dispatch_id"]), int(cmd["revision"]), list(cmd["schedule"]), t
+            )
             self.ledger.commanded(cmd, took, self._check(rid, cmd))
             if took is False:
-                ack = CommandAck(dispatch_id=str(cmd["dispatch_id"]), status="Rejected",
-                                 resource_id=str(cmd["resource_id"]), reason="device refused")
+                ack = CommandAck(
+                    dispatch_id=str(cmd["dispatch_id"]),
+                    status="Rejected",
+                    resource_id=str(cmd["resource_id"]),
+                    reason="device refused",
+                )
                 self.agg.integration.command_ack(ack)
-
 
     def _check(self, rid: str, cmd: dict[str, Any]) -> list[Any]:
         """The independent checker over the schedule as it went out, from what the service knew
@@ -233,12 +293,18 @@ class _Replay:
         now = self.clock()
         facts = ResourceFacts.of(self.agg.registry.get(rid), self.settings.bess_min_soc_pct, now)
         live = self.agg.state.live(rid, now)
-        points = [(datetime.fromisoformat(str(p["t"])), float(p["setpoint_kw"])) for p in cmd["schedule"]]
+        points = [
+            (datetime.fromisoformat(str(p["t"])), float(p["setpoint_kw"])) for p in cmd["schedule"]
+        ]
         if live is None or live.soc_pct is None or not points:
             return []
-        return check_wire(facts, float(live.soc_pct), points,
-                          ramp_kw_per_min=self.settings.max_ramp_kw_per_min,
-                          round_trip_efficiency=self.settings.round_trip_efficiency)
+        return check_wire(
+            facts,
+            float(live.soc_pct),
+            points,
+            ramp_kw_per_min=self.settings.max_ramp_kw_per_min,
+            round_trip_efficiency=self.settings.round_trip_efficiency,
+        )
 
 
 def days_between(start: date, end: date) -> list[date]:

@@ -162,7 +162,7 @@ def _merged(
         key[first],
         start[first],
         out_end,
-        np.bincount(group, weights=delivered, minlength=n),
-        np.bincount(group, weights=needed, minlength=n),
+        np.bincount(group, weights=delivered, minlength=n).astype(np.float64),
+        np.bincount(group, weights=needed, minlength=n).astype(np.float64),
         out_stated,
     )
