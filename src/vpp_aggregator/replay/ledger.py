@@ -84,8 +84,9 @@ class Ledger:
         self.end_ts = end_ts
         self.days: dict[date, _Day] = defaultdict(_Day)
         self.intervals: list[dict[str, Any]] = []
-        self.schedules: dict[tuple[str, int], _Schedule] = {}  # (dispatch, device)
-        self.refused: dict[tuple[str, int], float] = {}  # (dispatch, device) -> when
+        # per dispatch, per device: the newest schedule it took, and one it refused after it
+        self.schedules: dict[str, dict[int, _Schedule]] = defaultdict(dict)
+        self.refused: dict[str, dict[int, _Schedule]] = defaultdict(dict)
         self.left: dict[int, list[tuple[float, float]]] = defaultdict(list)  # (left, stated)
         self.stated: dict[int, float] = {}
         self.dropped: dict[int, list[float]] = defaultdict(list)
@@ -147,13 +148,15 @@ class Ledger:
         i = self.index.get(str(cmd.get("resource_id")))
         if i is None:
             return
-        key = (str(cmd["dispatch_id"]), i)
+        dispatch = str(cmd["dispatch_id"])
         pts = cmd.get("schedule") or []
         t0 = datetime.fromisoformat(str(pts[0]["t"])).timestamp() if pts else 0.0
+        sched = _Schedule(t0, np.array([float(p["setpoint_kw"]) for p in pts]))
         if took is False:
-            self.refused[key] = t0
+            self.refused[dispatch][i] = sched
         elif took:
-            self.schedules[key] = _Schedule(t0, np.array([float(p["setpoint_kw"]) for p in pts]))
+            self.schedules[dispatch][i] = sched
+            self.refused[dispatch].pop(i, None)
         for v in violations:
             self.violations.append(
                 {"resource_id": v.resource_id, "rule": v.rule, "detail": v.detail}
@@ -233,20 +236,20 @@ class Ledger:
         if dispatch is None:
             return {"not_dispatched": short}
         planned = 0.0
-        for (dsp, i), sched in self.schedules.items():
-            if dsp != dispatch:
-                continue
+        for i, sched in self.schedules.get(dispatch, {}).items():
             kwh = sched.kwh_between(a, b)
             planned += kwh
-            gone = [t for t, _ in self.left.get(i, []) if a <= t < b or (t < a and t >= sched.t0)]
+            # Unplugged while its part of the plan still ran (inside this interval or before it).
+            gone = [(t, st) for t, st in self.left.get(i, []) if sched.t0 <= t < b]
             if gone:
-                early = [t for t, stated in self.left[i] if t < stated]
-                found["left_early" if early else "arrived_late"] += sched.kwh_between(min(gone), b)
+                t, stated = min(gone)
+                cause = "left_early" if t < stated - 60.0 else "arrived_late"
+                found[cause] += sched.kwh_between(max(t, a), b)
             if any(a <= t < b for t in self.dropped.get(i, [])):
                 found["dropout"] += kwh
-        for (dsp, _i), _t in self.refused.items():
-            if dsp == dispatch:
-                found["refusal"] += awarded / max(1, len(self.schedules)) if planned <= 0 else 0.0
+        for refused in self.refused.get(dispatch, {}).values():
+            # what the service asked of it there and did not get
+            found["refusal"] += max(0.0, refused.kwh_between(a, b))
         found["soc_below_forecast"] += max(0.0, awarded - planned)
         out: dict[str, float] = {}
         left = short
