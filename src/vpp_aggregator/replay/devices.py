@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.domain.efficiency import one_way_efficiency
 
+START_ALLOWANCE_S = 600.0
 F8 = NDArray[np.float64]
 I8 = NDArray[np.int64]
 B1 = NDArray[np.bool_]
@@ -258,8 +259,10 @@ def arrival_and_need(
     arrival_soc_pct: float,
 ) -> float:
     """The SoC a driver needs on leaving: arrival plus the energy the session says they needed,
-    but no more than the stay could physically store at full power, nor above the maximum."""
-    storable = max_charge_kw * eta * stay_s / 3600.0
+    but no more than the stay could physically store at full power (less ten minutes for the
+    charger to start), nor above the maximum."""
+    # Less the first minutes of the stay: a charger starts a little after the car plugs in.
+    storable = max_charge_kw * eta * max(0.0, stay_s - START_ALLOWANCE_S) / 3600.0
     gain_pct = min(needed_kwh, storable) / capacity_kwh * 100.0
     return (
         float(min(max_soc_pct, max(arrival_soc_pct, min_soc_pct) + gain_pct))
