@@ -374,3 +374,29 @@ def test_a_one_minute_dispatch_frees_its_battery_once_back_at_zero(
     client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 80.0)]})
     again = client.post("/dispatch", json={"target_kw": 10, "duration_minutes": 1}).json()
     assert again["status"] == "active" and again["allocations"]  # not held for 7 minutes
+
+
+def test_a_dispatch_planned_long_before_it_starts_is_planned_again_from_the_fleet_then(
+    client: TestClient, clock: Clock
+) -> None:
+    """A day-ahead award's dispatch is planned when the award comes, a day early. By its start
+    the batteries hold other charge; following the old plan would drop every one of them as
+    off plan. It is planned again as it starts, from the SoC they report then."""
+    _fleet(client, clock, bess_soc=60.0, evs=0)
+    later = clock.now + timedelta(hours=20)
+    d = client.post(
+        "/dispatch", json={"target_kw": 100, "duration_minutes": 60, "start": later.isoformat()}
+    ).json()
+    assert d["status"] == "scheduled"
+    assert {a["start_soc_pct"] for a in d["allocations"]} == {60.0}
+    clock.now = later
+    client.post(
+        "/telemetry",
+        json={"samples": [sample(f"bess-{i}", clock.now, 85.0) for i in range(3)]},
+    )
+    client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    now = client.get(f"/dispatch/{d['dispatch_id']}").json()
+    assert now["status"] == "active"
+    assert now["revisions"][-1]["reason"] == "starts: re-planned from the fleet as it is now"
+    assert now["allocations"] and {a["start_soc_pct"] for a in now["allocations"]} == {85.0}
+    assert now["allocated_kw"] == pytest.approx(100.0)

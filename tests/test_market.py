@@ -114,21 +114,34 @@ def test_offers_follow_the_forecast_p10_in_both_markets_and_both_directions(
     ).json()
     hourly = {i["start"]: i for i in forecast["intervals"]}
     day_ahead = [o for o in offers if o["market"] == "day_ahead"]
-    # 12:00 on 25 November: the gate for the 26th closed at 10:00; the 27th's closes tomorrow
+    # 12:00 on 25 November: the gate for the 26th closed at 10:00; the 27th's closes tomorrow.
+    # Every offer of the day may be awarded, so the day's offers together fit the energy the
+    # three batteries hold above their floors: 3 x (90 - 20) % of 500 kWh, less the losses on
+    # the way out (√0.9), 996 kWh. Spread evenly that is 41.5 kW an hour, below the 100 kW
+    # market minimum, so the minimum is offered in as many hours as it lasts: nine.
+    day = datetime(2026, 11, 27, tzinfo=UTC)
     assert [o["interval_start"] for o in day_ahead] == [
-        (datetime(2026, 11, 27, tzinfo=UTC) + timedelta(hours=h)).isoformat() for h in range(24)
+        (day + timedelta(hours=h)).isoformat() for h in range(24)
+    ][: len(day_ahead)]
+    sold = [o for o in day_ahead if o["max_power_kw"] > 0]
+    assert [o["interval_start"] for o in sold] == [
+        (day + timedelta(hours=h)).isoformat() for h in range(9)
     ]
+    usable_kwh = 3 * 0.70 * 500.0 * 0.9**0.5
+    assert sum(o["max_power_kw"] for o in day_ahead) == pytest.approx(900.0)
+    assert sum(o["max_power_kw"] for o in day_ahead) <= usable_kwh
     for o in day_ahead:
         p10 = hourly[o["interval_start"]]
-        assert o["quantity_kw"] == o["max_power_kw"] == pytest.approx(p10["discharge_kw"]["p10"])
-        assert o["quantity_kw"] == pytest.approx(750.0)  # three 250 kW batteries that stay
+        assert o["max_power_kw"] <= p10["discharge_kw"]["p10"] + 1e-6  # never above the P10
+        assert o["quantity_kw"] == o["max_power_kw"] in (0.0, 100.0)
+        assert o["energy_limit_kwh"] == pytest.approx(usable_kwh, rel=1e-3)
         assert o["min_power_kw"] == pytest.approx(-p10["charge_kw"]["p10"])  # the charge side
         assert o["min_power_kw"] <= -100.0
         charge, discharge = o["price_segments"][:1], o["price_segments"][1:]
         assert charge == [
             {"mw": pytest.approx(o["min_power_kw"] / 1000, abs=1e-4), "price_per_mwh": 20.0}
         ]
-        assert sum(s["mw"] for s in discharge) == pytest.approx(0.75)
+        assert sum(s["mw"] for s in discharge) == pytest.approx(o["max_power_kw"] / 1000)
         assert o["state_of_charge_kwh"] == pytest.approx(3 * 450.0)  # 90 % of 500 kWh each
     real_time = [o for o in offers if o["market"] == "real_time"]
     # every 5-minute interval whose gate (75 minutes before it) is open, over the next hour

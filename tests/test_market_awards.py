@@ -252,3 +252,29 @@ def test_an_award_for_a_product_not_offered_names_the_product(market: TestClient
     error = r.json()["errors"][0]
     assert error["field"] == "product" and "offered no regulation" in error["message"]
     assert "only energy" in error["message"]
+
+
+def test_back_to_back_awards_share_one_dispatch_that_takes_each_awards_kw(
+    market: TestClient, clock: Clock
+) -> None:
+    """Two awards of one aggregation, the second beginning where the first ends: one dispatch
+    serves both (two would each find the batteries held by the other's ramp-down, and the
+    second be rejected), and it gives the second award's kW once the second begins."""
+    first, second = offers_made(market)[:2]
+    assert first["interval_end"] == second["interval_start"]
+    a = market.post("/market/awards", json=award_for(first, "aw-1", 300.0)).json()
+    b = market.post("/market/awards", json=award_for(second, "aw-2", 450.0)).json()
+    assert (a["status"], b["status"]) == ("dispatched", "dispatched"), (a, b)
+    assert a["dispatch_id"] == b["dispatch_id"]
+    dispatch = market.get(f"/dispatch/{a['dispatch_id']}").json()
+    assert dispatch["target_kw"] == pytest.approx(300.0)
+    ends = datetime.fromisoformat(dispatch["start"]) + timedelta(
+        minutes=dispatch["duration_minutes"]
+    )
+    assert ends == datetime.fromisoformat(second["interval_end"])
+    clock.now = datetime.fromisoformat(second["interval_start"]) + timedelta(seconds=1)
+    wait_until(
+        lambda: market.get(f"/dispatch/{a['dispatch_id']}").json()["target_kw"] == 450.0,
+        "the second award's kW",
+        15,
+    )

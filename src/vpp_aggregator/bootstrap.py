@@ -284,6 +284,7 @@ def jobs(
 
     def follow_through() -> None:
         aggregator.dispatch.tick()
+        aggregator.market.follow()  # back-to-back awards: each award's kW as it begins
         aggregator.demand_response.follow()  # later windows of events begin, open ones extend
         aggregator.dispatch.publish_pending()
         aggregator.forecast.track_accuracy()

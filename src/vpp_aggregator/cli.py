@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from vpp_aggregator.cli_regulation import regulation_app
+from vpp_aggregator.cli_replay import replay
 from vpp_aggregator.cli_resources import resources_app
 from vpp_aggregator.config import ConfigError, Settings, load_settings, open_bind_problem
 
@@ -184,6 +185,7 @@ forecast_app = typer.Typer(help="Train and backtest the availability forecaster 
 app.add_typer(forecast_app, name="forecast")
 app.add_typer(regulation_app, name="regulation")
 app.add_typer(resources_app, name="resources")
+app.command("replay")(replay)
 
 
 @forecast_app.command("backtest")

@@ -33,6 +33,7 @@ from vpp_aggregator.domain.dispatch.problem import (
 from vpp_aggregator.domain.dispatch.safety import check_rows
 
 log = logging.getLogger(__name__)
+PLANNED_AHEAD = timedelta(minutes=5)  # a plan older than this at its start is made again then
 
 
 class DispatchFollowThrough(DispatchReleases):
@@ -83,7 +84,13 @@ class DispatchFollowThrough(DispatchReleases):
                     finished.append((r, o.drawn_by(now_ts)))
                     continue
                 if r.status is DispatchStatus.SCHEDULED and now_ts >= r.start.timestamp():
+                    planned_at = r.updated_at
                     self._set_status(r, DispatchStatus.ACTIVE, now)
+                    if planned_at < r.start - PLANNED_AHEAD:
+                        # Planned long before (a day-ahead award): from the fleet as it is now,
+                        # not as it was then, rather than dropping every resource that moved.
+                        self._replan(o, now, {}, "starts: re-planned from the fleet as it is now")
+                        continue
                 if r.start.timestamp() <= now_ts < o.window_end_ts:
                     try:
                         self._follow(o, now)

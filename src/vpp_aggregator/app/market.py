@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from vpp_aggregator.app.awards import AwardRefusedError, AwardStatus, award_view, never_ran
+from vpp_aggregator.app.back_to_back import BackToBack
 from vpp_aggregator.app.dispatch import (
     Bus,
     DispatchNotFoundError,
@@ -53,6 +54,9 @@ class MarketStore(OfferStore, MeasurementStore, Protocol):
     def get_award(self, award_id: str) -> dict[str, Any] | None: ...
     def awards_to_settle(self, before: datetime) -> list[dict[str, Any]]: ...
     def settle(self, award_id: str, settlement: Settlement, topic: str, at: datetime) -> None: ...
+    def dispatched_awards(
+        self, start: datetime, end: datetime, aggregation_id: str | None = None
+    ) -> list[dict[str, Any]]: ...
     def settlements(self, start: datetime, end: datetime) -> list[dict[str, Any]]: ...
     def relay(
         self,
@@ -118,6 +122,7 @@ class MarketService:
         # set by the aggregator once regulation runs: the score of an aggregation over a span
         self.regulation_score: Callable[[str, datetime, datetime], float | None] = lambda *_: None
         self._relay_lock = threading.Lock()
+        self.back_to_back = BackToBack(repo, dispatch, clock)
 
     # ------------------------------------------------------------------ offers
     def generate_offers(self) -> list[Offer]:
@@ -195,7 +200,7 @@ class MarketService:
         elif a.product == "regulation":  # the signal is followed while it runs (app/regulation)
             row["status"] = AwardStatus.REGULATING.value
         else:
-            record = self._dispatch(a, now)
+            record = self.back_to_back.follow_on(a) or self._dispatch(a, now)
             status, reason = dispatch_status(record)
             row["dispatch_id"] = record.dispatch_id
             row["status"] = AwardStatus(status).value
@@ -257,6 +262,10 @@ class MarketService:
         except DispatchRejectedError as exc:
             raise InvalidMessageError(f"dispatch refused: {exc}") from None
         return record
+
+    def follow(self) -> int:
+        """Call every dispatch tick (`app/back_to_back`)."""
+        return self.back_to_back.follow()
 
     def get_award(self, award_id: str) -> dict[str, Any] | None:
         row = self.repo.get_award(award_id)

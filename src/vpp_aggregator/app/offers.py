@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+import numpy as np
 
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.outbound import Offer
@@ -26,6 +28,7 @@ from vpp_aggregator.domain.market import (
     OfferInputs,
     build_offer,
     build_regulation_offer,
+    sellable_kw,
 )
 
 NOTHING = Figures(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)  # what a node with no held resources holds
@@ -49,6 +52,9 @@ class OfferStore(Protocol):
     def offers(
         self, start: datetime, end: datetime, aggregation_id: str | None = None
     ) -> list[dict[str, Any]]: ...
+    def award_spans(
+        self, aggregation_id: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, datetime, float]]: ...
 
 
 class Commitments(Protocol):
@@ -150,7 +156,7 @@ class OfferMaker:
         by_start = {datetime.fromisoformat(i["start"]): i for i in doc["intervals"]}
         live = commitments.live(step).get(node, NOTHING)
         q = self.quantile
-        out: list[Offer] = []
+        rows: list[tuple[float, OfferInputs, OfferInputs, str]] = []
         for start, end in intervals:
             f = self._covering(by_start, start, step)
             if f is None:
@@ -169,8 +175,13 @@ class OfferMaker:
                 charge_kwh=live.charge_kwh - held.charge_kwh,
                 stored_kwh=live.gross_energy_kwh,
             )
+            rows.append((held.discharge_kw, inputs, inputs, doc["model"]["name"]))
+        if market is Market.DAY_AHEAD and rows:
+            rows = self._sellable(node, rows, now, by_start, step)
+        out: list[Offer] = []
+        for held_kw, energy_inputs, inputs, model in rows:
             offer = build_offer(
-                inputs,
+                energy_inputs,
                 self.curve,
                 min_capacity_kw=self.min_capacity_kw,
                 ramp_kw_per_min_per_resource=self.ramp_kw_per_min,
@@ -192,11 +203,53 @@ class OfferMaker:
                 )
             for made in both:
                 if made is not None:
-                    made["committed_kw"] = round(held.discharge_kw, 3)
-                    made["model"] = doc["model"]["name"]
+                    made["committed_kw"] = round(held_kw, 3)
+                    made["model"] = model
                     made["generated_at"] = now.isoformat()
                     out.append(made)
         return out
+
+    def _sellable(
+        self,
+        node: str,
+        rows: list[tuple[float, OfferInputs, OfferInputs, str]],
+        now: datetime,
+        by_start: dict[datetime, ForecastInterval],
+        step_minutes: int,
+    ) -> list[tuple[float, OfferInputs, OfferInputs, str]]:
+        """A day-ahead day's energy offers, each interval's power capped so that the whole day
+        can be awarded (`domain/market.sellable_kw`), counting what is awarded but not yet
+        delivered before the day, less what the fleet can charge back between the last of it
+        and the day (at the quantile's charge power, through both conversions); regulation
+        keeps the uncapped inputs (it returns what it takes)."""
+        first = datetime.fromisoformat(rows[0][1].start)
+        spans = [(s, e, kw) for s, e, kw in self.repo.award_spans(node, now, first) if kw > 0]
+        spent = sum(
+            kw * max(0.0, (min(e, first) - max(s, now)).total_seconds()) / 3600.0
+            for s, e, kw in spans
+        )
+        if spent > 0:
+            free_from = max([now, *(e for _, e, _ in spans)])
+            hours = step_minutes / 60.0
+            back = sum(
+                f["charge_kw"][self.quantile] * hours
+                for at, f in by_start.items()
+                if free_from <= at and at + timedelta(minutes=step_minutes) <= first
+            )
+            spent = max(0.0, spent - back * self.state.round_trip_efficiency)
+        starts = [datetime.fromisoformat(r[1].start) for r in rows]
+        ends = [datetime.fromisoformat(r[1].end) for r in rows]
+        cap = sellable_kw(
+            np.array([r[1].discharge_kw for r in rows]),
+            np.array([r[1].discharge_kwh for r in rows]),
+            np.array([(e - s).total_seconds() / 3600.0 for s, e in zip(starts, ends, strict=True)]),
+            spent,
+            self.min_capacity_kw,
+        )
+        return [
+            (held, replace(x, discharge_kw=min(x.discharge_kw, float(c))), x, model)
+            for (held, x, _, model), c in zip(rows, cap, strict=True)
+        ]
 
     @staticmethod
     def _covering(

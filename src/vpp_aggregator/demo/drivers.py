@@ -119,7 +119,7 @@ def _load_drivers(sessions_csv: str) -> tuple[_Driver, ...]:
 
 
 @lru_cache(maxsize=4)
-def _load_ev_models(specs_json: str) -> tuple[tuple[str, float, float, float, float], ...]:
+def load_ev_models(specs_json: str) -> tuple[tuple[str, float, float, float, float], ...]:
     """(model, battery kWh, charge kW, discharge kW, registrations) for models of 50 kWh or more."""
     path = Path(specs_json)
     if not path.is_file():
@@ -215,7 +215,7 @@ def build_fleet(
 
     if ev_count:
         drivers = _load_drivers(str(data_dir / "acn_caltech" / "sessions_caltech.csv"))
-        models = _load_ev_models(str(data_dir / "prices_nl" / "ev_specs_v2g_enabled2024.json"))
+        models = load_ev_models(str(data_dir / "prices_nl" / "ev_specs_v2g_enabled2024.json"))
         weights = np.array([m[4] for m in models])
         model_idx = rng.choice(len(models), size=ev_count, p=weights / weights.sum())
         # Spread vehicles over distinct drivers first; reuse (with other weeks) only when needed.

@@ -322,3 +322,57 @@ def award_refusal(
     if awarded_kw > 0 and round(awarded_kw, 3) > up:
         return AwardRefusal("awarded_kw", f"{awarded_kw:g} kW is more than offered; {what}")
     return None
+
+
+def sellable_kw(
+    power_kw: NDArray[np.float64],
+    energy_kwh: NDArray[np.float64],
+    hours: NDArray[np.float64],
+    spent_kwh: float = 0.0,
+    min_kw: float = 0.0,
+) -> NDArray[np.float64]:
+    """The discharge each interval of a day-ahead day can offer when every offer may be awarded.
+
+    A market clears each interval on its own, so what sells in one interval is gone for the
+    next. Interval h has `energy_kwh[h]` above every floor at the quantile offered; the energy
+    sold in it and before it (and `spent_kwh`, awarded before the day and not yet delivered)
+    may have come from resources still there, so the day holds if, for every h,
+    Σ_{k≤h} offered_k × hours_k + spent ≤ energy_h.
+
+    Among the offers that hold, this takes the max-min fair one (progressive filling): every
+    interval's power rises together until a prefix of the day runs out of energy, that prefix
+    stays, and the rest rise on. The energy spreads over the day instead of going to its first
+    intervals, and a lean morning does not hold back an evening full of arrivals. Intervals left
+    below the market minimum `min_kw` are not offered; where energy remains, the minimum is
+    offered in as many of them as hold, in the day's order."""
+    p = np.maximum(np.asarray(power_kw, dtype=np.float64), 0.0)
+    e = np.maximum(np.asarray(energy_kwh, dtype=np.float64), 0.0)
+    h = np.asarray(hours, dtype=np.float64)
+
+    def slack(x: NDArray[np.float64]) -> NDArray[np.float64]:
+        return e - np.cumsum(x * h) - spent_kwh
+
+    if p.size == 0 or (slack(p) >= -1e-9).all():
+        return p
+    x = np.zeros_like(p)
+    free = np.ones(p.size, dtype=np.bool_)
+    while free.any():
+        lo, hi = 0.0, float(p[free].max())
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if (slack(np.where(free, np.minimum(p, mid), x)) >= -1e-9).all():
+                lo = mid
+            else:
+                hi = mid
+        x = np.where(free, np.minimum(p, lo), x)
+        tight = np.flatnonzero(slack(x) <= 1e-6 * np.maximum(e, 1.0))
+        if tight.size == 0:
+            break
+        free[: int(tight.max()) + 1] = False
+    if min_kw > 0:
+        x[x < min_kw] = 0.0
+        for k in np.flatnonzero((x == 0.0) & (p >= min_kw)):
+            x[k] = min_kw
+            if (slack(x) < -1e-9).any():
+                x[k] = 0.0
+    return x

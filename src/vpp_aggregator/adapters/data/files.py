@@ -67,3 +67,18 @@ def read_weather(path: Path, series: HourlySeries) -> Weather:
                 temp[i] = float(row["temperature"]) if row.get("temperature") else np.nan
                 rain[i] = float(row["precipitation"]) if row.get("precipitation") else np.nan
     return Weather(temp, rain)
+
+
+def read_weather_hours(path: Path) -> list[tuple[datetime, float | None, float | None]]:
+    """Every hour of a weather CSV as (hour, temperature, precipitation), as operators store
+    weather for the forecast (`ForecastInputs.add_weather`)."""
+    if not path.is_file():
+        raise DataFileError(f"weather file not found: {path}")
+    out: list[tuple[datetime, float | None, float | None]] = []
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            hour = datetime.fromtimestamp(_ts(row["hour_utc"]), UTC)
+            temp = float(row["temperature"]) if row.get("temperature") else None
+            rain = float(row["precipitation"]) if row.get("precipitation") else None
+            out.append((hour, temp, rain))
+    return out

@@ -122,6 +122,23 @@ class MarketRepository:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
 
+    def dispatched_awards(
+        self, start: datetime, end: datetime, aggregation_id: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Energy awards with a dispatch running for them that overlap [start, end]."""
+        a = market_awards
+        q = select(a).where(
+            a.c.product == "energy",
+            a.c.status == "dispatched",
+            a.c.dispatch_id.is_not(None),
+            a.c.interval_start <= end,
+            a.c.interval_end >= start,
+        )
+        if aggregation_id is not None:
+            q = q.where(a.c.aggregation_id == aggregation_id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
+
     def regulation_awarded(self, at: datetime) -> dict[str, float]:
         """Regulation kW awarded to each aggregation for the interval under way at `at`."""
         a = market_awards

@@ -1,0 +1,271 @@
+"""Simulated devices for a replay: vehicles plugged in exactly during their driver's real stays,
+batteries always connected; each follows the service's V2G commands as a real charger does,
+a few seconds late, at no more than its ramp limit, inside its own power and charge limits,
+and refuses a small share of commands. Telemetry drops out now and then. Seeded throughout.
+
+Columnar (one row per device), advanced in steps of at most a minute, so a year of a few
+hundred devices is a few hundred thousand numpy steps."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vpp_aggregator.domain.efficiency import one_way_efficiency
+
+START_ALLOWANCE_S = 600.0
+F8 = NDArray[np.float64]
+I8 = NDArray[np.int64]
+B1 = NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How devices depart from an ideal follower (all configurable, all seeded)."""
+
+    command_delay_s: float = 4.0  # a command takes effect this long after it is sent
+    ramp_kw_per_min: float = 10.0
+    refusal_share: float = 0.01  # of commands a device refuses outright
+    dropout_share: float = 0.005  # of telemetry samples that never arrive
+    round_trip_efficiency: float = 0.9
+    seed: int = 19
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """Per device: EVs first, then batteries."""
+
+    resource_ids: tuple[str, ...]
+    is_ev: B1
+    capacity_kwh: F8
+    max_charge_kw: F8
+    max_discharge_kw: F8
+    min_soc_pct: F8
+    max_soc_pct: F8
+
+
+@dataclass(frozen=True, slots=True)
+class Visits:
+    """Each EV's stays in time order: the device index, when it plugs in and unplugs, its SoC
+    on arrival and what it must hold when it leaves."""
+
+    device: I8
+    start_ts: F8
+    end_ts: F8
+    arrival_soc_pct: F8
+    required_soc_pct: F8
+    stated_departure_ts: F8  # what the driver said (NaN: the file has no stated departures)
+
+
+@dataclass(frozen=True, slots=True)
+class Departed:
+    """A vehicle that unplugged: with how much charge against what its driver needed."""
+
+    device: int
+    at_ts: float
+    soc_pct: float
+    required_soc_pct: float
+
+
+class Devices:
+    def __init__(
+        self, hw: Hardware, visits: Visits, soc_pct: F8, behaviour: Behaviour, start_ts: float
+    ) -> None:
+        self.hw = hw
+        self.visits = visits
+        self.b = behaviour
+        self.eta = one_way_efficiency(behaviour.round_trip_efficiency)
+        self.rng = np.random.default_rng(behaviour.seed)
+        n = len(hw.resource_ids)
+        self.index = {rid: i for i, rid in enumerate(hw.resource_ids)}
+        self.soc_pct = soc_pct.astype(np.float64).copy()
+        self.power_kw = np.zeros(n)  # at the grid connection; positive = discharge
+        self.target_soc_pct = np.where(hw.is_ev, 0.0, np.nan)  # own charging goal (EVs)
+        self.visit = np.full(n, -1, dtype=np.int64)  # the stay under way, -1: away (EVs)
+        self.t = start_ts
+        self._next_visit = 0
+        order = np.lexsort((visits.start_ts,))
+        self._arrivals = order  # visits by arrival time
+        # The newest accepted command per device: its setpoints (one per minute from t0_ts)
+        # and when it takes effect; a device holds its last setpoint until the schedule ends.
+        self._cmd_t0 = np.full(n, np.inf)
+        self._cmd_from = np.full(n, np.inf)
+        self._cmd_kw: list[F8 | None] = [None] * n
+        self._cmd_rev: dict[tuple[str, int], int] = {}  # (dispatch, device) -> newest revision
+        self.refused = 0
+        self.accepted = 0
+        self._arrived: list[int] = []
+
+    # ------------------------------------------------------------------ commands
+    def command(
+        self,
+        resource_id: str,
+        dispatch_id: str,
+        revision: int,
+        points: list[dict[str, object]],
+        sent_ts: float,
+    ) -> bool | None:
+        """Take a command (the device gateway's V2G format); False: refused, None: not ours or
+        an older revision than one already held."""
+        i = self.index.get(resource_id)
+        if i is None:
+            return None
+        seen = self._cmd_rev.get((dispatch_id, i), -1)
+        if revision < seen:
+            return None
+        self._cmd_rev[(dispatch_id, i)] = revision
+        if self.rng.random() < self.b.refusal_share:
+            self.refused += 1
+            return False
+        kw = np.array([float(p["setpoint_kw"]) for p in points], dtype=np.float64)  # type: ignore[arg-type]
+        t0 = datetime.fromisoformat(str(points[0]["t"])).timestamp() if points else sent_ts
+        self._cmd_kw[i] = kw
+        self._cmd_t0[i] = t0
+        self._cmd_from[i] = sent_ts + self.b.command_delay_s
+        self.accepted += 1
+        return True
+
+    def _commanded(self, t: float) -> tuple[B1, F8]:
+        """Which devices follow a command at `t`, and at what setpoint."""
+        active = self._cmd_from <= t
+        kw = np.zeros(active.size)
+        for i in np.flatnonzero(active):
+            pts = self._cmd_kw[i]
+            if pts is None or pts.size == 0:
+                active[i] = False
+                continue
+            k = int((t - self._cmd_t0[i]) // 60.0)
+            if k < 0:  # scheduled for later: keep what it was doing
+                active[i] = False
+            elif k >= pts.size:  # the schedule is over: back to its own behaviour
+                active[i] = False
+                self._cmd_kw[i] = None
+                self._cmd_from[i] = np.inf
+            else:
+                kw[i] = pts[k]
+        return active, kw
+
+    # ------------------------------------------------------------------ physics
+    def advance(self, until_ts: float, max_step_s: float = 60.0) -> list[Departed]:
+        """Run the devices to `until_ts`; vehicles arrive and leave on their stays' times."""
+        departed: list[Departed] = []
+        while self.t < until_ts - 1e-9:
+            t_next = min(until_ts, self.t + max_step_s)
+            departed += self._leave_and_arrive(self.t)
+            self._step(self.t, t_next - self.t)
+            self.t = t_next
+        departed += self._leave_and_arrive(self.t)
+        return departed
+
+    def _leave_and_arrive(self, t: float) -> list[Departed]:
+        out: list[Departed] = []
+        v = self.visits
+        under_way = np.flatnonzero(self.visit >= 0)
+        if under_way.size:
+            ended = under_way[v.end_ts[self.visit[under_way]] <= t]
+            for i in ended.tolist():
+                k = int(self.visit[i])
+                out.append(
+                    Departed(
+                        i, float(v.end_ts[k]), float(self.soc_pct[i]), float(v.required_soc_pct[k])
+                    )
+                )
+                self.visit[i] = -1
+                self.power_kw[i] = 0.0
+                self._cmd_kw[i] = None
+                self._cmd_from[i] = np.inf
+        while self._next_visit < self._arrivals.size:
+            k = int(self._arrivals[self._next_visit])
+            if v.start_ts[k] > t:
+                break
+            self._next_visit += 1
+            if v.end_ts[k] <= t:  # began and ended inside one step: too short to matter
+                continue
+            i = int(v.device[k])
+            self.visit[i] = k
+            self.soc_pct[i] = v.arrival_soc_pct[k]
+            self.target_soc_pct[i] = v.required_soc_pct[k]
+            self.power_kw[i] = 0.0
+            self._arrived.append(i)
+        return out
+
+    def take_arrivals(self) -> list[int]:
+        """Devices that plugged in since the last call."""
+        out, self._arrived = self._arrived, []
+        return out
+
+    def any_commanded(self) -> bool:
+        return bool(np.isfinite(self._cmd_from).any())
+
+    def plugged(self) -> B1:
+        return np.asarray(~self.hw.is_ev | (self.visit >= 0))
+
+    def _step(self, t: float, dt_s: float) -> None:
+        hw = self.hw
+        plugged = self.plugged()
+        active, kw = self._commanded(t)
+        # Own behaviour: a vehicle charges at full power until it holds what its driver needs.
+        own = np.where(
+            hw.is_ev & (self.soc_pct < self.target_soc_pct - 1e-9), -hw.max_charge_kw, 0.0
+        )
+        want = np.where(active, kw, own)
+        want = np.clip(want, -hw.max_charge_kw, hw.max_discharge_kw)
+        # The pack's own limits: no discharge at its minimum, no charge at its maximum.
+        want = np.where((want > 0) & (self.soc_pct <= hw.min_soc_pct + 1e-9), 0.0, want)
+        want = np.where((want < 0) & (self.soc_pct >= hw.max_soc_pct - 1e-9), 0.0, want)
+        want = np.where(plugged, want, 0.0)
+        step = self.b.ramp_kw_per_min * dt_s / 60.0
+        p = self.power_kw + np.clip(want - self.power_kw, -step, step)
+        p = np.where(plugged, p, 0.0)
+        # Energy through the cells: charging stores η of it, discharging draws 1/η of it.
+        cells_kwh = np.where(p > 0, p / self.eta, p * self.eta) * dt_s / 3600.0
+        # Never past the pack's limits within the step: the power is cut to what fits.
+        room_down = np.maximum(self.soc_pct - hw.min_soc_pct, 0.0) / 100.0 * hw.capacity_kwh
+        room_up = np.maximum(hw.max_soc_pct - self.soc_pct, 0.0) / 100.0 * hw.capacity_kwh
+        cut = np.where(
+            cells_kwh > 0, np.minimum(cells_kwh, room_down), np.maximum(cells_kwh, -room_up)
+        )
+        scale = np.divide(cut, cells_kwh, out=np.ones_like(cut), where=cells_kwh != 0)
+        self.power_kw = p * scale
+        self.soc_pct = self.soc_pct - cut / hw.capacity_kwh * 100.0
+
+    # ------------------------------------------------------------------ telemetry
+    def samples(self) -> tuple[I8, F8, F8, B1, I8]:
+        """This moment's telemetry (rows, SoC %, kW, plugged) without the samples that drop
+        out, and the rows that dropped out."""
+        keep = self.rng.random(self.soc_pct.size) >= self.b.dropout_share
+        rows = np.flatnonzero(keep)
+        return (
+            rows,
+            self.soc_pct[rows],
+            self.power_kw[rows],
+            self.plugged()[rows],
+            np.flatnonzero(~keep),
+        )
+
+
+def arrival_and_need(
+    capacity_kwh: float,
+    max_charge_kw: float,
+    min_soc_pct: float,
+    max_soc_pct: float,
+    stay_s: float,
+    needed_kwh: float,
+    eta: float,
+    arrival_soc_pct: float,
+) -> float:
+    """The SoC a driver needs on leaving: arrival plus the energy the session says they needed,
+    but no more than the stay could physically store at full power (less ten minutes for the
+    charger to start), nor above the maximum."""
+    # Less the first minutes of the stay: a charger starts a little after the car plugs in.
+    storable = max_charge_kw * eta * max(0.0, stay_s - START_ALLOWANCE_S) / 3600.0
+    gain_pct = min(needed_kwh, storable) / capacity_kwh * 100.0
+    return (
+        float(min(max_soc_pct, max(arrival_soc_pct, min_soc_pct) + gain_pct))
+        if math.isfinite(gain_pct)
+        else arrival_soc_pct
+    )

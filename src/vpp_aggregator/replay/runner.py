@@ -1,0 +1,311 @@
+"""One replay: the service built as `serve` builds it (SQLite, in-process bus) on a simulated
+clock, the fleet registered, and then minute by minute: devices move, drivers arrive (telling
+the service when they leave and with how much charge) and depart, telemetry goes in, the
+service's own jobs run (offers, settlement, dispatch follow-through), the market gateway awards
+offers and the devices follow the commands. The ledger keeps the figures."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from vpp_aggregator import bootstrap
+from vpp_aggregator.adapters.data.files import read_weather_hours
+from vpp_aggregator.app.messages import CommandAck, MarketAward
+from vpp_aggregator.app.telemetry import TelemetryBatch
+from vpp_aggregator.config import load_settings
+from vpp_aggregator.domain.dispatch.safety import ResourceFacts, check_wire
+from vpp_aggregator.domain.resources import Trip
+from vpp_aggregator.replay.clock import SimClock, SimJobs
+from vpp_aggregator.replay.devices import Behaviour, Devices
+from vpp_aggregator.replay.fleet import FleetSpec, ReplayFleet, build
+from vpp_aggregator.replay.gaps import gap_days, hourly_beside
+from vpp_aggregator.replay.ledger import Ledger
+from vpp_aggregator.replay.stays import read_stays
+
+STEP_S = 60.0
+IDLE_TELEMETRY_S = 300.0  # telemetry every 5 minutes while nothing is dispatched, else every step
+WARMUP_DAYS = 28  # history before the first day, so the forecaster has learnt the fleet
+RETRAIN_DAYS = 7
+SETTLE_AFTER_S = 3 * IDLE_TELEMETRY_S
+OFFER_QUANTILES = ("p10", "p50", "p90")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySpec:
+    sessions: Path
+    start: date
+    end: date  # exclusive
+    data_dir: Path
+    weather: Path | None = None
+    site: str | None = None
+    fleet: FleetSpec = field(default_factory=FleetSpec)
+    quantile: str = "p10"
+    award_share: float = 1.0
+    timezone: str = "America/Los_Angeles"
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    seed: int = 19
+    warmup_days: int = WARMUP_DAYS
+
+    def check(self) -> None:
+        """Refuse a replay that could not mean anything, naming what is wrong."""
+        problems = []
+        if self.end <= self.start:
+            problems.append(f"--to {self.end} must be after --from {self.start}")
+        if self.quantile not in OFFER_QUANTILES:
+            problems.append(
+                f"quantile {self.quantile!r} is not one of {', '.join(OFFER_QUANTILES)}"
+            )
+        if not 0.0 <= self.award_share <= 1.0:
+            problems.append(f"award share {self.award_share:g} is not between 0 and 1")
+        if not self.sessions.is_file():
+            problems.append(f"sessions file not found: {self.sessions}")
+        if self.weather is not None and not self.weather.is_file():
+            problems.append(f"weather file not found: {self.weather}")
+        if self.warmup_days < 0:
+            problems.append("warm-up days must be >= 0")
+        b = self.behaviour
+        for name, share in (("refusal", b.refusal_share), ("dropout", b.dropout_share)):
+            if not 0.0 <= share < 1.0:
+                problems.append(f"{name} share {share:g} is not in [0, 1)")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+class Gateway:
+    """The market gateway's side: it clears `share` of every discharge offer as it arrives."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.pending: list[dict[str, Any]] = []
+        self.awarded = 0
+
+    def on_offer(self, _topic: str, _key: str, offer: Any) -> None:
+        if offer.get("product", "energy") == "energy" and float(offer.get("max_power_kw", 0)) > 0:
+            self.pending.append(dict(offer))
+
+    def awards(self) -> list[MarketAward]:
+        out = []
+        for o in self.pending:
+            kw = round(self.share * float(o["max_power_kw"]), 3)
+            if kw <= 0:
+                continue
+            self.awarded += 1
+            out.append(
+                MarketAward.model_validate(
+                    {
+                        "award_id": f"replay-{o['aggregation_id']}-{o['interval_start']}",
+                        "aggregation_id": o["aggregation_id"],
+                        "interval_start": o["interval_start"],
+                        "interval_end": o["interval_end"],
+                        "awarded_kw": kw,
+                    }
+                )
+            )
+        self.pending = []
+        return out
+
+
+def run(spec: ReplaySpec, progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+    zone = ZoneInfo(spec.timezone)
+    start_ts = datetime.combine(spec.start, datetime.min.time(), zone).timestamp()
+    end_ts = datetime.combine(spec.end, datetime.min.time(), zone).timestamp()
+    warm_ts = start_ts - spec.warmup_days * 86_400.0
+    stays = read_stays(spec.sessions, spec.site)
+    gaps = gap_days(hourly_beside(spec.sessions), spec.timezone)
+    with tempfile.TemporaryDirectory(prefix="vpp-replay-") as tmp:
+        settings = load_settings(
+            DATABASE_URL=f"sqlite:///{Path(tmp) / 'replay.db'}",
+            VPP_MODEL_DIR=str(Path(tmp) / "models"),
+            VPP_SITE_TIMEZONE=spec.timezone,
+            VPP_OFFER_QUANTILE=spec.quantile,
+            VPP_MARKETS="day_ahead",
+            VPP_REGULATION_ENABLED=False,
+            VPP_DISPATCH_TICK_SECONDS=STEP_S,
+            VPP_MARKET_TICK_SECONDS=IDLE_TELEMETRY_S,
+            VPP_TELEMETRY_SNAPSHOT_SECONDS=IDLE_TELEMETRY_S,
+            VPP_TELEMETRY_STALE_SECONDS=3 * IDLE_TELEMETRY_S,
+            VPP_STATE_SNAPSHOT_SECONDS=0,
+            VPP_AGGREGATE_TELEMETRY_SECONDS=0,
+            VPP_FORECAST_RETRAIN_HOURS=0,  # the replay retrains on its own clock, in line
+            VPP_MALLOC_TRIM_SECONDS=0,
+            KAFKA_BROKERS="",
+            REDIS_URL="",
+            VPP_OPENADR_VTN_URL="",
+        )
+        clock = SimClock(warm_ts)
+        service = bootstrap.build(settings, clock)
+        try:
+            return _Replay(
+                spec, settings, service, clock, stays, gaps, warm_ts, start_ts, end_ts
+            ).run(progress)
+        finally:
+            service.engine.dispose()
+
+
+class _Replay:
+    def __init__(
+        self,
+        spec: ReplaySpec,
+        settings: Any,
+        service: Any,
+        clock: SimClock,
+        stays: Any,
+        gaps: frozenset[date],
+        warm_ts: float,
+        start_ts: float,
+        end_ts: float,
+    ) -> None:
+        self.spec, self.settings, self.clock = spec, settings, clock
+        self.agg = service.aggregator
+        self.fleet: ReplayFleet = build(
+            stays,
+            spec.fleet,
+            warm_ts,
+            end_ts,
+            spec.data_dir,
+            spec.seed,
+            settings.round_trip_efficiency,
+        )
+        self.devices = Devices(
+            self.fleet.hardware, self.fleet.visits, self.fleet.soc_pct, spec.behaviour, warm_ts
+        )
+        self.warm_ts, self.start_ts, self.end_ts = warm_ts, start_ts, end_ts
+        self.gateway = Gateway(spec.award_share)
+        self.commands: list[tuple[str, Any]] = []
+        self.ledger = Ledger(self.fleet, spec.timezone, gaps, start_ts, end_ts)
+        bus = self.agg.bus
+        bus.subscribe(settings.topic_market_offers, self._on_offer)
+        bus.subscribe(
+            settings.topic_v2g_commands, lambda _t, _k, p: self.commands.append(("v2g", p))
+        )
+        bus.subscribe(settings.topic_market_settlement, lambda _t, _k, p: self.ledger.settled(p))
+        self.agg.registry.register_many(self.fleet.registrations)
+        if spec.weather is not None:  # as an operator stores it for the forecast
+            self.agg.forecast.inputs.add_weather(read_weather_hours(spec.weather))
+        self.jobs = SimJobs(bootstrap.jobs(settings, self.agg, None), clock)
+        self._last_sample = -math.inf
+        self._last_train = -math.inf
+        self.ids = self.fleet.hardware.resource_ids
+        self.fleet_ids = frozenset(self.ids)
+
+    def _on_offer(self, topic: str, key: str, offer: Any) -> None:
+        if self.clock.ts >= self.start_ts - 2 * 86_400:  # offers for replayed days only
+            self.ledger.offered(offer)
+            self.gateway.on_offer(topic, key, offer)
+
+    def run(self, progress: Callable[[float], None] | None) -> dict[str, Any]:
+        t = self.warm_ts
+        total = self.end_ts - self.warm_ts
+        # A little past the last day, so its last intervals are settled too.
+        while t < self.end_ts + SETTLE_AFTER_S:
+            t += STEP_S
+            for departed in self.devices.advance(t):
+                self.ledger.departed(departed)
+            self.clock.advance_to(t)
+            self._arrivals()
+            if t >= self._last_train + RETRAIN_DAYS * 86_400 and t >= self.start_ts - 86_400:
+                self._train()
+            self._telemetry(t)
+            self.jobs.run_due()
+            self._award()
+            self._deliver_commands(t)
+            if progress is not None and int(t) % 3600 == 0:
+                progress(min(1.0, (t - self.warm_ts) / total))
+        return self.ledger.report()
+
+    def _arrivals(self) -> None:
+        """Drivers who plugged in this step tell the service when they leave, needing what."""
+        v = self.devices.visits
+        for i in self.devices.take_arrivals():
+            k = int(self.devices.visit[i])
+            stated = float(v.stated_departure_ts[k])
+            leave = (
+                stated
+                if math.isfinite(stated) and stated > self.clock.ts + 600
+                else float(v.end_ts[k])
+            )
+            trip = Trip(datetime.fromtimestamp(leave, UTC), None, float(v.required_soc_pct[k]))
+            self.agg.registry.change(self.fleet.hardware.resource_ids[i], {"trips": (trip,)})
+            self.ledger.arrived(i, k, leave)
+
+    def _train(self) -> None:
+        self._last_train = self.clock.ts
+        try:
+            self.agg.forecast.models.train_now()
+        except Exception as exc:  # too little history yet: the seasonal profile answers
+            self.ledger.note(f"{self.clock().date()}: no model trained ({exc})")
+
+    def _telemetry(self, t: float) -> None:
+        busy = self.devices.any_commanded()
+        if not busy and t - self._last_sample < IDLE_TELEMETRY_S:
+            return
+        self._last_sample = t
+        rows, soc, kw, plugged, dropped = self.devices.samples()
+        if dropped.size and busy:
+            self.ledger.dropout(dropped, t)
+        if rows.size:
+            ids = [self.ids[i] for i in rows.tolist()]
+            n = rows.size
+            batch = TelemetryBatch(
+                ids, np.full(n, t), soc, plugged, kw, np.arange(n, dtype=np.int64)
+            )
+            self.agg.telemetry.ingest(batch)
+
+    def _award(self) -> None:
+        for award in self.gateway.awards():
+            try:
+                self.agg.market.award(award)
+                self.ledger.awarded(award)
+            except Exception as exc:  # refused: recorded as not awarded, with why
+                self.ledger.note(f"award {award.award_id} refused: {exc}")
+
+    def _deliver_commands(self, t: float) -> None:
+        todo, self.commands = self.commands, []
+        for _kind, cmd in todo:
+            rid = str(cmd["resource_id"])
+            took = self.devices.command(
+                rid, str(cmd["dispatch_id"]), int(cmd["revision"]), list(cmd["schedule"]), t
+            )
+            self.ledger.commanded(cmd, took, self._check(rid, cmd))
+            if took is False:
+                ack = CommandAck(
+                    dispatch_id=str(cmd["dispatch_id"]),
+                    status="Rejected",
+                    resource_id=str(cmd["resource_id"]),
+                    reason="device refused",
+                )
+                self.agg.integration.command_ack(ack)
+
+    def _check(self, rid: str, cmd: dict[str, Any]) -> list[Any]:
+        """The independent checker over the schedule as it went out, from what the service knew
+        of the resource when it sent it."""
+        if rid not in self.fleet_ids:
+            return []
+        now = self.clock()
+        facts = ResourceFacts.of(self.agg.registry.get(rid), self.settings.bess_min_soc_pct, now)
+        live = self.agg.state.live(rid, now)
+        points = [
+            (datetime.fromisoformat(str(p["t"])), float(p["setpoint_kw"])) for p in cmd["schedule"]
+        ]
+        if live is None or live.soc_pct is None or not points:
+            return []
+        return check_wire(
+            facts,
+            float(live.soc_pct),
+            points,
+            ramp_kw_per_min=self.settings.max_ramp_kw_per_min,
+            round_trip_efficiency=self.settings.round_trip_efficiency,
+        )
+
+
+def days_between(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=k) for k in range((end - start).days)]
