@@ -27,7 +27,7 @@ def bench(
     only: Annotated[
         str,
         typer.Option(
-            help="Sections: capacity,telemetry,scaleout,http,http-scale,dispatch,forecast,settlement,regulation,onboarding,kafka,reaction,load,restart"
+            help="Sections: capacity,telemetry,scaleout,http,http-scale,dispatch,forecast,settlement,regulation,onboarding,kafka,reaction,load,restart,replay"
         ),
     ] = "",
 ) -> None:

@@ -660,6 +660,7 @@ SECTIONS = frozenset(
         "reaction",
         "load",
         "restart",
+        "replay",
     }
 )
 
@@ -900,6 +901,10 @@ def run_all(
         from benchmarks.restart_bench import run_restart
 
         lines += run_restart(log)
+    if "replay" in sections:
+        from benchmarks.replay_bench import run_replay
+
+        lines += run_replay(log)
     text = "\n".join(lines)
     if output is not None:
         header = "# Benchmarks\n\nNewest run first. Rerun with `make bench`.\n\n"

@@ -280,7 +280,13 @@ class Ledger:
                 totals[k] += v
             for k, v in d.causes.items():
                 causes[k] += v
+        is_ev = self.fleet.hardware.is_ev
         return {
+            "fleet": {
+                "vehicles": int(is_ev.sum()),
+                "batteries": int((~is_ev).sum()),
+                "vehicle_of": list(self.fleet.drivers),
+            },
             "totals": {**_rounded(totals), "shortfall_causes_kwh": _rounded(causes)},
             "days": days,
             "intervals": self.intervals,
