@@ -26,7 +26,7 @@ from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import IntegrationService
 from vpp_aggregator.app.live_state import LiveStateLoader, StateImages
 from vpp_aggregator.app.market import MarketService, MarketStore
-from vpp_aggregator.app.offers import RegulationTerms
+from vpp_aggregator.app.offers import RT_FORECAST_MINUTES, RegulationTerms
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.app.reaction import ReactionTimer
 from vpp_aggregator.app.registry import RegistryService
@@ -79,7 +79,14 @@ class Aggregator:
         )
         self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)
         self.snapshotter = LatestSnapshotter(store, self.state, clock)
-        self.loader = LiveStateLoader(self.state, store, images, self.snapshotter, clock)
+        self.loader = LiveStateLoader(
+            self.state,
+            store,
+            images,
+            self.snapshotter,
+            clock,
+            windows_minutes=(60.0, RT_FORECAST_MINUTES, settings.offer_interval_minutes),
+        )
         self.bus = bus
         self.forecast = ForecastService(
             self.state,
