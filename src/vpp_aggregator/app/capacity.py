@@ -64,6 +64,10 @@ class CapacityService:
         self._memo[key] = (version, now, answer)
         return answer
 
+    def quick(self, duration_minutes: float) -> bool:
+        """Whether `available` for this window is a small step (its view is built)."""
+        return self.state.has_view(duration_minutes)
+
     def _compute(
         self, duration_minutes: float, grid_node: str | None, fleet_id: str | None
     ) -> CapacityView:

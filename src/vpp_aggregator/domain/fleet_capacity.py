@@ -133,6 +133,12 @@ class FleetCapacity(FleetColumns):
             self._views.move_to_end(window_s)
         return view
 
+    def has_view(self, duration_minutes: float) -> bool:
+        """Whether the window's view is built: a read of it is then a small step, not a pass
+        over the fleet (the API answers those on its event loop, others on a worker thread)."""
+        view = self._views.get(float(duration_minutes) * 60.0)
+        return view is not None and view.unfilled_from is None
+
     def _sums_at(self, window_s: float, now_ts: float) -> tuple[F8, int]:
         """Group sums at `now_ts` from scratch, a chunk at a time (a read about an earlier time
         than the view's), and how many groups they cover. Leaves the views as they are."""

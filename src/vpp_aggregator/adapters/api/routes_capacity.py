@@ -6,6 +6,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from vpp_aggregator.adapters.api.auth import Viewer, fleet_scope, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
@@ -28,7 +29,12 @@ async def available(
 ) -> Response:
     """Power and energy the fleet can give (discharge, up) or absorb (charge, down) over the window."""
     fleet = fleet_scope(who, fleet_id or None)
-    answer = agg.capacity.available(duration_minutes, grid_node or None, fleet)
+    if agg.capacity.quick(duration_minutes):  # a few group sums: on the event loop
+        answer = agg.capacity.available(duration_minutes, grid_node or None, fleet)
+    else:  # a window first asked for: its view is built over the fleet, off the event loop
+        answer = await run_in_threadpool(
+            agg.capacity.available, duration_minutes, grid_node or None, fleet
+        )
     shared = request.app.state.shared
     age = shared.follower.stale_seconds() if shared is not None else None
     body = {**answer, "shared_state_age_seconds": None if age is None else round(age, 3)}
