@@ -56,6 +56,7 @@ def _samples(s: FleetState, ids: list[str], at: datetime, soc: float) -> None:
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fleet_scan, "CHUNK_ROWS", 4)  # ten chunks over the fleet
+    monkeypatch.setattr(fleet_scan, "ID_CHUNK", 4)
 
 
 class Parked:
@@ -182,3 +183,27 @@ def test_an_image_taken_while_a_resource_moves_rows_names_it_once(
     restored = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9)
     restore_image(restored, image, NOW)  # refuses an image naming a resource twice
     assert "r1" in restored
+
+
+def test_a_read_at_once_never_waits_and_never_answers_from_a_changed_state() -> None:
+    s = _state()
+    first = s.capacity(NOW, 60)
+    changed, release = threading.Event(), threading.Event()
+
+    def writer() -> None:  # holds the lock across a change, as a long pass would
+        with s._lock:
+            _samples(s, ["r0"], NOW + timedelta(seconds=2), 10.0)
+            changed.set()
+            release.wait(WAIT_S)
+
+    quiet = s.capacity_at_once(NOW + timedelta(seconds=1), 60)  # nothing changed: no lock needed
+    assert quiet is not None and quiet.total == first.total
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    assert changed.wait(WAIT_S)
+    assert s.capacity_at_once(NOW + timedelta(seconds=3), 60) is None  # would wait: says so
+    release.set()
+    thread.join(WAIT_S)
+    after = s.capacity_at_once(NOW + timedelta(seconds=3), 60)
+    assert after is not None and after == s.capacity(NOW + timedelta(seconds=3), 60)
+    assert after.total.gross_energy_kwh < first.total.gross_energy_kwh  # r0's new sample counted

@@ -33,6 +33,7 @@ from vpp_aggregator.domain.fleet_columns import (
     RESUM_AFTER_UPDATES_PER_ROW,
     TYPES,
     FleetColumns,
+    GroupTables,
     WindowView,
 )
 from vpp_aggregator.domain.fleet_scan import locked_chunks
@@ -73,6 +74,9 @@ class CapacitySnapshot:
     total: Figures
     by_type: dict[str, Figures]
     by_grid_node: dict[str, Figures]
+
+
+_Read = tuple[datetime, F8, GroupTables]  # as of, sums, groups
 
 
 def _coef(
@@ -132,12 +136,6 @@ class FleetCapacity(FleetColumns):
         else:
             self._views.move_to_end(window_s)
         return view
-
-    def has_view(self, duration_minutes: float) -> bool:
-        """Whether the window's view is built: a read of it is then a small step, not a pass
-        over the fleet (the API answers those on its event loop, others on a worker thread)."""
-        view = self._views.get(float(duration_minutes) * 60.0)
-        return view is not None and view.unfilled_from is None
 
     def _sums_at(self, window_s: float, now_ts: float) -> tuple[F8, int]:
         """Group sums at `now_ts` from scratch, a chunk at a time (a read about an earlier time
@@ -218,41 +216,105 @@ class FleetCapacity(FleetColumns):
         """The window's figures at `now`. The lock is held for one step at a time (a chunk of a
         view being built, of rows fallen due, or the few group sums of the answer), never for a
         pass over the fleet: whole-fleet work by one caller does not hold up another's read."""
+        now, sums, tables = self._read(now, float(duration_minutes) * 60.0)
+        return _snapshot(now, duration_minutes, sums, tables, grid_node, fleet_id, resource_type)
+
+    def capacity_at_once(
+        self,
+        now: datetime,
+        duration_minutes: float,
+        grid_node: str | None = None,
+        fleet_id: str | None = None,
+    ) -> CapacitySnapshot | None:
+        """`capacity`, when it takes no wait for the lock and no pass over rows; else None (the
+        API's event loop then asks `capacity` on a worker thread)."""
+        read = self._read_at_once(now, float(duration_minutes) * 60.0)
+        if read is None:
+            return None
+        return _snapshot(read[0], duration_minutes, read[1], read[2], grid_node, fleet_id, None)
+
+    def _published(self, now: datetime, window_s: float) -> _Read | None:
+        """The last answer carried on to `now`, without the lock: exact while no input has
+        changed (the version) and no row's next change has come (each row's contribution is
+        linear in time until then)."""
+        view = self._views.get(window_s)
+        p = None if view is None else view.published
         now_ts = now.timestamp()
-        window_s = float(duration_minutes) * 60.0
+        if view is None or p is None or p[0] != self.version:
+            return None
+        _, evaluated_at, valid_until, sums, tables = p
+        if not evaluated_at - RACE_TOLERANCE_S <= now_ts < valid_until:
+            return None
+        if now_ts < evaluated_at:  # a reader with a later clock answered first: as of its time
+            now_ts, now = evaluated_at, datetime.fromtimestamp(evaluated_at, tz=now.tzinfo or UTC)
+        return now, view.at(sums, now_ts), tables
+
+    def _read_at_once(self, now: datetime, window_s: float) -> _Read | None:
+        published = self._published(now, window_s)
+        if published is not None or not self._lock.acquire(blocking=False):
+            return published
+        try:
+            view = self._views.get(window_s)
+            if view is None or view.unfilled_from is not None or self._resum_due(view):
+                return None
+            if now.timestamp() < view.evaluated_at - RACE_TOLERANCE_S:
+                return None
+            return self._answer(view, now)
+        finally:
+            self._lock.release()
+
+    def _read(self, now: datetime, window_s: float) -> _Read:
+        published = self._published(now, window_s)
+        if published is not None:
+            return published
+        now_ts = now.timestamp()
         with self._lock:
             view = self._views.get(window_s)
             earlier = view is not None and now_ts < view.evaluated_at - RACE_TOLERANCE_S
         if earlier:  # asked about an earlier time than the view is at: from scratch
             sums, g = self._sums_at(window_s, now_ts)
             with self._lock:
-                tables = self._group_tables(g)
-            return _snapshot(
-                now, duration_minutes, sums, tables, grid_node, fleet_id, resource_type
-            )
+                return now, sums, self._group_tables(g)
         while True:
             with self._lock:
                 view = self._view(window_s, now_ts)
                 if view.unfilled_from is not None:
                     self._fill(view)
                 else:
-                    if view.updates_since_rebuild > max(
-                        RESUM_AFTER_UPDATES_PER_ROW * self._n, 1_000_000
-                    ):
+                    if self._resum_due(view):
                         self._resum(view)
-                    if self._catch_up(view, now_ts):
-                        if now_ts < view.evaluated_at:
-                            # A concurrent reader got there first with a later clock: answer as
-                            # of its time.
-                            now_ts = view.evaluated_at
-                            now = datetime.fromtimestamp(now_ts, tz=now.tzinfo or UTC)
-                        sums = view.at(view.group_sums, now_ts)
-                        tables = self._group_tables(len(self._group_type))
-                        break
+                    answer = self._answer(view, now)
+                    if answer is not None:
+                        return answer
             fleet_scan.pause()  # a reader waiting for the lock takes it now
-        return _snapshot(now, duration_minutes, sums, tables, grid_node, fleet_id, resource_type)
 
-    def _group_tables(self, g: int) -> tuple[NDArray[np.int64], list[str], list[str]]:
+    def _resum_due(self, view: WindowView) -> bool:
+        return view.updates_since_rebuild > max(RESUM_AFTER_UPDATES_PER_ROW * self._n, 1_000_000)
+
+    def _answer(self, view: WindowView, now: datetime) -> _Read | None:
+        """One step of a read under the lock: the group sums at `now` once the rows fallen due
+        are re-evaluated (None while more are left), published for reads without the lock."""
+        now_ts = now.timestamp()
+        if not self._catch_up(view, now_ts):
+            return None
+        if now_ts < view.evaluated_at:  # a reader with a later clock answered first
+            now_ts, now = (
+                view.evaluated_at,
+                datetime.fromtimestamp(view.evaluated_at, tz=now.tzinfo or UTC),
+            )
+        tables = self._group_tables(len(self._group_type))
+        n = self._n
+        valid_until = float(view.next_change[:n].min()) if n else np.inf
+        view.published = (
+            self.version,
+            view.evaluated_at,
+            valid_until,
+            view.group_sums.copy(),
+            tables,
+        )
+        return now, view.at(view.group_sums, now_ts), tables
+
+    def _group_tables(self, g: int) -> GroupTables:
         """Type, grid node and fleet of the first `g` groups (copies: read outside the lock)."""
         return (
             np.asarray(self._group_type[:g], dtype=np.int64),
@@ -288,7 +350,7 @@ def _snapshot(
     now: datetime,
     duration_minutes: float,
     sums: F8,
-    tables: tuple[NDArray[np.int64], list[str], list[str]],
+    tables: GroupTables,
     grid_node: str | None,
     fleet_id: str | None,
     resource_type: ResourceType | None,

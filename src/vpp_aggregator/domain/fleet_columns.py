@@ -30,6 +30,7 @@ from vpp_aggregator.domain.schedule import next_departure
 
 I8 = NDArray[np.int64]
 F8 = NDArray[np.float64]
+GroupTables = tuple[I8, list[str], list[str]]  # type, grid node, fleet of each group
 
 MAX_WINDOW_VIEWS = 4
 RACE_TOLERANCE_S = 5.0
@@ -54,9 +55,11 @@ class WindowView:
     group_sums: NDArray[np.float64]  # (groups, N_COEF)
     evaluated_at: float = -np.inf
     updates_since_rebuild: int = 0
-    # Rows from here on are not evaluated yet: a view is built a chunk at a time, and read
-    # only once complete (None). Changes meanwhile reach it as they reach every view.
+    # Built a chunk at a time: rows from here on not evaluated yet; read once complete (None).
     unfilled_from: int | None = None
+    # The last answer (version, evaluated_at, valid until, group_sums, group tables), read
+    # without the lock while still exact (`FleetCapacity._published`).
+    published: tuple[int, float, float, F8, GroupTables] | None = None
 
     def at(self, sums: NDArray[np.float64], ts: float) -> NDArray[np.float64]:
         """Evaluate summed coefficients at time `ts`."""
@@ -116,7 +119,7 @@ class FleetColumns:
         self._views: OrderedDict[float, WindowView] = OrderedDict()
         self._charge_points: dict[str, str] = {}  # only where it differs from the resource id
         self.version = 0  # bumped on every change of inputs; lets readers cache answers
-        self.removals = 0  # rows given up: a pass in chunks that saw one looks for an id twice
+        self.removals = 0  # rows freed: a pass in chunks that saw one looks for an id twice
 
     # ----------------------------------------------------------------- storage
 
@@ -361,9 +364,8 @@ class FleetColumns:
 
     def take_dirty(self) -> tuple[list[str], I8, F8, F8, NDArray[np.bool_], F8]:
         """Rows whose telemetry changed since the last call: ids, rows, ts, soc, plugged, power.
-
-        In chunks (`fleet_scan`): each row's values are read and its flag cleared together, so a
-        sample applied meanwhile is either in this snapshot or left dirty for the next."""
+        In chunks (`fleet_scan`): a row's values are read as its flag is cleared, so a sample
+        applied meanwhile is in this snapshot or left dirty for the next."""
         ids: list[str] = []
         none = np.zeros(0, np.int64)
         parts = [
