@@ -1,7 +1,9 @@
 """Capacity kept current incrementally. For every window length being asked about, a view holds
 each row's contribution and running sums per group (type x grid node x fleet); telemetry and
 registry changes re-evaluate only the rows they touch, a read only the rows whose `next_change` has
-come, and the sums are rebuilt now and then so floating-point drift cannot accumulate."""
+come, and the sums are rebuilt now and then so floating-point drift cannot accumulate. A view is
+built a chunk of rows per hold of the lock, and a read whose last answer still holds (no input
+changed, no row's next change come) needs no lock at all (docs/architecture.md)."""
 
 from __future__ import annotations
 
