@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 CHUNK_ROWS = 16_384  # rows per hold of the lock: a few ms of numpy work at most
 ID_CHUNK = 4_096  # ids looked up per hold (a dict lookup each, ~1 µs in a million-row index)
 PAUSE_S = 0.0002  # see `pause`
+T = TypeVar("T")
 
 
 def locked_chunks(
@@ -47,8 +48,9 @@ def pause() -> None:
     time.sleep(PAUSE_S)
 
 
-def id_chunks(ids: Sequence[str], chunk: int | None = None) -> Iterator[Sequence[str]]:
-    """`ids` in chunks of `chunk` (ID_CHUNK): a long list is looked up a chunk per lock hold."""
+def id_chunks(ids: Sequence[T], chunk: int | None = None) -> Iterator[Sequence[T]]:
+    """`ids` (or resources) in chunks of `chunk` (ID_CHUNK): a long list is looked up (or
+    written) a chunk per hold of the lock."""
     step = chunk or ID_CHUNK
     for i in range(0, len(ids), step):
         if i:

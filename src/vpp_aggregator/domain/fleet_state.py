@@ -71,7 +71,12 @@ class FleetState(FleetCapacity):
         self.upsert_many([resource], now)
 
     def upsert_many(self, resources: Sequence[Resource], now: datetime) -> None:
-        """Bulk form of `upsert`: column writes are vectorised, so loading a million is seconds."""
+        """Bulk form of `upsert`: column writes are vectorised, so loading a million is seconds.
+        A chunk of resources per hold of the lock (`fleet_scan`): each one is written whole."""
+        for chunk in id_chunks(resources):
+            self._upsert_chunk(chunk, now)
+
+    def _upsert_chunk(self, resources: Sequence[Resource], now: datetime) -> None:
         now_ts = now.timestamp()
         with self._lock:
             rows: list[int] = []
