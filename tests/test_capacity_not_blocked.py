@@ -211,3 +211,17 @@ def test_a_read_at_once_never_waits_and_never_answers_from_a_changed_state() -> 
     after = s.capacity_at_once(NOW + timedelta(seconds=3), 60)
     assert after is not None and after == s.capacity(NOW + timedelta(seconds=3), 60)
     assert after.total.gross_energy_kwh < first.total.gross_energy_kwh  # r0's new sample counted
+
+
+def test_a_read_at_once_leaves_many_rows_fallen_due_to_a_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vpp_aggregator.domain import fleet_capacity
+
+    monkeypatch.setattr(fleet_capacity, "AT_ONCE_MAX_DUE", 4)
+    s = _state()
+    stale = NOW + timedelta(seconds=301)  # every sample is stale by then: all 40 rows fall due
+    assert s.capacity_at_once(stale, 60) is None
+    answer = s.capacity(stale, 60)  # what the worker thread does
+    assert answer.total.available_resource_count == 0
+    assert s.capacity_at_once(stale, 60) == answer  # nothing left to do: at once again
