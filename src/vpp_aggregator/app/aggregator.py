@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.integration import IntegrationService
 from vpp_aggregator.app.live_state import LiveStateLoader, StateImages
 from vpp_aggregator.app.market import MarketService, MarketStore
-from vpp_aggregator.app.offers import RegulationTerms
+from vpp_aggregator.app.offers import RT_FORECAST_MINUTES, RegulationTerms
 from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.app.reaction import ReactionTimer
 from vpp_aggregator.app.registry import RegistryService
@@ -41,6 +42,9 @@ from vpp_aggregator.domain.efficiency import one_way_efficiency
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.market import Market, MarketGates, OfferCurve
 from vpp_aggregator.domain.tariff import EventPrices, Tariff
+
+# Middle-generation collections per full one while the forecast's history loads (default 10).
+FULL_GC_EVERY_DURING_HISTORY = 1000
 
 
 def utc_now() -> datetime:
@@ -79,7 +83,14 @@ class Aggregator:
         )
         self.capacity = CapacityService(self.state, settings.min_capacity_kw, clock)
         self.snapshotter = LatestSnapshotter(store, self.state, clock)
-        self.loader = LiveStateLoader(self.state, store, images, self.snapshotter, clock)
+        self.loader = LiveStateLoader(
+            self.state,
+            store,
+            images,
+            self.snapshotter,
+            clock,
+            windows_minutes=(60.0, RT_FORECAST_MINUTES, settings.offer_interval_minutes),
+        )
         self.bus = bus
         self.forecast = ForecastService(
             self.state,
@@ -281,10 +292,22 @@ class Aggregator:
         count = self.loader.load()
         self.dispatch.resume()
         self.loader.progress.ready.set()
-        threading.Thread(
-            target=self.forecast.load_history, name="forecast-history", daemon=True
-        ).start()
+        threading.Thread(target=self._load_history, name="forecast-history", daemon=True).start()
         return count
+
+    def _load_history(self) -> None:
+        """The forecast's history, with full garbage collections put off meanwhile: each one
+        stops every thread (the API's too) for 0.1 s or more at a million resources, and the
+        history's reads set one off every second or two. What it keeps lives as long as the
+        process: collected once at the end, then frozen (not rescanned), as the load is."""
+        young, middle, old = gc.get_threshold()
+        gc.set_threshold(young, middle, max(old, FULL_GC_EVERY_DURING_HISTORY))
+        try:
+            self.forecast.load_history()
+        finally:
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(young, middle, old)
 
     @property
     def loaded(self) -> bool:

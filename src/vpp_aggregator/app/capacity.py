@@ -22,6 +22,9 @@ def _figures(f: Figures, min_capacity_kw: float | None = None) -> CapacityFigure
     return out
 
 
+_Key = tuple[float, str | None, str | None]  # window (minutes), grid node, fleet
+
+
 class CapacityService:
     """Answers are memoised for at most `max_age_s`, and only while no input has changed."""
 
@@ -36,9 +39,7 @@ class CapacityService:
         self.min_capacity_kw = min_capacity_kw
         self.clock = clock
         self.max_age_s = max_age_s
-        self._memo: dict[
-            tuple[float, str | None, str | None], tuple[int, datetime, CapacityView]
-        ] = {}
+        self._memo: dict[_Key, tuple[int, datetime, CapacityView]] = {}
 
     def snapshot(
         self, duration_minutes: float, grid_node: str | None = None, fleet_id: str | None = None
@@ -51,23 +52,42 @@ class CapacityService:
         self, duration_minutes: float, grid_node: str | None = None, fleet_id: str | None = None
     ) -> CapacityView:
         key = (float(duration_minutes), grid_node, fleet_id)
-        now = self.clock()
-        hit = self._memo.get(key)
+        version, now = self.state.version, self.clock()
+        hit = self._hit(key, version, now)
         if hit is not None:
-            version, at, answer = hit
-            if version == self.state.version and 0 <= (now - at).total_seconds() <= self.max_age_s:
-                return answer
-        version = self.state.version
-        answer = self._compute(duration_minutes, grid_node, fleet_id)
+            return hit
+        snap = self.state.capacity(now, duration_minutes, grid_node=grid_node, fleet_id=fleet_id)
+        return self._keep(key, version, now, self._view(snap))
+
+    def available_at_once(
+        self, duration_minutes: float, grid_node: str | None = None, fleet_id: str | None = None
+    ) -> CapacityView | None:
+        """`available` when it needs no wait for the live state's lock and no pass over its
+        rows, else None: the event loop answering HTTP then asks `available` on a worker thread
+        instead of waiting behind another thread's work."""
+        key = (float(duration_minutes), grid_node, fleet_id)
+        version, now = self.state.version, self.clock()
+        hit = self._hit(key, version, now)
+        if hit is not None:
+            return hit
+        snap = self.state.capacity_at_once(now, duration_minutes, grid_node, fleet_id)
+        return None if snap is None else self._keep(key, version, now, self._view(snap))
+
+    def _hit(self, key: _Key, version: int, now: datetime) -> CapacityView | None:
+        hit = self._memo.get(key)
+        if hit is None:
+            return None
+        at_version, at, answer = hit
+        fresh = at_version == version and 0 <= (now - at).total_seconds() <= self.max_age_s
+        return answer if fresh else None
+
+    def _keep(self, key: _Key, version: int, now: datetime, answer: CapacityView) -> CapacityView:
         if len(self._memo) > 256:
             self._memo.clear()
         self._memo[key] = (version, now, answer)
         return answer
 
-    def _compute(
-        self, duration_minutes: float, grid_node: str | None, fleet_id: str | None
-    ) -> CapacityView:
-        snap = self.snapshot(duration_minutes, grid_node, fleet_id)
+    def _view(self, snap: CapacitySnapshot) -> CapacityView:
         total = _figures(snap.total, self.min_capacity_kw)
         return {
             "as_of": snap.as_of.isoformat(),

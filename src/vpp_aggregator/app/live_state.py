@@ -67,8 +67,12 @@ class LiveStateLoader:
         images: StateImages | None,
         snapshotter: LatestSnapshotter,
         clock: Callable[[], datetime],
+        windows_minutes: Iterable[float] = (60.0,),
     ) -> None:
+        """`windows_minutes`: the capacity windows the process reads (the API's, the offers'),
+        whose views are built while loading rather than by their first reader."""
         self.state = state
+        self.windows_minutes = tuple(dict.fromkeys(float(w) for w in windows_minutes))
         self.store = store
         self.images = images
         self.snapshotter = snapshotter
@@ -90,7 +94,8 @@ class LiveStateLoader:
             self.catch_up(image.taken_at, now)
         else:
             self._rebuild(now)
-        self.state.capacity(now, 60.0)  # the usual window's sums built before the first reader
+        for minutes in self.windows_minutes:  # each window's sums built before its first reader
+            self.state.capacity(self.clock(), minutes)  # as of now: not the load's start
         return len(self.state)
 
     def _image(self) -> FleetImage | None:

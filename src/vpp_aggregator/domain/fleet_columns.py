@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from vpp_aggregator.domain.capacity import (
     ResourceColumns,
 )
+from vpp_aggregator.domain.fleet_scan import id_chunks, locked_chunks
 from vpp_aggregator.domain.id_index import IdIndex, grown_rows
 from vpp_aggregator.domain.resources import (
     RecurringDeparture,
@@ -88,6 +89,7 @@ class FleetColumns:
         self._views: OrderedDict[float, WindowView] = OrderedDict()
         self._charge_points: dict[str, str] = {}  # only where it differs from the resource id
         self.version = 0  # bumped on every change of inputs; lets readers cache answers
+        self.removals = 0  # rows freed: a pass in chunks that saw one looks for an id twice
 
     # ----------------------------------------------------------------- storage
 
@@ -205,6 +207,7 @@ class FleetColumns:
 
     def _remove_row(self, row: int) -> None:
         self.version += 1
+        self.removals += 1
         self._detach(row)
         self._index.remove(row)
         self.present[row] = False
@@ -257,19 +260,26 @@ class FleetColumns:
     ) -> tuple[I8, NDArray[np.uint32]]:
         """Rows (-1: unknown) and their generations, for per-resource data kept beside the state
         (the forecast's history) without a second index of the ids."""
-        with self._lock:
-            rows = self.rows_of(list(resource_ids))
-            return rows, self.row_gen[np.maximum(rows, 0)]
+        rows: list[I8] = [np.zeros(0, np.int64)]
+        gens: list[NDArray[np.uint32]] = [self.row_gen[:0]]
+        for chunk in id_chunks(resource_ids):  # a chunk per hold of the lock
+            with self._lock:
+                rows.append(self.rows_of(list(chunk)))
+                gens.append(self.row_gen[np.maximum(rows[-1], 0)])
+        return np.concatenate(rows), np.concatenate(gens)
 
     def routine_index(
         self, resource_ids: Sequence[str]
     ) -> tuple[NDArray[np.int64], list[tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]]]]:
         """Each resource's interned routine (-1: none) and the routines, so work done per
         routine is done once for every resource sharing it."""
-        with self._lock:
-            rows = self.rows_of(list(resource_ids))
-            ids = np.where(rows >= 0, self.routine[np.maximum(rows, 0)], -1).astype(np.int64)
-            return ids, list(self._routines)
+        ids: list[NDArray[np.int64]] = [np.zeros(0, np.int64)]
+        for chunk in id_chunks(resource_ids):  # a chunk per hold of the lock
+            with self._lock:
+                rows = self.rows_of(list(chunk))
+                ids.append(np.where(rows >= 0, self.routine[np.maximum(rows, 0)], -1))
+        with self._lock:  # routines are only added: this covers every index read above
+            return np.concatenate(ids).astype(np.int64), list(self._routines)
 
     def resource_of_charge_point(self, charge_point_id: str) -> str | None:
         """The live resource behind a charge point (its id is the charge point by default)."""
@@ -290,12 +300,15 @@ class FleetColumns:
     def grid_nodes(self, fleet_id: str | None = None) -> set[str]:
         """Grid nodes with a registered resource (of `fleet_id`'s, when given: to a fleet, a node
         only other fleets use does not exist)."""
+        used = np.zeros(0, dtype=bool)
+        for sl in locked_chunks(self._lock, lambda: self._n):  # a chunk per hold of the lock
+            here = np.bincount(self.group[sl][self.present[sl]], minlength=len(self._group_type))
+            used = np.concatenate([used, np.zeros(here.size - used.size, dtype=bool)])
+            used |= here > 0
         with self._lock:
-            n = self._n
-            groups = np.unique(self.group[:n][self.present[:n]]).tolist()
             return {
                 self._group_node[g]
-                for g in groups
+                for g in np.flatnonzero(used).tolist()
                 if fleet_id is None or self._group_fleet[g] == fleet_id
             }
 
@@ -316,19 +329,29 @@ class FleetColumns:
             return {"EV": int(np.count_nonzero(present)) - bess, "BESS": bess}
 
     def take_dirty(self) -> tuple[list[str], I8, F8, F8, NDArray[np.bool_], F8]:
-        """Rows whose telemetry changed since the last call: ids, rows, ts, soc, plugged, power."""
-        with self._lock:
-            rows = np.flatnonzero(self.dirty[: self._n] & self.present[: self._n])
+        """Rows whose telemetry changed since the last call: ids, rows, ts, soc, plugged, power.
+        In chunks (`fleet_scan`): a row's values are read as its flag is cleared, so a sample
+        applied meanwhile is in this snapshot or left dirty for the next."""
+        ids: list[str] = []
+        none = np.zeros(0, np.int64)
+        parts = [
+            (none, self.telemetry_ts[none], self.soc_pct[none], self.plugged[none], none * 0.0)
+        ]
+        for sl in locked_chunks(self._lock, lambda: self._n):
+            rows = sl.start + np.flatnonzero(self.dirty[sl] & self.present[sl])
             self.dirty[rows] = False
-            ids = self._index.ids(rows)
-            return (
-                ids,
-                rows,
-                self.telemetry_ts[rows].copy(),
-                self.soc_pct[rows].copy(),
-                self.plugged[rows].copy(),
-                np.nan_to_num(self.power_kw[rows]),
+            ids += self._index.ids(rows)
+            parts.append(
+                (
+                    rows,
+                    self.telemetry_ts[rows],
+                    self.soc_pct[rows],
+                    self.plugged[rows],
+                    np.nan_to_num(self.power_kw[rows]),
+                )
             )
+        r, ts, soc, plugged, power = (np.concatenate(c) for c in zip(*parts, strict=True))
+        return ids, r, ts, soc, plugged, power
 
     def mark_dirty(self, rows: I8) -> None:
         """Give rows back to the next snapshot (the last one could not be stored)."""

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.fleet_columns import TYPES, FleetColumns
+from vpp_aggregator.domain.fleet_scan import last_of_each, locked_chunks
 from vpp_aggregator.domain.resources import RecurringDeparture, ResourceType, Trip
 
 # Per-row columns an image carries; the rest of the state follows from them.
@@ -61,27 +62,45 @@ class FleetImage:
 
 
 def take_image(state: FleetColumns, at: datetime) -> FleetImage:
-    """Copy the present rows (a few column copies under the lock; no per-resource objects)."""
-    with state._lock:
-        n = state._n
-        rows = np.flatnonzero(state.present[:n])
-        columns = {name: getattr(state, name)[rows].copy() for name in COLUMNS}
-        resource_ids = state.ids_of(rows)
+    """Copy the present rows, a chunk at a time (`fleet_scan`: the lock is let go between chunks).
+
+    Not one instant: each row is as it was when its chunk was copied, and a resource moved to
+    another row meanwhile is kept once (its later copy). That is enough because a restore takes
+    in every registry change and sample since `at` (less a margin) after the image, and `at` is
+    read before the first chunk."""
+    ids: list[str] = []
+    parts: list[dict[str, NDArray[Any]]] = []
+    removals = state.removals
+    for sl in locked_chunks(state._lock, lambda: state._n):
+        rows = sl.start + np.flatnonzero(state.present[sl])
+        parts.append({name: getattr(state, name)[rows] for name in COLUMNS})
+        ids += state.ids_of(rows)
+    with state._lock:  # the tables only grow: these cover every row copied above
         groups = [
             (TYPES[t].value, node, fleet)
             for t, node, fleet in zip(
                 state._group_type, state._group_node, state._group_fleet, strict=True
             )
         ]
-        return FleetImage(
-            at.astimezone(UTC),
-            resource_ids,
-            columns,
-            groups,
-            list(state._routines),
-            dict(state._charge_points),
-            state.bess_min_soc_pct,
-        )
+        routines = list(state._routines)
+        charge_points = dict(state._charge_points)
+    columns = {
+        name: np.concatenate([getattr(state, name)[:0], *(p[name] for p in parts)])
+        for name in COLUMNS
+    }
+    keep = last_of_each(ids) if state.removals != removals else None
+    if keep is not None:  # moved between chunks: its later copy
+        columns = {name: col[keep] for name, col in columns.items()}
+        ids = [ids[i] for i in keep]
+    return FleetImage(
+        at.astimezone(UTC),
+        ids,
+        columns,
+        groups,
+        routines,
+        charge_points,
+        state.bess_min_soc_pct,
+    )
 
 
 def restore_image(state: FleetColumns, image: FleetImage, now: datetime) -> None:

@@ -10,7 +10,7 @@ rebuilt from scratch now and then so floating-point drift cannot accumulate.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 import numpy as np
@@ -30,6 +30,7 @@ from vpp_aggregator.domain.fleet_columns import (
     POWER_MARGIN,
     POWER_MARGIN_KW,
 )
+from vpp_aggregator.domain.fleet_scan import id_chunks, last_of_each, locked_chunks
 from vpp_aggregator.domain.floors import static_floor_pct
 from vpp_aggregator.domain.resources import (
     Resource,
@@ -70,7 +71,12 @@ class FleetState(FleetCapacity):
         self.upsert_many([resource], now)
 
     def upsert_many(self, resources: Sequence[Resource], now: datetime) -> None:
-        """Bulk form of `upsert`: column writes are vectorised, so loading a million is seconds."""
+        """Bulk form of `upsert`: column writes are vectorised, so loading a million is seconds.
+        A chunk of resources per hold of the lock (`fleet_scan`): each one is written whole."""
+        for chunk in id_chunks(resources):
+            self._upsert_chunk(chunk, now)
+
+    def _upsert_chunk(self, resources: Sequence[Resource], now: datetime) -> None:
         now_ts = now.timestamp()
         with self._lock:
             rows: list[int] = []
@@ -218,101 +224,124 @@ class FleetState(FleetCapacity):
         A resource takes part when present, active, plugged in, reporting fresh telemetry, not
         held by another dispatch, and (for discharge) not locked out by the safety monitor.
         Departures are passed on, not excluded: a vehicle can serve until it leaves.
+        In chunks (`fleet_scan`): each resource's inputs are read together, the fleet's not at
+        one instant (as samples arrive anyway); an id seen twice (moved rows meanwhile) is kept
+        once.
         """
         now_ts, start_ts = now.timestamp(), start.timestamp()
+        held = set(busy)
         with self._lock:
-            n = self._n
-            if resource_ids is not None:
-                rows = self.rows_of(list(resource_ids))
-                rows = rows[rows >= 0]
-            else:
+            removals = self.removals
+            parts = [self._inputs(np.zeros(0, np.int64), now_ts, start_ts, direction, held)]
+        if resource_ids is not None:
+            for chunk in id_chunks(resource_ids):
+                with self._lock:
+                    rows = self.rows_of(list(chunk))
+                    parts.append(self._inputs(rows[rows >= 0], now_ts, start_ts, direction, held))
+        else:
+            for sl in locked_chunks(self._lock, lambda: self._n):
                 g_ok = np.ones(len(self._group_type), dtype=bool)
                 if grid_node is not None:
                     g_ok &= np.array([x == grid_node for x in self._group_node], dtype=bool)
                 if fleet_id is not None:
                     g_ok &= np.array([x == fleet_id for x in self._group_fleet], dtype=bool)
-                rows = np.flatnonzero(
-                    self.present[:n] & g_ok[self.group[:n]] if g_ok.size else np.zeros(n, bool)
-                )
-            late = rows[self.departure_ts[rows] <= now_ts]
-            self._roll_departures(late, now_ts)
-            fresh = self.telemetry_ts[rows] >= now_ts - self.stale_seconds
-            available = (
-                self.present[rows]
-                & self.status_active[rows]
-                & self.plugged[rows]
-                & fresh
-                & ~np.isnan(self.soc_pct[rows])
-            )
-            if direction > 0:
-                available &= ~self.discharge_locked[rows]
-            if busy:
-                held = self.rows_of(list(busy))
-                available &= ~np.isin(rows, held[held >= 0])
-            ids = self.ids_of(rows)
-            inputs = ResourceInputs(
-                resource_ids=ids,
-                is_bess=self.is_bess[rows].copy(),
-                capacity_kwh=self.capacity_kwh[rows].copy(),
-                soc_pct=np.nan_to_num(self.soc_pct[rows]),
-                floor_pct=self.floor_pct[rows].copy(),
-                ceiling_pct=self.ceiling_pct[rows].copy(),
-                max_discharge_kw=self.max_discharge_kw[rows].copy(),
-                max_charge_kw=self.max_charge_kw[rows].copy(),
-                # Bounded as telemetry is (a stored value from before that rule, or from another
-                # path, must not make the planner's horizon explode).
-                power_kw=np.where(
-                    available,
-                    np.clip(
-                        np.nan_to_num(self.power_kw[rows]),
-                        -(self.max_charge_kw[rows] * (1 + POWER_MARGIN) + POWER_MARGIN_KW),
-                        self.max_discharge_kw[rows] * (1 + POWER_MARGIN) + POWER_MARGIN_KW,
-                    ),
-                    0.0,
+                if g_ok.size:  # no group: no resource
+                    rows = sl.start + np.flatnonzero(self.present[sl] & g_ok[self.group[sl]])
+                    parts.append(self._inputs(rows, now_ts, start_ts, direction, held))
+        inputs = _joined(parts, resource_ids is None and self.removals != removals)
+        return inputs, int((~inputs.available).sum())
+
+    def _inputs(
+        self, rows: I8, now_ts: float, start_ts: float, direction: int, held: set[str]
+    ) -> ResourceInputs:
+        """`dispatch_inputs` of these rows (under the lock)."""
+        late = rows[self.departure_ts[rows] <= now_ts]
+        self._roll_departures(late, now_ts)
+        fresh = self.telemetry_ts[rows] >= now_ts - self.stale_seconds
+        available = (
+            self.present[rows]
+            & self.status_active[rows]
+            & self.plugged[rows]
+            & fresh
+            & ~np.isnan(self.soc_pct[rows])
+        )
+        if direction > 0:
+            available &= ~self.discharge_locked[rows]
+        ids = self._index.ids(rows)
+        if held:
+            available &= np.fromiter((i not in held for i in ids), dtype=bool, count=len(ids))
+        return ResourceInputs(
+            resource_ids=ids,
+            is_bess=self.is_bess[rows],
+            capacity_kwh=self.capacity_kwh[rows],
+            soc_pct=np.nan_to_num(self.soc_pct[rows]),
+            floor_pct=self.floor_pct[rows],
+            ceiling_pct=self.ceiling_pct[rows],
+            max_discharge_kw=self.max_discharge_kw[rows],
+            max_charge_kw=self.max_charge_kw[rows],
+            # Bounded as telemetry is (a stored value from before that rule, or from another
+            # path, must not make the planner's horizon explode).
+            power_kw=np.where(
+                available,
+                np.clip(
+                    np.nan_to_num(self.power_kw[rows]),
+                    -(self.max_charge_kw[rows] * (1 + POWER_MARGIN) + POWER_MARGIN_KW),
+                    self.max_discharge_kw[rows] * (1 + POWER_MARGIN) + POWER_MARGIN_KW,
                 ),
-                departure_min=(self.departure_ts[rows] - start_ts) / 60.0,
-                departure_soc_pct=self.departure_soc_pct[rows].copy(),
-                available=available,
-            )
-            return inputs, int((~available).sum())
+                0.0,
+            ),
+            departure_min=(self.departure_ts[rows] - start_ts) / 60.0,
+            departure_soc_pct=self.departure_soc_pct[rows],
+            available=available,
+        )
 
     def members(self, grid_node: str) -> list[tuple[str, bool]]:
         """The resources registered at a grid node (an aggregation), each with whether it is a
         battery, in id order."""
-        with self._lock:
-            rows = np.flatnonzero(self.present[: self._n])
-            nodes = self._group_node
-            rows = np.asarray(
-                [r for r in rows.tolist() if nodes[int(self.group[r])] == grid_node], np.int64
-            )
-            out = zip(self.ids_of(rows), self.is_bess[rows].tolist(), strict=True)
-            return sorted((rid, bool(b)) for rid, b in out)
+        out: list[tuple[str, bool]] = []
+        for sl in locked_chunks(self._lock, lambda: self._n):
+            at_node = np.array([x == grid_node for x in self._group_node], dtype=bool)
+            if not at_node.size:
+                break
+            rows = sl.start + np.flatnonzero(self.present[sl] & at_node[self.group[sl]])
+            out += zip(self._index.ids(rows), map(bool, self.is_bess[rows].tolist()), strict=True)
+        return sorted(out)
 
     def net_power(self, now_ts: float) -> dict[str, tuple[float, int, int]]:
         """Per grid node: the net power its resources last reported (kW, positive = export),
         counting only telemetry fresher than the stale limit, how many reported so, and how
-        many are registered there."""
-        with self._lock:
-            n = self._n
-            present = self.present[:n]
-            fresh = present & (now_ts - self.telemetry_ts[:n] <= self.stale_seconds)
-            groups = self.group[:n]
+        many are registered there. In chunks (`fleet_scan`)."""
+        totals = np.zeros((0, 3))  # per group: kW, reporting, registered
+        for sl in locked_chunks(self._lock, lambda: self._n):
+            present = self.present[sl]
+            fresh = present & (now_ts - self.telemetry_ts[sl] <= self.stale_seconds)
+            groups = self.group[sl]
             size = len(self._group_node)
-            kw = np.bincount(
-                groups[fresh], weights=np.nan_to_num(self.power_kw[:n][fresh]), minlength=size
+            part = np.stack(
+                [
+                    np.bincount(
+                        groups[fresh],
+                        weights=np.nan_to_num(self.power_kw[sl][fresh]),
+                        minlength=size,
+                    ),
+                    np.bincount(groups[fresh], minlength=size),
+                    np.bincount(groups[present], minlength=size),
+                ],
+                axis=1,
             )
-            reporting = np.bincount(groups[fresh], minlength=size)
-            registered = np.bincount(groups[present], minlength=size)
-            out: dict[str, tuple[float, int, int]] = {}
-            for g in np.flatnonzero(registered).tolist():
-                node = self._group_node[g]
-                total, count, regs = out.get(node, (0.0, 0, 0))
-                out[node] = (
-                    total + float(kw[g]),
-                    count + int(reporting[g]),
-                    regs + int(registered[g]),
-                )
-            return out
+            totals = np.vstack([totals, np.zeros((size - totals.shape[0], 3))]) + part
+        with self._lock:
+            nodes = self._group_node[: totals.shape[0]]
+        out: dict[str, tuple[float, int, int]] = {}
+        for g in np.flatnonzero(totals[:, 2]).tolist():
+            node = nodes[g]
+            total, count, regs = out.get(node, (0.0, 0, 0))
+            out[node] = (
+                total + float(totals[g, 0]),
+                count + round(totals[g, 1]),
+                regs + round(totals[g, 2]),
+            )
+        return out
 
     def power_of(self, resource_ids: Sequence[str], now_ts: float) -> float:
         """The power these resources last reported (kW, + export), counting only telemetry
@@ -322,3 +351,20 @@ class FleetState(FleetCapacity):
             rows = rows[rows >= 0]
             fresh = now_ts - self.telemetry_ts[rows] <= self.stale_seconds
             return float(np.nan_to_num(self.power_kw[rows][fresh]).sum())
+
+
+def _joined(parts: list[ResourceInputs], dedupe: bool) -> ResourceInputs:
+    """One `ResourceInputs` of the parts, in order; with `dedupe`, each id once (its last)."""
+    if len(parts) == 1:
+        return parts[0]
+    ids = [rid for p in parts for rid in p.resource_ids]
+    keep = last_of_each(ids) if dedupe else None
+    arrays = {
+        f.name: np.concatenate([getattr(p, f.name) for p in parts])
+        for f in fields(ResourceInputs)
+        if f.name != "resource_ids"
+    }
+    if keep is not None:
+        arrays = {k: v[keep] for k, v in arrays.items()}
+        ids = [ids[i] for i in keep]
+    return ResourceInputs(resource_ids=ids, **arrays)

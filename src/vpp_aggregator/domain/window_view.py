@@ -17,6 +17,7 @@ from vpp_aggregator.domain.capacity import (
 
 I8 = NDArray[np.int64]
 F8 = NDArray[np.float64]
+GroupTables = tuple[I8, list[str], list[str]]  # type, grid node, fleet of each group
 N_COEF = N_COLUMNS + 2
 # Of a row's coefficients, the counts (available, resource) are 0 or 1: a byte each, not a float.
 COUNTS = [N_AVAILABLE, N_RESOURCES]
@@ -36,6 +37,11 @@ class WindowView:
     group_sums: NDArray[np.float64]  # (groups, N_COEF)
     evaluated_at: float = -np.inf
     updates_since_rebuild: int = 0
+    # Built a chunk at a time: rows from here on not evaluated yet; read once complete (None).
+    unfilled_from: int | None = None
+    # The last answer (version, evaluated_at, valid until, group_sums, group tables), read
+    # without the lock while still exact (`FleetCapacity._published`).
+    published: tuple[int, float, float, F8, GroupTables] | None = None
 
     @classmethod
     def empty(cls, window_s: float, t_ref: float, rows: int, groups: int) -> WindowView:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from vpp_aggregator.adapters.api.auth import Viewer, fleet_scope, fleet_wide
 from vpp_aggregator.adapters.api.deps import AggDep
@@ -28,7 +29,15 @@ async def available(
 ) -> Response:
     """Power and energy the fleet can give (discharge, up) or absorb (charge, down) over the window."""
     fleet = fleet_scope(who, fleet_id or None)
-    answer = agg.capacity.available(duration_minutes, grid_node or None, fleet)
+    at_once = agg.capacity.available_at_once(duration_minutes, grid_node or None, fleet)
+    # None: it would wait for the live state's lock, or go over its rows; not on the event loop
+    answer = (
+        at_once
+        if at_once is not None
+        else await run_in_threadpool(
+            agg.capacity.available, duration_minutes, grid_node or None, fleet
+        )
+    )
     shared = request.app.state.shared
     age = shared.follower.stale_seconds() if shared is not None else None
     body = {**answer, "shared_state_age_seconds": None if age is None else round(age, 3)}
