@@ -177,7 +177,7 @@ class OfferMaker:
             )
             rows.append((held.discharge_kw, inputs, inputs, doc["model"]["name"]))
         if market is Market.DAY_AHEAD and rows:
-            rows = self._sellable(node, rows, now, by_start, step)
+            rows = self._sellable(node, rows, now)
         out: list[Offer] = []
         for held_kw, energy_inputs, inputs, model in rows:
             offer = build_offer(
@@ -214,29 +214,19 @@ class OfferMaker:
         node: str,
         rows: list[tuple[float, OfferInputs, OfferInputs, str]],
         now: datetime,
-        by_start: dict[datetime, ForecastInterval],
-        step_minutes: int,
     ) -> list[tuple[float, OfferInputs, OfferInputs, str]]:
         """A day-ahead day's energy offers, each interval's power capped so that the whole day
         can be awarded (`domain/market.sellable_kw`), counting what is awarded but not yet
-        delivered before the day, less what the fleet can charge back between the last of it
-        and the day (at the quantile's charge power, through both conversions); regulation
-        keeps the uncapped inputs (it returns what it takes)."""
+        delivered before the day; regulation keeps the uncapped inputs (it returns what it
+        takes). Recharging between the two is not counted: recharges are booked after a
+        discharge at the tariff's cheapest time, not before the next day's awards, and a replay
+        that counted them delivered 38 % of what it sold instead of 97 % (docs/replay.md)."""
         first = datetime.fromisoformat(rows[0][1].start)
         spans = [(s, e, kw) for s, e, kw in self.repo.award_spans(node, now, first) if kw > 0]
         spent = sum(
             kw * max(0.0, (min(e, first) - max(s, now)).total_seconds()) / 3600.0
             for s, e, kw in spans
         )
-        if spent > 0:
-            free_from = max([now, *(e for _, e, _ in spans)])
-            hours = step_minutes / 60.0
-            back = sum(
-                f["charge_kw"][self.quantile] * hours
-                for at, f in by_start.items()
-                if free_from <= at and at + timedelta(minutes=step_minutes) <= first
-            )
-            spent = max(0.0, spent - back * self.state.round_trip_efficiency)
         starts = [datetime.fromisoformat(r[1].start) for r in rows]
         ends = [datetime.fromisoformat(r[1].end) for r in rows]
         cap = sellable_kw(
