@@ -24,8 +24,7 @@ from vpp_aggregator.domain.regulation_safety import RegulationCommand, check_reg
 HOUR = datetime(2026, 11, 26, tzinfo=UTC)
 
 
-@pytest.fixture
-def service(tmp_path, clock: Clock) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+def _service(tmp_path, clock: Clock, **battery: float) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     settings = load_settings(
         DATABASE_URL=f"sqlite:///{tmp_path / 'reg.db'}",
         VPP_SITE_TIMEZONE="UTC",
@@ -36,9 +35,24 @@ def service(tmp_path, clock: Clock) -> Iterator[TestClient]:  # type: ignore[no-
     clock.now = datetime(2026, 11, 25, 9, tzinfo=UTC)  # before the gate for the 26th
     with TestClient(create_app(settings, clock=clock)) as c:
         for i in range(8):
-            c.post("/resources/register", json=bess_body(f"b{i}", grid_node="NODE_R"))
+            c.post("/resources/register", json=bess_body(f"b{i}", grid_node="NODE_R", **battery))
         c.post("/telemetry", json={"samples": [sample(f"b{i}", clock.now, 60) for i in range(8)]})
         yield c
+
+
+@pytest.fixture
+def service(tmp_path, clock: Clock) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    yield from _service(tmp_path, clock)
+
+
+@pytest.fixture
+def power_bound(tmp_path, clock: Clock) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """Batteries with more energy than a day at full power needs (2,000 kWh, 25 kW each): the
+    day-ahead energy offer is not cut to share energy over the day, so the two products compete
+    for power alone."""
+    yield from _service(
+        tmp_path, clock, battery_capacity_kwh=2000.0, max_discharge_kw=25.0, max_charge_kw=25.0
+    )
 
 
 def test_regulation_is_offered_awarded_followed_scored_and_settled(
@@ -139,11 +153,12 @@ def test_regulation_is_offered_awarded_followed_scored_and_settled(
     assert row["performance_score"] == pytest.approx(node["hours"][0]["score"], abs=0.02)
 
 
-def test_energy_and_regulation_are_not_sold_twice(service: TestClient, clock: Clock) -> None:
-    c = service
+def test_energy_and_regulation_are_not_sold_twice(power_bound: TestClient, clock: Clock) -> None:
+    c = power_bound
     made = c.post("/market/offers/generate").json()["items"]
     hour = {o["product"]: o for o in made if o["interval_start"] == HOUR.isoformat()}
     energy, regulation = hour["energy"], hour["regulation"]
+    assert energy["max_power_kw"] == energy["power_limit_kw"] == pytest.approx(200.0)
     span = {
         "aggregation_id": "NODE_R",
         "interval_start": HOUR.isoformat(),

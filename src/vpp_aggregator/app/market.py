@@ -232,9 +232,11 @@ class MarketService:
         used = sum(abs(kw) for _, kw in taken)
         if a.product == "regulation":
             room = float(offer["quantity_kw"])
-        else:
+        else:  # the power the interval has (a day-ahead offer's energy is shared over the day)
             room = (
-                float(offer["max_power_kw"]) if a.awarded_kw > 0 else -float(offer["min_power_kw"])
+                float(offer.get("power_limit_kw", offer["max_power_kw"]))
+                if a.awarded_kw > 0
+                else -float(offer["min_power_kw"])
             )
         if abs(a.awarded_kw) + used > room + 1e-3:
             names = ", ".join(aid for aid, _ in taken[:3])

@@ -201,6 +201,8 @@ class OfferMaker:
                         quantile=q,
                     )
                 )
+            if offer is not None:  # the power energy and regulation awarded then share
+                offer["power_limit_kw"] = round(max(0.0, float(inputs.discharge_kw)), 3)
             for made in both:
                 if made is not None:
                     made["committed_kw"] = round(held_kw, 3)

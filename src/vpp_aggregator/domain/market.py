@@ -55,6 +55,7 @@ class Offer(TypedDict):
     ramp_rate_kw_per_min: float
     price_segments: list[PriceSegment]  # charge (negative mw) then discharge, price rising
     committed_kw: NotRequired[float]
+    power_limit_kw: NotRequired[float]  # energy: the kW it and regulation share (see sellable_kw)
     model: NotRequired[str]
     generated_at: NotRequired[str]
 
