@@ -175,3 +175,53 @@ def test_on_the_live_states_rows_a_row_given_to_another_resource_starts_empty() 
     assert np.isnan(window.share[0, :3]).all()  # a's hour (h - 2) is gone with a
     assert window.share[0, 3] == 1.0 and window.soc_when_plugged[0] == 70.0
     assert window.samples.tolist() == [1]
+
+
+def test_rows_found_at_ingest_are_checked_so_a_sample_never_lands_on_another_resource() -> None:
+    """Ingest hands the rows it found to the history (no second lookup); a resource deactivated,
+    or whose row went to another resource, between the two steps must not have its sample
+    folded into the row's new owner (nor kept once deactivated)."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from vpp_aggregator.app.events import EventBus, TelemetryAccepted
+    from vpp_aggregator.app.telemetry import TelemetryBatch, TelemetryService
+
+    now_s = 490_000 * 3600.0 + 1234.0  # 2025: ingest refuses 1970
+    now = datetime.fromtimestamp(now_s, tz=UTC)
+    h = int(now_s // 3600)
+    state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9)
+    state.upsert_many([ev("a"), ev("b"), ev("d")], now)
+    history = PluggedHistory(4, state.history_rows)
+    events = EventBus()
+
+    def meanwhile(_: TelemetryAccepted) -> None:  # runs between ingest and the history
+        state.upsert(ev("a", status=ResourceStatus.INACTIVE), now)
+        state.upsert(ev("c"), now)  # takes a's row
+        state.upsert(ev("d", status=ResourceStatus.INACTIVE), now)  # its row stays free
+        history.add(["c"], np.array([(h - 1) * 3600.0]), np.array([False]), np.full(1, 70.0), now_s)
+
+    events.subscribe(TelemetryAccepted, "meanwhile", meanwhile)
+    events.subscribe(
+        TelemetryAccepted,
+        "history",
+        lambda e: history.add(
+            e.resource_ids, e.timestamp_s, e.plugged_in, e.soc_pct, now_s, e.rows
+        ),
+    )
+    store = SimpleNamespace(insert_samples=lambda *_: None)
+    telemetry = TelemetryService(store, state, lambda: now, 300.0, events)  # type: ignore[arg-type]
+    at = np.full(3, (h - 1) * 3600.0 + 60.0)
+    batch = TelemetryBatch(
+        ["a", "b", "d"], at, np.full(3, 50.0), np.ones(3, bool), np.zeros(3), np.arange(3)
+    )
+    assert telemetry.ingest(batch).accepted == 3
+    window = history.window(["c", "b"], h + 1)
+    assert window.share[0, 2] == 0.0 and np.isnan(window.soc_when_plugged[0])  # c's alone
+    assert window.share[1, 2] == 1.0  # b's row was not touched meanwhile: its sample is kept
+    assert len(history) == 2  # c's and b's: nothing kept on the row d left
+    d_row = 2  # registered third, on a fresh fleet
+    assert history.window(["d"], h + 1).samples.tolist() == [0]
+    state.upsert(ev("e"), now)  # the row d left, given to a newcomer
+    assert state.rows_of(["e"]).tolist() == [d_row]
+    assert history.window(["e"], h + 1).samples.tolist() == [0]

@@ -236,7 +236,7 @@ def subscribe_handlers(aggregator: Aggregator, shared: RedisParts | None) -> Non
         TelemetryAccepted,
         "forecast history",
         lambda e: aggregator.forecast.record(
-            e.resource_ids, e.timestamp_s, e.plugged_in, e.soc_pct
+            e.resource_ids, e.timestamp_s, e.plugged_in, e.soc_pct, e.rows
         ),
     )
     # Every registry change reaches the running dispatches at once (rules they were planned under).

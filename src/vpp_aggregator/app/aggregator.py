@@ -322,12 +322,12 @@ class Aggregator:
         power_kw: NDArray[np.float64],
     ) -> None:
         """Telemetry another process accepted (and stored): into this process's live state."""
-        rows = self.state.rows_of(resource_ids)
+        rows, gens = self.state.history_rows(resource_ids)  # the history reuses them
         unknown = np.flatnonzero(rows < 0).tolist()
         for i in unknown:  # registered elsewhere a moment ago
             self.registry.reload(resource_ids[i])
         if unknown:
-            rows = self.state.rows_of(resource_ids)
+            rows, gens = self.state.history_rows(resource_ids)
         keep = rows >= 0
         now = self.clock()
         self.state.apply_telemetry(
@@ -337,7 +337,13 @@ class Aggregator:
         kept = [rid for rid, k in zip(resource_ids, keep.tolist(), strict=True) if k]
         self.events.publish(
             TelemetryAccepted(
-                kept, timestamp_s[keep], soc_pct[keep], plugged_in[keep], power_kw[keep], here=False
+                kept,
+                timestamp_s[keep],
+                soc_pct[keep],
+                plugged_in[keep],
+                power_kw[keep],
+                here=False,
+                rows=(rows[keep], gens[keep]),
             )
         )
 

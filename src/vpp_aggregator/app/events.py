@@ -34,7 +34,10 @@ log.addFilter(RepeatFilter(window_s=60.0))  # a Redis outage fails every telemet
 @dataclass(frozen=True, slots=True)
 class TelemetryAccepted:
     """Samples now in the live state, as columns. `here` is False for samples another
-    replica accepted (and stored), read back through Redis: they must not be shared again."""
+    replica accepted (and stored), read back through Redis: they must not be shared again.
+    `rows`: the samples' rows and generations as found on acceptance
+    (`FleetColumns.history_rows`), so the forecast history checks them instead of looking
+    each id up a second time."""
 
     resource_ids: list[str]
     timestamp_s: NDArray[np.float64]
@@ -42,6 +45,7 @@ class TelemetryAccepted:
     plugged_in: NDArray[np.bool_]
     power_kw: NDArray[np.float64]
     here: bool = True
+    rows: tuple[NDArray[np.int64], NDArray[np.uint32]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.calendar import extended_calendar, hour_of_week
 from vpp_aggregator.domain.forecast.features import design
 from vpp_aggregator.domain.forecast.fleet import IntervalForecast, from_sums
-from vpp_aggregator.domain.forecast.history import PluggedHistory
+from vpp_aggregator.domain.forecast.history import Found, PluggedHistory
 from vpp_aggregator.domain.forecast.series import HourlySeries
 
 log = logging.getLogger(__name__)
@@ -195,9 +195,12 @@ class ForecastService:
         timestamp_s: NDArray[np.float64],
         plugged_in: NDArray[np.bool_],
         soc_pct: NDArray[np.float64],
+        found: Found | None = None,
     ) -> None:
-        """Fold accepted telemetry into the hourly history the forecast reads."""
-        self.history.add(resource_ids, timestamp_s, plugged_in, soc_pct, self.clock().timestamp())
+        """Fold accepted telemetry into the hourly history the forecast reads (`found`: the
+        samples' rows as ingest found them)."""
+        now_s = self.clock().timestamp()
+        self.history.add(resource_ids, timestamp_s, plugged_in, soc_pct, now_s, found)
 
     def load_history(self) -> int:
         """After a restart: fold the stored history of the window in, chunk by chunk (samples read).

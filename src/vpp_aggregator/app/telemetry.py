@@ -83,7 +83,7 @@ class TelemetryService:
         """Keep every good sample even when others in the batch are bad; history first, then state."""
         now = self.clock()
         now_ts = now.timestamp()
-        rows = self.state.rows_of(batch.resource_ids)
+        rows, gens = self.state.history_rows(batch.resource_ids)  # the history reuses them
         ts, soc, power = batch.timestamp_s, batch.soc_pct, batch.power_kw
         aware = ~np.isnan(ts)
         checks = (
@@ -115,7 +115,14 @@ class TelemetryService:
             rows[idx], ts[idx], soc[idx], batch.plugged_in[idx], power[idx], now
         )
         self.events.publish(
-            TelemetryAccepted(ids, ts[idx], soc[idx], batch.plugged_in[idx], power[idx])
+            TelemetryAccepted(
+                ids,
+                ts[idx],
+                soc[idx],
+                batch.plugged_in[idx],
+                power[idx],
+                rows=(rows[idx], gens[idx]),
+            )
         )
         rejected.sort(key=lambda r: r.index)
         return IngestResult(accepted=int(idx.size), applied=applied, rejected=rejected)

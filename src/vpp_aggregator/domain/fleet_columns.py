@@ -256,10 +256,21 @@ class FleetColumns:
         return ok | ~known
 
     def history_rows(
-        self, resource_ids: Sequence[str], _create: bool = False
+        self,
+        resource_ids: Sequence[str],
+        _create: bool = False,
+        found: tuple[I8, NDArray[np.uint32]] | None = None,
     ) -> tuple[I8, NDArray[np.uint32]]:
         """Rows (-1: unknown) and their generations, for per-resource data kept beside the state
-        (the forecast's history) without a second index of the ids."""
+        (the forecast's history) without a second index of the ids. `found`: what this returned
+        for these ids a moment ago (telemetry ingest), checked instead of looked up again (the
+        lookup is the costly part): a row since removed or given to another resource is -1."""
+        if found is not None:
+            was, gen = found
+            r = np.maximum(was, 0)
+            with self._lock:
+                held = (was >= 0) & self.present[r] & (self.row_gen[r] == gen)
+            return np.where(held, was, -1), gen
         rows: list[I8] = [np.zeros(0, np.int64)]
         gens: list[NDArray[np.uint32]] = [self.row_gen[:0]]
         for chunk in id_chunks(resource_ids):  # a chunk per hold of the lock

@@ -10,9 +10,9 @@ accumulators until that resource moves on to a later hour or the hour is read as
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,7 +41,15 @@ class HourlyWindow:
         return out.astype(np.float32)
 
 
-Rows = Callable[[Sequence[str], bool], tuple[NDArray[np.int64], NDArray[np.uint32]]]
+Found = tuple[NDArray[np.int64], NDArray[np.uint32]]  # rows (-1: unknown) and their generations
+
+
+class Rows(Protocol):
+    """Ids to rows; `found`: rows the source gave for these ids a moment ago, to be checked."""
+
+    def __call__(
+        self, ids: Sequence[str], create: bool, found: Found | None = None, /
+    ) -> Found: ...
 
 
 class OwnRows:
@@ -50,9 +58,8 @@ class OwnRows:
     def __init__(self) -> None:
         self._row: dict[str, int] = {}
 
-    def __call__(
-        self, ids: Sequence[str], create: bool
-    ) -> tuple[NDArray[np.int64], NDArray[np.uint32]]:
+    def __call__(self, ids: Sequence[str], create: bool, found: Found | None = None) -> Found:
+        # `found` comes from another source (the live state's rows): not these rows.
         rows = np.empty(len(ids), dtype=np.int64)
         for i, rid in enumerate(ids):
             row = self._row.get(rid, -1)
@@ -102,9 +109,11 @@ class PluggedHistory:
             setattr(self, name, grown(getattr(self, name), 0))
         self._size = new
 
-    def _rows(self, ids: Sequence[str], create: bool) -> NDArray[np.int64]:
+    def _rows(
+        self, ids: Sequence[str], create: bool, found: Found | None = None
+    ) -> NDArray[np.int64]:
         """Rows of `ids` (-1: unknown); rows that changed hands start with an empty history."""
-        rows, gens = self._source(ids, create)
+        rows, gens = self._source(ids, create, found)
         known = rows >= 0
         if known.any():
             self._grow(int(rows.max()) + 1)
@@ -130,8 +139,10 @@ class PluggedHistory:
         plugged_in: NDArray[np.bool_],
         soc_pct: NDArray[np.float64],
         now_s: float,
+        found: Found | None = None,
     ) -> None:
-        """Fold samples in; samples older than the window, or of unknown resources, are ignored."""
+        """Fold samples in; samples older than the window, or of unknown resources, are ignored.
+        `found`: the samples' rows as the source gave them at ingest (checked, not looked up)."""
         now_h = int(now_s // 3600)
         hour = np.floor(timestamp_s / 3600.0).astype(np.int64)
         keep = hour >= now_h - self.hours
@@ -139,7 +150,9 @@ class PluggedHistory:
             return
         with self._lock:
             rows = self._rows(
-                [r for r, k in zip(resource_ids, keep.tolist(), strict=True) if k], True
+                [r for r, k in zip(resource_ids, keep.tolist(), strict=True) if k],
+                True,
+                None if found is None else (found[0][keep], found[1][keep]),
             )
             hour, plugged, soc = hour[keep], plugged_in[keep], soc_pct[keep]
             known = rows >= 0
