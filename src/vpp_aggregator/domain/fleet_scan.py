@@ -14,6 +14,11 @@ from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 CHUNK_ROWS = 16_384  # rows per hold of the lock: a few ms of numpy work at most
+# On a grid event's way to its first command (`dispatch_inputs`, `grid_nodes`) each pause can
+# cost milliseconds while other threads have the interpreter (the reaction bench's planning p99
+# went from 60 to ~110 ms with 16k-row holds at 100k resources): there, a hold covers a
+# hundred thousand rows (~5-10 ms of numpy work), a fleet of 100k in one.
+EVENT_CHUNK_ROWS = 131_072
 ID_CHUNK = 4_096  # ids looked up per hold (a dict lookup each, ~1 µs in a million-row index)
 PAUSE_S = 0.0002  # see `pause`
 T = TypeVar("T")
