@@ -57,6 +57,7 @@ def _samples(s: FleetState, ids: list[str], at: datetime, soc: float) -> None:
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fleet_scan, "CHUNK_ROWS", 4)  # ten chunks over the fleet
+    monkeypatch.setattr(fleet_scan, "EVENT_CHUNK_ROWS", 4)
     monkeypatch.setattr(fleet_scan, "ID_CHUNK", 4)
 
 

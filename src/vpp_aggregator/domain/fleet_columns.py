@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from vpp_aggregator.domain.capacity import (
     ResourceColumns,
 )
-from vpp_aggregator.domain.fleet_scan import EVENT_CHUNK_ROWS, id_chunks, locked_chunks
+from vpp_aggregator.domain.fleet_scan import id_chunks, locked_chunks
 from vpp_aggregator.domain.id_index import IdIndex, grown_rows
 from vpp_aggregator.domain.resources import (
     RecurringDeparture,
@@ -312,7 +312,7 @@ class FleetColumns:
         """Grid nodes with a registered resource (of `fleet_id`'s, when given: to a fleet, a node
         only other fleets use does not exist)."""
         used = np.zeros(0, dtype=bool)
-        for sl in locked_chunks(self._lock, lambda: self._n, chunk=EVENT_CHUNK_ROWS):
+        for sl in locked_chunks(self._lock, lambda: self._n, event=True):
             here = np.bincount(self.group[sl][self.present[sl]], minlength=len(self._group_type))
             used = np.concatenate([used, np.zeros(here.size - used.size, dtype=bool)])
             used |= here > 0

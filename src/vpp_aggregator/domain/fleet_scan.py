@@ -29,10 +29,12 @@ def locked_chunks(
     rows: Callable[[], int],
     start: int = 0,
     chunk: int | None = None,
+    event: bool = False,
 ) -> Iterator[slice]:
     """Row ranges from `start` up to `rows()` (read under the lock each time: the fleet may grow
-    meanwhile), each yielded while `lock` is held; `chunk` rows each (CHUNK_ROWS)."""
-    step = chunk or CHUNK_ROWS
+    meanwhile), each yielded while `lock` is held; `chunk` rows each (CHUNK_ROWS, or
+    EVENT_CHUNK_ROWS for a pass on a grid event's way)."""
+    step = chunk or (EVENT_CHUNK_ROWS if event else CHUNK_ROWS)
     while True:
         with lock:
             n = rows()

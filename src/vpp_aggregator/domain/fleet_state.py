@@ -30,12 +30,7 @@ from vpp_aggregator.domain.fleet_columns import (
     POWER_MARGIN,
     POWER_MARGIN_KW,
 )
-from vpp_aggregator.domain.fleet_scan import (
-    EVENT_CHUNK_ROWS,
-    id_chunks,
-    last_of_each,
-    locked_chunks,
-)
+from vpp_aggregator.domain.fleet_scan import id_chunks, last_of_each, locked_chunks
 from vpp_aggregator.domain.floors import static_floor_pct
 from vpp_aggregator.domain.resources import (
     Resource,
@@ -244,7 +239,7 @@ class FleetState(FleetCapacity):
                     rows = self.rows_of(list(chunk))
                     parts.append(self._inputs(rows[rows >= 0], now_ts, start_ts, direction, held))
         else:
-            for sl in locked_chunks(self._lock, lambda: self._n, chunk=EVENT_CHUNK_ROWS):
+            for sl in locked_chunks(self._lock, lambda: self._n, event=True):
                 g_ok = np.ones(len(self._group_type), dtype=bool)
                 if grid_node is not None:
                     g_ok &= np.array([x == grid_node for x in self._group_node], dtype=bool)
