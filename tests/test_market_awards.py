@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api_helpers import add_batteries
+from api_helpers import add_batteries, sample
 from conftest import Clock
 from kafka_helpers import produce, read_topic, wait_until
 from vpp_aggregator.adapters.api.app import create_app
@@ -272,7 +272,24 @@ def test_back_to_back_awards_share_one_dispatch_that_takes_each_awards_kw(
         minutes=dispatch["duration_minutes"]
     )
     assert ends == datetime.fromisoformat(second["interval_end"])
+
+    def report() -> None:  # the batteries keep reporting as the clock moves on
+        samples = [sample(f"bess-{i}", clock.now, 90.0) for i in range(3)]
+        assert market.post("/telemetry", json={"samples": samples}).status_code == 200
+
+    clock.now = datetime.fromisoformat(first["interval_start"]) + timedelta(seconds=1)
+    report()
+    # planned 75 minutes ahead: planned again as it starts (short of 300 kW then, so "partial")
+    wait_until(
+        lambda: (
+            market.get(f"/dispatch/{a['dispatch_id']}").json()["revisions"][-1]["reason"]
+            == "starts: re-planned from the fleet as it is now"
+        ),
+        "the plan made again at the start",
+        15,
+    )
     clock.now = datetime.fromisoformat(second["interval_start"]) + timedelta(seconds=1)
+    report()
     wait_until(
         lambda: market.get(f"/dispatch/{a['dispatch_id']}").json()["target_kw"] == 450.0,
         "the second award's kW",

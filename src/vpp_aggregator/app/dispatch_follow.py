@@ -83,14 +83,15 @@ class DispatchFollowThrough(DispatchReleases):
                     del self._open[did]
                     finished.append((r, o.drawn_by(now_ts)))
                     continue
+                planned_at = r.updated_at
                 if r.status is DispatchStatus.SCHEDULED and now_ts >= r.start.timestamp():
-                    planned_at = r.updated_at
                     self._set_status(r, DispatchStatus.ACTIVE, now)
-                    if planned_at < r.start - PLANNED_AHEAD:
-                        # Planned long before (a day-ahead award): from the fleet as it is now,
-                        # not as it was then, rather than dropping every resource that moved.
-                        self._replan(o, now, {}, "starts: re-planned from the fleet as it is now")
-                        continue
+                if now_ts >= r.start.timestamp() and planned_at < r.start - PLANNED_AHEAD:
+                    # Planned long before (a day-ahead award; short of its target then or not):
+                    # from the fleet as it is now, not as it was then, rather than dropping every
+                    # resource that moved. Once: the new plan is dated after the start.
+                    self._replan(o, now, {}, "starts: re-planned from the fleet as it is now")
+                    continue
                 if r.start.timestamp() <= now_ts < o.window_end_ts:
                     try:
                         self._follow(o, now)
