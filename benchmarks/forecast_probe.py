@@ -19,9 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from devservices.synthetic import synthetic_fleet
-from vpp_aggregator.domain.fleet_state import FleetState
-
 
 def _status_kb(key: str) -> int:
     with open("/proc/self/status") as fh:
@@ -47,27 +44,13 @@ def probe(
 ) -> dict[str, Any]:
     """`every`: each hour one resource in `every` reports (in turn), so a million resources'
     month of history folds in quicker; every hour still has data, as the forecast reads it."""
-    from benchmarks.suite import DEMO_SESSIONS, shipped_rules
+    from benchmarks.suite import DEMO_SESSIONS, reporting_fleet
     from vpp_aggregator.adapters.store.database import make_engine, migrate
     from vpp_aggregator.adapters.store.repository import Repository
     from vpp_aggregator.app.forecast_service import ForecastService
 
     now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
-    state = FleetState(**shipped_rules(), initial_rows=n)
-    ids: list[str] = []
-    for s in range(0, n, 50_000):
-        chunk = synthetic_fleet(min(50_000, n - s), s)
-        state.upsert_many(chunk, now)
-        ids += [r.resource_id for r in chunk]
-    rng = np.random.default_rng(5)
-    state.apply_telemetry(
-        np.arange(n, dtype=np.int64),
-        np.full(n, now.timestamp() - 30.0),
-        rng.uniform(20, 95, n),
-        rng.random(n) < 0.8,
-        np.zeros(n),
-        now,
-    )
+    state, ids, rng = reporting_fleet(n, now)
     out: dict[str, Any] = {"resources": n, "days": days, "every": every}
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{tmp}/f.db")

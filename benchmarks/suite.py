@@ -549,18 +549,15 @@ class ForecastBenchResult:
     history_mb: float
 
 
-def bench_forecast(n: int = 10_000, days: int = 28, reads: int = 20) -> ForecastBenchResult:
-    """72 h hourly forecast of a fleet with `days` of hourly telemetry folded in, without and with
-    a stored model (trained on the packaged Caltech extract). Only the forecast call is timed."""
-    from vpp_aggregator.adapters.data.forecasting import train
-    from vpp_aggregator.adapters.store.database import make_engine, migrate
-    from vpp_aggregator.adapters.store.repository import Repository
-    from vpp_aggregator.app.forecast_service import ForecastService
-
-    now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+def reporting_fleet(n: int, now: datetime) -> tuple[FleetState, list[str], np.random.Generator]:
+    """A synthetic fleet of `n` in a live state (registered 50,000 at a time), each resource
+    reporting 30 s before `now`; its ids, and the seeded generator for what comes next."""
     state = FleetState(**shipped_rules(), initial_rows=n)
-    fleet = synthetic_fleet(n)
-    state.upsert_many(fleet, now)
+    ids: list[str] = []
+    for s in range(0, n, 50_000):
+        chunk = synthetic_fleet(min(50_000, n - s), s)
+        state.upsert_many(chunk, now)
+        ids += [r.resource_id for r in chunk]
     rng = np.random.default_rng(5)
     state.apply_telemetry(
         np.arange(n, dtype=np.int64),
@@ -570,6 +567,19 @@ def bench_forecast(n: int = 10_000, days: int = 28, reads: int = 20) -> Forecast
         np.zeros(n),
         now,
     )
+    return state, ids, rng
+
+
+def bench_forecast(n: int = 10_000, days: int = 28, reads: int = 20) -> ForecastBenchResult:
+    """72 h hourly forecast of a fleet with `days` of hourly telemetry folded in, without and with
+    a stored model (trained on the packaged Caltech extract). Only the forecast call is timed."""
+    from vpp_aggregator.adapters.data.forecasting import train
+    from vpp_aggregator.adapters.store.database import make_engine, migrate
+    from vpp_aggregator.adapters.store.repository import Repository
+    from vpp_aggregator.app.forecast_service import ForecastService
+
+    now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+    state, ids, rng = reporting_fleet(n, now)
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{tmp}/f.db")
         migrate(engine)
@@ -584,7 +594,6 @@ def bench_forecast(n: int = 10_000, days: int = 28, reads: int = 20) -> Forecast
             model_dir=models,
         )
         service.history_ready.set()
-        ids = [r.resource_id for r in fleet]
         home = rng.integers(16, 20, n)  # hour (UTC offset ignored) each vehicle comes home
         rss0 = _rss_mb()
         fold_s = 0.0
