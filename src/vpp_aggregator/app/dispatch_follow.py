@@ -273,7 +273,8 @@ class DispatchFollowThrough(DispatchReleases):
             if r.status is DispatchStatus.ACTIVE and outcome.shortfall_kw != 0:
                 r.status = DispatchStatus.PARTIAL
             elif r.status is DispatchStatus.PARTIAL and outcome.shortfall_kw == 0:
-                r.status = DispatchStatus.ACTIVE  # a lower target the fleet can meet
+                # a lower target (or a longer window) the fleet can meet; not begun: scheduled
+                r.status = DispatchStatus.ACTIVE if now >= r.start else DispatchStatus.SCHEDULED
         last = max(
             (a.schedule_start + timedelta(minutes=len(a.schedule_kw) - 1) for a in allocations),
             default=now,
