@@ -11,12 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from api_helpers import bess_body, ev_body, sample
 from conftest import Clock
 from factories import bess, ev
 from vpp_aggregator.adapters.api.app import create_app
-from vpp_aggregator.adapters.store.state_snapshot import decode, encode
+from vpp_aggregator.adapters.store.database import make_engine
+from vpp_aggregator.adapters.store.state_snapshot import StateSnapshotRepository, decode, encode
 from vpp_aggregator.bootstrap import build
 from vpp_aggregator.config import load_settings
 from vpp_aggregator.domain.fleet_image import COLUMNS, restore_image, take_image
@@ -202,3 +204,46 @@ def test_an_image_taken_under_other_rules_is_not_used(tmp_path: Any, clock: Cloc
     with TestClient(stricter) as c:
         # 500 kWh between the 30 % floor and 60 %, at the grid.
         assert _figures(c)[".discharge.kwh"] == pytest.approx(150.0 * 0.9**0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_processes_saving_the_first_image_at_once_both_succeed(
+    database_url: str, clock: Clock
+) -> None:
+    """Two workers that stop together both find no image and both insert one: the loser of the
+    race replaces the winner's image (if its own is newer) instead of failing its stop."""
+    engine = make_engine(database_url)
+    images = StateSnapshotRepository(engine)
+    state = FleetState(**RULES, initial_rows=16)
+    state.upsert_many([bess("b1")], clock.now)
+    older, newer = take_image(state, clock.now), take_image(state, clock.now + timedelta(seconds=1))
+    both_selected = threading.Barrier(2, timeout=30)
+    inserts = threading.local()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _hold_first_insert(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        # Each thread's first insert waits until the other has found no image either.
+        if statement.startswith("INSERT INTO state_snapshots") and not getattr(
+            inserts, "done", False
+        ):
+            inserts.done = True
+            both_selected.wait()
+
+    saved: list[int] = []
+    errors: list[BaseException] = []
+
+    def save(image: Any) -> None:
+        try:
+            saved.append(images.save(image))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in (older, newer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert images.taken_at() == newer.taken_at  # the newer image is the one kept
+    assert len(saved) == 2
+    engine.dispose()

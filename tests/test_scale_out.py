@@ -56,6 +56,14 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     )
 
 
+def _tails(procs: dict[str, tuple[subprocess.Popen[bytes], int, Path]]) -> str:
+    """The end of each process's log, so a failure in CI says what the processes saw."""
+    return "\n".join(
+        f"--- {name} (exit {proc.poll()}):\n{log.read_bytes()[-3000:].decode('utf-8', 'replace')}"
+        for name, (proc, _, log) in procs.items()
+    )
+
+
 def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -149,7 +157,9 @@ def test_two_workers_and_two_replicas_match_the_embedded_mode_and_lose_nothing(
                     select(func.count()).select_from(telemetry_samples)
                 ).scalar_one()
             ) < sent:
-                assert time.monotonic() < deadline, f"{stored} of {sent} samples stored"
+                assert time.monotonic() < deadline, f"{stored} of {sent} samples stored\n" + _tails(
+                    procs
+                )
                 time.sleep(0.5)
         assert stored == sent
 

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 
 DEAD_LETTER_VALUE_BYTES = 64 * 1024  # of the original message kept in its dead letter
+# librdkafka notices a subscribed topic that did not exist at subscription (or was not yet in the
+# answering broker's metadata, as just after its creation on a busy broker) only at its next
+# metadata refresh, by default 5 minutes later: that long, nothing of it is consumed.
+METADATA_REFRESH_MS = 10_000
 
 
 class KafkaIngest:
@@ -71,6 +75,7 @@ class KafkaIngest:
             "isolation.level": "read_committed",  # never act on an aborted transaction's message
             "session.timeout.ms": session_timeout_ms,
             "heartbeat.interval.ms": max(500, session_timeout_ms // 4),
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
             "error_cb": self._on_error,
             "logger": client_log,
         }
@@ -310,9 +315,14 @@ class KafkaIngest:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self._restore_topics_if_brokers_returned()
-            self._start_transactions()
-            self.poll_once()
+            try:
+                self._restore_topics_if_brokers_returned()
+                self._start_transactions()
+                self.poll_once()
+            except Exception as exc:  # the consumer thread must never end by surprise
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("Kafka consumer loop; trying again in a second")
+                stop.wait(1.0)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Leave the group; bounded, because librdkafka's close waits for a broker that may be

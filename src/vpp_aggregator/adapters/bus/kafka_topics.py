@@ -4,6 +4,7 @@ chosen for the cluster at hand)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,30 @@ def _create_missing(
             if "exist" not in str(exc).lower():
                 raise
             log.info("topic %s already created", topic)
+    _wait_listed(admin, [t.topic for t in missing])
+
+
+def _wait_listed(admin: AdminClient, topics: Sequence[str], timeout_s: float = 30.0) -> None:
+    """Until the broker lists the new topics with a leader for every partition: creation is
+    asynchronous, and a consumer subscribing before then takes them for missing (it finds them
+    only at its next metadata refresh)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = admin.list_topics(timeout=10).topics
+        waiting = [
+            t
+            for t in topics
+            if t not in listed
+            or listed[t].error is not None
+            or not listed[t].partitions
+            or any(p.leader < 0 for p in listed[t].partitions.values())
+        ]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            log.warning("topics %s not listed with leaders after %g s", waiting, timeout_s)
+            return
+        time.sleep(0.2)
 
 
 @dataclass(frozen=True, slots=True)

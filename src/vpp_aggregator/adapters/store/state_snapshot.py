@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from vpp_aggregator.adapters.store.resource_rows import (
     resource_from_row,
@@ -77,19 +78,27 @@ class StateSnapshotRepository:
     def save(self, image: FleetImage) -> int:
         """Replace the stored image with this one unless the stored one is newer; bytes written."""
         blob = encode(image)
-        t = state_snapshots
         values = {"taken_at": image.taken_at, "resources": len(image), "data": blob}
+        try:
+            return self._replace(values, image.taken_at, len(blob))
+        except IntegrityError:
+            # Two processes found no image and both inserted one (seen when two workers stop
+            # together): the row exists now, so the second try compares dates instead.
+            return self._replace(values, image.taken_at, len(blob))
+
+    def _replace(self, values: dict[str, Any], taken_at: datetime, size: int) -> int:
+        t = state_snapshots
         with self.engine.begin() as conn:
             held = conn.execute(
                 select(t.c.taken_at).where(t.c.name == NAME).with_for_update()
             ).scalar_one_or_none()
             if held is None:
                 conn.execute(insert(t).values(name=NAME, **values))
-            elif held <= image.taken_at:
+            elif held <= taken_at:
                 conn.execute(update(t).where(t.c.name == NAME).values(**values))
             else:
                 return 0
-        return len(blob)
+        return size
 
     def taken_at(self) -> datetime | None:
         t = state_snapshots
