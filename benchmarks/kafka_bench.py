@@ -105,11 +105,13 @@ class Processes:
         port = free_port()
         args = ["worker", "--port", str(port)] if kind == "worker" else ["serve"]
         env = {**self.env, **extra, "PORT": str(port), "VPP_HOST": "127.0.0.1"}
+        logs = os.environ.get("VPP_BENCH_LOGS")  # a directory: each process's log kept there
+        sink = open(f"{logs}/{kind}-{port}.log", "wb") if logs else subprocess.DEVNULL  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "vpp_aggregator.cli", *args],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=sink,
         )
         self.procs.append(proc)
         base = f"http://127.0.0.1:{port}"

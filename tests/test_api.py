@@ -309,6 +309,7 @@ def test_metrics_exposed(client: TestClient, clock: Clock) -> None:
     assert 'vpp_active_resources{resource_type="BESS"} 1.0' in text
     assert "vpp_telemetry_samples_accepted_total 1.0" in text
     assert "vpp_telemetry_samples_rejected_total" in text
+    assert 'vpp_job_cpu_seconds_total{job="dispatch follow-through"}' in text  # each periodic job
     rss = next(
         line for line in text.splitlines() if line.startswith("process_resident_memory_bytes")
     )

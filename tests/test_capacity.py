@@ -239,3 +239,29 @@ def test_a_reader_with_a_slightly_older_clock_gets_the_newer_answer() -> None:
         NOW + timedelta(seconds=1), 60
     )  # raced: its clock was read before the other's
     assert late.as_of == NOW + timedelta(seconds=2)
+
+
+def test_live_states_read_together_say_what_each_read_alone_says() -> None:
+    """A dispatch is followed by reading all its resources at once (`live_many`); each must say
+    what reading it alone says: unknown, stale, unplugged, locked out, leaving."""
+    s = _state()
+    s.upsert(bess("b1", min_soc_pct=20.0), NOW)
+    s.upsert(bess("b2"), NOW)
+    s.upsert(ev("e1", departs_in=timedelta(hours=2), now=NOW, required_soc_pct=80), NOW)
+    s.upsert(ev("e2"), NOW)
+    s.upsert(ev("e3"), NOW)
+    _telemetry(s, "b1", 10, NOW)  # below its floor: locked out of discharge
+    _telemetry(s, "b2", 60, NOW - timedelta(seconds=301))  # stale
+    _telemetry(s, "e1", 70, NOW)
+    _telemetry(s, "e2", 70, NOW, plugged=False)
+    ids = ["e3", "nobody", "b1", "b2", "e1", "e2", "b1"]  # e3 never reported
+    together = s.live_many(ids, NOW, 1.0)
+    assert together == [s.live(rid, NOW, 1.0) for rid in ids]
+    assert together[1] is None
+    b1, b2, e1, e2 = together[2], together[3], together[4], together[5]
+    assert b1 is not None and b1.discharge_locked and b1.soc_pct == 10
+    assert b2 is not None and b2.availability_reason is not None
+    assert b2.availability_reason.value == "stale_telemetry"
+    assert e1 is not None and e1.availability_reason is None and e1.departure_soc_pct == 80
+    assert e2 is not None and e2.availability_reason is not None and not e2.plugged_in
+    assert together[0] is not None and together[0].soc_pct is None

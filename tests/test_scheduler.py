@@ -75,3 +75,30 @@ def test_stop_waits_for_a_run_under_way_and_ends_every_thread() -> None:
 def test_an_interval_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="every_s must be above 0"):
         Scheduler([Job("spin", 0.0, lambda: None)])
+
+
+def test_each_job_s_runs_and_cpu_time_are_counted() -> None:
+    """What `/metrics` shows as `vpp_job_*`: a job that spends CPU shows it; one that sleeps
+    shows wall time but little CPU."""
+    done = threading.Event()
+
+    def busy() -> None:
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        done.set()
+
+    scheduler = Scheduler(
+        [
+            Job("busy", 60.0, busy, first_after_s=0.0),
+            Job("idle", 60.0, lambda: time.sleep(0.05), 0.0),
+        ]
+    )
+    scheduler.start()
+    assert done.wait(30.0)
+    scheduler.stop()
+    busy_stats, idle_stats = scheduler.stats["busy"], scheduler.stats["idle"]
+    assert busy_stats.runs == 1 and idle_stats.runs == 1
+    assert busy_stats.cpu_s >= 0.05 and busy_stats.wall_s >= busy_stats.cpu_s * 0.99
+    assert idle_stats.wall_s >= 0.05 and idle_stats.cpu_s < 0.04
+    assert idle_stats.last_wall_s == idle_stats.wall_s

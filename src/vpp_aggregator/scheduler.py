@@ -25,6 +25,17 @@ class Job:
     quiet: bool = False
 
 
+@dataclass(slots=True)
+class JobStats:
+    """What a job has cost so far (on /metrics): a periodic job whose cost grows with the book
+    (dispatches followed, say) takes CPU from the reaction to grid events on the same process."""
+
+    runs: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0  # its thread's CPU time
+    last_wall_s: float = 0.0
+
+
 class Scheduler:
     def __init__(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -32,6 +43,7 @@ class Scheduler:
                 raise ValueError(f"job {job.name!r}: every_s must be above 0")
         self.jobs = jobs
         self.failures: dict[str, int] = dict.fromkeys((j.name for j in jobs), 0)
+        self.stats: dict[str, JobStats] = {j.name: JobStats() for j in jobs}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -58,6 +70,7 @@ class Scheduler:
     def _loop(self, job: Job) -> None:
         delay = job.every_s if job.first_after_s is None else job.first_after_s
         while not self._stop.wait(delay):
+            wall, cpu = time.perf_counter(), time.thread_time()
             try:
                 job.run()
             except Exception as exc:
@@ -66,4 +79,9 @@ class Scheduler:
                     log.warning("%s failed: %s: %s", job.name, type(exc).__name__, exc)
                 else:
                     log.exception("%s failed; it runs again in %g s", job.name, job.every_s)
+            stats = self.stats[job.name]
+            stats.last_wall_s = time.perf_counter() - wall
+            stats.runs += 1
+            stats.wall_s += stats.last_wall_s
+            stats.cpu_s += time.thread_time() - cpu
             delay = job.every_s

@@ -56,11 +56,11 @@ class DispatchService(DispatchRetarget):
         planned = 0.0
         delivered = 0.0
         reporting = 0
-        for a in record.allocations:
+        states = self.state.live_many([a.resource_id for a in record.allocations], now, 1.0)
+        for a, live in zip(record.allocations, states, strict=True):
             point = (now.timestamp() - a.schedule_start.timestamp()) / 60.0
             if 0 <= point <= len(a.schedule_kw) - 1:
                 planned += float(np.interp(point, np.arange(len(a.schedule_kw)), a.schedule_kw))
-            live = self.state.live(a.resource_id, now, duration_minutes=1.0)
             if (
                 live is not None
                 and live.power_kw is not None

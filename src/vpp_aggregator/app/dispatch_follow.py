@@ -137,10 +137,12 @@ class DispatchFollowThrough(DispatchReleases):
         point = (now.timestamp() - o.start_ts) / 60.0
         i = min(int(point), o.kw.shape[1] - 1)
         dropped: dict[str, str] = {}
-        for j, rid in enumerate(o.ids):
-            if not np.any(o.kw[j, i:] != 0) or o.released[j]:
-                continue  # its part is done, or it is already being released
-            live = self.state.live(rid, now, duration_minutes=1.0)
+        # Resources whose part is not done and which are not already being released.
+        busy = np.flatnonzero((o.kw[:, i:] != 0).any(axis=1) & ~np.asarray(o.released, bool))
+        ids = [o.ids[j] for j in busy.tolist()]
+        for j, rid, live in zip(
+            busy.tolist(), ids, self.state.live_many(ids, now, 1.0), strict=True
+        ):
             if live is None:
                 dropped[rid] = "deactivated"
             elif live.availability_reason in (
@@ -154,11 +156,7 @@ class DispatchFollowThrough(DispatchReleases):
                 dropped[rid] = "safety_lockout"
             elif live.soc_pct is not None and abs(live.soc_pct - o.soc[j, i]) > self.soc_tolerance:
                 dropped[rid] = f"soc_off_plan ({live.soc_pct:.1f} % vs {o.soc[j, i]:.1f} % planned)"
-        followed = [
-            j
-            for j, rid in enumerate(o.ids)
-            if rid not in dropped and not o.released[j] and np.any(o.kw[j, i:] != 0)
-        ]
+        followed = [j for j, rid in zip(busy.tolist(), ids, strict=True) if rid not in dropped]
         dropped.update(self._broken_rules(o, i, followed))
         if dropped:
             self._replan(o, now, dropped)

@@ -31,9 +31,9 @@ class DispatchRecharges(DispatchCommands):
             return None
         ceilings: dict[str, float] = {}
         power = hours = 0.0
-        for rid in sorted(drawn_pct):
-            live = self.state.live(rid, now)
-            row = self.state.rows_of([rid])[0]
+        ids = sorted(drawn_pct)
+        rows = self.state.rows_of(ids).tolist()
+        for rid, row, live in zip(ids, rows, self.state.live_many(ids, now), strict=True):
             if live is None or live.soc_pct is None or row < 0 or not self.state.is_bess[row]:
                 continue
             cap, pc = float(self.state.capacity_kwh[row]), float(self.state.max_charge_kw[row])

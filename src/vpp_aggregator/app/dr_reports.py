@@ -101,8 +101,8 @@ class DrReports:
     def _storage(self, resource_ids: list[str], now: datetime) -> dict[str, Storage]:
         out = {}
         rows = self.state.rows_of(resource_ids)
-        for rid, row in zip(resource_ids, rows.tolist(), strict=True):
-            live = self.state.live(rid, now)
+        states = self.state.live_many(resource_ids, now)
+        for rid, row, live in zip(resource_ids, rows.tolist(), states, strict=True):
             if row < 0 or live is None or live.soc_pct is None or not self.state.is_bess[row]:
                 continue
             cap = float(self.state.capacity_kwh[row])

@@ -9,6 +9,7 @@ rebuilt from scratch now and then so floating-point drift cannot accumulate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -181,32 +182,44 @@ class FleetState(FleetCapacity):
         self, resource_id: str, now: datetime, duration_minutes: float = 60.0
     ) -> LiveState | None:
         """Latest telemetry and availability of one resource, with the reason when unavailable."""
+        return self.live_many([resource_id], now, duration_minutes)[0]
+
+    def live_many(
+        self, resource_ids: Sequence[str], now: datetime, duration_minutes: float = 60.0
+    ) -> list[LiveState | None]:
+        """`live` of each id (None where unknown), read in one hold of the lock: following a
+        dispatch asks about every resource it holds at each tick, and a lookup per id took the
+        lock and searched the index once each."""
         now_ts = now.timestamp()
-        window_s = duration_minutes * 60.0
         with self._lock:
-            row = int(self.rows_of([resource_id])[0])
-            if row < 0:
-                return None
-            if self.departure_ts[row] <= now_ts:
-                self._roll_departures(np.array([row]), now_ts)
-            cols = self._columns(np.array([row]))
-            code = int(unavailability(cols, now_ts, window_s, self.stale_seconds)[0])
-            a = code == 0
-            reason = REASONS[code]
-            soc = float(self.soc_pct[row])
-            tel = float(self.telemetry_ts[row])
-            dep = float(self.departure_ts[row])
-            return LiveState(
-                soc_pct=None if np.isnan(soc) else soc,
-                plugged_in=bool(self.plugged[row]),
-                power_kw=None if np.isnan(self.power_kw[row]) else float(self.power_kw[row]),
-                telemetry_at=datetime.fromtimestamp(tel, tz=UTC) if np.isfinite(tel) else None,
-                next_departure=datetime.fromtimestamp(dep, tz=UTC) if np.isfinite(dep) else None,
-                departure_soc_pct=float(self.departure_soc_pct[row]) if np.isfinite(dep) else None,
-                availability_factor=1.0 if a else 0.0,
-                availability_reason=reason,
-                discharge_locked=bool(self.discharge_locked[row]),
+            all_rows = self.rows_of(list(resource_ids))
+            found = np.flatnonzero(all_rows >= 0)
+            rows = all_rows[found]
+            self._roll_departures(rows[self.departure_ts[rows] <= now_ts], now_ts)
+            codes = unavailability(
+                self._columns(rows), now_ts, duration_minutes * 60.0, self.stale_seconds
+            ).tolist()
+            soc, tel = self.soc_pct[rows].tolist(), self.telemetry_ts[rows].tolist()
+            power, dep = self.power_kw[rows].tolist(), self.departure_ts[rows].tolist()
+            dep_soc, plugged = self.departure_soc_pct[rows].tolist(), self.plugged[rows].tolist()
+            locked = self.discharge_locked[rows].tolist()
+        out: list[LiveState | None] = [None] * len(resource_ids)
+        for k, i in enumerate(found.tolist()):
+            finite_dep = math.isfinite(dep[k])
+            out[i] = LiveState(
+                soc_pct=None if math.isnan(soc[k]) else soc[k],
+                plugged_in=plugged[k],
+                power_kw=None if math.isnan(power[k]) else power[k],
+                telemetry_at=datetime.fromtimestamp(tel[k], tz=UTC)
+                if math.isfinite(tel[k])
+                else None,
+                next_departure=datetime.fromtimestamp(dep[k], tz=UTC) if finite_dep else None,
+                departure_soc_pct=dep_soc[k] if finite_dep else None,
+                availability_factor=0.0 if codes[k] else 1.0,
+                availability_reason=REASONS[codes[k]],
+                discharge_locked=locked[k],
             )
+        return out
 
     def dispatch_inputs(
         self,

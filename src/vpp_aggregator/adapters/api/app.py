@@ -32,7 +32,12 @@ from vpp_aggregator.adapters.api import (
 from vpp_aggregator.adapters.api.errors import install_error_handlers
 from vpp_aggregator.adapters.api.limits import BodyLimitMiddleware
 from vpp_aggregator.adapters.api.loading import LoadingGateMiddleware
-from vpp_aggregator.adapters.api.metrics import LatencyMiddleware, Metrics, TransportCollector
+from vpp_aggregator.adapters.api.metrics import (
+    LatencyMiddleware,
+    Metrics,
+    SchedulerCollector,
+    TransportCollector,
+)
 from vpp_aggregator.adapters.api.openapi_doc import openapi_document
 from vpp_aggregator.app.aggregator import utc_now
 from vpp_aggregator.bootstrap import Service, build
@@ -62,6 +67,7 @@ def create_app(
     aggregator, kafka, shared = service.aggregator, service.kafka, service.shared
     metrics = Metrics(aggregator)
     metrics.registry.register(TransportCollector(kafka, shared, service.ven))
+    metrics.registry.register(SchedulerCollector(service.scheduler))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vpp_aggregator.app.aggregator import Aggregator
 from vpp_aggregator.app.dispatch_records import DispatchRecord, DispatchStatus
 from vpp_aggregator.domain.forecast.metrics import ErrorSums
+from vpp_aggregator.scheduler import Scheduler
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -130,6 +131,36 @@ class RegulationCollector(Collector):
             value=float(status["commands_refused"]),  # type: ignore[arg-type]
         )
         yield from (capacity, score, refused)
+
+
+class SchedulerCollector(Collector):
+    """Runs and cost of each periodic job (`scheduler`)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        label = ["job"]
+        runs = CounterMetricFamily("vpp_job_runs", "Runs of each periodic job", labels=label)
+        failures = CounterMetricFamily(
+            "vpp_job_failures", "Runs of each periodic job that failed", labels=label
+        )
+        wall = CounterMetricFamily(
+            "vpp_job_seconds", "Time spent in each periodic job", labels=label
+        )
+        cpu = CounterMetricFamily(
+            "vpp_job_cpu_seconds", "CPU time of each periodic job's thread", labels=label
+        )
+        last = GaugeMetricFamily(
+            "vpp_job_last_run_seconds", "Duration of each periodic job's latest run", labels=label
+        )
+        for name, s in list(self.scheduler.stats.items()):
+            runs.add_metric([name], s.runs)
+            failures.add_metric([name], self.scheduler.failures.get(name, 0))
+            wall.add_metric([name], s.wall_s)
+            cpu.add_metric([name], s.cpu_s)
+            last.add_metric([name], s.last_wall_s)
+        yield from (runs, failures, wall, cpu, last)
 
 
 class Metrics:

@@ -168,7 +168,12 @@ def list_resources(
     now = agg.clock()
     bess_min = agg.settings.bess_min_soc_pct
     return ResourceList(
-        items=[resource_out(r, agg.state.live(r.resource_id, now), bess_min) for r in items],
+        items=[
+            resource_out(r, live, bess_min)
+            for r, live in zip(
+                items, agg.state.live_many([r.resource_id for r in items], now), strict=True
+            )
+        ],
         total=total,
         limit=limit,
         offset=offset,
