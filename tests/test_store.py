@@ -17,7 +17,7 @@ from vpp_aggregator.adapters.store.database import (
     make_engine,
     migrate,
 )
-from vpp_aggregator.adapters.store.repository import Repository
+from vpp_aggregator.adapters.store.repository import STAMP_BLOCK, Repository
 from vpp_aggregator.app.errors import DuplicateResourceError
 from vpp_aggregator.domain.resources import RecurringDeparture, Trip
 
@@ -138,3 +138,20 @@ def test_latest_snapshot_never_goes_back_in_time(repo: Repository) -> None:
     latest = {s.resource_id: s for s in repo.latest_samples()}
     assert latest["b1"].soc_pct == 60.0 and latest["b2"].plugged_in is False
     assert repo.last_snapshot_at() == NOW + timedelta(seconds=10)
+
+
+def test_a_snapshot_larger_than_a_formatting_block_keeps_every_timestamp(
+    repo: Repository,
+) -> None:
+    """Timestamps are formatted in blocks for SQLite (a million at once held every other thread
+    for 0.6 s): across the blocks' edges each resource keeps its own, to the microsecond."""
+    n = STAMP_BLOCK * 2 + 7
+    ids = [f"r{i}" for i in range(n)]
+    ts = NOW.timestamp() + np.arange(n) * 1.000001
+    repo.upsert_latest(
+        ids, ts, np.full(n, 50.0), np.ones(n, dtype=bool), np.zeros(n), NOW + timedelta(days=1)
+    )
+    latest = {s.resource_id: s.timestamp for s in repo.latest_samples()}
+    for i in (0, STAMP_BLOCK - 1, STAMP_BLOCK, 2 * STAMP_BLOCK, n - 1):
+        expected = datetime.fromtimestamp(round(ts[i] * 1e6) / 1e6, tz=UTC)
+        assert latest[f"r{i}"] == expected
