@@ -62,9 +62,9 @@ def test_fast_delivers_within_one_percent_of_the_lp_on_market_cases(
     lp, fast = solve_lp(p), solve_fast(p)
     e_lp, e_fast = lp.delivered_kwh(p), fast.delivered_kwh(p)
     assert e_fast <= e_lp + 1e-6 * max(1.0, abs(e_lp))  # the LP is the optimum
-    # The issue asks for 0.5 %, which the allocator does not meet yet: on two fresh samples of
-    # 3,000 random market cases 4 and 5 were above 0.5 % (largest 0.89 %; 10 and 1.49 % with the
-    # hold plan alone), all energy-limited (see the fleets below).
+    # The issue asks for 0.5 %, which the allocator does not meet yet: of 12,000 random market
+    # cases 2 were above 0.5 % (largest 0.81 %), both with vehicles pushed off by a battery that
+    # ramped up beyond its plan (see fast.py).
     assert e_fast >= e_lp - 0.01 * abs(e_lp) - 1e-6
 
 
@@ -78,15 +78,10 @@ def test_energy_limited_fleet_ends_its_ramp_down_at_the_window_end() -> None:
     assert e_fast >= e_lp - 0.005 * abs(e_lp) - 1e-6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="which battery should spend energy after the window is a fleet-wide choice the "
-    "allocator does not make",
-)
 def test_energy_limited_fleet_with_power_short_at_the_end() -> None:
-    """Found by the same search (1.15 %, now 0.84 %): holding the target to the end needs some
-    batteries still at power there, and the LP picks which ones spend energy after the window;
-    the allocator's two plans (all hold, all end at the window) both fall short."""
+    """Found by the same search (1.15 %, then 0.84 %): holding the target to the end needs some
+    batteries still at power there while others stop, and spending less after the window. With
+    the ramp-downs planned to end a few points after the window's end (here 2) it is 0.2 %."""
     p = _problem((24, 211726109, -711.3538977100387, 99, False))
     e_lp, e_fast = solve_lp(p).delivered_kwh(p), solve_fast(p).delivered_kwh(p)
     assert e_fast >= e_lp - 0.005 * abs(e_lp) - 1e-6
