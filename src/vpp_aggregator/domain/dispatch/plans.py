@@ -5,12 +5,15 @@ Two knobs, each a family of whole passes (see fast.py), the best inside the wind
 - shift: the planned ramp-downs end `shift` points after the window's end (None: the hold
   plan). Late enough, every battery still holds a little power at the end, so the fleet holds
   the target longer for a little energy spent after the window, spread over all of them.
-- landing: the fleet's cap approaches the target at `slope` kW/min, meeting it `delay` points
+- landing: the fleet's cap approaches the target at `slope` ramp limits, meeting it `delay` points
   after the hold plan first reached it. Rushing to the target makes batteries ramp far beyond
   their plan while the fleet is short; once it is met they can only ramp back down slowly, and
   the cap then pushes off vehicles that have energy to spare, which they never get back.
 
-Neither is unimodal, but close: coarse grids first, then around the best.
+Neither is unimodal, but close: coarse grids first, then around the best. The search is
+bounded by work (rows times points of the hold plan): a few dozen passes on a small fleet, where
+one battery's choice weighs, but on a huge one only the shift-0 plan, as its greedy pass is
+already close there (tried: 100k resources over 240 min, no gain from the search, 10x the time).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ F8 = NDArray[np.float64]
 Plan = tuple[F8, NDArray[np.bool_]]
 Key = tuple[int | None, int, int]  # shift, landing slope (in ramp limits), landing delay
 
+SEARCH_ROW_POINTS = 2_000_000  # work of all extra passes together, at least one pass
 SHIFT_GRID = (0, 2, 4, 7, 11, 16, 24)
 SHIFT_REFINE = 3  # rounds halving the gaps around the best shift
 # (slope in ramp limits, delay in points): a gentle landing a few points late
@@ -41,6 +45,7 @@ def best_plan(
 ) -> Plan:
     """The plan delivering most among `hold` and the searched ones; `run(shift, cap)` makes a
     plan, `reach` is the point where `hold` first met the target."""
+    passes = max(1, SEARCH_ROW_POINTS // max(hold[0].size, 1))
     best, best_score = hold, score(hold)
     found: dict[Key, float] = {(None, 0, 0): best_score}
     points = np.arange(cap.size)
@@ -48,7 +53,9 @@ def best_plan(
     def tried(shift: int | None, slope: int, delay: int) -> None:
         nonlocal best, best_score
         key = (shift, slope, delay)
-        if key in found or (shift is not None and not 0 <= shift <= top_shift):
+        if len(found) > passes or key in found:
+            return
+        if shift is not None and not 0 <= shift <= top_shift:
             return
         landed = cap - np.maximum(slope * ramp_kw_per_min * (reach + delay - points), 0.0)
         plan = run(shift, landed)
