@@ -46,8 +46,9 @@ def test_lp_never_breaks_a_rule(case: Case) -> None:
     assert check(p, solve_lp(p).setpoints_kw(p), RAMP) == []
 
 
-# Derandomized: the same 60 cases every run, because random fleets beyond 1 % exist (below);
-# a CI run must not pass or fail by the draw.
+# Derandomized: the same 60 cases every run, so a CI run cannot pass or fail by the draw. On
+# 27,000 other random market cases (9 seed ranges of 3,000, 15,000 of them not used in tuning
+# fast.py) none was above 0.5 %; the largest gap was 0.39 % (see fast.py).
 @settings(
     max_examples=60,
     deadline=None,
@@ -55,39 +56,36 @@ def test_lp_never_breaks_a_rule(case: Case) -> None:
     derandomize=True,
 )
 @given(market_cases)
-def test_fast_delivers_within_one_percent_of_the_lp_on_market_cases(
+def test_fast_delivers_within_half_a_percent_of_the_lp_on_market_cases(
     case: Case,
 ) -> None:
     p = _problem(case)
     lp, fast = solve_lp(p), solve_fast(p)
     e_lp, e_fast = lp.delivered_kwh(p), fast.delivered_kwh(p)
     assert e_fast <= e_lp + 1e-6 * max(1.0, abs(e_lp))  # the LP is the optimum
-    # The issue asks for 0.5 %, which the allocator does not meet yet: on two fresh samples of
-    # 3,000 random market cases 4 and 5 were above 0.5 % (largest 0.89 %; 10 and 1.49 % with the
-    # hold plan alone), all energy-limited (see the fleets below).
-    assert e_fast >= e_lp - 0.01 * abs(e_lp) - 1e-6
-
-
-def test_energy_limited_fleet_ends_its_ramp_down_at_the_window_end() -> None:
-    """Found by a random search at the issue's 0.5 %: a fleet whose energy runs out before the
-    window ends. It was 0.66 % below the LP while its batteries held their rate to the window's
-    end and spent energy ramping down after it; with the second plan (ramp-downs ending at the
-    window's end) it is within 0.5 %."""
-    p = _problem((29, 1678124625, 445.0005110614484, 98, False))
-    e_lp, e_fast = solve_lp(p).delivered_kwh(p), solve_fast(p).delivered_kwh(p)
     assert e_fast >= e_lp - 0.005 * abs(e_lp) - 1e-6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="which battery should spend energy after the window is a fleet-wide choice the "
-    "allocator does not make",
+# Energy-limited fleets found by random searches at 0.5 %, each beyond it once.
+@pytest.mark.parametrize(
+    "case",
+    [
+        # Its batteries held their rate to the window's end and spent energy ramping down after
+        # it (0.66 %); planned ramp-downs ending at the window's end fixed it.
+        (29, 1678124625, 445.0005110614484, 98, False),
+        # Holding the target to the end needs batteries still at power there (1.15 %, 0.84 % with
+        # ramp-downs ending at the window's end): ending them 2 points after it gives 0.18 %.
+        (24, 211726109, -711.3538977100387, 99, False),
+        # A battery rushed beyond its plan while the fleet was short pushed vehicles with energy
+        # to spare off once the target was met (0.82 %): a gentler approach to the target.
+        (14, 150033439, -489.690174951312, 53, True),
+        # Small vehicles planned to spend energy after the window, which a ramp-down cannot
+        # (0.81 %): plan ends no later than a ramp-down from full power allows (0.39 %).
+        (12, 5235471, 595.6718015496638, 69, True),
+    ],
 )
-def test_energy_limited_fleet_with_power_short_at_the_end() -> None:
-    """Found by the same search (1.15 %, now 0.84 %): holding the target to the end needs some
-    batteries still at power there, and the LP picks which ones spend energy after the window;
-    the allocator's two plans (all hold, all end at the window) both fall short."""
-    p = _problem((24, 211726109, -711.3538977100387, 99, False))
+def test_energy_limited_fleet_within_half_a_percent(case: Case) -> None:
+    p = _problem(case)
     e_lp, e_fast = solve_lp(p).delivered_kwh(p), solve_fast(p).delivered_kwh(p)
     assert e_fast >= e_lp - 0.005 * abs(e_lp) - 1e-6
 
