@@ -19,6 +19,7 @@ import numpy as np
 
 from vpp_aggregator import bootstrap
 from vpp_aggregator.adapters.data.files import read_weather_hours
+from vpp_aggregator.app.market import QUANTILES
 from vpp_aggregator.app.messages import CommandAck, MarketAward
 from vpp_aggregator.app.telemetry import TelemetryBatch
 from vpp_aggregator.config import load_settings
@@ -36,7 +37,6 @@ IDLE_TELEMETRY_S = 300.0  # telemetry every 5 minutes while nothing is dispatche
 WARMUP_DAYS = 28  # history before the first day, so the forecaster has learnt the fleet
 RETRAIN_DAYS = 7
 SETTLE_AFTER_S = 3 * IDLE_TELEMETRY_S
-OFFER_QUANTILES = ("p10", "p50", "p90")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +60,8 @@ class ReplaySpec:
         problems = []
         if self.end <= self.start:
             problems.append(f"--to {self.end} must be after --from {self.start}")
-        if self.quantile not in OFFER_QUANTILES:
-            problems.append(
-                f"quantile {self.quantile!r} is not one of {', '.join(OFFER_QUANTILES)}"
-            )
+        if self.quantile not in QUANTILES:  # what the market's offers can be made at
+            problems.append(f"quantile {self.quantile!r} is not one of {', '.join(QUANTILES)}")
         if not 0.0 <= self.award_share <= 1.0:
             problems.append(f"award share {self.award_share:g} is not between 0 and 1")
         if not self.sessions.is_file():
