@@ -16,6 +16,7 @@ from conftest import Clock
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.adapters.api.schemas_forecast import ForecastOut
 from vpp_aggregator.config import load_settings
+from vpp_aggregator.domain.forecast.quantiles import QUANTILES
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def test_forecast_follows_history_schedules_and_keeps_batteries(
     for i in doc["intervals"]:
         for key in ("available_vehicles", "discharge_kw", "discharge_kwh", "charge_kw"):
             q = i[key]
-            assert 0 <= q["p10"] <= q["p50"] <= q["p90"]
+            assert 0 <= q["p5"] <= q["p10"] <= q["p20"] <= q["p30"] <= q["p50"] <= q["p90"]
     # The battery alone always offers its discharge power: (70-20) % of 500 kWh (its live SoC) is
     # 250 kWh in its cells, sqrt(0.9) of that at the grid over 1 h (237.2 kW, under its 250 kW limit).
     assert all(i["discharge_kw"]["p10"] >= 250 * 0.9**0.5 - 1e-3 for i in doc["intervals"])
@@ -296,6 +297,11 @@ def test_training_runs_in_the_background_and_the_new_model_is_served_and_scored_
         assert status_doc["current"]["version"] == state["version"]
         doc = c.get("/capacity/forecast", params={"horizon_hours": 24}).json()
         assert doc["model"]["fallback"] is False and doc["model"]["version"] == state["version"]
+        ForecastOut.model_validate(doc)
+        for i in doc["intervals"]:  # the model's levels rise too: P5 <= P10 <= ... <= P90
+            for key in ("available_vehicles", "discharge_kw", "discharge_kwh", "charge_kw"):
+                values = [i[key][q] for q in QUANTILES]
+                assert values[0] >= 0 and values == sorted(values), (key, i[key])
         # The model's online accuracy is a series of its own beside the fallback's, which goes
         # on being scored on the same hours.
         assert 'model="trained"' not in c.get("/metrics").text

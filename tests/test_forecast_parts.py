@@ -17,6 +17,7 @@ from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.calendar import hour_of_week
 from vpp_aggregator.domain.forecast.fleet import forecast, learn_profile
+from vpp_aggregator.domain.forecast.quantiles import QUANTILES
 
 NOW = datetime(2026, 11, 25, 14, 20, tzinfo=UTC)
 N = 230  # 184 vehicles, 46 batteries: many parts of the sizes below
@@ -86,7 +87,7 @@ def _same(a: dict, b: dict) -> None:  # type: ignore[type-arg]
     for x, y in zip(a["intervals"], b["intervals"], strict=True):
         assert x["start"] == y["start"]
         for name in ("available_vehicles", "discharge_kw", "discharge_kwh", "charge_kw"):
-            for q in ("p10", "p50", "p90"):  # rounded to 3 decimals: round-off may flip the last
+            for q in QUANTILES:  # rounded to 3 decimals: round-off may flip the last
                 assert x[name][q] == pytest.approx(y[name][q], rel=1e-9, abs=1.1e-3)
 
 

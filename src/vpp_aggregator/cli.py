@@ -248,7 +248,7 @@ def forecast_train(
         "var/models"
     ),
 ) -> None:
-    """Fit P10/P50/P90 models on the whole file and store a versioned model."""
+    """Fit P10/P50/P90 models on the whole file (the other levels follow) and store a versioned model."""
     from vpp_aggregator.adapters.data.forecasting import train
 
     path = train(sessions, weather, timezone, out_dir)

@@ -28,7 +28,9 @@ def replay(
         str | None,
         typer.Option(help="e.g. 'ev=200,bess=4,bess_kwh=500,per_week=0.5,nodes=1'"),
     ] = None,
-    quantile: Annotated[str, typer.Option(help="Offer quantile: p5, p10, p20, p30 or p50")] = "p10",
+    quantile: Annotated[
+        str, typer.Option(help="Offer quantile: p5, p10, p20, p30, p50 (or p90)")
+    ] = "p10",
     award_share: Annotated[float, typer.Option(help="Share of each offer awarded")] = 1.0,
     timezone: Annotated[str, typer.Option(help="The site's time zone")] = "America/Los_Angeles",
     site: Annotated[str | None, typer.Option(help="Keep one site of a multi-site file")] = None,

@@ -149,9 +149,7 @@ class Settings(BaseSettings):
         4.0, ge=0, le=3600, validation_alias="VPP_AGGREGATE_TELEMETRY_SECONDS"
     )
     offer_curve: str = Field("0.5:40,1.0:120", validation_alias="VPP_OFFER_CURVE")
-    offer_quantile: str = Field(
-        "p10", pattern="^p(10|50|90)$", validation_alias="VPP_OFFER_QUANTILE"
-    )
+    offer_quantile: str = Field("p10", validation_alias="VPP_OFFER_QUANTILE")
     offer_horizon_hours: int = Field(24, ge=1, le=72, validation_alias="VPP_OFFER_HORIZON_HOURS")
     offer_interval_minutes: int = Field(60, validation_alias="VPP_OFFER_INTERVAL_MINUTES")
     # The charge side of offers (a bid: prices fall as it takes more); "" offers discharge only
@@ -234,6 +232,17 @@ class Settings(BaseSettings):
         from vpp_aggregator.domain.market import OfferCurve
 
         OfferCurve.parse(value)  # raises with the reason
+        return value
+
+    @field_validator("offer_quantile")
+    @classmethod
+    def _offer_quantile(cls, value: str) -> str:
+        from vpp_aggregator.domain.forecast.quantiles import QUANTILES
+
+        if value not in QUANTILES:
+            raise ValueError(
+                f"offers are made at a forecast quantile: one of {', '.join(QUANTILES)}"
+            )
         return value
 
     @field_validator("offer_charge_curve")

@@ -35,6 +35,7 @@ from vpp_aggregator.domain.forecast.calendar import extended_calendar, hour_of_w
 from vpp_aggregator.domain.forecast.features import design
 from vpp_aggregator.domain.forecast.fleet import IntervalForecast, from_sums
 from vpp_aggregator.domain.forecast.history import Found, PluggedHistory
+from vpp_aggregator.domain.forecast.quantiles import MEDIAN, QUANTILES
 from vpp_aggregator.domain.forecast.series import HourlySeries
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,7 @@ class ForecastService:
         X, _ = design(
             series_ext, cal_ext, self.inputs.weather_for(series_ext), np.array([origin]), horizon
         )
-        q = model.predict(X)  # (horizon, 3) EVs plugged
+        q = model.predict(X)  # (horizon, len(QUANTILES)) EVs plugged
         # Vehicles from the model; per-vehicle kW and kWh from the vehicles' profile; batteries
         # (which do not leave) exactly as the profile has them. The first interval stays live.
         ev, bess = from_sums(totals.sums[0]), from_sums(totals.sums[1])
@@ -279,7 +280,7 @@ class ForecastService:
             vehicles = np.minimum(q[k], n_ev)
             parts["vehicles"][i] = vehicles + bess.vehicles[i]
             for name in ("discharge_kw", "discharge_kwh", "charge_kw"):
-                per_vehicle = getattr(ev, name)[i, 1] / max(ev.vehicles[i, 1], 1e-9)
+                per_vehicle = getattr(ev, name)[i, MEDIAN] / max(ev.vehicles[i, MEDIAN], 1e-9)
                 parts[name][i] = vehicles * per_vehicle + getattr(bess, name)[i]
         out = IntervalForecast(**parts)
         info: ForecastModelInfo = {
@@ -334,8 +335,5 @@ class ForecastService:
 
 
 def _q(arr: NDArray[np.float64], i: int) -> Quantiles:
-    return {
-        "p10": round(float(arr[i, 0]), 3),
-        "p50": round(float(arr[i, 1]), 3),
-        "p90": round(float(arr[i, 2]), 3),
-    }
+    """Interval `i` of a forecast figure at every level (rounding keeps them in order)."""
+    return {q: round(float(arr[i, k]), 3) for k, q in enumerate(QUANTILES)}

@@ -27,9 +27,9 @@ from vpp_aggregator.app.offers import OfferMaker, OfferStore, RegulationTerms
 from vpp_aggregator.app.outbound import Offer, Settlement
 from vpp_aggregator.app.outcome import Outcome
 from vpp_aggregator.app.request_status import dispatch_status
-from vpp_aggregator.app.results import Quantile
 from vpp_aggregator.app.settlement import BaselinePolicy, MeasurementStore, Meter
 from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.forecast.quantiles import QUANTILES
 from vpp_aggregator.domain.market import (
     AwardRefusal,
     Market,
@@ -39,7 +39,6 @@ from vpp_aggregator.domain.market import (
 )
 
 log = logging.getLogger(__name__)
-QUANTILES: tuple[Quantile, ...] = ("p10", "p50", "p90")
 
 
 class MarketStore(OfferStore, MeasurementStore, Protocol):
@@ -92,7 +91,7 @@ class MarketService:
         settlement_topic: str = "vpp.market.settlement",
     ) -> None:
         if quantile not in QUANTILES:
-            raise ValueError(f"offer quantile must be one of {QUANTILES}")
+            raise ValueError(f"offer quantile must be one of {', '.join(QUANTILES)}")
         self.repo = repo
         self.state = state
         self.dispatch = dispatch

@@ -19,8 +19,9 @@ import numpy as np
 
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.outbound import Offer
-from vpp_aggregator.app.results import ForecastInterval, Quantile
+from vpp_aggregator.app.results import ForecastInterval
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
+from vpp_aggregator.domain.forecast.quantiles import Quantile
 from vpp_aggregator.domain.market import (
     Market,
     MarketGates,

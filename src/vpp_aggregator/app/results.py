@@ -5,9 +5,11 @@ field's type where it is used, and mypy catches a misspelt one."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired
+from typing import Any, NotRequired
 
 from typing_extensions import TypedDict
+
+from vpp_aggregator.domain.forecast.quantiles import Quantile
 
 
 class PowerEnergy(TypedDict):
@@ -36,13 +38,8 @@ class CapacityView(CapacityFigures):
     available_capacity_kwh: float
 
 
-Quantile = Literal["p10", "p50", "p90"]
-
-
-class Quantiles(TypedDict):
-    p10: float
-    p50: float
-    p90: float
+# A forecast figure at every quantile level the forecast answers (`QUANTILES`: p5 ... p90).
+Quantiles = dict[Quantile, float]
 
 
 class ForecastInterval(TypedDict):

@@ -19,11 +19,11 @@ import numpy as np
 
 from vpp_aggregator import bootstrap
 from vpp_aggregator.adapters.data.files import read_weather_hours
-from vpp_aggregator.app.market import QUANTILES
 from vpp_aggregator.app.messages import CommandAck, MarketAward
 from vpp_aggregator.app.telemetry import TelemetryBatch
 from vpp_aggregator.config import load_settings
 from vpp_aggregator.domain.dispatch.safety import ResourceFacts, check_wire
+from vpp_aggregator.domain.forecast.quantiles import QUANTILES
 from vpp_aggregator.domain.resources import Trip
 from vpp_aggregator.replay.clock import SimClock, SimJobs
 from vpp_aggregator.replay.devices import Behaviour, Devices
@@ -60,7 +60,7 @@ class ReplaySpec:
         problems = []
         if self.end <= self.start:
             problems.append(f"--to {self.end} must be after --from {self.start}")
-        if self.quantile not in QUANTILES:  # what the market's offers can be made at
+        if self.quantile not in QUANTILES:  # the forecast levels offers can be made at
             problems.append(f"quantile {self.quantile!r} is not one of {', '.join(QUANTILES)}")
         if not 0.0 <= self.award_share <= 1.0:
             problems.append(f"award share {self.award_share:g} is not between 0 and 1")

@@ -53,7 +53,8 @@ def capacity_forecast(
     interval_minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
     grid_node: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Response:
-    """P10/P50/P90 of available vehicles and of discharge kW/kWh and charge kW per interval.
+    """P5, P10, P20, P30, P50 and P90 of available vehicles and of discharge kW/kWh and charge
+    kW per interval (non-decreasing across the levels; offers are made at one of them).
 
     Served by the documented fallback (a per-resource seasonal profile from stored telemetry,
     driver schedules applied), marked `model.fallback = true`."""

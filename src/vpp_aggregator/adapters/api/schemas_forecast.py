@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StrictFloat,
+    create_model,
 )
 
 from vpp_aggregator.adapters.api.schemas import Instant
+from vpp_aggregator.domain.forecast.quantiles import QUANTILES
 
-
-class Quantiles(BaseModel):
-    p10: float
-    p50: float
-    p90: float
+# One required field per quantile level the forecast answers (`QUANTILES`: p5, p10, p20, p30,
+# p50, p90), non-decreasing from each level to the next.
+if TYPE_CHECKING:
+    Quantiles = BaseModel
+else:
+    Quantiles = create_model(
+        "Quantiles",
+        __doc__="One figure at each quantile level; rising levels never give a smaller value.",
+        **{
+            q: (float, Field(description=f"P{q[1:]}: about {q[1:]} % of outcomes fall below it"))
+            for q in QUANTILES
+        },
+    )
 
 
 class ForecastInterval(BaseModel):

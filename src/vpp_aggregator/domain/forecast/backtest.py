@@ -22,6 +22,7 @@ from vpp_aggregator.domain.forecast.features import (
 )
 from vpp_aggregator.domain.forecast.metrics import point_metrics, quantile_metrics
 from vpp_aggregator.domain.forecast.model import QuantileForecaster
+from vpp_aggregator.domain.forecast.quantiles import column
 from vpp_aggregator.domain.forecast.series import HourlySeries
 
 BUCKETS = ((1, 24), (25, 48), (49, 72))
@@ -97,7 +98,12 @@ def run_backtest(
     def block(mask: NDArray[np.bool_]) -> dict[str, Any]:
         m = mask & scored
         return {
-            "model": quantile_metrics(y[m], quant[m, 0], quant[m, 1], quant[m, 2]),
+            "model": quantile_metrics(
+                y[m],
+                quant[m, column("p10")],
+                quant[m, column("p50")],
+                quant[m, column("p90")],
+            ),
             "seasonal_naive_168": point_metrics(y[m], naive[m]),
             "persistence_24": point_metrics(y[m], pers[m]),
         }

@@ -3,7 +3,8 @@
 Each resource gets a plug-in probability per local hour of week, learned from its history
 (shrunk toward the fleet's profile when it has few samples), zeroed where its driver's schedule
 says it is away; batteries stay. Vehicles available per interval then follow a Poisson-binomial
-law, summarised by a normal approximation for P10/P50/P90; power and energy scale with it.
+law, summarised by a normal approximation at each of the forecast's quantile levels
+(`quantiles.QUANTILES`); power and energy scale with it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from vpp_aggregator.domain.dispatch.problem import ResourceInputs
 from vpp_aggregator.domain.efficiency import one_way_efficiency
 from vpp_aggregator.domain.floors import departure_floor_pct, recharge_pct_per_hour
 from vpp_aggregator.domain.forecast.history import FULL, MISSING
+from vpp_aggregator.domain.forecast.quantiles import Z
 
-Z90 = 1.2815515655446004  # standard normal 90th percentile
 PRIOR_WEIGHT = 1.0  # pseudo-weeks of the fleet's profile behind each resource's own estimate
 
 
@@ -102,7 +103,7 @@ def learn_profile(
 
 @dataclass(frozen=True, slots=True)
 class IntervalForecast:
-    vehicles: NDArray[np.float64]  # (intervals, 3) P10, P50, P90 of available resources
+    vehicles: NDArray[np.float64]  # (intervals, len(QUANTILES)) of available resources, by level
     discharge_kw: NDArray[np.float64]
     discharge_kwh: NDArray[np.float64]
     charge_kw: NDArray[np.float64]
@@ -217,16 +218,17 @@ def interval_sums(
 
 
 def from_sums(sums: NDArray[np.float64]) -> IntervalForecast:
-    """P10/P50/P90 per interval from `interval_sums` (of a fleet, or added over its parts):
-    available resources follow a Poisson-binomial law, summarised by a normal approximation."""
+    """Every quantile level (`QUANTILES`) per interval from `interval_sums` (of a fleet, or
+    added over its parts): available resources follow a Poisson-binomial law, summarised by a
+    normal approximation; rising levels give non-decreasing figures, P50 is the mean."""
 
     def quantiles(s: NDArray[np.float64]) -> NDArray[np.float64]:
         mean, sd = s[0], np.sqrt(s[1])
         # The normal approximation must not leave what is possible: at least every certain
-        # resource, at most every possible one.
-        low, high = s[2], s[3]
-        return np.column_stack(
-            [np.clip(mean - Z90 * sd, low, high), mean, np.clip(mean + Z90 * sd, low, high)]
+        # resource, at most every possible one (the mean lies between them).
+        low, high = s[2][:, None], s[3][:, None]
+        return np.asarray(
+            np.clip(mean[:, None] + Z[None, :] * sd[:, None], low, high), dtype=np.float64
         )
 
     return IntervalForecast(**{name: quantiles(sums[k]) for k, name in enumerate(WEIGHTS)})
