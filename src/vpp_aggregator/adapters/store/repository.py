@@ -257,19 +257,22 @@ class Repository:
             "soc_pct = excluded.soc_pct, plugged_in = excluded.plugged_in, power_kw = excluded.power_kw "
             "WHERE excluded.ts > telemetry_latest.ts"
         )
-        rows: builtins.list[tuple[Any, ...]] = builtins.list(
-            zip(
-                resource_ids,
-                self._stamps(timestamp_s),
-                soc_pct.tolist(),
-                plugged_in.tolist(),
-                power_kw.tolist(),
-                strict=True,
-            )
-        )
+        # In blocks freed one by one: a million rows at once are objects the GC walks under the GIL.
         with self.engine.begin() as conn:
-            if rows:
+            for a in range(0, len(resource_ids), STAMP_BLOCK):
+                b = a + STAMP_BLOCK
+                rows = builtins.list(
+                    zip(
+                        resource_ids[a:b],
+                        self._stamps(timestamp_s[a:b]),
+                        soc_pct[a:b].tolist(),
+                        plugged_in[a:b].tolist(),
+                        power_kw[a:b].tolist(),
+                        strict=True,
+                    )
+                )
                 conn.exec_driver_sql(sql, rows)
+                del rows
             self._set_meta(conn, "latest_snapshot_at", snapshot_at.isoformat())
 
     def _set_meta(self, conn: Connection, key: str, value: str) -> None:
