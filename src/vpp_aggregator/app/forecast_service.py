@@ -80,6 +80,9 @@ class ForecastService:
         self.accuracy = OnlineAccuracy()
         self._last_forecast_hour = -1
         self.part_rows: int | None = None  # resources per part of a forecast (None: by memory)
+        # One fleet-wide forecast at a time: two at once (the hour's offers and its accuracy
+        # forecast) gain nothing under the GIL and leave the API's requests waiting on both.
+        self._one_at_a_time = threading.Lock()
 
     def capacity_forecast(
         self, horizon_hours: int, interval_minutes: int, grid_node: str | None
@@ -125,18 +128,19 @@ class ForecastService:
             np.array([s.timestamp() + step.total_seconds() / 2 for s in starts]), self.zone
         )
         events = self.store.events_between(start, start + count * step)
-        totals = fleet_sums(
-            self.history,
-            inputs,
-            now_h,
-            self.zone,
-            interval_how,
-            part_extras(self.state, events, start, step, count),
-            interval_minutes / 60.0,
-            self.state.round_trip_efficiency,
-            (start - now).total_seconds() / 60.0,  # the first interval began before now
-            self.part_rows,
-        )
+        with self._one_at_a_time:
+            totals = fleet_sums(
+                self.history,
+                inputs,
+                now_h,
+                self.zone,
+                interval_how,
+                part_extras(self.state, events, start, step, count),
+                interval_minutes / 60.0,
+                self.state.round_trip_efficiency,
+                (start - now).total_seconds() / 60.0,  # the first interval began before now
+                self.part_rows,
+            )
         result = fallback = from_sums(totals.sums.sum(axis=0))
         model_info: ForecastModelInfo = {
             "name": "seasonal-profile",
