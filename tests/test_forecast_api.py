@@ -326,6 +326,38 @@ def test_training_runs_in_the_background_and_the_new_model_is_served_and_scored_
             assert math.isfinite(g[f'vpp_forecast_wape{{model="{model}"}}'])
 
 
+def test_training_on_weeks_of_history_with_almost_no_data_is_skipped_with_its_reason(
+    tmp_path, clock: Clock
+) -> None:  # type: ignore[no-untyped-def]
+    """A fleet heard from a month ago and now, silent between (a telemetry outage): the span
+    passes the 21-day rule but there is nothing to learn from; training says so instead of
+    failing inside the tree library."""
+    import time as _time
+
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MODEL_DIR=str(tmp_path / "models"),
+        VPP_DISPATCH_TICK_SECONDS="300",
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        evs = [f"ev-{i}" for i in range(3)]
+        for rid in evs:
+            c.post("/resources/register", json=ev_body(rid))
+        old = clock.now - timedelta(days=30)
+        batch = [sample(r, t, 70, plugged=True) for r in evs for t in (old, clock.now)]
+        c.post("/telemetry", json={"samples": batch})
+        assert c.post("/forecast/model/train").status_code == 202
+        for _ in range(600):  # bounded: at most 30 s
+            state = c.get("/forecast/model").json()["training"]
+            if state["state"] != "running":
+                break
+            _time.sleep(0.05)
+        assert state["state"] == "skipped", state
+        assert "Too little to train on" in state["reason"], state
+        assert c.get("/forecast/model").json()["current"] is None
+
+
 def test_a_model_from_another_version_is_not_served(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
     models = tmp_path / "models"
     models.mkdir()

@@ -20,7 +20,7 @@ from vpp_aggregator.app.ports import ResourceStore
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.backtest import fit_model
 from vpp_aggregator.domain.forecast.calendar import local_calendar
-from vpp_aggregator.domain.forecast.model import QuantileForecaster
+from vpp_aggregator.domain.forecast.model import QuantileForecaster, TooLittleHistoryError
 from vpp_aggregator.domain.forecast.series import fleet_series
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,17 @@ class ForecastModels:
         series = fleet_series(inputs.is_bess, row[keep], ts[keep], plugged[keep], now)
         cal = local_calendar(series, self.timezone, *self.holidays)
         started = time.perf_counter()
-        model = fit_model(
-            series, cal, self.inputs.weather_for(series), len(series), horizon_hours, history_days
-        )
+        try:
+            model = fit_model(
+                series,
+                cal,
+                self.inputs.weather_for(series),
+                len(series),
+                horizon_hours,
+                history_days,
+            )
+        except TooLittleHistoryError as exc:
+            raise ForecastRejectedError([("history", f"Too little to train on: {exc}.")]) from None
         version = now.strftime("%Y%m%dT%H%M%SZ")
         doc = {
             "name": "lightgbm-quantile-direct",

@@ -56,6 +56,13 @@ class IncompatibleModelError(ValueError):
     """A stored model from a version with a different feature set."""
 
 
+class TooLittleHistoryError(ValueError):
+    """Too few hours with data to fit on (a fleet whose telemetry was all gaps, say)."""
+
+
+MIN_ROWS = 2 * int(PARAMS["min_data_in_leaf"])  # below this no tree can split at all
+
+
 @dataclass(slots=True)
 class QuantileForecaster:
     boosters: dict[float, lgb.Booster] = field(default_factory=dict)
@@ -68,6 +75,10 @@ class QuantileForecaster:
     ) -> QuantileForecaster:
         ok = ~np.isnan(y)
         X, y = X[ok], y[ok]
+        if X.shape[0] < MIN_ROWS:
+            raise TooLittleHistoryError(
+                f"{X.shape[0]} hours with data to learn from; at least {MIN_ROWS} are needed"
+            )
         rounds = {q: MAX_ROUNDS // 4 for q in TRAINED}
         if calibration_rows and calibration_rows < X.shape[0] // 2:
             fit_X, fit_y = X[:-calibration_rows], y[:-calibration_rows]
