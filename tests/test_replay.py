@@ -140,6 +140,30 @@ def test_a_driver_replug_minutes_later_is_one_stay(tmp_path: Path) -> None:
     assert np.allclose(stays.delivered_kwh, [9.0, 9.0])
 
 
+def test_a_file_naming_drivers_only_later_has_one_vehicle_per_charger_before(
+    tmp_path: Path,
+) -> None:
+    """As Office001, which names its drivers from 2020 on: a 2019 replay has one vehicle per
+    charger (by driver it would have had none), a 2021 one a vehicle per driver."""
+    sessions = tmp_path / "s.csv"
+    rows = ["user_id,station_id,connect_time_utc,disconnect_time_utc,kwh_delivered"]
+    for day in range(1, 20):
+        for charger in ("c1", "c2"):
+            rows.append(f",{charger},2019-10-{day:02d}T16:00:00Z,2019-10-{day:02d}T23:00:00Z,8")
+    for day in range(1, 20):
+        rows.append(f"u{day % 3},c1,2021-03-{day:02d}T16:00:00Z,2021-03-{day:02d}T23:00:00Z,8")
+    sessions.write_text("\n".join(rows) + "\n")
+
+    def ts(d: str) -> float:
+        return datetime.fromisoformat(d).replace(tzinfo=UTC).timestamp()
+
+    in_2019 = read_stays(sessions, window=(ts("2019-09-01"), ts("2020-01-01")))
+    assert in_2019.by == "charger"
+    assert in_2019.regular(ts("2019-10-01"), ts("2019-10-21"), 0.5) == [0, 1]  # both chargers
+    in_2021 = read_stays(sessions, window=(ts("2021-03-01"), ts("2021-04-01")))
+    assert in_2021.by == "driver" and in_2021.keys == ("u0", "u1", "u2")
+
+
 def test_a_bad_replay_is_refused_naming_each_problem() -> None:
     bad = ReplaySpec(
         sessions=Path("/nowhere.csv"),

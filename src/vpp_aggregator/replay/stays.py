@@ -84,10 +84,16 @@ def _float(value: str | None) -> float:
         return math.nan
 
 
-def read_stays(path: Path, site: str | None = None) -> Stays:
+def read_stays(
+    path: Path, site: str | None = None, window: tuple[float, float] | None = None
+) -> Stays:
     """Every usable session of `path` (one `site` of a multi-site file when given): sessions
     shorter than 10 minutes or longer than 48 hours, and DC fast charges (drivers who top up,
-    not park), are left out; a driver's re-plugs a few minutes apart become one stay."""
+    not park), are left out; a driver's re-plugs a few minutes apart become one stay.
+
+    Vehicles are the file's drivers when most sessions in `window` (start, end timestamps; the
+    whole file by default) name theirs, else its chargers: Office001 names drivers only from
+    2020 on, and a 2019 replay by driver would have dropped every session."""
     if not path.is_file():
         raise SessionsFileError(f"sessions file not found: {path}")
     rows: list[tuple[str, str, float, float, float, float, float]] = []
@@ -114,8 +120,9 @@ def read_stays(path: Path, site: str | None = None) -> Stays:
             rows.append((r.get("user_id") or "", charger, start, end, delivered, requested, stated))
     if not rows:
         raise SessionsFileError(f"{path} holds no usable session" + (f" at {site}" if site else ""))
-    # A file that names no driver at all (Office001) has one vehicle per charger.
-    by = "driver" if any(r[0] for r in rows) else "charger"
+    lo, hi = window if window is not None else (-math.inf, math.inf)
+    inside = [bool(r[0]) for r in rows if lo <= r[2] < hi]
+    by = "driver" if inside and 2 * sum(inside) >= len(inside) else "charger"
     if by == "driver":
         rows = [r for r in rows if r[0]]  # sessions nobody can be tied to are no one's stay
     names = sorted({r[0] if by == "driver" else r[1] for r in rows})
