@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +177,41 @@ def test_a_bad_replay_is_refused_naming_each_problem() -> None:
         bad.check()
     for part in ("--to", "quantile", "award share", "sessions file"):
         assert part in str(exc.value)
+
+
+def test_a_device_keeps_tonights_schedule_when_tomorrows_arrives() -> None:
+    """A battery told tonight to discharge, then sent tomorrow's recharge, goes on discharging
+    tonight and charges tomorrow: a device gateway holds each dispatch's schedule, and one
+    booked for later does not erase the one under way (it did in the first replays, which then
+    left batteries empty and undelivered for weeks)."""
+    from vpp_aggregator.replay.devices import Behaviour, Devices, Hardware, Visits
+
+    f = np.array
+    hw = Hardware(
+        ("bess-1",), f([False]), f([500.0]), f([250.0]), f([250.0]), f([20.0]), f([100.0])
+    )
+    none = f([], dtype=np.float64)
+    visits = Visits(f([], dtype=np.int64), none, none, none, none, none)
+    t0 = datetime(2019, 10, 22, 9, tzinfo=UTC).timestamp()
+    dev = Devices(hw, visits, f([80.0]), Behaviour(refusal_share=0.0, dropout_share=0.0), t0)
+
+    def points(start_ts: float, kw: float, minutes: int) -> list[dict[str, object]]:
+        start = datetime.fromtimestamp(start_ts, UTC)
+        return [
+            {"t": (start + timedelta(minutes=m)).isoformat(), "setpoint_kw": kw}
+            for m in range(minutes)
+        ]
+
+    assert dev.command("bess-1", "tonight", 1, points(t0, 50.0, 120), t0)
+    tomorrow = t0 + 86_400
+    assert dev.command("bess-1", "recharge", 1, points(tomorrow, -50.0, 120), t0 + 60)
+    dev.advance(t0 + 3600)
+    assert dev.power_kw[0] == pytest.approx(50.0)  # still discharging tonight
+    dev.advance(t0 + 3 * 3600)
+    soc_after_tonight = float(dev.soc_pct[0])
+    assert soc_after_tonight < 80.0 - 15.0  # ~2 h at 50 kW of a 500 kWh pack
+    dev.advance(tomorrow + 3600)
+    assert dev.power_kw[0] == pytest.approx(-50.0)  # and tomorrow it recharges
+    assert dev.soc_pct[0] > soc_after_tonight + 5.0 and dev.any_commanded()
+    dev.advance(tomorrow + 3 * 3600)
+    assert not dev.any_commanded()  # both schedules over and forgotten

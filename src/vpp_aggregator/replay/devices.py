@@ -90,11 +90,13 @@ class Devices:
         self._next_visit = 0
         order = np.lexsort((visits.start_ts,))
         self._arrivals = order  # visits by arrival time
-        # The newest accepted command per device: its setpoints (one per minute from t0_ts)
-        # and when it takes effect; a device holds its last setpoint until the schedule ends.
-        self._cmd_t0 = np.full(n, np.inf)
-        self._cmd_from = np.full(n, np.inf)
-        self._cmd_kw: list[F8 | None] = [None] * n
+        # Accepted schedules per device, by dispatch: (t0_ts, setpoints one per minute from t0,
+        # when it takes effect, order received). A device keeps every dispatch's schedule (a
+        # recharge booked for tomorrow does not erase tonight's discharge) and follows, at each
+        # moment, the newest one received whose window covers it.
+        self._cmds: list[dict[str, tuple[float, F8, float, int]]] = [{} for _ in range(n)]
+        self._holding: set[int] = set()  # devices with any schedule
+        self._received = 0
         self._cmd_rev: dict[tuple[str, int], int] = {}  # (dispatch, device) -> newest revision
         self.refused = 0
         self.accepted = 0
@@ -123,30 +125,32 @@ class Devices:
             return False
         kw = np.array([float(p["setpoint_kw"]) for p in points], dtype=np.float64)  # type: ignore[arg-type]
         t0 = datetime.fromisoformat(str(points[0]["t"])).timestamp() if points else sent_ts
-        self._cmd_kw[i] = kw
-        self._cmd_t0[i] = t0
-        self._cmd_from[i] = sent_ts + self.b.command_delay_s
+        self._received += 1
+        if kw.size:
+            self._cmds[i][dispatch_id] = (t0, kw, sent_ts + self.b.command_delay_s, self._received)
+            self._holding.add(i)
+        else:  # an empty schedule lets go of that dispatch
+            self._cmds[i].pop(dispatch_id, None)
         self.accepted += 1
         return True
 
     def _commanded(self, t: float) -> tuple[B1, F8]:
-        """Which devices follow a command at `t`, and at what setpoint."""
-        active = self._cmd_from <= t
+        """Which devices follow a command at `t`, and at what setpoint: of the schedules in
+        effect whose window covers `t`, the newest received. Ended schedules are forgotten."""
+        active = np.zeros(self.soc_pct.size, dtype=bool)
         kw = np.zeros(active.size)
-        for i in np.flatnonzero(active):
-            pts = self._cmd_kw[i]
-            if pts is None or pts.size == 0:
-                active[i] = False
-                continue
-            k = int((t - self._cmd_t0[i]) // 60.0)
-            if k < 0:  # scheduled for later: keep what it was doing
-                active[i] = False
-            elif k >= pts.size:  # the schedule is over: back to its own behaviour
-                active[i] = False
-                self._cmd_kw[i] = None
-                self._cmd_from[i] = np.inf
-            else:
-                kw[i] = pts[k]
+        for i in list(self._holding):
+            held = self._cmds[i]
+            best = -1
+            for did, (t0, pts, from_ts, seq) in list(held.items()):
+                k = int((t - t0) // 60.0)
+                if k >= pts.size:  # over: back to its own behaviour
+                    del held[did]
+                elif k >= 0 and from_ts <= t and seq > best:
+                    best, kw[i] = seq, pts[k]
+            active[i] = best >= 0
+            if not held:
+                self._holding.discard(i)
         return active, kw
 
     # ------------------------------------------------------------------ physics
@@ -176,8 +180,8 @@ class Devices:
                 )
                 self.visit[i] = -1
                 self.power_kw[i] = 0.0
-                self._cmd_kw[i] = None
-                self._cmd_from[i] = np.inf
+                self._cmds[i].clear()
+                self._holding.discard(i)
         while self._next_visit < self._arrivals.size:
             k = int(self._arrivals[self._next_visit])
             if v.start_ts[k] > t:
@@ -199,7 +203,7 @@ class Devices:
         return out
 
     def any_commanded(self) -> bool:
-        return bool(np.isfinite(self._cmd_from).any())
+        return bool(self._holding)
 
     def plugged(self) -> B1:
         return np.asarray(~self.hw.is_ev | (self.visit >= 0))
