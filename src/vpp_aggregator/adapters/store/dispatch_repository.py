@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     func,
     insert,
     or_,
@@ -55,6 +56,36 @@ class DuplicateIdempotencyKeyError(Exception):
 # Key of the PostgreSQL advisory lock that serialises planning across processes (any constant
 # shared by every process of one deployment; "VPPD" in ASCII).
 PLANNING_LOCK_KEY = 0x56505044
+
+# What every dispatch tick asks, built once: building a statement costs SQLAlchemy about as
+# much as running it on SQLite, and the follow-through runs these every few seconds.
+_d, _r, _cmd = dispatches, command_refusals, control_commands
+_MINE = and_(_d.c.owner == bindparam("me"), _d.c.dispatch_id.in_(bindparam("ids", expanding=True)))
+_LEASE = update(_d).where(_MINE).values(lease_until=bindparam("until"))
+_LEASED = select(_d.c.dispatch_id).where(_MINE)
+_CLAIM = (
+    update(_d)
+    .where(
+        _d.c.status.in_([s.value for s in OPEN_STATUSES]),
+        _d.c.end_at > bindparam("now"),
+        or_(_d.c.owner.is_(None), _d.c.lease_until.is_(None), _d.c.lease_until <= bindparam("now")),
+    )
+    .values(owner=bindparam("me"), lease_until=bindparam("until"))
+    .returning(_d.c.dispatch_id)
+)
+_TAKE_REFUSALS = (
+    update(_r)
+    .where(_r.c.dispatch_id.in_(bindparam("ids", expanding=True)), _r.c.handled_at.is_(None))
+    .values(handled_at=bindparam("at"))
+    .returning(_r.c.refusal_id, _r.c.dispatch_id, _r.c.resource_id, _r.c.reason)
+)
+_UNPUBLISHED = (
+    select(_cmd.c.command_id, _cmd.c.payload)
+    .where(_cmd.c.published_at.is_(None))
+    .order_by(_cmd.c.command_id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
 
 
 class DispatchRepository:
@@ -97,31 +128,18 @@ class DispatchRepository:
         """Extend `owner`'s claim on these dispatches; returns those it still holds."""
         if not dispatch_ids:
             return set()
-        d = dispatches
-        mine = and_(d.c.owner == owner, d.c.dispatch_id.in_(list(dispatch_ids)))
+        mine = {"me": owner, "ids": list(dispatch_ids)}
         with self.engine.begin() as conn:
-            conn.execute(update(d).where(mine).values(lease_until=until))
-            return set(conn.execute(select(d.c.dispatch_id).where(mine)).scalars())
+            conn.execute(_LEASE, {**mine, "until": until})
+            return set(conn.execute(_LEASED, mine).scalars())
 
     def claim_unfollowed(
         self, owner: str, now: datetime, until: datetime
     ) -> builtins.list[DispatchRecord]:
         """Open dispatches nobody follows (no claim, or a lapsed one) become `owner`'s."""
         d = dispatches
-        free = and_(
-            d.c.status.in_([s.value for s in OPEN_STATUSES]),
-            d.c.end_at > now,
-            or_(d.c.owner.is_(None), d.c.lease_until.is_(None), d.c.lease_until <= now),
-        )
         with self.engine.begin() as conn:
-            ids = list(
-                conn.execute(
-                    update(d)
-                    .where(free)
-                    .values(owner=owner, lease_until=until)
-                    .returning(d.c.dispatch_id)
-                ).scalars()
-            )
+            ids = list(conn.execute(_CLAIM, {"now": now, "me": owner, "until": until}).scalars())
             if not ids:
                 return []
             rows = conn.execute(select(d).where(d.c.dispatch_id.in_(ids)))
@@ -163,14 +181,8 @@ class DispatchRepository:
         """Unhandled refusals for these dispatches, marked handled: (dispatch, resource, reason)."""
         if not dispatch_ids:
             return []
-        c = command_refusals
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                update(c)
-                .where(and_(c.c.dispatch_id.in_(list(dispatch_ids)), c.c.handled_at.is_(None)))
-                .values(handled_at=at)
-                .returning(c.c.refusal_id, c.c.dispatch_id, c.c.resource_id, c.c.reason)
-            ).all()
+            rows = conn.execute(_TAKE_REFUSALS, {"ids": list(dispatch_ids), "at": at}).all()
         return [(r.dispatch_id, r.resource_id, r.reason) for r in sorted(rows)]
 
     def held_resources(
@@ -373,13 +385,7 @@ class DispatchRepository:
         locked meanwhile so two relays (two processes) never send the same ones."""
         c = control_commands
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                select(c.c.command_id, c.c.payload)
-                .where(c.c.published_at.is_(None))
-                .order_by(c.c.command_id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = conn.execute(_UNPUBLISHED, {"limit": limit}).all()
             if not rows:
                 return 0
             delivered = send([r.payload for r in rows])
