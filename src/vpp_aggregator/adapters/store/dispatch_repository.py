@@ -61,15 +61,17 @@ PLANNING_LOCK_KEY = 0x56505044
 # much as running it on SQLite, and the follow-through runs these every few seconds.
 _d, _r, _cmd = dispatches, command_refusals, control_commands
 _MINE = and_(_d.c.owner == bindparam("me"), _d.c.dispatch_id.in_(bindparam("ids", expanding=True)))
-_LEASE = update(_d).where(_MINE).values(lease_until=bindparam("until"))
-_LEASED = select(_d.c.dispatch_id).where(_MINE)
+_LEASE = update(_d).where(_MINE).values(lease_until=bindparam("until")).returning(_d.c.dispatch_id)
+_FREE = and_(
+    # Each status its own parameter: an IN list is expanded anew at every run.
+    or_(*(_d.c.status == s.value for s in OPEN_STATUSES)),
+    _d.c.end_at > bindparam("now"),
+    or_(_d.c.owner.is_(None), _d.c.lease_until.is_(None), _d.c.lease_until <= bindparam("now")),
+)
+_ANY_FREE = select(_d.c.dispatch_id).where(_FREE).limit(1)
 _CLAIM = (
     update(_d)
-    .where(
-        _d.c.status.in_([s.value for s in OPEN_STATUSES]),
-        _d.c.end_at > bindparam("now"),
-        or_(_d.c.owner.is_(None), _d.c.lease_until.is_(None), _d.c.lease_until <= bindparam("now")),
-    )
+    .where(_FREE)
     .values(owner=bindparam("me"), lease_until=bindparam("until"))
     .returning(_d.c.dispatch_id)
 )
@@ -124,26 +126,31 @@ class DispatchRepository:
                 self._held.depth = 0
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNING_LOCK_KEY})
 
-    def lease(self, owner: str, dispatch_ids: Sequence[str], until: datetime) -> builtins.set[str]:
-        """Extend `owner`'s claim on these dispatches; returns those it still holds."""
-        if not dispatch_ids:
-            return set()
-        mine = {"me": owner, "ids": list(dispatch_ids)}
-        with self.engine.begin() as conn:
-            conn.execute(_LEASE, {**mine, "until": until})
-            return set(conn.execute(_LEASED, mine).scalars())
-
-    def claim_unfollowed(
-        self, owner: str, now: datetime, until: datetime
-    ) -> builtins.list[DispatchRecord]:
-        """Open dispatches nobody follows (no claim, or a lapsed one) become `owner`'s."""
+    def adopt(
+        self, owner: str, followed: Sequence[str], now: datetime, until: datetime
+    ) -> tuple[builtins.set[str], builtins.list[DispatchRecord]]:
+        """In one transaction: extend `owner`'s claim on the dispatches it follows (returning
+        those it still holds), and make open dispatches nobody follows (no claim, or a lapsed
+        one) its own (returning them)."""
         d = dispatches
         with self.engine.begin() as conn:
+            kept = (
+                set(
+                    conn.execute(
+                        _LEASE, {"me": owner, "ids": list(followed), "until": until}
+                    ).scalars()
+                )
+                if followed
+                else set()
+            )
+            # Looked for first: an update that finds nothing still takes the write lock.
+            if conn.execute(_ANY_FREE, {"now": now}).first() is None:
+                return kept, []
             ids = list(conn.execute(_CLAIM, {"now": now, "me": owner, "until": until}).scalars())
             if not ids:
-                return []
+                return kept, []
             rows = conn.execute(select(d).where(d.c.dispatch_id.in_(ids)))
-            return [self._with_allocations(conn, dispatch_record(r)) for r in rows]
+            return kept, [self._with_allocations(conn, dispatch_record(r)) for r in rows]
 
     def take_over(self, dispatch_id: str, owner: str, until: datetime) -> DispatchRecord | None:
         """This process follows the dispatch from now on (the former follower lets go when it
