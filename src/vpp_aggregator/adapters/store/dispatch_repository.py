@@ -132,17 +132,9 @@ class DispatchRepository:
         """In one transaction: extend `owner`'s claim on the dispatches it follows (returning
         those it still holds), and make open dispatches nobody follows (no claim, or a lapsed
         one) its own (returning them)."""
-        d = dispatches
+        d, mine = dispatches, {"me": owner, "ids": list(followed), "until": until}
         with self.engine.begin() as conn:
-            kept = (
-                set(
-                    conn.execute(
-                        _LEASE, {"me": owner, "ids": list(followed), "until": until}
-                    ).scalars()
-                )
-                if followed
-                else set()
-            )
+            kept = set(conn.execute(_LEASE, mine).scalars()) if followed else set()
             # Looked for first: an update that finds nothing still takes the write lock.
             if conn.execute(_ANY_FREE, {"now": now}).first() is None:
                 return kept, []
