@@ -68,6 +68,8 @@ class BackToBack:
     def follow(self) -> int:
         """Call every dispatch tick: a dispatch serving back-to-back awards takes each award's
         kW as the award's interval begins (at most one tick late). Returns how many changed."""
+        if not self.dispatch.follows_any():  # only dispatches followed here are changed here
+            return 0
         now = self.clock()
         changed = 0
         for award in self.repo.dispatched_awards(now, now):

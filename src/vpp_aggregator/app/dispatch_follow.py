@@ -47,11 +47,11 @@ class DispatchFollowThrough(DispatchReleases):
     def _adopt(self, now: datetime) -> None:
         """Renew the claim on what this process follows; take over what nobody follows."""
         with self._lock:
-            kept = self.store.lease(self.owner, list(self._open), now + self.lease)
+            kept, claimed = self.store.adopt(self.owner, list(self._open), now, now + self.lease)
             for did in [d for d in self._open if d not in kept]:
                 log.warning("dispatch %s is followed by another process now", did)
                 del self._open[did]
-            for record in self.store.claim_unfollowed(self.owner, now, now + self.lease):
+            for record in claimed:
                 if record.dispatch_id not in self._open:
                     self._track(record)
 

@@ -21,12 +21,9 @@ PAST_TOLERANCE = timedelta(minutes=1)
 
 
 class DispatchStore(Protocol):
-    def lease(
-        self, owner: str, dispatch_ids: Sequence[str], until: datetime
-    ) -> builtins.set[str]: ...
-    def claim_unfollowed(
-        self, owner: str, now: datetime, until: datetime
-    ) -> builtins.list[DispatchRecord]: ...
+    def adopt(
+        self, owner: str, followed: Sequence[str], now: datetime, until: datetime
+    ) -> tuple[builtins.set[str], builtins.list[DispatchRecord]]: ...
     def release(self, owner: str, at: datetime) -> None: ...
     def add_refusal(
         self, dispatch_id: str, resource_id: str, reason: str, at: datetime

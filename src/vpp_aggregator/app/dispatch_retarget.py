@@ -100,6 +100,11 @@ class DispatchRetarget(DispatchFollowThrough):
                     r.scope["capacity_limit_kw"] = limit
         return done
 
+    def follows_any(self) -> bool:
+        """Whether this process follows any dispatch through."""
+        with self._lock:
+            return bool(self._open)
+
     def followed_here(self, source: str) -> list[DispatchRecord]:
         """The open dispatches of `source` this process follows (their revision as it has it)."""
         with self._lock:

@@ -80,11 +80,16 @@ class ForecastModels:
             )
         now = self.clock()
         inputs, _ = self.state.dispatch_inputs(now, now, direction=1)
-        ids, ts, plugged, _ = self.store.history_between(now - timedelta(days=history_days), now)
+        ids, first_ts, samples, plugged = self.store.plugged_hours(
+            now - timedelta(days=history_days), now
+        )
         index = {rid: i for i, rid in enumerate(inputs.resource_ids)}
         row = np.array([index.get(r, -1) for r in ids], dtype=np.int64)
         keep = row >= 0
-        if not keep.any() or now.timestamp() - float(ts[keep].min()) < MIN_TRAIN_DAYS * 86_400:
+        if (
+            not keep.any()
+            or now.timestamp() - float(first_ts[keep].min()) < MIN_TRAIN_DAYS * 86_400
+        ):
             raise ForecastRejectedError(
                 [
                     (
@@ -94,7 +99,9 @@ class ForecastModels:
                     )
                 ]
             )
-        series = fleet_series(inputs.is_bess, row[keep], ts[keep], plugged[keep], now)
+        series = fleet_series(
+            inputs.is_bess, row[keep], first_ts[keep], samples[keep], plugged[keep], now
+        )
         cal = local_calendar(series, self.timezone, *self.holidays)
         started = time.perf_counter()
         try:

@@ -314,7 +314,7 @@ class ForecastService:
         forecast the coming ones with the fallback and, when one serves, the trained model."""
         now = self.clock()
         hour = int(now.timestamp() // 3600)
-        available = self.state.capacity(now, 60).total.available_resource_count
+        available = self.state.available_count(now, 60)
         self.accuracy.observe(hour, float(available))
         if hour != self._last_forecast_hour and len(self.state) > 0:
             self._last_forecast_hour = hour

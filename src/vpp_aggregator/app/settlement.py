@@ -119,8 +119,10 @@ class Meter:
         self._lock = threading.Lock()
 
     def _loads(
-        self, ids: list[str], days: list[date], tz: ZoneInfo, end: datetime
+        self, ids: list[str], days: list[date], tz: ZoneInfo, end: datetime, since: float = -np.inf
     ) -> tuple[_Loads, NDArray[np.float64]]:
+        """The members' loads over `days`; the event day's intervals before `since` (epoch s)
+        need not be measured (their samples are not read)."""
         starts, exists = local_slots(days, tz, SLOT_MIN)
         n = len(days)
         kw = {rid: np.full(starts.shape, np.nan) for rid in ids}
@@ -150,7 +152,7 @@ class Meter:
             if rolled is not None and float(read.min()) < rolled_s
             else {}
         )
-        raw_start = max(float(read.min()), rolled_s) - self.hold_s
+        raw_start = max(float(read.min()), rolled_s, since) - self.hold_s
         history = self.store.power_history(ids, datetime.fromtimestamp(raw_start, UTC), end)
         today: dict[str, NDArray[np.float64]] = {}
         for rid in ids:
@@ -183,7 +185,10 @@ class Meter:
         back = 0 if metered else rule.lookback_days
         days = [day - timedelta(days=b) for b in range(back, -1, -1)]
         members = self.members.members(aggregation_id)
-        loads, starts = self._loads([r for r, _ in members], days, tz, end)
+        # Metered output is the award's own intervals: the day's samples before it are not
+        # needed (a real-time award late in the day would read the whole day so far).
+        since = start.timestamp() - SLOT_S if metered else -np.inf  # the interval it begins in
+        loads, starts = self._loads([r for r, _ in members], days, tz, end, since)
         today = starts[-1]
         spans = self.store.award_spans(
             aggregation_id,

@@ -215,6 +215,12 @@ class FleetCapacity(FleetColumns):
         now, sums, tables = self._read(now, float(duration_minutes) * 60.0)
         return _snapshot(now, duration_minutes, sums, tables, grid_node, fleet_id, resource_type)
 
+    def available_count(self, now: datetime, duration_minutes: float) -> int:
+        """`capacity(now, duration_minutes).total.available_resource_count`, without building
+        the rest of the snapshot (asked every dispatch tick, to score the forecast)."""
+        _, sums, _ = self._read(now, float(duration_minutes) * 60.0)
+        return Figures.from_sums(sums.sum(axis=0)).available_resource_count
+
     def capacity_at_once(
         self,
         now: datetime,

@@ -189,7 +189,7 @@ class _Replay:
         self.agg.registry.register_many(self.fleet.registrations)
         if spec.weather is not None:  # as an operator stores it for the forecast
             self.agg.forecast.inputs.add_weather(read_weather_hours(spec.weather))
-        self.jobs = SimJobs(bootstrap.jobs(settings, self.agg, None), clock)
+        self.jobs = SimJobs(service.scheduler.jobs, clock)  # as `serve` schedules them
         self._last_sample = -math.inf
         self._last_train = -math.inf
         self.ids = self.fleet.hardware.resource_ids

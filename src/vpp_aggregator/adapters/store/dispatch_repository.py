@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     func,
     insert,
     or_,
@@ -56,6 +57,38 @@ class DuplicateIdempotencyKeyError(Exception):
 # shared by every process of one deployment; "VPPD" in ASCII).
 PLANNING_LOCK_KEY = 0x56505044
 
+# What every dispatch tick asks, built once: building a statement costs SQLAlchemy about as
+# much as running it on SQLite, and the follow-through runs these every few seconds.
+_d, _r, _cmd = dispatches, command_refusals, control_commands
+_MINE = and_(_d.c.owner == bindparam("me"), _d.c.dispatch_id.in_(bindparam("ids", expanding=True)))
+_LEASE = update(_d).where(_MINE).values(lease_until=bindparam("until")).returning(_d.c.dispatch_id)
+_FREE = and_(
+    # Each status its own parameter: an IN list is expanded anew at every run.
+    or_(*(_d.c.status == s.value for s in OPEN_STATUSES)),
+    _d.c.end_at > bindparam("now"),
+    or_(_d.c.owner.is_(None), _d.c.lease_until.is_(None), _d.c.lease_until <= bindparam("now")),
+)
+_ANY_FREE = select(_d.c.dispatch_id).where(_FREE).limit(1)
+_CLAIM = (
+    update(_d)
+    .where(_FREE)
+    .values(owner=bindparam("me"), lease_until=bindparam("until"))
+    .returning(_d.c.dispatch_id)
+)
+_TAKE_REFUSALS = (
+    update(_r)
+    .where(_r.c.dispatch_id.in_(bindparam("ids", expanding=True)), _r.c.handled_at.is_(None))
+    .values(handled_at=bindparam("at"))
+    .returning(_r.c.refusal_id, _r.c.dispatch_id, _r.c.resource_id, _r.c.reason)
+)
+_UNPUBLISHED = (
+    select(_cmd.c.command_id, _cmd.c.payload)
+    .where(_cmd.c.published_at.is_(None))
+    .order_by(_cmd.c.command_id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+
 
 class DispatchRepository:
     def __init__(self, engine: Engine) -> None:
@@ -93,39 +126,23 @@ class DispatchRepository:
                 self._held.depth = 0
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PLANNING_LOCK_KEY})
 
-    def lease(self, owner: str, dispatch_ids: Sequence[str], until: datetime) -> builtins.set[str]:
-        """Extend `owner`'s claim on these dispatches; returns those it still holds."""
-        if not dispatch_ids:
-            return set()
-        d = dispatches
-        mine = and_(d.c.owner == owner, d.c.dispatch_id.in_(list(dispatch_ids)))
+    def adopt(
+        self, owner: str, followed: Sequence[str], now: datetime, until: datetime
+    ) -> tuple[builtins.set[str], builtins.list[DispatchRecord]]:
+        """In one transaction: extend `owner`'s claim on the dispatches it follows (returning
+        those it still holds), and make open dispatches nobody follows (no claim, or a lapsed
+        one) its own (returning them)."""
+        d, mine = dispatches, {"me": owner, "ids": list(followed), "until": until}
         with self.engine.begin() as conn:
-            conn.execute(update(d).where(mine).values(lease_until=until))
-            return set(conn.execute(select(d.c.dispatch_id).where(mine)).scalars())
-
-    def claim_unfollowed(
-        self, owner: str, now: datetime, until: datetime
-    ) -> builtins.list[DispatchRecord]:
-        """Open dispatches nobody follows (no claim, or a lapsed one) become `owner`'s."""
-        d = dispatches
-        free = and_(
-            d.c.status.in_([s.value for s in OPEN_STATUSES]),
-            d.c.end_at > now,
-            or_(d.c.owner.is_(None), d.c.lease_until.is_(None), d.c.lease_until <= now),
-        )
-        with self.engine.begin() as conn:
-            ids = list(
-                conn.execute(
-                    update(d)
-                    .where(free)
-                    .values(owner=owner, lease_until=until)
-                    .returning(d.c.dispatch_id)
-                ).scalars()
-            )
+            kept = set(conn.execute(_LEASE, mine).scalars()) if followed else set()
+            # Looked for first: an update that finds nothing still takes the write lock.
+            if conn.execute(_ANY_FREE, {"now": now}).first() is None:
+                return kept, []
+            ids = list(conn.execute(_CLAIM, {"now": now, "me": owner, "until": until}).scalars())
             if not ids:
-                return []
+                return kept, []
             rows = conn.execute(select(d).where(d.c.dispatch_id.in_(ids)))
-            return [self._with_allocations(conn, dispatch_record(r)) for r in rows]
+            return kept, [self._with_allocations(conn, dispatch_record(r)) for r in rows]
 
     def take_over(self, dispatch_id: str, owner: str, until: datetime) -> DispatchRecord | None:
         """This process follows the dispatch from now on (the former follower lets go when it
@@ -163,14 +180,8 @@ class DispatchRepository:
         """Unhandled refusals for these dispatches, marked handled: (dispatch, resource, reason)."""
         if not dispatch_ids:
             return []
-        c = command_refusals
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                update(c)
-                .where(and_(c.c.dispatch_id.in_(list(dispatch_ids)), c.c.handled_at.is_(None)))
-                .values(handled_at=at)
-                .returning(c.c.refusal_id, c.c.dispatch_id, c.c.resource_id, c.c.reason)
-            ).all()
+            rows = conn.execute(_TAKE_REFUSALS, {"ids": list(dispatch_ids), "at": at}).all()
         return [(r.dispatch_id, r.resource_id, r.reason) for r in sorted(rows)]
 
     def held_resources(
@@ -373,13 +384,7 @@ class DispatchRepository:
         locked meanwhile so two relays (two processes) never send the same ones."""
         c = control_commands
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                select(c.c.command_id, c.c.payload)
-                .where(c.c.published_at.is_(None))
-                .order_by(c.c.command_id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = conn.execute(_UNPUBLISHED, {"limit": limit}).all()
             if not rows:
                 return 0
             delivered = send([r.payload for r in rows])

@@ -6,9 +6,12 @@ import builtins
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, bindparam, delete, insert, select
 
 from vpp_aggregator.adapters.store.tables import dr_events
+
+# Read on every dispatch tick (the site limits): built once.
+_RECENT = select(dr_events).order_by(dr_events.c.received_at.desc()).limit(bindparam("limit"))
 
 
 class DrEventRepository:
@@ -40,7 +43,5 @@ class DrEventRepository:
         return dict(row._mapping) if row is not None else None
 
     def recent(self, limit: int = 50) -> builtins.list[dict[str, Any]]:
-        e = dr_events
-        q = select(e).order_by(e.c.received_at.desc()).limit(limit)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return [dict(r._mapping) for r in conn.execute(_RECENT, {"limit": limit})]

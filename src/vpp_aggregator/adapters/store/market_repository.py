@@ -4,17 +4,19 @@ telemetry power history settlement measures."""
 from __future__ import annotations
 
 import builtins
+import itertools
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, Insert, Table, insert, select, update
+from sqlalchemy import Engine, Insert, String, Table, bindparam, insert, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from vpp_aggregator.adapters.store.tables import (
+    epoch_seconds,
     market_awards,
     market_offers,
     outbox,
@@ -22,6 +24,30 @@ from vpp_aggregator.adapters.store.tables import (
 )
 from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
 from vpp_aggregator.app.outbound import Offer, Settlement
+
+# What every dispatch or market tick asks, built once (building costs about what running does).
+_a, _m = market_awards, outbox
+_TO_SETTLE = (
+    select(_a)
+    .where(_a.c.settled_at.is_(None), _a.c.interval_end <= bindparam("before"))
+    .order_by(_a.c.interval_start)
+)
+_RUNNING = select(_a).where(
+    _a.c.product == "energy",
+    _a.c.status == "dispatched",
+    _a.c.dispatch_id.is_not(None),
+    _a.c.interval_start <= bindparam("end"),
+    _a.c.interval_end >= bindparam("start"),
+)
+_RUNNING_ALL = _RUNNING.order_by(_a.c.interval_start)
+_RUNNING_OF = _RUNNING.where(_a.c.aggregation_id == bindparam("agg")).order_by(_a.c.interval_start)
+_QUEUED = (
+    select(_m.c.message_id, _m.c.topic, _m.c.key, _m.c.payload)
+    .where(_m.c.published_at.is_(None))
+    .order_by(_m.c.message_id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
 
 
 def _insert_skipping_stored(table: Table, dialect: str) -> Insert:
@@ -117,27 +143,19 @@ class MarketRepository:
             return dict(row) if row else None
 
     def awards_to_settle(self, before: datetime) -> builtins.list[dict[str, Any]]:
-        a = market_awards
-        q = select(a).where(a.c.settled_at.is_(None), a.c.interval_end <= before)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
+            return [dict(r) for r in conn.execute(_TO_SETTLE, {"before": before}).mappings()]
 
     def dispatched_awards(
         self, start: datetime, end: datetime, aggregation_id: str | None = None
     ) -> builtins.list[dict[str, Any]]:
         """Energy awards with a dispatch running for them that overlap [start, end]."""
-        a = market_awards
-        q = select(a).where(
-            a.c.product == "energy",
-            a.c.status == "dispatched",
-            a.c.dispatch_id.is_not(None),
-            a.c.interval_start <= end,
-            a.c.interval_end >= start,
+        q, args = (
+            (_RUNNING_ALL, {}) if aggregation_id is None else (_RUNNING_OF, {"agg": aggregation_id})
         )
-        if aggregation_id is not None:
-            q = q.where(a.c.aggregation_id == aggregation_id)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q.order_by(a.c.interval_start)).mappings()]
+            rows = conn.execute(q, {"start": start, "end": end, **args}).mappings()
+            return [dict(r) for r in rows]
 
     def regulation_awarded(self, at: datetime) -> dict[str, float]:
         """Regulation kW awarded to each aggregation for the interval under way at `at`."""
@@ -223,13 +241,7 @@ class MarketRepository:
         """Send queued messages in order (rows held locked meanwhile); mark what was delivered."""
         m = outbox
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                select(m.c.message_id, m.c.topic, m.c.key, m.c.payload)
-                .where(m.c.published_at.is_(None))
-                .order_by(m.c.message_id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = conn.execute(_QUEUED, {"limit": limit}).all()
             if not rows:
                 return 0
             delivered = send([(r.topic, r.key, r.payload) for r in rows])
@@ -242,22 +254,29 @@ class MarketRepository:
     def power_history(
         self, resource_ids: Sequence[str], start: datetime, end: datetime
     ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]:
-        """Per resource, its samples' times (epoch s) and power (kW) in [start, end), sorted."""
+        """Per resource, its samples' times (epoch s) and power (kW) in [start, end), sorted.
+
+        Read as columns: the times as stored (SQLite's text, parsed all at once), not one
+        datetime per row (settling a day's awards reads every member's samples of the day)."""
         t = telemetry_samples
-        out: dict[str, tuple[builtins.list[float], builtins.list[float]]] = {
-            rid: ([], []) for rid in resource_ids
-        }
+        ts_col = type_coerce(t.c.ts, String) if self.engine.dialect.name == "sqlite" else t.c.ts
         q = (
-            select(t.c.resource_id, t.c.ts, t.c.power_kw)
+            select(t.c.resource_id, ts_col, t.c.power_kw)
             .where(t.c.resource_id.in_(list(resource_ids)), t.c.ts >= start, t.c.ts < end)
             .order_by(t.c.resource_id, t.c.ts)
         )
         with self.engine.connect() as conn:
-            for r in conn.execute(q):
-                ts, kw = out[r.resource_id]
-                ts.append(r.ts.timestamp())
-                kw.append(r.power_kw)
-        return {rid: (np.asarray(ts), np.asarray(kw)) for rid, (ts, kw) in out.items()}
+            rows = conn.execute(q).all()
+        out = {rid: (np.zeros(0), np.zeros(0)) for rid in resource_ids}
+        if not rows:
+            return out
+        ids, stamps, kw = zip(*rows, strict=True)
+        ts = epoch_seconds(stamps)
+        power = np.array(kw, dtype=np.float64)
+        cuts = [0, *(i for i in range(1, len(ids)) if ids[i] != ids[i - 1]), len(ids)]
+        for a, b in itertools.pairwise(cuts):
+            out[ids[a]] = (ts[a:b], power[a:b])
+        return out
 
     def rolled_through(self) -> date | None:
         """Days before this one are measured from their stored five-minute series."""

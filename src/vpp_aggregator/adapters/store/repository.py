@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -14,16 +14,14 @@ from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from vpp_aggregator.adapters.store.history_reads import HistoryReads
 from vpp_aggregator.adapters.store.pg_copy import COLUMNS as COPY_COLUMNS
 from vpp_aggregator.adapters.store.pg_copy import telemetry_copy_buffer
 from vpp_aggregator.adapters.store.resource_rows import resource_from_row, resource_row
 from vpp_aggregator.adapters.store.tables import (
-    forecast_events,
-    forecast_weather,
     resources,
     service_meta,
     telemetry_latest,
-    telemetry_samples,
 )
 from vpp_aggregator.adapters.store.telemetry_partitions import DailyPartitions
 from vpp_aggregator.app.errors import DuplicateResourceError
@@ -36,7 +34,7 @@ from vpp_aggregator.domain.resources import (
 STAMP_BLOCK = 16_384  # timestamps formatted at a time for SQLite (see `_stamps`)
 
 
-class Repository:
+class Repository(HistoryReads):
     """All SQL lives here; callers see domain objects."""
 
     def __init__(self, engine: Engine) -> None:
@@ -118,6 +116,9 @@ class Repository:
         micros = np.round(np.asarray(timestamp_s) * 1e6).astype("datetime64[us]")
         if self._dialect != "sqlite":
             return [d.replace(tzinfo=UTC) for d in micros.astype(datetime).tolist()]
+        if micros.size > 1 and micros[0] == micros[-1] and (micros == micros[0]).all():
+            # One time for the whole batch (a gateway's reading of its fleet): formatted once.
+            return [np.datetime_as_string(micros[0], unit="us").replace("T", " ")] * micros.size
         # In blocks: numpy formats dates holding the GIL (0.6 s for a million at once, which
         # the API's requests waited out); a block is ~10 ms.
         out: builtins.list[Any] = []
@@ -299,53 +300,6 @@ class Repository:
                     row.resource_id, row.ts, row.soc_pct, row.plugged_in, row.power_kw
                 )
 
-    def samples_received_since(self, since: datetime | None) -> Iterable[StoredSample]:
-        """History that arrived after `since` (all of it when None), for replay after a restart."""
-        t = telemetry_samples
-        q = select(t.c.resource_id, t.c.ts, t.c.soc_pct, t.c.plugged_in, t.c.power_kw)
-        if since is not None:
-            q = q.where(t.c.received_at >= since)
-        with self.engine.connect() as conn:
-            for row in conn.execution_options(yield_per=10_000).execute(q):
-                yield StoredSample(
-                    row.resource_id, row.ts, row.soc_pct, row.plugged_in, row.power_kw
-                )
-
-    def history_chunks(
-        self, start: datetime, end: datetime, size: int = 100_000
-    ) -> Iterator[
-        tuple[builtins.list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]
-    ]:
-        """Samples in [start, end) as column chunks: resource ids, epoch seconds, plugged, SoC."""
-        t = telemetry_samples
-        q = select(t.c.resource_id, t.c.ts, t.c.plugged_in, t.c.soc_pct).where(
-            t.c.ts >= start, t.c.ts < end
-        )
-        with self.engine.connect() as conn:
-            result = conn.execution_options(yield_per=size).execute(q)
-            while rows := result.fetchmany(size):
-                ids, ts, plugged, soc = zip(*rows, strict=True)
-                yield (
-                    builtins.list(ids),
-                    np.fromiter((t_.timestamp() for t_ in ts), np.float64, len(ts)),
-                    np.array(plugged, dtype=bool),
-                    np.array(soc, dtype=np.float64),
-                )
-
-    def history_between(
-        self, start: datetime, end: datetime
-    ) -> tuple[builtins.list[str], NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]:
-        """Samples in [start, end) as columns (all at once: for training, not per request)."""
-        chunks = builtins.list(self.history_chunks(start, end))
-        if not chunks:
-            return [], np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0)
-        return (
-            [rid for c in chunks for rid in c[0]],
-            np.concatenate([c[1] for c in chunks]),
-            np.concatenate([c[2] for c in chunks]),
-            np.concatenate([c[3] for c in chunks]),
-        )
-
     # ------------------------------------------------------------- forecast inputs
     def upsert_weather(self, hours: Sequence[tuple[datetime, float | None, float | None]]) -> None:
         if not hours:
@@ -360,33 +314,6 @@ class Repository:
             conn.exec_driver_sql(
                 sql, [(st, h[1], h[2]) for st, h in zip(stamps, hours, strict=True)]
             )
-
-    def weather_between(
-        self, start: datetime, end: datetime
-    ) -> builtins.list[tuple[datetime, float | None, float | None]]:
-        w = forecast_weather
-        q = select(w.c.hour_utc, w.c.temperature_c, w.c.precipitation_mm).where(
-            w.c.hour_utc >= start, w.c.hour_utc < end
-        )
-        with self.engine.connect() as conn:
-            return [(r.hour_utc, r.temperature_c, r.precipitation_mm) for r in conn.execute(q)]
-
-    def add_event(self, event: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(insert(forecast_events).values(**event))
-
-    def events_between(self, start: datetime, end: datetime) -> builtins.list[dict[str, Any]]:
-        e = forecast_events
-        q = select(e).where(e.c.end_at > start, e.c.start_at < end).order_by(e.c.start_at)
-        with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
-
-    def count_samples(self, resource_id: str | None = None) -> int:
-        q = select(func.count()).select_from(telemetry_samples)
-        if resource_id:
-            q = q.where(telemetry_samples.c.resource_id == resource_id)
-        with self.engine.connect() as conn:
-            return int(conn.execute(q).scalar_one())
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

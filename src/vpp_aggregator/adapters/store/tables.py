@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -42,6 +45,14 @@ class UTCDateTime(TypeDecorator[datetime]):
             value = datetime.fromisoformat(value)
         assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def epoch_seconds(stored: Sequence[Any]) -> NDArray[np.float64]:
+    """`UTCDateTime` values as read without their type (SQLite's naive UTC text, parsed by numpy
+    at once; datetimes as PostgreSQL's driver gives them) in epoch seconds, as `timestamp()`."""
+    if len(stored) and isinstance(stored[0], str):
+        return np.array(stored, dtype="datetime64[us]").astype(np.int64) / 1e6
+    return np.fromiter((v.timestamp() for v in stored), np.float64, len(stored))
 
 
 metadata = MetaData()

@@ -87,20 +87,23 @@ def find_gaps(
 def fleet_series(
     is_bess: NDArray[np.bool_],
     row: NDArray[np.int64],
-    ts: NDArray[np.float64],
-    plugged: NDArray[np.bool_],
+    first_ts: NDArray[np.float64],
+    samples: NDArray[np.int64],
+    plugged: NDArray[np.int64],
     now: datetime,
 ) -> HourlySeries:
     """Hourly plugged-in vehicles of a fleet from its telemetry, up to the hour before `now`:
-    each vehicle's share of plugged samples in an hour, summed; hours nobody reported are gaps."""
+    each vehicle's share of plugged samples in an hour, summed; hours nobody reported are gaps.
+    One entry per resource (`row`) and hour it reported in: the hour's first sample time, its
+    sample count and how many of them were plugged in."""
     ev = ~is_bess[row]
-    start_h = int(ts.min() // 3600)
+    start_h = int(first_ts.min() // 3600)
     origin = int(now.timestamp() // 3600) - start_h
-    hour = (ts // 3600).astype(np.int64) - start_h
+    hour = (first_ts // 3600).astype(np.int64) - start_h
     key = row * (origin + 1) + hour
-    uniq, inv = np.unique(key[ev], return_inverse=True)
-    share = np.bincount(inv, weights=plugged[ev].astype(np.float64)) / np.bincount(inv)
-    series_hour = uniq % (origin + 1)
+    order = np.argsort(key[ev], kind="stable")  # by vehicle, then hour: the order summed in
+    share = (plugged[ev].astype(np.float64) / samples[ev])[order]
+    series_hour = hour[ev][order]
     plugged_h = np.asarray(
         np.bincount(series_hour, weights=share, minlength=origin + 1)[:origin], dtype=np.float64
     )
