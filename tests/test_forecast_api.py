@@ -252,31 +252,40 @@ def test_operator_events_scale_availability_and_weather_is_stored(
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == f"hours.0.{field}"
 
 
-def test_training_runs_in_the_background_and_the_new_model_is_served_and_scored_on_its_own(
-    tmp_path, clock: Clock
-) -> None:  # type: ignore[no-untyped-def]
-    import time as _time
-
-    settings = load_settings(
+def _training_settings(tmp_path: Any) -> Any:
+    return load_settings(
         DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}",
         VPP_SITE_TIMEZONE="UTC",
         VPP_MODEL_DIR=str(tmp_path / "models"),
-        # the test scores accuracy itself: the follow-through tick (which does too) must not
-        # make this hour's forecast before the model is trained, on a busy machine
+        # the tests score accuracy themselves: the follow-through tick (which does too) must
+        # not make this hour's forecast before the model is trained, on a busy machine
         VPP_DISPATCH_TICK_SECONDS="300",
     )
-    with TestClient(create_app(settings, clock=clock)) as c:
+
+
+def _trained(c: TestClient) -> dict[str, Any]:
+    """Ask for training and wait (bounded: at most 30 s) until it is no longer running."""
+    import time as _time
+
+    assert c.post("/forecast/model/train").status_code == 202
+    for _ in range(600):
+        state: dict[str, Any] = c.get("/forecast/model").json()["training"]
+        if state["state"] != "running":
+            break
+        _time.sleep(0.05)
+    return state
+
+
+def test_training_runs_in_the_background_and_the_new_model_is_served_and_scored_on_its_own(
+    tmp_path, clock: Clock
+) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(create_app(_training_settings(tmp_path), clock=clock)) as c:
         evs = [f"ev-{i}" for i in range(6)]
         for rid in evs:
             c.post("/resources/register", json=ev_body(rid))
         assert c.get("/forecast/model").json()["current"] is None
         # Too little history: the job reports why and the profile keeps answering.
-        c.post("/forecast/model/train")
-        for _ in range(100):
-            if c.get("/forecast/model").json()["training"]["state"] != "running":
-                break
-            _time.sleep(0.05)
-        assert c.get("/forecast/model").json()["training"]["state"] == "skipped"
+        assert _trained(c)["state"] == "skipped"
         batch = []
         for hours_back in range(0, 28 * 24):
             t = clock.now - timedelta(hours=hours_back)
@@ -286,12 +295,7 @@ def test_training_runs_in_the_background_and_the_new_model_is_served_and_scored_
             ]
         for i in range(0, len(batch), 10_000):
             c.post("/telemetry", json={"samples": batch[i : i + 10_000]})
-        assert c.post("/forecast/model/train").status_code == 202
-        for _ in range(600):  # bounded: at most 30 s
-            state = c.get("/forecast/model").json()["training"]
-            if state["state"] != "running":
-                break
-            _time.sleep(0.05)
+        state = _trained(c)
         assert state["state"] == "done", state
         status_doc = c.get("/forecast/model").json()
         assert status_doc["current"]["version"] == state["version"]
@@ -332,27 +336,14 @@ def test_training_on_weeks_of_history_with_almost_no_data_is_skipped_with_its_re
     """A fleet heard from a month ago and now, silent between (a telemetry outage): the span
     passes the 21-day rule but there is nothing to learn from; training says so instead of
     failing inside the tree library."""
-    import time as _time
-
-    settings = load_settings(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}",
-        VPP_SITE_TIMEZONE="UTC",
-        VPP_MODEL_DIR=str(tmp_path / "models"),
-        VPP_DISPATCH_TICK_SECONDS="300",
-    )
-    with TestClient(create_app(settings, clock=clock)) as c:
+    with TestClient(create_app(_training_settings(tmp_path), clock=clock)) as c:
         evs = [f"ev-{i}" for i in range(3)]
         for rid in evs:
             c.post("/resources/register", json=ev_body(rid))
         old = clock.now - timedelta(days=30)
         batch = [sample(r, t, 70, plugged=True) for r in evs for t in (old, clock.now)]
         c.post("/telemetry", json={"samples": batch})
-        assert c.post("/forecast/model/train").status_code == 202
-        for _ in range(600):  # bounded: at most 30 s
-            state = c.get("/forecast/model").json()["training"]
-            if state["state"] != "running":
-                break
-            _time.sleep(0.05)
+        state = _trained(c)
         assert state["state"] == "skipped", state
         assert "Too little to train on" in state["reason"], state
         assert c.get("/forecast/model").json()["current"] is None
