@@ -215,3 +215,34 @@ def test_a_device_keeps_tonights_schedule_when_tomorrows_arrives() -> None:
     assert dev.soc_pct[0] > soc_after_tonight + 5.0 and dev.any_commanded()
     dev.advance(tomorrow + 3 * 3600)
     assert not dev.any_commanded()  # both schedules over and forgotten
+
+
+def test_the_checker_reads_a_schedule_from_the_point_in_effect_when_the_soc_was_sampled() -> None:
+    """A schedule planned at 09:25 reaches the device at 09:26, when the SoC known is 09:26's:
+    checked from 09:25 the first minute's energy counts twice and a plan ending exactly at the
+    battery's floor reads as crossing it (6 false flags on Caltech's first quarter of 2019)."""
+    from vpp_aggregator.domain.dispatch.safety import ResourceFacts, check_wire
+    from vpp_aggregator.replay.runner import from_sample
+
+    start = datetime(2019, 1, 12, 9, 25, tzinfo=UTC)
+    # 100 kWh battery at 21 % with a 20 % floor: 60 kW for one minute, then nothing.
+    points = [(start + timedelta(minutes=m), kw) for m, kw in enumerate([60.0, 0.0, 0.0])]
+    sampled = start + timedelta(minutes=1)
+    assert from_sample(points, sampled) == points[1:]
+    assert from_sample(points, start - timedelta(minutes=5)) == points  # not begun: all of it
+    facts = ResourceFacts(
+        resource_id="b",
+        is_bess=True,
+        capacity_kwh=100.0,
+        floor_pct=20.0,
+        ceiling_pct=100.0,
+        max_discharge_kw=100.0,
+        max_charge_kw=100.0,
+        departure=None,
+        departure_soc_pct=0.0,
+        available=True,
+    )
+    soc_at_sample = 20.0  # the minute at 60 kW took it from 21 % to its floor
+    kw = dict(ramp_kw_per_min=100.0, round_trip_efficiency=1.0)
+    assert check_wire(facts, soc_at_sample, points, **kw)  # counted twice: "below its floor"
+    assert not check_wire(facts, soc_at_sample, from_sample(points, sampled), **kw)

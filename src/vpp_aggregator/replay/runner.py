@@ -296,6 +296,7 @@ class _Replay:
         ]
         if live is None or live.soc_pct is None or not points:
             return []
+        points = from_sample(points, live.telemetry_at or now)
         return check_wire(
             facts,
             float(live.soc_pct),
@@ -303,6 +304,15 @@ class _Replay:
             ramp_kw_per_min=self.settings.max_ramp_kw_per_min,
             round_trip_efficiency=self.settings.round_trip_efficiency,
         )
+
+
+def from_sample(
+    points: list[tuple[datetime, float]], sampled_at: datetime
+) -> list[tuple[datetime, float]]:
+    """A schedule from the point in effect when the SoC it is checked from was sampled: one
+    that began before (planned a step before it reached the device) would otherwise count the
+    minutes already run twice, and a plan ending at a battery's floor would read as crossing it."""
+    return points[max(0, sum(1 for t, _ in points if t <= sampled_at) - 1) :]
 
 
 def days_between(start: date, end: date) -> list[date]:
