@@ -220,7 +220,7 @@ def test_a_device_keeps_tonights_schedule_when_tomorrows_arrives() -> None:
 def test_the_checker_reads_a_schedule_from_the_point_in_effect_when_the_soc_was_sampled() -> None:
     """A schedule planned at 09:25 reaches the device at 09:26, when the SoC known is 09:26's:
     checked from 09:25 the first minute's energy counts twice and a plan ending exactly at the
-    battery's floor reads as crossing it (6 false flags on Caltech's first quarter of 2019)."""
+    battery's floor reads as crossing it (4 false flags on Caltech's first quarter of 2019)."""
     from vpp_aggregator.domain.dispatch.safety import ResourceFacts, check_wire
     from vpp_aggregator.replay.runner import from_sample
 
