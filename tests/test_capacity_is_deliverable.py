@@ -27,6 +27,7 @@ from vpp_aggregator.domain.dispatch.fast import solve_fast
 from vpp_aggregator.domain.dispatch.lp import solve_lp
 from vpp_aggregator.domain.dispatch.problem import STEP_MIN, DispatchProblem, Solution
 from vpp_aggregator.domain.fleet_state import FleetState
+from vpp_aggregator.domain.floors import LATENCY_RESERVE_S
 from vpp_aggregator.domain.resources import Resource
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -131,8 +132,10 @@ def test_dispatch_delivers_what_capacity_reported(
             assert delivered[i] <= above_need / 100 * inp.capacity_kwh[i] * eta + TOL_KWH
             continue
         counted[i] = True
+        # The plan keeps the latency reserve above the floor: what it moves in 10 s at full power.
+        allowance[i] = inp.max_discharge_kw[i] * LATENCY_RESERVE_S / 3600.0
         if np.isfinite(inp.departure_min[i]):
-            allowance[i] = ROUND_TRIP * inp.max_charge_kw[i] * tail_min / 60.0
+            allowance[i] += ROUND_TRIP * inp.max_charge_kw[i] * tail_min / 60.0
         assert capacity_kwh - allowance[i] - TOL_KWH <= delivered[i] <= capacity_kwh + TOL_KWH, rid
     total = float(delivered[counted].sum())
     assert reported - allowance.sum() - TOL_KWH <= total <= reported + TOL_KWH
@@ -155,9 +158,12 @@ def test_near_a_departure_capacity_and_dispatch_agree(
     state = _state([vehicle], [95.0], [True])
     reported = state.capacity(NOW, window_min).total.discharge_kwh
     problem, delivered = _dispatch_more_than_the_fleet_has(state, window_min, solver)
-    # All of it but the solver's tail: 2 minutes held after the window at 11 kW of recharge.
+    # All of it but the solver's tail (2 minutes held after the window at 11 kW of recharge) and
+    # the latency reserve (10 s at 11 kW).
     assert problem.horizon - problem.duration_min == 2
-    assert float(delivered.sum()) == pytest.approx(reported - ROUND_TRIP * 11.0 * 2 / 60, abs=1e-6)
+    tail_kwh = ROUND_TRIP * 11.0 * 2 / 60
+    reserve_kwh = 11.0 * LATENCY_RESERVE_S / 3600.0
+    assert float(delivered.sum()) == pytest.approx(reported - tail_kwh - reserve_kwh, abs=1e-6)
     # By hand: the floor at the window's end, and what is above it at the grid.
     eta = ROUND_TRIP**0.5
     floor_pct = 80.0 - eta * 11.0 * hours_after_window / 60.0 * 100.0

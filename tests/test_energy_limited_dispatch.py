@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,6 +17,7 @@ from conftest import Clock
 from safety_helpers import service_settings, violations
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
+from vpp_aggregator.domain.dispatch.safety import soc_trajectory
 
 
 @pytest.fixture(params=["lp", "fast"])
@@ -75,3 +77,22 @@ def test_a_vehicle_near_its_minimum_holds_what_it_can_without_crossing_it(
     assert max(held) - min(held) < 1e-6 and 5.0 < held[0] < 6.6
     assert d["allocated_kw"] == pytest.approx(held[0], abs=1e-3)
     assert violations(client, a, client.get("/resources/ev-1").json()) == []
+
+
+def test_a_plan_that_drains_a_battery_leaves_room_for_a_late_command(
+    client: TestClient, clock: Clock
+) -> None:
+    """A device runs its previous setpoint until a command reaches it: a plan ending exactly at
+    the floor would be crossed by a command a few seconds late. Every plan keeps what the
+    battery moves in 10 s at full power above the floor (`floors.LATENCY_RESERVE_S`)."""
+    client.post("/resources/register", json=bess_body("bess-1")).raise_for_status()
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 24)]})
+    d = client.post("/dispatch", json={"target_kw": 250, "duration_minutes": 60})
+    assert d.status_code == 201, d.text
+    (a,) = d.json()["allocations"]
+    kw = np.array([[p["setpoint_kw"] for p in a["schedule"]]])
+    lowest = float(soc_trajectory(np.array([24.0]), np.array([500.0]), 0.9, kw).min())
+    # 250 kW for 10 s draws 0.732 kWh from the cells (after losses): 0.146 % of 500 kWh.
+    late_pct = 250.0 * 10.0 / 3600.0 / np.sqrt(0.9) / 500.0 * 100.0
+    assert lowest >= 20.0 + late_pct - 1e-6
+    assert lowest < 20.0 + late_pct + 0.05  # and the rest of the energy is used

@@ -217,6 +217,31 @@ def test_a_device_keeps_tonights_schedule_when_tomorrows_arrives() -> None:
     assert not dev.any_commanded()  # both schedules over and forgotten
 
 
+def test_a_device_follows_a_command_after_its_delay_not_a_step_later() -> None:
+    """A command sent at 09:00 takes effect at 09:00:04 (the configured delay): the device ramps
+    toward it for the remaining 56 s of the minute. (The devices once read commands only at the
+    start of a step, so every command took effect a minute late, and a plan ending at a floor
+    was crossed by the minute the device spent on its previous setpoint.)"""
+    from vpp_aggregator.replay.devices import Behaviour, Devices, Hardware, Visits
+
+    f = np.array
+    hw = Hardware(
+        ("bess-1",), f([False]), f([500.0]), f([250.0]), f([250.0]), f([20.0]), f([100.0])
+    )
+    none = f([], dtype=np.float64)
+    visits = Visits(f([], dtype=np.int64), none, none, none, none, none)
+    t0 = datetime(2019, 10, 22, 9, tzinfo=UTC).timestamp()
+    behaviour = Behaviour(command_delay_s=4.0, refusal_share=0.0, dropout_share=0.0)
+    dev = Devices(hw, visits, f([80.0]), behaviour, t0)
+    start = datetime.fromtimestamp(t0, UTC)
+    schedule = [
+        {"t": (start + timedelta(minutes=m)).isoformat(), "setpoint_kw": 10.0} for m in range(5)
+    ]
+    assert dev.command("bess-1", "d", 1, schedule, t0)
+    dev.advance(t0 + 60.0)
+    assert dev.power_kw[0] == pytest.approx(10.0 * 56.0 / 60.0)  # ramping since 09:00:04
+
+
 def test_the_checker_reads_a_schedule_from_the_point_in_effect_when_the_soc_was_sampled() -> None:
     """A schedule planned at 09:25 reaches the device at 09:26, when the SoC known is 09:26's:
     checked from 09:25 the first minute's energy counts twice and a plan ending exactly at the

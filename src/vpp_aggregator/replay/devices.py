@@ -8,6 +8,7 @@ hundred devices is a few hundred thousand numpy steps."""
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,6 +98,7 @@ class Devices:
         self._cmds: list[dict[str, tuple[float, F8, float, int]]] = [{} for _ in range(n)]
         self._holding: set[int] = set()  # devices with any schedule
         self._received = 0
+        self._effects: list[float] = []  # when received commands take effect (a heap)
         self._cmd_rev: dict[tuple[str, int], int] = {}  # (dispatch, device) -> newest revision
         self.refused = 0
         self.accepted = 0
@@ -129,6 +131,7 @@ class Devices:
         if kw.size:
             self._cmds[i][dispatch_id] = (t0, kw, sent_ts + self.b.command_delay_s, self._received)
             self._holding.add(i)
+            heapq.heappush(self._effects, sent_ts + self.b.command_delay_s)
         else:  # an empty schedule lets go of that dispatch
             self._cmds[i].pop(dispatch_id, None)
         self.accepted += 1
@@ -155,10 +158,14 @@ class Devices:
 
     # ------------------------------------------------------------------ physics
     def advance(self, until_ts: float, max_step_s: float = 60.0) -> list[Departed]:
-        """Run the devices to `until_ts`; vehicles arrive and leave on their stays' times."""
+        """Run the devices to `until_ts`; vehicles arrive and leave on their stays' times. A step
+        ends where a command takes effect, so a device runs its previous setpoint for the
+        command delay, not for the rest of the step."""
         departed: list[Departed] = []
         while self.t < until_ts - 1e-9:
-            t_next = min(until_ts, self.t + max_step_s)
+            while self._effects and self._effects[0] <= self.t + 1e-9:
+                heapq.heappop(self._effects)
+            t_next = min(until_ts, self.t + max_step_s, *self._effects[:1])
             departed += self._leave_and_arrive(self.t)
             self._step(self.t, t_next - self.t)
             self.t = t_next

@@ -125,7 +125,8 @@ class Ledger:
         self.stated[device] = stated_leave_ts
 
     def departed(self, d: Departed) -> None:
-        self.left[d.device].append((d.at_ts, self.stated.pop(d.device, d.at_ts)))
+        stated = self.stated.pop(d.device, d.at_ts)
+        self.left[d.device].append((d.at_ts, stated))
         day = self._day(d.at_ts)
         if day is None:
             return
@@ -138,6 +139,11 @@ class Ledger:
                 f"{datetime.fromtimestamp(d.at_ts, self.zone):%Y-%m-%d %H:%M} "
                 f"{self.fleet.hardware.resource_ids[d.device]} left with {d.soc_pct:.1f} % "
                 f"of {d.required_soc_pct:.1f} % needed"
+                + (
+                    f", {(stated - d.at_ts) / 60.0:.0f} min before the departure it stated"
+                    if stated > d.at_ts + 30.0
+                    else ""
+                )
             )
 
     def dropout(self, devices: np.ndarray, ts: float) -> None:

@@ -22,7 +22,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.efficiency import one_way_efficiency
-from vpp_aggregator.domain.floors import departure_floor_pct, recharge_pct_per_hour
+from vpp_aggregator.domain.floors import (
+    departure_floor_pct,
+    latency_reserve_pct,
+    recharge_pct_per_hour,
+)
 from vpp_aggregator.domain.ramps import toward_zero_kw
 
 F8 = NDArray[np.float64]
@@ -136,17 +140,21 @@ class DispatchProblem:
         self, rows: NDArray[np.int64], points: NDArray[np.float64] | NDArray[np.int64]
     ) -> F8:
         """Lowest allowed level of `rows` at `points` (broadcasting): the floor at that point
-        (`floors.departure_floor_pct`), or minus the ceiling when charging."""
+        (`floors.departure_floor_pct`), or minus the ceiling when charging, with the latency
+        reserve (`floors.latency_reserve_pct`) kept on the safe side of either."""
         inp = self.inputs
+        reserve = latency_reserve_pct(
+            inp.capacity_kwh[rows], self.max_kw[rows], self.round_trip_efficiency
+        )
         if self.direction < 0:
-            return np.broadcast_to(-inp.ceiling_pct[rows], np.broadcast(rows, points).shape).astype(
-                np.float64
-            )
+            return np.broadcast_to(
+                reserve - inp.ceiling_pct[rows], np.broadcast(rows, points).shape
+            ).astype(np.float64)
         recharge = recharge_pct_per_hour(
             inp.capacity_kwh[rows], inp.max_charge_kw[rows], self.round_trip_efficiency
         )
         hours_left = (inp.departure_min[rows] - points) / 60.0
-        return departure_floor_pct(
+        return reserve + departure_floor_pct(
             inp.floor_pct[rows], inp.departure_soc_pct[rows], hours_left, recharge
         )
 
