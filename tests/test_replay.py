@@ -172,10 +172,11 @@ def test_a_bad_replay_is_refused_naming_each_problem() -> None:
         data_dir=PACKAGED_DATA_DIR,
         quantile="p42",
         award_share=1.5,
+        baseline="yesterday",
     )
     with pytest.raises(ValueError) as exc:
         bad.check()
-    for part in ("--to", "quantile", "award share", "sessions file"):
+    for part in ("--to", "quantile", "award share", "sessions file", "baseline 'yesterday'"):
         assert part in str(exc.value)
 
 

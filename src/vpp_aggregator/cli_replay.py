@@ -42,6 +42,10 @@ def replay(
     dropout_share: Annotated[float, typer.Option(help="Share of samples lost")] = 0.005,
     delay_s: Annotated[float, typer.Option(help="Seconds before a command acts")] = 4.0,
     warmup_days: Annotated[int, typer.Option(help="Days replayed before --from, unscored")] = 28,
+    baseline: Annotated[
+        str,
+        typer.Option(help="Settlement baseline of the vehicles: caiso_10in10, pjm_cbl, metered"),
+    ] = "metered",
 ) -> None:
     """Replay the drivers of a sessions file with forecast, offers, awards, dispatch,
     follow-through and settlement running as in service; print the totals and write the
@@ -70,6 +74,7 @@ def replay(
             ),
             seed=seed,
             warmup_days=warmup_days,
+            baseline=baseline,
         )
         spec.check()
     except ValueError as exc:

@@ -22,6 +22,7 @@ from vpp_aggregator.adapters.data.files import read_weather_hours
 from vpp_aggregator.app.messages import CommandAck, MarketAward
 from vpp_aggregator.app.telemetry import TelemetryBatch
 from vpp_aggregator.config import load_settings
+from vpp_aggregator.domain.baselines import BaselineMethod
 from vpp_aggregator.domain.dispatch.safety import ResourceFacts, check_wire
 from vpp_aggregator.domain.forecast.quantiles import QUANTILES
 from vpp_aggregator.domain.resources import Trip
@@ -54,6 +55,7 @@ class ReplaySpec:
     behaviour: Behaviour = field(default_factory=Behaviour)
     seed: int = 19
     warmup_days: int = WARMUP_DAYS
+    baseline: str = "metered"  # how settlement baselines the vehicles (`BaselineMethod`)
 
     def check(self) -> None:
         """Refuse a replay that could not mean anything, naming what is wrong."""
@@ -70,6 +72,9 @@ class ReplaySpec:
             problems.append(f"weather file not found: {self.weather}")
         if self.warmup_days < 0:
             problems.append("warm-up days must be >= 0")
+        if self.baseline not in {m.value for m in BaselineMethod}:
+            names = ", ".join(m.value for m in BaselineMethod)
+            problems.append(f"baseline {self.baseline!r} is not one of {names}")
         b = self.behaviour
         for name, share in (("refusal", b.refusal_share), ("dropout", b.dropout_share)):
             if not 0.0 <= share < 1.0:
@@ -125,6 +130,7 @@ def run(spec: ReplaySpec, progress: Callable[[float], None] | None = None) -> di
             VPP_MODEL_DIR=str(Path(tmp) / "models"),
             VPP_SITE_TIMEZONE=spec.timezone,
             VPP_OFFER_QUANTILE=spec.quantile,
+            VPP_BASELINE_DEFAULT=spec.baseline,
             VPP_MARKETS="day_ahead",
             VPP_REGULATION_ENABLED=False,
             VPP_DISPATCH_TICK_SECONDS=STEP_S,
