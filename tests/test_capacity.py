@@ -93,10 +93,16 @@ def test_staleness_and_departure_take_effect_as_time_passes() -> None:
     _telemetry(s, "e1", 90, t2)
     e_late = s.capacity(t2, 60).total.discharge_kwh
     assert e_late < e_early
-    # After departure time passes the trip is over: no departure left, full headroom to the 30 % floor.
+    # Past its departure and still plugged in, it is overdue: it may leave any minute, so it
+    # counts for nothing (docs/concepts.md, "Floors").
     t3 = NOW + timedelta(hours=3, minutes=1)
     _telemetry(s, "e1", 90, t3)
-    assert s.capacity(t3, 60).total.discharge_kwh == pytest.approx(0.6 * 60 * ETA)
+    assert s.capacity(t3, 60).total.discharge_kwh == 0.0
+    # Once it has unplugged the trip is over: back, it has full headroom to its 30 % floor.
+    _telemetry(s, "e1", 90, t3 + timedelta(minutes=1), plugged=False)
+    t4 = t3 + timedelta(hours=1)
+    _telemetry(s, "e1", 90, t4)
+    assert s.capacity(t4, 60).total.discharge_kwh == pytest.approx(0.6 * 60 * ETA)
 
 
 def test_filters_deactivation_and_suspension() -> None:

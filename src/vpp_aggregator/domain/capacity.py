@@ -144,6 +144,9 @@ def contributions(
     departing = cols.departure_ts <= window_end
     next_change = np.minimum(np.minimum(stale_at, departs_at), np.minimum(t_zero, t_uncap))
     next_change = np.where(in_zone, next_change, np.minimum(next_change, zone_start))
-    next_change = np.where(departing, cols.departure_ts, next_change)
+    # An overdue vehicle (still plugged in past its departure) changes only with its telemetry.
+    next_change = np.where(
+        departing, np.where(cols.departure_ts > now_ts, cols.departure_ts, np.inf), next_change
+    )
     next_change = np.where(a | departing, next_change, np.inf)
     return out, slopes, next_change

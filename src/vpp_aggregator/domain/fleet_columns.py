@@ -179,7 +179,10 @@ class FleetColumns:
         return rid
 
     def _roll_departures(self, rows: I8, now_ts: float) -> None:
-        """Move rows whose departure has passed on to their next one."""
+        """Move rows whose departure has passed on to their next one; a vehicle still plugged in
+        past its departure stays overdue (docs/concepts.md, "Floors"). A row whose departure
+        is -inf (just registered or changed) always moves on."""
+        rows = rows[~self.plugged[rows] | (self.departure_ts[rows] == -np.inf)]
         if rows.size == 0:
             return
         after = datetime.fromtimestamp(now_ts, tz=UTC)

@@ -173,6 +173,8 @@ class FleetState(FleetCapacity):
             soc_b, floor_b = self.soc_pct[bess], self.floor_pct[bess]
             self.discharge_locked[bess[soc_b < floor_b]] = True
             self.discharge_locked[bess[soc_b >= floor_b + LOCKOUT_HYSTERESIS_PCT]] = False
+            # An overdue vehicle that unplugged has left: on to its next departure.
+            self._roll_departures(r[self.departure_ts[r] <= now.timestamp()], now.timestamp())
             self._touch(r, now.timestamp())
             return int(r.size)
 
