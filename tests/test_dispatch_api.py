@@ -296,6 +296,26 @@ def test_recharge_is_scheduled_at_the_cheapest_time_after_a_discharge(
     assert now_dr["status"] == "active" and now_dr["allocations"]
 
 
+def test_a_recharge_is_not_booked_over_a_dispatch_already_holding_the_battery(
+    client: TestClient, clock: Clock
+) -> None:
+    """Tomorrow's award, already scheduled over the cheapest hours, keeps its battery: the
+    recharge goes to the cheapest time the battery is free (in a replay, a recharge booked over
+    the next night's award took the batteries it was sold on)."""
+    _fleet(client, clock, bess_soc=60.0, evs=0)
+    client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).raise_for_status()
+    # The next cheap block (08:00-16:00 local, 16:00-24:00 UTC) is held from 16:00 to 18:00.
+    award = {"target_kw": 50, "duration_minutes": 120, "start": "2026-11-25T16:00:00+00:00"}
+    assert client.post("/dispatch", json=award).json()["status"] == "scheduled"
+    clock.advance(minutes=70)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 50.0)]})
+    client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    (rc,) = client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"]
+    start = datetime.fromisoformat(rc["start"])
+    assert start >= datetime.fromisoformat("2026-11-25T18:00:00+00:00")  # after the award
+    assert start < datetime.fromisoformat("2026-11-26T00:00:00+00:00")  # and still cheap
+
+
 def test_a_discharge_cancelled_before_it_gave_anything_books_no_recharge(
     client: TestClient, clock: Clock
 ) -> None:

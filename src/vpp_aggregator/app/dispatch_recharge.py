@@ -19,6 +19,7 @@ from vpp_aggregator.app.dispatch_records import (
 from vpp_aggregator.domain.efficiency import one_way_efficiency
 
 log = logging.getLogger(__name__)
+QUARTER = timedelta(minutes=15)  # the step `cheapest_start` prices a block in
 
 
 class DispatchRecharges(DispatchCommands):
@@ -46,8 +47,23 @@ class DispatchRecharges(DispatchCommands):
         if not ceilings:
             return None
         duration = min(MAX_DURATION_MIN, max(15, int(math.ceil(hours * 60 / 15) * 15)))
+        wanted = set(ceilings)
+        held: dict[datetime, bool] = {}
+
+        def blocked(at: datetime) -> bool:
+            """A quarter hour in which another dispatch holds any of these batteries: a
+            recharge booked over tomorrow's award took the batteries the award was sold on,
+            and its charging counted against the award."""
+            if at not in held:
+                held[at] = not wanted.isdisjoint(self.store.held_resources(at, at + QUARTER))
+            return held[at]
+
         begin = self.tariff.cheapest_start(
-            now + timedelta(minutes=1), now + timedelta(hours=24), timedelta(minutes=duration)
+            now + timedelta(minutes=1),
+            now + timedelta(hours=24),
+            timedelta(minutes=duration),
+            QUARTER,
+            blocked,
         )
         req = DispatchRequest(
             target_kw=-power,

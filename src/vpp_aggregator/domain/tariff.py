@@ -16,7 +16,12 @@ class PriceCurve(Protocol):
     """What the recharge planner asks of prices."""
 
     def cheapest_start(
-        self, earliest: datetime, latest_end: datetime, duration: timedelta, step: timedelta = ...
+        self,
+        earliest: datetime,
+        latest_end: datetime,
+        duration: timedelta,
+        step: timedelta = ...,
+        blocked: Callable[[datetime], bool] | None = None,
     ) -> datetime: ...
 
 
@@ -51,8 +56,9 @@ class Tariff:
         latest_end: datetime,
         duration: timedelta,
         step: timedelta = timedelta(minutes=15),
+        blocked: Callable[[datetime], bool] | None = None,
     ) -> datetime:
-        return cheapest_start(self.price, earliest, latest_end, duration, step)
+        return cheapest_start(self.price, earliest, latest_end, duration, step, blocked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,7 @@ class EventPrices:
         latest_end: datetime,
         duration: timedelta,
         step: timedelta = timedelta(minutes=15),
+        blocked: Callable[[datetime], bool] | None = None,
     ) -> datetime:
         sent = [w for w in self.windows() if not w.export]
 
@@ -78,7 +85,7 @@ class EventPrices:
                     return w.usd_per_kwh
             return self.tariff.price(at)
 
-        return cheapest_start(price, earliest, latest_end, duration, step)
+        return cheapest_start(price, earliest, latest_end, duration, step, blocked)
 
 
 def cheapest_start(
@@ -87,8 +94,10 @@ def cheapest_start(
     latest_end: datetime,
     duration: timedelta,
     step: timedelta = timedelta(minutes=15),
+    blocked: Callable[[datetime], bool] | None = None,
 ) -> datetime:
-    """Start of the cheapest `duration` block inside [earliest, latest_end] (earliest on ties)."""
+    """Start of the cheapest `duration` block inside [earliest, latest_end] (earliest on ties)
+    covering no step `blocked` says is taken; the first block when every one is."""
     # Candidates on the step grid (quarter hours), so a block can start when a price period does.
     step_s = step.total_seconds()
     first = datetime.fromtimestamp(
@@ -99,7 +108,7 @@ def cheapest_start(
     while start + duration <= latest_end or start == first:
         cost, t = 0.0, start
         while t < start + duration:
-            cost += price(t)
+            cost += math.inf if blocked is not None and blocked(t) else price(t)
             t += step
         if cost < best_cost - 1e-12:
             best, best_cost = start, cost
