@@ -38,6 +38,9 @@ def test_index_matches_a_dict_through_adds_and_removals(
         asked = batch + list(model) + ["never-registered"]
         expect = [model.get(r, -1) for r in asked]
         assert index.rows(asked).tolist() == expect
+        # Asked again (the same ids, or some of them) before the next change: the remembered rows.
+        assert index.rows(asked).tolist() == expect
+        assert index.rows(asked[::-2]).tolist() == expect[::-2]
         assert len(index) == len(model)
         assert np.count_nonzero(index._table >= 0) == len(model)  # each id in the table once
         live = index.live_rows()

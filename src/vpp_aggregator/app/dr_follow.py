@@ -122,10 +122,12 @@ class DrFollowThrough(DrEventsBase):
     def _stored(self, limit: int = 200) -> list[tuple[DrEvent, Scope | None, Reading]]:
         """The stored events that still stand (newest first), each read as when it came."""
         out = []
-        nodes = self.grid_nodes()  # once: a scan of the fleet
+        nodes: set[str] | None = None  # once, if any event is stored: a scan of the fleet
         for stored in self.store.recent(limit):
             if stored["read_as"].get("deleted"):
                 continue
+            if nodes is None:
+                nodes = self.grid_nodes()
             try:
                 event = self.read_wire(stored["body"])
                 scope, _ = target_scope(event, self.target_names, nodes)

@@ -104,7 +104,7 @@ class TelemetryService:
         )
         good = np.ones(len(batch), dtype=bool)
         rejected = list(pre_rejected)
-        for mask, reason in checks:
+        for mask, reason in checks if any(m.any() for m, _ in checks) else ():
             hit = np.flatnonzero(mask & good)
             rejected.extend(Rejection(int(batch.position[i]), reason) for i in hit.tolist())
             good[hit] = False

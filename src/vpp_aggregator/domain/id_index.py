@@ -20,6 +20,7 @@ TOMBSTONE = -2  # table slot whose id was removed: a probe goes on
 MIN_TABLE = 1024
 GROW_MIN_ROWS = 1024
 UTF8_ERRORS = "surrogatepass"  # any str a JSON body can carry round-trips
+MEMO_MAX = 4096  # ids whose rows a lookup remembers until the next add or remove
 
 
 def grown_rows(rows: int, needed: int) -> int:
@@ -58,6 +59,9 @@ class IdIndex:
         self._table = np.full(MIN_TABLE, EMPTY, dtype=np.int32)
         self._count = 0
         self._tombstones = 0
+        # Rows of the ids last looked up (a gateway's fleet reports the same ids every minute):
+        # valid until an id is added or removed, the only changes that move an id's row.
+        self._memo: dict[str, int] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -67,9 +71,24 @@ class IdIndex:
     def rows(self, ids: Sequence[str]) -> I8:
         """Row per id, -1 where unknown."""
         n = len(ids)
-        out = np.full(n, -1, dtype=np.int64)
         if n == 0 or self._count == 0:
-            return out
+            return np.full(n, -1, dtype=np.int64)
+        memo = self._memo
+        if n <= MEMO_MAX:
+            try:
+                return np.fromiter(map(memo.__getitem__, ids), dtype=np.int64, count=n)
+            except KeyError:
+                pass
+        out = self._look_up(ids)
+        if n <= MEMO_MAX:
+            if len(memo) + n > MEMO_MAX:
+                memo.clear()
+            memo.update(zip(ids, out.tolist(), strict=True))
+        return out
+
+    def _look_up(self, ids: Sequence[str]) -> I8:
+        n = len(ids)
+        out = np.full(n, -1, dtype=np.int64)
         h = np.fromiter(map(hash, ids), dtype=np.int64, count=n)
         mask = self._table.size - 1
         pending = np.arange(n, dtype=np.int64)
@@ -123,6 +142,7 @@ class IdIndex:
         k = len(ids)
         if k == 0:
             return
+        self._memo.clear()
         self._reserve_rows(int(rows.max()) + 1)
         if 2 * (self._count + self._tombstones + k) > self._table.size:
             self._rehash(self._count + k)  # before the new rows count as live
@@ -141,6 +161,7 @@ class IdIndex:
         """Forget a row's id (the row may be given to another id later)."""
         if self._len[row] < 0:
             return
+        self._memo.clear()
         mask = self._table.size - 1
         slot = int(self._hash[row]) & mask
         while int(self._table[slot]) != row:
