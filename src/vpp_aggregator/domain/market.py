@@ -367,8 +367,8 @@ def sellable_kw(
                 hi = mid
         x = np.where(free, np.minimum(p, lo), x)
         tight = np.flatnonzero(slack(x) <= 1e-6 * np.maximum(e, 1.0))
-        if tight.size == 0:
-            break
+        if tight.size == 0 or not free[: int(tight.max()) + 1].any():
+            break  # the intervals still free are at their own power: nothing left to fill
         free[: int(tight.max()) + 1] = False
     if min_kw > 0:
         x[x < min_kw] = 0.0
