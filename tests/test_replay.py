@@ -112,6 +112,24 @@ def _ids_masked(result: dict[str, Any]) -> str:
     return re.sub(r"dsp-[0-9a-f]+", "dsp-*", json.dumps(result, sort_keys=True))
 
 
+def test_the_chart_draws_every_day_with_what_it_was_awarded_and_delivered(
+    replayed: dict[str, Any],
+) -> None:
+    from xml.etree import ElementTree
+
+    from vpp_aggregator.replay.chart import svg
+
+    root = ElementTree.fromstring(svg(replayed, "two days & a title"))
+    ns = "{http://www.w3.org/2000/svg}"
+    tips = [t.text or "" for t in root.iter(f"{ns}title")]
+    assert len(tips) == len(replayed["days"])
+    for day, tip in zip(replayed["days"], tips, strict=True):
+        assert tip.startswith(str(day["date"]))
+        assert f"awarded {day['awarded_kwh']:,.1f} kWh" in tip
+        assert f"delivered {day['delivered_kwh']:,.1f} kWh" in tip
+    assert any((t.text or "") == "two days & a title" for t in root.iter(f"{ns}text"))
+
+
 def test_gap_days_are_read_from_the_hourly_table(tmp_path: Path) -> None:
     hourly = tmp_path / "hourly_x.csv"
     hourly.write_text(

@@ -42,6 +42,9 @@ def replay(
     dropout_share: Annotated[float, typer.Option(help="Share of samples lost")] = 0.005,
     delay_s: Annotated[float, typer.Option(help="Seconds before a command acts")] = 4.0,
     warmup_days: Annotated[int, typer.Option(help="Days replayed before --from, unscored")] = 28,
+    chart: Annotated[
+        Path | None, typer.Option(help="Also draw the days as an SVG chart here")
+    ] = None,
     baseline: Annotated[
         str,
         typer.Option(help="Settlement baseline of the vehicles: caiso_10in10, pjm_cbl, metered"),
@@ -90,6 +93,10 @@ def replay(
         task = bar.add_task(f"replaying {start} .. {end}", total=1.0)
         result = run(spec, lambda done: bar.update(task, completed=done))
     json_out.write_text(json.dumps(result, indent=1))
+    if chart is not None:
+        from vpp_aggregator.replay.chart import svg
+
+        chart.write_text(svg(result, f"{sessions.stem} {start} .. {end}, offers at {quantile}"))
     console.print(_table(result["totals"]))
     console.print(f"every figure: [bold]{json_out}[/bold]")
 
