@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -45,6 +46,10 @@ def test_departure_floor_leaves_room_for_charging_losses() -> None:
     assert lead == pytest.approx(60.0 / CELLS_PCT_PER_H)
     assert departure_floor_pct(20.0, 80.0, lead, rate) == pytest.approx(20.0)
     assert raise_lead_hours(50.0, 40.0, rate) == 0.0  # needs less than its minimum: no raise
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 0/0 for a resource that cannot charge
+        assert raise_lead_hours(50.0, 40.0, 0.0) == 0.0
+        assert raise_lead_hours(20.0, 80.0, 0.0) == math.inf
 
 
 def test_departure_floor_broadcasts_over_resources_and_times() -> None:

@@ -59,8 +59,13 @@ def raise_lead_hours(
     """How long before a departure the raised floor climbs above the static one (0 when the
     departure needs no more than the static floor). Inside that lead the floor rises at
     `recharge_pct_per_h`."""
-    gap_pct = np.asarray(departure_soc_pct, np.float64) - np.asarray(static_pct, np.float64)
-    return np.asarray(np.maximum(gap_pct, 0.0) / np.asarray(recharge_pct_per_h, np.float64))
+    gap_pct = np.maximum(
+        np.asarray(departure_soc_pct, np.float64) - np.asarray(static_pct, np.float64), 0.0
+    )
+    # A resource that cannot charge (0 kW) is raised from any distance (+inf), or not at all.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lead = gap_pct / np.asarray(recharge_pct_per_h, np.float64)
+    return np.asarray(np.where(gap_pct > 0.0, lead, 0.0))
 
 
 def latency_reserve_pct(
