@@ -17,6 +17,7 @@ from vpp_aggregator.app.dispatch_records import (
     DispatchRecord,
 )
 from vpp_aggregator.domain.efficiency import one_way_efficiency
+from vpp_aggregator.domain.ramps import minutes_to_move
 
 log = logging.getLogger(__name__)
 QUARTER = timedelta(minutes=15)  # the step `cheapest_start` prices a block in
@@ -43,7 +44,7 @@ class DispatchRecharges(DispatchCommands):
             if short > 0.5:
                 ceilings[rid] = live.soc_pct + taken
                 power += pc
-                hours = max(hours, short / pc)
+                hours = max(hours, minutes_to_move(short, pc, self.ramp) / 60.0)
         if not ceilings:
             return None
         duration = min(MAX_DURATION_MIN, max(15, int(math.ceil(hours * 60 / 15) * 15)))
