@@ -137,12 +137,15 @@ class DispatchFollowThrough(DispatchReleases):
         point = (now.timestamp() - o.start_ts) / 60.0
         i = min(int(point), o.kw.shape[1] - 1)
         dropped: dict[str, str] = {}
+        reported: dict[int, tuple[float, float]] = {}  # row -> SoC reported, when sampled
         # Resources whose part is not done and which are not already being released.
         busy = np.flatnonzero((o.kw[:, i:] != 0).any(axis=1) & ~np.asarray(o.released, bool))
         ids = [o.ids[j] for j in busy.tolist()]
         for j, rid, live in zip(
             busy.tolist(), ids, self.state.live_many(ids, now, 1.0), strict=True
         ):
+            if live is not None and live.soc_pct is not None and live.telemetry_at is not None:
+                reported[j] = (live.soc_pct, live.telemetry_at.timestamp())
             if live is None:
                 dropped[rid] = "deactivated"
             elif live.availability_reason in (
@@ -157,16 +160,25 @@ class DispatchFollowThrough(DispatchReleases):
             elif live.soc_pct is not None and abs(live.soc_pct - o.soc[j, i]) > self.soc_tolerance:
                 dropped[rid] = f"soc_off_plan ({live.soc_pct:.1f} % vs {o.soc[j, i]:.1f} % planned)"
         followed = [j for j, rid in zip(busy.tolist(), ids, strict=True) if rid not in dropped]
-        dropped.update(self._broken_rules(o, i, followed))
+        dropped.update(self._broken_rules(o, i, followed, reported))
         if dropped:
             self._replan(o, now, dropped)
 
-    def _broken_rules(self, o: OpenDispatch, i: int, rows: list[int]) -> dict[str, str]:
+    def _broken_rules(
+        self,
+        o: OpenDispatch,
+        i: int,
+        rows: list[int],
+        reported: dict[int, tuple[float, float]] | None = None,
+    ) -> dict[str, str]:
         """Resources whose plan from point `i` on breaks a rule as the rule stands now: a tighter
         minimum SoC, a new trip or departure, lower power limits or capacity, a status. The one
-        check through which every rule change reaches a running dispatch. The plan is checked
-        from its own SoC at `i` (telemetry drift is the SoC tolerance's business above), by the
-        same independent checker every new schedule passes."""
+        check through which every rule change reaches a running dispatch, by the same
+        independent checker every new schedule passes. The plan is checked from its own SoC
+        at `i`, moved by how far the `reported` SoC has drifted from the plan (at the time it
+        was sampled) where that drift is toward a limit: a battery that drifted below its plan
+        by less than the SoC tolerance would otherwise follow a plan ending at its floor across
+        it, and be released only when too late to ramp down above."""
         if not rows:
             return {}
         at = datetime.fromtimestamp(o.start_ts + i * STEP_MIN * 60.0, tz=UTC)
@@ -179,7 +191,14 @@ class DispatchFollowThrough(DispatchReleases):
         index = {rid: j for j, rid in enumerate(o.ids)}
         sel = [index[rid] for rid in inputs.resource_ids]
         setpoints = o.kw[sel, i:]
-        inputs = replace(inputs, soc_pct=o.soc[sel, i].copy(), power_kw=setpoints[:, 0].copy())
+        soc = o.soc[sel, i].copy()
+        grid = np.arange(o.soc.shape[1])
+        for k, j in enumerate(sel):
+            if reported and j in reported:
+                told, at_ts = reported[j]
+                planned = float(np.interp((at_ts - o.start_ts) / 60.0, grid, o.soc[j]))
+                soc[k] -= direction * max(0.0, direction * (planned - told))
+        inputs = replace(inputs, soc_pct=soc, power_kw=setpoints[:, 0].copy())
         problem = DispatchProblem(
             inputs, o.record.target_kw, setpoints.shape[1] - 1, self.ramp, self.rte
         )
