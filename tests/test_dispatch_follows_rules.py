@@ -253,3 +253,21 @@ def test_a_battery_drifting_below_a_plan_that_ends_at_its_floor_is_released_in_t
         )
         == []
     )
+
+
+def test_a_released_battery_ramps_down_from_the_power_it_reports(
+    client: TestClient, clock: Clock
+) -> None:
+    """A battery that stopped at its floor (its own limit) while its plan had it at 40 kW is
+    released from 0 kW: a ramp-down from the planned 40 kW told it to discharge 30, 20 and
+    10 kW below its floor."""
+    client.post("/resources/register", json=bess_body("bess-1")).raise_for_status()
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 60.0)]})
+    d = client.post("/dispatch", json={"target_kw": 40, "duration_minutes": 60}).json()
+    clock.advance(minutes=20)  # planned at 40 kW by now; the battery reports it stopped, far off
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 20.0, power=0.0)]})
+    client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    got = newest(client, d["dispatch_id"])
+    (b,) = [x for x in got["allocations"] if x["resource_id"] == "bess-1"]
+    assert "released" in b["binding_constraint"]
+    assert [p["setpoint_kw"] for p in b["schedule"]] == [0.0]

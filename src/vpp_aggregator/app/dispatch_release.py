@@ -25,6 +25,7 @@ from vpp_aggregator.app.dispatch_records import (
 )
 from vpp_aggregator.app.events import DispatchEnded
 from vpp_aggregator.app.reaction import OUTBOX, PUBLISH, stage
+from vpp_aggregator.domain.capacity import Unavailable
 from vpp_aggregator.domain.dispatch.safety import check_schedules
 from vpp_aggregator.domain.ramps import ramp_down_kw
 
@@ -35,9 +36,17 @@ class DispatchReleases(DispatchRecharges):
     def _ramp_down(
         self, rid: str, kw: float, now: datetime, o: OpenDispatch, why: str
     ) -> AllocationRecord:
-        sched = [round(float(x), 3) for x in ramp_down_kw(kw, self.ramp)]
         j = o.ids.index(rid) if rid in o.ids else -1
         live = self.state.live(rid, now)
+        if (
+            live is not None
+            and live.power_kw is not None
+            and live.availability_reason is not Unavailable.STALE_TELEMETRY
+        ):
+            # From where the device is, not where its plan has it: a battery that stopped at
+            # its floor while planned at 40 kW was sent 30, 20, 10 kW below it.
+            kw = live.power_kw
+        sched = [round(float(x), 3) for x in ramp_down_kw(kw, self.ramp)]
         soc = (
             live.soc_pct
             if live and live.soc_pct is not None
