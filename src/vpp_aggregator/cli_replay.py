@@ -48,7 +48,7 @@ def replay(
     baseline: Annotated[
         str,
         typer.Option(help="Settlement baseline of the vehicles: caiso_10in10, pjm_cbl, metered"),
-    ] = "metered",
+    ] = "caiso_10in10",
 ) -> None:
     """Replay the drivers of a sessions file with forecast, offers, awards, dispatch,
     follow-through and settlement running as in service; print the totals and write the

@@ -55,7 +55,7 @@ class ReplaySpec:
     behaviour: Behaviour = field(default_factory=Behaviour)
     seed: int = 19
     warmup_days: int = WARMUP_DAYS
-    baseline: str = "metered"  # how settlement baselines the vehicles (`BaselineMethod`)
+    baseline: str = "caiso_10in10"  # how settlement baselines the vehicles (`BaselineMethod`)
 
     def check(self) -> None:
         """Refuse a replay that could not mean anything, naming what is wrong."""
