@@ -450,3 +450,22 @@ def test_a_dispatch_planned_long_before_it_starts_is_planned_again_from_the_flee
     assert now["revisions"][-1]["reason"] == "starts: re-planned from the fleet as it is now"
     assert now["allocations"] and {a["start_soc_pct"] for a in now["allocations"]} == {85.0}
     assert now["allocated_kw"] == pytest.approx(100.0)
+
+
+def test_a_battery_still_ramping_down_takes_part_in_a_dispatch_that_starts_later(
+    client: TestClient, clock: Clock
+) -> None:
+    """A battery reporting 50 kW of discharge as a charge dispatch is planned for 15 minutes
+    later will be at rest by then (it moves only on a dispatch's word). It used to be left out
+    as moving against the dispatch: a recharge booked as a discharge ended left out the very
+    battery that discharge had emptied, and in a replay it sat at its floor for the rest of the
+    quarter."""
+    client.post("/resources/register", json=bess_body("bess-1")).raise_for_status()
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 21.0, power=50.0)]})
+    later = (clock.now + timedelta(minutes=15)).isoformat()
+    d = client.post(
+        "/dispatch", json={"target_kw": -100, "duration_minutes": 60, "start": later}
+    ).json()
+    (a,) = d["allocations"]
+    assert a["resource_id"] == "bess-1" and a["schedule"][0]["setpoint_kw"] == 0.0
+    assert min(p["setpoint_kw"] for p in a["schedule"]) == pytest.approx(-100.0)

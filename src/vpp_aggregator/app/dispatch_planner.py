@@ -43,6 +43,7 @@ from vpp_aggregator.domain.dispatch.problem import (
     round_toward_safety,
 )
 from vpp_aggregator.domain.dispatch.safety import check_rows
+from vpp_aggregator.domain.ramps import toward_zero_kw
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,11 @@ class DispatchPlanner(DispatchCore):
             resource_ids=scope.get("resource_ids"),
             busy=busy,
         )
+        lead_min = (start - now).total_seconds() / 60.0
+        if lead_min > 0:
+            # A battery ramping down from its last dispatch is at rest when this one starts.
+            settled = toward_zero_kw(inputs.power_kw, self.ramp, lead_min)
+            inputs = replace(inputs, power_kw=np.where(inputs.is_bess, settled, inputs.power_kw))
         if power_override:
             inputs = _override_power(inputs, power_override)
         if isinstance(charge_ceiling_pct, dict):  # per battery (a float: records made before)
