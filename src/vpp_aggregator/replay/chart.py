@@ -64,7 +64,7 @@ def svg(report: dict[str, Any], title: str) -> str:
         f'<text x="16" y="{TOP + plot_h / 2:.0f}" transform="rotate(-90 16 {TOP + plot_h / 2:.0f})"'
         ' text-anchor="middle">kWh per day</text>'
     )
-    line: list[str] = []
+    dots: list[str] = []  # a day's share of intervals in full (days with awards only)
     for i, d in enumerate(days):
         x = LEFT + i * slot + (slot - bar) / 2
         awarded, delivered = float(d["awarded_kwh"]), float(d["delivered_kwh"])
@@ -93,12 +93,11 @@ def svg(report: dict[str, Any], title: str) -> str:
         out.append("</g>")
         if d["intervals_awarded"]:
             share = d["intervals_delivered_in_full"] / d["intervals_awarded"]
-            line.append(f"{x + bar / 2:.2f},{TOP + plot_h * (1.0 - share):.2f}")
-    if line:
-        out.append(
-            f'<polyline points="{" ".join(line)}" fill="none" stroke="{IN_FULL}" '
-            'stroke-width="1.5"/>'
-        )
+            dots.append(
+                f'<circle cx="{x + bar / 2:.2f}" cy="{TOP + plot_h * (1.0 - share):.2f}" r="2.5" '
+                f'fill="{IN_FULL}"/>'
+            )
+    out += dots
     step = max(1, n // 12)  # date labels, about a dozen
     for i in range(0, len(days), step):
         x = LEFT + i * slot + slot / 2
