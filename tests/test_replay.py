@@ -198,11 +198,9 @@ def test_a_bad_replay_is_refused_naming_each_problem() -> None:
         assert part in str(exc.value)
 
 
-def test_a_device_keeps_tonights_schedule_when_tomorrows_arrives() -> None:
-    """A battery told tonight to discharge, then sent tomorrow's recharge, goes on discharging
-    tonight and charges tomorrow: a device gateway holds each dispatch's schedule, and one
-    booked for later does not erase the one under way (it did in the first replays, which then
-    left batteries empty and undelivered for weeks)."""
+def one_battery(command_delay_s: float = 4.0) -> Any:
+    """Simulated devices: one 500 kWh, 250 kW battery at 80 %, from 2019-10-22 09:00 UTC, that
+    refuses nothing and drops no sample."""
     from vpp_aggregator.replay.devices import Behaviour, Devices, Hardware, Visits
 
     f = np.array
@@ -212,15 +210,25 @@ def test_a_device_keeps_tonights_schedule_when_tomorrows_arrives() -> None:
     none = f([], dtype=np.float64)
     visits = Visits(f([], dtype=np.int64), none, none, none, none, none)
     t0 = datetime(2019, 10, 22, 9, tzinfo=UTC).timestamp()
-    dev = Devices(hw, visits, f([80.0]), Behaviour(refusal_share=0.0, dropout_share=0.0), t0)
+    behaviour = Behaviour(command_delay_s=command_delay_s, refusal_share=0.0, dropout_share=0.0)
+    return Devices(hw, visits, f([80.0]), behaviour, t0)
 
-    def points(start_ts: float, kw: float, minutes: int) -> list[dict[str, object]]:
-        start = datetime.fromtimestamp(start_ts, UTC)
-        return [
-            {"t": (start + timedelta(minutes=m)).isoformat(), "setpoint_kw": kw}
-            for m in range(minutes)
-        ]
 
+def points(start_ts: float, kw: float, minutes: int) -> list[dict[str, object]]:
+    """A schedule holding `kw` for `minutes`, one point a minute from `start_ts`."""
+    start = datetime.fromtimestamp(start_ts, UTC)
+    return [
+        {"t": (start + timedelta(minutes=m)).isoformat(), "setpoint_kw": kw} for m in range(minutes)
+    ]
+
+
+def test_a_device_keeps_tonights_schedule_when_tomorrows_arrives() -> None:
+    """A battery told tonight to discharge, then sent tomorrow's recharge, goes on discharging
+    tonight and charges tomorrow: a device gateway holds each dispatch's schedule, and one
+    booked for later does not erase the one under way (it did in the first replays, which then
+    left batteries empty and undelivered for weeks)."""
+    dev = one_battery()
+    t0 = dev.t
     assert dev.command("bess-1", "tonight", 1, points(t0, 50.0, 120), t0)
     tomorrow = t0 + 86_400
     assert dev.command("bess-1", "recharge", 1, points(tomorrow, -50.0, 120), t0 + 60)
@@ -241,22 +249,9 @@ def test_a_device_follows_a_command_after_its_delay_not_a_step_later() -> None:
     toward it for the remaining 56 s of the minute. (The devices once read commands only at the
     start of a step, so every command took effect a minute late, and a plan ending at a floor
     was crossed by the minute the device spent on its previous setpoint.)"""
-    from vpp_aggregator.replay.devices import Behaviour, Devices, Hardware, Visits
-
-    f = np.array
-    hw = Hardware(
-        ("bess-1",), f([False]), f([500.0]), f([250.0]), f([250.0]), f([20.0]), f([100.0])
-    )
-    none = f([], dtype=np.float64)
-    visits = Visits(f([], dtype=np.int64), none, none, none, none, none)
-    t0 = datetime(2019, 10, 22, 9, tzinfo=UTC).timestamp()
-    behaviour = Behaviour(command_delay_s=4.0, refusal_share=0.0, dropout_share=0.0)
-    dev = Devices(hw, visits, f([80.0]), behaviour, t0)
-    start = datetime.fromtimestamp(t0, UTC)
-    schedule = [
-        {"t": (start + timedelta(minutes=m)).isoformat(), "setpoint_kw": 10.0} for m in range(5)
-    ]
-    assert dev.command("bess-1", "d", 1, schedule, t0)
+    dev = one_battery(command_delay_s=4.0)
+    t0 = dev.t
+    assert dev.command("bess-1", "d", 1, points(t0, 10.0, 5), t0)
     dev.advance(t0 + 60.0)
     assert dev.power_kw[0] == pytest.approx(10.0 * 56.0 / 60.0)  # ramping since 09:00:04
 
