@@ -74,11 +74,8 @@ class IdIndex:
         if n == 0 or self._count == 0:
             return np.full(n, -1, dtype=np.int64)
         memo = self._memo
-        if n <= MEMO_MAX:
-            try:
-                return np.fromiter(map(memo.__getitem__, ids), dtype=np.int64, count=n)
-            except KeyError:
-                pass
+        if n <= MEMO_MAX and all(i in memo for i in ids):  # all remembered: no lookup
+            return np.fromiter(map(memo.__getitem__, ids), dtype=np.int64, count=n)
         out = self._look_up(ids)
         if n <= MEMO_MAX:
             if len(memo) + n > MEMO_MAX:
