@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api_helpers import add_batteries, sample
+from api_helpers import add_batteries, ev_body, sample
 from conftest import Clock
 from kafka_helpers import produce, read_topic, wait_until
 from vpp_aggregator.adapters.api.app import create_app
@@ -295,3 +295,59 @@ def test_back_to_back_awards_share_one_dispatch_that_takes_each_awards_kw(
         "the second award's kW",
         15,
     )
+
+
+def test_an_awards_dispatch_ramps_in_before_the_interval_so_it_pays_from_the_first_minute(
+    market: TestClient,
+) -> None:
+    """Three batteries at 10 kW/min each need 10 minutes to reach 300 kW: the award's dispatch
+    begins that much before the interval, holds 300 kW from its first minute and ends with it."""
+    offer = first_offer(market)
+    r = market.post("/market/awards", json=award_for(offer, "aw-ramp", 300.0))
+    assert r.status_code == 201 and r.json()["status"] == "dispatched", r.text
+    dispatch = market.get(f"/dispatch/{r.json()['dispatch_id']}").json()
+    begins = datetime.fromisoformat(offer["interval_start"])
+    start = datetime.fromisoformat(dispatch["start"])
+    assert start == begins - timedelta(minutes=10)
+    ends = start + timedelta(minutes=dispatch["duration_minutes"])
+    assert ends == datetime.fromisoformat(offer["interval_end"])
+    plan = dispatch["plan_kw"]
+    assert plan[0] == pytest.approx(0.0, abs=1e-6)  # from rest, at the ramp limit
+    inside = plan[10 : 10 + int((ends - begins).total_seconds() // 60)]
+    assert min(inside) == pytest.approx(300.0, abs=1e-3)
+    assert dispatch["ramp_complete_at"] is not None
+    assert datetime.fromisoformat(dispatch["ramp_complete_at"]) <= begins
+
+
+def test_while_an_award_runs_its_dispatch_makes_up_for_a_vehicle_charging_outside_it(
+    market: TestClient, clock: Clock
+) -> None:
+    """Settlement meters the whole aggregation: a vehicle that plugs in and charges at 40 kW on
+    its own during a 150 kW award would leave 110 kW on the meter. With no baseline yet (no
+    past days), the dispatch is raised to 190 kW while it charges and goes back to 150 kW
+    when it stops."""
+    assert market.post("/resources/register", json=ev_body("ev-1")).status_code == 201
+    offer = first_offer(market)
+    r = market.post("/market/awards", json=award_for(offer, "aw-track", 150.0))
+    assert r.status_code == 201 and r.json()["status"] == "dispatched", r.text
+    dispatch_id = r.json()["dispatch_id"]
+    assert {
+        a["resource_id"] for a in market.get(f"/dispatch/{dispatch_id}").json()["allocations"]
+    } == {"bess-0", "bess-1", "bess-2"}
+
+    def report(ev_kw: float) -> None:
+        samples = [sample(f"bess-{i}", clock.now, 89.0, power=50.0) for i in range(3)]
+        samples.append(sample("ev-1", clock.now, 50.0, power=ev_kw))
+        assert market.post("/telemetry", json={"samples": samples}).status_code == 200
+
+    def target() -> float:
+        return float(market.get(f"/dispatch/{dispatch_id}").json()["target_kw"])
+
+    clock.now = datetime.fromisoformat(offer["interval_start"]) + timedelta(seconds=5)
+    report(-40.0)
+    wait_until(lambda: target() == pytest.approx(190.0), "the target raised by 40 kW", 15)
+    reasons = [v["reason"] for v in market.get(f"/dispatch/{dispatch_id}").json()["revisions"]]
+    assert any("so the meter shows its 150 kW" in x for x in reasons), reasons
+    clock.now += timedelta(seconds=30)
+    report(0.0)
+    wait_until(lambda: target() == pytest.approx(150.0), "the target back at the award", 15)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from vpp_aggregator.app.award_tracking import AwardTracking
 from vpp_aggregator.app.dispatch import (
     DispatchConflictError,
     DispatchNotFoundError,
@@ -28,11 +29,16 @@ class AwardsRunning(Protocol):
 
 class BackToBack:
     def __init__(
-        self, repo: AwardsRunning, dispatch: DispatchService, clock: Callable[[], datetime]
+        self,
+        repo: AwardsRunning,
+        dispatch: DispatchService,
+        clock: Callable[[], datetime],
+        tracking: AwardTracking | None = None,
     ) -> None:
         self.repo = repo
         self.dispatch = dispatch
         self.clock = clock
+        self.tracking = tracking
 
     def follow_on(self, a: MarketAward) -> DispatchRecord | None:
         """The dispatch of this aggregation's award that ends where this one begins, in the same
@@ -66,26 +72,45 @@ class BackToBack:
         return None
 
     def follow(self) -> int:
-        """Call every dispatch tick: a dispatch serving back-to-back awards takes each award's
-        kW as the award's interval begins (at most one tick late). Returns how many changed."""
+        """Call every dispatch tick: a dispatch serving awards takes each award's kW as the
+        award's interval begins (at most one tick late), raised while the award runs by what
+        the aggregation's other members draw beyond its baseline (`app/award_tracking`).
+        Returns how many changed."""
         if not self.dispatch.follows_any():  # only dispatches followed here are changed here
             return 0
         now = self.clock()
-        changed = 0
+        running: list[tuple[dict[str, Any], DispatchRecord]] = []
         for award in self.repo.dispatched_awards(now, now):
             if not award["interval_start"] <= now < award["interval_end"]:
                 continue
             record = self.dispatch.followed_record(award["dispatch_id"])
-            if record is None or abs(record.target_kw - award["awarded_kw"]) < 1e-6:
+            if record is not None:
+                running.append((award, record))
+        wanted = (
+            self.tracking.targets(
+                [(a, [x.resource_id for x in r.allocations]) for a, r in running], now
+            )
+            if self.tracking is not None and running
+            else {}
+        )
+        changed = 0
+        for award, record in running:
+            awarded = float(award["awarded_kw"])
+            kw = wanted.get(award["award_id"], awarded)
+            if abs(kw - awarded) < 1e-6:
+                if abs(record.target_kw - awarded) < 1e-6:
+                    continue
+                reason = f"award {award['award_id']}: its {awarded:g} kW"
+            elif AwardTracking.worth_changing(record.target_kw, kw, awarded):
+                reason = (
+                    f"award {award['award_id']}: {kw:.1f} kW, so the meter shows its "
+                    f"{awarded:g} kW over what other members draw beyond the baseline"
+                )
+            else:
                 continue
             end = record.start + timedelta(minutes=record.duration_minutes)
             try:
-                self.dispatch.retarget(
-                    record.dispatch_id,
-                    award["awarded_kw"],
-                    end,
-                    f"award {award['award_id']} begins",
-                )
+                self.dispatch.retarget(record.dispatch_id, round(kw, 3), end, reason)
                 changed += 1
             except (DispatchConflictError, DispatchRejectedError, DispatchNotFoundError) as exc:
                 log.warning("award %s: its kW not taken up: %s", award["award_id"], exc)

@@ -4,7 +4,10 @@ outbox), then publish what is stored; commands are the device gateway's format."
 from __future__ import annotations
 
 import logging
+import math
 import time
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from vpp_aggregator.app.dispatch_planner import DispatchPlanner
@@ -16,6 +19,7 @@ from vpp_aggregator.app.dispatch_ports import (
 from vpp_aggregator.app.dispatch_records import (
     DispatchRecord,
 )
+from vpp_aggregator.app.outbound import V2GCommand
 from vpp_aggregator.app.reaction import OUTBOX, PUBLISH, commands_sent, stage
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,8 @@ class DispatchCommands(DispatchPlanner):
             raise
         with self._lock, self.store.planning_lock():
             record, commands = self._plan_record(req, now, start)
+            if req.ramp_in:
+                record, commands = self._ramped_in(req, now, start, record, commands)
             record.response_time_ms = (time.perf_counter() - t0) * 1e3
             try:
                 with stage(OUTBOX):
@@ -62,6 +68,41 @@ class DispatchCommands(DispatchPlanner):
         if self.metrics:
             self.metrics.observe(record)
         return record, True
+
+    def _ramped_in(
+        self,
+        req: DispatchRequest,
+        now: datetime,
+        start: datetime,
+        record: DispatchRecord,
+        commands: list[V2GCommand],
+    ) -> tuple[DispatchRecord, list[V2GCommand]]:
+        """The plan made again from as many whole minutes before `start` as its fleet needs to
+        reach the target (never before now), so the target holds from `start` on. The window
+        keeps its end. A plan that never reaches the target in its window gives no ramp time:
+        its resources are taken to ramp together at the limit. The plan from `start` stays when
+        an early one would hold less."""
+        room = math.floor((start - now).total_seconds() / 60.0)
+        best, lead = (record, commands), 0
+        for _ in range(3):  # a plan made earlier may take other resources, and so other times
+            done = best[0].ramp_complete_at
+            if done is not None and done <= start:
+                break
+            if done is not None:
+                more = math.ceil((done - start).total_seconds() / 60.0 - 1e-9)
+            else:
+                fleet_ramp = self.ramp * max(1, len(best[0].allocations))
+                more = max(1, math.ceil(abs(req.target_kw) / fleet_ramp - 1e-9))
+            if lead + more > room:
+                break
+            lead += more
+            early = start - timedelta(minutes=lead)
+            sooner = replace(req, start=early, duration_minutes=req.duration_minutes + lead)
+            again = self._plan_record(sooner, now, early)
+            if abs(again[0].allocated_kw) + 1e-6 < abs(record.allocated_kw):
+                break
+            best = again
+        return best
 
     def publish_pending(self) -> int:
         """Outbox relay: publish stored commands not yet published; safe to call any time."""

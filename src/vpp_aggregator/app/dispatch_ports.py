@@ -118,6 +118,9 @@ class DispatchRequest:
     charge_ceiling_pct: dict[str, float] | None = None
     # A state-of-charge goal downwards: each battery discharges no lower than its figure.
     discharge_floor_pct: dict[str, float] | None = None
+    # Reach the target by `start`: the ramp begins before it (an award pays from its first
+    # minute, and a fleet at 10 kW/min per resource needs minutes to get there).
+    ramp_in: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from vpp_aggregator.app.award_tracking import AwardTracking
 from vpp_aggregator.app.awards import AwardRefusedError, AwardStatus, award_view, never_ran
 from vpp_aggregator.app.back_to_back import BackToBack
 from vpp_aggregator.app.dispatch import (
@@ -121,7 +122,7 @@ class MarketService:
         # set by the aggregator once regulation runs: the score of an aggregation over a span
         self.regulation_score: Callable[[str, datetime, datetime], float | None] = lambda *_: None
         self._relay_lock = threading.Lock()
-        self.back_to_back = BackToBack(repo, dispatch, clock)
+        self.back_to_back = BackToBack(repo, dispatch, clock, AwardTracking(self.meter, state))
 
     # ------------------------------------------------------------------ offers
     def generate_offers(self) -> list[Offer]:
@@ -257,6 +258,7 @@ class MarketService:
             source="market_award",
             reference=a.award_id,
             idempotency_key=f"award:{a.award_id}",
+            ramp_in=True,
         )
         try:
             record, _ = self.dispatch.create(request)
