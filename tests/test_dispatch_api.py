@@ -384,6 +384,26 @@ def test_a_cancelled_discharge_recharges_only_what_it_took(
     assert violations(client, charge, client.get("/resources/bess-1").json()) == []
 
 
+def test_a_battery_that_gave_more_than_its_plan_is_recharged_to_where_it_began(
+    client: TestClient, clock: Clock
+) -> None:
+    """A battery 1.5 % below its plan when the discharge ends (late commands, losses the plan
+    did not know) gets back what it gave as measured, to the 60 % it began at: given back by
+    the plan alone, it would end each cycle 1.5 % lower and sink over weeks of awards."""
+    _fleet(client, clock, bess_soc=60.0, evs=0)
+    d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 60}).json()
+    (a,) = d["allocations"]
+    clock.advance(minutes=20)
+    kw = np.array([[p["setpoint_kw"] for p in a["schedule"]]])
+    at_20 = float(soc_trajectory(np.array([60.0]), np.array([500.0]), 0.9, kw)[0, 20])
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, at_20 - 1.5)]})
+    assert client.post(f"/dispatch/{d['dispatch_id']}/cancel").status_code == 200
+    (rc,) = client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"]
+    (charge,) = client.get(f"/dispatch/{rc['dispatch_id']}").json()["allocations"]
+    assert charge["start_soc_pct"] == pytest.approx(at_20 - 1.5, abs=1e-3)
+    assert 59.8 < charge["expected_end_soc_pct"] <= 60.0
+
+
 def test_a_resource_drifting_off_plan_is_released_and_replaced(
     client: TestClient, clock: Clock
 ) -> None:

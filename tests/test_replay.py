@@ -6,6 +6,7 @@ that shortfalls and their causes show up."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -254,6 +255,24 @@ def test_a_device_follows_a_command_after_its_delay_not_a_step_later() -> None:
     assert dev.command("bess-1", "d", 1, points(t0, 10.0, 5), t0)
     dev.advance(t0 + 60.0)
     assert dev.power_kw[0] == pytest.approx(10.0 * 56.0 / 60.0)  # ramping since 09:00:04
+
+
+def test_a_device_follows_a_schedule_linearly_between_its_points_as_the_format_says() -> None:
+    """The command format (asyncapi.yaml) has setpoints a minute apart, linear between: a
+    battery told to ramp 0, 10, ... 60 kW moves 180 kW·min in those 6 minutes, as the planner
+    and the safety checker count it. (Read as steps it moved 150 and lagged the plan by a minute,
+    so on a ramp down toward its floor it moved more than planned and crossed the floor.)"""
+    dev = one_battery(command_delay_s=0.0)
+    t0 = dev.t
+    start = datetime.fromtimestamp(t0, UTC)
+    ramp = [
+        {"t": (start + timedelta(minutes=m)).isoformat(), "setpoint_kw": 10.0 * min(m, 6)}
+        for m in range(10)
+    ]
+    assert dev.command("bess-1", "d", 1, ramp, t0)
+    dev.advance(t0 + 360.0)
+    through_cells_kwh = 180.0 / 60.0 / math.sqrt(0.9)
+    assert 80.0 - float(dev.soc_pct[0]) == pytest.approx(through_cells_kwh / 500.0 * 100.0)
 
 
 def test_the_checker_reads_a_schedule_from_the_point_in_effect_when_the_soc_was_sampled() -> None:

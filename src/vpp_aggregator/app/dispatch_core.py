@@ -48,6 +48,10 @@ class OpenDispatch:
     # SoC (%) each resource gave up under earlier revisions of this dispatch (kept in memory:
     # after a restart a recharge may fall short, never overshoot what was taken)
     drawn_pct: dict[str, float] = field(default_factory=dict)
+    # SoC (%) each resource had as its part in this dispatch began (its first revision that had
+    # begun): what a recharge gives back to, however the revisions and the devices went.
+    before_pct: dict[str, float] = field(default_factory=dict)
+    planned_ts: float = 0.0  # when this revision was planned
 
     def drawn_by(self, now_ts: float) -> dict[str, float]:
         """SoC (%) each resource has given up to this dispatch so far, by its plan: nothing
@@ -130,6 +134,11 @@ class DispatchCore:
         rows = self.state.rows_of(ids)
         cap = np.array([self.state.capacity_kwh[r] if r >= 0 else 1.0 for r in rows.tolist()])
         soc0 = np.array([a.start_soc_pct for a in record.allocations])
+        before = {a.resource_id: a.start_soc_pct for a in record.allocations}
+        known = self._open.get(record.dispatch_id)
+        if known is not None and known.planned_ts >= known.start_ts - 60.0:
+            # planned as it began or later, not the day before: its figures stand
+            before |= known.before_pct
         self._open[record.dispatch_id] = OpenDispatch(
             record=record,
             start_ts=start_ts,
@@ -138,7 +147,21 @@ class DispatchCore:
             kw=kw,
             soc=soc_trajectory(soc0, cap, self.rte, kw),
             released=[a.binding_constraint.startswith("released") for a in record.allocations],
+            before_pct=before,
+            planned_ts=record.updated_at.timestamp(),
         )
+
+    def _drawn(self, o: OpenDispatch, now: datetime) -> dict[str, float]:
+        """SoC (%) each resource gave to this dispatch: by its plans, or as measured from where
+        it began to where it reports now when that is more (commands refused or late, revisions
+        the plans lost track of)."""
+        drawn = o.drawn_by(now.timestamp())
+        ids = sorted(o.before_pct)
+        for rid, live in zip(ids, self.state.live_many(ids, now), strict=True):
+            if live is not None and live.soc_pct is not None:
+                measured = o.before_pct[rid] - live.soc_pct
+                drawn[rid] = max(drawn.get(rid, 0.0), measured)
+        return drawn
 
     def _set_status(self, record: DispatchRecord, status: DispatchStatus, now: datetime) -> None:
         record.status = status

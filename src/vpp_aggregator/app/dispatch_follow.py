@@ -81,7 +81,7 @@ class DispatchFollowThrough(DispatchReleases):
                 if now_ts >= r.end_at.timestamp():
                     self._set_status(r, DispatchStatus.COMPLETED, now)
                     del self._open[did]
-                    finished.append((r, o.drawn_by(now_ts)))
+                    finished.append((r, self._drawn(o, now)))
                     continue
                 planned_at = r.updated_at
                 if r.status is DispatchStatus.SCHEDULED and now_ts >= r.start.timestamp():

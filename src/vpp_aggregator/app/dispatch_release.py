@@ -124,7 +124,7 @@ class DispatchReleases(DispatchRecharges):
                     self._track(record)
                     o = self._open.get(dispatch_id)
             allocations: list[AllocationRecord] = []
-            drawn = o.drawn_by(now.timestamp()) if o is not None else {}
+            drawn = self._drawn(o, now) if o is not None else {}
             if o is not None and now.timestamp() >= o.start_ts:
                 point = (now.timestamp() - o.start_ts) / 60.0
                 for j, rid in enumerate(o.ids):

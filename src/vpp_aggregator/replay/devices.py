@@ -137,9 +137,11 @@ class Devices:
         self.accepted += 1
         return True
 
-    def _commanded(self, t: float) -> tuple[B1, F8]:
-        """Which devices follow a command at `t`, and at what setpoint: of the schedules in
-        effect whose window covers `t`, the newest received. Ended schedules are forgotten."""
+    def _commanded(self, t: float, dt_s: float = 0.0) -> tuple[B1, F8]:
+        """Which devices follow a command at `t`, and at what setpoint over the step [t, t+dt):
+        of the schedules in effect whose window covers `t`, the newest received, read as the
+        command format defines it (points a minute apart, linear between), at the step's middle
+        so the step moves what the schedule does. Ended schedules are forgotten."""
         active = np.zeros(self.soc_pct.size, dtype=bool)
         kw = np.zeros(active.size)
         for i in list(self._holding):
@@ -150,7 +152,8 @@ class Devices:
                 if k >= pts.size:  # over: back to its own behaviour
                     del held[did]
                 elif k >= 0 and from_ts <= t and seq > best:
-                    best, kw[i] = seq, pts[k]
+                    x = min((t + dt_s / 2.0 - t0) / 60.0, pts.size - 1.0)
+                    best, kw[i] = seq, float(np.interp(x, np.arange(pts.size), pts))
             active[i] = best >= 0
             if not held:
                 self._holding.discard(i)
@@ -218,7 +221,7 @@ class Devices:
     def _step(self, t: float, dt_s: float) -> None:
         hw = self.hw
         plugged = self.plugged()
-        active, kw = self._commanded(t)
+        active, kw = self._commanded(t, dt_s)
         # Own behaviour: a vehicle charges at full power until it holds what its driver needs.
         own = np.where(
             hw.is_ev & (self.soc_pct < self.target_soc_pct - 1e-9), -hw.max_charge_kw, 0.0
