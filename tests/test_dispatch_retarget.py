@@ -83,3 +83,24 @@ def test_a_change_of_direction_is_refused(client: TestClient, clock: Clock) -> N
     with pytest.raises(DispatchConflictError, match="change of direction"):
         service(client).retarget(d["dispatch_id"], -50.0, clock.now + timedelta(hours=1), "x")
     assert detail(client, d["dispatch_id"])["revision"] == 1
+
+
+def test_tomorrows_dispatch_extended_today_keeps_its_batteries(
+    client: TestClient, clock: Clock
+) -> None:
+    """Tomorrow's award extended by the next hour's, while today's dispatch holds the batteries:
+    the re-plan asks who holds them tomorrow, not now. (Asked for now, it found none free, kept
+    no resource, and every other hour of a day of back-to-back awards went undelivered.)"""
+    today = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 120}).json()
+    assert {a["resource_id"] for a in today["allocations"]} == {"bess-1", "bess-2"}
+    start = clock.now + timedelta(days=1)
+    body = {"target_kw": 100, "duration_minutes": 60, "start": start.isoformat()}
+    tomorrow = client.post("/dispatch", json=body).json()
+    assert tomorrow["status"] == "scheduled" and tomorrow["allocations"]
+    service(client).retarget(
+        tomorrow["dispatch_id"], 100.0, start + timedelta(hours=2), "the next hour's award"
+    )
+    got = detail(client, tomorrow["dispatch_id"])
+    assert got["revision"] == 2 and got["allocated_kw"] == pytest.approx(100.0)
+    assert {a["resource_id"] for a in got["allocations"]} == {"bess-1", "bess-2"}
+    assert_safe(client, got)

@@ -253,7 +253,7 @@ class DispatchFollowThrough(DispatchReleases):
             for j, rid in enumerate(o.ids)
         }
         remaining = math.floor((o.window_end_ts - begin.timestamp()) / 60.0)
-        others_busy = self.busy_everywhere(now, r.end_at, exclude=r.dispatch_id)
+        others_busy = self.busy_everywhere(begin, r.end_at, exclude=r.dispatch_id)
         allocations: list[AllocationRecord] = []
         outcome: Outcome | None = None
         if remaining >= 1:
