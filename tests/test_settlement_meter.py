@@ -126,6 +126,20 @@ def test_the_day_clocks_go_back_has_25_hours_and_its_last_hour_is_measured() -> 
     assert m.delivered_kwh == pytest.approx(10.0)
 
 
+def test_an_award_ending_as_the_clocks_go_forward_has_its_hour_and_no_more() -> None:
+    """01:00-02:00 on the day clocks go forward ends at 03:00 by the clock: the skipped hour's
+    intervals are not the award's. (They were measured as its, with negative awarded energy
+    growing to -92 kWh, and a replay counted 550 kWh of surplus on that day.)"""
+    fleet = Fleet([("bess-1", True)])
+    day = date(2019, 3, 10)  # 23 hours in Los Angeles
+    fleet.report("bess-1", at(day, 0), at(day, 5), 100.0)
+    start, end = fleet.award(at(day, 1).astimezone(UTC), 60, 100.0)  # as awards arrive: UTC
+    m = meter(fleet, BaselineMethod.METERED).measure("N", start, end, 100.0)
+    assert len(m.intervals) == 12
+    assert all(i["awarded_kwh"] == pytest.approx(100.0 / 12, abs=1e-3) for i in m.intervals)
+    assert m.delivered_kwh == pytest.approx(100.0)
+
+
 def test_like_days_are_matched_by_the_clock_across_a_clock_change() -> None:
     fleet = Fleet([("ev-1", False)])
     day = date(2025, 11, 3)  # the Monday after the clocks went back in New York

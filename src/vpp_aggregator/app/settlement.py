@@ -242,6 +242,8 @@ class Meter:
         for s in range(window.start, window.stop):
             a = max(start.timestamp(), today[s])
             b = min(end.timestamp(), today[s] + SLOT_S)
+            if b <= a:  # the hour clocks skip, by the clock inside the award's end: not its
+                continue
             awarded = awarded_kw * (b - a) / 3600.0
             base, used = base_kw[s] / KW_PER_KWH, measured_kw[s] / KW_PER_KWH
             delivered = base - used
