@@ -104,3 +104,30 @@ def test_tomorrows_dispatch_extended_today_keeps_its_batteries(
     assert got["revision"] == 2 and got["allocated_kw"] == pytest.approx(100.0)
     assert {a["resource_id"] for a in got["allocations"]} == {"bess-1", "bess-2"}
     assert_safe(client, got)
+
+
+def test_a_dispatch_planned_ahead_sends_its_devices_the_plan_made_as_it_starts(
+    client: TestClient, clock: Clock
+) -> None:
+    """A plan made two hours ahead starts from a SoC the batteries may no longer have by then
+    (another dispatch may still be drawing on them): no command goes out with it. As it starts
+    it is planned again from the fleet as it is, and the devices get that plan."""
+    agg = client.app.state.aggregator  # type: ignore[attr-defined]
+
+    def sent() -> list[dict[str, Any]]:
+        return [m for _, m in agg.bus.recent(agg.settings.topic_v2g_commands)]
+
+    start = clock.now + timedelta(hours=2)
+    body = {"target_kw": 100, "duration_minutes": 60, "start": start.isoformat()}
+    d = client.post("/dispatch", json=body).json()
+    assert d["status"] == "scheduled" and d["allocations"]
+    service(client).tick()
+    assert sent() == []
+    clock.now = start + timedelta(seconds=1)
+    samples = [sample(r, clock.now, 65.0) for r in ("bess-1", "bess-2")]
+    client.post("/telemetry", json={"samples": samples}).raise_for_status()
+    service(client).tick()
+    got = detail(client, d["dispatch_id"])
+    assert got["revisions"][-1]["reason"] == "starts: re-planned from the fleet as it is now"
+    assert sent() and {m["revision"] for m in sent()} == {got["revision"]}
+    assert all(a["start_soc_pct"] == pytest.approx(65.0, abs=0.01) for a in got["allocations"])

@@ -218,6 +218,7 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
     )
     assert bad.status_code == 422 and "NOWHERE" in bad.json()["errors"][0]["message"]
     # The batteries report what they exported during the interval: 100 kW each, every minute.
+    agg = market.app.state.aggregator  # type: ignore[attr-defined]
     for minute in range(0, 6):
         clock.now = start + timedelta(minutes=minute)
         market.post(
@@ -228,6 +229,11 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
                 ]
             },
         )
+        if minute == 0:  # planned 75 minutes ahead: its commands go out as it is planned again
+            wait_until(
+                lambda: bool(agg.bus.recent(agg.settings.topic_v2g_commands)),
+                "the dispatch's commands as it starts",
+            )
     clock.now = start + timedelta(minutes=6)
     day = start.date().isoformat()
 
@@ -253,7 +259,6 @@ def test_an_award_dispatches_once_and_settles_from_telemetry(
         row["delivered_kwh"], abs=1e-3
     )
     # What went out to the market gateway and the device gateway keeps to asyncapi.yaml.
-    agg = market.app.state.aggregator  # type: ignore[attr-defined]
     sent = {
         name: [m for _, m in agg.bus.recent(getattr(agg.settings, topic))]
         for name, topic in (

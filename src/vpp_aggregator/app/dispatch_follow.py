@@ -14,6 +14,7 @@ import numpy as np
 from vpp_aggregator.app.dispatch_core import OpenDispatch
 from vpp_aggregator.app.dispatch_records import (
     OPEN_STATUSES,
+    PLANNED_AHEAD,
     AllocationRecord,
     DispatchRecord,
     DispatchStatus,
@@ -33,7 +34,6 @@ from vpp_aggregator.domain.dispatch.problem import (
 from vpp_aggregator.domain.dispatch.safety import check_rows
 
 log = logging.getLogger(__name__)
-PLANNED_AHEAD = timedelta(minutes=5)  # a plan older than this at its start is made again then
 
 
 class DispatchFollowThrough(DispatchReleases):

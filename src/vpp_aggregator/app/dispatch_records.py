@@ -97,13 +97,22 @@ class PlanningBusyError(Exception):
     """Another process held the deployment's planning lock for too long; try again shortly."""
 
 
+PLANNED_AHEAD = timedelta(minutes=5)  # a plan older than this at its start is made again then
+
+
 def device_commands(
     record: DispatchRecord,
     at: datetime,
     allocations: Sequence[AllocationRecord] | None = None,
 ) -> list[V2GCommand]:
-    """Commands in the device gateway's format, one per allocation (a release carries limit 0)."""
+    """Commands in the device gateway's format, one per allocation (a release carries limit 0).
+    None yet for a dispatch planned more than `PLANNED_AHEAD` before its start: it is planned again
+    as it starts, from the fleet as it is then, and its devices get that plan. A day-old plan
+    starts from a SoC the resource no longer has (another dispatch may still be drawing on it),
+    and a device left with it would follow it from wherever it is."""
     out: list[V2GCommand] = []
+    if record.start - at > PLANNED_AHEAD:
+        return out
     for a in allocations if allocations is not None else record.allocations:
         direction = 1.0 if record.target_kw > 0 else -1.0
         # The limit in the dispatch's direction; a release carries 0 (it only ramps down).
