@@ -290,7 +290,7 @@ class FleetState(FleetCapacity):
             resource_ids=ids,
             is_bess=self.is_bess[rows],
             capacity_kwh=self.capacity_kwh[rows],
-            soc_pct=self._soc_now(rows, now_ts),
+            soc_pct=self._soc_now(rows, now_ts, direction),
             floor_pct=self.floor_pct[rows],
             ceiling_pct=self.ceiling_pct[rows],
             max_discharge_kw=self.max_discharge_kw[rows],
@@ -311,10 +311,9 @@ class FleetState(FleetCapacity):
             available=available,
         )
 
-    def _soc_now(self, rows: I8, now_ts: float) -> F8:
-        """The SoC a plan starts from: the last report moved on by its power for the time since
-        (up to the stale limit); a plan from a minute-old report at 250 kW ends below a 500 kWh
-        battery's floor by 0.9 %."""
+    def _soc_now(self, rows: I8, now_ts: float, direction: int) -> F8:
+        """The last report moved on by its power since (up to the stale limit), only toward the
+        limit the plan runs to: the device may have stopped meanwhile."""
         age_s = np.clip(now_ts - self.telemetry_ts[rows], 0.0, self.stale_seconds)
         soc = np.nan_to_num(self.soc_pct[rows])
         moved = soc_change_pct(
@@ -323,7 +322,8 @@ class FleetState(FleetCapacity):
             np.maximum(self.capacity_kwh[rows], 1e-9),
             self.round_trip_efficiency,
         )
-        return np.clip(soc + moved, 0.0, 100.0)
+        toward = np.minimum(moved, 0.0) if direction > 0 else np.maximum(moved, 0.0)
+        return np.clip(soc + toward, 0.0, 100.0)
 
     def members(self, grid_node: str) -> list[tuple[str, bool]]:
         """The resources registered at a grid node (an aggregation), each with whether it is a
