@@ -153,3 +153,30 @@ def test_the_trained_model_is_served_the_same_from_parts(service: ForecastServic
     assert whole[0][0]["model"]["fallback"] is False
     for (doc_a, _), (doc_b, _) in zip(whole, _answers(service, 13), strict=True):
         _same(doc_a, doc_b)
+
+
+@pytest.mark.parametrize("clock_change", [False, True])
+def test_a_profile_of_some_hours_of_week_is_the_whole_profile_there(
+    service: ForecastService, clock_change: bool
+) -> None:
+    """A forecast asks the profile only for its intervals' hours of week: those come out exactly
+    as from the whole profile, for vehicles and batteries mixed, and every other hour is NaN (a
+    forecast that read one would show it). With a clock change in the window the hours of week
+    are not equally often in it (the grouped sums instead of the reshaped ones)."""
+    inputs, _ = service.state.dispatch_inputs(NOW, NOW, direction=1)
+    assert inputs.is_bess.any() and not inputs.is_bess.all()
+    now_h = int(NOW.timestamp() // 3600)
+    window = service.history.window(inputs.resource_ids, now_h)
+    mid = np.arange(window.start_hour, now_h, dtype=np.float64) * 3600.0 + 1800.0
+    how = hour_of_week(mid, service.zone)
+    if clock_change:  # an hour of week twice, as the day the clocks go back has it
+        how = how.copy()
+        how[5] = how[4]
+    args = (window.raw, how, window.soc_when_plugged, inputs.soc_pct, inputs.is_bess)
+    whole = learn_profile(*args).p_plugged
+    asked = np.unique([0, 7, 8, 9, 100, 167, int(how[4])])
+    some = learn_profile(*args, hows=asked).p_plugged
+    np.testing.assert_array_equal(some[:, asked], whole[:, asked])
+    others = np.setdiff1d(np.arange(168), asked)
+    assert np.isnan(some[:, others]).all()
+    assert not np.isnan(whole).any()

@@ -87,8 +87,10 @@ def fleet_sums(
 ) -> FleetSums:
     """The forecast's sums over the fleet, `rows` resources at a time (default `part_rows`).
 
-    A part's history window is read in each pass unless the first pass could keep it; telemetry
-    folded in between the passes can then reach a part's own estimate but not yet its prior.
+    A part's history window is read whole in the first pass (the fleet's hourly totals) and again
+    in the second unless the first could keep it, then only the hours that fall on the hours of
+    week of the intervals (a day's forecast reads a seventh of it). Telemetry folded in between
+    the passes can then reach a part's own estimate but not yet its prior.
     """
     rows = rows or part_rows(interval_how.size, history.hours)
     split = parts(inputs.is_bess, rows)
@@ -113,13 +115,15 @@ def fleet_sums(
     slot_how = hour_of_week(mid_hour_s, zone)
     prior = np.stack([fleet_prior(known[k], plugged[k], slot_how) for k in (0, 1)])
     sums = np.zeros((2, len(WEIGHTS), 4, interval_how.size))
+    hows = np.unique(interval_how)
+    read = np.isin(slot_how, hows)  # the hours of the window those are learned from
     for j, idx in enumerate(split):
         part = take(inputs, idx)
         window: HourlyWindow | None = kept.pop(j, None)
         if window is None:
-            window = history.window(part.resource_ids, now_h)
+            window = history.window(part.resource_ids, now_h, read)
         profile = learn_profile(
-            window.raw, slot_how, window.soc_when_plugged, part.soc_pct, part.is_bess, prior
+            window.raw, slot_how, window.soc_when_plugged, part.soc_pct, part.is_bess, prior, hows
         )
         del window
         away, scale = extras(part)

@@ -27,9 +27,9 @@ PRIOR_WEIGHT = 1.0  # pseudo-weeks of the fleet's profile behind each resource's
 class Profile:
     """Per resource: plug-in probability by local hour of week, and typical SoC when plugged."""
 
-    p_plugged: NDArray[np.float64]  # (resources, 168)
+    p_plugged: NDArray[np.float64]  # (resources, 168); NaN in hours of week not asked for
     soc_typical: NDArray[np.float64]  # (resources,)
-    samples: NDArray[np.int64]  # history samples behind each resource
+    samples: NDArray[np.int64]  # history samples behind each resource (in the hours asked)
 
 
 def hour_totals(hourly: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -58,6 +58,7 @@ def learn_profile(
     current_soc: NDArray[np.float64],
     is_bess: NDArray[np.bool_],
     prior: NDArray[np.float64] | None = None,
+    hows: NDArray[np.int64] | None = None,
 ) -> Profile:
     """From each resource's hourly history (share plugged in times FULL, MISSING for no data; see
     `history`) and the local hour of week of each of those hours.
@@ -65,37 +66,50 @@ def learn_profile(
     One value per resource and clock hour, so a resource that reports every few seconds does
     not outweigh the prior more than one reporting hourly. `prior` (2, 168): the vehicles' and
     the batteries' `fleet_prior` when `hourly` is only part of the fleet; else from `hourly`.
+    `hows`: the hours of week a forecast reads (default all); a day's forecast reads a seventh
+    of the history, and the rest is not summed.
     """
     n = hourly.shape[0]
-    order = np.argsort(how, kind="stable")
+    asked = np.ones(168, dtype=bool)
+    if hows is not None:
+        asked[:] = False
+        asked[hows] = True
+    cols = np.flatnonzero(asked[how])
+    order = cols[np.argsort(how[cols], kind="stable")]  # the hours read, by hour of week
     sorted_how = how[order]
     first = np.flatnonzero(np.r_[True, sorted_how[1:] != sorted_how[:-1]])
     group_of = sorted_how[first]
-    seen = hourly[:, order] != MISSING
-    hits_h = np.where(seen, hourly[:, order], 0)
-    count = np.zeros((n, 168))
-    hits = np.zeros((n, 168))
-    sizes = np.diff(np.r_[first, how.size])
-    equal = how.size > 0 and bool((sizes == sizes[0]).all())
+    read = hourly[:, order]
+    seen = read != MISSING
+    hits_h = np.where(seen, read, 0)
+    del read
+    wanted = np.flatnonzero(asked)
+    at = np.searchsorted(wanted, group_of)  # each group's column among the hours of week asked
+    count = np.zeros((n, wanted.size))
+    hits = np.zeros((n, wanted.size))
+    sizes = np.diff(np.r_[first, order.size])
+    equal = order.size > 0 and bool((sizes == sizes[0]).all())
     if n and equal:  # each hour of week equally often: reshape and add
         k = int(sizes[0])
-        count[:, group_of] = seen.reshape(n, -1, k).sum(axis=2, dtype=np.int32)
-        hits[:, group_of] = hits_h.reshape(n, -1, k).sum(axis=2, dtype=np.int32) / FULL
-    elif n and how.size:  # a clock change in the window: groups of unequal size
-        count[:, group_of] = np.add.reduceat(seen, first, axis=1, dtype=np.int32)
-        hits[:, group_of] = np.add.reduceat(hits_h, first, axis=1, dtype=np.int32) / FULL
+        count[:, at] = seen.reshape(n, -1, k).sum(axis=2, dtype=np.int32)
+        hits[:, at] = hits_h.reshape(n, -1, k).sum(axis=2, dtype=np.int32) / FULL
+    elif n and order.size:  # a clock change in the window: groups of unequal size
+        count[:, at] = np.add.reduceat(seen, first, axis=1, dtype=np.int32)
+        hits[:, at] = np.add.reduceat(hits_h, first, axis=1, dtype=np.int32) / FULL
     del seen, hits_h
-    p = np.empty((n, 168))
+    p = np.full((n, 168), np.nan)
     for kind in (False, True):  # vehicles learn from vehicles, batteries from batteries
         members = is_bess == kind
         if not members.any():
             continue
         fleet = (
             fleet_prior(*hour_totals(hourly[members]), how) if prior is None else prior[int(kind)]
-        )
-        p[members] = (hits[members] + PRIOR_WEIGHT * fleet[None, :]) / (
-            count[members] + PRIOR_WEIGHT
-        )
+        )[wanted]
+        if members.all():  # a part of one kind, as the fleet forecast makes them
+            p[:, wanted] = (hits + PRIOR_WEIGHT * fleet) / (count + PRIOR_WEIGHT)
+            continue
+        rows = np.flatnonzero(members)[:, None]
+        p[rows, wanted] = (hits[members] + PRIOR_WEIGHT * fleet) / (count[members] + PRIOR_WEIGHT)
     soc_typ = np.where(np.isnan(soc_when_plugged), current_soc, soc_when_plugged)
     samples = count.sum(axis=1).astype(np.int64)
     return Profile(p, np.nan_to_num(soc_typ, nan=50.0), samples)

@@ -221,8 +221,14 @@ class PluggedHistory:
             fresh = col[r] == MISSING
             col[r[fresh]] = v[fresh]
 
-    def window(self, resource_ids: Sequence[str], end_hour: int) -> HourlyWindow:
-        """The `hours` finished hours before `end_hour` for these resources (unknown ones: empty)."""
+    def window(
+        self,
+        resource_ids: Sequence[str],
+        end_hour: int,
+        read: NDArray[np.bool_] | None = None,
+    ) -> HourlyWindow:
+        """The `hours` finished hours before `end_hour` for these resources (unknown ones: empty).
+        `read` (one per hour of the window): only those hours are read, the others are MISSING."""
         with self._lock:
             finished = np.flatnonzero((self._cur_hour < end_hour) & (self._cur_n > 0))
             self._flush(finished)
@@ -235,7 +241,7 @@ class PluggedHistory:
             for c, h in enumerate(range(start, end_hour)):
                 s = h % self.hours
                 col = self._cols[s]
-                if col is None or self._slot_hour[s] != h:
+                if col is None or self._slot_hour[s] != h or (read is not None and not read[c]):
                     continue
                 if every:
                     np.take(col, r, out=out[c])
