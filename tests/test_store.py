@@ -93,6 +93,24 @@ def test_history_keeps_every_sample_once(repo: Repository) -> None:
     assert list(repo.samples_received_since(NOW + timedelta(seconds=1))) == []
 
 
+def test_the_forecast_reads_the_stored_history_in_small_chunks_with_exact_times(
+    repo: Repository,
+) -> None:
+    """After a start the forecast folds the stored history in beside the API: every sample of
+    the window once, its time to the microsecond, in chunks of the size asked."""
+    repo.add(bess("b1", created_at=NOW, updated_at=NOW))
+    ts = NOW.timestamp() - np.arange(7) * 600.0 - 0.123456  # one outside the window below
+    plugged = np.arange(7) % 2 == 0
+    repo.insert_samples(["b1"] * 7, ts, np.arange(7) + 40.0, plugged, np.zeros(7), NOW)
+    chunks = list(repo.history_chunks(NOW - timedelta(seconds=3600), NOW, size=4))
+    assert [len(c[0]) for c in chunks] == [4, 2]
+    got = sorted(zip(*(np.concatenate([c[k] for c in chunks]) for k in (1, 2, 3)), strict=True))
+    want = sorted(zip(ts[:6], plugged[:6], np.arange(6) + 40.0, strict=True))
+    assert [(round(t, 6), bool(p), s) for t, p, s in got] == [
+        (round(t, 6), bool(p), s) for t, p, s in want
+    ]
+
+
 def test_samples_of_ids_of_every_length_and_script_are_stored_exactly(repo: Repository) -> None:
     """PostgreSQL's COPY buffer groups rows by the byte length of their id: nothing is mixed up."""
     ids = ["b1", "bess-東京-2", "b-10", "bé"]
