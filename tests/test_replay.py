@@ -304,3 +304,34 @@ def test_the_checker_reads_a_schedule_from_the_point_in_effect_when_the_soc_was_
     kw = dict(ramp_kw_per_min=100.0, round_trip_efficiency=1.0)
     assert check_wire(facts, soc_at_sample, points, **kw)  # counted twice: "below its floor"
     assert not check_wire(facts, soc_at_sample, from_sample(points, sampled), **kw)
+
+
+def test_commands_of_a_re_plan_a_refusal_sets_off_reach_the_devices_in_the_same_step() -> None:
+    """A refused command makes the service re-plan and send new commands at once; they reach
+    the devices in the step they were sent, not a minute later. (They once waited for the next
+    step: for that minute the other vehicles kept to the plan being replaced while the new one
+    started from the SoC they had before it, and a plan ending at a driver's minimum crossed it,
+    3 flags on Norway's fourth quarter of 2019.) A cascade of re-plans stops after a bounded
+    number of rounds, the rest going out next step and the replay noting it."""
+    from vpp_aggregator.replay.runner import MAX_COMMAND_ROUNDS, _Replay
+
+    class Stub:
+        def __init__(self, cascade: int) -> None:
+            self.commands: list[tuple[str, Any]] = [("v2g", {"n": 0})]
+            self.delivered: list[int] = []
+            self.cascade = cascade
+            self.ledger = type("L", (), {"notes": [], "note": lambda s, x: s.notes.append(x)})()
+
+        def _deliver(self, todo: list[tuple[str, Any]], t: float) -> None:
+            for _kind, cmd in todo:
+                self.delivered.append(cmd["n"])
+                if cmd["n"] < self.cascade:  # refused: the re-plan sends another command
+                    self.commands.append(("v2g", {"n": cmd["n"] + 1}))
+
+    once = Stub(cascade=1)
+    _Replay._deliver_commands(once, 0.0)  # type: ignore[arg-type]
+    assert once.delivered == [0, 1] and once.commands == [] and once.ledger.notes == []
+    endless = Stub(cascade=10**6)
+    _Replay._deliver_commands(endless, 0.0)  # type: ignore[arg-type]
+    assert endless.delivered == list(range(MAX_COMMAND_ROUNDS))
+    assert len(endless.commands) == 1 and len(endless.ledger.notes) == 1

@@ -34,6 +34,7 @@ from vpp_aggregator.replay.ledger import Ledger
 from vpp_aggregator.replay.stays import read_stays
 
 STEP_S = 60.0
+MAX_COMMAND_ROUNDS = 8  # re-plans after refusals, each refusal possibly setting off another
 IDLE_TELEMETRY_S = 300.0  # telemetry every 5 minutes while nothing is dispatched, else every step
 WARMUP_DAYS = 28  # history before the first day, so the forecaster has learnt the fleet
 RETRAIN_DAYS = 7
@@ -273,7 +274,21 @@ class _Replay:
                 self.ledger.note(f"award {award.award_id} refused: {exc}")
 
     def _deliver_commands(self, t: float) -> None:
-        todo, self.commands = self.commands, []
+        """Every command sent by now, those of re-plans a refusal set off included: a service
+        re-plans in seconds, so its new commands must not wait for the next step (a minute in
+        which the devices would keep to the plans being replaced)."""
+        for _ in range(MAX_COMMAND_ROUNDS):
+            if not self.commands:
+                return
+            todo, self.commands = self.commands, []
+            self._deliver(todo, t)
+        if self.commands:
+            self.ledger.note(
+                f"{datetime.fromtimestamp(t, UTC).isoformat()}: re-plans after refusals still "
+                f"sending commands after {MAX_COMMAND_ROUNDS} rounds; the rest go out next step"
+            )
+
+    def _deliver(self, todo: list[tuple[str, Any]], t: float) -> None:
         for _kind, cmd in todo:
             rid = str(cmd["resource_id"])
             took = self.devices.command(
