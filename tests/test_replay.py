@@ -275,6 +275,28 @@ def test_a_device_follows_a_schedule_linearly_between_its_points_as_the_format_s
     assert 80.0 - float(dev.soc_pct[0]) == pytest.approx(through_cells_kwh / 500.0 * 100.0)
 
 
+def test_a_device_on_a_ramp_reports_the_power_the_schedule_has_at_that_minute() -> None:
+    """A battery ramping 0, 10, ... 60 kW then back down reports at each minute the schedule's
+    power at that minute, having moved what the schedule does. (Aimed at each step's middle it
+    moved the same energy but reported the power of half a minute before: ramping down it read
+    10 kW above its plan, and a release that ramps down from the reported power took it past its
+    floor, 2 flags on Norway's fourth quarter of 2019.)"""
+    dev = one_battery(command_delay_s=0.0)
+    t0 = dev.t
+    start = datetime.fromtimestamp(t0, UTC)
+    kw = [10.0 * min(m, 12 - m) for m in range(13)]  # up to 60 kW and down again
+    ramp = [
+        {"t": (start + timedelta(minutes=m)).isoformat(), "setpoint_kw": x}
+        for m, x in enumerate(kw)
+    ]
+    assert dev.command("bess-1", "d", 1, ramp, t0)
+    for m in range(1, 13):
+        dev.advance(t0 + 60.0 * m)
+        assert dev.power_kw[0] == pytest.approx(kw[m])
+    moved_kwh = 360.0 / 60.0  # kW·min of the schedule, linear between its points
+    assert 80.0 - float(dev.soc_pct[0]) == pytest.approx(moved_kwh / math.sqrt(0.9) / 5.0)
+
+
 def test_the_checker_reads_a_schedule_from_the_point_in_effect_when_the_soc_was_sampled() -> None:
     """A schedule planned at 09:25 reaches the device at 09:26, when the SoC known is 09:26's:
     checked from 09:25 the first minute's energy counts twice and a plan ending exactly at the

@@ -138,10 +138,10 @@ class Devices:
         return True
 
     def _commanded(self, t: float, dt_s: float = 0.0) -> tuple[B1, F8]:
-        """Which devices follow a command at `t`, and at what setpoint over the step [t, t+dt):
-        of the schedules in effect whose window covers `t`, the newest received, read as the
-        command format defines it (points a minute apart, linear between), at the step's middle
-        so the step moves what the schedule does. Ended schedules are forgotten."""
+        """Which devices follow a command at `t`, and the setpoint they move toward over the
+        step [t, t+dt): of the schedules in effect whose window covers `t`, the newest received,
+        read as the command format defines it (points a minute apart, linear between), at the
+        step's end. Ended schedules are forgotten."""
         active = np.zeros(self.soc_pct.size, dtype=bool)
         kw = np.zeros(active.size)
         for i in list(self._holding):
@@ -152,7 +152,7 @@ class Devices:
                 if k >= pts.size:  # over: back to its own behaviour
                     del held[did]
                 elif k >= 0 and from_ts <= t and seq > best:
-                    x = min((t + dt_s / 2.0 - t0) / 60.0, pts.size - 1.0)
+                    x = min((t + dt_s - t0) / 60.0, pts.size - 1.0)
                     best, kw[i] = seq, float(np.interp(x, np.arange(pts.size), pts))
             active[i] = best >= 0
             if not held:
@@ -233,10 +233,16 @@ class Devices:
         want = np.where((want < 0) & (self.soc_pct >= hw.max_soc_pct - 1e-9), 0.0, want)
         want = np.where(plugged, want, 0.0)
         step = self.b.ramp_kw_per_min * dt_s / 60.0
+        # Power moves linearly toward what is wanted at the step's end, at most at the ramp
+        # limit, so the step moves the mean of its two ends: a device on a schedule is where the
+        # schedule is at every step's end and has moved what it did. (Aiming at the step's middle
+        # moved the same energy but reported the power of half a step before: a release then
+        # ramped down from more than the device had.)
         p = self.power_kw + np.clip(want - self.power_kw, -step, step)
         p = np.where(plugged, p, 0.0)
+        mean = np.where(plugged, (self.power_kw + p) / 2.0, 0.0)
         # Energy through the cells: charging stores η of it, discharging draws 1/η of it.
-        cells_kwh = np.where(p > 0, p / self.eta, p * self.eta) * dt_s / 3600.0
+        cells_kwh = np.where(mean > 0, mean / self.eta, mean * self.eta) * dt_s / 3600.0
         # Never past the pack's limits within the step: the power is cut to what fits.
         room_down = np.maximum(self.soc_pct - hw.min_soc_pct, 0.0) / 100.0 * hw.capacity_kwh
         room_up = np.maximum(hw.max_soc_pct - self.soc_pct, 0.0) / 100.0 * hw.capacity_kwh
