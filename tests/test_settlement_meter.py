@@ -140,6 +140,40 @@ def test_an_award_ending_as_the_clocks_go_forward_has_its_hour_and_no_more() -> 
     assert m.delivered_kwh == pytest.approx(100.0)
 
 
+@pytest.mark.parametrize("method", [BaselineMethod.METERED, BaselineMethod.CAISO_10IN10])
+def test_both_passes_of_the_hour_the_clocks_repeat_are_measured(method: BaselineMethod) -> None:
+    """The day clocks go back, 01:00-02:00 comes twice; a day-ahead market awards each pass as
+    its own hour (in UTC). Each is measured on its own pass, 12 intervals of its own instants,
+    against the same time of day on the other days. (The first ended at 01:00 again by the
+    clock and got no interval; the second's instants were not the day's: 200 kWh of Office001's
+    fourth quarter of 2019 were counted short as "no dispatch ran".)"""
+    fleet = Fleet([("ev-1", False), ("bess-1", True)])
+    day = date(2019, 11, 3)  # 25 hours in Los Angeles
+    for back in range(1, 21):  # like days: the vehicle draws 7 kW until 04:00
+        d = day - timedelta(days=back)
+        fleet.report("ev-1", at(d, 0), at(d, 4), -7.0)
+        fleet.report("ev-1", at(d, 4), at(d + timedelta(days=1), 0), 0.0)
+    first = datetime(2019, 11, 3, 8, tzinfo=UTC)  # 01:00 PDT
+    second = datetime(2019, 11, 3, 9, tzinfo=UTC)  # 01:00 PST
+    fleet.report("ev-1", at(day, 0), first, -7.0)  # as usual before the awards, then it stops
+    fleet.report("ev-1", first, second + timedelta(hours=2), 0.0)
+    fleet.report("bess-1", first, second, 30.0)  # and the battery gives 30 kW, then 50
+    fleet.report("bess-1", second, second + timedelta(hours=1), 50.0)
+    fleet.award(first, 60, 37.0)
+    fleet.award(second, 60, 57.0)
+    m = meter(fleet, method)
+    for start, kw, battery_kwh in ((first, 37.0, 30.0), (second, 57.0, 50.0)):
+        got = m.measure("N", start, start + timedelta(hours=1), kw)
+        assert [i["interval_start"] for i in got.intervals] == [
+            (start + timedelta(minutes=5 * k)).isoformat() for k in range(12)
+        ]
+        assert sum(i["awarded_kwh"] for i in got.intervals) == pytest.approx(kw, abs=0.01)
+        vehicle_kwh = (
+            7.0 if method is BaselineMethod.CAISO_10IN10 else 0.0
+        )  # what it no longer drew
+        assert got.delivered_kwh == pytest.approx(battery_kwh + vehicle_kwh, abs=0.05)
+
+
 def test_like_days_are_matched_by_the_clock_across_a_clock_change() -> None:
     fleet = Fleet([("ev-1", False)])
     day = date(2025, 11, 3)  # the Monday after the clocks went back in New York

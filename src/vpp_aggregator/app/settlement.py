@@ -119,11 +119,18 @@ class Meter:
         self._lock = threading.Lock()
 
     def _loads(
-        self, ids: list[str], days: list[date], tz: ZoneInfo, end: datetime, since: float = -np.inf
-    ) -> tuple[_Loads, NDArray[np.float64]]:
+        self,
+        ids: list[str],
+        days: list[date],
+        tz: ZoneInfo,
+        end: datetime,
+        since: float = -np.inf,
+        last_pass: int = 0,
+    ) -> tuple[_Loads, NDArray[np.float64], NDArray[np.bool_]]:
         """The members' loads over `days`; the event day's intervals before `since` (epoch s)
-        need not be measured (their samples are not read)."""
-        starts, exists = local_slots(days, tz, SLOT_MIN)
+        need not be measured (their samples are not read). `last_pass`: which pass of a
+        repeated hour the event day's intervals are (`local_slots`)."""
+        starts, exists = local_slots(days, tz, SLOT_MIN, last_pass)
         n = len(days)
         kw = {rid: np.full(starts.shape, np.nan) for rid in ids}
         cov = {rid: np.zeros(n) for rid in ids}
@@ -173,7 +180,7 @@ class Meter:
             while len(self._days) > self.cache_days:
                 self._days.popitem(last=False)
         loads = _Loads(days, kw, cov, today, exists.sum(axis=1) * float(SLOT_S))
-        return loads, starts
+        return loads, starts, exists
 
     def measure(
         self, aggregation_id: str, start: datetime, end: datetime, awarded_kw: float
@@ -188,8 +195,11 @@ class Meter:
         # Metered output is the award's own intervals: the day's samples before it are not
         # needed (a real-time award late in the day would read the whole day so far).
         since = start.timestamp() - SLOT_S if metered else -np.inf  # the interval it begins in
-        loads, starts = self._loads([r for r, _ in members], days, tz, end, since)
-        today = starts[-1]
+        # An award in the second pass of the hour clocks repeat is measured on that pass,
+        # against the same time of day on the other days, as an award in the first pass is.
+        second = start.astimezone(tz).fold
+        loads, starts, exists = self._loads([r for r, _ in members], days, tz, end, since, second)
+        today, real = starts[-1], exists[-1]
         spans = self.store.award_spans(
             aggregation_id,
             datetime.fromtimestamp(float(starts[0, 0]), UTC),
@@ -197,11 +207,8 @@ class Meter:
         )
         event_days = {s.astimezone(tz).date() for s, _, _ in spans} - {day}
         todays = [(s, e) for s, e, _ in spans if s.astimezone(tz).date() == day] or [(start, end)]
-        event = slice(
-            _slot(min(s for s, _ in todays), tz, day),
-            _slot(max(e for _, e in todays), tz, day, True),
-        )
-        window = slice(_slot(start, tz, day), _slot(end, tz, day, True))
+        event = _overlapping(today, real, min(s for s, _ in todays), max(e for _, e in todays))
+        window = _overlapping(today, real, start, end)
         note: str | None = None
         if end.astimezone(tz) > datetime.combine(day + timedelta(days=1), time(), tz):
             note = "the award runs past local midnight: only its part before midnight is measured"
@@ -242,7 +249,7 @@ class Meter:
         for s in range(window.start, window.stop):
             a = max(start.timestamp(), today[s])
             b = min(end.timestamp(), today[s] + SLOT_S)
-            if b <= a:  # the hour clocks skip, by the clock inside the award's end: not its
+            if not real[s] or b <= a:  # the hour clocks skip is no time of the award's
                 continue
             awarded = awarded_kw * (b - a) / 3600.0
             base, used = base_kw[s] / KW_PER_KWH, measured_kw[s] / KW_PER_KWH
@@ -310,11 +317,10 @@ def _from_series(
     )
 
 
-def _slot(at: datetime, tz: ZoneInfo, day: date, ceil: bool = False) -> int:
-    """The local interval of `day` an instant falls in, by the clock (`ceil`: the first one
-    at or after it, for an end); past the day: the number of intervals in a day."""
-    local = at.astimezone(tz)
-    if local.date() > day:
-        return 24 * 60 // SLOT_MIN
-    minutes = local.hour * 60 + local.minute + (local.second + local.microsecond / 1e6) / 60.0
-    return int(-(-minutes // SLOT_MIN)) if ceil else int(minutes // SLOT_MIN)
+def _overlapping(
+    today: NDArray[np.float64], real: NDArray[np.bool_], a: datetime, b: datetime
+) -> slice:
+    """The event day's local intervals from the first to the last that overlaps [a, b) in
+    time (intervals the clock skips are none of them; a span past the day ends with it)."""
+    hit = np.flatnonzero(real & (today < b.timestamp()) & (today + SLOT_S > a.timestamp()))
+    return slice(int(hit[0]), int(hit[-1]) + 1) if hit.size else slice(0, 0)

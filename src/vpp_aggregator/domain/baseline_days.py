@@ -89,21 +89,27 @@ def like_days(
 
 
 def local_slots(
-    days: Sequence[date], tz: ZoneInfo, slot_minutes: int
+    days: Sequence[date], tz: ZoneInfo, slot_minutes: int, last_pass: int = 0
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Each local day cut by the clock: the instant (epoch s) each interval of local time
     starts, and whether that local time exists. On the day clocks go forward the skipped hour's
-    intervals do not exist; on the day they go back the repeated hour counts once (its first
-    pass). So interval k is the same time of day on every day, as day matching needs."""
-    rows = [_day_slots(d, tz, slot_minutes) for d in days]
+    intervals do not exist; on the day they go back the repeated hour is one of its passes: the
+    first, or for the last day (the event day) `last_pass` 1, the second. So interval k is the
+    same time of day on every day, as day matching needs."""
+    rows = [
+        _day_slots(d, tz, slot_minutes, last_pass if i == len(days) - 1 else 0)
+        for i, d in enumerate(days)
+    ]
     return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
 
 
 @lru_cache(maxsize=4096)
-def _day_slots(day: date, tz: ZoneInfo, slot_minutes: int) -> tuple[list[float], list[bool]]:
+def _day_slots(
+    day: date, tz: ZoneInfo, slot_minutes: int, fold: int = 0
+) -> tuple[list[float], list[bool]]:
     starts, exists = [], []
     for k in range(24 * 60 // slot_minutes):
-        wall = datetime.combine(day, time(*divmod(k * slot_minutes, 60)), tz)
+        wall = datetime.combine(day, time(*divmod(k * slot_minutes, 60), fold=fold), tz)
         starts.append(wall.timestamp())
         back = wall.astimezone(UTC).astimezone(tz)
         exists.append(back.replace(tzinfo=None) == wall.replace(tzinfo=None))
