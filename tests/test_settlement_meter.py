@@ -108,8 +108,11 @@ class Fleet:
         return start, start + timedelta(minutes=minutes)
 
 
-def meter(fleet: Fleet, method: BaselineMethod) -> Meter:
-    return Meter(fleet, fleet, BaselinePolicy(default=method), hold_s=120.0)
+LATER = datetime(2030, 1, 1, tzinfo=UTC)  # measured long after: every past day is final
+
+
+def meter(fleet: Fleet, method: BaselineMethod, now: datetime = LATER) -> Meter:
+    return Meter(fleet, fleet, BaselinePolicy(default=method), hold_s=120.0, clock=lambda: now)
 
 
 def at(day: date, hour: int, minute: int = 0, tz: ZoneInfo = LA) -> datetime:
@@ -291,11 +294,12 @@ def test_past_days_are_read_once_and_the_next_award_reads_only_its_own_day() -> 
         fleet.report(rid, at(day, 12), at(day, 13), 0.0)
     fleet.report("bess-1", at(day, 12), at(day, 13), 20.0)
     first, second = fleet.award(at(day, 12), 5, 30.0), fleet.award(at(day, 12, 5), 5, 30.0)
-    m = meter(fleet, BaselineMethod.CAISO_10IN10)
+    m = meter(fleet, BaselineMethod.CAISO_10IN10, now=at(day, 13))
     a = m.measure("N", *first, 30.0)
     b = m.measure("N", *second, 30.0)
     assert fleet.reads[0] < at(day - timedelta(days=44), 0)  # 45 days of samples, once
-    assert fleet.reads[1] >= at(day, 0) - timedelta(minutes=5)  # then only the award's day
+    # then only the days whose samples may still come: yesterday (not yet final) and today
+    assert at(day - timedelta(days=1), 0) - timedelta(minutes=5) <= fleet.reads[1] < at(day, 0)
     fresh = meter(fleet, BaselineMethod.CAISO_10IN10).measure("N", *second, 30.0)
     assert (b.baseline_kwh, b.delivered_kwh, b.days_used) == (
         fresh.baseline_kwh,
@@ -303,3 +307,22 @@ def test_past_days_are_read_once_and_the_next_award_reads_only_its_own_day() -> 
         fresh.days_used,
     )
     assert a.delivered_kwh == pytest.approx((10.0 + 20.0) / 12, abs=1e-4)  # 10 kW paused + 20 out
+
+
+def test_yesterdays_samples_that_come_late_are_in_the_baseline_of_the_next_measurement() -> None:
+    """A device back from an outage uploads the day it buffered: an award measured before that
+    (the dispatch tracks its award while it runs) must not keep yesterday as it was then."""
+    fleet = Fleet([("ev-1", False)])
+    day = date(2025, 6, 11)
+    fleet.report("ev-1", at(day - timedelta(days=20), 0), at(day - timedelta(days=1), 0), -7.0)
+    fleet.report("ev-1", at(day, 12), at(day, 13), 0.0)  # paused; its morning unseen: unadjusted
+    award = fleet.award(at(day, 12), 60, 7.0)
+    m = meter(fleet, BaselineMethod.CAISO_10IN10, now=at(day, 12, 30))
+    before = m.measure("N", *award, 7.0)
+    fleet.report("ev-1", at(day - timedelta(days=1), 0), at(day, 0), -1.0)  # yesterday, late
+    after = m.measure("N", *award, 7.0)
+    fresh = meter(fleet, BaselineMethod.CAISO_10IN10).measure("N", *award, 7.0)
+    assert (day - timedelta(days=1)).isoformat() not in before.days_used  # unseen then
+    assert before.baseline_kwh == pytest.approx(7.0, abs=1e-3)
+    assert (after.baseline_kwh, after.days_used) == (fresh.baseline_kwh, fresh.days_used)
+    assert after.baseline_kwh == pytest.approx((9 * 7.0 + 1.0) / 10, abs=1e-3)

@@ -118,7 +118,7 @@ class MarketService:
             regulation=regulation,
             topic=offers_topic,
         )
-        self.meter = Meter(repo, state, baselines or BaselinePolicy(), hold_seconds)
+        self.meter = Meter(repo, state, baselines or BaselinePolicy(), hold_seconds, clock)
         # set by the aggregator once regulation runs: the score of an aggregation over a span
         self.regulation_score: Callable[[str, datetime, datetime], float | None] = lambda *_: None
         self._relay_lock = threading.Lock()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
@@ -40,6 +40,10 @@ SLOT_S = 300  # settlement intervals: the 5-minute real-time interval
 SLOT_MIN = SLOT_S // 60
 KW_PER_KWH = 3600.0 / SLOT_S  # mean kW over one interval of 1 kWh
 MIN_COVERAGE = 0.5  # a day (or the adjustment window) counts when samples cover this share
+# A device that was offline uploads its buffered samples when it is back, and a replay posts a
+# day's telemetry after the fact: a past day is final (kept measured) only this long after it
+# ends; until then every measurement reads it again.
+LATE_SAMPLES_S = 86_400.0
 
 
 class MeasurementStore(Protocol):
@@ -96,9 +100,10 @@ class _Loads:
 
 
 class Meter:
-    """Measures awards. Past days do not change, so each resource's intervals of a past local
-    day are kept (float32, at most `cache_days` resource-days, least recently used out): a
-    real-time award every 5 minutes then reads only its own day's samples, not 45 days'."""
+    """Measures awards. Past days do not change once their late samples are in
+    (`LATE_SAMPLES_S`), so each resource's intervals of such a day are kept (float32, at most
+    `cache_days` resource-days, least recently used out): a real-time award every 5 minutes
+    then reads only its own day's and yesterday's samples, not 45 days'."""
 
     def __init__(
         self,
@@ -106,9 +111,11 @@ class Meter:
         members: Members,
         policy: BaselinePolicy,
         hold_s: float,
+        clock: Callable[[], datetime],
         cache_days: int = 50_000,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.members = members
         self.policy = policy
         self.hold_s = hold_s
@@ -172,9 +179,15 @@ class Meter:
             c = np.where(ok, c, 0.0)
             cov[rid][first_unknown:] = c.sum(axis=1)
             today[rid] = c[-1]
+        final_before = self.clock().timestamp() - LATE_SAMPLES_S
+        final = [
+            i
+            for i in range(first_unknown, n - 1)
+            if datetime.combine(days[i] + timedelta(days=1), time(), tz).timestamp() <= final_before
+        ]
         with self._lock:
             for rid in ids:
-                for i in range(first_unknown, n - 1):
+                for i in final:
                     key = (rid, tz.key, days[i])
                     self._days[key] = (kw[rid][i].astype(np.float32), float(cov[rid][i]))
             while len(self._days) > self.cache_days:
