@@ -142,8 +142,10 @@ def test_settling_a_curtailment_of_real_charging_matches_the_hand_calculation(
             "price_per_mwh": 80.0,
         }
         assert c.post("/market/awards", json=award).status_code == 201
-        # the drivers charge on as they did until the event begins
+        # the drivers' charging until the event begins is posted as it begins, and the
+        # dispatch's tick (which tracks the award) may come before it
         clock.now = event_start
+        c.app.state.aggregator.market.follow()  # type: ignore[attr-defined]
         replay(c, midnight - timedelta(hours=15), event_start)
         # the event: every vehicle's charging paused, bess-1 exporting 40 kW, reported as ever
         for k in range(13):
