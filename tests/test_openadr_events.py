@@ -440,9 +440,11 @@ def test_prices_a_utility_sends_decide_when_batteries_recharge(
     assert (outcome.outcome, outcome.detail) == ("applied", "3 price(s) kept; 3 for recharges")
     shown = client.get("/dr/events").json()["items"][0]["windows"]
     assert [w["meaning"] for w in shown][1] == "PRICE 0.001 $/kWh (recharges buy at it)"
+    # near the 80 % recharge target, so the recharge takes an hour (the cheap hour's length)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 75.0)]})
     d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).json()
     clock.advance(minutes=45)
-    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 45.0)]})
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 70.0)]})
     client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
     [recharge] = client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"]
     assert recharge["reference"] == d["dispatch_id"]

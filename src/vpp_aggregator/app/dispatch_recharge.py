@@ -1,4 +1,10 @@
-"""After a discharge, its batteries get back what it took, at the cheapest time by the tariff."""
+"""After a discharge, its batteries are recharged to the recharge target at the cheapest time
+by the tariff.
+
+The target is a level, not the amount the discharge took: a recharge that gave back what was
+taken, to where the battery began, ended each cycle a little short of it (the planner keeps a
+latency reserve below every ceiling; a window can end first), the next cycle began from there,
+and over a replayed year the batteries ran down until nothing was offered."""
 
 from __future__ import annotations
 
@@ -21,14 +27,16 @@ from vpp_aggregator.domain.ramps import minutes_to_move
 
 log = logging.getLogger(__name__)
 QUARTER = timedelta(minutes=15)  # the step `cheapest_start` prices a block in
+MIN_RECHARGE_KWH = 0.5  # less given (or missing) than this books no recharge
 
 
 class DispatchRecharges(DispatchCommands):
     def recharge_after(
         self, record: DispatchRecord, now: datetime, drawn_pct: dict[str, float]
     ) -> DispatchRecord | None:
-        """After a discharge, give its batteries back what it took (never more than up to the
-        recharge target) at the cheapest time. A discharge cancelled before it ran took nothing."""
+        """After a discharge, recharge each battery it drew from to the recharge target (one
+        above it is left alone) at the cheapest time. A discharge cancelled before it gave
+        anything (less than `MIN_RECHARGE_KWH` from a battery) books no recharge for it."""
         if record.target_kw <= 0 or record.source == "bess_recharge" or self.tariff is None:
             return None
         ceilings: dict[str, float] = {}
@@ -39,12 +47,17 @@ class DispatchRecharges(DispatchCommands):
             if live is None or live.soc_pct is None or row < 0 or not self.state.is_bess[row]:
                 continue
             cap, pc = float(self.state.capacity_kwh[row]), float(self.state.max_charge_kw[row])
-            taken = min(self.recharge_target - live.soc_pct, drawn_pct.get(rid, 0.0))
-            short = taken / 100.0 * cap / one_way_efficiency(self.rte)
-            if short > 0.5:
-                ceilings[rid] = live.soc_pct + taken
+            if drawn_pct.get(rid, 0.0) / 100.0 * cap < MIN_RECHARGE_KWH:
+                continue
+            short = (
+                (self.recharge_target - live.soc_pct) / 100.0 * cap / one_way_efficiency(self.rte)
+            )
+            if short > MIN_RECHARGE_KWH:
+                ceilings[rid] = self.recharge_target
                 power += pc
-                hours = max(hours, minutes_to_move(short, pc, self.ramp) / 60.0)
+                # up at the ramp limit, then down again inside the window: the plan ends there
+                minutes = minutes_to_move(short, pc, self.ramp) + pc / self.ramp
+                hours = max(hours, minutes / 60.0)
         if not ceilings:
             return None
         duration = min(MAX_DURATION_MIN, max(15, int(math.ceil(hours * 60 / 15) * 15)))
