@@ -45,11 +45,11 @@ class OpenDispatch:
     kw: NDArray[np.float64]  # (resources, points) signed setpoints
     soc: NDArray[np.float64]  # planned SoC at each point
     released: list[bool]  # ramping down after being dropped or cancelled: not followed again
-    # SoC (%) each resource gave up under earlier revisions of this dispatch (kept in memory:
-    # after a restart a recharge may fall short, never overshoot what was taken)
+    # SoC (%) each resource gave up under earlier revisions of this dispatch (kept in memory):
+    # a battery that gave anything is recharged to the target when the dispatch ends
     drawn_pct: dict[str, float] = field(default_factory=dict)
     # SoC (%) each resource had as its part in this dispatch began (its first revision that had
-    # begun): what a recharge gives back to, however the revisions and the devices went.
+    # begun): what it gave is measured from there too, however the revisions and devices went.
     before_pct: dict[str, float] = field(default_factory=dict)
     planned_ts: float = 0.0  # when this revision was planned
 
