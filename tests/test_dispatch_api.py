@@ -318,6 +318,41 @@ def test_a_recharge_is_not_booked_over_a_dispatch_already_holding_the_battery(
     assert start < datetime.fromisoformat("2026-11-26T00:00:00+00:00")  # and still cheap
 
 
+def test_a_recharge_not_begun_gives_way_to_a_new_dispatch(client: TestClient, clock: Clock) -> None:
+    """A recharge booked for 08:00 local held its battery from any dispatch whose window and
+    the hour after it reached 08:00: an operator's (or a demand-response event's) discharge
+    at 07:20 was refused the idle battery. The recharge now gives way, and the discharge's
+    own end books the battery's recharge to the target."""
+    _fleet(client, clock, bess_soc=60.0, evs=0)
+    first = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).json()
+    clock.advance(minutes=70)
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 50.0)]})
+    client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    (booked,) = client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"]
+    assert booked["reference"] == first["dispatch_id"]
+    assert booked["start"] == "2026-11-25T16:00:00Z"  # 08:00 in Los Angeles, the cheapest
+    clock.now = datetime.fromisoformat("2026-11-25T15:20:00+00:00")
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 50.0)]})
+    d = client.post("/dispatch", json={"target_kw": 100, "duration_minutes": 30}).json()
+    assert d["status"] == "active" and d["allocations"]
+    got = client.get(f"/dispatch/{booked['dispatch_id']}").json()
+    assert got["status"] == "cancelled"
+    # the discharge ends: its battery is booked again, to the target, from where it is then
+    clock.advance(minutes=70)
+    after = d["allocations"][0]["expected_end_soc_pct"]
+    client.post("/telemetry", json={"samples": [sample("bess-1", clock.now, after)]})
+    client.app.state.aggregator.dispatch.tick()  # type: ignore[attr-defined]
+    again = [
+        r
+        for r in client.get("/dispatch", params={"source": "bess_recharge"}).json()["items"]
+        if r["reference"] == d["dispatch_id"]
+    ]
+    assert len(again) == 1 and again[0]["status"] == "scheduled"
+    (back,) = client.get(f"/dispatch/{again[0]['dispatch_id']}").json()["allocations"]
+    assert back["start_soc_pct"] == pytest.approx(after, abs=1e-6)
+    assert 79.5 <= back["expected_end_soc_pct"] <= 80.0
+
+
 def test_a_recharge_window_is_long_enough_to_reach_the_target(
     client: TestClient, clock: Clock
 ) -> None:

@@ -19,10 +19,12 @@ from numpy.typing import NDArray
 from vpp_aggregator.app.dispatch_ports import (
     Bus,
     DispatchMetricsPort,
+    DispatchRequest,
     DispatchStore,
 )
 from vpp_aggregator.app.dispatch_records import (
     OPEN_STATUSES,
+    RECHARGE_SOURCE,
     DispatchRecord,
     DispatchStatus,
 )
@@ -189,8 +191,22 @@ class DispatchCore:
             return out
 
     def busy_everywhere(
-        self, start: datetime, end: datetime, exclude: str | None = None
+        self,
+        start: datetime,
+        end: datetime,
+        exclude: str | None = None,
+        recharges_from: datetime | None = None,
     ) -> list[str]:
         """Held by any process of the deployment: every dispatch is in the store, this process's
-        own included (stored before it is followed)."""
-        return self.store.held_resources(start, end, exclude)
+        own included (stored before it is followed). With `recharges_from`, recharges not begun
+        by then are not counted: they give way (`DispatchCommands.create`)."""
+        return self.store.held_resources(start, end, exclude, recharges_from)
+
+    def busy_for(self, req: DispatchRequest, start: datetime, now: datetime) -> list[str]:
+        """What a new dispatch may not take: held in its window and the hour after it (its
+        ramp down, the next dispatch's ramp in), but for recharges not begun, which give way
+        (`DispatchReleases._give_way`); a recharge itself takes nothing held."""
+        end = start + timedelta(minutes=req.duration_minutes + 60)
+        return self.busy_everywhere(
+            start, end, recharges_from=None if req.source == RECHARGE_SOURCE else now
+        )

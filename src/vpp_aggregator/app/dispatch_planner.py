@@ -302,7 +302,7 @@ class DispatchPlanner(DispatchCore):
             now,
             start,
             scope,
-            busy=self.busy_everywhere(start, start + timedelta(minutes=req.duration_minutes + 60)),
+            busy=self.busy_for(req, start, now),
             charge_ceiling_pct=req.charge_ceiling_pct,
             discharge_floor_pct=req.discharge_floor_pct,
         )

@@ -20,6 +20,7 @@ from vpp_aggregator.app.dispatch_ports import (
     DispatchRequest,
 )
 from vpp_aggregator.app.dispatch_records import (
+    RECHARGE_SOURCE,
     DispatchRecord,
 )
 from vpp_aggregator.domain.efficiency import one_way_efficiency
@@ -37,7 +38,7 @@ class DispatchRecharges(DispatchCommands):
         """After a discharge, recharge each battery it drew from to the recharge target (one
         above it is left alone) at the cheapest time. A discharge cancelled before it gave
         anything (less than `MIN_RECHARGE_KWH` from a battery) books no recharge for it."""
-        if record.target_kw <= 0 or record.source == "bess_recharge" or self.tariff is None:
+        if record.target_kw <= 0 or record.source == RECHARGE_SOURCE or self.tariff is None:
             return None
         ceilings: dict[str, float] = {}
         power = hours = 0.0
@@ -84,7 +85,7 @@ class DispatchRecharges(DispatchCommands):
             duration_minutes=duration,
             start=begin,
             resource_ids=tuple(ceilings),
-            source="bess_recharge",
+            source=RECHARGE_SOURCE,
             reference=record.dispatch_id,
             idempotency_key=f"recharge-after-{record.dispatch_id}",
             charge_ceiling_pct=ceilings,

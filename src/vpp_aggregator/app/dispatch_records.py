@@ -98,6 +98,7 @@ class PlanningBusyError(Exception):
 
 
 PLANNED_AHEAD = timedelta(minutes=5)  # a plan older than this at its start is made again then
+RECHARGE_SOURCE = "bess_recharge"  # the dispatches the service books itself after a discharge
 
 
 def device_commands(

@@ -13,10 +13,12 @@ from vpp_aggregator.app.dispatch_core import OpenDispatch
 from vpp_aggregator.app.dispatch_ports import (
     DispatchConflictError,
     DispatchNotFoundError,
+    DispatchRequest,
 )
 from vpp_aggregator.app.dispatch_recharge import DispatchRecharges
 from vpp_aggregator.app.dispatch_records import (
     OPEN_STATUSES,
+    RECHARGE_SOURCE,
     AllocationRecord,
     DispatchRecord,
     DispatchStatus,
@@ -33,6 +35,33 @@ log = logging.getLogger(__name__)
 
 
 class DispatchReleases(DispatchRecharges):
+    def create(
+        self, req: DispatchRequest, received: float | None = None
+    ) -> tuple[DispatchRecord, bool]:
+        record, created = super().create(req, received)
+        if created and req.source != RECHARGE_SOURCE and record.allocations:
+            self._give_way(record, self.clock())
+        return record, created
+
+    def _give_way(self, record: DispatchRecord, now: datetime) -> None:
+        """Recharges not begun that hold a battery this dispatch took (in its window and the
+        hour after, as planning counts it; `busy_everywhere`) are cancelled: a booked recharge
+        must not keep a battery from a demand-response event or an award. A discharge books
+        its own recharge to the target when it ends; after a charge the battery holds more."""
+        taken = {a.resource_id for a in record.allocations}
+        until = record.end_at + timedelta(minutes=60)
+        for r in self.store.open_dispatches(RECHARGE_SOURCE):
+            if r.start <= now or r.start >= until or r.end_at <= record.start:
+                continue
+            full = self.store.get(r.dispatch_id)
+            if full is None or taken.isdisjoint(a.resource_id for a in full.allocations):
+                continue
+            try:
+                self.cancel(r.dispatch_id)
+            except (DispatchConflictError, DispatchNotFoundError):
+                continue  # ended or cancelled meanwhile
+            log.info("recharge %s gave way to dispatch %s", r.dispatch_id, record.dispatch_id)
+
     def _ramp_down(
         self, rid: str, kw: float, now: datetime, o: OpenDispatch, why: str
     ) -> AllocationRecord:

@@ -39,6 +39,7 @@ from vpp_aggregator.adapters.store.tables import (
 )
 from vpp_aggregator.app.dispatch_records import (
     OPEN_STATUSES,
+    RECHARGE_SOURCE,
     AllocationRecord,
     DispatchRecord,
     DispatchStatus,
@@ -185,7 +186,11 @@ class DispatchRepository:
         return [(r.dispatch_id, r.resource_id, r.reason) for r in sorted(rows)]
 
     def held_resources(
-        self, start: datetime, end: datetime, exclude: str | None = None
+        self,
+        start: datetime,
+        end: datetime,
+        exclude: str | None = None,
+        recharges_from: datetime | None = None,
     ) -> builtins.list[str]:
         """Resources of every open dispatch overlapping [start, end], whichever process runs it."""
         d, a = dispatches, dispatch_allocations
@@ -194,8 +199,9 @@ class DispatchRepository:
             d.c.end_at > start,
             d.c.start_at < end,
         ]
-        if exclude is not None:
-            conds.append(d.c.dispatch_id != exclude)
+        conds += [d.c.dispatch_id != exclude] if exclude is not None else []
+        if recharges_from is not None:  # recharges beginning after it give way
+            conds.append(or_(d.c.source != RECHARGE_SOURCE, d.c.start_at <= recharges_from))
         joined = a.join(d, and_(a.c.dispatch_id == d.c.dispatch_id, a.c.revision == d.c.revision))
         with self.engine.connect() as conn:
             if self.engine.dialect.name == "postgresql":  # one row: no per-row cost at scale
