@@ -23,6 +23,7 @@ from vpp_aggregator.app.dispatch_ports import (
     DispatchStore,
 )
 from vpp_aggregator.app.dispatch_records import (
+    HELD_AFTER,
     OPEN_STATUSES,
     RECHARGE_SOURCE,
     DispatchRecord,
@@ -199,14 +200,13 @@ class DispatchCore:
     ) -> list[str]:
         """Held by any process of the deployment: every dispatch is in the store, this process's
         own included (stored before it is followed). With `recharges_from`, recharges not begun
-        by then are not counted: they give way (`DispatchCommands.create`)."""
+        by then are not counted: they give way (`DispatchReleases._give_way`)."""
         return self.store.held_resources(start, end, exclude, recharges_from)
 
     def busy_for(self, req: DispatchRequest, start: datetime, now: datetime) -> list[str]:
-        """What a new dispatch may not take: held in its window and the hour after it (its
-        ramp down, the next dispatch's ramp in), but for recharges not begun, which give way
-        (`DispatchReleases._give_way`); a recharge itself takes nothing held."""
-        end = start + timedelta(minutes=req.duration_minutes + 60)
+        """What a new dispatch may not take: held in its window and `HELD_AFTER` it, but for
+        recharges not begun, which give way; a recharge itself takes nothing held."""
+        end = start + timedelta(minutes=req.duration_minutes) + HELD_AFTER
         return self.busy_everywhere(
             start, end, recharges_from=None if req.source == RECHARGE_SOURCE else now
         )

@@ -99,6 +99,9 @@ class PlanningBusyError(Exception):
 
 PLANNED_AHEAD = timedelta(minutes=5)  # a plan older than this at its start is made again then
 RECHARGE_SOURCE = "bess_recharge"  # the dispatches the service books itself after a discharge
+# A new dispatch takes nothing held in its window or this long after it (its ramp down, the
+# next dispatch's ramp in); recharges not begun give way instead (`DispatchReleases._give_way`)
+HELD_AFTER = timedelta(minutes=60)
 
 
 def device_commands(

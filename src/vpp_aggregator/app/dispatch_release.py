@@ -17,6 +17,7 @@ from vpp_aggregator.app.dispatch_ports import (
 )
 from vpp_aggregator.app.dispatch_recharge import DispatchRecharges
 from vpp_aggregator.app.dispatch_records import (
+    HELD_AFTER,
     OPEN_STATUSES,
     RECHARGE_SOURCE,
     AllocationRecord,
@@ -44,12 +45,12 @@ class DispatchReleases(DispatchRecharges):
         return record, created
 
     def _give_way(self, record: DispatchRecord, now: datetime) -> None:
-        """Recharges not begun that hold a battery this dispatch took (in its window and the
-        hour after, as planning counts it; `busy_everywhere`) are cancelled: a booked recharge
+        """Recharges not begun that hold a battery this dispatch took (in its window and
+        `HELD_AFTER` it, as planning counts it: `busy_for`) are cancelled: a booked recharge
         must not keep a battery from a demand-response event or an award. A discharge books
         its own recharge to the target when it ends; after a charge the battery holds more."""
         taken = {a.resource_id for a in record.allocations}
-        until = record.end_at + timedelta(minutes=60)
+        until = record.end_at + HELD_AFTER
         for r in self.store.open_dispatches(RECHARGE_SOURCE):
             if r.start <= now or r.start >= until or r.end_at <= record.start:
                 continue
