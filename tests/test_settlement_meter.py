@@ -30,17 +30,31 @@ class Fleet:
         self.samples: dict[str, tuple[list[float], list[float]]] = {r: ([], []) for r, _ in members}
         self.awards: list[tuple[datetime, datetime, float]] = []
         self.reads: list[datetime] = []  # where each history read began
+        self.arrivals: list[tuple[str, float, float]] = []  # resource, taken, received
         self.series = {}
 
     def members(self, grid_node: str) -> list[tuple[str, bool]]:
         return self._members
 
-    def report(self, rid: str, start: datetime, end: datetime, kw: float) -> None:
+    def report(
+        self, rid: str, start: datetime, end: datetime, kw: float, received: datetime | None = None
+    ) -> None:
+        """Samples a minute apart, each received as it is taken unless `received` says when."""
         t = start.timestamp()
         while t < end.timestamp():
             self.samples[rid][0].append(t)
             self.samples[rid][1].append(kw)
+            self.arrivals.append((rid, t, t if received is None else received.timestamp()))
             t += STEP
+
+    def received_since(
+        self, since: datetime, start: datetime, end: datetime
+    ) -> list[tuple[str, float]]:
+        return [
+            (rid, t)
+            for rid, t, got in self.arrivals
+            if got >= since.timestamp() and start.timestamp() <= t < end.timestamp()
+        ]
 
     def power_history(
         self, resource_ids: Sequence[str], start: datetime, end: datetime
@@ -298,8 +312,8 @@ def test_past_days_are_read_once_and_the_next_award_reads_only_its_own_day() -> 
     a = m.measure("N", *first, 30.0)
     b = m.measure("N", *second, 30.0)
     assert fleet.reads[0] < at(day - timedelta(days=44), 0)  # 45 days of samples, once
-    # then only the days whose samples may still come: yesterday (not yet final) and today
-    assert at(day - timedelta(days=1), 0) - timedelta(minutes=5) <= fleet.reads[1] < at(day, 0)
+    # then only its own day: yesterday's samples may still come, but none came since it was read
+    assert at(day, 0) - timedelta(minutes=5) <= fleet.reads[1] < at(day, 12)
     fresh = meter(fleet, BaselineMethod.CAISO_10IN10).measure("N", *second, 30.0)
     assert (b.baseline_kwh, b.delivered_kwh, b.days_used) == (
         fresh.baseline_kwh,
@@ -319,7 +333,8 @@ def test_yesterdays_samples_that_come_late_are_in_the_baseline_of_the_next_measu
     award = fleet.award(at(day, 12), 60, 7.0)
     m = meter(fleet, BaselineMethod.CAISO_10IN10, now=at(day, 12, 30))
     before = m.measure("N", *award, 7.0)
-    fleet.report("ev-1", at(day - timedelta(days=1), 0), at(day, 0), -1.0)  # yesterday, late
+    # yesterday, uploaded late: as the award is measured
+    fleet.report("ev-1", at(day - timedelta(days=1), 0), at(day, 0), -1.0, at(day, 12, 30))
     after = m.measure("N", *award, 7.0)
     fresh = meter(fleet, BaselineMethod.CAISO_10IN10).measure("N", *award, 7.0)
     assert (day - timedelta(days=1)).isoformat() not in before.days_used  # unseen then

@@ -44,6 +44,8 @@ MIN_COVERAGE = 0.5  # a day (or the adjustment window) counts when samples cover
 # day's telemetry after the fact: a past day is final (kept measured) only this long after it
 # ends; until then every measurement reads it again.
 LATE_SAMPLES_S = 86_400.0
+# A sample stamped as received just before a read may commit after it: looked for this far back.
+LATE_MARGIN_S = 60.0
 
 
 class MeasurementStore(Protocol):
@@ -54,6 +56,9 @@ class MeasurementStore(Protocol):
         self, aggregation_id: str, start: datetime, end: datetime
     ) -> list[tuple[datetime, datetime, float]]: ...
     def rolled_through(self) -> date | None: ...
+    def received_since(
+        self, since: datetime, start: datetime, end: datetime
+    ) -> list[tuple[str, float]]: ...
     def daily_energy(
         self, resource_ids: Sequence[str], first: date, last: date, interval_s: float
     ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]]: ...
@@ -100,10 +105,10 @@ class _Loads:
 
 
 class Meter:
-    """Measures awards. Past days do not change once their late samples are in
-    (`LATE_SAMPLES_S`), so each resource's intervals of such a day are kept (float32, at most
-    `cache_days` resource-days, least recently used out): a real-time award every 5 minutes
-    then reads only its own day's and yesterday's samples, not 45 days'."""
+    """Measures awards. Each resource's intervals of a past day are kept once read (float32, at
+    most `cache_days` resource-days, least recently used out): a real-time award every 5
+    minutes then reads only its own day's samples, not 45 days'. A day whose late samples may
+    still come (`LATE_SAMPLES_S`) is read again when samples of it were received since."""
 
     def __init__(
         self,
@@ -120,9 +125,10 @@ class Meter:
         self.policy = policy
         self.hold_s = hold_s
         self.cache_days = cache_days
-        self._days: OrderedDict[tuple[str, str, date], tuple[NDArray[np.float32], float]] = (
-            OrderedDict()
-        )
+        # (resource, zone, day) -> its loads, its coverage, and when it was read (None: final)
+        self._days: OrderedDict[
+            tuple[str, str, date], tuple[NDArray[np.float32], float, float | None]
+        ] = OrderedDict()
         self._lock = threading.Lock()
 
     def _loads(
@@ -141,16 +147,28 @@ class Meter:
         n = len(days)
         kw = {rid: np.full(starts.shape, np.nan) for rid in ids}
         cov = {rid: np.zeros(n) for rid in ids}
+        read_at = self.clock().timestamp()  # before the read: what comes during it is late
+        with self._lock:
+            kept = {
+                (rid, i): self._days[(rid, tz.key, days[i])]
+                for rid in ids
+                for i in range(n - 1)
+                if (rid, tz.key, days[i]) in self._days
+            }
+        stale = self._late(kept, days, tz.key)
         first_unknown = n - 1  # the event day is always read
         with self._lock:
             for rid in ids:
                 for i in range(n - 1):
-                    kept = self._days.get((rid, tz.key, days[i]))
-                    if kept is None:
+                    if (rid, i) not in kept or (rid, i) in stale:
                         first_unknown = min(first_unknown, i)
                         continue
-                    self._days.move_to_end((rid, tz.key, days[i]))
-                    kw[rid][i], cov[rid][i] = kept[0], kept[1]
+                    day_kw, covered, when = kept[(rid, i)]
+                    key = (rid, tz.key, days[i])
+                    if when is not None:  # checked up to now: the next check looks from here
+                        self._days[key] = (day_kw, covered, read_at)
+                    self._days.move_to_end(key)
+                    kw[rid][i], cov[rid][i] = day_kw, covered
         read = starts[first_unknown:]
         # Days gone from the raw history are read from their stored five-minute series,
         # measured by the same rule (`app/telemetry_retention`) before their samples went.
@@ -179,21 +197,51 @@ class Meter:
             c = np.where(ok, c, 0.0)
             cov[rid][first_unknown:] = c.sum(axis=1)
             today[rid] = c[-1]
-        final_before = self.clock().timestamp() - LATE_SAMPLES_S
-        final = [
+        final_before = read_at - LATE_SAMPLES_S
+        final = {
             i
             for i in range(first_unknown, n - 1)
             if datetime.combine(days[i] + timedelta(days=1), time(), tz).timestamp() <= final_before
-        ]
+        }
         with self._lock:
             for rid in ids:
-                for i in final:
+                for i in range(first_unknown, n - 1):
                     key = (rid, tz.key, days[i])
-                    self._days[key] = (kw[rid][i].astype(np.float32), float(cov[rid][i]))
+                    when = None if i in final else read_at
+                    self._days[key] = (kw[rid][i].astype(np.float32), float(cov[rid][i]), when)
             while len(self._days) > self.cache_days:
                 self._days.popitem(last=False)
         loads = _Loads(days, kw, cov, today, exists.sum(axis=1) * float(SLOT_S))
         return loads, starts, exists
+
+    def _late(
+        self,
+        kept: dict[tuple[str, int], tuple[NDArray[np.float32], float, float | None]],
+        days: list[date],
+        tz_key: str,
+    ) -> set[tuple[str, int]]:
+        """The kept days not yet final that samples were received for since they were read."""
+        open_days = {i for (_, i), v in kept.items() if v[2] is not None}
+        if not open_days:
+            return set()
+        since = min(v[2] for v in kept.values() if v[2] is not None) - LATE_MARGIN_S
+        tz = ZoneInfo(tz_key)
+        midnights = [datetime.combine(d, time(), tz) for d in days]
+        lo, hi = min(open_days), max(open_days)
+        late = self.store.received_since(
+            datetime.fromtimestamp(since, UTC),
+            midnights[lo] - timedelta(seconds=self.hold_s),  # held into the day's first minutes
+            midnights[hi + 1],
+        )
+        day_starts = np.array([m.timestamp() for m in midnights])
+        stale = set()
+        for rid, ts in late:
+            # the day of the sample, and the next one if the sample is held into it
+            for t in (ts, ts + self.hold_s):
+                i = int(np.searchsorted(day_starts, t, side="right")) - 1
+                if i in open_days:
+                    stale.add((rid, i))
+        return stale
 
     def measure(
         self, aggregation_id: str, start: datetime, end: datetime, awarded_kw: float

@@ -278,6 +278,23 @@ class MarketRepository:
             out[ids[a]] = (ts[a:b], power[a:b])
         return out
 
+    def received_since(
+        self, since: datetime, start: datetime, end: datetime
+    ) -> list[tuple[str, float]]:
+        """The resource and time (epoch s) of each sample received at or after `since` that
+        was taken in [start, end): what came late for days already measured."""
+        t = telemetry_samples
+        ts_col = type_coerce(t.c.ts, String) if self.engine.dialect.name == "sqlite" else t.c.ts
+        q = select(t.c.resource_id, ts_col).where(
+            t.c.received_at >= since, t.c.ts >= start, t.c.ts < end
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        if not rows:
+            return []
+        ids, stamps = zip(*rows, strict=True)
+        return list(zip(ids, epoch_seconds(stamps).tolist(), strict=True))
+
     def rolled_through(self) -> date | None:
         """Days before this one are measured from their stored five-minute series."""
         return self.daily.rolled_through()
