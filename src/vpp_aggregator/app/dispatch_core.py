@@ -5,6 +5,7 @@ at each revision)."""
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import threading
 import uuid
@@ -29,6 +30,7 @@ from vpp_aggregator.app.dispatch_records import (
     DispatchRecord,
     DispatchStatus,
 )
+from vpp_aggregator.app.dispatch_refusals import Refusals
 from vpp_aggregator.app.events import EventBus
 from vpp_aggregator.domain.dispatch.safety import soc_trajectory
 from vpp_aggregator.domain.fleet_state import FleetState
@@ -123,6 +125,7 @@ class DispatchCore:
         self._lock = threading.RLock()
         self._relay_lock = threading.Lock()
         self._open: dict[str, OpenDispatch] = {}
+        self.refusals = Refusals()  # resources that refused a dispatch's command, by dispatch
 
     def _track(self, record: DispatchRecord) -> None:
         if record.status not in OPEN_STATUSES or not record.allocations:
@@ -172,6 +175,15 @@ class DispatchCore:
         self.store.set_status(record.dispatch_id, status, now)
         if self.metrics:
             self.metrics.status_changed(status)
+
+    def first_start_ts(self) -> float:
+        """When the earliest dispatch this process follows begins (epoch s; past once it runs,
+        until it ends): from then on each tick has work to do. Infinite when it follows none."""
+        with self._lock:
+            return min(
+                (min(o.start_ts, o.record.start.timestamp()) for o in self._open.values()),
+                default=math.inf,
+            )
 
     def held_resources(
         self, start: datetime | None = None, end: datetime | None = None, exclude: str | None = None

@@ -95,8 +95,11 @@ class DispatchFollowThrough(DispatchReleases):
                 if r.start.timestamp() <= now_ts < o.window_end_ts:
                     try:
                         self._follow(o, now)
+                        self._ask_again(did, now)
                     except Exception:  # one dispatch's trouble must not stop the others
                         log.exception("following dispatch %s failed; next tick tries again", did)
+        with self._lock:
+            self.refusals.keep_only(set(self._open))
         for r, drawn in finished:
             self.events.publish(DispatchEnded(r, now, drawn))
 
@@ -123,8 +126,18 @@ class DispatchFollowThrough(DispatchReleases):
     def _refused(self, o: OpenDispatch, resource_id: str, reason: str, now: datetime) -> bool:
         if resource_id not in o.ids or o.released[o.ids.index(resource_id)]:
             return False
+        self.refusals.record(o.record.dispatch_id, resource_id, now.timestamp())
         self._replan(o, now, {resource_id: f"command_rejected ({reason})"})
         return True
+
+    def _ask_again(self, dispatch_id: str, now: datetime) -> None:
+        """Plan again with the resources whose refusal is old enough (`dispatch_refusals`)."""
+        o = self._open.get(dispatch_id)  # as the tick left it: it may have been re-planned
+        if o is None:
+            return
+        due = self.refusals.take_due(dispatch_id, now.timestamp())
+        if due:
+            self._replan(o, now, {}, f"asked again after refusing: {', '.join(sorted(due))}")
 
     def _handle_queued_refusals(self, now: datetime) -> None:
         with self._lock:
@@ -244,6 +257,7 @@ class DispatchFollowThrough(DispatchReleases):
         resources, to the record's target; the others keep ramping from where their plan has
         them now."""
         r = o.record
+        now_ts = now.timestamp()
         begin = max(now, r.start)  # a scheduled dispatch is re-planned from its start
         point = max(0.0, (now.timestamp() - o.start_ts) / 60.0)
         current = {
@@ -265,7 +279,7 @@ class DispatchFollowThrough(DispatchReleases):
                 now,
                 begin,
                 scope,
-                busy=[*others_busy, *dropped],
+                busy=[*others_busy, *dropped, *self.refusals.left_out(r.dispatch_id, now_ts)],
                 power_override=keep,
                 charge_ceiling_pct=scope.get("charge_ceiling_pct"),
                 exclude=r.dispatch_id,
