@@ -34,6 +34,10 @@ from vpp_aggregator.replay.ledger import Ledger
 from vpp_aggregator.replay.stays import read_stays
 
 STEP_S = 60.0
+# While no device holds a command and no dispatch begins within it, a step is this long (on its
+# grid from the start): the service's ticks would find nothing to follow, and the devices still
+# move, arrive and leave minute by minute inside it.
+IDLE_STEP_S = 300.0
 MAX_COMMAND_ROUNDS = 8  # re-plans after refusals, each refusal possibly setting off another
 IDLE_TELEMETRY_S = 300.0  # telemetry every 5 minutes while nothing is dispatched, else every step
 WARMUP_DAYS = 28  # history before the first day, so the forecaster has learnt the fleet
@@ -212,7 +216,7 @@ class _Replay:
         total = self.end_ts - self.warm_ts
         # A little past the last day, so its last intervals are settled too.
         while t < self.end_ts + SETTLE_AFTER_S:
-            t += STEP_S
+            t = self._next_step(t)
             for departed in self.devices.advance(t):
                 self.ledger.departed(departed)
             self.clock.advance_to(t)
@@ -226,6 +230,16 @@ class _Replay:
             if progress is not None and int(t) % 3600 == 0:
                 progress(min(1.0, (t - self.warm_ts) / total))
         return self.ledger.report()
+
+    def _next_step(self, t: float) -> float:
+        """A minute on, or to the next idle step's end when nothing will be followed by then."""
+        idle_end = self.warm_ts + (math.floor((t - self.warm_ts) / IDLE_STEP_S) + 1) * IDLE_STEP_S
+        busy = (
+            self.devices.any_commanded()
+            or bool(self.commands)
+            or self.agg.dispatch.first_start_ts() <= idle_end
+        )
+        return t + STEP_S if busy else idle_end
 
     def _arrivals(self) -> None:
         """Drivers who plugged in this step tell the service when they leave, needing what."""
