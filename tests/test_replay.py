@@ -357,3 +357,36 @@ def test_commands_of_a_re_plan_a_refusal_sets_off_reach_the_devices_in_the_same_
     _Replay._deliver_commands(endless, 0.0)  # type: ignore[arg-type]
     assert endless.delivered == list(range(MAX_COMMAND_ROUNDS))
     assert len(endless.commands) == 1 and len(endless.ledger.notes) == 1
+
+
+def test_the_replay_steps_five_minutes_only_while_nothing_is_followed() -> None:
+    """Idle, the replay moves to the next point of its 5-minute grid; a dispatch that begins
+    before that point, a device holding a command or a command still to deliver make it move a
+    minute at a time, so no dispatch's start is stepped over."""
+    from types import SimpleNamespace
+
+    from vpp_aggregator.replay.runner import _Replay
+
+    warm = 1_000_000.0
+    first_start = [math.inf]
+    held = [False]
+    replay = SimpleNamespace(
+        warm_ts=warm,
+        commands=[],
+        devices=SimpleNamespace(any_commanded=lambda: held[0]),
+        agg=SimpleNamespace(dispatch=SimpleNamespace(first_start_ts=lambda: first_start[0])),
+    )
+    step = lambda t: _Replay._next_step(replay, t)  # noqa: E731
+    assert step(warm) == warm + 300
+    assert step(warm + 120) == warm + 300  # back on the grid
+    first_start[0] = warm + 600  # begins after the next grid point: still idle until then
+    assert step(warm + 120) == warm + 300
+    assert step(warm + 300) == warm + 360  # begins within this step: minute by minute
+    first_start[0] = warm - 60  # under way
+    assert step(warm + 900) == warm + 960
+    first_start[0] = math.inf
+    held[0] = True
+    assert step(warm + 900) == warm + 960
+    held[0] = False
+    replay.commands = [("command", {})]
+    assert step(warm + 900) == warm + 960
