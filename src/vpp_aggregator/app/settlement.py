@@ -40,9 +40,9 @@ SLOT_S = 300  # settlement intervals: the 5-minute real-time interval
 SLOT_MIN = SLOT_S // 60
 KW_PER_KWH = 3600.0 / SLOT_S  # mean kW over one interval of 1 kWh
 MIN_COVERAGE = 0.5  # a day (or the adjustment window) counts when samples cover this share
-# A device that was offline uploads its buffered samples when it is back, and a replay posts a
-# day's telemetry after the fact: a past day is final (kept measured) only this long after it
-# ends; until then every measurement reads it again.
+# A device that was offline uploads its buffered samples when it is back, and a test may post a
+# day's telemetry after the fact: a past day is final only this long after it ends; until then
+# a measurement reads it again when samples of it were received since it was last read.
 LATE_SAMPLES_S = 86_400.0
 # A sample stamped as received just before a read may commit after it: looked for this far back.
 LATE_MARGIN_S = 60.0
