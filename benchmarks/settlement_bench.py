@@ -87,7 +87,7 @@ def bench_settlement(vehicles: int = 50, sample_s: int = 60) -> SettlementBench:
             _Members(ids),
             BaselinePolicy(default=BaselineMethod.CAISO_10IN10),
             hold_s=300.0,
-            clock=lambda: event + timedelta(minutes=10),  # as settled: yesterday is not final
+            clock=lambda: event + timedelta(minutes=10),  # as settled: yesterday is not final yet
         )
         t0 = time.perf_counter()
         first = meter.measure("N", event, event + timedelta(minutes=5), 100.0)
