@@ -28,6 +28,7 @@ def random_inputs(n: int, seed: int, departures: bool = True) -> ResourceInputs:
         departure_min=dep,
         departure_soc_pct=rng.uniform(50, 95, n),
         available=rng.random(n) < 0.9,
+        early_departures=np.where(bess, 0, rng.integers(0, 11, n)),
     )
 
 

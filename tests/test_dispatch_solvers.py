@@ -111,6 +111,7 @@ def _one(**kw: float) -> ResourceInputs:
             k: np.array([v], dtype=bool if k in ("is_bess", "available") else float)
             for k, v in base.items()
         },
+        early_departures=np.zeros(1, dtype=np.int64),
     )
 
 

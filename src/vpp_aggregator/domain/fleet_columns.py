@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from vpp_aggregator.domain.capacity import (
     ResourceColumns,
 )
+from vpp_aggregator.domain.early_departures import left_early, remember
 from vpp_aggregator.domain.fleet_scan import id_chunks, locked_chunks
 from vpp_aggregator.domain.id_index import IdIndex, grown_rows
 from vpp_aggregator.domain.resources import (
@@ -63,6 +64,9 @@ class FleetColumns:
     row_gen: NDArray[np.uint32]  # bumped each time a row is given to a resource
     dirty: NDArray[np.bool_]  # live telemetry not yet snapshotted to the store
     discharge_locked: NDArray[np.bool_]  # BESS seen below its floor: no discharge until recovered
+    early_bits: NDArray[
+        np.uint16
+    ]  # which of its last stays the driver left early (early_departures)
 
     def __init__(
         self,
@@ -123,6 +127,7 @@ class FleetColumns:
         grow("row_gen", 0, np.uint32)
         grow("dirty", False, np.bool_)
         grow("discharge_locked", False, np.bool_)
+        grow("early_bits", 0, np.uint16)
         self._rows = rows
         for view in getattr(self, "_views", {}).values():
             view.resize(rows)
@@ -194,6 +199,15 @@ class FleetColumns:
             self.departure_ts[hit] = nxt.at.timestamp() if nxt else np.inf
             self.departure_soc_pct[hit] = nxt.required_soc_pct if nxt else 0.0
 
+    def _note_unplugs(self, rows: I8, plugged_now: NDArray[np.bool_], sample_ts: F8) -> None:
+        """Remember, for vehicles seen unplugged that were plugged in for a departure, whether
+        they left well before it (before `plugged` and the departure move on)."""
+        gone = self.plugged[rows] & ~plugged_now & np.isfinite(self.departure_ts[rows])
+        if gone.any():
+            r = rows[gone]
+            early = left_early(self.departure_ts[r], sample_ts[gone])
+            self.early_bits[r] = remember(self.early_bits[r], early)
+
     # ----------------------------------------------------------------- registry
 
     def _new_row(self) -> int:
@@ -222,6 +236,7 @@ class FleetColumns:
         self.departure_ts[row] = np.inf
         self.routine[row] = -1
         self.discharge_locked[row] = False
+        self.early_bits[row] = 0
         self._free.append(row)
 
     def __contains__(self, resource_id: str) -> bool:

@@ -36,6 +36,7 @@ COLUMNS = (
     "routine",
     "dirty",
     "discharge_locked",
+    "early_bits",  # learnt from past stays: nothing else can restore it
 )
 
 Routine = tuple[tuple[RecurringDeparture, ...], tuple[Trip, ...]]

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.capacity import REASONS, Unavailable, unavailability
-from vpp_aggregator.domain.dispatch.problem import ResourceInputs
+from vpp_aggregator.domain.dispatch.problem import ResourceInputs, joined_inputs
+from vpp_aggregator.domain.early_departures import early_count
 from vpp_aggregator.domain.efficiency import soc_change_pct
 from vpp_aggregator.domain.fleet_capacity import (
     CapacitySnapshot,
@@ -63,6 +64,7 @@ class LiveState:
     availability_factor: float
     availability_reason: Unavailable | None
     discharge_locked: bool = False
+    early_departures: int = 0  # of its last stays, how many the driver left early
 
 
 class FleetState(FleetCapacity):
@@ -163,6 +165,7 @@ class FleetState(FleetCapacity):
             r = rows[pick]
             newer = timestamp_s[pick] > self.telemetry_ts[r]
             pick, r = pick[newer], r[newer]
+            self._note_unplugs(r, plugged_in[pick], timestamp_s[pick])
             self.telemetry_ts[r] = timestamp_s[pick]
             self.soc_pct[r] = soc_pct[pick]
             self.plugged[r] = plugged_in[pick]
@@ -206,6 +209,7 @@ class FleetState(FleetCapacity):
             power, dep = self.power_kw[rows].tolist(), self.departure_ts[rows].tolist()
             dep_soc, plugged = self.departure_soc_pct[rows].tolist(), self.plugged[rows].tolist()
             locked = self.discharge_locked[rows].tolist()
+            early = early_count(self.early_bits[rows]).tolist()
         out: list[LiveState | None] = [None] * len(resource_ids)
         for k, i in enumerate(found.tolist()):
             finite_dep = math.isfinite(dep[k])
@@ -221,6 +225,7 @@ class FleetState(FleetCapacity):
                 availability_factor=0.0 if codes[k] else 1.0,
                 availability_reason=REASONS[codes[k]],
                 discharge_locked=locked[k],
+                early_departures=early[k],
             )
         return out
 
@@ -264,7 +269,9 @@ class FleetState(FleetCapacity):
                 if g_ok.size:  # no group: no resource
                     rows = sl.start + np.flatnonzero(self.present[sl] & g_ok[self.group[sl]])
                     parts.append(self._inputs(rows, now_ts, start_ts, direction, held))
-        inputs = _joined(parts, resource_ids is None and self.removals != removals)
+        ids = [rid for p in parts for rid in p.resource_ids]
+        dedupe = resource_ids is None and self.removals != removals and len(parts) > 1
+        inputs = joined_inputs(parts, last_of_each(ids) if dedupe else None)
         return inputs, int((~inputs.available).sum())
 
     def _inputs(
@@ -309,6 +316,7 @@ class FleetState(FleetCapacity):
             departure_min=(self.departure_ts[rows] - start_ts) / 60.0,
             departure_soc_pct=self.departure_soc_pct[rows],
             available=available,
+            early_departures=early_count(self.early_bits[rows]),
         )
 
     def _soc_now(self, rows: I8, now_ts: float, direction: int) -> F8:
@@ -381,20 +389,3 @@ class FleetState(FleetCapacity):
             rows = rows[rows >= 0]
             fresh = now_ts - self.telemetry_ts[rows] <= self.stale_seconds
             return float(np.nan_to_num(self.power_kw[rows][fresh]).sum())
-
-
-def _joined(parts: list[ResourceInputs], dedupe: bool) -> ResourceInputs:
-    """One `ResourceInputs` of the parts, in order; with `dedupe`, each id once (its last)."""
-    if len(parts) == 1:
-        return parts[0]
-    ids = [rid for p in parts for rid in p.resource_ids]
-    keep = last_of_each(ids) if dedupe else None
-    arrays = {
-        f.name: np.concatenate([getattr(p, f.name) for p in parts])
-        for f in fields(ResourceInputs)
-        if f.name != "resource_ids"
-    }
-    if keep is not None:
-        arrays = {k: v[keep] for k, v in arrays.items()}
-        ids = [ids[i] for i in keep]
-    return ResourceInputs(resource_ids=ids, **arrays)

@@ -156,6 +156,11 @@ class ResourceOut(BaseModel):
     safety_lockout: bool = Field(
         False, description="Below its floor: locked out of discharge until it recovers"
     )
+    early_departures: int = Field(
+        0,
+        description="Of the vehicle's last 10 stays, how many its driver ended more than an hour "
+        "before the departure given (counted up to 5); discharge draws on such vehicles last",
+    )
 
 
 class ResourceList(BaseModel):

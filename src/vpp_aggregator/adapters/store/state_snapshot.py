@@ -29,7 +29,7 @@ from vpp_aggregator.adapters.store.tables import resources, state_snapshots
 from vpp_aggregator.domain.fleet_image import COLUMNS, FleetImage
 from vpp_aggregator.domain.resources import Resource
 
-FORMAT = 1  # bumped when the encoding changes; an image of another format is not read
+FORMAT = 2  # bumped when the encoding changes; an image of another format is not read
 NAME = "live"
 
 

@@ -164,6 +164,7 @@ def check_wire(
         departure_min=np.array([dep]),
         departure_soc_pct=np.array([facts.departure_soc_pct]),
         available=np.array([facts.available]),
+        early_departures=np.zeros(1, dtype=np.int64),  # orders a plan; no bearing on its safety
     )
     out += check_schedules(
         inputs, kw, ramp_kw_per_min=ramp_kw_per_min, round_trip_efficiency=round_trip_efficiency
