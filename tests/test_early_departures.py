@@ -96,6 +96,7 @@ def test_discharge_draws_on_the_vehicle_whose_driver_keeps_to_their_word(
     kwmin = {rid: sum(p["setpoint_kw"] for p in a["schedule"]) for rid, a in plans.items()}
     assert kwmin.get("ev-a", 0.0) < 0.1 * kwmin["ev-b"]
 
+
 def test_the_record_survives_a_restart_from_the_stored_image() -> None:
     now = datetime(2026, 3, 2, 8, tzinfo=UTC)
     state = FleetState(bess_min_soc_pct=20.0, stale_seconds=900.0, round_trip_efficiency=0.9)
