@@ -1,8 +1,8 @@
 """A driver who unplugs well before the departure they gave takes what the vehicle held then. The
-service remembers, per vehicle, which of its last stays ended more than an hour early, and a
-discharge draws on such vehicles only after those whose drivers keep to their word. In the
-Caltech replay every missed departure was a driver leaving hours early, most of whom had done so
-before (docs/concepts.md, "Floors")."""
+service remembers, per vehicle, which of its last 10 stays ended more than an hour early. A
+discharge draws on such vehicles only after those whose drivers keep to their word, and one whose
+driver left early twice keeps its next trip's whole need as its floor. In the Caltech replay
+every missed departure was a driver leaving hours early (docs/concepts.md, "Floors")."""
 
 from __future__ import annotations
 
@@ -127,3 +127,41 @@ def test_the_record_keeps_ten_stays() -> None:
     assert early_count(bits).tolist() == [1]
     bits = remember(bits, np.array([False]))
     assert early_count(bits).tolist() == [0]
+
+
+def ev_discharge(client: TestClient) -> tuple[float, float]:
+    cap = client.get("/capacity/available", params={"duration_minutes": 60}).json()
+    ev = cap["by_type"].get("EV", {"discharge": {"kw": 0.0, "kwh": 0.0}})
+    return float(ev["discharge"]["kw"]), float(ev["discharge"]["kwh"])
+
+
+def test_a_vehicle_whose_driver_left_early_twice_keeps_its_next_trips_need(
+    client: TestClient, clock: Clock
+) -> None:
+    """Capacity and dispatch both keep it: below its need it serves nothing and is not held
+    (its own charging goes on); above, only the charge beyond the need counts. Once is not
+    enough: the floor still rises only toward the departure given."""
+    client.post("/resources/register", json=ev_body("ev-1")).raise_for_status()
+    for left_early in (1, 2):
+        trip = {"departure": (clock.now + timedelta(hours=8)).isoformat(), "required_soc_pct": 70}
+        client.patch("/resources/ev-1", json={"trips": [trip]}).raise_for_status()
+        client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 50.0)]})
+        assert ev_discharge(client)[0] > 0  # 8 h are enough to recharge
+        clock.advance(hours=1)
+        gone = sample("ev-1", clock.now, 50.0, plugged=False)  # 7 h before the time given
+        client.post("/telemetry", json={"samples": [gone]}).raise_for_status()
+        assert early(client, "ev-1") == left_early
+        clock.advance(hours=20)
+
+    trip = {"departure": (clock.now + timedelta(hours=8)).isoformat(), "required_soc_pct": 70}
+    client.patch("/resources/ev-1", json={"trips": [trip]}).raise_for_status()
+    client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 50.0, power=-11.0)]})
+    assert ev_discharge(client) == (0.0, 0.0)
+    d = client.post("/dispatch", json={"target_kw": 20, "duration_minutes": 30})
+    assert d.status_code == 201, d.text
+    assert d.json()["allocations"] == []  # not even held at zero: it goes on charging
+
+    clock.advance(minutes=1)
+    client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 80.0)]})
+    kwh = ev_discharge(client)[1]
+    assert 0 < kwh <= 200.0 * 0.10 + 1e-6  # 10 % of 200 kWh above the 70 % it needs

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 EARLY_S = 3600.0  # unplugged more than an hour before the stated departure: left early
 STAYS_REMEMBERED = 10  # one bit per stay, newest lowest
+EARLY_FLOOR_FROM = 2  # from this many early leaves, a vehicle keeps its next trip's need
 MAX_COUNTED = 5  # five early leaves in ten stays and more rank alike (half the time or worse)
 _MASK = (1 << STAYS_REMEMBERED) - 1
 

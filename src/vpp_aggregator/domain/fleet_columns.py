@@ -15,8 +15,9 @@ from numpy.typing import NDArray
 from vpp_aggregator.domain.capacity import (
     ResourceColumns,
 )
-from vpp_aggregator.domain.early_departures import left_early, remember
+from vpp_aggregator.domain.early_departures import early_count, left_early, remember
 from vpp_aggregator.domain.fleet_scan import id_chunks, locked_chunks
+from vpp_aggregator.domain.floors import early_leaver_floor_pct
 from vpp_aggregator.domain.id_index import IdIndex, grown_rows
 from vpp_aggregator.domain.resources import (
     RecurringDeparture,
@@ -136,7 +137,7 @@ class FleetColumns:
         return ResourceColumns(
             capacity_kwh=self.capacity_kwh[rows],
             soc_pct=self.soc_pct[rows],
-            floor_pct=self.floor_pct[rows],
+            floor_pct=self.floor_of(rows),
             ceiling_pct=self.ceiling_pct[rows],
             max_discharge_kw=self.max_discharge_kw[rows],
             max_charge_kw=self.max_charge_kw[rows],
@@ -198,6 +199,16 @@ class FleetColumns:
             nxt = next_departure(schedule, trips, after) if rid >= 0 else None
             self.departure_ts[hit] = nxt.at.timestamp() if nxt else np.inf
             self.departure_soc_pct[hit] = nxt.required_soc_pct if nxt else 0.0
+
+    def floor_of(self, rows: I8 | slice) -> F8:
+        """The floor before any departure the fleet plans with: the static one, or for a vehicle
+        whose driver leaves early, its next trip's need (`floors.early_leaver_floor_pct`)."""
+        return early_leaver_floor_pct(
+            self.floor_pct[rows],
+            self.departure_soc_pct[rows],
+            self.departure_ts[rows],
+            early_count(self.early_bits[rows]),
+        )
 
     def _note_unplugs(self, rows: I8, plugged_now: NDArray[np.bool_], sample_ts: F8) -> None:
         """Remember, for vehicles seen unplugged that were plugged in for a departure, whether

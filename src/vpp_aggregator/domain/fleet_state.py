@@ -298,7 +298,7 @@ class FleetState(FleetCapacity):
             is_bess=self.is_bess[rows],
             capacity_kwh=self.capacity_kwh[rows],
             soc_pct=self._soc_now(rows, now_ts, direction),
-            floor_pct=self.floor_pct[rows],
+            floor_pct=self.floor_of(rows),
             ceiling_pct=self.ceiling_pct[rows],
             max_discharge_kw=self.max_discharge_kw[rows],
             max_charge_kw=self.max_charge_kw[rows],

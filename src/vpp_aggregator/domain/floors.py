@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from vpp_aggregator.domain.early_departures import EARLY_FLOOR_FROM
 from vpp_aggregator.domain.efficiency import one_way_efficiency
 
 F8 = NDArray[np.float64]
@@ -25,6 +26,21 @@ def static_floor_pct(is_bess: ArrayLike, min_soc_pct: ArrayLike, bess_min_soc_pc
     (the setting may be raised after a battery registered); a vehicle's driver minimum."""
     own = np.asarray(min_soc_pct, dtype=np.float64)
     return np.where(is_bess, np.maximum(own, bess_min_soc_pct), own)
+
+
+def early_leaver_floor_pct(
+    static_pct: ArrayLike,
+    departure_soc_pct: ArrayLike,
+    departure_ts: ArrayLike,
+    early_departures: ArrayLike,
+) -> F8:
+    """Floor before any departure of a vehicle whose driver left early in one of their last
+    stays (`early_departures`): the whole need of its next departure, for the whole stay. Such a
+    driver may unplug hours before the time they gave, with what the vehicle holds then, so the
+    vehicle serves only with charge beyond that need, and its own charging is not held up."""
+    static = np.asarray(static_pct, dtype=np.float64)
+    risky = (np.asarray(early_departures) >= EARLY_FLOOR_FROM) & np.isfinite(departure_ts)
+    return np.where(risky, np.maximum(static, np.asarray(departure_soc_pct, np.float64)), static)
 
 
 def recharge_pct_per_hour(

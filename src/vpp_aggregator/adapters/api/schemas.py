@@ -159,7 +159,8 @@ class ResourceOut(BaseModel):
     early_departures: int = Field(
         0,
         description="Of the vehicle's last 10 stays, how many its driver ended more than an hour "
-        "before the departure given (counted up to 5); discharge draws on such vehicles last",
+        "before the departure given (counted up to 5). From 2, the vehicle keeps its next "
+        "trip's whole need as its floor for the whole stay; discharge draws on such vehicles last",
     )
 
 
