@@ -3,10 +3,11 @@ stays.
 
 A departure floor keeps what a driver needs for the moment they said they would leave; one who
 leaves hours earlier takes what the vehicle held then. Replayed on real sessions, every missed
-departure was such a driver, and most of them had left early before. So the dispatch draws on a
+departure was such a driver, and many of them had left early before. So the dispatch draws on a
 vehicle whose driver often leaves early only after those whose drivers keep to their word
-(`DispatchProblem.priority`). Learnt from the fleet's own telemetry: the moment a vehicle is
-seen unplugged, against the departure it was plugged in for.
+(`DispatchProblem.priority`), and one whose driver left early twice keeps its next trip's whole
+need as its floor (`floors.early_leaver_floor_pct`). Learnt from the fleet's own telemetry: the
+moment a vehicle is seen unplugged, against the departure it was plugged in for.
 """
 
 from __future__ import annotations

@@ -65,9 +65,7 @@ class FleetColumns:
     row_gen: NDArray[np.uint32]  # bumped each time a row is given to a resource
     dirty: NDArray[np.bool_]  # live telemetry not yet snapshotted to the store
     discharge_locked: NDArray[np.bool_]  # BESS seen below its floor: no discharge until recovered
-    early_bits: NDArray[
-        np.uint16
-    ]  # which of its last stays the driver left early (early_departures)
+    early_bits: NDArray[np.uint16]  # which of its last stays ended early (early_departures)
 
     def __init__(
         self,

@@ -34,10 +34,12 @@ def early_leaver_floor_pct(
     departure_ts: ArrayLike,
     early_departures: ArrayLike,
 ) -> F8:
-    """Floor before any departure of a vehicle whose driver left early in one of their last
-    stays (`early_departures`): the whole need of its next departure, for the whole stay. Such a
-    driver may unplug hours before the time they gave, with what the vehicle holds then, so the
-    vehicle serves only with charge beyond that need, and its own charging is not held up."""
+    """Floor before any departure of a vehicle whose driver left early in `EARLY_FLOOR_FROM` or
+    more of their last stays (`early_departures`): the whole need of its next departure, for the
+    whole stay. Such a driver may unplug hours before the time they gave, with what the vehicle
+    holds then, so the vehicle serves only with charge beyond that need, and below it its own
+    charging is not held up. Others keep the static floor (raised toward a departure by
+    `departure_floor_pct` as for every vehicle)."""
     static = np.asarray(static_pct, dtype=np.float64)
     risky = (np.asarray(early_departures) >= EARLY_FLOOR_FROM) & np.isfinite(departure_ts)
     return np.where(risky, np.maximum(static, np.asarray(departure_soc_pct, np.float64)), static)
