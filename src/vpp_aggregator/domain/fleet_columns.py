@@ -201,11 +201,11 @@ class FleetColumns:
     def floor_of(self, rows: I8 | slice) -> F8:
         """The floor before any departure the fleet plans with: the static one, or for a vehicle
         whose driver leaves early, its next trip's need (`floors.early_leaver_floor_pct`)."""
+        static, bits = self.floor_pct[rows], self.early_bits[rows]
+        if not bits.any():  # the common case, read on every capacity refresh
+            return static
         return early_leaver_floor_pct(
-            self.floor_pct[rows],
-            self.departure_soc_pct[rows],
-            self.departure_ts[rows],
-            early_count(self.early_bits[rows]),
+            static, self.departure_soc_pct[rows], self.departure_ts[rows], early_count(bits)
         )
 
     def _note_unplugs(self, rows: I8, plugged_now: NDArray[np.bool_], sample_ts: F8) -> None:
