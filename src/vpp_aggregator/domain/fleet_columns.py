@@ -12,9 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from vpp_aggregator.domain.capacity import (
-    ResourceColumns,
-)
+from vpp_aggregator.domain.capacity import ResourceColumns
 from vpp_aggregator.domain.early_departures import early_count, left_early, remember
 from vpp_aggregator.domain.fleet_scan import id_chunks, locked_chunks
 from vpp_aggregator.domain.floors import early_leaver_floor_pct
@@ -209,8 +207,7 @@ class FleetColumns:
         )
 
     def _note_unplugs(self, rows: I8, plugged_now: NDArray[np.bool_], sample_ts: F8) -> None:
-        """Remember, for vehicles seen unplugged that were plugged in for a departure, whether
-        they left well before it (before `plugged` and the departure move on)."""
+        """Remember whether vehicles just seen unplugged left well before their departure."""
         gone = self.plugged[rows] & ~plugged_now & np.isfinite(self.departure_ts[rows])
         if gone.any():
             r = rows[gone]
