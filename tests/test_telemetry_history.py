@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from vpp_aggregator.adapters.store.database import make_engine, migrate
-from vpp_aggregator.adapters.store.market_repository import MarketRepository
+from vpp_aggregator.adapters.store.market_repository import ID_BLOCK, MarketRepository
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.adapters.store.tables import telemetry_samples
 from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
@@ -149,3 +149,39 @@ def test_a_model_learns_each_vehicles_plugged_share_per_hour_counted_by_the_data
     assert series.plugged.tolist() == [0.5 + 0.0, 0.0, 1.0]  # ev-1 1 of 2, bus 0 of 1; bus 1 of 1
     assert series.gap.tolist() == [False, True, False]
     assert float(first_ts.min()) == h0 + 30 * 60  # the oldest sample learnt from
+
+
+def test_settlement_reads_every_members_samples_and_finds_those_that_came_late(
+    stores: tuple[Repository, MarketRepository, TelemetryDaily],
+) -> None:
+    """Settlement's two reads go straight through the driver: every member's samples, sorted,
+    also for more members than one query takes; and the samples received after a day was
+    measured, by when they were taken."""
+    repo, market, _ = stores
+    ids = [f"ev-{k:05d}" for k in range(ID_BLOCK + 7)]  # two queries' worth
+    t0 = _midnight(DAY0)
+    first = datetime.fromtimestamp(t0 + 3 * 86_400, UTC)
+    ts = np.repeat([t0 + 3_600.0, t0 + 60.0], len(ids))  # stored out of time order
+    kw = np.arange(ts.size, dtype=np.float64)
+    repo.insert_samples(ids * 2, ts, np.full(ts.size, 50.0), kw > 0, kw, first)
+    got = market.power_history(
+        ids, datetime.fromtimestamp(t0, UTC), datetime.fromtimestamp(t0 + 86_400, UTC)
+    )
+    assert len(got) == len(ids)
+    last = len(ids) - 1
+    assert got[ids[last]][0].tolist() == [t0 + 60.0, t0 + 3_600.0]
+    assert got[ids[last]][1].tolist() == [float(2 * len(ids) - 1), float(last)]
+    # a sample of day 0 that comes a day after the rest; one of day 1 at the same time
+    late = datetime.fromtimestamp(t0 + 4 * 86_400, UTC)
+    repo.insert_samples(
+        ["ev-00003", "ev-00004"],
+        np.array([t0 + 7_200.0, t0 + 86_400.0 + 60.0]),
+        np.array([50.0, 50.0]),
+        np.array([True, True]),
+        np.array([1.0, 1.0]),
+        late,
+    )
+    day0 = (datetime.fromtimestamp(t0, UTC), datetime.fromtimestamp(t0 + 86_400, UTC))
+    assert market.received_since(late, *day0) == [("ev-00003", t0 + 7_200.0)]
+    assert len(market.received_since(first, *day0)) == 2 * len(ids) + 1
+    assert market.received_since(late + timedelta(seconds=1), *day0) == []

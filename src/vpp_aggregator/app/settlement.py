@@ -184,6 +184,8 @@ class Meter:
             if rolled is not None and float(read.min()) < rolled_s
             else {}
         )
+        # `since` spares only the event day's early samples: a past day not kept is read whole.
+        since = since if first_unknown == n - 1 else -np.inf
         raw_start = max(float(read.min()), rolled_s, since) - self.hold_s
         history = self.store.power_history(ids, datetime.fromtimestamp(raw_start, UTC), end)
         today: dict[str, NDArray[np.float64]] = {}
@@ -253,23 +255,28 @@ class Meter:
         back = 0 if metered else rule.lookback_days
         days = [day - timedelta(days=b) for b in range(back, -1, -1)]
         members = self.members.members(aggregation_id)
-        # Metered output is the award's own intervals: the day's samples before it are not
-        # needed (a real-time award late in the day would read the whole day so far).
-        since = start.timestamp() - SLOT_S if metered else -np.inf  # the interval it begins in
         # An award in the second pass of the hour clocks repeat is measured on that pass,
         # against the same time of day on the other days, as an award in the first pass is.
         second = start.astimezone(tz).fold
-        loads, starts, exists = self._loads([r for r, _ in members], days, tz, end, since, second)
-        today, real = starts[-1], exists[-1]
+        starts, exists = local_slots(days, tz, SLOT_MIN, second)
         spans = self.store.award_spans(
             aggregation_id,
             datetime.fromtimestamp(float(starts[0, 0]), UTC),
-            datetime.fromtimestamp(float(today[-1]) + SLOT_S, UTC),
+            datetime.fromtimestamp(float(starts[-1, -1]) + SLOT_S, UTC),
         )
         event_days = {s.astimezone(tz).date() for s, _, _ in spans} - {day}
         todays = [(s, e) for s, e, _ in spans if s.astimezone(tz).date() == day] or [(start, end)]
+        today, real = starts[-1], exists[-1]
         event = _overlapping(today, real, min(s for s, _ in todays), max(e for _, e in todays))
         window = _overlapping(today, real, start, end)
+        adjust_from = max(0, event.start - round(rule.adjustment_from_h * 60 / SLOT_MIN))
+        adjust_to = max(0, event.start - round(rule.adjustment_to_h * 60 / SLOT_MIN))
+        # Of the event day only the award's intervals and the adjustment window before the
+        # day's first event are used: its samples before them are not read (settling a
+        # morning's hourly awards read the whole morning again for each).
+        adjusted = not metered and adjust_to > adjust_from  # else the window is empty
+        since = float(today[min(window.start, adjust_from) if adjusted else window.start])
+        loads, _, _ = self._loads([r for r, _ in members], days, tz, end, since, second)
         note: str | None = None
         if end.astimezone(tz) > datetime.combine(day + timedelta(days=1), time(), tz):
             note = "the award runs past local midnight: only its part before midnight is measured"
@@ -280,8 +287,7 @@ class Meter:
             kw, cover = loads.summed(rows)
             seen = cover >= MIN_COVERAGE
             seen[-1] = True  # the event day itself is always kept
-            lo = max(0, event.start - round(rule.adjustment_from_h * 60 / SLOT_MIN))
-            hi = max(0, event.start - round(rule.adjustment_to_h * 60 / SLOT_MIN))
+            lo, hi = adjust_from, adjust_to
             measured_before = sum(
                 float(loads.covered_today[r][lo:hi].sum()) for r in rows
             ) >= MIN_COVERAGE * len(rows) * SLOT_S * max(hi - lo, 1)

@@ -11,19 +11,21 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, Insert, String, Table, bindparam, insert, select, type_coerce, update
+from sqlalchemy import Engine, Insert, Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from vpp_aggregator.adapters.store.tables import (
+    driver_stamps,
     epoch_seconds,
     market_awards,
     market_offers,
     outbox,
-    telemetry_samples,
 )
 from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
 from vpp_aggregator.app.outbound import Offer, Settlement
+
+ID_BLOCK = 5_000  # resources per read of their samples: under every driver's parameter limit
 
 # What every dispatch or market tick asks, built once (building costs about what running does).
 _a, _m = market_awards, outbox
@@ -256,40 +258,56 @@ class MarketRepository:
     ) -> dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]:
         """Per resource, its samples' times (epoch s) and power (kW) in [start, end), sorted.
 
-        Read as columns: the times as stored (SQLite's text, parsed all at once), not one
-        datetime per row (settling a day's awards reads every member's samples of the day)."""
-        t = telemetry_samples
-        ts_col = type_coerce(t.c.ts, String) if self.engine.dialect.name == "sqlite" else t.c.ts
-        q = (
-            select(t.c.resource_id, ts_col, t.c.power_kw)
-            .where(t.c.resource_id.in_(list(resource_ids)), t.c.ts >= start, t.c.ts < end)
-            .order_by(t.c.resource_id, t.c.ts)
-        )
-        with self.engine.connect() as conn:
-            rows = conn.execute(q).all()
+        Straight through the driver, as columns: settling a day's awards reads every member's
+        samples of the day, and building SQLAlchemy rows for them cost twice the query."""
+        dialect = self.engine.dialect.name
+        mark = "?" if dialect == "sqlite" else "%s"
+        lo, hi = driver_stamps(np.array([start.timestamp(), end.timestamp()]), dialect)
         out = {rid: (np.zeros(0), np.zeros(0)) for rid in resource_ids}
-        if not rows:
-            return out
-        ids, stamps, kw = zip(*rows, strict=True)
-        ts = epoch_seconds(stamps)
-        power = np.array(kw, dtype=np.float64)
-        cuts = [0, *(i for i in range(1, len(ids)) if ids[i] != ids[i - 1]), len(ids)]
-        for a, b in itertools.pairwise(cuts):
-            out[ids[a]] = (ts[a:b], power[a:b])
+        wanted = list(resource_ids)
+        with self.engine.connect() as conn:
+            for a in range(0, len(wanted), ID_BLOCK):
+                ids = wanted[a : a + ID_BLOCK]
+                sql = (
+                    "SELECT resource_id, ts, power_kw FROM telemetry_samples WHERE ts >= "
+                    f"{mark} AND ts < {mark} AND resource_id IN ({', '.join([mark] * len(ids))})"
+                    " ORDER BY resource_id, ts"
+                )
+                rows = conn.exec_driver_sql(sql, (lo, hi, *ids)).cursor.fetchall()
+                if not rows:
+                    continue
+                got, stamps, kw = zip(*rows, strict=True)
+                ts = epoch_seconds(stamps)
+                power = np.array(kw, dtype=np.float64)
+                keys = np.array(got)
+                cuts = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1).tolist(), keys.size]
+                for i, j in itertools.pairwise(cuts):
+                    out[str(keys[i])] = (ts[i:j], power[i:j])
         return out
 
     def received_since(
         self, since: datetime, start: datetime, end: datetime
     ) -> list[tuple[str, float]]:
         """The resource and time (epoch s) of each sample received at or after `since` that
-        was taken in [start, end): what came late for days already measured."""
-        t = telemetry_samples
-        ts_col = type_coerce(t.c.ts, String) if self.engine.dialect.name == "sqlite" else t.c.ts
-        q = select(t.c.resource_id, ts_col).where(
-            t.c.received_at >= since, t.c.ts >= start, t.c.ts < end
+        was taken in [start, end): what came late for days already measured.
+
+        On SQLite through the index on reception: its planner, without statistics, scanned
+        the whole day's samples by time instead (50 ms a settlement at 126 devices)."""
+        dialect = self.engine.dialect.name
+        mark, hint = (
+            ("?", " INDEXED BY ix_telemetry_samples_received_at")
+            if dialect == "sqlite"
+            else ("%s", "")
+        )
+        bounds = driver_stamps(
+            np.array([since.timestamp(), start.timestamp(), end.timestamp()]), dialect
+        )
+        sql = (
+            f"SELECT resource_id, ts FROM telemetry_samples{hint} "
+            f"WHERE received_at >= {mark} AND ts >= {mark} AND ts < {mark}"
         )
         with self.engine.connect() as conn:
-            rows = conn.execute(q).all()
+            rows = conn.exec_driver_sql(sql, tuple(bounds)).cursor.fetchall()
         if not rows:
             return []
         ids, stamps = zip(*rows, strict=True)

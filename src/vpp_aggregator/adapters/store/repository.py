@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,8 @@ from vpp_aggregator.adapters.store.pg_copy import COLUMNS as COPY_COLUMNS
 from vpp_aggregator.adapters.store.pg_copy import telemetry_copy_buffer
 from vpp_aggregator.adapters.store.resource_rows import resource_from_row, resource_row
 from vpp_aggregator.adapters.store.tables import (
+    STAMP_BLOCK,
+    driver_stamps,
     resources,
     service_meta,
     telemetry_latest,
@@ -30,8 +32,6 @@ from vpp_aggregator.domain.resources import (
     Resource,
     ResourceStatus,
 )
-
-STAMP_BLOCK = 16_384  # timestamps formatted at a time for SQLite (see `_stamps`)
 
 
 class Repository(HistoryReads):
@@ -112,20 +112,7 @@ class Repository(HistoryReads):
 
     # ------------------------------------------------------------- telemetry
     def _stamps(self, timestamp_s: NDArray[np.float64]) -> builtins.list[Any]:
-        """Driver-ready timestamps: SQLAlchemy's SQLite text form (naive UTC), aware datetimes for psycopg."""
-        micros = np.round(np.asarray(timestamp_s) * 1e6).astype("datetime64[us]")
-        if self._dialect != "sqlite":
-            return [d.replace(tzinfo=UTC) for d in micros.astype(datetime).tolist()]
-        if micros.size > 1 and micros[0] == micros[-1] and (micros == micros[0]).all():
-            # One time for the whole batch (a gateway's reading of its fleet): formatted once.
-            return [np.datetime_as_string(micros[0], unit="us").replace("T", " ")] * micros.size
-        # In blocks: numpy formats dates holding the GIL (0.6 s for a million at once, which
-        # the API's requests waited out); a block is ~10 ms.
-        out: builtins.list[Any] = []
-        for i in range(0, micros.size, STAMP_BLOCK):
-            text = np.datetime_as_string(micros[i : i + STAMP_BLOCK], unit="us").tolist()
-            out += [s.replace("T", " ") for s in text]
-        return out
+        return driver_stamps(timestamp_s, self._dialect)
 
     def insert_samples(
         self,
