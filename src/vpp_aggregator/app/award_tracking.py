@@ -84,6 +84,7 @@ class AwardTracking:
                     award["interval_start"],
                     award["interval_end"],
                     float(award["awarded_kw"]),
+                    per_resource=False,
                 )
             except Exception:  # the award is still served at its kW
                 log.exception("award %s: no baseline to track against", award["award_id"])

@@ -246,8 +246,15 @@ class Meter:
         return stale
 
     def measure(
-        self, aggregation_id: str, start: datetime, end: datetime, awarded_kw: float
+        self,
+        aggregation_id: str,
+        start: datetime,
+        end: datetime,
+        awarded_kw: float,
+        per_resource: bool = True,
     ) -> Measured:
+        """The award's delivery against its baseline; `per_resource=False` leaves out each
+        member's own baseline and use (`resources` empty), which only the settlement reports."""
         rule = self.policy.rule_for(aggregation_id)
         tz = ZoneInfo(rule.timezone)
         day = start.astimezone(tz).date()
@@ -336,7 +343,7 @@ class Meter:
                 }
             )
         resources: list[SettledResource] = []
-        for rid, bess in members:
+        for rid, bess in members if per_resource else []:
             own = baseline_of([] if bess else [rid]).kw
             own_kwh = float(own[window].sum()) / KW_PER_KWH if own is not None else 0.0
             used = float(np.nan_to_num(loads.kw[rid][-1][window]).sum()) / KW_PER_KWH
