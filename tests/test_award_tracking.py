@@ -21,7 +21,10 @@ class Meter:
     def __init__(self, base_kw: float) -> None:
         self.base_kw = base_kw
 
-    def measure(self, aggregation_id: str, start: Any, end: Any, awarded_kw: float) -> Any:
+    def measure(
+        self, aggregation_id: str, start: Any, end: Any, awarded_kw: float, per_resource: bool
+    ) -> Any:
+        assert not per_resource  # tracking needs the whole baseline, not each member's
         slots = [
             {
                 "interval_start": (START + timedelta(minutes=5 * k)).isoformat(),
