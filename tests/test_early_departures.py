@@ -19,7 +19,7 @@ from conftest import Clock
 from factories import ev
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.adapters.store.state_snapshot import decode, encode
-from vpp_aggregator.config import load_settings
+from vpp_aggregator.config import ConfigError, load_settings
 from vpp_aggregator.domain.early_departures import early_count, remember
 from vpp_aggregator.domain.fleet_image import restore_image, take_image
 from vpp_aggregator.domain.fleet_state import FleetState
@@ -165,3 +165,25 @@ def test_a_vehicle_whose_driver_left_early_twice_keeps_its_next_trips_need(
     client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 80.0)]})
     kwh = ev_discharge(client)[1]
     assert 0 < kwh <= 200.0 * 0.10 + 1e-6  # 10 % of 200 kWh above the 70 % it needs
+
+
+def test_an_operator_may_keep_every_vehicles_need_from_the_first_stay(
+    tmp_path: Any, clock: Clock
+) -> None:
+    """`VPP_NEED_FLOOR_EARLY_LEAVES=0`: drivers first. A vehicle no driver ever left early is
+    treated as one that did: below its need it serves nothing and its charging is not held."""
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'first.db'}", VPP_NEED_FLOOR_EARLY_LEAVES=0
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        c.post("/resources/register", json=ev_body("ev-1")).raise_for_status()
+        trip = {"departure": (clock.now + timedelta(hours=8)).isoformat(), "required_soc_pct": 70}
+        c.patch("/resources/ev-1", json={"trips": [trip]}).raise_for_status()
+        c.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 50.0, power=-11.0)]})
+        assert early(c, "ev-1") == 0
+        assert ev_discharge(c) == (0.0, 0.0)  # with the default, 8 h to recharge would do
+        d = c.post("/dispatch", json={"target_kw": 20, "duration_minutes": 30})
+        assert d.status_code == 201, d.text
+        assert d.json()["allocations"] == []
+    with pytest.raises(ConfigError, match="VPP_NEED_FLOOR_EARLY_LEAVES=6"):
+        load_settings(VPP_NEED_FLOOR_EARLY_LEAVES=6)  # more than the record counts

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,15 @@ def test_a_bad_replay_is_refused_naming_each_problem() -> None:
         bad.check()
     for part in ("--to", "quantile", "award share", "sessions file", "baseline 'yesterday'"):
         assert part in str(exc.value)
+    # a service setting is replayed as given, checked as the service checks it; what the replay
+    # sets itself (its store, its cadences) is not for the asking
+    for settings, why in (
+        ({"VPP_NEED_FLOOR_EARLY_LEAVES": "9"}, "VPP_NEED_FLOOR_EARLY_LEAVES='9'"),
+        ({"DATABASE_URL": "sqlite://", "REDIS_URL": "x"}, "sets DATABASE_URL, REDIS_URL itself"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(why)):
+            replace(SPEC, settings=settings).check()
+    replace(SPEC, settings={"VPP_NEED_FLOOR_EARLY_LEAVES": "0"}).check()
 
 
 def one_battery(command_delay_s: float = 4.0) -> Any:

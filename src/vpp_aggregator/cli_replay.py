@@ -49,6 +49,13 @@ def replay(
         str,
         typer.Option(help="Settlement baseline of the vehicles: caiso_10in10, pjm_cbl, metered"),
     ] = "caiso_10in10",
+    setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A service setting for the replay, KEY=VALUE (repeatable), e.g. "
+            "VPP_NEED_FLOOR_EARLY_LEAVES=0"
+        ),
+    ] = None,
 ) -> None:
     """Replay the drivers of a sessions file with forecast, offers, awards, dispatch,
     follow-through and settlement running as in service; print the totals and write the
@@ -78,6 +85,7 @@ def replay(
             seed=seed,
             warmup_days=warmup_days,
             baseline=baseline,
+            settings=dict(_key_value(s) for s in setting or []),
         )
         spec.check()
     except ValueError as exc:
@@ -124,3 +132,10 @@ def _table(t: dict[str, Any]) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--setting {text!r} is not KEY=VALUE")
+    return key.strip(), value.strip()

@@ -17,6 +17,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vpp_aggregator.domain.early_departures import EARLY_FLOOR_FROM, MAX_COUNTED
+
 DEFAULT_SQLITE_PATH = Path("var") / "vpp.db"
 
 
@@ -63,6 +65,12 @@ class Settings(BaseSettings):
     )
     dispatch_max_target_kw: float = Field(
         10_000_000.0, gt=0, validation_alias="VPP_DISPATCH_MAX_TARGET_KW"
+    )
+    need_floor_early_leaves: int = Field(
+        EARLY_FLOOR_FROM,
+        ge=0,
+        le=MAX_COUNTED,
+        validation_alias="VPP_NEED_FLOOR_EARLY_LEAVES",
     )
     dispatch_soc_tolerance_pct: float = Field(
         5.0, gt=0, le=50, validation_alias="VPP_DISPATCH_SOC_TOLERANCE_PCT"

@@ -77,6 +77,7 @@ class Aggregator:
             bess_min_soc_pct=settings.bess_min_soc_pct,
             stale_seconds=settings.telemetry_stale_seconds,
             round_trip_efficiency=settings.round_trip_efficiency,
+            need_floor_early_leaves=settings.need_floor_early_leaves,
         )
         self.registry = RegistryService(
             store, self.state, settings.bess_min_soc_pct, clock, self.events

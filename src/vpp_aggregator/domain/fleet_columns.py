@@ -13,16 +13,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.capacity import ResourceColumns
-from vpp_aggregator.domain.early_departures import early_count, left_early, remember
+from vpp_aggregator.domain.early_departures import EARLY_FLOOR_FROM, left_early, remember
 from vpp_aggregator.domain.fleet_scan import id_chunks, locked_chunks
 from vpp_aggregator.domain.floors import early_leaver_floor_pct
 from vpp_aggregator.domain.id_index import IdIndex, grown_rows
-from vpp_aggregator.domain.resources import (
-    RecurringDeparture,
-    Resource,
-    ResourceType,
-    Trip,
-)
+from vpp_aggregator.domain.resources import RecurringDeparture, Resource, ResourceType, Trip
 from vpp_aggregator.domain.schedule import next_departure
 from vpp_aggregator.domain.window_view import N_COEF, WindowView
 
@@ -72,8 +67,10 @@ class FleetColumns:
         stale_seconds: float,
         round_trip_efficiency: float,
         initial_rows: int = 1024,
+        need_floor_early_leaves: int = EARLY_FLOOR_FROM,
     ) -> None:
         self.bess_min_soc_pct = bess_min_soc_pct
+        self.need_floor_early_leaves = need_floor_early_leaves
         self.round_trip_efficiency = round_trip_efficiency  # capacity is stated at the grid
         self.stale_seconds = stale_seconds
         self._lock = threading.RLock()
@@ -199,11 +196,12 @@ class FleetColumns:
     def floor_of(self, rows: I8 | slice) -> F8:
         """The floor before any departure the fleet plans with: the static one, or for a vehicle
         whose driver leaves early, its next trip's need (`floors.early_leaver_floor_pct`)."""
-        static, bits = self.floor_pct[rows], self.early_bits[rows]
-        if not bits.any():  # the common case, read on every capacity refresh
-            return static
         return early_leaver_floor_pct(
-            static, self.departure_soc_pct[rows], self.departure_ts[rows], early_count(bits)
+            self.floor_pct[rows],
+            self.departure_soc_pct[rows],
+            self.departure_ts[rows],
+            self.early_bits[rows],
+            self.need_floor_early_leaves,
         )
 
     def _note_unplugs(self, rows: I8, plugged_now: NDArray[np.bool_], sample_ts: F8) -> None:

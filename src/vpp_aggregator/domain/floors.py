@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from vpp_aggregator.domain.early_departures import EARLY_FLOOR_FROM
+from vpp_aggregator.domain.early_departures import EARLY_FLOOR_FROM, early_count
 from vpp_aggregator.domain.efficiency import one_way_efficiency
 
 F8 = NDArray[np.float64]
@@ -29,20 +29,24 @@ def static_floor_pct(is_bess: ArrayLike, min_soc_pct: ArrayLike, bess_min_soc_pc
 
 
 def early_leaver_floor_pct(
-    static_pct: ArrayLike,
+    static_pct: F8,
     departure_soc_pct: ArrayLike,
     departure_ts: ArrayLike,
-    early_departures: ArrayLike,
+    early_bits: NDArray[np.uint16],
+    floor_from: int = EARLY_FLOOR_FROM,
 ) -> F8:
-    """Floor before any departure of a vehicle whose driver left early in `EARLY_FLOOR_FROM` or
-    more of their last stays (`early_departures`): the whole need of its next departure, for the
-    whole stay. Such a driver may unplug hours before the time they gave, with what the vehicle
-    holds then, so the vehicle serves only with charge beyond that need, and below it its own
-    charging is not held up. Others keep the static floor (raised toward a departure by
-    `departure_floor_pct` as for every vehicle)."""
-    static = np.asarray(static_pct, dtype=np.float64)
-    risky = (np.asarray(early_departures) >= EARLY_FLOOR_FROM) & np.isfinite(departure_ts)
-    return np.where(risky, np.maximum(static, np.asarray(departure_soc_pct, np.float64)), static)
+    """Floor before any departure of a vehicle whose driver left early in `floor_from` or more
+    of their last stays (`early_departures`; 0: every vehicle): the whole need of its next
+    departure, for the whole stay. Such a driver may unplug hours before the time they gave,
+    with what the vehicle holds then, so the vehicle serves only with charge beyond that need,
+    and below it its own charging is not held up. Others keep the static floor (raised toward a
+    departure by `departure_floor_pct` as for every vehicle)."""
+    if floor_from > 0 and not early_bits.any():  # the common case, read on every refresh
+        return static_pct
+    risky = (early_count(early_bits) >= floor_from) & np.isfinite(departure_ts)
+    return np.where(
+        risky, np.maximum(static_pct, np.asarray(departure_soc_pct, np.float64)), static_pct
+    )
 
 
 def recharge_pct_per_hour(

@@ -21,7 +21,7 @@ from vpp_aggregator import bootstrap
 from vpp_aggregator.adapters.data.files import read_weather_hours
 from vpp_aggregator.app.messages import CommandAck, MarketAward
 from vpp_aggregator.app.telemetry import TelemetryBatch
-from vpp_aggregator.config import load_settings
+from vpp_aggregator.config import ConfigError, load_settings
 from vpp_aggregator.domain.baselines import BaselineMethod
 from vpp_aggregator.domain.dispatch.safety import ResourceFacts, check_wire
 from vpp_aggregator.domain.forecast.quantiles import QUANTILES
@@ -61,6 +61,7 @@ class ReplaySpec:
     seed: int = 19
     warmup_days: int = WARMUP_DAYS
     baseline: str = "caiso_10in10"  # how settlement baselines the vehicles (`BaselineMethod`)
+    settings: dict[str, str] = field(default_factory=dict)  # the service's own, e.g. floors
 
     def check(self) -> None:
         """Refuse a replay that could not mean anything, naming what is wrong."""
@@ -80,6 +81,14 @@ class ReplaySpec:
         if self.baseline not in {m.value for m in BaselineMethod}:
             names = ", ".join(m.value for m in BaselineMethod)
             problems.append(f"baseline {self.baseline!r} is not one of {names}")
+        owned = sorted(set(self.settings) & set(_settings(self, Path("."))))
+        if owned:
+            problems.append(f"the replay sets {', '.join(owned)} itself")
+        else:
+            try:
+                load_settings(**self.settings)
+            except ConfigError as exc:
+                problems.append(str(exc))
         b = self.behaviour
         for name, share in (("refusal", b.refusal_share), ("dropout", b.dropout_share)):
             if not 0.0 <= share < 1.0:
@@ -130,26 +139,7 @@ def run(spec: ReplaySpec, progress: Callable[[float], None] | None = None) -> di
     stays = read_stays(spec.sessions, spec.site, (warm_ts, end_ts))
     gaps = gap_days(hourly_beside(spec.sessions), spec.timezone)
     with tempfile.TemporaryDirectory(prefix="vpp-replay-") as tmp:
-        settings = load_settings(
-            DATABASE_URL=f"sqlite:///{Path(tmp) / 'replay.db'}",
-            VPP_MODEL_DIR=str(Path(tmp) / "models"),
-            VPP_SITE_TIMEZONE=spec.timezone,
-            VPP_OFFER_QUANTILE=spec.quantile,
-            VPP_BASELINE_DEFAULT=spec.baseline,
-            VPP_MARKETS="day_ahead",
-            VPP_REGULATION_ENABLED=False,
-            VPP_DISPATCH_TICK_SECONDS=STEP_S,
-            VPP_MARKET_TICK_SECONDS=IDLE_TELEMETRY_S,
-            VPP_TELEMETRY_SNAPSHOT_SECONDS=IDLE_TELEMETRY_S,
-            VPP_TELEMETRY_STALE_SECONDS=3 * IDLE_TELEMETRY_S,
-            VPP_STATE_SNAPSHOT_SECONDS=0,
-            VPP_AGGREGATE_TELEMETRY_SECONDS=0,
-            VPP_FORECAST_RETRAIN_HOURS=0,  # the replay retrains on its own clock, in line
-            VPP_MALLOC_TRIM_SECONDS=0,
-            KAFKA_BROKERS="",
-            REDIS_URL="",
-            VPP_OPENADR_VTN_URL="",
-        )
+        settings = load_settings(**{**spec.settings, **_settings(spec, Path(tmp))})
         clock = SimClock(warm_ts)
         service = bootstrap.build(settings, clock)
         try:
@@ -158,6 +148,30 @@ def run(spec: ReplaySpec, progress: Callable[[float], None] | None = None) -> di
             ).run(progress)
         finally:
             service.engine.dispose()
+
+
+def _settings(spec: ReplaySpec, tmp: Path) -> dict[str, Any]:
+    """What the replay sets of the service: its own store, clock-driven cadences, no brokers."""
+    return dict(
+        DATABASE_URL=f"sqlite:///{tmp / 'replay.db'}",
+        VPP_MODEL_DIR=str(tmp / "models"),
+        VPP_SITE_TIMEZONE=spec.timezone,
+        VPP_OFFER_QUANTILE=spec.quantile,
+        VPP_BASELINE_DEFAULT=spec.baseline,
+        VPP_MARKETS="day_ahead",
+        VPP_REGULATION_ENABLED=False,
+        VPP_DISPATCH_TICK_SECONDS=STEP_S,
+        VPP_MARKET_TICK_SECONDS=IDLE_TELEMETRY_S,
+        VPP_TELEMETRY_SNAPSHOT_SECONDS=IDLE_TELEMETRY_S,
+        VPP_TELEMETRY_STALE_SECONDS=3 * IDLE_TELEMETRY_S,
+        VPP_STATE_SNAPSHOT_SECONDS=0,
+        VPP_AGGREGATE_TELEMETRY_SECONDS=0,
+        VPP_FORECAST_RETRAIN_HOURS=0,  # the replay retrains on its own clock, in line
+        VPP_MALLOC_TRIM_SECONDS=0,
+        KAFKA_BROKERS="",
+        REDIS_URL="",
+        VPP_OPENADR_VTN_URL="",
+    )
 
 
 class _Replay:
