@@ -21,6 +21,7 @@ from vpp_aggregator.adapters.store.tables import (
     market_awards,
     market_offers,
     outbox,
+    param_mark,
 )
 from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
 from vpp_aggregator.app.outbound import Offer, Settlement
@@ -261,7 +262,7 @@ class MarketRepository:
         Straight through the driver, as columns: settling a day's awards reads every member's
         samples of the day, and building SQLAlchemy rows for them cost twice the query."""
         dialect = self.engine.dialect.name
-        mark = "?" if dialect == "sqlite" else "%s"
+        mark = param_mark(dialect)
         lo, hi = driver_stamps(np.array([start.timestamp(), end.timestamp()]), dialect)
         out = {rid: (np.zeros(0), np.zeros(0)) for rid in resource_ids}
         wanted = list(resource_ids)
@@ -294,11 +295,8 @@ class MarketRepository:
         On SQLite through the index on reception: its planner, without statistics, scanned
         the whole day's samples by time instead (50 ms a settlement at 126 devices)."""
         dialect = self.engine.dialect.name
-        mark, hint = (
-            ("?", " INDEXED BY ix_telemetry_samples_received_at")
-            if dialect == "sqlite"
-            else ("%s", "")
-        )
+        mark = param_mark(dialect)
+        hint = " INDEXED BY ix_telemetry_samples_received_at" if dialect == "sqlite" else ""
         bounds = driver_stamps(
             np.array([since.timestamp(), start.timestamp(), end.timestamp()]), dialect
         )

@@ -21,6 +21,7 @@ from vpp_aggregator.adapters.store.resource_rows import resource_from_row, resou
 from vpp_aggregator.adapters.store.tables import (
     STAMP_BLOCK,
     driver_stamps,
+    param_mark,
     resources,
     service_meta,
     telemetry_latest,
@@ -212,7 +213,7 @@ class Repository(HistoryReads):
                 copy.write(payload)
 
     def _marks(self, n: int) -> str:
-        return ", ".join(["?" if self._dialect == "sqlite" else "%s"] * n)
+        return ", ".join([param_mark(self._dialect)] * n)
 
     def upsert_latest(
         self,

@@ -47,6 +47,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def param_mark(dialect: str) -> str:
+    """The driver's placeholder for a bound value in raw SQL: sqlite3's qmark, psycopg's format."""
+    return "?" if dialect == "sqlite" else "%s"
+
+
 STAMP_BLOCK = 16_384  # timestamps formatted at a time for SQLite (see `driver_stamps`)
 
 

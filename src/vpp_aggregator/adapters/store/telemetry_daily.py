@@ -15,6 +15,7 @@ from sqlalchemy import Engine, String, delete, insert, select, type_coerce
 
 from vpp_aggregator.adapters.store.tables import (
     epoch_seconds,
+    param_mark,
     service_meta,
     telemetry_daily,
     telemetry_samples,
@@ -106,7 +107,7 @@ class TelemetryDaily:
         the same day write the same rows, so neither fails."""
         if not rows:
             return
-        mark = "?" if self.engine.dialect.name == "sqlite" else "%s"
+        mark = param_mark(self.engine.dialect.name)
         sql = (
             "INSERT INTO telemetry_daily (day, resource_id, energy_kwh, covered_s, samples) "
             f"VALUES ({', '.join([mark] * 5)}) ON CONFLICT (day, resource_id) DO UPDATE SET "
