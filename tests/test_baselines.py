@@ -21,7 +21,7 @@ from vpp_aggregator.domain.baselines import (
     DayLoads,
     baseline,
 )
-from vpp_aggregator.domain.metering import interval_energy
+from vpp_aggregator.domain.metering import energy_in, energy_in_each, interval_energy
 
 EVENT = slice(14, 16)  # 14:00-16:00, hourly intervals
 ADJ = slice(10, 13)  # the adjustment window, 4 h to 1 h before 14:00
@@ -225,3 +225,25 @@ def test_interval_energy_holds_samples_and_reports_what_it_could_not_see() -> No
         [(50 * 600 + 100 * 300) / 3600, (100 * 300 - 20 * 600) / 3600, 0.0, 80 * 600 / 3600]
     )
     assert covered == pytest.approx([900.0, 900.0, 0.0, 600.0])
+
+
+def test_many_resources_measured_at_once_as_each_on_its_own() -> None:
+    """Settlement measures an aggregation's members in one pass (`energy_in_each`): a member's
+    samples must never leak into the next one's windows, nor one without samples get any."""
+    rng = np.random.default_rng(7)
+    t0 = 1.55e9  # epoch seconds, as settlement reads them
+    members = [(np.array([t0 + 3000.0]), np.array([11.0]))]  # one sample held past the last window
+    members.append((np.zeros(0), np.zeros(0)))  # no samples at all
+    for n in (1, 40, 300):
+        ts = np.sort(t0 + rng.uniform(-1800.0, 2 * 86_400.0, n))
+        members.append((ts, rng.normal(0.0, 10.0, n)))
+    starts = t0 + np.arange(0.0, 2 * 86_400.0, 300.0).reshape(2, -1)  # two days of intervals
+    each_kwh, each_covered = energy_in_each(members, starts, starts + 300.0, 600.0)
+    assert each_kwh.shape == (len(members), 2, 288)
+    for r, (ts, kw) in enumerate(members):
+        kwh, covered = energy_in(ts, kw, starts, starts + 300.0, 600.0)
+        assert each_kwh[r] == pytest.approx(kwh, abs=1e-9)
+        assert each_covered[r] == pytest.approx(covered, abs=1e-6)
+    assert each_kwh[1].sum() == 0.0 and each_covered[1].sum() == 0.0
+    # the lone sample at t0 + 3000 s holds 600 s: the tenth and eleventh intervals, 11 kW each
+    assert each_kwh[0, 0, 10:12] == pytest.approx([11 * 300 / 3600] * 2)

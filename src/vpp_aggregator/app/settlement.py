@@ -32,7 +32,7 @@ from vpp_aggregator.app.baseline_policy import BaselinePolicy
 from vpp_aggregator.app.outbound import SettledInterval, SettledResource
 from vpp_aggregator.domain.baseline_days import local_slots
 from vpp_aggregator.domain.baselines import Baseline, BaselineMethod, DayLoads, baseline
-from vpp_aggregator.domain.metering import energy_in
+from vpp_aggregator.domain.metering import energy_in_each
 
 __all__ = ["BaselinePolicy", "Measured", "MeasurementStore", "Meter"]
 
@@ -87,20 +87,25 @@ def _round(x: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class _Loads:
-    """Per resource, net consumption (kW) in each local interval of each day (NaN where the
-    clock skipped the interval), the seconds its samples covered each day, and how they covered
-    each interval of the event day (the last)."""
+    """Per resource (a row of each array, `row` gives it), net consumption (kW) in each local
+    interval of each day (NaN where the clock skipped the interval), the seconds its samples
+    covered each day, and how they covered each interval of the event day (the last)."""
 
     days: list[date]
-    kw: dict[str, NDArray[np.float64]]
-    covered_s: dict[str, NDArray[np.float64]]
-    covered_today: dict[str, NDArray[np.float64]]
+    row: dict[str, int]
+    kw: NDArray[np.float64]  # (resources, days, intervals)
+    covered_s: NDArray[np.float64]  # (resources, days)
+    covered_today: NDArray[np.float64]  # (resources, intervals)
     valid_s: NDArray[np.float64]  # seconds of existing intervals per day
 
-    def summed(self, rows: list[str]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """The rows' load added up, and their share of each day's time covered."""
-        kw = np.sum([self.kw[r] for r in rows], axis=0)
-        cover = np.sum([self.covered_s[r] for r in rows], axis=0)
+    def rows(self, ids: list[str]) -> list[int]:
+        return [self.row[r] for r in ids]
+
+    def summed(self, ids: list[str]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The resources' load added up, and their share of each day's time covered."""
+        rows = self.rows(ids)
+        kw = self.kw[rows].sum(axis=0)
+        cover = self.covered_s[rows].sum(axis=0)
         return kw, cover / (len(rows) * np.maximum(self.valid_s, 1.0))
 
 
@@ -145,8 +150,9 @@ class Meter:
         repeated hour the event day's intervals are (`local_slots`)."""
         starts, exists = local_slots(days, tz, SLOT_MIN, last_pass)
         n = len(days)
-        kw = {rid: np.full(starts.shape, np.nan) for rid in ids}
-        cov = {rid: np.zeros(n) for rid in ids}
+        row = {rid: r for r, rid in enumerate(ids)}
+        kw = np.full((len(ids), *starts.shape), np.nan)
+        cov = np.zeros((len(ids), n))
         read_at = self.clock().timestamp()  # before the read: what comes during it is late
         with self._lock:
             kept = {
@@ -159,6 +165,7 @@ class Meter:
         first_unknown = n - 1  # the event day is always read
         with self._lock:
             for rid in ids:
+                r = row[rid]
                 for i in range(n - 1):
                     if (rid, i) not in kept or (rid, i) in stale:
                         first_unknown = min(first_unknown, i)
@@ -168,7 +175,7 @@ class Meter:
                     if when is not None:  # checked up to now: the next check looks from here
                         self._days[key] = (day_kw, covered, read_at)
                     self._days.move_to_end(key)
-                    kw[rid][i], cov[rid][i] = day_kw, covered
+                    kw[r, i], cov[r, i] = day_kw, covered
         read = starts[first_unknown:]
         # Days gone from the raw history are read from their stored five-minute series,
         # measured by the same rule (`app/telemetry_retention`) before their samples went.
@@ -188,17 +195,17 @@ class Meter:
         since = since if first_unknown == n - 1 else -np.inf
         raw_start = max(float(read.min()), rolled_s, since) - self.hold_s
         history = self.store.power_history(ids, datetime.fromtimestamp(raw_start, UTC), end)
-        today: dict[str, NDArray[np.float64]] = {}
-        for rid in ids:
-            ts, p = history.get(rid, (np.zeros(0), np.zeros(0)))
-            kwh, c = energy_in(ts, p, read, read + SLOT_S, self.hold_s)
-            if rid in series:
-                kwh, c = _from_series(series[rid], read, rolled_s, kwh, c)
-            ok = exists[first_unknown:]
-            kw[rid][first_unknown:] = np.where(ok, -kwh * KW_PER_KWH, np.nan)
-            c = np.where(ok, c, 0.0)
-            cov[rid][first_unknown:] = c.sum(axis=1)
-            today[rid] = c[-1]
+        none = (np.zeros(0), np.zeros(0))
+        kwh, c = energy_in_each(
+            [history.get(rid, none) for rid in ids], read, read + SLOT_S, self.hold_s
+        )
+        for rid in series.keys() & row.keys():
+            r = row[rid]
+            kwh[r], c[r] = _from_series(series[rid], read, rolled_s, kwh[r], c[r])
+        ok = exists[first_unknown:]
+        kw[:, first_unknown:] = np.where(ok, -kwh * KW_PER_KWH, np.nan)
+        c = np.where(ok, c, 0.0)
+        cov[:, first_unknown:] = c.sum(axis=2)
         final_before = read_at - LATE_SAMPLES_S
         final = {
             i
@@ -207,13 +214,14 @@ class Meter:
         }
         with self._lock:
             for rid in ids:
+                r = row[rid]
                 for i in range(first_unknown, n - 1):
                     key = (rid, tz.key, days[i])
                     when = None if i in final else read_at
-                    self._days[key] = (kw[rid][i].astype(np.float32), float(cov[rid][i]), when)
+                    self._days[key] = (kw[r, i].astype(np.float32), float(cov[r, i]), when)
             while len(self._days) > self.cache_days:
                 self._days.popitem(last=False)
-        loads = _Loads(days, kw, cov, today, exists.sum(axis=1) * float(SLOT_S))
+        loads = _Loads(days, row, kw, cov, c[:, -1], exists.sum(axis=1) * float(SLOT_S))
         return loads, starts, exists
 
     def _late(
@@ -295,8 +303,8 @@ class Meter:
             seen = cover >= MIN_COVERAGE
             seen[-1] = True  # the event day itself is always kept
             lo, hi = adjust_from, adjust_to
-            measured_before = sum(
-                float(loads.covered_today[r][lo:hi].sum()) for r in rows
+            measured_before = float(
+                loads.covered_today[loads.rows(rows), lo:hi].sum()
             ) >= MIN_COVERAGE * len(rows) * SLOT_S * max(hi - lo, 1)
             return baseline(
                 DayLoads(tuple(d for d, s in zip(days, seen, strict=True) if s), kw[seen]),
@@ -315,9 +323,7 @@ class Meter:
         if base_kw is None:
             base_kw = np.zeros(today.size)
             note = f"{note}; delivery counted as metered output only (baseline 0)"
-        measured_kw = np.zeros(today.size)
-        for rid, _ in members:
-            measured_kw += np.nan_to_num(loads.kw[rid][-1])
+        measured_kw = np.nan_to_num(loads.kw[:, -1]).sum(axis=0)
         intervals: list[SettledInterval] = []
         credited_total = 0.0
         for s in range(window.start, window.stop):
@@ -346,7 +352,7 @@ class Meter:
         for rid, bess in members if per_resource else []:
             own = baseline_of([] if bess else [rid]).kw
             own_kwh = float(own[window].sum()) / KW_PER_KWH if own is not None else 0.0
-            used = float(np.nan_to_num(loads.kw[rid][-1][window]).sum()) / KW_PER_KWH
+            used = float(np.nan_to_num(loads.kw[loads.row[rid], -1, window]).sum()) / KW_PER_KWH
             resources.append(
                 {
                     "resource_id": rid,

@@ -48,3 +48,39 @@ def interval_energy(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """kWh and covered seconds in each interval [edges[i], edges[i+1])."""
     return energy_in(ts, power_kw, edges_s[:-1], edges_s[1:], hold_s)
+
+
+# Resources measured together per pass of `energy_in_each`: bounds its arrays (windows × rows).
+EACH_PASS_WINDOWS = 1_000_000
+
+
+def energy_in_each(
+    samples: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+    starts_s: NDArray[np.float64],
+    ends_s: NDArray[np.float64],
+    hold_s: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """`energy_in` of many resources (their samples' times and kW) over the same windows, as
+    arrays of shape (resources, *windows). Each resource's samples are moved onto a stretch of
+    time of its own, wider than everything read and a hold apart, so one pass measures a block
+    of them: settling an award measured 200 vehicles one call each, 4 % of a replay's time."""
+    rows = len(samples)
+    kwh = np.zeros((rows, *starts_s.shape))
+    covered = np.zeros((rows, *starts_s.shape))
+    if rows == 0 or starts_s.size == 0:
+        return kwh, covered
+    per_pass = max(1, EACH_PASS_WINDOWS // starts_s.size)
+    for a in range(0, rows, per_pass):
+        block = samples[a : a + per_pass]
+        ts = np.concatenate([t for t, _ in block])
+        if ts.size == 0:
+            continue
+        lo = min(float(starts_s.min()), float(ts.min()))
+        width = max(float(ends_s.max()), float(ts.max())) - lo + 2.0 * hold_s + 1.0
+        shift = np.arange(len(block)) * width - lo
+        on_line = ts + np.repeat(shift, [t.size for t, _ in block])
+        kw = np.concatenate([p for _, p in block])
+        at = shift.reshape(-1, *([1] * starts_s.ndim))
+        e, c = energy_in(on_line, kw, starts_s + at, ends_s + at, hold_s)
+        kwh[a : a + len(block)], covered[a : a + len(block)] = e, c
+    return kwh, covered
