@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from vpp_aggregator.app.award_tracking import MAX_RAISE, AwardTracking
+from vpp_aggregator.app.award_tracking import LEAST_TARGET_KW, MAX_RAISE, AwardTracking
 
 START = datetime(2019, 11, 21, 15, 0, tzinfo=UTC)
 
@@ -68,7 +68,17 @@ def test_vehicles_charging_beyond_the_baseline_raise_the_target_by_what_they_dra
     assert _target(base_kw=60.0, others_kw=-110.0) == pytest.approx(150.0)
 
 
-def test_the_raise_is_capped_and_never_below_the_award() -> None:
+def test_the_raise_is_capped() -> None:
     assert MAX_RAISE == 3.0
     assert _target(base_kw=0.0, others_kw=-400.0) == pytest.approx(300.0)
-    assert _target(base_kw=80.0, others_kw=0.0) == pytest.approx(100.0)
+
+
+def test_a_baseline_above_what_members_draw_lowers_the_target_but_never_turns_it() -> None:
+    # Vehicles held at zero where the baseline expects 80 kW of charging: the meter shows those
+    # 80 kW already, so the batteries give 20 and keep the rest for the day's later awards.
+    assert _target(base_kw=80.0, others_kw=0.0) == pytest.approx(20.0)
+    # A baseline of 150 kW covers the award twice over: the dispatch is asked its least, never
+    # to charge during a discharge award.
+    assert _target(base_kw=150.0, others_kw=0.0) == pytest.approx(LEAST_TARGET_KW)
+    # Members outside the dispatch exporting on their own count too.
+    assert _target(base_kw=0.0, others_kw=30.0) == pytest.approx(70.0)

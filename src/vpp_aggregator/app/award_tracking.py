@@ -6,9 +6,13 @@ takes its kW off the delivery, unless the award's baseline already expects that 
 while an award runs, its dispatch is asked for the award plus whatever the members outside it
 draw beyond the baseline: target = award − baseline − (net output of the members not in the
 award's dispatches). The baseline is settlement's own (`app/settlement.Meter`), measured once
-as the award begins. The target is never below the award (a baseline that expects more
-charging than there is gives surplus, not a smaller dispatch) and at most `MAX_RAISE` times
-it; awards of one aggregation running together share the correction by their kW."""
+as the award begins. Where the meter already shows more than the award (a baseline that
+expects more charging than the members draw, as when the dispatch holds vehicles at zero that
+would have charged), the target is lower, down to `LEAST_TARGET_KW` in the award's direction:
+surplus is not paid, and what the batteries keep serves the day's later awards (Caltech's first
+quarter: surplus 1,325 → 219 kWh, intervals in full 94.7 → 95.35 %). It is at most `MAX_RAISE`
+times the award; awards of one aggregation running together share the correction by their
+kW."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 # batteries. At 1.5 it bound on residential evenings, where vehicles arriving home draw 55-120 kW
 # beyond a baseline of none (Norway's replayed November: 166 of 215 short intervals at the cap).
 MAX_RAISE = 3.0
+LEAST_TARGET_KW = 1.0  # the least a lowered target asks: a dispatch of 0 kW is no dispatch
 MIN_CHANGE_KW = 2.0  # smaller changes are not worth a re-plan...
 MIN_CHANGE_SHARE = 0.02  # ...nor those under this share of the award
 
@@ -66,8 +71,12 @@ class AwardTracking:
             for a, _ in awards:
                 kw = float(a["awarded_kw"])
                 share = wanted * kw / total_kw
-                raised = max(share, kw) if kw > 0 else min(share, kw)
-                out[a["award_id"]] = math.copysign(min(abs(raised), MAX_RAISE * abs(kw)), kw)
+                # never the other way: a discharge award is not met by charging the batteries
+                along = share if share * kw > 0 else 0.0
+                least = min(LEAST_TARGET_KW, abs(kw))
+                out[a["award_id"]] = math.copysign(
+                    min(max(abs(along), least), MAX_RAISE * abs(kw)), kw
+                )
         return out
 
     @staticmethod
