@@ -147,6 +147,7 @@ def test_a_vehicle_whose_driver_left_early_twice_keeps_its_next_trips_need(
         client.patch("/resources/ev-1", json={"trips": [trip]}).raise_for_status()
         client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 50.0)]})
         assert ev_discharge(client)[0] > 0  # 8 h are enough to recharge
+        assert client.get("/resources/ev-1").json()["floor_now_soc_pct"] == 30.0
         clock.advance(hours=1)
         gone = sample("ev-1", clock.now, 50.0, plugged=False)  # 7 h before the time given
         client.post("/telemetry", json={"samples": [gone]}).raise_for_status()
@@ -157,6 +158,7 @@ def test_a_vehicle_whose_driver_left_early_twice_keeps_its_next_trips_need(
     client.patch("/resources/ev-1", json={"trips": [trip]}).raise_for_status()
     client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 50.0, power=-11.0)]})
     assert ev_discharge(client) == (0.0, 0.0)
+    assert client.get("/resources/ev-1").json()["floor_now_soc_pct"] == 70.0  # kept to its need
     d = client.post("/dispatch", json={"target_kw": 20, "duration_minutes": 30})
     assert d.status_code == 201, d.text
     assert d.json()["allocations"] == []  # not even held at zero: it goes on charging
@@ -181,6 +183,8 @@ def test_an_operator_may_keep_every_vehicles_need_from_the_first_stay(
         c.patch("/resources/ev-1", json={"trips": [trip]}).raise_for_status()
         c.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 50.0, power=-11.0)]})
         assert early(c, "ev-1") == 0
+        shown = c.get("/resources/ev-1").json()  # the operator sees why it is not dispatched
+        assert (shown["floor_soc_pct"], shown["floor_now_soc_pct"]) == (30.0, 70.0)
         assert ev_discharge(c) == (0.0, 0.0)  # with the default, 8 h to recharge would do
         d = c.post("/dispatch", json={"target_kw": 20, "duration_minutes": 30})
         assert d.status_code == 201, d.text

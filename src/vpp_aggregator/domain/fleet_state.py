@@ -65,6 +65,7 @@ class LiveState:
     availability_reason: Unavailable | None
     discharge_locked: bool = False
     early_departures: int = 0  # of its last stays, how many the driver left early
+    floor_now_soc_pct: float | None = None  # its floor before the departure raise (`floor_of`)
 
 
 class FleetState(FleetCapacity):
@@ -210,6 +211,7 @@ class FleetState(FleetCapacity):
             dep_soc, plugged = self.departure_soc_pct[rows].tolist(), self.plugged[rows].tolist()
             locked = self.discharge_locked[rows].tolist()
             early = early_count(self.early_bits[rows]).tolist()
+            floor = self.floor_of(rows).tolist()
         out: list[LiveState | None] = [None] * len(resource_ids)
         for k, i in enumerate(found.tolist()):
             finite_dep = math.isfinite(dep[k])
@@ -226,6 +228,7 @@ class FleetState(FleetCapacity):
                 availability_reason=REASONS[codes[k]],
                 discharge_locked=locked[k],
                 early_departures=early[k],
+                floor_now_soc_pct=floor[k],
             )
         return out
 

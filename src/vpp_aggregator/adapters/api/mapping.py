@@ -144,4 +144,5 @@ def resource_out(r: Resource, live: LiveState | None, bess_min_soc_pct: float) -
         out.availability_reason = live.availability_reason
         out.safety_lockout = live.discharge_locked
         out.early_departures = live.early_departures
+        out.floor_now_soc_pct = live.floor_now_soc_pct
     return out
