@@ -49,6 +49,14 @@ def replay(
         str,
         typer.Option(help="Settlement baseline of the vehicles: caiso_10in10, pjm_cbl, metered"),
     ] = "caiso_10in10",
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Replay the period in this many consecutive parts at once, one process each, "
+            "each after its own warm-up (docs/replay.md); 1: one continuous replay",
+        ),
+    ] = 1,
     setting: Annotated[
         list[str] | None,
         typer.Option(
@@ -62,7 +70,8 @@ def replay(
     per-day figures, interval shortfalls with their causes and departures as JSON."""
     from vpp_aggregator.replay.devices import Behaviour
     from vpp_aggregator.replay.fleet import FleetSpec
-    from vpp_aggregator.replay.runner import ReplaySpec, run
+    from vpp_aggregator.replay.parts import run
+    from vpp_aggregator.replay.runner import ReplaySpec
 
     try:
         spec = ReplaySpec(
@@ -99,7 +108,7 @@ def replay(
     )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task(f"replaying {start} .. {end}", total=1.0)
-        result = run(spec, lambda done: bar.update(task, completed=done))
+        result = run(spec, jobs, lambda done: bar.update(task, completed=done))
     json_out.write_text(json.dumps(result, indent=1))
     if chart is not None:
         from vpp_aggregator.replay.chart import svg

@@ -62,6 +62,9 @@ class ReplaySpec:
     warmup_days: int = WARMUP_DAYS
     baseline: str = "caiso_10in10"  # how settlement baselines the vehicles (`BaselineMethod`)
     settings: dict[str, str] = field(default_factory=dict)  # the service's own, e.g. floors
+    # The days the fleet's drivers are drawn from (None: these): the whole replay's, when this
+    # is one part of it (`replay/parts`), so every part replays the same vehicles.
+    fleet_days: tuple[date, date] | None = None
 
     def check(self) -> None:
         """Refuse a replay that could not mean anything, naming what is wrong."""
@@ -133,10 +136,15 @@ class Gateway:
 
 def run(spec: ReplaySpec, progress: Callable[[float], None] | None = None) -> dict[str, Any]:
     zone = ZoneInfo(spec.timezone)
-    start_ts = datetime.combine(spec.start, datetime.min.time(), zone).timestamp()
-    end_ts = datetime.combine(spec.end, datetime.min.time(), zone).timestamp()
+
+    def midnight(day: date) -> float:
+        return datetime.combine(day, datetime.min.time(), zone).timestamp()
+
+    start_ts, end_ts = midnight(spec.start), midnight(spec.end)
     warm_ts = start_ts - spec.warmup_days * 86_400.0
-    stays = read_stays(spec.sessions, spec.site, (warm_ts, end_ts))
+    first, last = spec.fleet_days or (spec.start, spec.end)
+    fleet_span = (midnight(first) - spec.warmup_days * 86_400.0, midnight(last))
+    stays = read_stays(spec.sessions, spec.site, fleet_span)
     gaps = gap_days(hourly_beside(spec.sessions), spec.timezone)
     with tempfile.TemporaryDirectory(prefix="vpp-replay-") as tmp:
         settings = load_settings(**{**spec.settings, **_settings(spec, Path(tmp))})
@@ -144,7 +152,7 @@ def run(spec: ReplaySpec, progress: Callable[[float], None] | None = None) -> di
         service = bootstrap.build(settings, clock)
         try:
             return _Replay(
-                spec, settings, service, clock, stays, gaps, warm_ts, start_ts, end_ts
+                spec, settings, service, clock, stays, gaps, fleet_span, warm_ts, start_ts, end_ts
             ).run(progress)
         finally:
             service.engine.dispose()
@@ -183,6 +191,7 @@ class _Replay:
         clock: SimClock,
         stays: Any,
         gaps: frozenset[date],
+        fleet_span: tuple[float, float],
         warm_ts: float,
         start_ts: float,
         end_ts: float,
@@ -192,8 +201,7 @@ class _Replay:
         self.fleet: ReplayFleet = build(
             stays,
             spec.fleet,
-            warm_ts,
-            end_ts,
+            *fleet_span,
             spec.data_dir,
             spec.seed,
             settings.round_trip_efficiency,
