@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import signal
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, timedelta
@@ -52,8 +54,11 @@ def run(
                 if r.ready() and not r.successful():
                     r.get()  # a part failed: its error is the replay's; the others stop
         report = joined([r.get() for r in results])
-    finally:
+        pool.close()
+    except BaseException:  # a part failed, or the operator stopped the replay: stop every part
         pool.terminate()
+        raise
+    finally:
         pool.join()
     report["parts"] = [{"from": a.isoformat(), "to": b.isoformat()} for a, b in spans]
     return report
@@ -62,6 +67,9 @@ def run(
 def _share(done: Any) -> None:
     global _done
     _done = done
+    # Stopped by the parent: exit as from an error, so the part's store is removed with its
+    # temporary directory (the default action of SIGTERM would leave it behind).
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(1))
 
 
 def _part(spec: runner.ReplaySpec, k: int) -> dict[str, Any]:
