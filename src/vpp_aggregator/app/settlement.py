@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.app.baseline_policy import BaselinePolicy
+from vpp_aggregator.app.member_loads import MemberLoads, from_series
 from vpp_aggregator.app.outbound import SettledInterval, SettledResource
 from vpp_aggregator.domain.baseline_days import local_slots
 from vpp_aggregator.domain.baselines import Baseline, BaselineMethod, DayLoads, baseline
@@ -85,30 +86,6 @@ def _round(x: float) -> float:
     return round(float(x), 4)
 
 
-@dataclass(frozen=True, slots=True)
-class _Loads:
-    """Per resource (a row of each array, `row` gives it), net consumption (kW) in each local
-    interval of each day (NaN where the clock skipped the interval), the seconds its samples
-    covered each day, and how they covered each interval of the event day (the last)."""
-
-    days: list[date]
-    row: dict[str, int]
-    kw: NDArray[np.float64]  # (resources, days, intervals)
-    covered_s: NDArray[np.float64]  # (resources, days)
-    covered_today: NDArray[np.float64]  # (resources, intervals)
-    valid_s: NDArray[np.float64]  # seconds of existing intervals per day
-
-    def rows(self, ids: list[str]) -> list[int]:
-        return [self.row[r] for r in ids]
-
-    def summed(self, ids: list[str]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """The resources' load added up, and their share of each day's time covered."""
-        rows = self.rows(ids)
-        kw = self.kw[rows].sum(axis=0)
-        cover = self.covered_s[rows].sum(axis=0)
-        return kw, cover / (len(rows) * np.maximum(self.valid_s, 1.0))
-
-
 class Meter:
     """Measures awards. Each resource's intervals of a past day are kept once read (float32, at
     most `cache_days` resource-days, least recently used out): a real-time award every 5
@@ -144,7 +121,7 @@ class Meter:
         end: datetime,
         since: float = -np.inf,
         last_pass: int = 0,
-    ) -> tuple[_Loads, NDArray[np.float64], NDArray[np.bool_]]:
+    ) -> tuple[MemberLoads, NDArray[np.float64], NDArray[np.bool_]]:
         """The members' loads over `days`; the event day's intervals before `since` (epoch s)
         need not be measured (their samples are not read). `last_pass`: which pass of a
         repeated hour the event day's intervals are (`local_slots`)."""
@@ -201,7 +178,7 @@ class Meter:
         )
         for rid in series.keys() & row.keys():
             r = row[rid]
-            kwh[r], c[r] = _from_series(series[rid], read, rolled_s, kwh[r], c[r])
+            kwh[r], c[r] = from_series(series[rid], read, rolled_s, kwh[r], c[r])
         ok = exists[first_unknown:]
         kw[:, first_unknown:] = np.where(ok, -kwh * KW_PER_KWH, np.nan)
         c = np.where(ok, c, 0.0)
@@ -221,7 +198,7 @@ class Meter:
                     self._days[key] = (kw[r, i].astype(np.float32), float(cov[r, i]), when)
             while len(self._days) > self.cache_days:
                 self._days.popitem(last=False)
-        loads = _Loads(days, row, kw, cov, c[:, -1], exists.sum(axis=1) * float(SLOT_S))
+        loads = MemberLoads(days, row, kw, cov, c[:, -1], exists.sum(axis=1) * float(SLOT_S))
         return loads, starts, exists
 
     def _late(
@@ -376,25 +353,6 @@ class Meter:
 
 def _utc_midnight(day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
-
-
-def _from_series(
-    series: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],
-    starts: NDArray[np.float64],
-    before_s: float,
-    kwh: NDArray[np.float64],
-    covered: NDArray[np.float64],
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The intervals starting before `before_s` taken from a stored series (no energy and
-    nothing covered where it has no interval)."""
-    at, s_kwh, s_cov = series
-    k = np.clip(np.searchsorted(at, starts), 0, max(at.size - 1, 0))
-    found = (at[k] == starts) if at.size else np.zeros(starts.shape, bool)
-    old = starts < before_s
-    return (
-        np.where(old, np.where(found, s_kwh[k], 0.0), kwh),
-        np.where(old, np.where(found, s_cov[k], 0.0), covered),
-    )
 
 
 def _overlapping(
