@@ -48,7 +48,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def param_mark(dialect: str) -> str:
-    """The driver's placeholder for a bound value in raw SQL: sqlite3's qmark, psycopg's format."""
+    """The mark a bound value takes in raw SQL for this driver: sqlite3's qmark, psycopg's format."""
     return "?" if dialect == "sqlite" else "%s"
 
 
