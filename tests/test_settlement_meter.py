@@ -300,7 +300,7 @@ def test_an_award_measured_from_samples_a_minute_apart_counts_each_interval_once
     assert m.delivered_kwh == pytest.approx(60.0)
 
 
-def test_past_days_are_read_once_and_the_next_award_reads_only_its_own_day() -> None:
+def test_past_days_are_read_once_and_the_next_award_reads_only_the_minutes_since() -> None:
     fleet = Fleet([("ev-1", False), ("ev-2", False), ("bess-1", True)])
     day = date(2025, 6, 11)
     for rid, kw in (("ev-1", -7.0), ("ev-2", -3.0)):
@@ -312,8 +312,9 @@ def test_past_days_are_read_once_and_the_next_award_reads_only_its_own_day() -> 
     a = m.measure("N", *first, 30.0)
     b = m.measure("N", *second, 30.0)
     assert fleet.reads[0] < at(day - timedelta(days=44), 0)  # 45 days of samples, once
-    # then only its own day: yesterday's samples may still come, but none came since it was read
-    assert at(day, 0) - timedelta(minutes=5) <= fleet.reads[1] < at(day, 12)
+    # then only the minutes after the first award's: yesterday's samples may still come, and
+    # the first award's, but none came since they were read (the held sample before them too)
+    assert at(day, 12) <= fleet.reads[1] < at(day, 12, 5)
     fresh = meter(fleet, BaselineMethod.CAISO_10IN10).measure("N", *second, 30.0)
     assert (b.baseline_kwh, b.delivered_kwh, b.days_used) == (
         fresh.baseline_kwh,
@@ -341,3 +342,27 @@ def test_yesterdays_samples_that_come_late_are_in_the_baseline_of_the_next_measu
     assert before.baseline_kwh == pytest.approx(7.0, abs=1e-3)
     assert (after.baseline_kwh, after.days_used) == (fresh.baseline_kwh, fresh.days_used)
     assert after.baseline_kwh == pytest.approx((9 * 7.0 + 1.0) / 10, abs=1e-3)
+
+
+def test_an_award_measured_as_it_runs_then_after_a_late_upload_is_as_measured_afresh() -> None:
+    """The meter keeps the intervals it read. Measured while the award runs, then again once
+    the rest of the hour came and a battery back from an outage uploaded the minutes it
+    buffered from inside the award, it reads both and keeps none of the first read's gaps."""
+    fleet = Fleet([("ev-1", False), ("bess-1", True)])
+    day = date(2025, 6, 11)
+    fleet.report("ev-1", at(day - timedelta(days=20), 0), at(day, 12), -7.0)
+    fleet.report("ev-1", at(day, 12), at(day, 12, 30), 0.0)
+    fleet.report("bess-1", at(day, 12), at(day, 12, 10), 20.0)  # then offline
+    award = fleet.award(at(day, 12), 60, 27.0)
+    now = [at(day, 12, 30)]
+    policy = BaselinePolicy(default=BaselineMethod.CAISO_10IN10)
+    m = Meter(fleet, fleet, policy, hold_s=120.0, clock=lambda: now[0])
+    during = m.measure("N", *award, 27.0)
+    fleet.report("ev-1", at(day, 12, 30), at(day, 13), 0.0)
+    fleet.report("bess-1", at(day, 12, 10), at(day, 13), 20.0, at(day, 13, 1))  # buffered
+    now[0] = at(day, 13, 5)
+    after = m.measure("N", *award, 27.0)
+    fresh = meter(fleet, BaselineMethod.CAISO_10IN10, now=now[0]).measure("N", *award, 27.0)
+    assert during.delivered_kwh < after.delivered_kwh - 15.0  # 48 minutes of 20 kW unseen
+    assert (after.intervals, after.delivered_kwh) == (fresh.intervals, fresh.delivered_kwh)
+    assert after.delivered_kwh == pytest.approx(27.0, abs=1e-3)

@@ -17,8 +17,6 @@ proportion to its awarded kW.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -30,6 +28,13 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.app.baseline_policy import BaselinePolicy
 from vpp_aggregator.app.member_loads import MemberLoads, from_series
+from vpp_aggregator.app.meter_days import (
+    DayBlock,
+    KeptDays,
+    Key,
+    first_stale_start,
+    valid_until,
+)
 from vpp_aggregator.app.outbound import SettledInterval, SettledResource
 from vpp_aggregator.domain.baseline_days import local_slots
 from vpp_aggregator.domain.baselines import Baseline, BaselineMethod, DayLoads, baseline
@@ -87,10 +92,11 @@ def _round(x: float) -> float:
 
 
 class Meter:
-    """Measures awards. Each resource's intervals of a past day are kept once read (float32, at
-    most `cache_days` resource-days, least recently used out): a real-time award every 5
-    minutes then reads only its own day's samples, not 45 days'. A day whose late samples may
-    still come (`LATE_SAMPLES_S`) is read again when samples of it were received since."""
+    """Measures awards. The intervals of each day read are kept (`app/meter_days`, at most
+    `cache_days` resource-days): a measurement reads again only the intervals after the last
+    read and those a sample received since falls in (a device back from an outage uploads what
+    it buffered), so a real-time award every 5 minutes reads its own minutes, not 45 days'. A
+    day is final, and no longer checked, `LATE_SAMPLES_S` after it ends."""
 
     def __init__(
         self,
@@ -106,12 +112,7 @@ class Meter:
         self.members = members
         self.policy = policy
         self.hold_s = hold_s
-        self.cache_days = cache_days
-        # (resource, zone, day) -> its loads, its coverage, and when it was read (None: final)
-        self._days: OrderedDict[
-            tuple[str, str, date], tuple[NDArray[np.float32], float, float | None]
-        ] = OrderedDict()
-        self._lock = threading.Lock()
+        self._kept = KeptDays(cache_days)
 
     def _loads(
         self,
@@ -126,109 +127,140 @@ class Meter:
         need not be measured (their samples are not read). `last_pass`: which pass of a
         repeated hour the event day's intervals are (`local_slots`)."""
         starts, exists = local_slots(days, tz, SLOT_MIN, last_pass)
-        n = len(days)
+        n, m = starts.shape
         row = {rid: r for r, rid in enumerate(ids)}
-        kw = np.full((len(ids), *starts.shape), np.nan)
-        cov = np.zeros((len(ids), n))
         read_at = self.clock().timestamp()  # before the read: what comes during it is late
-        with self._lock:
-            kept = {
-                (rid, i): self._days[(rid, tz.key, days[i])]
-                for rid in ids
-                for i in range(n - 1)
-                if (rid, tz.key, days[i]) in self._days
-            }
-        stale = self._late(kept, days, tz.key)
-        first_unknown = n - 1  # the event day is always read
-        with self._lock:
-            for rid in ids:
-                r = row[rid]
-                for i in range(n - 1):
-                    if (rid, i) not in kept or (rid, i) in stale:
-                        first_unknown = min(first_unknown, i)
-                        continue
-                    day_kw, covered, when = kept[(rid, i)]
-                    key = (rid, tz.key, days[i])
-                    if when is not None:  # checked up to now: the next check looks from here
-                        self._days[key] = (day_kw, covered, read_at)
-                    self._days.move_to_end(key)
-                    kw[r, i], cov[r, i] = day_kw, covered
-        read = starts[first_unknown:]
-        # Days gone from the raw history are read from their stored five-minute series,
-        # measured by the same rule (`app/telemetry_retention`) before their samples went.
-        rolled = self.store.rolled_through()
-        rolled_s = _utc_midnight(rolled) if rolled is not None else -np.inf
-        series = (
-            self.store.daily_energy(
-                ids,
-                datetime.fromtimestamp(float(read.min()), UTC).date(),
-                rolled - timedelta(days=1),
-                SLOT_S,
+        need = np.full(n, -np.inf)
+        need[-1] = since
+        wanted = exists & (starts >= need[:, None])
+        first_needed = np.where(wanted, starts, np.inf).min(axis=1)
+        keys = [(tuple(ids), tz.key, d, last_pass if i == n - 1 else 0) for i, d in enumerate(days)]
+        blocks = [self._kept.get(k) for k in keys]
+        kept = [
+            b if b is not None and b.from_s <= first_needed[i] else None
+            for i, b in enumerate(blocks)
+        ]
+        late = self._late(kept, starts, row)
+        read_from = np.inf
+        for i, b in enumerate(kept):
+            if b is None:
+                read_from = min(read_from, float(first_needed[i]))
+                continue
+            rows, ts = late.get(i, (np.zeros(0, np.int64), np.zeros(0)))
+            until = valid_until(b, rows, ts, float(starts[i, 0]))
+            stale = first_stale_start(starts[i], exists[i], until, SLOT_S)
+            read_from = min(read_from, float(stale.min()))
+        kw = np.full((len(ids), n, m), np.nan)
+        cov = np.zeros((len(ids), n, m))
+        cov_final = np.zeros((len(ids), n))  # a final day keeps only its total
+        for i, b in enumerate(kept):
+            if b is not None:
+                kw[:, i] = b.kw
+                if b.read_at is None:
+                    cov_final[:, i] = b.covered
+                else:
+                    cov[:, i] = b.covered
+        fresh = exists & (starts >= read_from)  # all that is read, kept for what comes next
+        days_read = np.flatnonzero(fresh.any(axis=1))
+        first = int(days_read[0]) if days_read.size else n
+        if first < n:
+            read = starts[first:]
+            # Days gone from the raw history are read from their stored five-minute series,
+            # measured by the same rule (`app/telemetry_retention`) before their samples went.
+            rolled = self.store.rolled_through()
+            rolled_s = _utc_midnight(rolled) if rolled is not None else -np.inf
+            lo = float(read.min())
+            series = (
+                self.store.daily_energy(
+                    ids, datetime.fromtimestamp(lo, UTC).date(), rolled - timedelta(days=1), SLOT_S
+                )
+                if rolled is not None and lo < rolled_s
+                else {}
             )
-            if rolled is not None and float(read.min()) < rolled_s
-            else {}
-        )
-        # `since` spares only the event day's early samples: a past day not kept is read whole.
-        since = since if first_unknown == n - 1 else -np.inf
-        raw_start = max(float(read.min()), rolled_s, since) - self.hold_s
-        history = self.store.power_history(ids, datetime.fromtimestamp(raw_start, UTC), end)
-        none = (np.zeros(0), np.zeros(0))
-        kwh, c = energy_in_each(
-            [history.get(rid, none) for rid in ids], read, read + SLOT_S, self.hold_s
-        )
-        for rid in series.keys() & row.keys():
-            r = row[rid]
-            kwh[r], c[r] = from_series(series[rid], read, rolled_s, kwh[r], c[r])
-        ok = exists[first_unknown:]
-        kw[:, first_unknown:] = np.where(ok, -kwh * KW_PER_KWH, np.nan)
-        c = np.where(ok, c, 0.0)
-        cov[:, first_unknown:] = c.sum(axis=2)
-        final_before = read_at - LATE_SAMPLES_S
-        final = {
-            i
-            for i in range(first_unknown, n - 1)
-            if datetime.combine(days[i] + timedelta(days=1), time(), tz).timestamp() <= final_before
-        }
-        with self._lock:
-            for rid in ids:
+            raw_start = max(read_from, rolled_s) - self.hold_s
+            history = self.store.power_history(ids, datetime.fromtimestamp(raw_start, UTC), end)
+            none = (np.zeros(0), np.zeros(0))
+            kwh, c = energy_in_each(
+                [history.get(rid, none) for rid in ids], read, read + SLOT_S, self.hold_s
+            )
+            for rid in series.keys() & row.keys():
                 r = row[rid]
-                for i in range(first_unknown, n - 1):
-                    key = (rid, tz.key, days[i])
-                    when = None if i in final else read_at
-                    self._days[key] = (kw[r, i].astype(np.float32), float(cov[r, i]), when)
-            while len(self._days) > self.cache_days:
-                self._days.popitem(last=False)
-        loads = MemberLoads(days, row, kw, cov, c[:, -1], exists.sum(axis=1) * float(SLOT_S))
+                kwh[r], c[r] = from_series(series[rid], read, rolled_s, kwh[r], c[r])
+            now = fresh[first:]
+            kw[:, first:] = np.where(now, -kwh * KW_PER_KWH, kw[:, first:])
+            cov[:, first:] = np.where(now, c, cov[:, first:])
+        # a sample stamped as received just before the read may commit after it
+        good_to = min(read_at - LATE_MARGIN_S, end.timestamp())
+        self._keep(keys, kept, first, read_from, kw, cov, starts, read_at, good_to)
+        before = exists[-1] & ~wanted[-1]  # the event day's intervals before those used
+        kw[:, -1] = np.where(before, 0.0, kw[:, -1])
+        cov[:, -1] = np.where(before, 0.0, cov[:, -1])
+        covered = cov.sum(axis=2) + cov_final
+        loads = MemberLoads(days, row, kw, covered, cov[:, -1], exists.sum(axis=1) * float(SLOT_S))
         return loads, starts, exists
 
-    def _late(
+    def _keep(
         self,
-        kept: dict[tuple[str, int], tuple[NDArray[np.float32], float, float | None]],
-        days: list[date],
-        tz_key: str,
-    ) -> set[tuple[str, int]]:
-        """The kept days not yet final that samples were received for since they were read."""
-        open_days = {i for (_, i), v in kept.items() if v[2] is not None}
+        keys: list[Key],
+        kept: list[DayBlock | None],
+        first: int,
+        read_from: float,
+        kw: NDArray[np.float64],
+        cov: NDArray[np.float64],
+        starts: NDArray[np.float64],
+        read_at: float,
+        good_to: float,
+    ) -> None:
+        """Keep what this read measured; a day checked with nothing received since is good as
+        of now, and one over a day past its end is final."""
+        final_before = read_at - LATE_SAMPLES_S
+        for i, key in enumerate(keys):
+            b = kept[i]
+            if i < first:
+                if b is not None and b.read_at is not None:
+                    b.read_at = read_at  # checked up to now: the next check looks from here
+                continue
+            from_s = b.from_s if b is not None and b.from_s < read_from else read_from
+            from_s = max(from_s, float(starts[i, 0]))
+            if starts[i, -1] + SLOT_S <= final_before:
+                kw_i, cov_i = kw[:, i].astype(np.float32), cov[:, i].sum(axis=1)
+                block = DayBlock(kw_i, cov_i, from_s, None, np.inf)
+            else:
+                cov_i = cov[:, i].astype(np.float32)
+                block = DayBlock(kw[:, i].copy(), cov_i, from_s, read_at, good_to)
+            self._kept.put(key, block)
+
+    def _late(
+        self, kept: list[DayBlock | None], starts: NDArray[np.float64], row: dict[str, int]
+    ) -> dict[int, tuple[NDArray[np.int64], NDArray[np.float64]]]:
+        """Per open kept day, the members and times of samples received since it was read
+        that fall in it or are held into it (those taken after a read change only intervals
+        read again anyway)."""
+        open_days = [i for i, b in enumerate(kept) if b is not None and b.read_at is not None]
         if not open_days:
-            return set()
-        since = min(v[2] for v in kept.values() if v[2] is not None) - LATE_MARGIN_S
-        tz = ZoneInfo(tz_key)
-        midnights = [datetime.combine(d, time(), tz) for d in days]
+            return {}
+        blocks = [b for b in kept if b is not None and b.read_at is not None]
+        since = min(b.read_at for b in blocks if b.read_at is not None) - LATE_MARGIN_S
+        upto = max(b.good_to for b in blocks)
         lo, hi = min(open_days), max(open_days)
         late = self.store.received_since(
             datetime.fromtimestamp(since, UTC),
-            midnights[lo] - timedelta(seconds=self.hold_s),  # held into the day's first minutes
-            midnights[hi + 1],
+            datetime.fromtimestamp(float(starts[lo, 0]) - self.hold_s, UTC),
+            datetime.fromtimestamp(min(upto, float(starts[hi, -1]) + SLOT_S), UTC),
         )
-        day_starts = np.array([m.timestamp() for m in midnights])
-        stale = set()
-        for rid, ts in late:
-            # the day of the sample, and the next one if the sample is held into it
-            for t in (ts, ts + self.hold_s):
-                i = int(np.searchsorted(day_starts, t, side="right")) - 1
-                if i in open_days:
-                    stale.add((rid, i))
-        return stale
+        late = [(rid, ts) for rid, ts in late if rid in row]
+        if not late:
+            return {}
+        rows = np.array([row[rid] for rid, _ in late], dtype=np.int64)
+        ts = np.array([t for _, t in late], dtype=np.float64)
+        day_starts = starts[:, 0]
+        out: dict[int, tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
+        for i in open_days:
+            # the day's own samples, and the last ones of the day before, held into it
+            hit = (ts < starts[i, -1] + SLOT_S) & (ts + self.hold_s > day_starts[i])
+            if hit.any():
+                out[i] = (rows[hit], ts[hit])
+        return out
 
     def measure(
         self,
