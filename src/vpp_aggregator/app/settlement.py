@@ -141,15 +141,17 @@ class Meter:
             for i, b in enumerate(blocks)
         ]
         late = self._late(kept, starts, row)
-        read_from = np.inf
+        stale_from = np.full(n, -np.inf)  # per day, where its kept intervals stop holding
         for i, b in enumerate(kept):
-            if b is None:
-                read_from = min(read_from, float(first_needed[i]))
-                continue
-            rows, ts = late.get(i, (np.zeros(0, np.int64), np.zeros(0)))
-            until = valid_until(b, rows, ts, float(starts[i, 0]))
-            stale = first_stale_start(starts[i], exists[i], until, SLOT_S)
-            read_from = min(read_from, float(stale.min()))
+            if b is not None:
+                rows, ts = late.get(i, (np.zeros(0, np.int64), np.zeros(0)))
+                until = valid_until(b, rows, ts, float(starts[i, 0]))
+                stale_from[i] = first_stale_start(starts[i], exists[i], until, SLOT_S).min()
+        # A kept day is read again from where it stops holding, even where that is before what
+        # this measurement needs (an award's tracking needs its day from the award's start):
+        # kept whole, it serves the next awards and, once past, the next days' baselines.
+        missing = np.array([b is None for b in kept])
+        read_from = float(np.where(missing, first_needed, stale_from).min())
         kw = np.full((len(ids), n, m), np.nan)
         cov = np.zeros((len(ids), n, m))
         cov_final = np.zeros((len(ids), n))  # a final day keeps only its total
@@ -191,7 +193,7 @@ class Meter:
             cov[:, first:] = np.where(now, c, cov[:, first:])
         # a sample stamped as received just before the read may commit after it
         good_to = min(read_at - LATE_MARGIN_S, end.timestamp())
-        self._keep(keys, kept, first, read_from, kw, cov, starts, read_at, good_to)
+        self._keep(keys, kept, first, read_from, stale_from, kw, cov, starts, read_at, good_to)
         before = exists[-1] & ~wanted[-1]  # the event day's intervals before those used
         kw[:, -1] = np.where(before, 0.0, kw[:, -1])
         cov[:, -1] = np.where(before, 0.0, cov[:, -1])
@@ -205,6 +207,7 @@ class Meter:
         kept: list[DayBlock | None],
         first: int,
         read_from: float,
+        stale_from: NDArray[np.float64],
         kw: NDArray[np.float64],
         cov: NDArray[np.float64],
         starts: NDArray[np.float64],
@@ -220,8 +223,8 @@ class Meter:
                 if b is not None and b.read_at is not None:
                     b.read_at = read_at  # checked up to now: the next check looks from here
                 continue
-            from_s = b.from_s if b is not None and b.from_s < read_from else read_from
-            from_s = max(from_s, float(starts[i, 0]))
+            held = b is not None and b.from_s < read_from <= stale_from[i]
+            from_s = b.from_s if held and b is not None else max(read_from, float(starts[i, 0]))
             if starts[i, -1] + SLOT_S <= final_before:
                 kw_i, cov_i = kw[:, i].astype(np.float32), cov[:, i].sum(axis=1)
                 block = DayBlock(kw_i, cov_i, from_s, None, np.inf)
