@@ -433,3 +433,49 @@ def test_the_replay_steps_five_minutes_only_while_nothing_is_followed() -> None:
     held[0] = False
     replay.commands = [("command", {})]
     assert step(warm + 900) == warm + 960
+
+
+def test_while_a_dispatch_runs_a_vehicle_away_reports_every_five_minutes_and_as_it_comes_and_goes() -> (
+    None
+):
+    """A battery holding a command reports every minute; a vehicle away from its charger has
+    nothing new to say (no power, the same SoC) and reports every 5 minutes, but the minute it
+    plugs in and the minute it unplugs reach the service at once, and it reports every minute
+    while plugged in."""
+    from types import SimpleNamespace
+
+    from vpp_aggregator.replay.runner import _Replay
+
+    ids = ["bess-1", "ev-away", "ev-visits"]
+    plugged = np.array([True, False, False])
+    holding = np.array([True, False, False])
+    sent: list[set[str]] = []
+
+    def samples(due: Any) -> Any:
+        rows = np.flatnonzero(due)
+        z = np.zeros(rows.size)
+        return rows, z, z, plugged[rows].copy(), np.zeros(0, np.int64)
+
+    replay = SimpleNamespace(
+        ids=ids,
+        _last_sample=-math.inf,
+        _reported_ts=np.full(3, -math.inf),
+        _reported_plugged=np.zeros(3, dtype=bool),
+        devices=SimpleNamespace(
+            any_commanded=lambda: True,
+            plugged=lambda: plugged.copy(),
+            holding=lambda: holding.copy(),
+            samples=samples,
+        ),
+        ledger=SimpleNamespace(dropout=lambda rows, t: None),
+        agg=SimpleNamespace(
+            telemetry=SimpleNamespace(ingest=lambda b: sent.append(set(b.resource_ids)))
+        ),
+    )
+    for minute in range(13):
+        plugged[2] = 3 <= minute < 7  # plugs in at minute 3, leaves at 7
+        _Replay._telemetry(replay, 60.0 * minute)  # type: ignore[arg-type]
+    minutes_of = {rid: [m for m, got in enumerate(sent) if rid in got] for rid in ids}
+    assert minutes_of["bess-1"] == list(range(13))
+    assert minutes_of["ev-away"] == [0, 5, 10]
+    assert minutes_of["ev-visits"] == [0, 3, 4, 5, 6, 7, 12]

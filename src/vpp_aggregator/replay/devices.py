@@ -254,10 +254,27 @@ class Devices:
         self.soc_pct = self.soc_pct - cut / hw.capacity_kwh * 100.0
 
     # ------------------------------------------------------------------ telemetry
-    def samples(self) -> tuple[I8, F8, F8, B1, I8]:
-        """This moment's telemetry (rows, SoC %, kW, plugged) without the samples that drop
-        out, and the rows that dropped out."""
-        keep = self.rng.random(self.soc_pct.size) >= self.b.dropout_share
+    def holding(self) -> B1:
+        """The devices holding a schedule of any dispatch."""
+        out = np.zeros(self.soc_pct.size, dtype=bool)
+        out[list(self._holding)] = True
+        return out
+
+    def samples(self, due: B1 | None = None) -> tuple[I8, F8, F8, B1, I8]:
+        """This moment's telemetry (rows, SoC %, kW, plugged) of the devices `due` to report
+        (all when None) without the samples that drop out, and the rows that dropped out."""
+        drawn = self.rng.random(self.soc_pct.size)  # one draw a device either way: same stream
+        keep = drawn >= self.b.dropout_share
+        if due is not None:
+            keep &= due
+            rows = np.flatnonzero(keep)
+            return (
+                rows,
+                self.soc_pct[rows],
+                self.power_kw[rows],
+                self.plugged()[rows],
+                np.flatnonzero(due & ~keep),
+            )
         rows = np.flatnonzero(keep)
         return (
             rows,

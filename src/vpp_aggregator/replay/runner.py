@@ -39,7 +39,9 @@ STEP_S = 60.0
 # move, arrive and leave minute by minute inside it.
 IDLE_STEP_S = 300.0
 MAX_COMMAND_ROUNDS = 8  # re-plans after refusals, each refusal possibly setting off another
-IDLE_TELEMETRY_S = 300.0  # telemetry every 5 minutes while nothing is dispatched, else every step
+# Telemetry every 5 minutes while nothing is dispatched; while something is, every step from
+# each device plugged in (or just unplugged) or holding a command, every 5 minutes from the rest.
+IDLE_TELEMETRY_S = 300.0
 WARMUP_DAYS = 28  # history before the first day, so the forecaster has learnt the fleet
 RETRAIN_DAYS = 7
 SETTLE_AFTER_S = 3 * IDLE_TELEMETRY_S
@@ -224,6 +226,8 @@ class _Replay:
             self.agg.forecast.inputs.add_weather(read_weather_hours(spec.weather))
         self.jobs = SimJobs(service.scheduler.jobs, clock)  # as `serve` schedules them
         self._last_sample = -math.inf
+        self._reported_ts = np.full(len(self.fleet.hardware.resource_ids), -math.inf)
+        self._reported_plugged = np.zeros(len(self.fleet.hardware.resource_ids), dtype=bool)
         self._last_train = -math.inf
         self.ids = self.fleet.hardware.resource_ids
         self.fleet_ids = frozenset(self.ids)
@@ -286,13 +290,28 @@ class _Replay:
             self.ledger.note(f"{self.clock().date()}: no model trained ({exc})")
 
     def _telemetry(self, t: float) -> None:
+        """A vehicle away from its charger reports nothing new (no power, the same SoC): while
+        a dispatch runs it reports every 5 minutes, as everything does while none runs, and
+        the minute it unplugs and plugs in. A year of 200 vehicles spent a quarter of its time
+        storing and applying the fleet's samples every minute (docs/replay.md)."""
         busy = self.devices.any_commanded()
         if not busy and t - self._last_sample < IDLE_TELEMETRY_S:
             return
         self._last_sample = t
-        rows, soc, kw, plugged, dropped = self.devices.samples()
+        due = None
+        if busy:
+            plugged_now = self.devices.plugged()
+            due = (
+                plugged_now
+                | self._reported_plugged
+                | self.devices.holding()
+                | (t - self._reported_ts >= IDLE_TELEMETRY_S)
+            )
+        rows, soc, kw, plugged, dropped = self.devices.samples(due)
         if dropped.size and busy:
             self.ledger.dropout(dropped, t)
+        self._reported_ts[slice(None) if due is None else due] = t
+        self._reported_plugged[rows] = plugged
         if rows.size:
             ids = [self.ids[i] for i in rows.tolist()]
             n = rows.size
