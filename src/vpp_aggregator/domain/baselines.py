@@ -143,7 +143,9 @@ def choose_days(
         event_days=event_days,
         with_data=loads.days,
     )
-    use = {d: float(_mean(loads.kw[loads.days.index(d)][window])) for d in candidates}
+    at = {d: i for i, d in enumerate(loads.days)}
+    means = _mean(loads.kw[[at[d] for d in candidates]][:, window], axis=1)
+    use = dict(zip(candidates, np.asarray(means).tolist(), strict=True))  # one pass, not a day each
     chosen = candidates[:wanted]
     if rule.low_usage_share is not None and chosen:
         # pass over low days for older ones, judged against the days first chosen
