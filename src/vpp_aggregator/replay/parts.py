@@ -14,6 +14,7 @@ import itertools
 import multiprocessing
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, timedelta
@@ -43,6 +44,10 @@ def run(
     # A fresh interpreter per part: the parent's threads (the progress bar's) are not forked.
     context = multiprocessing.get_context("spawn")
     done = context.Array("d", len(parts), lock=False)
+    # Stopped with SIGTERM (kill, a service manager), the parent must stop its parts too: by
+    # default it would die at once and leave them replaying on their own.
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _stop) if main else None
     pool = context.Pool(len(parts), initializer=_share, initargs=(done,))
     try:
         results = [pool.apply_async(_part, (part, k)) for k, part in enumerate(parts)]
@@ -60,8 +65,14 @@ def run(
         raise
     finally:
         pool.join()
+        if main:
+            signal.signal(signal.SIGTERM, before)
     report["parts"] = [{"from": a.isoformat(), "to": b.isoformat()} for a, b in spans]
     return report
+
+
+def _stop(_sig: int, _frame: Any) -> None:
+    raise SystemExit(143)  # as a shell reports a process ended by SIGTERM
 
 
 def _share(done: Any) -> None:
