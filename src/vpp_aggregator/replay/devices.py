@@ -264,24 +264,15 @@ class Devices:
         """This moment's telemetry (rows, SoC %, kW, plugged) of the devices `due` to report
         (all when None) without the samples that drop out, and the rows that dropped out."""
         drawn = self.rng.random(self.soc_pct.size)  # one draw a device either way: same stream
-        keep = drawn >= self.b.dropout_share
-        if due is not None:
-            keep &= due
-            rows = np.flatnonzero(keep)
-            return (
-                rows,
-                self.soc_pct[rows],
-                self.power_kw[rows],
-                self.plugged()[rows],
-                np.flatnonzero(due & ~keep),
-            )
+        asked = np.ones(drawn.size, dtype=bool) if due is None else due
+        keep = (drawn >= self.b.dropout_share) & asked
         rows = np.flatnonzero(keep)
         return (
             rows,
             self.soc_pct[rows],
             self.power_kw[rows],
             self.plugged()[rows],
-            np.flatnonzero(~keep),
+            np.flatnonzero(asked & ~keep),
         )
 
 
