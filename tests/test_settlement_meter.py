@@ -366,3 +366,26 @@ def test_an_award_measured_as_it_runs_then_after_a_late_upload_is_as_measured_af
     assert during.delivered_kwh < after.delivered_kwh - 15.0  # 48 minutes of 20 kW unseen
     assert (after.intervals, after.delivered_kwh) == (fresh.intervals, fresh.delivered_kwh)
     assert after.delivered_kwh == pytest.approx(27.0, abs=1e-3)
+
+
+def test_days_read_again_after_older_ones_left_the_meter_count_their_coverage_once() -> None:
+    """A meter keeping fewer days than a baseline looks back reads the oldest again, and with
+    them the kept days after: a day its samples covered for a third must still not count as a
+    like day (its coverage once counted both kept and measured again)."""
+    fleet = Fleet([("ev-1", False)])
+    day = date(2025, 6, 11)
+    for back in range(45, 0, -1):
+        d = day - timedelta(days=back)
+        end = at(d, 8) if back % 3 == 0 else at(d + timedelta(days=1), 0)  # a third, some days
+        fleet.report("ev-1", at(d, 0), end, -7.0)
+    fleet.report("ev-1", at(day, 0), at(day, 13), 0.0)
+    award = fleet.award(at(day, 12), 60, 7.0)
+    m = Meter(fleet, fleet, BaselinePolicy(default=BaselineMethod.CAISO_10IN10), 120.0,
+              clock=lambda: at(day, 13), cache_days=40)  # fmt: skip
+    m.measure("N", *award, 7.0)
+    again = m.measure("N", *award, 7.0)
+    fresh = meter(fleet, BaselineMethod.CAISO_10IN10, now=at(day, 13)).measure("N", *award, 7.0)
+    assert again.days_used == fresh.days_used
+    assert not any(
+        (day - date.fromisoformat(d)).days % 3 == 0 for d in again.days_used
+    )  # the days seen a third of the time are not like days
