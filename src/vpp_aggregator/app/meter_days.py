@@ -33,11 +33,6 @@ class DayBlock:
     def size(self) -> int:
         return int(self.kw.shape[0])
 
-    def covered_s(self) -> NDArray[np.float64]:
-        """Seconds covered in the day, per member."""
-        c = self.covered.astype(np.float64)
-        return c if c.ndim == 1 else c.sum(axis=1)
-
 
 Key = tuple[tuple[str, ...], str, date, int]  # members, zone, day, pass of a repeated hour
 
