@@ -5,15 +5,9 @@ that shortfalls and their causes show up."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -151,60 +145,6 @@ def test_a_replay_in_parts_is_its_parts_joined_the_first_exactly_as_one_replay()
     assert parts.periods(date(2019, 1, 1), date(2019, 1, 2), 4) == [
         (date(2019, 1, 1), date(2019, 1, 2))
     ]
-
-
-def _children(pid: int) -> set[int]:
-    """The processes whose parent is `pid` (Linux: read from /proc)."""
-    out = set()
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:  # gone meanwhile
-            continue
-        if re.search(rf"^PPid:\s+{pid}$", text, re.M):
-            out.add(int(status.parent.name))
-    return out
-
-
-def _wait_for(what: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if what():
-            return True
-        time.sleep(0.2)
-    return bool(what())
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads processes in /proc")
-def test_a_parted_replay_stopped_with_sigterm_stops_its_parts_and_leaves_no_store(
-    tmp_path: Path,
-) -> None:
-    """`kill` of a `--jobs 2` replay: its two parts stop with it, and their stores go with
-    their temporary directories (the parent once died alone and left both replaying)."""
-    cmd = [
-        sys.executable, "-m", "vpp_aggregator.cli", "replay", "--sessions", str(SESSIONS),
-        "--from", "2019-03-05", "--to", "2019-04-05", "--fleet", "ev=8,bess=1",
-        "--jobs", "2", "--json", str(tmp_path / "out.json"),
-    ]  # fmt: skip
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    parts_of: set[int] = set()
-    try:
-        stores = lambda: list(tmp_path.glob("vpp-replay-*"))  # noqa: E731
-        # both parts replaying: each has made its store (the pool's helper may be a child too)
-        assert _wait_for(lambda: len(stores()) == 2, 120.0), "the parts never started"
-        parts_of = _children(proc.pid)
-        assert len(parts_of) >= 2
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120.0) != 0
-        assert _wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in parts_of), 60.0)
-        assert stores() == []
-        assert not (tmp_path / "out.json").exists()
-    finally:  # nothing left running, whatever failed
-        for p in _children(proc.pid) | parts_of:
-            with contextlib.suppress(OSError):
-                os.kill(p, signal.SIGKILL)
-        proc.kill()
 
 
 def test_the_chart_draws_every_day_with_what_it_was_awarded_and_delivered(

@@ -191,9 +191,7 @@ class Meter:
             now = fresh[first:]
             kw[:, first:] = np.where(now, -kwh * KW_PER_KWH, kw[:, first:])
             cov[:, first:] = np.where(now, c, cov[:, first:])
-            # a final day read again (a day before it was not kept) is read whole: its kept total
-            # must not count beside the intervals just measured
-            cov_final[:, fresh.any(axis=1)] = 0.0
+            cov_final[:, fresh.any(axis=1)] = 0.0  # a final day read again counts once
         # a sample stamped as received just before the read may commit after it
         good_to = min(read_at - LATE_MARGIN_S, end.timestamp())
         self._keep(keys, kept, first, read_from, stale_from, kw, cov, starts, read_at, good_to)
