@@ -184,9 +184,9 @@ def test_forecast_respects_departure_floor_and_live_soc(client: TestClient, cloc
     floor_0 = 90 - eta * 60 * 1.5 / 200 * 100
     assert iv[0]["discharge_kwh"]["p50"] == pytest.approx((50 - floor_0) * 2 * eta, abs=1e-3)
     # 13:00-14:00 ends 30 min before it leaves needing 90 %: floor 90 - ETA * 60 kW * 0.5 h /
-    # 200 kWh = 75.8 %, under the SoC it has when plugged in (every plugged sample so far, today's
-    # 50 % included).
-    typical = (166 * 90 + 50) / 167
+    # 200 kWh = 75.8 %, under the SoC it has when plugged in at that hour of day (90 % every day
+    # before; today's 50 % is of another hour).
+    typical = 90.0
     floor_1 = 90 - eta * 60 * 0.5 / 200 * 100
     assert iv[1]["discharge_kwh"]["p50"] == pytest.approx(
         (typical - floor_1) / 100 * 200 * eta * iv[1]["available_vehicles"]["p50"], rel=1e-3

@@ -89,6 +89,32 @@ def test_late_sample_fills_a_missing_hour_and_an_hour_older_than_the_window_is_i
     assert window.soc_when_plugged[0] == 60.0
 
 
+def test_soc_by_hour_of_day_follows_each_day_a_quarter_of_the_way() -> None:
+    """A vehicle that arrives at 40 % at 08:00 and has charged to 80 % by 16:00 shows both, hour
+    by hour: the forecast must not credit the morning with the afternoon's charge. A later day
+    moves an hour a quarter of the way to what that day saw; hours never plugged in stay NaN,
+    and an hour is taken once however its samples arrive."""
+    day0 = (int(NOW_S // 3600) // 24 - 5) * 24  # epoch hour of a midnight five days back
+    history = PluggedHistory(24 * 7)
+
+    def day(d: int, morning: float) -> None:
+        for hod, soc in ((8, morning), (16, 80.0)):
+            t = (day0 + 24 * d + hod) * 3600.0 + np.array([60.0, 1800.0])
+            for ti in t:  # one sample per call, as minute-by-minute telemetry comes
+                history.add(["ev"], np.array([ti]), np.array([True]), np.array([soc]), NOW_S)
+        away = (day0 + 24 * d + 12) * 3600.0  # plugged out at noon: no SoC by hour from it
+        history.add(["ev"], np.array([away]), np.array([False]), np.array([10.0]), NOW_S)
+
+    day(0, 40.0)
+    day(1, 40.0)
+    by_hour = history.window(["ev", "never"], int(NOW_S // 3600)).soc_by_hour
+    assert by_hour[0, 8] == 40.0 and by_hour[0, 16] == 80.0
+    assert np.isnan(by_hour[0, 12]) and np.isnan(by_hour[1]).all()
+    day(2, 60.0)  # arrives fuller one day: the 08:00 average moves a quarter of the way
+    by_hour = history.window(["ev"], int(NOW_S // 3600)).soc_by_hour
+    assert by_hour[0, 8] == 45.0 and by_hour[0, 16] == 80.0
+
+
 def test_forecast_history_is_read_back_after_a_restart(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
     settings_ = load_settings(
         DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}", VPP_SITE_TIMEZONE="UTC"

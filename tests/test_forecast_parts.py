@@ -119,7 +119,12 @@ def test_parts_match_the_whole_fleet_worked_at_once(service: ForecastService) ->
     mid = np.arange(window.start_hour, now_h, dtype=np.float64) * 3600.0 + 1800.0
     zone = service.zone
     profile = learn_profile(
-        window.raw, hour_of_week(mid, zone), window.soc_when_plugged, inputs.soc_pct, inputs.is_bess
+        window.raw,
+        hour_of_week(mid, zone),
+        window.soc_when_plugged,
+        inputs.soc_pct,
+        inputs.is_bess,
+        soc_by_hour=window.soc_by_hour,
     )
     start = NOW.replace(minute=0)
     step = timedelta(hours=1)
@@ -137,6 +142,7 @@ def test_parts_match_the_whole_fleet_worked_at_once(service: ForecastService) ->
         service.state.round_trip_efficiency,
         offset_min=(start - NOW).total_seconds() / 60.0,
         availability_scale=scale,
+        utc_hour=(starts // 3600).astype(np.int64) % 24,
     )
     for name in ("vehicles", "discharge_kw", "discharge_kwh", "charge_kw"):
         np.testing.assert_allclose(getattr(fallback, name), getattr(want, name), rtol=1e-10)

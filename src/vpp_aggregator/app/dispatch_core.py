@@ -102,10 +102,12 @@ class DispatchCore:
         power_limit: PowerLimit | None = None,
     ) -> None:
         self.state = state
-        # Each open dispatch is followed through by one process, which renews its claim every
-        # tick; another process takes over a dispatch whose claim has lapsed.
+        # Each open dispatch is followed through by one process, which renews its claim once a
+        # third of it has run (a tick or two missed cannot lose it); another process takes over
+        # a dispatch whose claim has lapsed.
         self.owner = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:12]}"
         self.lease = timedelta(seconds=lease_seconds)
+        self._renewed_at: datetime | None = None
         self.store = store
         self.bus = bus
         self.clock = clock

@@ -46,7 +46,11 @@ class DispatchFollowThrough(DispatchReleases):
 
     def _adopt(self, now: datetime) -> None:
         """Renew the claim on what this process follows; take over what nobody follows."""
+        last = self._renewed_at
+        if last is not None and last <= now < last + self.lease / 3:
+            return
         with self._lock:
+            self._renewed_at = now
             kept, claimed = self.store.adopt(self.owner, list(self._open), now, now + self.lease)
             for did in [d for d in self._open if d not in kept]:
                 log.warning("dispatch %s is followed by another process now", did)

@@ -79,6 +79,7 @@ def fleet_sums(
     now_h: int,
     zone: ZoneInfo,
     interval_how: NDArray[np.int64],
+    interval_hour: NDArray[np.int64],
     extras: Extras,
     hours_per_interval: float,
     round_trip_efficiency: float,
@@ -86,6 +87,7 @@ def fleet_sums(
     rows: int | None = None,
 ) -> FleetSums:
     """The forecast's sums over the fleet, `rows` resources at a time (default `part_rows`).
+    `interval_how`: each interval's local hour of week; `interval_hour`: its UTC hour of day.
 
     A part's history window is read whole in the first pass (the fleet's hourly totals) and again
     in the second unless the first could keep it, then only the hours that fall on the hours of
@@ -123,14 +125,21 @@ def fleet_sums(
         if window is None:
             window = history.window(part.resource_ids, now_h, read)
         profile = learn_profile(
-            window.raw, slot_how, window.soc_when_plugged, part.soc_pct, part.is_bess, prior, hows
+            window.raw,
+            slot_how,
+            window.soc_when_plugged,
+            part.soc_pct,
+            part.is_bess,
+            prior,
+            hows,
+            window.soc_by_hour,
         )
         del window
         away, scale = extras(part)
         sums[int(part.is_bess[0])] += interval_sums(
             part,
             profile.p_plugged[:, interval_how],
-            profile.soc_typical,
+            profile.soc_at(interval_hour),
             away,
             hours_per_interval,
             part.available,

@@ -124,9 +124,9 @@ class ForecastService:
         if grid_node is not None and n == 0:
             raise ForecastRejectedError([no_node])
         now_h = int(now.timestamp() // 3600)
-        interval_how = hour_of_week(
-            np.array([s.timestamp() + step.total_seconds() / 2 for s in starts]), self.zone
-        )
+        mids = np.array([s.timestamp() + step.total_seconds() / 2 for s in starts])
+        interval_how = hour_of_week(mids, self.zone)
+        interval_hour = (mids // 3600).astype(np.int64) % 24
         events = self.store.events_between(start, start + count * step)
         with self._one_at_a_time:
             totals = fleet_sums(
@@ -135,6 +135,7 @@ class ForecastService:
                 now_h,
                 self.zone,
                 interval_how,
+                interval_hour,
                 part_extras(self.state, events, start, step, count),
                 interval_minutes / 60.0,
                 self.state.round_trip_efficiency,

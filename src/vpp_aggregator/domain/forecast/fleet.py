@@ -25,11 +25,20 @@ PRIOR_WEIGHT = 1.0  # pseudo-weeks of the fleet's profile behind each resource's
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """Per resource: plug-in probability by local hour of week, and typical SoC when plugged."""
+    """Per resource: plug-in probability by local hour of week, and typical SoC when plugged:
+    overall, and by UTC hour of day (the overall one where an hour was never seen)."""
 
     p_plugged: NDArray[np.float64]  # (resources, 168); NaN in hours of week not asked for
     soc_typical: NDArray[np.float64]  # (resources,)
     samples: NDArray[np.int64]  # history samples behind each resource (in the hours asked)
+    soc_by_hour: NDArray[np.float64] | None = None  # (resources, 24), by UTC hour of day
+
+    def soc_at(self, utc_hour: NDArray[np.int64] | None) -> NDArray[np.float64]:
+        """Typical SoC plugged in at intervals of these UTC hours of day, (resources,
+        intervals); without hours (or an SoC by hour), the overall typical SoC, (resources,)."""
+        if utc_hour is None or self.soc_by_hour is None:
+            return self.soc_typical
+        return self.soc_by_hour[:, np.asarray(utc_hour) % 24]
 
 
 def hour_totals(hourly: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -59,6 +68,7 @@ def learn_profile(
     is_bess: NDArray[np.bool_],
     prior: NDArray[np.float64] | None = None,
     hows: NDArray[np.int64] | None = None,
+    soc_by_hour: NDArray[np.float64] | None = None,
 ) -> Profile:
     """From each resource's hourly history (share plugged in times FULL, MISSING for no data; see
     `history`) and the local hour of week of each of those hours.
@@ -67,7 +77,8 @@ def learn_profile(
     not outweigh the prior more than one reporting hourly. `prior` (2, 168): the vehicles' and
     the batteries' `fleet_prior` when `hourly` is only part of the fleet; else from `hourly`.
     `hows`: the hours of week a forecast reads (default all); a day's forecast reads a seventh
-    of the history, and the rest is not summed.
+    of the history, and the rest is not summed. `soc_by_hour` (resources, 24): SoC plugged in
+    by UTC hour of day, NaN where unseen (`history.HourlyWindow`).
     """
     n = hourly.shape[0]
     asked = np.ones(168, dtype=bool)
@@ -112,7 +123,11 @@ def learn_profile(
         p[rows, wanted] = (hits[members] + PRIOR_WEIGHT * fleet) / (count[members] + PRIOR_WEIGHT)
     soc_typ = np.where(np.isnan(soc_when_plugged), current_soc, soc_when_plugged)
     samples = count.sum(axis=1).astype(np.int64)
-    return Profile(p, np.nan_to_num(soc_typ, nan=50.0), samples)
+    soc_typ = np.nan_to_num(soc_typ, nan=50.0)
+    by_hour = None
+    if soc_by_hour is not None:
+        by_hour = np.where(np.isnan(soc_by_hour), soc_typ[:, None], soc_by_hour)
+    return Profile(p, soc_typ, samples, by_hour)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +153,15 @@ def forecast(
     only: NDArray[np.bool_] | None = None,
     offset_min: float = 0.0,
     availability_scale: NDArray[np.float64] | None = None,
+    utc_hour: NDArray[np.int64] | None = None,
 ) -> IntervalForecast:
-    """`how` per interval, `away` (resources, intervals). The first interval(s) use live availability."""
+    """`how` (and `utc_hour`, for SoC by hour of day) per interval, `away` (resources,
+    intervals). The first interval(s) use live availability."""
     return from_sums(
         interval_sums(
             inputs,
             profile.p_plugged[:, how],
-            profile.soc_typical,
+            profile.soc_at(utc_hour),
             away,
             hours,
             now_available,
@@ -173,7 +190,9 @@ def interval_sums(
     """Per weight (`WEIGHTS`), the sums over these resources that `from_sums` turns into
     quantiles, (4, 4, intervals): sums over parts of a fleet add up to the whole fleet's, so a
     large fleet is forecast part by part. `p_how` (resources, intervals) is each resource's
-    plug-in probability at each interval's hour of week.
+    plug-in probability at each interval's hour of week; `soc_typical` its typical SoC when
+    plugged in, (resources,) or at each interval (resources, intervals): a vehicle arriving low
+    in the morning has less to give then than after its day's charge.
 
     Energy is at the grid connection and floors are `floors`'s, as in real-time capacity.
     """
@@ -195,7 +214,9 @@ def interval_sums(
         p = np.clip(p * availability_scale, 0.0, 1.0)
     cap = inputs.capacity_kwh[:, None]
     # Live SoC while it is live; the SoC a vehicle usually has when plugged in after that.
-    soc = np.where(inputs.is_bess, inputs.soc_pct, soc_typical)[:, None] * np.ones((1, n_int))
+    typical = np.asarray(soc_typical, dtype=np.float64)
+    typical = typical[:, None] if typical.ndim == 1 else typical
+    soc = np.where(inputs.is_bess[:, None], inputs.soc_pct[:, None], typical) * np.ones((1, n_int))
     soc[:, :first_intervals_live] = inputs.soc_pct[:, None]
     # The floor at each interval's end, raised ahead of the next departure.
     recharge = recharge_pct_per_hour(

@@ -5,6 +5,11 @@ samples per request costs seconds at 10k resources, so history is folded on arri
 byte per resource and clock hour (the share of its samples that hour that were plugged in), in
 a ring of the last `hours` hours. The hour a resource is reporting in stays in small
 accumulators until that resource moves on to a later hour or the hour is read as finished.
+
+Beside it, each resource's SoC while plugged in, by UTC hour of day: a vehicle's SoC runs
+through the day (low as it arrives, rising as it charges), and where a floor is its driver's
+whole need, the energy it can give at 8 am is not the energy it can give at 4 pm. One byte per
+resource and hour of day, an exponential average over the days it was plugged in then.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from vpp_aggregator.domain.id_index import grown_rows
 
 MISSING = 255  # no sample that hour
 FULL = 250  # share 1.0 (0.4 % resolution)
+SOC_STEPS = 2.0  # SoC by hour of day in half percents (0..200); MISSING where never plugged in
+SOC_DAY_WEIGHT = 0.25  # weight of the newest day in each hour of day's average
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,7 @@ class HourlyWindow:
     raw: NDArray[np.uint8]  # (resources, hours)
     soc_when_plugged: NDArray[np.float64]  # (resources,) mean SoC of plugged samples, NaN unseen
     samples: NDArray[np.int64]  # (resources,) hours with data in the window
+    soc_by_hour: NDArray[np.float64]  # (resources, 24) SoC plugged in by UTC hour; NaN unseen
 
     @property
     def share(self) -> NDArray[np.float32]:
@@ -88,6 +96,8 @@ class PluggedHistory:
         self._cur_plugged = np.zeros(0, dtype=np.int32)
         self._soc_sum = np.zeros(0, dtype=np.float64)
         self._soc_n = np.zeros(0, dtype=np.int32)
+        self._cur_soc = np.zeros(0, dtype=np.float32)  # SoC sum of the hour's plugged samples
+        self._hour_soc = np.full((0, 24), MISSING, dtype=np.uint8)  # by UTC hour of day
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._gen))
@@ -105,8 +115,11 @@ class PluggedHistory:
         self._cols = [None if c is None else grown(c, MISSING) for c in self._cols]
         self._gen = grown(self._gen, 0)
         self._cur_hour = grown(self._cur_hour, -1)
-        for name in ("_cur_n", "_cur_plugged", "_soc_sum", "_soc_n"):
+        for name in ("_cur_n", "_cur_plugged", "_soc_sum", "_soc_n", "_cur_soc"):
             setattr(self, name, grown(getattr(self, name), 0))
+        hour_soc = np.full((new, 24), MISSING, dtype=np.uint8)
+        hour_soc[: self._hour_soc.shape[0]] = self._hour_soc
+        self._hour_soc = hour_soc
         self._size = new
 
     def _rows(
@@ -125,8 +138,9 @@ class PluggedHistory:
                 if col is not None:
                     col[again] = MISSING
             self._cur_hour[again] = -1
-            for a in (self._cur_n, self._cur_plugged, self._soc_sum, self._soc_n):
+            for a in (self._cur_n, self._cur_plugged, self._soc_sum, self._soc_n, self._cur_soc):
                 a[again] = 0
+            self._hour_soc[again] = MISSING
             self._gen[r[other]] = g[other]
         elif other.any():  # read before the new owner reported: nothing of the old one shows
             rows[np.flatnonzero(known)[other]] = -1
@@ -169,11 +183,13 @@ class PluggedHistory:
             g_row, g_hour = uniq // span, uniq % span + hour.min()
             g_n = np.bincount(inv).astype(np.int64)
             g_plug = np.bincount(inv, weights=plugged.astype(np.float64)).astype(np.int64)
+            g_soc = np.bincount(inv, weights=np.where(plugged, soc, 0.0))
             # Samples of the hour a resource is in join its accumulator; then a resource whose
             # latest sample is in a later hour finishes that hour and starts accumulating anew.
             same = g_hour == self._cur_hour[g_row]
             np.add.at(self._cur_n, g_row[same], g_n[same])
             np.add.at(self._cur_plugged, g_row[same], g_plug[same])
+            np.add.at(self._cur_soc, g_row[same], g_soc[same])
             last = np.r_[g_row[1:] != g_row[:-1], True]
             newer = last & (g_hour > self._cur_hour[g_row])
             moving = g_row[newer]
@@ -181,24 +197,34 @@ class PluggedHistory:
             self._cur_hour[moving] = g_hour[newer]
             self._cur_n[moving] = g_n[newer]
             self._cur_plugged[moving] = g_plug[newer]
+            self._cur_soc[moving] = g_soc[newer]
             # Other (earlier) hours go straight into the ring.
             rest = ~same & ~newer
-            self._write(g_row[rest], g_hour[rest], g_plug[rest] / g_n[rest])
+            self._write(g_row[rest], g_hour[rest], g_n[rest], g_plug[rest], g_soc[rest])
 
     def _flush(self, rows: NDArray[np.int64]) -> None:
         rows = rows[self._cur_n[rows] > 0]
         self._write(
             rows,
             self._cur_hour[rows].astype(np.int64),
-            self._cur_plugged[rows] / self._cur_n[rows],
+            self._cur_n[rows],
+            self._cur_plugged[rows],
+            self._cur_soc[rows],
         )
         self._cur_n[rows] = 0
         self._cur_plugged[rows] = 0
+        self._cur_soc[rows] = 0.0
 
     def _write(
-        self, rows: NDArray[np.int64], hours: NDArray[np.int64], share: NDArray[np.float64]
+        self,
+        rows: NDArray[np.int64],
+        hours: NDArray[np.int64],
+        n: NDArray[Any],
+        plugged: NDArray[Any],
+        soc_sum: NDArray[Any],
     ) -> None:
-        """Store finished hours; an hour already stored for a resource keeps its first value."""
+        """Store finished hours (`n` samples, `plugged` of them plugged in, their SoC summing to
+        `soc_sum`); an hour already stored for a resource keeps its first value."""
         if rows.size == 0:
             return
         slot = hours % self.hours
@@ -207,19 +233,41 @@ class PluggedHistory:
             if self._slot_hour[s] < h:
                 self._cols[s] = None
                 self._slot_hour[s] = h
-        ok = self._slot_hour[slot] == hours
-        rows, slot, value = rows[ok], slot[ok], np.rint(share[ok] * FULL).astype(np.uint8)
-        order = np.argsort(slot, kind="stable")
-        rows, slot, value = rows[order], slot[order], value[order]
+        ok = np.flatnonzero(self._slot_hour[slot] == hours)
+        ok = ok[np.argsort(slot[ok], kind="stable")]
+        rows, slot = rows[ok], slot[ok]
+        value = np.rint(plugged[ok] / n[ok] * FULL).astype(np.uint8)
+        fresh = np.zeros(ok.size, dtype=np.bool_)
         bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1], True])
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
             s = int(slot[a])
             col = self._cols[s]
             if col is None:
                 col = self._cols[s] = np.full(self._size, MISSING, dtype=np.uint8)
-            r, v = rows[a:b], value[a:b]
-            fresh = col[r] == MISSING
-            col[r[fresh]] = v[fresh]
+            r = rows[a:b]
+            fresh[a:b] = col[r] == MISSING
+            col[r[fresh[a:b]]] = value[a:b][fresh[a:b]]
+        ok = ok[fresh]
+        self._note_soc(rows[fresh], hours[ok], plugged[ok], soc_sum[ok])
+
+    def _note_soc(
+        self,
+        rows: NDArray[np.int64],
+        hours: NDArray[np.int64],
+        plugged: NDArray[Any],
+        soc_sum: NDArray[Any],
+    ) -> None:
+        """Each finished hour a resource was plugged in moves its hour of day's average SoC a
+        `SOC_DAY_WEIGHT` of the way to that hour's mean (its first such hour sets it)."""
+        on = plugged > 0
+        if not on.any():
+            return
+        r, hod = rows[on], hours[on] % 24
+        mean = soc_sum[on] / plugged[on] * SOC_STEPS
+        old = self._hour_soc[r, hod]
+        seen = old != MISSING
+        new = np.where(seen, old + SOC_DAY_WEIGHT * (mean - old), mean)
+        self._hour_soc[r, hod] = np.clip(np.rint(new), 0, 100 * SOC_STEPS).astype(np.uint8)
 
     def window(
         self,
@@ -250,8 +298,11 @@ class PluggedHistory:
             soc_n, soc_sum = np.zeros(len(rows)), np.zeros(len(rows))
             soc_n[known] = self._soc_n[r]
             soc_sum[known] = self._soc_sum[r]
+            by_hour = np.full((len(rows), 24), MISSING, dtype=np.uint8)
+            by_hour[known] = self._hour_soc[r]
         raw = out.T  # (resources, hours), as a view: no second copy of a large fleet's window
         with np.errstate(invalid="ignore", divide="ignore"):
             soc = np.where(soc_n > 0, soc_sum / soc_n, np.nan)
         seen = np.count_nonzero(raw != MISSING, axis=1).astype(np.int64)
-        return HourlyWindow(start, raw, soc, seen)
+        soc_by_hour = np.where(by_hour == MISSING, np.nan, by_hour / SOC_STEPS)
+        return HourlyWindow(start, raw, soc, seen, soc_by_hour)
