@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import shutil
 import signal
-import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -45,11 +46,15 @@ def run(
     context = multiprocessing.get_context("spawn")
     done = context.Array("d", len(parts), lock=False)
     # Stopped with SIGTERM (kill, a service manager), the parent must stop its parts too: by
-    # default it would die at once and leave them replaying on their own.
+    # default it would die at once and leave them replaying on their own. The parts keep their
+    # stores in a directory the parent owns and removes, so a part may die at once when stopped
+    # (one left to clean up after itself can hang on its service's threads at exit).
     main = threading.current_thread() is threading.main_thread()
     before = signal.signal(signal.SIGTERM, _stop) if main else None
-    pool = context.Pool(len(parts), initializer=_share, initargs=(done,))
+    root = tempfile.mkdtemp(prefix="vpp-replay-parts-")
+    pool = None
     try:
+        pool = context.Pool(len(parts), initializer=_share, initargs=(done, root))
         results = [pool.apply_async(_part, (part, k)) for k, part in enumerate(parts)]
         while not all(r.ready() for r in results):
             results[[r.ready() for r in results].index(False)].wait(1.0)
@@ -61,10 +66,13 @@ def run(
         report = joined([r.get() for r in results])
         pool.close()
     except BaseException:  # a part failed, or the operator stopped the replay: stop every part
-        pool.terminate()
+        if pool is not None:
+            pool.terminate()
         raise
     finally:
-        pool.join()
+        if pool is not None:
+            pool.join()
+        shutil.rmtree(root, ignore_errors=True)
         if main:
             signal.signal(signal.SIGTERM, before)
     report["parts"] = [{"from": a.isoformat(), "to": b.isoformat()} for a, b in spans]
@@ -75,12 +83,10 @@ def _stop(_sig: int, _frame: Any) -> None:
     raise SystemExit(143)  # as a shell reports a process ended by SIGTERM
 
 
-def _share(done: Any) -> None:
+def _share(done: Any, root: str) -> None:
     global _done
     _done = done
-    # Stopped by the parent: exit as from an error, so the part's store is removed with its
-    # temporary directory (the default action of SIGTERM would leave it behind).
-    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(1))
+    tempfile.tempdir = root  # the part's store goes where the parent removes it
 
 
 def _part(spec: runner.ReplaySpec, k: int) -> dict[str, Any]:
