@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vpp_aggregator.app.makeup import MakeupLog
 from vpp_aggregator.app.settlement import KW_PER_KWH, SLOT_S, Meter
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,10 @@ class Powers(Protocol):
 
 
 class AwardTracking:
-    def __init__(self, meter: Meter, powers: Powers) -> None:
+    def __init__(self, meter: Meter, powers: Powers, makeup: MakeupLog | None = None) -> None:
         self.meter = meter
         self.powers = powers
+        self.makeup = makeup  # what was made up, for the next days' offers (`app/makeup`)
         self._baselines: dict[str, tuple[float, np.ndarray]] = {}  # award -> (t0, kW per slot)
 
     def targets(
@@ -68,6 +70,8 @@ class AwardTracking:
             others_kw = net.get(node, (0.0, 0, 0))[0] - self.powers.power_of(held, now_ts)
             base_kw = sum(self._baseline_kw(a, now_ts) for a, _ in awards) / len(awards)
             wanted = total_kw - base_kw - others_kw
+            if self.makeup is not None and total_kw > 0:
+                self.makeup.note(node, now, wanted - total_kw)
             for a, _ in awards:
                 kw = float(a["awarded_kw"])
                 share = wanted * kw / total_kw

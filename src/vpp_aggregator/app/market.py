@@ -122,7 +122,9 @@ class MarketService:
         # set by the aggregator once regulation runs: the score of an aggregation over a span
         self.regulation_score: Callable[[str, datetime, datetime], float | None] = lambda *_: None
         self._relay_lock = threading.Lock()
-        self.back_to_back = BackToBack(repo, dispatch, clock, AwardTracking(self.meter, state))
+        self.back_to_back = BackToBack(
+            repo, dispatch, clock, AwardTracking(self.meter, state, self.maker.makeup)
+        )
 
     # ------------------------------------------------------------------ offers
     def generate_offers(self) -> list[Offer]:

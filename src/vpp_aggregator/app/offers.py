@@ -18,10 +18,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from vpp_aggregator.app.forecast_service import ForecastService
+from vpp_aggregator.app.makeup import MakeupLog
 from vpp_aggregator.app.outbound import Offer
 from vpp_aggregator.app.results import ForecastInterval
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
-from vpp_aggregator.domain.forecast.quantiles import Quantile
+from vpp_aggregator.domain.forecast.quantiles import LEVELS, QUANTILES, Quantile
 from vpp_aggregator.domain.market import (
     Market,
     MarketGates,
@@ -99,6 +100,7 @@ class OfferMaker:
         self.max_forecast_hours = max_forecast_hours
         self.topic = topic
         self.regulation = regulation
+        self.makeup = MakeupLog(gates.timezone)  # written by the award tracking
 
     def wanted(self, now: datetime) -> dict[Market, list[tuple[datetime, datetime]]]:
         """The intervals each market takes offers for now; day-ahead only as far as the
@@ -232,9 +234,11 @@ class OfferMaker:
         )
         starts = [datetime.fromisoformat(r[1].start) for r in rows]
         ends = [datetime.fromisoformat(r[1].end) for r in rows]
+        # kept back for what the members outside the dispatch may draw beyond the baseline
+        kept = self.makeup.reserve(node, ends, float(LEVELS[QUANTILES.index(self.quantile)]))
         cap = sellable_kw(
             np.array([r[1].discharge_kw for r in rows]),
-            np.array([r[1].discharge_kwh for r in rows]),
+            np.array([r[1].discharge_kwh for r in rows]) - kept,
             np.array([(e - s).total_seconds() / 3600.0 for s, e in zip(starts, ends, strict=True)]),
             spent,
             self.min_capacity_kw,
