@@ -233,7 +233,28 @@ def test_capacity_follows_design_formulas(client: TestClient, clock: Clock) -> N
     assert client.get("/capacity/available", params={"duration_minutes": 0}).status_code == 422
 
 
-def test_departure_raise_visible_in_capacity(client: TestClient, clock: Clock) -> None:
+def test_by_default_a_vehicle_gives_only_what_it_holds_beyond_its_next_trips_need(
+    client: TestClient, clock: Clock
+) -> None:
+    """Drivers first (docs/concepts.md, "Floors"): one who leaves early takes what it holds."""
+    dep = clock.now + timedelta(hours=3)
+    trips = [{"departure": dep.isoformat(), "required_soc_pct": 70}]
+    client.post("/resources/register", json=ev_body(trips=trips))
+    client.post("/telemetry", json={"samples": [sample("ev-1", clock.now, 80)]})
+    assert client.get("/capacity/available").json()["discharge"]["kwh"] == pytest.approx(
+        (80 - 70) / 100 * 200 * ETA, abs=1e-3
+    )
+
+
+def test_departure_raise_visible_in_capacity(database_url: str, clock: Clock) -> None:
+    """Where the operator keeps only drivers seen leaving early to their need, the floor of the
+    others rises toward their departure."""
+    settings = load_settings(DATABASE_URL=database_url, VPP_NEED_FLOOR_EARLY_LEAVES=2)
+    with TestClient(create_app(settings, clock=clock)) as client:
+        _departure_raise(client, clock)
+
+
+def _departure_raise(client: TestClient, clock: Clock) -> None:
     dep = clock.now + timedelta(hours=3)
     client.post(
         "/resources/register",

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from factories import bess, ev
+from vpp_aggregator.domain.early_departures import EARLY_FLOOR_FROM
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.resources import ResourceStatus
 
@@ -17,8 +18,15 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ETA = 0.9**0.5  # each way of the 0.9 round trip: energy figures are at the grid connection
 
 
-def _state() -> FleetState:
-    return FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9)
+def _state(need_floor_early_leaves: int = EARLY_FLOOR_FROM) -> FleetState:
+    """`need_floor_early_leaves=2`: only drivers seen leaving early twice keep their need, the
+    others' floor rises toward their departure (docs/concepts.md, "Floors")."""
+    return FleetState(
+        bess_min_soc_pct=20.0,
+        stale_seconds=300.0,
+        round_trip_efficiency=0.9,
+        need_floor_early_leaves=need_floor_early_leaves,
+    )
 
 
 def _telemetry(state: FleetState, rid: str, soc: float, at: datetime, plugged: bool = True) -> None:
@@ -32,8 +40,19 @@ def _telemetry(state: FleetState, rid: str, soc: float, at: datetime, plugged: b
     )
 
 
-def test_hand_computed_mixed_fleet() -> None:
+def test_by_default_vehicles_give_only_what_they_hold_beyond_their_next_trips_need() -> None:
     s = _state()
+    s.upsert(bess("b1", min_soc_pct=20.0), NOW)
+    s.upsert(ev("e1", departs_in=timedelta(hours=5), now=NOW, required_soc_pct=60), NOW)
+    s.upsert(ev("e2", departs_in=timedelta(hours=5), now=NOW, required_soc_pct=80), NOW)
+    for rid, soc in (("b1", 60), ("e1", 70), ("e2", 70)):
+        _telemetry(s, rid, soc, NOW)
+    # b1 (60-20) % of 200 kWh; e1 (70-60) % of 60 kWh; e2 is below its 80 %: nothing.
+    assert s.capacity(NOW, 60).total.discharge_kwh == pytest.approx((80 + 6) * ETA)
+
+
+def test_hand_computed_mixed_fleet() -> None:
+    s = _state(need_floor_early_leaves=2)
     s.upsert(bess("b1", min_soc_pct=20.0), NOW)  # floor 20 %
     s.upsert(ev("e1", departs_in=timedelta(hours=5), now=NOW, required_soc_pct=80), NOW)
     s.upsert(ev("e2", departs_in=timedelta(hours=2), now=NOW, required_soc_pct=90), NOW)
@@ -72,7 +91,7 @@ def test_hand_computed_mixed_fleet() -> None:
 
 
 def test_staleness_and_departure_take_effect_as_time_passes() -> None:
-    s = _state()
+    s = _state(need_floor_early_leaves=2)
     s.upsert(bess("b1"), NOW)
     s.upsert(ev("e1", departs_in=timedelta(hours=3), now=NOW, required_soc_pct=80), NOW)
     _telemetry(s, "b1", 50, NOW)

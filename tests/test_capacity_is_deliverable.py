@@ -26,6 +26,7 @@ from factories import bess, ev
 from vpp_aggregator.domain.dispatch.fast import solve_fast
 from vpp_aggregator.domain.dispatch.lp import solve_lp
 from vpp_aggregator.domain.dispatch.problem import STEP_MIN, DispatchProblem, Solution
+from vpp_aggregator.domain.early_departures import EARLY_FLOOR_FROM
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.floors import LATENCY_RESERVE_S
 from vpp_aggregator.domain.resources import Resource
@@ -37,8 +38,18 @@ TOL_KWH = 1e-4
 SOLVERS: dict[str, Callable[[DispatchProblem], Solution]] = {"lp": solve_lp, "fast": solve_fast}
 
 
-def _state(resources: list[Resource], soc_pct: list[float], plugged: list[bool]) -> FleetState:
-    state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=ROUND_TRIP)
+def _state(
+    resources: list[Resource],
+    soc_pct: list[float],
+    plugged: list[bool],
+    need_floor_early_leaves: int = EARLY_FLOOR_FROM,
+) -> FleetState:
+    state = FleetState(
+        bess_min_soc_pct=20.0,
+        stale_seconds=300.0,
+        round_trip_efficiency=ROUND_TRIP,
+        need_floor_early_leaves=need_floor_early_leaves,
+    )
     state.upsert_many(resources, NOW)
     n = len(resources)
     state.apply_telemetry(
@@ -155,7 +166,8 @@ def test_near_a_departure_capacity_and_dispatch_agree(
     vehicle = ev(
         "e1", departs, NOW, 80.0, max_charge_kw=11.0, max_discharge_kw=11.0, min_soc_pct=20.0
     )
-    state = _state([vehicle], [95.0], [True])
+    # the raise toward the departure: only drivers seen leaving early keep their whole need
+    state = _state([vehicle], [95.0], [True], need_floor_early_leaves=2)
     reported = state.capacity(NOW, window_min).total.discharge_kwh
     problem, delivered = _dispatch_more_than_the_fleet_has(state, window_min, solver)
     # All of it but the solver's tail (2 minutes held after the window at 11 kW of recharge) and

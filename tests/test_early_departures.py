@@ -27,7 +27,11 @@ from vpp_aggregator.domain.fleet_state import FleetState
 
 @pytest.fixture
 def client(tmp_path: Any, clock: Clock) -> Iterator[TestClient]:
-    settings = load_settings(DATABASE_URL=f"sqlite:///{tmp_path / 'e.db'}")
+    """Only drivers seen leaving early twice are kept to their need (drivers first, the
+    default, keeps every one: the last test)."""
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'e.db'}", VPP_NEED_FLOOR_EARLY_LEAVES=2
+    )
     with TestClient(create_app(settings, clock=clock)) as c:
         yield c
 
@@ -169,14 +173,13 @@ def test_a_vehicle_whose_driver_left_early_twice_keeps_its_next_trips_need(
     assert 0 < kwh <= 200.0 * 0.10 + 1e-6  # 10 % of 200 kWh above the 70 % it needs
 
 
-def test_an_operator_may_keep_every_vehicles_need_from_the_first_stay(
+def test_by_default_every_vehicle_keeps_its_need_from_the_first_stay(
     tmp_path: Any, clock: Clock
 ) -> None:
-    """`VPP_NEED_FLOOR_EARLY_LEAVES=0`: drivers first. A vehicle no driver ever left early is
-    treated as one that did: below its need it serves nothing and its charging is not held."""
-    settings = load_settings(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'first.db'}", VPP_NEED_FLOOR_EARLY_LEAVES=0
-    )
+    """Drivers first (`VPP_NEED_FLOOR_EARLY_LEAVES` 0, the default). A vehicle no driver ever
+    left early is treated as one that did: below its need it serves nothing and its charging is
+    not held."""
+    settings = load_settings(DATABASE_URL=f"sqlite:///{tmp_path / 'first.db'}")
     with TestClient(create_app(settings, clock=clock)) as c:
         c.post("/resources/register", json=ev_body("ev-1")).raise_for_status()
         trip = {"departure": (clock.now + timedelta(hours=8)).isoformat(), "required_soc_pct": 70}
@@ -185,7 +188,7 @@ def test_an_operator_may_keep_every_vehicles_need_from_the_first_stay(
         assert early(c, "ev-1") == 0
         shown = c.get("/resources/ev-1").json()  # the operator sees why it is not dispatched
         assert (shown["floor_soc_pct"], shown["floor_now_soc_pct"]) == (30.0, 70.0)
-        assert ev_discharge(c) == (0.0, 0.0)  # with the default, 8 h to recharge would do
+        assert ev_discharge(c) == (0.0, 0.0)  # kept to drivers seen leaving early, 8 h would do
         d = c.post("/dispatch", json={"target_kw": 20, "duration_minutes": 30})
         assert d.status_code == 201, d.text
         assert d.json()["allocations"] == []

@@ -164,7 +164,19 @@ def test_api_serves_the_stored_model(tmp_path, clock: Clock) -> None:  # type: i
             assert 0 <= q["p10"] <= q["p50"] <= q["p90"] <= len(evs)
 
 
-def test_forecast_respects_departure_floor_and_live_soc(client: TestClient, clock: Clock) -> None:
+def test_forecast_respects_departure_floor_and_live_soc(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    """Where the operator keeps only drivers seen leaving early to their need (the floor of the
+    others rises toward their departure)."""
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'f.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_NEED_FLOOR_EARLY_LEAVES=2,
+    )
+    with TestClient(create_app(settings, clock=clock)) as client:
+        _departure_floor_and_live_soc(client, clock)
+
+
+def _departure_floor_and_live_soc(client: TestClient, clock: Clock) -> None:
     client.post("/resources/register", json=ev_body("ev-1"))  # 200 kWh, 60 kW
     now = clock.now
     batch = [sample("ev-1", now - timedelta(hours=h), 90, plugged=True) for h in range(1, 7 * 24)]

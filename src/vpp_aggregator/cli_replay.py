@@ -61,7 +61,7 @@ def replay(
         list[str] | None,
         typer.Option(
             help="A service setting for the replay, KEY=VALUE (repeatable), e.g. "
-            "VPP_NEED_FLOOR_EARLY_LEAVES=0"
+            "VPP_NEED_FLOOR_EARLY_LEAVES=2"
         ),
     ] = None,
 ) -> None:

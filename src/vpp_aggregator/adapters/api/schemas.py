@@ -159,9 +159,9 @@ class ResourceOut(BaseModel):
     early_departures: int = Field(
         0,
         description="Of the vehicle's last 10 stays, how many its driver ended more than an hour "
-        "before the departure given (counted up to 5). From VPP_NEED_FLOOR_EARLY_LEAVES (2 by "
-        "default) the vehicle keeps its next trip's whole need as its floor for the whole stay; "
-        "discharge draws on such vehicles last",
+        "before the departure given (counted up to 5). From VPP_NEED_FLOOR_EARLY_LEAVES of them (0 "
+        "by default: every vehicle) the vehicle keeps its next trip's whole need as its floor "
+        "for the whole stay; discharge draws on vehicles with more of them last",
     )
     floor_now_soc_pct: float | None = Field(
         None,
