@@ -104,3 +104,26 @@ def test_day_ahead_offers_keep_back_what_the_last_award_days_made_up(
         assert [o["interval_start"] for o in sold] == [
             (day + timedelta(hours=h)).isoformat() for h in range(6)
         ]
+
+
+def test_what_was_made_up_is_stored_for_every_process_and_survives_a_restart(
+    database_url: str, clock: Clock
+) -> None:
+    """Two processes follow awards of one aggregation; a third (after a restart) makes the
+    offers: it keeps back what both made up, hour by hour, from the store."""
+    settings = load_settings(DATABASE_URL=database_url, VPP_SITE_TIMEZONE="UTC")
+    with TestClient(create_app(settings, clock=clock)) as c:
+        repo = c.app.state.aggregator.market.repo  # type: ignore[attr-defined]
+        zone = ZoneInfo("UTC")
+        a, b = MakeupLog(zone, repo), MakeupLog(zone, repo)
+        day = datetime(2026, 11, 24, 8, tzinfo=UTC)
+        for minute in range(61):  # each made up 30 kW beyond its award for an hour
+            a.note("NODE_A", day + timedelta(minutes=minute), 30.0)
+            b.note("NODE_A", day + timedelta(minutes=minute), 30.0)
+        a.note("NODE_A", day + timedelta(hours=2), 0.0)  # a's 08:00 hour is over: stored
+        b.reserve("NODE_A", [], 0.1)  # b stores what it noted so far before reading
+    with TestClient(create_app(settings, clock=clock)) as c:
+        log = c.app.state.aggregator.market.maker.makeup  # type: ignore[attr-defined]
+        kept = log.reserve("NODE_A", [datetime(2026, 11, 25, h, tzinfo=UTC) for h in (8, 9)], 0.1)
+        # each made up 29.5 kWh by 09:00 (its notes of 08:01 to 08:59; 09:00 is the next hour's)
+        assert kept.tolist() == pytest.approx([0.0, 2 * 29.5])

@@ -22,6 +22,7 @@ from vpp_aggregator.app.dispatch import (
 )
 from vpp_aggregator.app.dispatch_records import DispatchRecord
 from vpp_aggregator.app.forecast_service import ForecastService
+from vpp_aggregator.app.makeup import MakeupLog, MakeupStore
 from vpp_aggregator.app.message_fields import InvalidMessageError
 from vpp_aggregator.app.messages import MarketAward
 from vpp_aggregator.app.offers import OfferMaker, OfferStore, RegulationTerms
@@ -42,8 +43,9 @@ from vpp_aggregator.domain.market import (
 log = logging.getLogger(__name__)
 
 
-class MarketStore(OfferStore, MeasurementStore, Protocol):
-    """Offers (`app/offers`) and measurement (`app/settlement`), with awards and the outbox."""
+class MarketStore(OfferStore, MeasurementStore, MakeupStore, Protocol):
+    """Offers (`app/offers`), measurement (`app/settlement`) and what dispatches made up
+    (`app/makeup`), with awards and the outbox."""
 
     def offers_at(self, aggregation_id: str, interval_start: datetime) -> list[dict[str, Any]]: ...
     def regulation_awarded(self, at: datetime) -> dict[str, float]: ...
@@ -117,6 +119,7 @@ class MarketService:
             max_forecast_hours=max_forecast_hours,
             regulation=regulation,
             topic=offers_topic,
+            makeup=MakeupLog(gates.timezone, repo),
         )
         self.meter = Meter(repo, state, baselines or BaselinePolicy(), hold_seconds, clock)
         # set by the aggregator once regulation runs: the score of an aggregation over a span

@@ -83,6 +83,7 @@ class OfferMaker:
         max_forecast_hours: int,
         topic: str,
         regulation: RegulationTerms | None = None,
+        makeup: MakeupLog | None = None,
     ) -> None:
         self.repo = repo
         self.forecast = forecast
@@ -100,7 +101,8 @@ class OfferMaker:
         self.max_forecast_hours = max_forecast_hours
         self.topic = topic
         self.regulation = regulation
-        self.makeup = MakeupLog(gates.timezone)  # written by the award tracking
+        # what award dispatches made up, noted by the award tracking
+        self.makeup = makeup or MakeupLog(gates.timezone)
 
     def wanted(self, now: datetime) -> dict[Market, list[tuple[datetime, datetime]]]:
         """The intervals each market takes offers for now; day-ahead only as far as the

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from vpp_aggregator.adapters.store.tables import (
     driver_stamps,
     epoch_seconds,
+    makeup_hours,
     market_awards,
     market_offers,
     outbox,
@@ -206,6 +207,36 @@ class MarketRepository:
         )
         with self.engine.connect() as conn:
             return [(r[0], r[1], float(r[2])) for r in conn.execute(q.order_by(a.c.interval_start))]
+
+    # ------------------------------------------------------------------ make-up (app/makeup)
+    def add_makeup(self, rows: Sequence[tuple[str, date, int, float]]) -> None:
+        """Add kWh made up to (aggregation, local day, hour of day): a row stored already, by
+        this process or another, grows by it."""
+        t = makeup_hours
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        ins = dialect.insert(t)
+        stmt = ins.on_conflict_do_update(
+            index_elements=list(t.primary_key), set_={"kwh": t.c.kwh + ins.excluded.kwh}
+        )
+        values = [
+            {"aggregation_id": a, "day": d.isoformat(), "hour": h, "kwh": kwh}
+            for a, d, h, kwh in rows
+        ]
+        if values:
+            with self.engine.begin() as conn:
+                conn.execute(stmt, values)
+
+    def makeup_days(self, aggregation_id: str, days: int) -> dict[date, NDArray[np.float64]]:
+        """The aggregation's last `days` days with an award noted: kWh made up by local hour."""
+        t = makeup_hours
+        mine = t.c.aggregation_id == aggregation_id
+        last = select(t.c.day).where(mine).distinct().order_by(t.c.day.desc()).limit(days)
+        q = select(t.c.day, t.c.hour, t.c.kwh).where(mine, t.c.day.in_(last.scalar_subquery()))
+        out: dict[date, NDArray[np.float64]] = {}
+        with self.engine.connect() as conn:
+            for day, hour, kwh in conn.execute(q):
+                out.setdefault(date.fromisoformat(day), np.zeros(24))[int(hour)] += float(kwh)
+        return dict(sorted(out.items()))
 
     def settle(self, award_id: str, settlement: Settlement, topic: str, at: datetime) -> None:
         """Store the settlement, with the award's final status and reason, and queue it for the

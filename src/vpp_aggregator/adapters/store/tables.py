@@ -297,6 +297,17 @@ market_awards = Table(
     Index("ix_market_awards_product_end", "product", "interval_end"),
 )
 
+# What award dispatches made up for members drawing beyond the baseline, by local operating day
+# and hour (`app/makeup`): the day's offers keep it back.
+makeup_hours = Table(
+    "makeup_hours",
+    metadata,
+    Column("aggregation_id", String(128), primary_key=True),
+    Column("day", String(10), primary_key=True),  # local date, ISO
+    Column("hour", Integer, primary_key=True),  # local hour of day, 0-23
+    Column("kwh", Float, nullable=False),
+)
+
 outbox = Table(
     "outbox",
     metadata,
