@@ -48,15 +48,18 @@ class Powers:
         return self.dispatched_kw
 
 
+AWARD = {  # 100 kW for an hour from START
+    "award_id": "aw-1",
+    "aggregation_id": "NODE_A",
+    "interval_start": START.isoformat(),
+    "interval_end": (START + timedelta(hours=1)).isoformat(),
+    "awarded_kw": 100.0,
+}
+
+
 def _target(base_kw: float, others_kw: float) -> float:
     """A 100 kW award whose dispatch gives 100 kW while the other members give `others_kw`."""
-    award = {
-        "award_id": "aw-1",
-        "aggregation_id": "NODE_A",
-        "interval_start": START.isoformat(),
-        "interval_end": (START + timedelta(hours=1)).isoformat(),
-        "awarded_kw": 100.0,
-    }
+    award = AWARD
     tracking = AwardTracking(Meter(base_kw), Powers(100.0 + others_kw, 100.0))  # type: ignore[arg-type]
     return tracking.targets([(award, ["bess-1"])], START + timedelta(minutes=7))["aw-1"]
 

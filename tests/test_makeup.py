@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from api_helpers import bess_body, sample
 from conftest import Clock
-from test_award_tracking import START, Meter, Powers
+from test_award_tracking import AWARD, START, Meter, Powers
 from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.app.award_tracking import AwardTracking
 from vpp_aggregator.app.makeup import MakeupLog
@@ -58,13 +58,7 @@ def test_the_log_adds_up_what_each_tick_made_up_and_keeps_the_last_days() -> Non
 
 def test_the_award_tracking_logs_what_it_asks_beyond_the_award() -> None:
     log = MakeupLog(ZoneInfo("UTC"))
-    award = {
-        "award_id": "aw-1",
-        "aggregation_id": "NODE_A",
-        "interval_start": START.isoformat(),
-        "interval_end": (START + timedelta(hours=1)).isoformat(),
-        "awarded_kw": 100.0,
-    }
+    award = AWARD
     # vehicles outside the dispatch draw 110 kW where the baseline expects 60
     tracking = AwardTracking(Meter(60.0), Powers(100.0 - 110.0, 100.0), log)  # type: ignore[arg-type]
     for minute in range(31):
