@@ -224,7 +224,8 @@ class OfferMaker:
     ) -> list[tuple[float, OfferInputs, OfferInputs, str]]:
         """A day-ahead day's energy offers, each interval's power capped so that the whole day
         can be awarded (`domain/market.sellable_kw`), counting what is awarded but not yet
-        delivered before the day; regulation keeps the uncapped inputs (it returns what it
+        delivered before the day and keeping back what the last award days' dispatches made up
+        by each hour (`app/makeup`); regulation keeps the uncapped inputs (it returns what it
         takes). Recharging between the two is not counted: recharges are booked after a
         discharge at the tariff's cheapest time, not before the next day's awards, and a replay
         that counted them delivered 38 % of what it sold instead of 97 % (docs/replay.md)."""
