@@ -21,7 +21,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from conftest import _free_port
 from devservices.synthetic import synthetic_fleet
@@ -62,6 +62,13 @@ def _tails(procs: dict[str, tuple[subprocess.Popen[bytes], int, Path]]) -> str:
         f"--- {name} (exit {proc.poll()}):\n{log.read_bytes()[-3000:].decode('utf-8', 'replace')}"
         for name, (proc, _, log) in procs.items()
     )
+
+
+def _stored(engine: Engine) -> int:
+    """A transaction of its own each time: one held open across the polls would keep the
+    workers from making a new day's partition of the table."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(telemetry_samples)).scalar_one())
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 240) -> None:
@@ -151,16 +158,11 @@ def test_two_workers_and_two_replicas_match_the_embedded_mode_and_lose_nothing(
 
         # Every sample sent is stored once, whoever handled it (the survivor takes over).
         deadline = time.monotonic() + 240  # generous: the suite shares 2 cores with it
-        with engine.connect() as conn:
-            while (
-                stored := conn.execute(
-                    select(func.count()).select_from(telemetry_samples)
-                ).scalar_one()
-            ) < sent:
-                assert time.monotonic() < deadline, f"{stored} of {sent} samples stored\n" + _tails(
-                    procs
-                )
-                time.sleep(0.5)
+        while (stored := _stored(engine)) < sent:
+            assert time.monotonic() < deadline, f"{stored} of {sent} samples stored\n" + _tails(
+                procs
+            )
+            time.sleep(0.5)
         assert stored == sent
 
         # The embedded mode on the same data.

@@ -4,6 +4,7 @@ only after their five-minute series is kept, so settlement reads the same energy
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -15,6 +16,7 @@ from vpp_aggregator.adapters.store.market_repository import ID_BLOCK, MarketRepo
 from vpp_aggregator.adapters.store.repository import Repository
 from vpp_aggregator.adapters.store.tables import telemetry_samples
 from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
+from vpp_aggregator.adapters.store.telemetry_partitions import PartitionBusyError
 from vpp_aggregator.app.telemetry_retention import TelemetryRetention
 from vpp_aggregator.domain.forecast.series import fleet_series
 from vpp_aggregator.domain.metering import energy_in
@@ -185,3 +187,44 @@ def test_settlement_reads_every_members_samples_and_finds_those_that_came_late(
     assert market.received_since(late, *day0) == [("ev-00003", t0 + 7_200.0)]
     assert len(market.received_since(first, *day0)) == 2 * len(ids) + 1
     assert market.received_since(late + timedelta(seconds=1), *day0) == []
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_long_reader_of_the_history_never_stalls_ingest(
+    stores: tuple[Repository, MarketRepository, TelemetryDaily],
+) -> None:
+    """Making a day's partition locks the whole table and waits for every open transaction that
+    read it (a report, a polling script). The next days are made ahead, so samples go in beside
+    such a reader; a day not made ahead fails with the cause after a few seconds instead of
+    holding every insert behind it, and goes in once the reader is done."""
+    repo, _, daily = stores
+    clock = lambda: datetime.combine(DAY0, datetime.min.time(), UTC) + timedelta(hours=9)  # noqa: E731
+    job = TelemetryRetention(daily, clock, raw_days=3, series_days=30, hold_s=HOLD_S)
+    assert job.prepare_ahead() == [DAY0 + timedelta(days=k) for k in range(3)]
+    assert repo.partitions.existing() == [DAY0 + timedelta(days=k) for k in range(3)]
+
+    def insert(day: date, outcome: list[BaseException | None]) -> None:
+        try:
+            ts = np.array([_midnight(day) + 60.0, _midnight(day) + 120.0])
+            ones = np.ones(2)
+            repo.insert_samples(["ev-1", "ev-1"], ts, ones, ones > 0, ones, datetime.now(UTC))
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    def insert_within(day: date, wait_s: float = 120.0) -> BaseException | None:
+        outcome: list[BaseException | None] = []
+        worker = threading.Thread(target=insert, args=(day, outcome), daemon=True)
+        worker.start()
+        worker.join(wait_s)
+        assert outcome, f"samples of {day} still waiting after {wait_s} s"
+        return outcome[0]
+
+    with repo.engine.connect() as reader:  # its transaction stays open, as a report's does
+        reader.execute(select(func.count()).select_from(telemetry_samples)).scalar_one()
+        assert insert_within(DAY0 + timedelta(days=1)) is None
+        late = insert_within(DAY0 + timedelta(days=5))
+        assert isinstance(late, PartitionBusyError)
+        assert "pg_stat_activity" in str(late)
+    assert insert_within(DAY0 + timedelta(days=5)) is None
+    assert repo.count_samples() == 4

@@ -321,6 +321,8 @@ def jobs(
         out.append(
             Job("telemetry retention", settings.telemetry_retention_seconds, retention.run, 60.0)
         )
+    if retention is not None:  # at the start, then hourly: the raw history's next days ready
+        out.append(Job("telemetry days ahead", 3600.0, retention.prepare_ahead, 0.0))
     if ven is not None:  # a native VEN: the VTN's events, as on the grid_signals topic
         out.append(Job("OpenADR VTN poll", settings.openadr_poll_seconds, ven.poll, 0.0))
     if settings.aggregate_telemetry_seconds > 0:

@@ -19,6 +19,7 @@ from vpp_aggregator.domain.metering import interval_energy
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400.0
+DAYS_AHEAD = 2  # raw days made ready before their first sample (today and these)
 EDGES = np.arange(0.0, DAY_S + SLOT_S, SLOT_S)  # a UTC day's interval edges, from midnight
 
 
@@ -32,6 +33,7 @@ class HistoryStore(Protocol):
         self, day: date, rows: Sequence[tuple[str, NDArray[np.float32], NDArray[np.uint16], int]]
     ) -> None: ...
     def mark_rolled_through(self, day: date) -> None: ...
+    def prepare_raw_days(self, days: Sequence[date]) -> None: ...
     def drop_raw_before(self, day: date) -> None: ...
     def drop_series_before(self, day: date) -> None: ...
 
@@ -54,6 +56,14 @@ class TelemetryRetention:
     series_days: int
     hold_s: float
     batch: int = 10_000
+
+    def prepare_ahead(self) -> list[date]:
+        """Make the raw history ready for today and the next days, so that samples never wait
+        for their day's table to be made (on PostgreSQL that takes a lock on the whole table)."""
+        today = self.clock().astimezone(UTC).date()
+        days = [today + timedelta(days=k) for k in range(DAYS_AHEAD + 1)]
+        self.store.prepare_raw_days(days)
+        return days
 
     def run(self) -> dict[str, object]:
         """Roll up every day that leaves the raw history (and the first day kept, so the

@@ -126,6 +126,10 @@ class TelemetryDaily:
         _set_meta(self.engine, ROLLED_THROUGH, day)
 
     # ------------------------------------------------------------------ retention
+    def prepare_raw_days(self, days: Sequence[date]) -> None:
+        if self.partitions is not None:
+            self.partitions.ensure(days)
+
     def drop_raw_before(self, day: date) -> None:
         _set_meta(self.engine, RAW_FROM, day)  # first: a reader never trusts a gone day
         if self.partitions is not None:

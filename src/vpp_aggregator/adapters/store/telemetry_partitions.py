@@ -1,8 +1,13 @@
 """Daily partitions of `telemetry_samples` on PostgreSQL.
 
-A day's partition is created the first time a sample of that day arrives (or ahead of time by
-the retention job) and dropped whole once the day is older than the raw retention: dropping a
-table costs nothing, where deleting a day of a million devices' samples would rewrite it."""
+Each day's partition is made ahead of time (today and the next days, at the start and hourly)
+and, failing that, when the first sample of its day arrives; it is dropped whole once the day is
+older than the raw retention: dropping a table costs nothing, where deleting a day of a million
+devices' samples would rewrite it.
+
+Creating a partition locks the parent table against every reader and writer, and waits for any
+open transaction that read it: a creation waiting behind a long report would stall all ingest
+behind it. So it waits at most LOCK_WAIT_S and fails with the cause; the samples are retried."""
 
 from __future__ import annotations
 
@@ -15,11 +20,16 @@ import psycopg.errors
 from sqlalchemy import Engine
 
 PARENT = "telemetry_samples"
+LOCK_WAIT_S = 5
 _NAME = re.compile(rf"^{PARENT}_p(\d{{8}})$")
 
 
 def partition_name(day: date) -> str:
     return f"{PARENT}_p{day:%Y%m%d}"
+
+
+class PartitionBusyError(RuntimeError):
+    """A day's partition could not be created: a transaction holds the telemetry table."""
 
 
 class DailyPartitions:
@@ -68,9 +78,16 @@ class DailyPartitions:
         )
         try:
             with self.engine.begin() as conn:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_WAIT_S}s'")
                 conn.exec_driver_sql(sql)
         except Exception as exc:  # another process created it between our check and ours
             cause = getattr(exc, "orig", exc)
+            if isinstance(cause, psycopg.errors.LockNotAvailable):
+                raise PartitionBusyError(
+                    f"the {PARENT} partition of {day} is not there and could not be made: a "
+                    f"transaction has held {PARENT} for over {LOCK_WAIT_S} s (see "
+                    "pg_stat_activity); its samples are tried again"
+                ) from exc
             if not isinstance(
                 cause, psycopg.errors.UniqueViolation | psycopg.errors.DuplicateTable
             ):
