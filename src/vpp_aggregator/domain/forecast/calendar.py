@@ -7,6 +7,7 @@ The forecast's features and the seasonal profile both read local time; it is wor
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -48,11 +49,17 @@ def hour_of_week(ts: NDArray[np.float64], zone: ZoneInfo) -> NDArray[np.int64]:
     # Offsets change only at DST switches: look them up once per hour.
     hours = np.floor(ts / 3600.0).astype(np.int64)
     uniq, inv = np.unique(hours, return_inverse=True)
-    offs = np.array([offset_s(zone, h * 3600) for h in uniq.tolist()])
+    offs = np.array([_hour_offset_s(zone, h) for h in uniq.tolist()])
     local = ts + offs[inv]
     days = np.floor(local / 86_400).astype(np.int64)
     dow = (days + 3) % 7  # 1970-01-01 was a Thursday
     return np.asarray(dow * 24 + np.floor((local % 86_400) / 3600).astype(np.int64), dtype=np.int64)
+
+
+@lru_cache(maxsize=1 << 16)
+def _hour_offset_s(zone: ZoneInfo, hour: int) -> float:
+    """Each forecast asks again for the weeks of hours the one before asked for."""
+    return offset_s(zone, hour * 3600)
 
 
 def offset_s(zone: ZoneInfo, epoch_s: int) -> float:
