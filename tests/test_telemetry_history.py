@@ -9,8 +9,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from api_helpers import ev_body
+from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.adapters.store.database import make_engine, migrate
 from vpp_aggregator.adapters.store.market_repository import ID_BLOCK, MarketRepository
 from vpp_aggregator.adapters.store.repository import Repository
@@ -18,6 +21,7 @@ from vpp_aggregator.adapters.store.tables import telemetry_samples
 from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
 from vpp_aggregator.adapters.store.telemetry_partitions import PartitionBusyError
 from vpp_aggregator.app.telemetry_retention import TelemetryRetention
+from vpp_aggregator.config import load_settings
 from vpp_aggregator.domain.forecast.series import fleet_series
 from vpp_aggregator.domain.metering import energy_in
 
@@ -228,3 +232,36 @@ def test_a_long_reader_of_the_history_never_stalls_ingest(
         assert "pg_stat_activity" in str(late)
     assert insert_within(DAY0 + timedelta(days=5)) is None
     assert repo.count_samples() == 4
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_late_sample_behind_a_long_reader_is_refused_for_now_with_the_cause(
+    database_url: str,
+) -> None:
+    """Over HTTP, a sample of a day that has no partition yet (one from before the service ran)
+    behind a long reader: 503 with the cause and a Retry-After, nothing stored; once the reader
+    is done, the same batch goes in."""
+    settings = load_settings(DATABASE_URL=database_url)
+    with TestClient(create_app(settings)) as client:
+        client.post("/resources/register", json=ev_body("ev-late")).raise_for_status()
+        old = (datetime.now(UTC) - timedelta(days=12)).replace(microsecond=0)
+        batch = {
+            "samples": [
+                {
+                    "resource_id": "ev-late",
+                    "timestamp": old.isoformat(),
+                    "soc_pct": 60.0,
+                    "plugged_in": True,
+                    "power_kw": 0.0,
+                }
+            ]
+        }
+        engine = make_engine(database_url)
+        with engine.connect() as reader:
+            reader.execute(select(func.count()).select_from(telemetry_samples)).scalar_one()
+            refused = client.post("/telemetry", json=batch)
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "5"
+            assert "pg_stat_activity" in refused.json()["detail"]
+        assert client.post("/telemetry", json=batch).status_code == 200
+        assert Repository(engine).count_samples() == 1

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vpp_aggregator.adapters.store.telemetry_partitions import PartitionBusyError
 from vpp_aggregator.app.dispatch import (
     DispatchConflictError,
     DispatchNotFoundError,
@@ -109,6 +110,15 @@ def install_error_handlers(app: FastAPI) -> None:
             },
             status_code=503,
             headers={"Retry-After": "2"},
+        )
+
+    @app.exception_handler(PartitionBusyError)
+    async def _partition_busy(_: Request, exc: PartitionBusyError) -> JSONResponse:
+        log.warning("%s", exc)
+        return JSONResponse(
+            {"detail": f"{exc}. Nothing of the batch was stored.", "errors": []},
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(OverflowError)
