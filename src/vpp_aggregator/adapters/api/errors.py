@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vpp_aggregator.adapters.store.telemetry_partitions import PartitionBusyError
+from vpp_aggregator.adapters.store.telemetry_partitions import LOCK_WAIT_S, PartitionBusyError
 from vpp_aggregator.app.dispatch import (
     DispatchConflictError,
     DispatchNotFoundError,
@@ -118,7 +118,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": f"{exc}. Nothing of the batch was stored.", "errors": []},
             status_code=503,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": str(LOCK_WAIT_S)},  # a retry waits that long again
         )
 
     @app.exception_handler(OverflowError)
