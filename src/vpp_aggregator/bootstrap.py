@@ -286,8 +286,10 @@ def jobs(
         aggregator.dispatch.tick()
         aggregator.market.follow()  # back-to-back awards: each award's kW as it begins
         aggregator.demand_response.follow()  # later windows of events begin, open ones extend
-        aggregator.dispatch.publish_pending()
         aggregator.forecast.track_accuracy()
+
+    def sweep_outboxes() -> None:
+        aggregator.dispatch.publish_pending()
         aggregator.market.relay()
 
     out = [
@@ -296,6 +298,7 @@ def jobs(
             "telemetry snapshot", settings.telemetry_snapshot_seconds, aggregator.snapshotter.flush
         ),
         Job("dispatch follow-through", settings.dispatch_tick_seconds, follow_through),
+        Job("outbox sweep", settings.outbox_sweep_seconds, sweep_outboxes),
     ]
     if settings.state_snapshot_seconds > 0:  # the live state's image, for the next start
         out.append(

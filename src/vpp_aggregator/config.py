@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     dispatch_tick_seconds: float = Field(
         5.0, gt=0, le=300, validation_alias="VPP_DISPATCH_TICK_SECONDS"
     )
+    # Every message is sent when it is stored; the sweep sends what that left behind (a broker
+    # away, a process gone before sending).
+    outbox_sweep_seconds: float = Field(
+        5.0, gt=0, le=3600, validation_alias="VPP_OUTBOX_SWEEP_SECONDS"
+    )
     round_trip_efficiency: float = Field(
         0.9, gt=0.5, le=1.0, validation_alias="VPP_ROUND_TRIP_EFFICIENCY"
     )

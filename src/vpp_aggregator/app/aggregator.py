@@ -90,7 +90,13 @@ class Aggregator:
             images,
             self.snapshotter,
             clock,
-            windows_minutes=(60.0, RT_FORECAST_MINUTES, settings.offer_interval_minutes),
+            # a view kept current is refreshed with every telemetry batch: the real-time
+            # offers' only where real-time offers are made
+            windows_minutes=(
+                60.0,
+                *((RT_FORECAST_MINUTES,) if Market.REAL_TIME.value in settings.markets else ()),
+                settings.offer_interval_minutes,
+            ),
         )
         self.bus = bus
         self.forecast = ForecastService(

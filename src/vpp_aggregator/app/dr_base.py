@@ -26,10 +26,8 @@ from vpp_aggregator.domain.dr_caps import Departure, SiteCap
 from vpp_aggregator.domain.dr_event import DrEvent
 
 log = logging.getLogger(__name__)
-MAX_MINUTES = 24 * 60
-CAPS_FRESH = timedelta(
-    seconds=30
-)  # site limits stored by other processes are read this often  # the longest dispatch; an open-ended run is extended before it ends
+MAX_MINUTES = 24 * 60  # the longest dispatch; an open-ended run is extended before it ends
+CAPS_FRESH = timedelta(seconds=30)  # site limits stored by other processes are read this often
 EXTEND_BEFORE = timedelta(hours=1)
 KEY = "grid_signal:"
 

@@ -103,6 +103,9 @@ class OfferMaker:
         self.regulation = regulation
         # what award dispatches made up, noted by the award tracking
         self.makeup = makeup or MakeupLog(gates.timezone)
+        # (market, node, interval start) known to be offered: a stored offer is never removed,
+        # so a tick whose every wanted interval is in here has nothing to read or to make
+        self._offered: frozenset[tuple[str, str, str]] = frozenset()
 
     def wanted(self, now: datetime) -> dict[Market, list[tuple[datetime, datetime]]]:
         """The intervals each market takes offers for now; day-ahead only as far as the
@@ -130,6 +133,15 @@ class OfferMaker:
         spans = [iv for ivs in wanted.values() for iv in ivs]
         if not spans:
             return []
+        nodes = sorted(self.state.grid_nodes())
+        keys = {
+            (market.value, node, s.isoformat())
+            for node in nodes
+            for market, intervals in wanted.items()
+            for s, _ in intervals
+        }
+        if keys <= self._offered:
+            return []
         first, last = min(s for s, _ in spans), max(e for _, e in spans)
         made = {
             (o.get("market", Market.DAY_AHEAD.value), o["aggregation_id"], o["interval_start"])
@@ -137,7 +149,7 @@ class OfferMaker:
         }
         commitments = _Commitments(self, now, first, last)
         offers: list[Offer] = []
-        for node in sorted(self.state.grid_nodes()):
+        for node in nodes:
             for market, intervals in wanted.items():
                 todo = [
                     (s, e) for s, e in intervals if (market.value, node, s.isoformat()) not in made
@@ -145,6 +157,8 @@ class OfferMaker:
                 if todo:
                     offers += self._offers(node, market, todo, now, commitments)
         created = self.repo.add_offers(offers, self.topic, now)
+        made |= {(o["market"], o["aggregation_id"], o["interval_start"]) for o in created}
+        self._offered = frozenset(made & keys)
         return created
 
     def _offers(

@@ -172,6 +172,8 @@ def _settings(spec: ReplaySpec, tmp: Path) -> dict[str, Any]:
         VPP_REGULATION_ENABLED=False,
         VPP_DISPATCH_TICK_SECONDS=STEP_S,
         VPP_MARKET_TICK_SECONDS=IDLE_TELEMETRY_S,
+        # messages are sent as they are stored; the in-process bus never leaves one behind
+        VPP_OUTBOX_SWEEP_SECONDS=IDLE_TELEMETRY_S,
         # the newest sample per resource, kept for a restart, which a replay never has
         VPP_TELEMETRY_SNAPSHOT_SECONDS=3600,
         VPP_TELEMETRY_STALE_SECONDS=3 * IDLE_TELEMETRY_S,

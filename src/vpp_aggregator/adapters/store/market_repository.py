@@ -212,6 +212,8 @@ class MarketRepository:
     def add_makeup(self, rows: Sequence[tuple[str, date, int, float]]) -> None:
         """Add kWh made up to (aggregation, local day, hour of day): a row stored already, by
         this process or another, grows by it."""
+        if not rows:  # noted every tick an award runs; an hour's sum is stored once it is over
+            return
         t = makeup_hours
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         ins = dialect.insert(t)
@@ -222,9 +224,8 @@ class MarketRepository:
             {"aggregation_id": a, "day": d.isoformat(), "hour": h, "kwh": kwh}
             for a, d, h, kwh in rows
         ]
-        if values:
-            with self.engine.begin() as conn:
-                conn.execute(stmt, values)
+        with self.engine.begin() as conn:
+            conn.execute(stmt, values)
 
     def makeup_days(self, aggregation_id: str, days: int) -> dict[date, NDArray[np.float64]]:
         """The aggregation's last `days` days with an award noted: kWh made up by local hour."""
