@@ -22,12 +22,13 @@ def shared_pg(pg_template: str) -> Iterator[str]:
         yield url
 
 
-def _process(url: str, clock: Clock) -> TestClient:
+def _process(url: str, clock: Clock, **extra: str) -> TestClient:
     settings = load_settings(
         DATABASE_URL=url,
         VPP_MARKET_ENABLED="false",
         VPP_FORECAST_RETRAIN_HOURS="0",
         VPP_DISPATCH_LP_MAX_RESOURCES="0",  # the fast allocator: the same order in both processes
+        **extra,
     )
     return TestClient(create_app(settings, clock=clock))
 
@@ -151,6 +152,42 @@ def test_a_refusal_read_by_another_process_reaches_the_one_that_follows_the_disp
     # A refusal for a resource that has no part in the dispatch changes nothing.
     [stray] = agg_b.integration.handle(MessageKind.COMMAND_ACK, {**ack, "resource_id": "bess-7x"})
     assert stray.outcome == "ignored"
+
+
+def test_a_process_looks_for_refusals_others_queued_as_often_as_it_is_told(
+    shared_pg: str, clock: Clock
+) -> None:
+    """`VPP_PEER_POLL_SECONDS`: the follower takes refusals another process queued for its
+    dispatch at its first tick, then not again before the period is over."""
+    ids = [f"bess-{i}" for i in range(4)]
+    with _process(shared_pg, clock, VPP_PEER_POLL_SECONDS="60") as a:
+        for rid in ids:
+            assert a.post("/resources/register", json=bess_body(rid, grid_node="NODE_X")).is_success
+        with _process(shared_pg, clock) as b:
+            for c in (a, b):
+                c.post("/telemetry", json={"samples": [sample(r, clock.now, 90) for r in ids]})
+            d = a.post("/dispatch", json={"target_kw": 30, "duration_minutes": 30}).json()
+            first, second = sorted(_resources(d))[:2]
+            agg_a, agg_b = (c.app.state.aggregator for c in (a, b))  # type: ignore[attr-defined]
+
+            def refuse(rid: str) -> None:
+                ack = {"dispatch_id": d["dispatch_id"], "resource_id": rid, "status": "Rejected"}
+                [outcome] = agg_b.integration.handle(MessageKind.COMMAND_ACK, ack)
+                assert outcome.outcome == "queued"
+
+            def revisions() -> int:
+                return len(a.get(f"/dispatch/{d['dispatch_id']}").json()["revisions"])
+
+            refuse(first)
+            agg_a.dispatch.tick()
+            assert revisions() == 2  # taken at the first look
+            refuse(second)
+            clock.advance(seconds=30)
+            agg_a.dispatch.tick()
+            assert revisions() == 2  # not looked for again within the minute
+            clock.advance(seconds=30)
+            agg_a.dispatch.tick()
+            assert revisions() == 3
 
 
 def test_a_cancel_received_by_the_other_process_sticks(

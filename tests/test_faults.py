@@ -93,6 +93,7 @@ def test_service_rides_out_postgres_redis_and_kafka_restarts_losing_nothing(
         "PORT": str(port),
         "VPP_HOST": "127.0.0.1",
         "VPP_DISPATCH_TICK_SECONDS": "0.5",
+        "VPP_OUTBOX_SWEEP_SECONDS": "0.5",
         "VPP_MARKET_ENABLED": "false",
         "VPP_FORECAST_RETRAIN_HOURS": "0",
         "VPP_MODEL_DIR": str(tmp_path / "m"),

@@ -56,6 +56,7 @@ def service_settings(brokers: str, database_url: str, topics: dict[str, str], tm
             "KAFKA_BROKERS": brokers,
             "VPP_KAFKA_PARTITIONS": "3",
             "VPP_DISPATCH_TICK_SECONDS": "0.5",
+            "VPP_OUTBOX_SWEEP_SECONDS": "0.5",
             "VPP_MARKET_ENABLED": "false",
             "VPP_FORECAST_RETRAIN_HOURS": "0",
             "VPP_MODEL_DIR": str(tmp / "models"),

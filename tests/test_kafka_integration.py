@@ -207,6 +207,7 @@ def test_a_broker_outage_delays_commands_but_loses_none(
         DATABASE_URL=f"sqlite:///{tmp_path / 'o.db'}",
         KAFKA_BROKERS=brokers,
         VPP_DISPATCH_TICK_SECONDS="0.5",
+        VPP_OUTBOX_SWEEP_SECONDS="0.5",
         VPP_KAFKA_CONSUME="false",
         **kafka_topics,
     )

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     outbox_sweep_seconds: float = Field(
         5.0, gt=0, le=3600, validation_alias="VPP_OUTBOX_SWEEP_SECONDS"
     )
+    # What other processes sharing the database store for this one (refusals of its dispatches'
+    # commands, utilities' site limits) is looked for at most this often; one process alone
+    # (the embedded default) may look seldom.
+    peer_poll_seconds: float = Field(5.0, gt=0, le=3600, validation_alias="VPP_PEER_POLL_SECONDS")
     round_trip_efficiency: float = Field(
         0.9, gt=0.5, le=1.0, validation_alias="VPP_ROUND_TRIP_EFFICIENCY"
     )

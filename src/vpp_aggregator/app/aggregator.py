@@ -135,6 +135,7 @@ class Aggregator:
             ),
             command_topic=settings.topic_v2g_commands,
             lease_seconds=max(30.0, 6 * settings.dispatch_tick_seconds),
+            peer_poll_seconds=settings.peer_poll_seconds,
             events=self.events,
             # Site limits utilities send (OpenADR capacity limits) bound every dispatch.
             power_limit=lambda *args: self.demand_response.limit(*args),
@@ -217,6 +218,7 @@ class Aggregator:
             batteries=self._batteries,
             departures=self._departures,
             charge_efficiency=one_way_efficiency(settings.round_trip_efficiency),
+            peer_poll_seconds=settings.peer_poll_seconds,
         )
         self.dr_reports = DrReports(  # what a VTN's events ask to be told back
             self.dispatch,

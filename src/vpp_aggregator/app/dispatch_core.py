@@ -98,6 +98,7 @@ class DispatchCore:
         command_topic: str = "migrid.l3.v2g",
         metrics: DispatchMetricsPort | None = None,
         lease_seconds: float = 30.0,
+        peer_poll_seconds: float = 0.0,
         events: EventBus,
         power_limit: PowerLimit | None = None,
     ) -> None:
@@ -108,6 +109,9 @@ class DispatchCore:
         self.owner = f"{socket.gethostname()[:40]}-{uuid.uuid4().hex[:12]}"
         self.lease = timedelta(seconds=lease_seconds)
         self._renewed_at: datetime | None = None
+        # refusals queued by other processes are taken at most this often (0: every tick)
+        self.peer_poll = timedelta(seconds=peer_poll_seconds)
+        self._refusals_read: datetime | None = None
         self.store = store
         self.bus = bus
         self.clock = clock

@@ -144,6 +144,12 @@ class DispatchFollowThrough(DispatchReleases):
             self._replan(o, now, {}, f"asked again after refusing: {', '.join(sorted(due))}")
 
     def _handle_queued_refusals(self, now: datetime) -> None:
+        """Refusals another process received for dispatches followed here (`command_rejected`:
+        this process's own are handled as they come)."""
+        last = self._refusals_read
+        if last is not None and last <= now < last + self.peer_poll:
+            return
+        self._refusals_read = now
         with self._lock:
             for did, rid, reason in self.store.take_refusals(list(self._open), now):
                 o = self._open.get(did)

@@ -27,7 +27,7 @@ from vpp_aggregator.domain.dr_event import DrEvent
 
 log = logging.getLogger(__name__)
 MAX_MINUTES = 24 * 60  # the longest dispatch; an open-ended run is extended before it ends
-CAPS_FRESH = timedelta(seconds=30)  # site limits stored by other processes are read this often
+CAPS_FRESH = timedelta(seconds=30)  # site limits stored by other processes are read this often...
 EXTEND_BEFORE = timedelta(hours=1)
 KEY = "grid_signal:"
 
@@ -98,6 +98,7 @@ class DrEventsBase:
         batteries: Callable[[Scope, datetime, int], list[Battery]] | None = None,
         departures: Callable[[Scope, datetime], list[Departure]] | None = None,
         charge_efficiency: float = 1.0,
+        peer_poll_seconds: float = 0.0,
     ) -> None:
         self.grid_nodes = state_nodes
         self.dispatch = dispatch
@@ -115,6 +116,8 @@ class DrEventsBase:
         self.charge_efficiency = charge_efficiency
         self._caps: list[SiteCap] | None = None
         self._caps_read: datetime | None = None
+        # ...or as seldom as the process looks for what other processes stored
+        self.caps_fresh = max(CAPS_FRESH, timedelta(seconds=peer_poll_seconds))
         self._caps_changes = 0  # events that changed `_caps` in place (`DrFollowThrough`)
         self._applied: dict[str, str] = {}  # dispatch id -> the window it was last set for
         self._serial = threading.RLock()  # from the stored events; refreshed as they come

@@ -13,7 +13,6 @@ from vpp_aggregator.app.dispatch import DispatchRejectedError
 from vpp_aggregator.app.dispatch_ports import DispatchConflictError
 from vpp_aggregator.app.dispatch_records import DispatchRecord, NotFollowedHereError
 from vpp_aggregator.app.dr_base import (
-    CAPS_FRESH,
     EXTEND_BEFORE,
     DrEventsBase,
     run_key_of,
@@ -44,7 +43,7 @@ class DrFollowThrough(DrEventsBase):
         extended before the dispatch ends; a dispatch its event no longer has (cancelled, or
         not in the stored version) ramps down. Returns how many dispatches changed."""
         now = self.clock()
-        if self._caps_read is None or now - self._caps_read > CAPS_FRESH:
+        if self._caps_read is None or now - self._caps_read > self.caps_fresh:
             self._refresh_caps(now)  # other processes may have stored events meanwhile
         with self._serial:
             done = self.dispatch.respect_limits()

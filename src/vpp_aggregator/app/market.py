@@ -132,9 +132,10 @@ class MarketService:
     # ------------------------------------------------------------------ offers
     def generate_offers(self) -> list[Offer]:
         """Offer every interval the markets take now that is not offered yet (`app/offers`),
-        and send them."""
+        and send them (what an earlier try left unsent goes with the outbox sweep)."""
         created = self.maker.generate()
-        self.relay()
+        if created:
+            self.relay()
         return created
 
     def offers(
