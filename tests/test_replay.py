@@ -402,8 +402,8 @@ def test_commands_of_a_re_plan_a_refusal_sets_off_reach_the_devices_in_the_same_
     assert len(endless.commands) == 1 and len(endless.ledger.notes) == 1
 
 
-def test_the_replay_steps_fifteen_minutes_only_while_nothing_is_followed() -> None:
-    """Idle, the replay moves to the next point of its 15-minute grid; a dispatch that begins
+def test_the_replay_steps_five_minutes_only_while_nothing_is_followed() -> None:
+    """Idle, the replay moves to the next point of its 5-minute grid; a dispatch that begins
     before that point, a device holding a command or a command still to deliver make it move a
     minute at a time, so no dispatch's start is stepped over."""
     from types import SimpleNamespace
@@ -420,11 +420,11 @@ def test_the_replay_steps_fifteen_minutes_only_while_nothing_is_followed() -> No
         agg=SimpleNamespace(dispatch=SimpleNamespace(first_start_ts=lambda: first_start[0])),
     )
     step = lambda t: _Replay._next_step(replay, t)  # noqa: E731
-    assert step(warm) == warm + 900
-    assert step(warm + 120) == warm + 900  # back on the grid
-    first_start[0] = warm + 1200  # begins after the next grid point: still idle until then
-    assert step(warm + 120) == warm + 900
-    assert step(warm + 900) == warm + 960  # begins within this step: minute by minute
+    assert step(warm) == warm + 300
+    assert step(warm + 120) == warm + 300  # back on the grid
+    first_start[0] = warm + 600  # begins after the next grid point: still idle until then
+    assert step(warm + 120) == warm + 300
+    assert step(warm + 300) == warm + 360  # begins within this step: minute by minute
     first_start[0] = warm - 60  # under way
     assert step(warm + 900) == warm + 960
     first_start[0] = math.inf
@@ -459,7 +459,6 @@ def test_while_a_dispatch_runs_a_vehicle_away_reports_every_five_minutes_and_as_
     replay = SimpleNamespace(
         ids=ids,
         _last_sample=-math.inf,
-        _reports=[],
         _reported_ts=np.full(3, -math.inf),
         _reported_plugged=np.zeros(3, dtype=bool),
         devices=SimpleNamespace(
@@ -473,7 +472,6 @@ def test_while_a_dispatch_runs_a_vehicle_away_reports_every_five_minutes_and_as_
             telemetry=SimpleNamespace(ingest=lambda b: sent.append(set(b.resource_ids)))
         ),
     )
-    replay._sample = lambda t: _Replay._sample(replay, t)  # type: ignore[arg-type]
     for minute in range(13):
         plugged[2] = 3 <= minute < 7  # plugs in at minute 3, leaves at 7
         _Replay._telemetry(replay, 60.0 * minute)  # type: ignore[arg-type]
@@ -481,43 +479,3 @@ def test_while_a_dispatch_runs_a_vehicle_away_reports_every_five_minutes_and_as_
     assert minutes_of["bess-1"] == list(range(13))
     assert minutes_of["ev-away"] == [0, 5, 10]
     assert minutes_of["ev-visits"] == [0, 3, 4, 5, 6, 7, 12]
-
-
-def test_inside_an_idle_step_the_fleet_reports_every_five_minutes_heard_at_the_step_end() -> None:
-    """A 15-minute idle step keeps the devices' 5-minute reports: each is taken at its own
-    time and reaches the service, stamped so, in one batch at the step's end (with the
-    drivers who plugged in meanwhile); a minute's step has no report inside it."""
-    from types import SimpleNamespace
-
-    from vpp_aggregator.replay.runner import _Replay
-
-    ids = ["ev-1", "ev-2"]
-    batches: list[Any] = []
-
-    def samples(due: Any) -> Any:
-        rows = np.arange(2) if due is None else np.flatnonzero(due)
-        z = np.zeros(rows.size)
-        return rows, z, z, np.ones(rows.size, bool), np.zeros(0, np.int64)
-
-    replay = SimpleNamespace(
-        ids=ids,
-        warm_ts=0.0,
-        _last_sample=-math.inf,
-        _reports=[],
-        _reported_ts=np.full(2, -math.inf),
-        _reported_plugged=np.zeros(2, dtype=bool),
-        devices=SimpleNamespace(any_commanded=lambda: False, samples=samples),
-        ledger=SimpleNamespace(dropout=lambda rows, t: None),
-        agg=SimpleNamespace(telemetry=SimpleNamespace(ingest=batches.append)),
-    )
-    replay._sample = lambda t: _Replay._sample(replay, t)  # type: ignore[arg-type]
-    inside = _Replay._report_points(replay, 0.0, 900.0)  # type: ignore[arg-type]
-    assert inside == [300.0, 600.0]
-    assert _Replay._report_points(replay, 900.0, 960.0) == []  # type: ignore[arg-type]
-    for p in inside:
-        _Replay._sample(replay, p)  # type: ignore[arg-type]
-    assert batches == []  # nothing heard before the step ends
-    _Replay._telemetry(replay, 900.0)  # type: ignore[arg-type]
-    [batch] = batches
-    assert batch.timestamp_s.tolist() == [300.0, 300.0, 600.0, 600.0, 900.0, 900.0]
-    assert batch.resource_ids == ids * 3

@@ -34,18 +34,17 @@ from vpp_aggregator.replay.ledger import Ledger
 from vpp_aggregator.replay.stays import read_stays
 
 STEP_S = 60.0
+# While no device holds a command and no dispatch begins within it, a step is this long (on its
+# grid from the start): the service's ticks would find nothing to follow, and the devices still
+# move, arrive and leave minute by minute inside it.
+IDLE_STEP_S = 300.0
+MAX_COMMAND_ROUNDS = 8  # re-plans after refusals, each refusal possibly setting off another
 # Telemetry every 5 minutes while nothing is dispatched; while something is, every step from
 # each device plugged in (or just unplugged) or holding a command, every 5 minutes from the rest.
 IDLE_TELEMETRY_S = 300.0
-# While no device holds a command and no dispatch begins within it, a step is this long (on its
-# grid from the start, a multiple of the telemetry's): the service's ticks would find nothing
-# to follow. Inside it the devices still move, arrive and leave minute by minute, and report
-# every 5 minutes; the service hears those reports, and the drivers who plugged in, at its end.
-IDLE_STEP_S = 3 * IDLE_TELEMETRY_S
-MAX_COMMAND_ROUNDS = 8  # re-plans after refusals, each refusal possibly setting off another
 WARMUP_DAYS = 28  # history before the first day, so the forecaster has learnt the fleet
 RETRAIN_DAYS = 7
-SETTLE_AFTER_S = 3 * IDLE_STEP_S
+SETTLE_AFTER_S = 3 * IDLE_TELEMETRY_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +173,8 @@ def _settings(spec: ReplaySpec, tmp: Path) -> dict[str, Any]:
         VPP_DISPATCH_TICK_SECONDS=STEP_S,
         VPP_MARKET_TICK_SECONDS=IDLE_TELEMETRY_S,
         # messages are sent as they are stored; the in-process bus never leaves one behind
-        VPP_OUTBOX_SWEEP_SECONDS=3600,
-        VPP_PEER_POLL_SECONDS=3600,  # no other process shares a replay's store
+        VPP_OUTBOX_SWEEP_SECONDS=IDLE_TELEMETRY_S,
+        VPP_PEER_POLL_SECONDS=IDLE_TELEMETRY_S,  # no other process shares a replay's store
         # the newest sample per resource, kept for a restart, which a replay never has
         VPP_TELEMETRY_SNAPSHOT_SECONDS=3600,
         VPP_TELEMETRY_STALE_SECONDS=3 * IDLE_TELEMETRY_S,
@@ -231,7 +230,6 @@ class _Replay:
             self.agg.forecast.inputs.add_weather(read_weather_hours(spec.weather))
         self.jobs = SimJobs(service.scheduler.jobs, clock)  # as `serve` schedules them
         self._last_sample = -math.inf
-        self._reports: list[tuple[float, Any, Any, Any, Any]] = []  # (at, rows, soc, kW, plugged)
         self._reported_ts = np.full(len(self.fleet.hardware.resource_ids), -math.inf)
         self._reported_plugged = np.zeros(len(self.fleet.hardware.resource_ids), dtype=bool)
         self._last_train = -math.inf
@@ -248,11 +246,9 @@ class _Replay:
         total = self.end_ts - self.warm_ts
         # A little past the last day, so its last intervals are settled too.
         while t < self.end_ts + SETTLE_AFTER_S:
-            t_prev, t = t, self._next_step(t)
-            for p in self._report_points(t_prev, t):  # inside an idle step
-                self._advance(p)
-                self._sample(p)
-            self._advance(t)
+            t = self._next_step(t)
+            for departed in self.devices.advance(t):
+                self.ledger.departed(departed)
             self.clock.advance_to(t)
             self._arrivals()
             if t >= self._last_train + RETRAIN_DAYS * 86_400 and t >= self.start_ts - 86_400:
@@ -264,16 +260,6 @@ class _Replay:
             if progress is not None and int(t) % 3600 == 0:
                 progress(min(1.0, (t - self.warm_ts) / total))
         return self.ledger.report()
-
-    def _advance(self, t: float) -> None:
-        for departed in self.devices.advance(t):
-            self.ledger.departed(departed)
-
-    def _report_points(self, t_prev: float, t: float) -> list[float]:
-        """The 5-minute points strictly inside a step (an idle one: none inside a minute)."""
-        grid = IDLE_TELEMETRY_S
-        first = self.warm_ts + (math.floor((t_prev - self.warm_ts) / grid) + 1) * grid
-        return [float(p) for p in np.arange(first, t - 1e-6, grid)]
 
     def _next_step(self, t: float) -> float:
         """A minute on, or to the next idle step's end when nothing will be followed by then."""
@@ -308,20 +294,6 @@ class _Replay:
             self.ledger.note(f"{self.clock().date()}: no model trained ({exc})")
 
     def _telemetry(self, t: float) -> None:
-        """This step's reports, with those taken inside it, go in as one batch."""
-        self._sample(t)
-        if not self._reports:
-            return
-        parts, self._reports = self._reports, []
-        ts = np.concatenate([np.full(rows.size, at) for at, rows, *_ in parts])
-        rows = np.concatenate([p[1] for p in parts])
-        ids = [self.ids[i] for i in rows.tolist()]
-        soc, kw, plugged = (np.concatenate([p[k] for p in parts]) for k in (2, 3, 4))
-        n = rows.size
-        batch = TelemetryBatch(ids, ts, soc, plugged, kw, np.arange(n, dtype=np.int64))
-        self.agg.telemetry.ingest(batch)
-
-    def _sample(self, t: float) -> None:
         """A vehicle away from its charger reports nothing new (no power, the same SoC): while
         a dispatch runs it reports every 5 minutes, as everything does while none runs, and
         the minute it unplugs and plugs in. A year of 200 vehicles spent a quarter of its time
@@ -345,7 +317,12 @@ class _Replay:
         self._reported_ts[slice(None) if due is None else due] = t
         self._reported_plugged[rows] = plugged
         if rows.size:
-            self._reports.append((t, rows, soc, kw, plugged))
+            ids = [self.ids[i] for i in rows.tolist()]
+            n = rows.size
+            batch = TelemetryBatch(
+                ids, np.full(n, t), soc, plugged, kw, np.arange(n, dtype=np.int64)
+            )
+            self.agg.telemetry.ingest(batch)
 
     def _award(self) -> None:
         for award in self.gateway.awards():
