@@ -173,8 +173,8 @@ def _settings(spec: ReplaySpec, tmp: Path) -> dict[str, Any]:
         VPP_DISPATCH_TICK_SECONDS=STEP_S,
         VPP_MARKET_TICK_SECONDS=IDLE_TELEMETRY_S,
         # messages are sent as they are stored; the in-process bus never leaves one behind
-        VPP_OUTBOX_SWEEP_SECONDS=IDLE_TELEMETRY_S,
-        VPP_PEER_POLL_SECONDS=IDLE_TELEMETRY_S,  # no other process shares a replay's store
+        VPP_OUTBOX_SWEEP_SECONDS=3600,
+        VPP_PEER_POLL_SECONDS=3600,  # no other process shares a replay's store
         # the newest sample per resource, kept for a restart, which a replay never has
         VPP_TELEMETRY_SNAPSHOT_SECONDS=3600,
         VPP_TELEMETRY_STALE_SECONDS=3 * IDLE_TELEMETRY_S,
