@@ -191,6 +191,37 @@ def test_the_day_ahead_gate_closes_at_its_local_time_the_day_before(tmp_path, cl
         assert c.post("/market/offers/generate").json()["created"] == 0
 
 
+def test_a_day_ahead_day_is_offered_once_so_its_energy_is_sold_once(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    # One 500 kWh battery at 90 % holds 350 kWh above its 20 % floor; its 50 kW charge side is
+    # below the market minimum, so the hours its energy cannot cover get no offer at all. The
+    # market ticks again and again before any award comes back (awards follow the gate's
+    # closure): each tick used to offer three more hours of 100 kW from the same energy.
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'once.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MARKET_ENABLED="false",
+        VPP_MARKETS="day_ahead",
+        VPP_OFFER_HORIZON_HOURS="48",  # 12:00 on the 25th: the 27th's gate is open
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        c.post("/resources/register", json=bess_body("bess-0", grid_node="N", max_charge_kw=50.0))
+        c.post("/telemetry", json={"samples": [sample("bess-0", clock.now, 90)]})
+        first = c.post("/market/offers/generate").json()["items"]
+        usable_kwh = 0.70 * 500.0 * 0.9**0.5  # less the losses on the way out
+        assert 0 < sum(o["max_power_kw"] for o in first) <= usable_kwh
+        assert {o["interval_start"][:10] for o in first} == {"2026-11-27"}
+        for _ in range(3):
+            clock.advance(seconds=10)
+            c.post("/telemetry", json={"samples": [sample("bess-0", clock.now, 90)]})
+            assert c.post("/market/offers/generate").json()["created"] == 0
+        clock.advance(hours=24)  # the 28th's gate opens: that day is offered, once
+        c.post("/telemetry", json={"samples": [sample("bess-0", clock.now, 90)]})
+        next_day = c.post("/market/offers/generate").json()["items"]
+        assert {o["interval_start"][:10] for o in next_day} == {"2026-11-28"}
+        assert 0 < sum(o["max_power_kw"] for o in next_day) <= usable_kwh
+        assert c.post("/market/offers/generate").json()["created"] == 0
+
+
 def test_an_award_dispatches_once_and_settles_from_telemetry(
     market: TestClient, clock: Clock
 ) -> None:
