@@ -133,6 +133,30 @@ def test_each_dispatch_is_followed_by_one_process_and_taken_over_when_it_stops(
             assert agg_a.dispatch.held_resources() == []
 
 
+def test_a_process_that_polls_its_peers_seldom_claims_its_dispatches_as_long(
+    shared_pg: str, clock: Clock
+) -> None:
+    # Polling every 60 s, `a` claims what it follows for 180 s (renewed every 60 s): `b` takes
+    # over a dispatch of `a` only once `a` has not renewed for that long.
+    ids = [f"bess-{i}" for i in range(2)]
+    with _process(shared_pg, clock, VPP_PEER_POLL_SECONDS="60") as a:
+        for rid in ids:
+            a.post("/resources/register", json=bess_body(rid, grid_node="NODE_X"))
+        a.post("/telemetry", json={"samples": [sample(r, clock.now, 90) for r in ids]})
+        a.post("/dispatch", json={"target_kw": 20, "duration_minutes": 30})
+        with _process(shared_pg, clock) as b:
+            agg_a, agg_b = (c.app.state.aggregator for c in (a, b))  # type: ignore[attr-defined]
+            held = sorted(agg_a.dispatch.held_resources())
+            assert held
+            clock.advance(seconds=170)  # longer than the default claim of 30 s
+            b.post("/telemetry", json={"samples": [sample(r, clock.now, 89) for r in ids]})
+            agg_b.dispatch.tick()
+            assert agg_b.dispatch.held_resources() == []
+            clock.advance(seconds=11)
+            agg_b.dispatch.tick()
+            assert sorted(agg_b.dispatch.held_resources()) == held
+
+
 def test_a_refusal_read_by_another_process_reaches_the_one_that_follows_the_dispatch(
     two_processes: tuple[TestClient, TestClient],
 ) -> None:

@@ -125,6 +125,34 @@ def test_online_accuracy_compares_forecasts_with_what_happened(
     assert g['vpp_forecast_wape{model="fallback"}'] == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_follow_through_scores_the_forecast_only_where_told_to(
+    tmp_path,
+    clock: Clock,
+    enabled: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    from vpp_aggregator.bootstrap import jobs
+
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'a.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MARKET_ENABLED="false",
+        VPP_DISPATCH_TICK_SECONDS="300",  # the test runs the job itself
+        VPP_FORECAST_ACCURACY_ENABLED=str(enabled).lower(),
+    )
+    with TestClient(create_app(settings, clock=clock)) as c:
+        c.post("/resources/register", json=bess_body("bess-1"))
+        agg = c.app.state.aggregator  # type: ignore[attr-defined]
+        follow = next(j for j in jobs(settings, agg, None) if j.name == "dispatch follow-through")
+        for _ in range(6):  # three hours, the battery reporting every half hour
+            c.post("/telemetry", json={"samples": [sample("bess-1", clock.now, 60)]})
+            follow.run()
+            clock.advance(minutes=30)
+        follow.run()
+        scored = _gauges(c)['vpp_forecast_scored_hours{model="fallback"}']
+    assert (scored >= 2) if enabled else (scored == 0)
+
+
 DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -286,7 +286,8 @@ def jobs(
         aggregator.dispatch.tick()
         aggregator.market.follow()  # back-to-back awards: each award's kW as it begins
         aggregator.demand_response.follow()  # later windows of events begin, open ones extend
-        aggregator.forecast.track_accuracy()
+        if settings.forecast_accuracy_enabled:
+            aggregator.forecast.track_accuracy()
 
     def sweep_outboxes() -> None:
         aggregator.dispatch.publish_pending()

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     forecast_retrain_hours: float = Field(
         24.0, ge=0, le=24 * 30, validation_alias="VPP_FORECAST_RETRAIN_HOURS"
     )
+    # the hourly forecast scored against what happened (the accuracy gauges); off where no one
+    # reads them (a replay scores its forecast by what the fleet delivered)
+    forecast_accuracy_enabled: bool = Field(True, validation_alias="VPP_FORECAST_ACCURACY_ENABLED")
     holiday_country: str = Field("US", validation_alias="VPP_HOLIDAY_COUNTRY")
     holiday_subdivision: str = Field("CA", validation_alias="VPP_HOLIDAY_SUBDIVISION")
     topic_v2g_commands: str = Field("migrid.l3.v2g", validation_alias="VPP_TOPIC_V2G_COMMANDS")

@@ -134,7 +134,11 @@ class Aggregator:
                 lambda: self.demand_response.price_windows(),
             ),
             command_topic=settings.topic_v2g_commands,
-            lease_seconds=max(30.0, 6 * settings.dispatch_tick_seconds),
+            # renewed every third of it; a process that looks for its peers' work seldom
+            # (VPP_PEER_POLL_SECONDS) claims its own for as long
+            lease_seconds=max(
+                30.0, 6 * settings.dispatch_tick_seconds, 3 * settings.peer_poll_seconds
+            ),
             peer_poll_seconds=settings.peer_poll_seconds,
             events=self.events,
             # Site limits utilities send (OpenADR capacity limits) bound every dispatch.

@@ -181,6 +181,8 @@ def _settings(spec: ReplaySpec, tmp: Path) -> dict[str, Any]:
         VPP_STATE_SNAPSHOT_SECONDS=0,
         VPP_AGGREGATE_TELEMETRY_SECONDS=0,
         VPP_FORECAST_RETRAIN_HOURS=0,  # the replay retrains on its own clock, in line
+        # the accuracy gauges' hourly forecast: a replay's score of its forecast is the delivery
+        VPP_FORECAST_ACCURACY_ENABLED=False,
         VPP_MALLOC_TRIM_SECONDS=0,
         KAFKA_BROKERS="",
         REDIS_URL="",
