@@ -19,7 +19,7 @@ import numpy as np
 
 from vpp_aggregator import bootstrap
 from vpp_aggregator.adapters.data.files import read_weather_hours
-from vpp_aggregator.app.messages import CommandAck, MarketAward
+from vpp_aggregator.app.messages import CommandAck
 from vpp_aggregator.app.telemetry import TelemetryBatch
 from vpp_aggregator.config import ConfigError, load_settings
 from vpp_aggregator.domain.baselines import BaselineMethod
@@ -30,6 +30,7 @@ from vpp_aggregator.replay.clock import SimClock, SimJobs
 from vpp_aggregator.replay.devices import Behaviour, Devices
 from vpp_aggregator.replay.fleet import FleetSpec, ReplayFleet, build
 from vpp_aggregator.replay.gaps import gap_days, hourly_beside
+from vpp_aggregator.replay.gateway import Gateway
 from vpp_aggregator.replay.ledger import Ledger
 from vpp_aggregator.replay.stays import read_stays
 
@@ -100,40 +101,6 @@ class ReplaySpec:
                 problems.append(f"{name} share {share:g} is not in [0, 1)")
         if problems:
             raise ValueError("; ".join(problems))
-
-
-class Gateway:
-    """The market gateway's side: it clears `share` of every discharge offer as it arrives."""
-
-    def __init__(self, share: float) -> None:
-        self.share = share
-        self.pending: list[dict[str, Any]] = []
-        self.awarded = 0
-
-    def on_offer(self, _topic: str, _key: str, offer: Any) -> None:
-        if offer.get("product", "energy") == "energy" and float(offer.get("max_power_kw", 0)) > 0:
-            self.pending.append(dict(offer))
-
-    def awards(self) -> list[MarketAward]:
-        out = []
-        for o in self.pending:
-            kw = round(self.share * float(o["max_power_kw"]), 3)
-            if kw <= 0:
-                continue
-            self.awarded += 1
-            out.append(
-                MarketAward.model_validate(
-                    {
-                        "award_id": f"replay-{o['aggregation_id']}-{o['interval_start']}",
-                        "aggregation_id": o["aggregation_id"],
-                        "interval_start": o["interval_start"],
-                        "interval_end": o["interval_end"],
-                        "awarded_kw": kw,
-                    }
-                )
-            )
-        self.pending = []
-        return out
 
 
 def run(spec: ReplaySpec, progress: Callable[[float], None] | None = None) -> dict[str, Any]:
