@@ -228,6 +228,52 @@ def test_energy_bounded_and_incremental_equals_full(
     assert 0.0 <= incremental.total.discharge_kwh <= bound + 1e-6
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.floats(0, 3 * 3600), min_size=1, max_size=12),  # when samples come (s after)
+    st.lists(st.floats(0, 3 * 3600), min_size=1, max_size=6),  # when the view is read
+    st.integers(0, 2**32 - 1),
+)
+def test_a_view_read_seldom_answers_as_one_read_at_every_change(
+    sample_s: list[float], read_s: list[float], seed: int
+) -> None:
+    """Changes to a view read within `EAGER_AFTER_READ_S` are evaluated as they come, the
+    others by the next read: either way a read says what a view built from scratch says."""
+    rng = np.random.default_rng(seed)
+    s = _state()
+    for i in range(30):
+        if i % 3:
+            s.upsert(
+                ev(f"r{i}", departs_in=timedelta(hours=float(rng.uniform(0.5, 3))), now=NOW), NOW
+            )
+        else:
+            s.upsert(bess(f"r{i}", grid_node=f"N{i % 2}"), NOW)
+    s.capacity(NOW, 60)
+    events = sorted([(t, "sample") for t in sample_s] + [(t, "read") for t in read_s])
+    for t_s, what in events:
+        at = NOW + timedelta(seconds=t_s)
+        if what == "read":
+            s.capacity(at, 60)
+            continue
+        rows = rng.choice(30, size=8, replace=False).astype(np.int64)
+        s.apply_telemetry(
+            rows,
+            np.full(8, at.timestamp()),
+            rng.uniform(0, 100, 8),
+            rng.random(8) < 0.8,
+            np.zeros(8),
+            at,
+        )
+    end = NOW + timedelta(seconds=max(t for t, _ in events) + 1)
+    kept = s.capacity(end, 60)
+    s._views.clear()
+    full = s.capacity(end, 60)
+    for name in ("discharge_kw", "discharge_kwh", "charge_kw", "charge_kwh", "gross_energy_kwh"):
+        assert getattr(kept.total, name) == pytest.approx(getattr(full.total, name), abs=1e-6)
+    assert kept.total.available_resource_count == full.total.available_resource_count
+    assert kept.by_grid_node.keys() == full.by_grid_node.keys()
+
+
 def test_resumming_group_totals_changes_nothing_but_round_off() -> None:
     s = _state()
     for i in range(50):

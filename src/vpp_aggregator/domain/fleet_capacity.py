@@ -77,6 +77,11 @@ class CapacitySnapshot:
 
 
 AT_ONCE_MAX_DUE = 256  # rows fallen due that a read at once re-evaluates itself (~0.1 ms)
+# A view read within this long of a change is re-evaluated as the change comes, so a steady
+# reader (the dashboard, the API under load) finds it current; one read more seldom is left to
+# its next read, which evaluates each changed row once however often it changed. A replay's
+# hourly view was read 7 times in five simulated days and touched 2,796 times.
+EAGER_AFTER_READ_S = 60.0
 _Read = tuple[datetime, F8, GroupTables]  # as of, sums, groups
 
 
@@ -183,10 +188,14 @@ class FleetCapacity(FleetColumns):
         view.updates_since_rebuild += int(rows.size)
 
     def _touch(self, rows: I8, now_ts: float) -> None:
-        """Re-evaluate rows in every view after their inputs changed."""
+        """Re-evaluate rows in every view read lately after their inputs changed; in the others
+        mark them fallen due, for the next read's `_catch_up`."""
         self.version += 1
         for view in self._views.values():
-            self._refresh(view, rows, max(now_ts, view.evaluated_at))
+            if now_ts - view.read_ts <= EAGER_AFTER_READ_S:
+                self._refresh(view, rows, max(now_ts, view.evaluated_at))
+            else:
+                view.next_change[rows] = -np.inf
 
     def _catch_up(self, view: WindowView, now_ts: float) -> bool:
         """Re-evaluate the rows whose next change has come, a chunk of them at most (many fall
@@ -307,6 +316,7 @@ class FleetCapacity(FleetColumns):
                 view.evaluated_at,
                 datetime.fromtimestamp(view.evaluated_at, tz=now.tzinfo or UTC),
             )
+        view.read_ts = max(view.read_ts, now_ts)
         tables = self._group_tables(len(self._group_type))
         n = self._n
         valid_until = float(view.next_change[:n].min()) if n else np.inf

@@ -42,6 +42,9 @@ class WindowView:
     # The last answer (version, evaluated_at, valid until, group_sums, group tables), read
     # without the lock while still exact (`FleetCapacity._published`).
     published: tuple[int, float, float, F8, GroupTables] | None = None
+    # When a read last answered from this view (clock s): touches soon after are evaluated at
+    # once, later ones left to the next read (`FleetCapacity._touch`).
+    read_ts: float = -np.inf
 
     @classmethod
     def empty(cls, window_s: float, t_ref: float, rows: int, groups: int) -> WindowView:
