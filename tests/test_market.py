@@ -222,6 +222,46 @@ def test_a_day_ahead_day_is_offered_once_so_its_energy_is_sold_once(tmp_path, cl
         assert c.post("/market/offers/generate").json()["created"] == 0
 
 
+def test_real_time_intervals_sell_the_stored_energy_once(tmp_path, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+    # README "Two markets": one 500 kWh battery at 40 % holds 100 kWh above its 20 % floor
+    # (94.9 at the grid). Each 5-minute interval of the hour offered together was offered at
+    # the 250 kW the battery gives for five minutes: 250 kWh sold from 94.9.
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'rt.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MARKET_ENABLED="false",
+        VPP_MARKETS="real_time",
+    )
+    usable_kwh = 0.20 * 500.0 * 0.9**0.5
+
+    def sold_kwh(offers: list[dict[str, Any]]) -> float:
+        return sum(
+            o["max_power_kw"]
+            * (
+                datetime.fromisoformat(o["interval_end"])
+                - datetime.fromisoformat(o["interval_start"])
+            ).total_seconds()
+            / 3600.0
+            for o in offers
+        )
+
+    with TestClient(create_app(settings, clock=clock)) as c:
+        c.post("/resources/register", json=bess_body("bess-0", grid_node="N", max_charge_kw=50.0))
+        c.post("/telemetry", json={"samples": [sample("bess-0", clock.now, 40)]})
+        first = c.post("/market/offers/generate").json()["items"]
+        assert len(first) >= 6 and {o["market"] for o in first} == {"real_time"}
+        assert 0.9 * usable_kwh <= sold_kwh(first) <= usable_kwh
+        # The next interval opens before any award came back: those offered may all be awarded.
+        clock.advance(minutes=5)
+        c.post("/telemetry", json={"samples": [sample("bess-0", clock.now, 40)]})
+        assert c.post("/market/offers/generate").json()["created"] == 0
+        # Once the intervals offered are over without an award, their energy is offered again.
+        clock.advance(hours=3)
+        c.post("/telemetry", json={"samples": [sample("bess-0", clock.now, 40)]})
+        later = c.post("/market/offers/generate").json()["items"]
+        assert 0.9 * usable_kwh <= sold_kwh(later) <= usable_kwh
+
+
 def test_an_award_dispatches_once_and_settles_from_telemetry(
     market: TestClient, clock: Clock
 ) -> None:

@@ -186,10 +186,12 @@ def test_a_later_offer_already_net_of_regulation_is_not_cut_twice(tmp_path, cloc
         VPP_MARKET_ENABLED="false",
     )
     clock.now = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    # At 80 % the batteries hold energy for every real-time interval of the hour at full power,
+    # so power, not energy, limits the offer this test reads.
     with TestClient(create_app(settings, clock=clock)) as c:
         for i in range(8):
             c.post("/resources/register", json=bess_body(f"b{i}", grid_node="NODE_R"))
-        c.post("/telemetry", json={"samples": [sample(f"b{i}", clock.now, 60) for i in range(8)]})
+        c.post("/telemetry", json={"samples": [sample(f"b{i}", clock.now, 80) for i in range(8)]})
         c.post("/market/offers/generate")
         span = {"aggregation_id": "NODE_R", "interval_start": HOUR.isoformat()}
         reg = c.post(
@@ -205,7 +207,7 @@ def test_a_later_offer_already_net_of_regulation_is_not_cut_twice(tmp_path, cloc
         assert reg.status_code == 201, reg.text
         # the evening before, the real-time offers for the hour are made, 150 kW lighter
         clock.now = HOUR - timedelta(minutes=75)
-        c.post("/telemetry", json={"samples": [sample(f"b{i}", clock.now, 60) for i in range(8)]})
+        c.post("/telemetry", json={"samples": [sample(f"b{i}", clock.now, 80) for i in range(8)]})
         made = c.post("/market/offers/generate").json()["items"]
         rt = next(
             o

@@ -225,6 +225,8 @@ class OfferMaker:
             rows.append((held.discharge_kw, inputs, inputs, doc["model"]["name"]))
         if market is Market.DAY_AHEAD and rows:
             rows = self._sellable(node, rows, now)
+        elif rows:
+            rows = self._sellable_real_time(node, rows, now)
         out: list[Offer] = []
         for held_kw, energy_inputs, inputs, model in rows:
             offer = build_offer(
@@ -273,25 +275,35 @@ class OfferMaker:
         that counted them delivered 38 % of what it sold instead of 97 % (docs/replay.md)."""
         first = datetime.fromisoformat(rows[0][1].start)
         spans = [(s, e, kw) for s, e, kw in self.repo.award_spans(node, now, first) if kw > 0]
-        spent = sum(
-            kw * max(0.0, (min(e, first) - max(s, now)).total_seconds()) / 3600.0
-            for s, e, kw in spans
-        )
-        starts = [datetime.fromisoformat(r[1].start) for r in rows]
         ends = [datetime.fromisoformat(r[1].end) for r in rows]
         # kept back for what the members outside the dispatch may draw beyond the baseline
         kept = self.makeup.reserve(node, ends, float(LEVELS[QUANTILES.index(self.quantile)]))
-        cap = sellable_kw(
-            np.array([r[1].discharge_kw for r in rows]),
-            np.array([r[1].discharge_kwh for r in rows]) - kept,
-            np.array([(e - s).total_seconds() / 3600.0 for s, e in zip(starts, ends, strict=True)]),
-            spent,
-            self.min_capacity_kw,
-        )
-        return [
-            (held, replace(x, discharge_kw=min(x.discharge_kw, float(c))), x, model)
-            for (held, x, _, model), c in zip(rows, cap, strict=True)
+        return _capped(rows, _kwh_between(spans, now, first), kept, self.min_capacity_kw)
+
+    def _sellable_real_time(
+        self,
+        node: str,
+        rows: list[tuple[float, OfferInputs, OfferInputs, str]],
+        now: datetime,
+    ) -> list[tuple[float, OfferInputs, OfferInputs, str]]:
+        """Real-time intervals' energy offers capped as a day-ahead day's are: each interval
+        clears on its own, so the hour of intervals offered together shares the energy the
+        fleet holds, after what is awarded before them and what their predecessors were offered
+        and not awarded (yet): those may still be. Offered each at what the fleet could give
+        for five minutes, a battery holding 95 kWh above its floor was offered 250 kWh."""
+        first = datetime.fromisoformat(rows[0][1].start)
+        spans = [(s, e, kw) for s, e, kw in self.repo.award_spans(node, now, first) if kw > 0]
+        awarded = {s for s, _, _ in spans}
+        since = now - timedelta(minutes=self.gates.rt_interval_minutes)
+        pending = [
+            (s, datetime.fromisoformat(o["interval_end"]), float(o["max_power_kw"]))
+            for o in self.repo.offers(since, first, node)
+            if o.get("market") == Market.REAL_TIME.value
+            and o.get("product", "energy") == "energy"
+            and (s := datetime.fromisoformat(o["interval_start"])) not in awarded
         ]
+        spent = _kwh_between(spans + pending, now, first)
+        return _capped(rows, spent, np.zeros(len(rows)), self.min_capacity_kw)
 
     @staticmethod
     def _covering(
@@ -304,6 +316,40 @@ class OfferMaker:
             if key in by_start:
                 return by_start[key]
         return None
+
+
+def _kwh_between(
+    spans: list[tuple[datetime, datetime, float]], now: datetime, first: datetime
+) -> float:
+    """The energy (kWh) `spans` of kW take between now and `first`."""
+    return sum(
+        kw * max(0.0, (min(e, first) - max(s, now)).total_seconds()) / 3600.0 for s, e, kw in spans
+    )
+
+
+def _capped(
+    rows: list[tuple[float, OfferInputs, OfferInputs, str]],
+    spent_kwh: float,
+    kept_kwh: np.ndarray,
+    min_kw: float,
+) -> list[tuple[float, OfferInputs, OfferInputs, str]]:
+    """Rows whose energy offers' power every interval can be awarded at together
+    (`domain/market.sellable_kw`); the regulation inputs stay as they were."""
+    hours = [
+        (datetime.fromisoformat(x.end) - datetime.fromisoformat(x.start)).total_seconds() / 3600.0
+        for _, x, _, _ in rows
+    ]
+    cap = sellable_kw(
+        np.array([r[1].discharge_kw for r in rows]),
+        np.array([r[1].discharge_kwh for r in rows]) - kept_kwh,
+        np.array(hours),
+        spent_kwh,
+        min_kw,
+    )
+    return [
+        (held, replace(x, discharge_kw=min(x.discharge_kw, float(c))), x, model)
+        for (held, x, _, model), c in zip(rows, cap, strict=True)
+    ]
 
 
 class _Commitments:

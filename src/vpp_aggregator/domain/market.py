@@ -332,7 +332,8 @@ def sellable_kw(
     spent_kwh: float = 0.0,
     min_kw: float = 0.0,
 ) -> NDArray[np.float64]:
-    """The discharge each interval of a day-ahead day can offer when every offer may be awarded.
+    """The discharge each interval of a day-ahead day (or of the real-time intervals offered
+    together) can offer when every offer may be awarded.
 
     A market clears each interval on its own, so what sells in one interval is gone for the
     next. Interval h has `energy_kwh[h]` above every floor at the quantile offered; the energy
