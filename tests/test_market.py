@@ -262,6 +262,52 @@ def test_real_time_intervals_sell_the_stored_energy_once(tmp_path, clock: Clock)
         assert 0.9 * usable_kwh <= sold_kwh(later) <= usable_kwh
 
 
+def test_real_time_keeps_the_energy_a_later_day_ahead_award_of_the_day_takes(
+    tmp_path, clock: Clock
+) -> None:  # type: ignore[no-untyped-def]
+    # README "Two markets": the 25th's 02:00 hour is awarded 100 kW the morning before. At
+    # 23:00 the battery holds 237 kWh above its floor (70 %, at the grid): the real-time hour
+    # from 00:15 may sell 137 of them, and would have sold them all.
+    settings = load_settings(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'both.db'}",
+        VPP_SITE_TIMEZONE="UTC",
+        VPP_MARKET_ENABLED="false",
+        VPP_MARKETS="day_ahead,real_time",
+        VPP_OFFER_HORIZON_HOURS="48",
+    )
+    clock.now = datetime(2026, 11, 24, 9, tzinfo=UTC)  # the 25th's gate closes at 10:00
+    with TestClient(create_app(settings, clock=clock)) as c:
+        c.post("/resources/register", json=bess_body("bess-0", grid_node="N", max_charge_kw=50.0))
+        c.post("/telemetry", json={"samples": [sample("bess-0", clock.now, 90)]})
+        offers = c.post("/market/offers/generate").json()["items"]
+        two = next(
+            o
+            for o in offers
+            if o["market"] == "day_ahead" and o["interval_start"] == "2026-11-25T02:00:00+00:00"
+        )
+        award = {
+            "award_id": "da-02",
+            "aggregation_id": "N",
+            "interval_start": two["interval_start"],
+            "interval_end": two["interval_end"],
+            "awarded_kw": 100.0,
+        }
+        assert c.post("/market/awards", json=award).status_code == 201
+        clock.now = datetime(2026, 11, 24, 23, tzinfo=UTC)
+        c.post("/telemetry", json={"samples": [sample("bess-0", clock.now, 70)]})
+        rt = [
+            o
+            for o in c.post("/market/offers/generate").json()["items"]
+            if o["market"] == "real_time"
+        ]
+        assert rt and all(o["interval_end"] <= "2026-11-25T01:15:00+00:00" for o in rt)
+        usable_kwh = 0.50 * 500.0 * 0.9**0.5
+        assert 0.9 * (usable_kwh - 100.0) <= sum(o["max_power_kw"] * 5 / 60 for o in rt)
+        assert (
+            sum(o["max_power_kw"] * 5 / 60 for o in rt) <= usable_kwh - 100.0 + 0.01
+        )  # kW to 3 places
+
+
 def test_an_award_dispatches_once_and_settles_from_telemetry(
     market: TestClient, clock: Clock
 ) -> None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
 from typing import Any, Protocol
-
-import numpy as np
 
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.makeup import MakeupLog
+from vpp_aggregator.app.offer_energy import Row, capped, kwh_between, taken_after
 from vpp_aggregator.app.outbound import Offer
 from vpp_aggregator.app.results import ForecastInterval
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
@@ -30,7 +29,6 @@ from vpp_aggregator.domain.market import (
     OfferInputs,
     build_offer,
     build_regulation_offer,
-    sellable_kw,
 )
 
 NOTHING = Figures(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0)  # what a node with no held resources holds
@@ -203,7 +201,7 @@ class OfferMaker:
         by_start = {datetime.fromisoformat(i["start"]): i for i in doc["intervals"]}
         live = commitments.live(step).get(node, NOTHING)
         q = self.quantile
-        rows: list[tuple[float, OfferInputs, OfferInputs, str]] = []
+        rows: list[Row] = []
         for start, end in intervals:
             f = self._covering(by_start, start, step)
             if f is None:
@@ -263,9 +261,9 @@ class OfferMaker:
     def _sellable(
         self,
         node: str,
-        rows: list[tuple[float, OfferInputs, OfferInputs, str]],
+        rows: list[Row],
         now: datetime,
-    ) -> list[tuple[float, OfferInputs, OfferInputs, str]]:
+    ) -> list[Row]:
         """A day-ahead day's energy offers, each interval's power capped so that the whole day
         can be awarded (`domain/market.sellable_kw`), counting what is awarded but not yet
         delivered before the day and keeping back what the last award days' dispatches made up
@@ -278,21 +276,30 @@ class OfferMaker:
         ends = [datetime.fromisoformat(r[1].end) for r in rows]
         # kept back for what the members outside the dispatch may draw beyond the baseline
         kept = self.makeup.reserve(node, ends, float(LEVELS[QUANTILES.index(self.quantile)]))
-        return _capped(rows, _kwh_between(spans, now, first), kept, self.min_capacity_kw)
+        return capped(rows, kwh_between(spans, now, first), kept, self.min_capacity_kw)
 
     def _sellable_real_time(
         self,
         node: str,
-        rows: list[tuple[float, OfferInputs, OfferInputs, str]],
+        rows: list[Row],
         now: datetime,
-    ) -> list[tuple[float, OfferInputs, OfferInputs, str]]:
+    ) -> list[Row]:
         """Real-time intervals' energy offers capped as a day-ahead day's are: each interval
         clears on its own, so the hour of intervals offered together shares the energy the
         fleet holds, after what is awarded before them and what their predecessors were offered
-        and not awarded (yet): those may still be. Offered each at what the fleet could give
-        for five minutes, a battery holding 95 kWh above its floor was offered 250 kWh."""
+        and not awarded (yet): those may still be. Each keeps back what the awards beginning
+        after it that operating day will take (recharging between is not counted, as a day's
+        offers do not count it). Offered each at what the fleet could give for five minutes, a
+        battery holding 95 kWh above its floor was offered 250 kWh."""
         first = datetime.fromisoformat(rows[0][1].start)
-        spans = [(s, e, kw) for s, e, kw in self.repo.award_spans(node, now, first) if kw > 0]
+        ends = [datetime.fromisoformat(r[1].end) for r in rows]
+        local_day = ends[-1].astimezone(self.gates.timezone).date() + timedelta(days=1)
+        day_end = datetime.combine(local_day, time(), self.gates.timezone)
+        spans: list[tuple[datetime, datetime, float]] = []
+        later: list[tuple[datetime, datetime, float]] = []
+        for s, e, kw in self.repo.award_spans(node, now, max(day_end, ends[-1])):
+            if kw > 0:
+                (spans if s < first else later).append((s, e, kw))
         awarded = {s for s, _, _ in spans}
         since = now - timedelta(minutes=self.gates.rt_interval_minutes)
         pending = [
@@ -302,8 +309,8 @@ class OfferMaker:
             and o.get("product", "energy") == "energy"
             and (s := datetime.fromisoformat(o["interval_start"])) not in awarded
         ]
-        spent = _kwh_between(spans + pending, now, first)
-        return _capped(rows, spent, np.zeros(len(rows)), self.min_capacity_kw)
+        spent = kwh_between(spans + pending, now, first)
+        return capped(rows, spent, taken_after(later, ends), self.min_capacity_kw)
 
     @staticmethod
     def _covering(
@@ -316,40 +323,6 @@ class OfferMaker:
             if key in by_start:
                 return by_start[key]
         return None
-
-
-def _kwh_between(
-    spans: list[tuple[datetime, datetime, float]], now: datetime, first: datetime
-) -> float:
-    """The energy (kWh) `spans` of kW take between now and `first`."""
-    return sum(
-        kw * max(0.0, (min(e, first) - max(s, now)).total_seconds()) / 3600.0 for s, e, kw in spans
-    )
-
-
-def _capped(
-    rows: list[tuple[float, OfferInputs, OfferInputs, str]],
-    spent_kwh: float,
-    kept_kwh: np.ndarray,
-    min_kw: float,
-) -> list[tuple[float, OfferInputs, OfferInputs, str]]:
-    """Rows whose energy offers' power every interval can be awarded at together
-    (`domain/market.sellable_kw`); the regulation inputs stay as they were."""
-    hours = [
-        (datetime.fromisoformat(x.end) - datetime.fromisoformat(x.start)).total_seconds() / 3600.0
-        for _, x, _, _ in rows
-    ]
-    cap = sellable_kw(
-        np.array([r[1].discharge_kw for r in rows]),
-        np.array([r[1].discharge_kwh for r in rows]) - kept_kwh,
-        np.array(hours),
-        spent_kwh,
-        min_kw,
-    )
-    return [
-        (held, replace(x, discharge_kw=min(x.discharge_kw, float(c))), x, model)
-        for (held, x, _, model), c in zip(rows, cap, strict=True)
-    ]
 
 
 class _Commitments:
