@@ -14,11 +14,10 @@ from vpp_aggregator.domain.market import OfferInputs, sellable_kw
 
 # (kW held by dispatches, energy offer's inputs, regulation offer's inputs, forecast model)
 Row = tuple[float, OfferInputs, OfferInputs, str]
+Span = tuple[datetime, datetime, float]  # start, end, kW
 
 
-def kwh_between(
-    spans: list[tuple[datetime, datetime, float]], now: datetime, first: datetime
-) -> float:
+def kwh_between(spans: list[Span], now: datetime, first: datetime) -> float:
     """The energy (kWh) `spans` of kW take between now and `first`."""
     return sum(
         kw * max(0.0, (min(e, first) - max(s, now)).total_seconds()) / 3600.0 for s, e, kw in spans
@@ -50,13 +49,23 @@ def capped(
     ]
 
 
-def taken_after(
-    spans: list[tuple[datetime, datetime, float]], ends: list[datetime]
+def committed_around(
+    commitments: list[Span],
+    starts: list[datetime],
+    ends: list[datetime],
+    now: datetime,
+    day_ends: list[datetime],
 ) -> NDArray[np.float64]:
-    """Per interval end, the energy (kWh) of the awards in `spans` that begin at or after it."""
+    """Per interval [start, end): the energy (kWh) the commitments take between now and its
+    start, and that of those beginning at or after its end and before its day's end."""
     return np.array(
         [
-            sum(kw * (e - s).total_seconds() / 3600.0 for s, e, kw in spans if s >= end)
-            for end in ends
+            kwh_between(commitments, now, start)
+            + sum(
+                kw * (e - s).total_seconds() / 3600.0
+                for s, e, kw in commitments
+                if end <= s < day_end
+            )
+            for start, end, day_end in zip(starts, ends, day_ends, strict=True)
         ]
     )

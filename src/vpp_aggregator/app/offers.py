@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from vpp_aggregator.app.forecast_service import ForecastService
 from vpp_aggregator.app.makeup import MakeupLog
-from vpp_aggregator.app.offer_energy import Row, capped, kwh_between, taken_after
+from vpp_aggregator.app.offer_energy import Row, capped, committed_around, kwh_between
 from vpp_aggregator.app.outbound import Offer
 from vpp_aggregator.app.results import ForecastInterval
 from vpp_aggregator.domain.fleet_state import Figures, FleetState
@@ -285,32 +285,36 @@ class OfferMaker:
         now: datetime,
     ) -> list[Row]:
         """Real-time intervals' energy offers capped as a day-ahead day's are: each interval
-        clears on its own, so the hour of intervals offered together shares the energy the
-        fleet holds, after what is awarded before them and what their predecessors were offered
-        and not awarded (yet): those may still be. Each keeps back what the awards beginning
-        after it that operating day will take (recharging between is not counted, as a day's
-        offers do not count it). Offered each at what the fleet could give for five minutes, a
-        battery holding 95 kWh above its floor was offered 250 kWh."""
-        first = datetime.fromisoformat(rows[0][1].start)
+        clears on its own, so the intervals offered together share the energy the fleet holds.
+        Each keeps back what is committed before it (awards, and real-time offers made and not
+        awarded yet: those may still be) and what awards and such offers beginning after it
+        that operating day will take; recharging between is not counted, as a day's offers do
+        not count it. Offered each at what the fleet could give for five minutes, a battery
+        holding 95 kWh above its floor was offered 250 kWh."""
+        starts = [datetime.fromisoformat(r[1].start) for r in rows]
         ends = [datetime.fromisoformat(r[1].end) for r in rows]
-        local_day = ends[-1].astimezone(self.gates.timezone).date() + timedelta(days=1)
-        day_end = datetime.combine(local_day, time(), self.gates.timezone)
-        spans: list[tuple[datetime, datetime, float]] = []
-        later: list[tuple[datetime, datetime, float]] = []
-        for s, e, kw in self.repo.award_spans(node, now, max(day_end, ends[-1])):
-            if kw > 0:
-                (spans if s < first else later).append((s, e, kw))
-        awarded = {s for s, _, _ in spans}
+        tz = self.gates.timezone
+        day_ends = [
+            datetime.combine(s.astimezone(tz).date() + timedelta(days=1), time(), tz)
+            for s in starts
+        ]
+        awards = self.repo.award_spans(node, now, max(day_ends))
+        awarded = {(s, e) for s, e, _ in awards}
         since = now - timedelta(minutes=self.gates.rt_interval_minutes)
         pending = [
-            (s, datetime.fromisoformat(o["interval_end"]), float(o["max_power_kw"]))
-            for o in self.repo.offers(since, first, node)
+            (s, e, float(o["max_power_kw"]))
+            for o in self.repo.offers(since, max(day_ends), node)
             if o.get("market") == Market.REAL_TIME.value
             and o.get("product", "energy") == "energy"
-            and (s := datetime.fromisoformat(o["interval_start"])) not in awarded
+            and (
+                (s := datetime.fromisoformat(o["interval_start"])),
+                (e := datetime.fromisoformat(o["interval_end"])),
+            )
+            not in awarded
         ]
-        spent = kwh_between(spans + pending, now, first)
-        return capped(rows, spent, taken_after(later, ends), self.min_capacity_kw)
+        committed = [(s, e, kw) for s, e, kw in awards if kw > 0] + pending
+        kept = committed_around(committed, starts, ends, now, day_ends)
+        return capped(rows, 0.0, kept, self.min_capacity_kw)
 
     @staticmethod
     def _covering(

@@ -200,6 +200,8 @@ class FleetCapacity(FleetColumns):
     def _catch_up(self, view: WindowView, now_ts: float) -> bool:
         """Re-evaluate the rows whose next change has come, a chunk of them at most (many fall
         due at once when a shared routine departs); True once none is left."""
+        # a reader with a slightly older clock is answered as of the view's time: caught up to it
+        now_ts = max(now_ts, view.evaluated_at)
         due = np.flatnonzero(view.next_change[: self._n] <= now_ts)
         more = due.size > fleet_scan.CHUNK_ROWS
         due = due[: fleet_scan.CHUNK_ROWS]
