@@ -165,6 +165,7 @@ def test_a_long_replay_is_cut_where_the_parts_have_even_work() -> None:
     weights = parts.day_weights(year)
     assert weights.shape == (365,)
     first, second = parts.periods(year.start, year.end, 2, weights)
+    assert first[1] == second[0] and second[1] == year.end
     assert first[1] < date(2019, 7, 1)  # fewer days in the busier first half
     half = (first[1] - year.start).days
     assert weights[:half].sum() == pytest.approx(weights[half:].sum(), rel=0.02)
