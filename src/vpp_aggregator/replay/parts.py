@@ -36,7 +36,7 @@ _done: Any = None  # in a part's process: the shared share of each part done
 
 
 def periods(
-    start: date, end: date, jobs: int, weights: Sequence[float] | None = None
+    start: date, end: date, jobs: int, weights: Sequence[float] | NDArray[np.float64] | None = None
 ) -> list[tuple[date, date]]:
     """[start, end) cut into at most `jobs` consecutive periods of whole days, each as near an
     even share of the days' `weights` (the work each day is expected to take; even by default)
