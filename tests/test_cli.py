@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,21 @@ def test_migrate_creates_the_sqlite_file(tmp_path: Path, monkeypatch: pytest.Mon
     result = CliRunner().invoke(app, ["migrate"])
     assert result.exit_code == 0, result.output
     assert db.exists() and head_revision() in result.output
+
+
+def test_no_solver_banner_on_stdout_once_the_service_is_built(tmp_path: Path) -> None:
+    """HiGHS prints a banner from its first solver's constructor; stdout is a command's answer."""
+    script = (
+        "from vpp_aggregator import bootstrap\n"
+        "from vpp_aggregator.config import load_settings\n"
+        "import highspy\n"
+        f"s = bootstrap.build(load_settings(DATABASE_URL='sqlite:///{tmp_path / 'b.db'}',"
+        " KAFKA_BROKERS='', REDIS_URL=''))\n"
+        "highspy.Highs()\n"
+        "s.engine.dispose()\n"
+        "print('built')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout == "built\n"

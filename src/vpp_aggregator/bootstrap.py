@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from vpp_aggregator.adapters import native_heap
+from vpp_aggregator.adapters import native_heap, solver_banner
 from vpp_aggregator.adapters.api.auth import Authenticator
 from vpp_aggregator.adapters.bus.kafka import KafkaParts
 from vpp_aggregator.adapters.bus.memory import InProcessBus
@@ -144,6 +144,7 @@ def build(
     command sets it); it needs KAFKA_BROKERS to mean anything. With `load=False` the live state
     loads when the service starts, in the background (`serve` and `worker` listen meanwhile)."""
     native_heap.configure(settings.malloc_arena_max)  # before the request threads exist
+    solver_banner.silence()  # before any thread writes to stdout
     auth = Authenticator(settings)  # refuses a weak secret before anything starts
     if auth.dev_mode:
         log.warning("no VPP_JWT_SECRET or VPP_JWT_PUBLIC_KEY: dev mode, every caller is an admin")
