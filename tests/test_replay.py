@@ -138,37 +138,13 @@ def test_a_replay_in_parts_is_its_parts_joined_the_first_exactly_as_one_replay()
     for name in FIGURES:
         added = sum(d[name] for d in parted["days"])
         assert parted["totals"][name] == pytest.approx(added, abs=0.01), name
+    assert parts.periods(date(2019, 1, 1), date(2020, 1, 1), 2) == [
+        (date(2019, 1, 1), date(2019, 7, 2)),
+        (date(2019, 7, 2), date(2020, 1, 1)),
+    ]
     assert parts.periods(date(2019, 1, 1), date(2019, 1, 2), 4) == [
         (date(2019, 1, 1), date(2019, 1, 2))
     ]
-
-
-def test_a_long_replay_is_cut_where_the_parts_have_even_work() -> None:
-    """Caltech's 2019 had more sessions in its first half: cut in the middle, the process
-    replaying it ran on after the other had finished."""
-    assert parts.periods(date(2019, 1, 1), date(2020, 1, 1), 2) == [
-        (date(2019, 1, 1), date(2019, 7, 3)),
-        (date(2019, 7, 3), date(2020, 1, 1)),
-    ]
-    # the busy first day alone weighs what the three others do
-    assert parts.periods(date(2019, 1, 1), date(2019, 1, 5), 2, [3, 1, 1, 1]) == [
-        (date(2019, 1, 1), date(2019, 1, 2)),
-        (date(2019, 1, 2), date(2019, 1, 5)),
-    ]
-    # every part has a day at least, however the weights fall
-    assert parts.periods(date(2019, 1, 1), date(2019, 1, 4), 3, [0, 0, 9]) == [
-        (date(2019, 1, 1), date(2019, 1, 2)),
-        (date(2019, 1, 2), date(2019, 1, 3)),
-        (date(2019, 1, 3), date(2019, 1, 4)),
-    ]
-    year = replace(SPEC, start=date(2019, 1, 1), end=date(2020, 1, 1))
-    weights = parts.day_weights(year)
-    assert weights.shape == (365,)
-    first, second = parts.periods(year.start, year.end, 2, weights)
-    assert first[1] == second[0] and second[1] == year.end
-    assert first[1] < date(2019, 7, 1)  # fewer days in the busier first half
-    half = (first[1] - year.start).days
-    assert weights[:half].sum() == pytest.approx(weights[half:].sum(), rel=0.02)
 
 
 def test_the_chart_draws_every_day_with_what_it_was_awarded_and_delivered(

@@ -6,79 +6,39 @@ whole period) replayed from its own warm-up, the days before it, as a whole repl
 its own. What a part cannot carry over from the one before are the batteries' state of charge
 (they start where the fleet's first day has them) and the forecaster's history beyond its
 warm-up (the service trains on the raw history it keeps, 35 days by default, so four weeks of
-warm-up leave it nearly as it would be). The period is cut where the parts' work is about even
-(`day_weights`), not their days: the busier half of Caltech's 2019 kept one process busy
-after the other had finished. The parts' figures are joined day by day."""
+warm-up leave it nearly as it would be). The parts' figures are joined day by day."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import date, datetime, time, timedelta
-from itertools import pairwise
+from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
-
-import numpy as np
-from numpy.typing import NDArray
 
 from vpp_aggregator.replay import runner
-from vpp_aggregator.replay.stays import read_stays
-
-BUSY_DAY_WEIGHT = 4.0  # a day of average sessions weighs 1 + this (`day_weights`)
 
 _done: Any = None  # in a part's process: the shared share of each part done
 
 
-def periods(
-    start: date, end: date, jobs: int, weights: Sequence[float] | NDArray[np.float64] | None = None
-) -> list[tuple[date, date]]:
-    """[start, end) cut into at most `jobs` consecutive periods of whole days, each as near an
-    even share of the days' `weights` (the work each day is expected to take; even by default)
-    as whole days allow."""
+def periods(start: date, end: date, jobs: int) -> list[tuple[date, date]]:
+    """[start, end) cut into at most `jobs` consecutive periods of whole days, as even as can be."""
     days = (end - start).days
     n = max(1, min(jobs, days))
-    w = np.ones(days) if weights is None else np.asarray(weights, dtype=np.float64)
-    cum = np.concatenate([[0.0], np.cumsum(w)])
-    cuts = [0]
-    for k in range(1, n):
-        share = k * cum[-1] / n
-        j = int(np.searchsorted(cum, share))  # the first day boundary at or past the share
-        if j > 0 and share - cum[j - 1] < cum[j] - share:
-            j -= 1  # the one before is nearer
-        cuts.append(min(max(j, cuts[-1] + 1), days - (n - k)))  # at least a day each
-    cuts.append(days)
-    return [(start + timedelta(days=a), start + timedelta(days=b)) for a, b in pairwise(cuts)]
-
-
-def day_weights(spec: runner.ReplaySpec) -> NDArray[np.float64]:
-    """The work each day of `spec` is expected to take: a day of stays plugged in and awards
-    served took about five times an idle one (a week of 200 Caltech vehicles: 5 s a replayed
-    weekday, 0.9 s a warm-up day), and the busy share follows the sessions that begin on it."""
-    zone = ZoneInfo(spec.timezone)
-    days = (spec.end - spec.start).days
-    midnights = [
-        datetime.combine(spec.start + timedelta(days=k), time(), zone).timestamp()
-        for k in range(days + 1)
-    ]
-    stays = read_stays(spec.sessions, spec.site, (midnights[0], midnights[-1]))
-    counts = np.diff(np.searchsorted(np.sort(stays.start_ts), midnights)).astype(np.float64)
-    mean = float(counts.mean()) if counts.size else 0.0
-    return 1.0 + BUSY_DAY_WEIGHT * counts / mean if mean > 0 else np.ones(days)
+    cuts = [start + timedelta(days=round(k * days / n)) for k in range(n + 1)]
+    return list(itertools.pairwise(cuts))
 
 
 def run(
     spec: runner.ReplaySpec, jobs: int, progress: Callable[[float], None] | None = None
 ) -> dict[str, Any]:
     """The replay of `spec`, in `jobs` parts at once (one continuous replay when 1)."""
-    if jobs <= 1:
-        return runner.run(spec, progress)
-    spans = periods(spec.start, spec.end, jobs, day_weights(spec))
+    spans = periods(spec.start, spec.end, jobs)
     if len(spans) == 1:
         return runner.run(spec, progress)
     parts = [replace(spec, start=a, end=b, fleet_days=(spec.start, spec.end)) for a, b in spans]
