@@ -38,7 +38,6 @@ from vpp_aggregator.app.meter_days import (
 from vpp_aggregator.app.outbound import SettledInterval, SettledResource
 from vpp_aggregator.domain.baseline_days import local_slots
 from vpp_aggregator.domain.baselines import Baseline, BaselineMethod, DayLoads, baseline
-from vpp_aggregator.domain.finite import nan_to_num
 from vpp_aggregator.domain.metering import energy_in_each
 
 __all__ = ["BaselinePolicy", "Measured", "MeasurementStore", "Meter"]
@@ -337,7 +336,7 @@ class Meter:
         if base_kw is None:
             base_kw = np.zeros(today.size)
             note = f"{note}; delivery counted as metered output only (baseline 0)"
-        measured_kw = nan_to_num(loads.kw[:, -1]).sum(axis=0)
+        measured_kw = np.nan_to_num(loads.kw[:, -1]).sum(axis=0)
         intervals: list[SettledInterval] = []
         credited_total = 0.0
         for s in range(window.start, window.stop):
@@ -366,7 +365,7 @@ class Meter:
         for rid, bess in members if per_resource else []:
             own = baseline_of([] if bess else [rid]).kw
             own_kwh = float(own[window].sum()) / KW_PER_KWH if own is not None else 0.0
-            used = float(nan_to_num(loads.kw[loads.row[rid], -1, window]).sum()) / KW_PER_KWH
+            used = float(np.nan_to_num(loads.kw[loads.row[rid], -1, window]).sum()) / KW_PER_KWH
             resources.append(
                 {
                     "resource_id": rid,
