@@ -14,7 +14,6 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.domain.capacity import ResourceColumns
 from vpp_aggregator.domain.early_departures import EARLY_FLOOR_FROM, left_early, remember
-from vpp_aggregator.domain.finite import nan_to_num
 from vpp_aggregator.domain.fleet_scan import id_chunks, locked_chunks
 from vpp_aggregator.domain.floors import early_leaver_floor_pct
 from vpp_aggregator.domain.id_index import IdIndex, grown_rows
@@ -381,7 +380,7 @@ class FleetColumns:
                     self.telemetry_ts[rows],
                     self.soc_pct[rows],
                     self.plugged[rows],
-                    nan_to_num(self.power_kw[rows]),
+                    np.nan_to_num(self.power_kw[rows]),
                 )
             )
         r, ts, soc, plugged, power = (np.concatenate(c) for c in zip(*parts, strict=True))

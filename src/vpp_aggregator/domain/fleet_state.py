@@ -21,7 +21,6 @@ from vpp_aggregator.domain.capacity import REASONS, Unavailable, unavailability
 from vpp_aggregator.domain.dispatch.problem import ResourceInputs, joined_inputs
 from vpp_aggregator.domain.early_departures import early_count
 from vpp_aggregator.domain.efficiency import soc_change_pct
-from vpp_aggregator.domain.finite import nan_to_num
 from vpp_aggregator.domain.fleet_capacity import (
     CapacitySnapshot,
     Figures,
@@ -257,7 +256,7 @@ class FleetState(FleetCapacity):
         held = set(busy)
         with self._lock:
             removals = self.removals
-        parts: list[ResourceInputs] = []
+            parts = [self._inputs(np.zeros(0, np.int64), now_ts, start_ts, direction, held)]
         if resource_ids is not None:
             for chunk in id_chunks(resource_ids):
                 with self._lock:
@@ -273,9 +272,6 @@ class FleetState(FleetCapacity):
                 if g_ok.size:  # no group: no resource
                     rows = sl.start + np.flatnonzero(self.present[sl] & g_ok[self.group[sl]])
                     parts.append(self._inputs(rows, now_ts, start_ts, direction, held))
-        if not parts:  # none in scope
-            with self._lock:
-                parts.append(self._inputs(np.zeros(0, np.int64), now_ts, start_ts, direction, held))
         ids = [rid for p in parts for rid in p.resource_ids]
         dedupe = resource_ids is None and self.removals != removals and len(parts) > 1
         inputs = joined_inputs(parts, last_of_each(ids) if dedupe else None)
@@ -314,7 +310,7 @@ class FleetState(FleetCapacity):
             power_kw=np.where(
                 available,
                 np.clip(
-                    nan_to_num(self.power_kw[rows]),
+                    np.nan_to_num(self.power_kw[rows]),
                     -(self.max_charge_kw[rows] * (1 + POWER_MARGIN) + POWER_MARGIN_KW),
                     self.max_discharge_kw[rows] * (1 + POWER_MARGIN) + POWER_MARGIN_KW,
                 ),
@@ -330,10 +326,10 @@ class FleetState(FleetCapacity):
         """The last report moved on by its power since (up to the stale limit), only toward the
         limit the plan runs to: the device may have stopped meanwhile."""
         age_s = np.clip(now_ts - self.telemetry_ts[rows], 0.0, self.stale_seconds)
-        soc = nan_to_num(self.soc_pct[rows])
+        soc = np.nan_to_num(self.soc_pct[rows])
         moved = soc_change_pct(
-            nan_to_num(self.power_kw[rows]),
-            nan_to_num(age_s),
+            np.nan_to_num(self.power_kw[rows]),
+            np.nan_to_num(age_s),
             np.maximum(self.capacity_kwh[rows], 1e-9),
             self.round_trip_efficiency,
         )
@@ -366,7 +362,7 @@ class FleetState(FleetCapacity):
                 [
                     np.bincount(
                         groups[fresh],
-                        weights=nan_to_num(self.power_kw[sl][fresh]),
+                        weights=np.nan_to_num(self.power_kw[sl][fresh]),
                         minlength=size,
                     ),
                     np.bincount(groups[fresh], minlength=size),
@@ -395,4 +391,4 @@ class FleetState(FleetCapacity):
             rows = self.rows_of(list(resource_ids))
             rows = rows[rows >= 0]
             fresh = now_ts - self.telemetry_ts[rows] <= self.stale_seconds
-            return float(nan_to_num(self.power_kw[rows][fresh]).sum())
+            return float(np.nan_to_num(self.power_kw[rows][fresh]).sum())

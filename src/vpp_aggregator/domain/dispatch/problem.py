@@ -24,7 +24,6 @@ from numpy.typing import NDArray
 
 from vpp_aggregator.domain.early_departures import MAX_COUNTED
 from vpp_aggregator.domain.efficiency import one_way_efficiency
-from vpp_aggregator.domain.finite import nan_to_num
 from vpp_aggregator.domain.floors import (
     departure_floor_pct,
     latency_reserve_pct,
@@ -107,7 +106,7 @@ class DispatchProblem:
         n = len(inp.resource_ids)
         r = self.ramp_kw_per_min
         max_kw = np.where(d > 0, inp.max_discharge_kw, inp.max_charge_kw).astype(np.float64)
-        q0 = d * nan_to_num(inp.power_kw)
+        q0 = d * np.nan_to_num(inp.power_kw)
         eta = one_way_efficiency(self.round_trip_efficiency)
         kwmin_to_pct = STEP_MIN / 60.0 * 100.0 / inp.capacity_kwh  # % per kW held one minute
         # Discharging draws kWh/eta from the cells; charging stores kWh*eta.
@@ -115,11 +114,10 @@ class DispatchProblem:
         tail = math.ceil(float(np.max(np.maximum(max_kw, np.abs(q0)), initial=0.0)) / r) + 1
         horizon = self.duration_min + tail
         dep = inp.departure_min
-        leaves = np.isfinite(dep)
-        dep_or_0 = np.where(leaves, dep, 0.0)  # only read where it leaves
-        last_point = np.minimum(np.where(leaves, np.floor(dep_or_0) - 1, horizon), horizon).astype(
-            np.int64
-        )
+        last_point = np.minimum(
+            np.where(np.isfinite(dep), np.floor(np.nan_to_num(dep, posinf=0.0)) - 1, horizon),
+            horizon,
+        ).astype(np.int64)
         set_ = object.__setattr__
         set_(self, "direction", d)
         set_(self, "n", n)
@@ -133,7 +131,9 @@ class DispatchProblem:
         set_(self, "y0", (inp.soc_pct if d > 0 else -inp.soc_pct).astype(np.float64))
         # While held (even at zero) a vehicle does not charge, so the floor to respect is the one
         # at the end of the hold: at its departure, or at the end of the schedule.
-        final_point = np.where(leaves, np.minimum(np.ceil(dep_or_0), horizon), horizon)
+        final_point = np.where(
+            np.isfinite(dep), np.minimum(np.ceil(np.nan_to_num(dep, posinf=0.0)), horizon), horizon
+        )
         lo_final = self.lo_rows(np.arange(n), final_point)
         set_(self, "lo_final", lo_final)
         # It must at least be able to bring its present power back to zero above that floor,

@@ -22,7 +22,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vpp_aggregator.domain.dispatch.problem import STEP_MIN, DispatchProblem, ResourceInputs
-from vpp_aggregator.domain.finite import nan_to_num
 from vpp_aggregator.domain.floors import static_floor_pct
 from vpp_aggregator.domain.resources import Resource, ResourceType
 from vpp_aggregator.domain.schedule import next_departure
@@ -209,8 +208,6 @@ def check_setpoints(
     soc = soc_trajectory(inp.soc_pct[rows], inp.capacity_kwh[rows], round_trip_efficiency, sp)
 
     def report(mask: NDArray[np.bool_], rule: str, what: str) -> None:
-        if not mask.any():  # nearly always: spares the search for where
-            return
         for row, point in zip(*np.nonzero(mask), strict=True):
             out.append(SafetyViolation(ids[row], rule, int(point), what))
 
@@ -219,7 +216,7 @@ def check_setpoints(
     # are not held against them. The ramp itself always is, and so is the way down: a point that
     # stays further from zero than ramping at the limit would have brought it is chosen.
     t = np.arange(sp.shape[1], dtype=np.float64) * STEP_MIN
-    now_kw = nan_to_num(inp.power_kw[rows])
+    now_kw = np.nan_to_num(inp.power_kw[rows])
     own_limit = np.where(now_kw > 0, inp.max_discharge_kw[rows], inp.max_charge_kw[rows])
     allowed_now = np.where(direction * now_kw > 0, own_limit, 0.0)
     forced_min = np.ceil(np.maximum(np.abs(now_kw) - allowed_now, 0.0) / ramp_kw_per_min)
