@@ -20,6 +20,7 @@ from vpp_aggregator.domain.baselines import (
     PJM_CBL,
     DayLoads,
     baseline,
+    baselines_each,
 )
 from vpp_aggregator.domain.metering import energy_in, energy_in_each, interval_energy
 
@@ -247,3 +248,57 @@ def test_many_resources_measured_at_once_as_each_on_its_own() -> None:
     assert each_kwh[1].sum() == 0.0 and each_covered[1].sum() == 0.0
     # the lone sample at t0 + 3000 s holds 600 s: the tenth and eleventh intervals, 11 kW each
     assert each_kwh[0, 0, 10:12] == pytest.approx([11 * 300 / 3600] * 2)
+
+
+@pytest.mark.parametrize("rule", [CAISO_10IN10, PJM_CBL, METERED], ids=lambda r: r.method.value)
+def test_each_resource_baselined_at_once_is_its_baseline_on_its_own(rule: object) -> None:
+    """Settlement reports every member's own baseline; baselined together (grouped by the like
+    days they share) each must be exactly what `baseline` gives that member alone: its own
+    days (a member without samples on a day has that day left out), high days by its own
+    use (PJM), its own day-of adjustment, or none where it was not measured before."""
+    rng = np.random.default_rng(7)
+    event_day = date(2019, 7, 10)
+    days = [event_day - timedelta(days=b) for b in range(45, -1, -1)]
+    members, slots = 30, 288
+    kw = rng.gamma(1.0, 3.0, (members, len(days), slots))
+    kw[:, :, 100:112] = np.nan  # as where the clock skipped an hour
+    kw[rng.random(kw.shape) < 0.02] = 0.0
+    known = rng.random((members, len(days))) > 0.15
+    known[:3] = True  # a few members measured every day: they share their like days
+    known[3] = False  # one measured on almost no day: too few like days, no baseline
+    known[:, -1] = True
+    adjust = rng.random(members) > 0.2
+    event = slice(168, 204)  # 14:00-17:00 in five-minute intervals
+    together = baselines_each(
+        kw,
+        known,
+        days,
+        event_day,
+        event,
+        rule,
+        (date(2019, 7, 3),),
+        slot_minutes=5,
+        adjust=adjust,
+    )
+    assert len(together) == members
+    for r in range(members):
+        seen = known[r]
+        alone = baseline(
+            DayLoads(tuple(d for d, s in zip(days, seen, strict=True) if s), kw[r][seen]),
+            event_day,
+            event,
+            rule,
+            (date(2019, 7, 3),),
+            slot_minutes=5,
+            adjust=bool(adjust[r]),
+        )
+        got = together[r]
+        assert (got.kw is None) == (alone.kw is None), r
+        if alone.kw is not None:
+            assert got.kw is not None and np.array_equal(got.kw, alone.kw), r
+        assert (got.days_used, got.adjustment, got.note) == (
+            alone.days_used,
+            alone.adjustment,
+            alone.note,
+        ), r
+    assert any(b.kw is None for b in together) != (rule is METERED)

@@ -34,6 +34,12 @@ class MemberLoads:
         cover = self.covered_s[rows].sum(axis=0)
         return kw, cover / (len(rows) * np.maximum(self.valid_s, 1.0))
 
+    def each(self, ids: list[str]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Each resource's load on its own (resources, days, intervals), and its share of each
+        day's time covered (resources, days)."""
+        rows = self.rows(ids)
+        return self.kw[rows], self.covered_s[rows] / np.maximum(self.valid_s, 1.0)
+
 
 def from_series(
     series: tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]],

@@ -37,7 +37,7 @@ from vpp_aggregator.app.meter_days import (
 )
 from vpp_aggregator.app.outbound import SettledInterval, SettledResource
 from vpp_aggregator.domain.baseline_days import local_slots
-from vpp_aggregator.domain.baselines import Baseline, BaselineMethod, DayLoads, baseline
+from vpp_aggregator.domain.baselines import Baseline, BaselineMethod, baselines_each
 from vpp_aggregator.domain.metering import energy_in_each
 
 __all__ = ["BaselinePolicy", "Measured", "MeasurementStore", "Meter"]
@@ -309,28 +309,25 @@ class Meter:
         if end.astimezone(tz) > datetime.combine(day + timedelta(days=1), time(), tz):
             note = "the award runs past local midnight: only its part before midnight is measured"
 
-        def baseline_of(rows: list[str]) -> Baseline:
+        def baselines_of(rows: list[str], each: bool) -> list[Baseline]:
+            """The baseline of the members `rows` together, or of each on its own."""
             if metered or not rows:
-                return Baseline(np.zeros(today.size))
-            kw, cover = loads.summed(rows)
-            seen = cover >= MIN_COVERAGE
-            seen[-1] = True  # the event day itself is always kept
-            lo, hi = adjust_from, adjust_to
-            measured_before = float(
-                loads.covered_today[loads.rows(rows), lo:hi].sum()
-            ) >= MIN_COVERAGE * len(rows) * SLOT_S * max(hi - lo, 1)
-            return baseline(
-                DayLoads(tuple(d for d, s in zip(days, seen, strict=True) if s), kw[seen]),
-                day,
-                event,
-                rule,
-                event_days,
-                slot_minutes=SLOT_MIN,
-                adjust=measured_before,
+                return [Baseline(np.zeros(today.size))] * (len(rows) if each else 1)
+            before = loads.covered_today[loads.rows(rows), adjust_from:adjust_to]
+            if each:
+                (kw, cover), n, before = loads.each(rows), 1, before.sum(axis=1)
+            else:
+                kw, cover = (x[None] for x in loads.summed(rows))
+                n, before = len(rows), np.array([float(before.sum())])
+            known = cover >= MIN_COVERAGE
+            known[:, -1] = True  # the event day itself is always kept
+            adjust = before >= MIN_COVERAGE * n * SLOT_S * max(adjust_to - adjust_from, 1)
+            return baselines_each(
+                kw, known, days, day, event, rule, event_days, slot_minutes=SLOT_MIN, adjust=adjust
             )
 
         vehicles = [r for r, bess in members if not bess]
-        whole = baseline_of(vehicles)
+        whole = baselines_of(vehicles, each=False)[0]
         base_kw = whole.kw
         note = "; ".join(n for n in (note, whole.note) if n) or None
         if base_kw is None:
@@ -362,8 +359,11 @@ class Meter:
                 }
             )
         resources: list[SettledResource] = []
+        own_of = (
+            dict(zip(vehicles, baselines_of(vehicles, True), strict=True)) if per_resource else {}
+        )
         for rid, bess in members if per_resource else []:
-            own = baseline_of([] if bess else [rid]).kw
+            own = np.zeros(today.size) if bess else own_of[rid].kw
             own_kwh = float(own[window].sum()) / KW_PER_KWH if own is not None else 0.0
             used = float(np.nan_to_num(loads.kw[loads.row[rid], -1, window]).sum()) / KW_PER_KWH
             resources.append(

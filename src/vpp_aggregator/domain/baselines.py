@@ -24,7 +24,7 @@ this was written, so the parameters follow the published summaries and stay conf
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -185,31 +185,120 @@ def baseline(
     days, kind, why = choose_days(loads, event_day, event_slots, rule, event_days)
     if why is not None:
         return Baseline(None, day_type=kind, note=why)
-    raw = np.asarray(_mean(np.array([loads.kw[loads.days.index(d)] for d in days]), axis=0))
+    rows = [loads.days.index(d) for d in days]
+    today = loads.row(event_day)
+    return _averaged(
+        loads.kw[None],
+        rows,
+        None if today is None else today[None],
+        event_slots,
+        rule,
+        slot_minutes,
+        np.array([adjust]),
+        tuple(days),
+        kind,
+    )[0]
+
+
+def baselines_each(
+    kw: NDArray[np.float64],
+    known: NDArray[np.bool_],
+    days: Sequence[date],
+    event_day: date,
+    event_slots: slice,
+    rule: BaselineRule,
+    event_days: Iterable[date] = (),
+    *,
+    slot_minutes: int,
+    adjust: NDArray[np.bool_],
+) -> list[Baseline]:
+    """Each resource's own baseline, as `baseline` gives it for that resource alone: `kw`
+    (resources, days, intervals) with `days` the last the event day, `known` the days each
+    resource's load counts on, `adjust` whether it was measured in the adjustment window.
+    Resources whose like days are the same are averaged and adjusted together: settling an
+    aggregation of 200 vehicles one at a time cost more than measuring it."""
+    if days[-1] != event_day or not known[:, -1].all():
+        raise ValueError("the event day must be the last day, known for every resource")
+    if rule.method is BaselineMethod.METERED:
+        return [
+            baseline(
+                DayLoads(tuple(days), kw[r]),
+                event_day,
+                event_slots,
+                rule,
+                slot_minutes=slot_minutes,
+            )
+            for r in range(kw.shape[0])
+        ]
+    event_days = tuple(event_days)
+    kind = day_type(event_day, saturday_apart=rule.saturday_apart)
+    wanted, keep, _ = rule.counts(kind)
+    by_use = rule.low_usage_share is not None or keep < wanted  # the choice reads the loads
+    chosen: dict[tuple[bool, ...] | int, tuple[list[date], str | None]] = {}
+    groups: dict[tuple[date, ...], list[int]] = {}
+    out: list[Baseline | None] = [None] * kw.shape[0]
+    for r in range(kw.shape[0]):
+        seen = known[r]
+        key: tuple[bool, ...] | int = r if by_use else tuple(seen.tolist())
+        if key not in chosen:
+            loads = DayLoads(tuple(d for d, s in zip(days, seen, strict=True) if s), kw[r][seen])
+            picked, _, why = choose_days(loads, event_day, event_slots, rule, event_days)
+            chosen[key] = (picked, why)
+        picked, why = chosen[key]
+        if why is not None:
+            out[r] = Baseline(None, day_type=kind, note=why)
+        else:
+            groups.setdefault(tuple(picked), []).append(r)
+    at = {d: i for i, d in enumerate(days)}
+    for like, members in groups.items():
+        group = kw[members]
+        rows = [at[d] for d in like]
+        args = (group, rows, group[:, -1], event_slots, rule, slot_minutes, adjust[members])
+        done = _averaged(*args, like, kind)
+        for r, b in zip(members, done, strict=True):
+            out[r] = b
+    return [b for b in out if b is not None]
+
+
+def _averaged(
+    kw: NDArray[np.float64],
+    rows: list[int],
+    today: NDArray[np.float64] | None,
+    event_slots: slice,
+    rule: BaselineRule,
+    slot_minutes: int,
+    adjust: NDArray[np.bool_],
+    days: tuple[date, ...],
+    kind: DayType,
+) -> list[Baseline]:
+    """The baselines of resources (`kw`: resources, days, intervals) on the same chosen days
+    (`rows` of the days axis), each adjusted by its own load `today` (resources, intervals)."""
+    raw = np.asarray(_mean(kw[:, rows], axis=1))
     per_hour = 60 // slot_minutes
     start = int(event_slots.start or 0)
     lo = max(0, start - round(rule.adjustment_from_h * per_hour))
     hi = max(0, start - round(rule.adjustment_to_h * per_hour))
-    today = loads.row(event_day)
-    note = None
-    if hi <= lo or today is None or not adjust:
-        adjusted, factor = raw, None
-        note = (
-            "no day-of adjustment: the event starts too early in the day for its window"
-            if hi <= lo or today is None
-            else "no day-of adjustment: the event day was not measured before the event"
-        )
-    elif rule.adjustment is Adjustment.RATIO:
-        actual, base = float(_mean(today[lo:hi])), float(_mean(raw[lo:hi]))
-        factor = actual / base if base > 0 else 1.0
+    if hi <= lo or today is None:
+        why = "no day-of adjustment: the event starts too early in the day for its window"
+        return [Baseline(raw[r], days, kind, raw[r], None, why) for r in range(raw.shape[0])]
+    actual = np.asarray(_mean(today[:, lo:hi], axis=1))
+    base = np.asarray(_mean(raw[:, lo:hi], axis=1))
+    if rule.adjustment is Adjustment.RATIO:
+        factor = np.divide(actual, base, out=np.ones_like(base), where=base > 0)
         if rule.adjustment_cap is not None:
-            factor = min(1.0 + rule.adjustment_cap, max(1.0 - rule.adjustment_cap, factor))
-        adjusted = raw * factor
+            cap = rule.adjustment_cap
+            factor = np.minimum(1.0 + cap, np.maximum(1.0 - cap, factor))
+        adjusted = raw * factor[:, None]
     else:
-        actual, base = float(_mean(today[lo:hi])), float(_mean(raw[lo:hi]))
         factor = actual - base
         if rule.adjustment_cap is not None:
-            limit = rule.adjustment_cap * abs(base)
-            factor = min(limit, max(-limit, factor))
-        adjusted = raw + factor
-    return Baseline(adjusted, tuple(days), kind, raw, factor, note)
+            limit = rule.adjustment_cap * np.abs(base)
+            factor = np.minimum(limit, np.maximum(-limit, factor))
+        adjusted = raw + factor[:, None]
+    unmeasured = "no day-of adjustment: the event day was not measured before the event"
+    return [
+        Baseline(adjusted[r], days, kind, raw[r], float(factor[r]))
+        if adjust[r]
+        else Baseline(raw[r], days, kind, raw[r], None, unmeasured)
+        for r in range(raw.shape[0])
+    ]
