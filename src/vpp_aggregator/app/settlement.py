@@ -141,9 +141,10 @@ class Meter:
             for i, b in enumerate(blocks)
         ]
         late = self._late(kept, starts, row)
-        stale_from = np.full(n, -np.inf)  # per day, where its kept intervals stop holding
+        # per day, where its kept intervals stop holding (a final day holds all through)
+        stale_from = np.array([np.inf if b and b.read_at is None else -np.inf for b in kept])
         for i, b in enumerate(kept):
-            if b is not None:
+            if b is not None and b.read_at is not None:
                 rows, ts = late.get(i, (np.zeros(0, np.int64), np.zeros(0)))
                 until = valid_until(b, rows, ts, float(starts[i, 0]))
                 stale_from[i] = first_stale_start(starts[i], exists[i], until, SLOT_S).min()
@@ -218,8 +219,7 @@ class Meter:
         """Keep what this read measured; a day checked with nothing received since is good as
         of now, and one over a day past its end is final."""
         final_before = read_at - LATE_SAMPLES_S
-        for i, key in enumerate(keys):
-            b = kept[i]
+        for i, (key, b) in enumerate(zip(keys, kept, strict=True)):
             if i < first:
                 if b is not None and b.read_at is not None:
                     b.read_at = read_at  # checked up to now: the next check looks from here
