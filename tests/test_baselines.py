@@ -18,6 +18,7 @@ from vpp_aggregator.domain.baselines import (
     CAISO_10IN10,
     METERED,
     PJM_CBL,
+    BaselineRule,
     DayLoads,
     baseline,
     baselines_each,
@@ -250,35 +251,41 @@ def test_many_resources_measured_at_once_as_each_on_its_own() -> None:
     assert each_kwh[0, 0, 10:12] == pytest.approx([11 * 300 / 3600] * 2)
 
 
-@pytest.mark.parametrize("rule", [CAISO_10IN10, PJM_CBL, METERED], ids=lambda r: r.method.value)
-def test_each_resource_baselined_at_once_is_its_baseline_on_its_own(rule: object) -> None:
+@pytest.mark.parametrize(
+    ("rule", "event"),
+    [
+        (CAISO_10IN10, slice(168, 204)),
+        (replace(CAISO_10IN10, weekday_keep=7), slice(168, 204)),  # high 7 of 10: by use
+        (PJM_CBL, slice(168, 204)),
+        (replace(PJM_CBL, adjustment_cap=0.05), slice(168, 204)),  # a capped additive
+        (CAISO_10IN10, slice(6, 30)),  # too early in the day for a day-of adjustment
+        (METERED, slice(168, 204)),
+    ],
+    ids=["caiso", "high-7-of-10", "pjm", "pjm-capped", "caiso-early", "metered"],
+)
+def test_each_resource_baselined_at_once_is_its_baseline_on_its_own(
+    rule: BaselineRule, event: slice
+) -> None:
     """Settlement reports every member's own baseline; baselined together (grouped by the like
     days they share) each must be exactly what `baseline` gives that member alone: its own
     days (a member without samples on a day has that day left out), high days by its own
-    use (PJM), its own day-of adjustment, or none where it was not measured before."""
+    use, its own day-of adjustment, or none where it was not measured before."""
     rng = np.random.default_rng(7)
     event_day = date(2019, 7, 10)
     days = [event_day - timedelta(days=b) for b in range(45, -1, -1)]
     members, slots = 30, 288
     kw = rng.gamma(1.0, 3.0, (members, len(days), slots))
-    kw[:, :, 100:112] = np.nan  # as where the clock skipped an hour
+    kw[:, ::9, 130:142] = np.nan  # an hour the clock skipped, in the adjustment window
+    kw[:, ::11, 180:192] = np.nan  # ... and in the event's hours
     kw[rng.random(kw.shape) < 0.02] = 0.0
     known = rng.random((members, len(days))) > 0.15
     known[:3] = True  # a few members measured every day: they share their like days
     known[3] = False  # one measured on almost no day: too few like days, no baseline
     known[:, -1] = True
     adjust = rng.random(members) > 0.2
-    event = slice(168, 204)  # 14:00-17:00 in five-minute intervals
+    holiday = (date(2019, 7, 3),)  # an event day of the lookback, left out
     together = baselines_each(
-        kw,
-        known,
-        days,
-        event_day,
-        event,
-        rule,
-        (date(2019, 7, 3),),
-        slot_minutes=5,
-        adjust=adjust,
+        kw, known, days, event_day, event, rule, holiday, slot_minutes=5, adjust=adjust
     )
     assert len(together) == members
     for r in range(members):
@@ -288,17 +295,29 @@ def test_each_resource_baselined_at_once_is_its_baseline_on_its_own(rule: object
             event_day,
             event,
             rule,
-            (date(2019, 7, 3),),
+            holiday,
             slot_minutes=5,
             adjust=bool(adjust[r]),
         )
         got = together[r]
-        assert (got.kw is None) == (alone.kw is None), r
-        if alone.kw is not None:
-            assert got.kw is not None and np.array_equal(got.kw, alone.kw), r
-        assert (got.days_used, got.adjustment, got.note) == (
+        for a, b in ((got.kw, alone.kw), (got.unadjusted_kw, alone.unadjusted_kw)):
+            assert (a is None) == (b is None), r
+            assert a is None or b is None or np.array_equal(a, b), r
+        assert (got.days_used, got.day_type, got.adjustment, got.note) == (
             alone.days_used,
+            alone.day_type,
             alone.adjustment,
             alone.note,
         ), r
     assert any(b.kw is None for b in together) != (rule is METERED)
+    with pytest.raises(ValueError, match="the event day must be the last day"):
+        baselines_each(
+            kw[:, :-1],
+            known[:, :-1],
+            days[:-1],
+            event_day,
+            event,
+            rule,
+            slot_minutes=5,
+            adjust=adjust,
+        )

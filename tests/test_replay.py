@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -240,6 +241,24 @@ def test_a_bad_replay_is_refused_naming_each_problem() -> None:
         with pytest.raises(ValueError, match=re.escape(why)):
             replace(SPEC, settings=settings).check()
     replace(SPEC, settings={"VPP_NEED_FLOOR_EARLY_LEAVES": "0"}).check()
+    with pytest.raises(ValueError, match="--fleet-to 2019-03-01 must be after --fleet-from"):
+        replace(SPEC, fleet_days=(date(2019, 3, 5), date(2019, 3, 1))).check()
+
+
+def test_a_short_replay_can_replay_the_fleet_of_a_longer_period() -> None:
+    """`--fleet-from/--fleet-to`: a day with the fleet a month's replay has (its regular
+    drivers), not the drivers of that day alone, as a part of a long replay has its fleet."""
+    day = replace(SPEC, end=date(2019, 3, 6), warmup_days=0, fleet=FleetSpec(bess=0))
+    month = (date(2019, 3, 1), date(2019, 4, 1))
+    own = run(day)["fleet"]
+    drawn = run(replace(day, fleet_days=month))["fleet"]
+    span = tuple(
+        datetime.combine(d, datetime.min.time(), ZoneInfo(SPEC.timezone)).timestamp() for d in month
+    )
+    stays = read_stays(SESSIONS, None, span)
+    regulars = [str(stays.keys[k]) for k in stays.regular(*span, FleetSpec().per_week)]
+    assert drawn["vehicles"] == len(regulars) != own["vehicles"]
+    assert drawn["vehicle_of"] == regulars
 
 
 def one_battery(command_delay_s: float = 4.0) -> Any:

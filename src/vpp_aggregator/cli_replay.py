@@ -28,6 +28,17 @@ def replay(
         str | None,
         typer.Option(help="e.g. 'ev=200,bess=4,bess_kwh=500,per_week=0.5,nodes=1'"),
     ] = None,
+    fleet_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Draw the fleet's drivers from the days from this one (with --fleet-to) "
+            "instead of the replayed ones: a week with a year's fleet, as a part of that year "
+            "replays it"
+        ),
+    ] = None,
+    fleet_to: Annotated[
+        str | None, typer.Option(help="The day after the last the fleet is drawn from")
+    ] = None,
     quantile: Annotated[
         str, typer.Option(help="Offer quantile: p5, p10, p20, p30, p50 (or p90)")
     ] = "p10",
@@ -74,6 +85,13 @@ def replay(
     from vpp_aggregator.replay.runner import ReplaySpec
 
     try:
+        if (fleet_from is None) != (fleet_to is None):
+            raise ValueError("--fleet-from and --fleet-to go together")
+        fleet_days = (
+            (date.fromisoformat(fleet_from), date.fromisoformat(fleet_to))
+            if fleet_from is not None and fleet_to is not None
+            else None
+        )
         spec = ReplaySpec(
             sessions=sessions,
             start=date.fromisoformat(start),
@@ -95,6 +113,7 @@ def replay(
             warmup_days=warmup_days,
             baseline=baseline,
             settings=dict(_key_value(s) for s in setting or []),
+            fleet_days=fleet_days,
         )
         spec.check()
     except ValueError as exc:

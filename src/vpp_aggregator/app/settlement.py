@@ -142,7 +142,7 @@ class Meter:
         ]
         late = self._late(kept, starts, row)
         # per day, where its kept intervals stop holding (a final day holds all through)
-        stale_from = np.array([np.inf if b and b.read_at is None else -np.inf for b in kept])
+        stale_from = np.where([b is not None and b.read_at is None for b in kept], np.inf, -np.inf)
         for i, b in enumerate(kept):
             if b is not None and b.read_at is not None:
                 rows, ts = late.get(i, (np.zeros(0, np.int64), np.zeros(0)))
@@ -312,7 +312,7 @@ class Meter:
         def baselines_of(rows: list[str], each: bool) -> list[Baseline]:
             """The baseline of the members `rows` together, or of each on its own."""
             if metered or not rows:
-                return [Baseline(np.zeros(today.size))] * (len(rows) if each else 1)
+                return [Baseline(np.zeros(today.size)) for _ in range(len(rows) if each else 1)]
             before = loads.covered_today[loads.rows(rows), adjust_from:adjust_to]
             if each:
                 (kw, cover), n, before = loads.each(rows), 1, before.sum(axis=1)

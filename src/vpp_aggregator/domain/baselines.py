@@ -257,7 +257,9 @@ def baselines_each(
         done = _averaged(*args, like, kind)
         for r, b in zip(members, done, strict=True):
             out[r] = b
-    return [b for b in out if b is not None]
+    done = [b for b in out if b is not None]
+    assert len(done) == len(out), "every resource has its baseline or why not"
+    return done
 
 
 def _averaged(

@@ -41,7 +41,8 @@ def run(
     spans = periods(spec.start, spec.end, jobs)
     if len(spans) == 1:
         return runner.run(spec, progress)
-    parts = [replace(spec, start=a, end=b, fleet_days=(spec.start, spec.end)) for a, b in spans]
+    drawn = spec.fleet_days or (spec.start, spec.end)  # every part replays the same vehicles
+    parts = [replace(spec, start=a, end=b, fleet_days=drawn) for a, b in spans]
     # A fresh interpreter per part: the parent's threads (the progress bar's) are not forked.
     context = multiprocessing.get_context("spawn")
     done = context.Array("d", len(parts), lock=False)

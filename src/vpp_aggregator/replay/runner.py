@@ -82,6 +82,9 @@ class ReplaySpec:
             problems.append(f"sessions file not found: {self.sessions}")
         if self.weather is not None and not self.weather.is_file():
             problems.append(f"weather file not found: {self.weather}")
+        if self.fleet_days is not None and self.fleet_days[1] <= self.fleet_days[0]:
+            first, last = self.fleet_days
+            problems.append(f"--fleet-to {last} must be after --fleet-from {first}")
         if self.warmup_days < 0:
             problems.append("warm-up days must be >= 0")
         if self.baseline not in {m.value for m in BaselineMethod}:
