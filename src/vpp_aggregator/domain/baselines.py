@@ -252,14 +252,22 @@ def baselines_each(
     at = {d: i for i, d in enumerate(days)}
     for like, members in groups.items():
         group = kw[members]
-        rows = [at[d] for d in like]
-        args = (group, rows, group[:, -1], event_slots, rule, slot_minutes, adjust[members])
-        done = _averaged(*args, like, kind)
-        for r, b in zip(members, done, strict=True):
+        averaged = _averaged(
+            group,
+            [at[d] for d in like],
+            group[:, -1],  # the event day, each member's own load
+            event_slots,
+            rule,
+            slot_minutes,
+            adjust[members],
+            like,
+            kind,
+        )
+        for r, b in zip(members, averaged, strict=True):
             out[r] = b
-    done = [b for b in out if b is not None]
-    assert len(done) == len(out), "every resource has its baseline or why not"
-    return done
+    every = [b for b in out if b is not None]
+    assert len(every) == len(out), "every resource has its baseline or why not"
+    return every
 
 
 def _averaged(
