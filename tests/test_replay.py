@@ -454,21 +454,24 @@ def test_the_replay_steps_five_minutes_only_while_nothing_is_followed() -> None:
     assert step(warm + 900) == warm + 960
 
 
-def test_while_a_dispatch_runs_a_vehicle_away_reports_every_five_minutes_and_as_it_comes_and_goes() -> (
-    None
-):
-    """A battery holding a command reports every minute; a vehicle away from its charger has
-    nothing new to say (no power, the same SoC) and reports every 5 minutes, but the minute it
-    plugs in and the minute it unplugs reach the service at once, and it reports every minute
-    while plugged in."""
+@pytest.mark.parametrize("dispatching", [True, False])
+def test_a_vehicle_away_reports_every_fifteen_minutes_and_at_once_as_it_comes_and_goes(
+    dispatching: bool,
+) -> None:
+    """A vehicle away from its charger has nothing new to say (no power, the same SoC) and
+    reports every 15 minutes, the service's stale window, so it is never heard as stale; the
+    minute it plugs in and the minute it unplugs reach the service at once. While a dispatch
+    runs, a battery holding a command and a vehicle plugged in report every minute; while none
+    does, everything plugged in reports every 5 minutes."""
     from types import SimpleNamespace
 
-    from vpp_aggregator.replay.runner import _Replay
+    from vpp_aggregator.replay.runner import _Replay, _settings
 
     ids = ["bess-1", "ev-away", "ev-visits"]
     plugged = np.array([True, False, False])
-    holding = np.array([True, False, False])
+    holding = np.array([dispatching, False, False])
     sent: list[set[str]] = []
+    heard: list[int] = []
 
     def samples(due: Any) -> Any:
         rows = np.flatnonzero(due)
@@ -481,7 +484,7 @@ def test_while_a_dispatch_runs_a_vehicle_away_reports_every_five_minutes_and_as_
         _reported_ts=np.full(3, -math.inf),
         _reported_plugged=np.zeros(3, dtype=bool),
         devices=SimpleNamespace(
-            any_commanded=lambda: True,
+            any_commanded=lambda: dispatching,
             plugged=lambda: plugged.copy(),
             holding=lambda: holding.copy(),
             samples=samples,
@@ -491,10 +494,17 @@ def test_while_a_dispatch_runs_a_vehicle_away_reports_every_five_minutes_and_as_
             telemetry=SimpleNamespace(ingest=lambda b: sent.append(set(b.resource_ids)))
         ),
     )
-    for minute in range(13):
-        plugged[2] = 3 <= minute < 7  # plugs in at minute 3, leaves at 7
+    step = 1 if dispatching else 5  # the replay's step: a minute while a command runs
+    for minute in range(0, 46, step):
+        plugged[2] = 10 <= minute < 20  # plugs in at minute 10, leaves at 20
+        before = len(sent)
         _Replay._telemetry(replay, 60.0 * minute)  # type: ignore[arg-type]
-    minutes_of = {rid: [m for m, got in enumerate(sent) if rid in got] for rid in ids}
-    assert minutes_of["bess-1"] == list(range(13))
-    assert minutes_of["ev-away"] == [0, 5, 10]
-    assert minutes_of["ev-visits"] == [0, 3, 4, 5, 6, 7, 12]
+        heard += [minute] * (len(sent) - before)
+    minutes_of = {rid: [m for m, got in zip(heard, sent, strict=True) if rid in got] for rid in ids}
+    assert minutes_of["bess-1"] == list(range(0, 46, step))
+    assert minutes_of["ev-away"] == [0, 15, 30, 45]
+    assert minutes_of["ev-visits"] == [0, *range(10, 21, step), 35]
+    # the service holds each sample of the vehicle away over every minute until the next
+    spec = ReplaySpec(Path("sessions.csv"), date(2019, 1, 1), date(2019, 1, 2), Path("."))
+    stale_s = _settings(spec, Path("."))["VPP_TELEMETRY_STALE_SECONDS"]
+    assert (np.diff(minutes_of["ev-away"]) * 60.0 <= stale_s).all()

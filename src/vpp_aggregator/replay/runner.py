@@ -41,8 +41,12 @@ STEP_S = 60.0
 IDLE_STEP_S = 300.0
 MAX_COMMAND_ROUNDS = 8  # re-plans after refusals, each refusal possibly setting off another
 # Telemetry every 5 minutes while nothing is dispatched; while something is, every step from
-# each device plugged in (or just unplugged) or holding a command, every 5 minutes from the rest.
+# each device plugged in (or just unplugged) or holding a command. A vehicle away from its charger
+# (no power, the same SoC: nothing new to say) reports every `AWAY_TELEMETRY_S` either way.
 IDLE_TELEMETRY_S = 300.0
+# The service's stale window in a replay too: a vehicle away is heard as often as the service
+# needs to hold its last sample (no power) over every minute in between.
+AWAY_TELEMETRY_S = 3 * IDLE_TELEMETRY_S
 WARMUP_DAYS = 28  # history before the first day, so the forecaster has learnt the fleet
 RETRAIN_DAYS = 7
 SETTLE_AFTER_S = 3 * IDLE_TELEMETRY_S
@@ -147,7 +151,7 @@ def _settings(spec: ReplaySpec, tmp: Path) -> dict[str, Any]:
         VPP_PEER_POLL_SECONDS=3600,  # no other process shares a replay's store
         # the newest sample per resource, kept for a restart, which a replay never has
         VPP_TELEMETRY_SNAPSHOT_SECONDS=3600,
-        VPP_TELEMETRY_STALE_SECONDS=3 * IDLE_TELEMETRY_S,
+        VPP_TELEMETRY_STALE_SECONDS=AWAY_TELEMETRY_S,
         VPP_STATE_SNAPSHOT_SECONDS=0,
         VPP_AGGREGATE_TELEMETRY_SECONDS=0,
         VPP_FORECAST_RETRAIN_HOURS=0,  # the replay retrains on its own clock, in line
@@ -266,27 +270,26 @@ class _Replay:
             self.ledger.note(f"{self.clock().date()}: no model trained ({exc})")
 
     def _telemetry(self, t: float) -> None:
-        """A vehicle away from its charger reports nothing new (no power, the same SoC): while
-        a dispatch runs it reports every 5 minutes, as everything does while none runs, and
-        the minute it unplugs and plugs in. A year of 200 vehicles spent a quarter of its time
-        storing and applying the fleet's samples every minute (docs/replay.md)."""
+        """Every 5 minutes, and every minute while a device holds a command: from the devices
+        plugged in, holding a command or unplugged since they last reported. A vehicle away
+        from its charger reports nothing new (no power, the same SoC), every 15 minutes: nine
+        in ten of the samples of a week of the year's 200 vehicles were such, and storing,
+        reading back and folding each into the forecast history cost a sixth of the week's
+        CPU (docs/replay.md)."""
         busy = self.devices.any_commanded()
         if not busy and t - self._last_sample < IDLE_TELEMETRY_S:
             return
         self._last_sample = t
-        due = None
-        if busy:
-            plugged_now = self.devices.plugged()
-            due = (
-                plugged_now
-                | self._reported_plugged
-                | self.devices.holding()
-                | (t - self._reported_ts >= IDLE_TELEMETRY_S)
-            )
+        due = (
+            self.devices.plugged()
+            | self._reported_plugged
+            | self.devices.holding()
+            | (t - self._reported_ts >= AWAY_TELEMETRY_S - 1e-6)
+        )
         rows, soc, kw, plugged, dropped = self.devices.samples(due)
         if dropped.size and busy:
             self.ledger.dropout(dropped, t)
-        self._reported_ts[slice(None) if due is None else due] = t
+        self._reported_ts[due] = t
         self._reported_plugged[rows] = plugged
         if rows.size:
             ids = [self.ids[i] for i in rows.tolist()]
