@@ -243,6 +243,14 @@ def test_a_bad_replay_is_refused_naming_each_problem() -> None:
     replace(SPEC, settings={"VPP_NEED_FLOOR_EARLY_LEAVES": "0"}).check()
     with pytest.raises(ValueError, match="--fleet-to 2019-03-01 must be after --fleet-from"):
         replace(SPEC, fleet_days=(date(2019, 3, 5), date(2019, 3, 1))).check()
+    # the drivers' stays are read over the fleet's days: a day outside them would have none
+    for fleet_days in (
+        (date(2019, 1, 1), date(2019, 2, 1)),
+        (SPEC.start + timedelta(days=1), date(2019, 12, 1)),
+    ):
+        with pytest.raises(ValueError, match="must cover the replayed days"):
+            replace(SPEC, fleet_days=fleet_days).check()
+    replace(SPEC, fleet_days=(SPEC.start, SPEC.end)).check()
 
 
 def test_a_short_replay_can_replay_the_fleet_of_a_longer_period() -> None:

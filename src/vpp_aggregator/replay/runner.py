@@ -86,9 +86,16 @@ class ReplaySpec:
             problems.append(f"sessions file not found: {self.sessions}")
         if self.weather is not None and not self.weather.is_file():
             problems.append(f"weather file not found: {self.weather}")
-        if self.fleet_days is not None and self.fleet_days[1] <= self.fleet_days[0]:
+        if self.fleet_days is not None:
             first, last = self.fleet_days
-            problems.append(f"--fleet-to {last} must be after --fleet-from {first}")
+            if last <= first:
+                problems.append(f"--fleet-to {last} must be after --fleet-from {first}")
+            elif first > self.start or last < self.end:
+                # the stays are read over the fleet's days: outside them no driver arrives
+                problems.append(
+                    f"--fleet-from {first} to --fleet-to {last} must cover the replayed days "
+                    f"({self.start} to {self.end})"
+                )
         if self.warmup_days < 0:
             problems.append("warm-up days must be >= 0")
         if self.baseline not in {m.value for m in BaselineMethod}:
