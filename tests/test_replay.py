@@ -462,22 +462,43 @@ def test_the_replay_steps_five_minutes_only_while_nothing_is_followed() -> None:
     assert step(warm + 900) == warm + 960
 
 
-@pytest.mark.parametrize("dispatching", [True, False])
-def test_a_vehicle_away_reports_every_fifteen_minutes_and_at_once_as_it_comes_and_goes(
-    dispatching: bool,
+# The replay's steps (minutes from the warm-up's start) and whether a device holds a command:
+# a minute at a time while one does, 5 minutes on the grid while none does.
+BUSY = [(m, True) for m in range(46)]
+IDLE = [(m, False) for m in range(0, 46, 5)]
+# a dispatch ending at minute 17 (its last minute steps to 20), then on the grid
+ENDING = (
+    [(m, True) for m in range(17)]
+    + [(17, False), (20, False)]
+    + [(m, False) for m in range(25, 46, 5)]
+)
+
+
+@pytest.mark.parametrize(
+    ("steps", "away_at", "visits_at"),
+    [
+        (BUSY, [0, 11, 22, 33, 44], [0, *range(10, 21), 31, 42]),
+        (IDLE, [0, 15, 30, 45], [0, 10, 15, 20, 35]),
+        (ENDING, [0, 11, 25, 40], [0, *range(10, 17), 20, 35]),
+    ],
+    ids=["dispatching", "idle", "dispatch-ends"],
+)
+def test_a_vehicle_away_reports_at_most_fifteen_minutes_apart_and_at_once_as_it_comes_and_goes(
+    steps: list[tuple[int, bool]], away_at: list[int], visits_at: list[int]
 ) -> None:
-    """A vehicle away from its charger has nothing new to say (no power, the same SoC) and
-    reports every 15 minutes, the service's stale window, so it is never heard as stale; the
-    minute it plugs in and the minute it unplugs reach the service at once. While a dispatch
-    runs, a battery holding a command and a vehicle plugged in report every minute; while none
-    does, everything plugged in reports every 5 minutes."""
+    """A vehicle away from its charger has nothing new to say (no power, the same SoC): it
+    reports every 15 minutes on the 5-minute grid, and never more than 15 minutes apart, the
+    service's stale window, even as a dispatch ends between two reports; the minute it plugs in
+    and the minute it unplugs reach the service at once. While a dispatch runs, a battery
+    holding a command and a vehicle plugged in report every minute; while none does,
+    everything plugged in reports on the 5-minute grid."""
     from types import SimpleNamespace
 
     from vpp_aggregator.replay.runner import _Replay, _settings
 
     ids = ["bess-1", "ev-away", "ev-visits"]
     plugged = np.array([True, False, False])
-    holding = np.array([dispatching, False, False])
+    holding = np.array([False, False, False])
     sent: list[set[str]] = []
     heard: list[int] = []
 
@@ -486,13 +507,14 @@ def test_a_vehicle_away_reports_every_fifteen_minutes_and_at_once_as_it_comes_an
         z = np.zeros(rows.size)
         return rows, z, z, plugged[rows].copy(), np.zeros(0, np.int64)
 
+    warm = 1_551_686_400.0  # a local midnight, where the replay's 5-minute grid begins
     replay = SimpleNamespace(
         ids=ids,
-        _last_sample=-math.inf,
+        warm_ts=warm,
         _reported_ts=np.full(3, -math.inf),
         _reported_plugged=np.zeros(3, dtype=bool),
         devices=SimpleNamespace(
-            any_commanded=lambda: dispatching,
+            any_commanded=lambda: bool(holding.any()),
             plugged=lambda: plugged.copy(),
             holding=lambda: holding.copy(),
             samples=samples,
@@ -502,17 +524,17 @@ def test_a_vehicle_away_reports_every_fifteen_minutes_and_at_once_as_it_comes_an
             telemetry=SimpleNamespace(ingest=lambda b: sent.append(set(b.resource_ids)))
         ),
     )
-    step = 1 if dispatching else 5  # the replay's step: a minute while a command runs
-    for minute in range(0, 46, step):
+    for minute, busy in steps:
+        holding[0] = busy
         plugged[2] = 10 <= minute < 20  # plugs in at minute 10, leaves at 20
         before = len(sent)
-        _Replay._telemetry(replay, 60.0 * minute)  # type: ignore[arg-type]
+        _Replay._telemetry(replay, warm + 60.0 * minute)  # type: ignore[arg-type]
         heard += [minute] * (len(sent) - before)
     minutes_of = {rid: [m for m, got in zip(heard, sent, strict=True) if rid in got] for rid in ids}
-    assert minutes_of["bess-1"] == list(range(0, 46, step))
-    assert minutes_of["ev-away"] == [0, 15, 30, 45]
-    assert minutes_of["ev-visits"] == [0, *range(10, 21, step), 35]
+    assert minutes_of["bess-1"] == [m for m, busy in steps if busy or m % 5 == 0]
+    assert minutes_of["ev-away"] == away_at
+    assert minutes_of["ev-visits"] == visits_at
     # the service holds each sample of the vehicle away over every minute until the next
     spec = ReplaySpec(Path("sessions.csv"), date(2019, 1, 1), date(2019, 1, 2), Path("."))
     stale_s = _settings(spec, Path("."))["VPP_TELEMETRY_STALE_SECONDS"]
-    assert (np.diff(minutes_of["ev-away"]) * 60.0 <= stale_s).all()
+    assert (np.diff(away_at) * 60.0 <= stale_s).all()

@@ -40,12 +40,12 @@ STEP_S = 60.0
 # move, arrive and leave minute by minute inside it.
 IDLE_STEP_S = 300.0
 MAX_COMMAND_ROUNDS = 8  # re-plans after refusals, each refusal possibly setting off another
-# Telemetry every 5 minutes while nothing is dispatched; while something is, every step from
-# each device plugged in (or just unplugged) or holding a command. A vehicle away from its charger
-# (no power, the same SoC: nothing new to say) reports every `AWAY_TELEMETRY_S` either way.
+# Telemetry on the 5-minute grid while nothing is dispatched; while something is, every step,
+# from each device plugged in (or just unplugged) or holding a command. A vehicle away from its
+# charger (no power, the same SoC: nothing new to say) reports at most `AWAY_TELEMETRY_S` apart.
 IDLE_TELEMETRY_S = 300.0
-# The service's stale window in a replay too: a vehicle away is heard as often as the service
-# needs to hold its last sample (no power) over every minute in between.
+# The service's stale window in a replay too: a vehicle away is heard often enough for the
+# service to hold each of its samples (no power) over every minute until the next.
 AWAY_TELEMETRY_S = 3 * IDLE_TELEMETRY_S
 WARMUP_DAYS = 28  # history before the first day, so the forecaster has learnt the fleet
 RETRAIN_DAYS = 7
@@ -212,7 +212,6 @@ class _Replay:
         if spec.weather is not None:  # as an operator stores it for the forecast
             self.agg.forecast.inputs.add_weather(read_weather_hours(spec.weather))
         self.jobs = SimJobs(service.scheduler.jobs, clock)  # as `serve` schedules them
-        self._last_sample = -math.inf
         self._reported_ts = np.full(len(self.fleet.hardware.resource_ids), -math.inf)
         self._reported_plugged = np.zeros(len(self.fleet.hardware.resource_ids), dtype=bool)
         self._last_train = -math.inf
@@ -277,21 +276,22 @@ class _Replay:
             self.ledger.note(f"{self.clock().date()}: no model trained ({exc})")
 
     def _telemetry(self, t: float) -> None:
-        """Every 5 minutes, and every minute while a device holds a command: from the devices
-        plugged in, holding a command or unplugged since they last reported. A vehicle away
-        from its charger reports nothing new (no power, the same SoC), every 15 minutes: nine
-        in ten of the samples of a week of the year's 200 vehicles were such, and storing,
-        reading back and folding each into the forecast history cost a sixth of the week's
-        CPU (docs/replay.md)."""
+        """On the 5-minute grid, and every minute while a device holds a command: from the
+        devices plugged in, holding a command or unplugged since they last reported. A vehicle
+        away from its charger reports nothing new (no power, the same SoC), every 15 minutes on
+        the grid: nine in ten of the samples of a week of the year's 200 vehicles were such, and
+        storing, reading back and folding each into the forecast history cost a sixth of the
+        week's CPU (docs/replay.md). Reports come at most 5 minutes apart, so one that is due
+        once 10 minutes have passed is never more than 15 late: the service never hears the
+        vehicle as stale unless a sample drops out."""
         busy = self.devices.any_commanded()
-        if not busy and t - self._last_sample < IDLE_TELEMETRY_S:
+        if not busy and round(t - self.warm_ts) % round(IDLE_TELEMETRY_S):
             return
-        self._last_sample = t
         due = (
             self.devices.plugged()
             | self._reported_plugged
             | self.devices.holding()
-            | (t - self._reported_ts >= AWAY_TELEMETRY_S - 1e-6)
+            | (t - self._reported_ts > AWAY_TELEMETRY_S - IDLE_TELEMETRY_S)
         )
         rows, soc, kw, plugged, dropped = self.devices.samples(due)
         if dropped.size and busy:
