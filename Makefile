@@ -15,10 +15,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
-# Compiled once here: where PYTHONDONTWRITEBYTECODE is set (as on CI), every process would
-# otherwise compile every module it imports, about 6 s of CPU each (a replay's parts, test
-# workers, the service's start).
-$(STAMP): $(BIN)/python requirements-dev.lock pyproject.toml
+# Compiled once here: where PYTHONDONTWRITEBYTECODE is set (as on our 2-core machine), every
+# process would otherwise compile every module it imports, about 6 s of CPU each (a replay's
+# parts, test workers, the service's start).
+$(STAMP): $(BIN)/python requirements-dev.lock pyproject.toml Makefile
 	$(UV) pip sync -q --compile-bytecode --python $(BIN)/python requirements-dev.lock
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
