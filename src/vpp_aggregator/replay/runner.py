@@ -40,10 +40,11 @@ STEP_S = 60.0
 # move, arrive and leave minute by minute inside it.
 IDLE_STEP_S = 300.0
 MAX_COMMAND_ROUNDS = 8  # re-plans after refusals, each refusal possibly setting off another
-# Telemetry on the 5-minute grid while nothing is dispatched; while something is, every step,
-# from each device plugged in (or just unplugged) or holding a command. A vehicle away from its
-# charger (no power, the same SoC: nothing new to say) reports at most `AWAY_TELEMETRY_S` apart.
-IDLE_TELEMETRY_S = 300.0
+# Telemetry at every idle step's grid point while nothing is dispatched (so at most 5 minutes
+# apart: every grid point is a step); while something is, every step, from each device plugged
+# in (or just unplugged) or holding a command. A vehicle away from its charger (no power, the
+# same SoC: nothing new to say) reports at most `AWAY_TELEMETRY_S` apart.
+IDLE_TELEMETRY_S = IDLE_STEP_S
 # The service's stale window in a replay too: a vehicle away is heard often enough for the
 # service to hold each of its samples (no power) over every minute until the next.
 AWAY_TELEMETRY_S = 3 * IDLE_TELEMETRY_S
