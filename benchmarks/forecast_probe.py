@@ -48,6 +48,7 @@ def probe(
     from vpp_aggregator.adapters.store.database import make_engine, migrate
     from vpp_aggregator.adapters.store.repository import Repository
     from vpp_aggregator.app.forecast_service import ForecastService
+    from vpp_aggregator.config import Settings
 
     now = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
     state, ids, rng = reporting_fleet(n, now)
@@ -62,6 +63,7 @@ def probe(
             lambda: now,
             max_horizon_hours=72,
             timezone="America/Los_Angeles",
+            hold_s=Settings().telemetry_stale_seconds,
             history_days=days,
             model_dir=models,
         )

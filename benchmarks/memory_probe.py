@@ -14,6 +14,7 @@ import numpy as np
 
 from devservices.synthetic import synthetic_fleet
 from vpp_aggregator.adapters import native_heap
+from vpp_aggregator.config import Settings
 from vpp_aggregator.domain.fleet_image import FleetImage, restore_image, take_image
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.history import PluggedHistory
@@ -81,7 +82,9 @@ def probe(
     gc.collect()
     rss_state = _rss_bytes()
     traced_state = tracemalloc.get_traced_memory()[0]
-    history = PluggedHistory(28 * 24, state.history_rows)  # as the forecast service has it
+    history = PluggedHistory(  # as the forecast service has it
+        28 * 24, state.history_rows, hold_s=Settings().telemetry_stale_seconds
+    )
     every = state.ids_of(np.arange(n, dtype=np.int64))  # the rows' ids, in row order
     for start in range(0, n, 100_000):  # fresh strings, as read back from the database
         ids = [x.encode().decode() for x in every[start : start + 100_000]]

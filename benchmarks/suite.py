@@ -590,6 +590,7 @@ def bench_forecast(n: int = 10_000, days: int = 28, reads: int = 20) -> Forecast
             lambda: now,
             max_horizon_hours=72,
             timezone="America/Los_Angeles",
+            hold_s=Settings().telemetry_stale_seconds,
             history_days=days,
             model_dir=models,
         )

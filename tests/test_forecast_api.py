@@ -373,14 +373,14 @@ def test_training_runs_in_the_background_and_the_new_model_is_served_and_scored_
 def test_training_on_weeks_of_history_with_almost_no_data_is_skipped_with_its_reason(
     tmp_path, clock: Clock
 ) -> None:  # type: ignore[no-untyped-def]
-    """A fleet heard from a month ago and now, silent between (a telemetry outage): the span
-    passes the 21-day rule but there is nothing to learn from; training says so instead of
-    failing inside the tree library."""
+    """A fleet heard from 25 days ago (inside the forecast's 28 days of history) and now, silent
+    between (a telemetry outage): the span passes the 21-day rule but there is nothing to learn
+    from; training says so instead of failing inside the tree library."""
     with TestClient(create_app(_training_settings(tmp_path), clock=clock)) as c:
         evs = [f"ev-{i}" for i in range(3)]
         for rid in evs:
             c.post("/resources/register", json=ev_body(rid))
-        old = clock.now - timedelta(days=30)
+        old = clock.now - timedelta(days=25)
         batch = [sample(r, t, 70, plugged=True) for r in evs for t in (old, clock.now)]
         c.post("/telemetry", json={"samples": batch})
         state = _trained(c)

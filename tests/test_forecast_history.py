@@ -17,34 +17,45 @@ from vpp_aggregator.adapters.api.app import create_app
 from vpp_aggregator.config import load_settings
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.history import PluggedHistory
+from vpp_aggregator.domain.metering import energy_in
 from vpp_aggregator.domain.resources import ResourceStatus
 
 NOW_S = 1_000 * 3600.0 + 1234.0
 
 
+HOLD_S = 900.0  # a sample's state holds until the next, at most this long
+
+
 def brute_force(
     ids: list[str], ts: np.ndarray, plugged: np.ndarray, who: list[str], hours: int
 ) -> np.ndarray:
+    """Each resource-hour's share of time plugged in, by the meter's own sample-and-hold rule
+    (`domain/metering.energy_in`, plugged in as 1 kW): the first of samples at one time is the
+    one kept, as the store keeps it; samples before the window are not read."""
     end_h = int(NOW_S // 3600)
+    edges = np.arange(end_h - hours, end_h + 1) * 3600.0
     out = np.full((len(who), hours), np.nan)
     for r, rid in enumerate(who):
-        for c, h in enumerate(range(end_h - hours, end_h)):
-            mine = [
-                bool(p)
-                for i, t, p in zip(ids, ts, plugged, strict=True)
-                if i == rid and int(t // 3600) == h
-            ]
-            if mine:
-                out[r, c] = sum(mine) / len(mine)
+        mine = [
+            (t, p) for i, t, p in zip(ids, ts, plugged, strict=True) if i == rid and t >= edges[0]
+        ]
+        first = {t: p for t, p in reversed(mine)}  # the first sample at each time
+        at = np.array(sorted(first))
+        on = np.array([1.0 if first[t] else 0.0 for t in at])
+        kwh, covered = energy_in(at, on, edges[:-1], edges[1:], HOLD_S)
+        seen = covered > 0
+        out[r, seen] = kwh[seen] * 3600.0 / covered[seen]
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     samples=st.lists(
         st.tuples(
             st.sampled_from(["a", "b", "c"]),
-            st.floats(min_value=NOW_S - 30 * 3600, max_value=NOW_S),
+            st.floats(min_value=NOW_S - 30 * 3600, max_value=NOW_S).map(
+                lambda t: round(t / 60) * 60.0
+            ),
             st.booleans(),
         ),
         min_size=1,
@@ -52,16 +63,17 @@ def brute_force(
     ),
     batch=st.integers(min_value=1, max_value=30),
 )
-def test_in_order_samples_fold_to_the_share_of_each_hour(
+def test_in_order_samples_fold_to_the_share_of_each_hours_time_plugged_in(
     samples: list[tuple[str, float, bool]], batch: int
 ) -> None:
     """Whatever the batching, telemetry arriving in time order gives each resource-hour's share
-    of plugged samples; samples older than the window are dropped."""
+    of reported time plugged in, each sample holding until the next (at most the hold), exactly
+    as the meter measures; samples older than the window are dropped."""
     samples.sort(key=lambda s: s[1])
     ids = [s[0] for s in samples]
     ts = np.array([s[1] for s in samples])
     plugged = np.array([s[2] for s in samples])
-    history = PluggedHistory(24)
+    history = PluggedHistory(24, hold_s=HOLD_S)
     for i in range(0, len(ids), batch):
         history.add(
             ids[i : i + batch],
@@ -73,13 +85,31 @@ def test_in_order_samples_fold_to_the_share_of_each_hour(
     who = ["a", "b", "c", "never"]
     window = history.window(who, int(NOW_S // 3600))
     expected = brute_force(ids, ts, plugged, who, 24)
-    np.testing.assert_allclose(window.share, expected, atol=0.5 / 250)
+    np.testing.assert_allclose(window.share, expected, atol=0.5 / 250 + 1e-6)
     assert window.samples.tolist() == (~np.isnan(expected)).sum(axis=1).tolist()
+
+
+def test_an_hours_share_is_of_its_time_not_of_its_samples() -> None:
+    """A vehicle away from its charger heartbeats every 15 minutes; plugged in at :40, its
+    charger reports every minute. It was plugged in a third of the hour, not 20 of its 23
+    samples' worth: how often a device reports must not move the forecast."""
+    h = int(NOW_S // 3600) - 2
+    away = (h - 1) * 3600.0 + np.arange(0, 100 * 60, 15 * 60)  # from the hour before to :40
+    away = away[away < h * 3600.0 + 40 * 60]
+    home = h * 3600.0 + 60.0 * np.arange(40, 80)  # from :40 into the next hour
+    ts = np.r_[away, home]
+    plugged = np.r_[np.zeros(away.size, bool), np.ones(home.size, bool)]
+    history = PluggedHistory(4, hold_s=HOLD_S)
+    history.add(["ev"] * ts.size, ts, plugged, np.full(ts.size, 50.0), NOW_S)
+    share = history.window(["ev"], h + 2).share[0]
+    assert share[1] == 0.0  # the hour before: away all through
+    assert abs(share[2] - 1 / 3) <= 0.5 / 250  # plugged in from :40
+    assert share[3] == 1.0  # plugged in from :00 to :20 and then held, all it reported
 
 
 def test_late_sample_fills_a_missing_hour_and_an_hour_older_than_the_window_is_ignored() -> None:
     h = int(NOW_S // 3600)
-    history = PluggedHistory(4)
+    history = PluggedHistory(4, hold_s=300.0)
     history.add(["a"], np.array([(h - 1) * 3600.0]), np.array([True]), np.array([60.0]), NOW_S)
     history.add(["a"], np.array([(h - 3) * 3600.0]), np.array([False]), np.array([40.0]), NOW_S)
     history.add(["a"], np.array([(h - 9) * 3600.0]), np.array([True]), np.array([40.0]), NOW_S)
@@ -95,7 +125,7 @@ def test_soc_by_hour_of_day_follows_each_day_a_quarter_of_the_way() -> None:
     moves an hour a quarter of the way to what that day saw; hours never plugged in stay NaN,
     and an hour is taken once however its samples arrive."""
     day0 = (int(NOW_S // 3600) // 24 - 5) * 24  # epoch hour of a midnight five days back
-    history = PluggedHistory(24 * 7)
+    history = PluggedHistory(24 * 7, hold_s=300.0)
 
     def day(d: int, morning: float) -> None:
         for hod, soc in ((8, morning), (16, 80.0)):
@@ -185,7 +215,7 @@ def test_on_the_live_states_rows_a_row_given_to_another_resource_starts_empty() 
     now = datetime.fromtimestamp(NOW_S, tz=UTC)
     state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9)
     state.upsert_many([ev("a"), ev("b")], now)
-    history = PluggedHistory(4, state.history_rows)
+    history = PluggedHistory(4, state.history_rows, hold_s=300.0)
     h = int(NOW_S // 3600)
     at = np.array([(h - 2) * 3600.0, (h - 2) * 3600.0, (h - 2) * 3600.0])
     history.add(["a", "b", "ghost"], at, np.array([True, False, True]), np.full(3, 60.0), NOW_S)
@@ -218,7 +248,7 @@ def test_rows_found_at_ingest_are_checked_so_a_sample_never_lands_on_another_res
     h = int(now_s // 3600)
     state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9)
     state.upsert_many([ev("a"), ev("b"), ev("d")], now)
-    history = PluggedHistory(4, state.history_rows)
+    history = PluggedHistory(4, state.history_rows, hold_s=300.0)
     events = EventBus()
 
     def meanwhile(_: TelemetryAccepted) -> None:  # runs between ingest and the history
@@ -251,3 +281,39 @@ def test_rows_found_at_ingest_are_checked_so_a_sample_never_lands_on_another_res
     state.upsert(ev("e"), now)  # the row d left, given to a newcomer
     assert state.rows_of(["e"]).tolist() == [d_row]
     assert history.window(["e"], h + 1).samples.tolist() == [0]
+
+
+def test_a_model_learns_from_the_vehicles_shares_of_each_hour_summed_batteries_left_out() -> None:
+    """What training learns from is the forecast's own history: per hour, each vehicle's share
+    of its reported time plugged in, summed over the vehicles (batteries left out); an hour no
+    vehicle reported is a gap, not zero; the series starts at the first hour a vehicle did."""
+    from datetime import UTC, datetime
+
+    from factories import bess
+    from vpp_aggregator.app.forecast_parts import history_series
+
+    now = datetime.fromtimestamp(NOW_S, tz=UTC)
+    state = FleetState(bess_min_soc_pct=20.0, stale_seconds=300.0, round_trip_efficiency=0.9)
+    state.upsert_many([ev("ev-1"), ev("bus-ü-2"), bess("bess-3")], now)
+    history = PluggedHistory(6, state.history_rows, hold_s=300.0)
+    h0 = (int(NOW_S // 3600) - 5) * 3600.0
+    samples = [  # (resource, minutes after h0, plugged in): each holds 5 minutes
+        *[("ev-1", m, p) for m, p in ((0, True), (5, True), (10, False), (15, False))],
+        *[("bus-ü-2", m, p) for m, p in ((30, True), (35, False), (125, True))],
+        *[("bess-3", m, True) for m in (5, 70)],  # hour 1: only the battery reported
+    ]
+    samples.sort(key=lambda x: x[1])
+    ts = np.array([h0 + 60.0 * m for _, m, _ in samples])
+    history.add(
+        [r for r, _, _ in samples],
+        ts,
+        np.array([p for *_, p in samples]),
+        np.full(ts.size, 50.0),
+        NOW_S,
+    )
+    inputs, _ = state.dispatch_inputs(now, now, direction=1)
+    series = history_series(history, inputs, int(NOW_S // 3600))
+    assert series is not None and series.start_ts == h0
+    # hour 0: ev-1 plugged 10 of its 20 minutes, the bus 5 of 10; hour 2: the bus, all its 5
+    np.testing.assert_allclose(series.plugged[:3], [0.5 + 0.5, 0.0, 1.0], atol=1 / 250)
+    assert series.gap[:3].tolist() == [False, True, False]

@@ -46,6 +46,7 @@ def service(tmp_path: Path) -> Iterator[ForecastService]:
         lambda: NOW,
         max_horizon_hours=72,
         timezone="America/Los_Angeles",
+        hold_s=300.0,
         history_days=DAYS,
         model_dir=tmp_path / "models",
     )

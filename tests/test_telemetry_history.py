@@ -22,7 +22,6 @@ from vpp_aggregator.adapters.store.telemetry_daily import TelemetryDaily
 from vpp_aggregator.adapters.store.telemetry_partitions import PartitionBusyError
 from vpp_aggregator.app.telemetry_retention import TelemetryRetention
 from vpp_aggregator.config import load_settings
-from vpp_aggregator.domain.forecast.series import fleet_series
 from vpp_aggregator.domain.metering import energy_in
 
 DAY0 = date(2026, 10, 1)
@@ -125,36 +124,6 @@ def test_retention_keeps_each_days_series_before_dropping_its_samples(
     later.run()
     assert market.daily_energy(IDS, DAY0, DAY0 + timedelta(days=5), 300.0) == {}
     assert repo.count_samples() == 0
-
-
-def test_a_model_learns_each_vehicles_plugged_share_per_hour_counted_by_the_database(
-    stores: tuple[Repository, MarketRepository, TelemetryDaily],
-) -> None:
-    """What training learns from: per hour, each vehicle's share of its samples that were
-    plugged in, summed over the vehicles (batteries left out); an hour no vehicle reported is a
-    gap, not zero; the window's first hour counts only the samples from the window's start."""
-    repo, _, _ = stores
-    h0 = _midnight(DAY0)
-    samples = [  # (resource, minutes after h0, plugged in)
-        *[("ev-1", m, p) for m, p in ((0, True), (15, True), (30, True), (45, False))],
-        *[("bus-ü-2", m, p) for m, p in ((10, True), (50, False), (125, True))],
-        *[("bess-3", m, True) for m in (5, 70)],  # hour 1: only the battery reported
-    ]
-    ids = [s[0] for s in samples]
-    ts = np.array([h0 + 60.0 * s[1] for s in samples])
-    plugged = np.array([s[2] for s in samples])
-    repo.insert_samples(
-        ids, ts, np.full(ts.size, 50.0), plugged, np.zeros(ts.size), datetime.now(UTC)
-    )
-    start = datetime.fromtimestamp(h0 + 20 * 60, UTC)  # ev-1's first two and bus's first left out
-    now = datetime.fromtimestamp(h0 + 3 * 3600, UTC)
-    got, first_ts, n, in_hour = repo.plugged_hours(start, now)
-    row = np.array([IDS.index(r) for r in got])
-    series = fleet_series(np.array([False, False, True]), row, first_ts, n, in_hour, now)
-    assert series.start_ts == h0
-    assert series.plugged.tolist() == [0.5 + 0.0, 0.0, 1.0]  # ev-1 1 of 2, bus 0 of 1; bus 1 of 1
-    assert series.gap.tolist() == [False, True, False]
-    assert float(first_ts.min()) == h0 + 30 * 60  # the oldest sample learnt from
 
 
 def test_settlement_reads_every_members_samples_and_finds_those_that_came_late(

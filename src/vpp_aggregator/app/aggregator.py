@@ -105,6 +105,7 @@ class Aggregator:
             clock,
             max_horizon_hours=settings.forecast_horizon_hours,
             timezone=settings.site_timezone,
+            hold_s=settings.telemetry_stale_seconds,
             model_dir=Path(settings.model_dir),
             holiday_country=settings.holiday_country,
             holiday_subdivision=settings.holiday_subdivision,

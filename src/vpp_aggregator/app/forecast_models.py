@@ -9,19 +9,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from vpp_aggregator.app.forecast_inputs import ForecastInputs, ForecastRejectedError
-from vpp_aggregator.app.ports import ResourceStore
+from vpp_aggregator.app.forecast_parts import history_series
 from vpp_aggregator.domain.fleet_state import FleetState
 from vpp_aggregator.domain.forecast.backtest import fit_model
 from vpp_aggregator.domain.forecast.calendar import local_calendar
+from vpp_aggregator.domain.forecast.history import PluggedHistory
 from vpp_aggregator.domain.forecast.model import QuantileForecaster, TooLittleHistoryError
-from vpp_aggregator.domain.forecast.series import fleet_series
 
 log = logging.getLogger(__name__)
 MIN_TRAIN_DAYS = 21
@@ -31,7 +29,7 @@ class ForecastModels:
     def __init__(
         self,
         state: FleetState,
-        store: ResourceStore,
+        history: PluggedHistory,
         inputs: ForecastInputs,
         clock: Callable[[], datetime],
         *,
@@ -40,7 +38,7 @@ class ForecastModels:
         holidays: tuple[str, str | None],
     ) -> None:
         self.state = state
-        self.store = store
+        self.history = history
         self.inputs = inputs
         self.clock = clock
         self.model_dir = model_dir
@@ -72,24 +70,18 @@ class ForecastModels:
             return doc, model
         return None
 
-    def train_now(self, history_days: int = 365, horizon_hours: int = 72) -> dict[str, Any]:
-        """Fit on the fleet's own hourly history and store a new model version (blocking)."""
+    def train_now(self, horizon_hours: int = 72) -> dict[str, Any]:
+        """Fit on the fleet's own hourly history and store a new model version (blocking). The
+        history is the forecast's own (`PluggedHistory`), the one the model is then applied to:
+        learnt and applied, the hours are measured by the same rule."""
         if self.model_dir is None:
             raise ForecastRejectedError(
                 [("model_dir", "No model directory is configured (VPP_MODEL_DIR).")]
             )
         now = self.clock()
         inputs, _ = self.state.dispatch_inputs(now, now, direction=1)
-        ids, first_ts, samples, plugged = self.store.plugged_hours(
-            now - timedelta(days=history_days), now
-        )
-        index = {rid: i for i, rid in enumerate(inputs.resource_ids)}
-        row = np.array([index.get(r, -1) for r in ids], dtype=np.int64)
-        keep = row >= 0
-        if (
-            not keep.any()
-            or now.timestamp() - float(first_ts[keep].min()) < MIN_TRAIN_DAYS * 86_400
-        ):
+        series = history_series(self.history, inputs, int(now.timestamp() // 3600))
+        if series is None or now.timestamp() - series.start_ts < MIN_TRAIN_DAYS * 86_400:
             raise ForecastRejectedError(
                 [
                     (
@@ -99,9 +91,6 @@ class ForecastModels:
                     )
                 ]
             )
-        series = fleet_series(
-            inputs.is_bess, row[keep], first_ts[keep], samples[keep], plugged[keep], now
-        )
         cal = local_calendar(series, self.timezone, *self.holidays)
         started = time.perf_counter()
         try:
@@ -111,7 +100,6 @@ class ForecastModels:
                 self.inputs.weather_for(series),
                 len(series),
                 horizon_hours,
-                history_days,
             )
         except TooLittleHistoryError as exc:
             raise ForecastRejectedError([("history", f"Too little to train on: {exc}.")]) from None
@@ -121,7 +109,7 @@ class ForecastModels:
             "version": version,
             "trained_at": now.isoformat(),
             "train_seconds": round(time.perf_counter() - started, 1),
-            "source": f"fleet telemetry, last {history_days} days",
+            "source": f"fleet telemetry, last {self.history.hours // 24} days",
             "timezone": self.timezone,
             "horizon_hours": horizon_hours,
             "model": model.to_dict(),

@@ -195,3 +195,21 @@ def part_extras(
         return away, scale
 
     return extras
+
+
+def history_series(
+    history: PluggedHistory, inputs: ResourceInputs, now_h: int, rows: int | None = None
+) -> HourlySeries | None:
+    """The fleet's hourly plugged-in vehicles over the history window, part by part: the series
+    a model learns from, read as `fleet_sums` reads the one it is applied to."""
+    rows = rows or part_rows(1, history.hours)
+    known = np.zeros(history.hours, dtype=np.int64)
+    plugged = np.zeros(history.hours, dtype=np.int64)
+    for idx in parts(inputs.is_bess, rows):
+        if inputs.is_bess[idx[0]]:
+            continue
+        window = history.window([inputs.resource_ids[i] for i in idx.tolist()], now_h)
+        k_, p_ = hour_totals(window.raw)
+        known += k_
+        plugged += p_
+    return totals_series(now_h - history.hours, known, plugged)

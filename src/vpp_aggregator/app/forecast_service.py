@@ -51,6 +51,7 @@ class ForecastService:
         *,
         max_horizon_hours: int,
         timezone: str,
+        hold_s: float,
         history_days: int = 28,
         model_dir: Path | None = None,
         holiday_country: str = "US",
@@ -66,16 +67,16 @@ class ForecastService:
         self.timezone = timezone
         self.holidays = (holiday_country, holiday_subdivision or None)
         self.inputs = ForecastInputs(state, store, clock)
+        self.history = PluggedHistory(history_days * 24, state.history_rows, hold_s=hold_s)
         self.models = ForecastModels(
             state,
-            store,
+            self.history,
             self.inputs,
             clock,
             model_dir=model_dir,
             timezone=timezone,
             holidays=self.holidays,
         )
-        self.history = PluggedHistory(history_days * 24, state.history_rows)
         self.history_ready = threading.Event()  # stored history folded in after a start
         self.accuracy = OnlineAccuracy()
         self._last_forecast_hour = -1
@@ -211,7 +212,8 @@ class ForecastService:
     def load_history(self) -> int:
         """After a restart: fold the stored history of the window in, chunk by chunk (samples read).
 
-        Runs beside live ingest; an hour both sources report is counted once per source at most.
+        Runs beside live ingest, each in its own time order; an hour both report keeps the
+        value of the one that finished it first.
         """
         now = self.clock()
         read = 0
@@ -219,11 +221,12 @@ class ForecastService:
             for ids, ts, plugged, soc in self.store.history_chunks(
                 now - timedelta(days=self.history_days), now
             ):
-                self.history.add(ids, ts, plugged, soc, now.timestamp())
+                self.history.add(ids, ts, plugged, soc, now.timestamp(), stored=True)
                 read += len(ids)
         except Exception:  # the forecast then learns from live telemetry alone
             log.exception("reading stored telemetry history for the forecast failed")
         finally:
+            self.history.finish_stored(now.timestamp())
             self.history_ready.set()
         log.info("forecast history: %d stored samples folded in", read)
         return read

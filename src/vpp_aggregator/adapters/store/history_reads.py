@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import DateTime, Engine, String, bindparam, case, func, insert, select, type_coerce
+from sqlalchemy import DateTime, Engine, String, func, insert, select, type_coerce
 
 from vpp_aggregator.adapters.store.tables import (
     epoch_seconds,
@@ -51,8 +51,10 @@ class HistoryReads:
         t = telemetry_samples
         untyped = String() if self._dialect == "sqlite" else DateTime(timezone=True)
         ts = type_coerce(t.c.ts, untyped)
-        q = select(t.c.resource_id, ts, t.c.plugged_in, t.c.soc_pct).where(
-            t.c.ts >= start, t.c.ts < end
+        q = (  # in time order: each sample's state holds until the next (`PluggedHistory`)
+            select(t.c.resource_id, ts, t.c.plugged_in, t.c.soc_pct)
+            .where(t.c.ts >= start, t.c.ts < end)
+            .order_by(t.c.ts)
         )
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=size).execute(q)
@@ -64,49 +66,6 @@ class HistoryReads:
                     np.array(plugged, dtype=bool),
                     np.array(soc, dtype=np.float64),
                 )
-
-    def plugged_hours(
-        self, start: datetime, end: datetime
-    ) -> tuple[builtins.list[str], NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
-        """Per resource and UTC hour with samples in [start, end): its first sample's time
-        (epoch s), how many samples and how many of them plugged in.
-
-        Counted by the database, an hour at a time: reading every sample of the weeks a model
-        learns from cost seconds per million, and grouping them all at once a sort of them all."""
-        t = telemetry_samples
-        sqlite = self._dialect == "sqlite"
-        first_ts = type_coerce(func.min(t.c.ts), String) if sqlite else func.min(t.c.ts)
-        in_hour = (
-            select(
-                t.c.resource_id,
-                first_ts,
-                func.count(),
-                func.sum(case((t.c.plugged_in, 1), else_=0)),
-            )
-            .where(t.c.ts >= bindparam("a"), t.c.ts < bindparam("b"))
-            .group_by(t.c.resource_id)
-        )
-        rows: builtins.list[Any] = []
-        with self.engine.connect() as conn:
-            oldest = conn.execute(
-                select(func.min(t.c.ts)).where(t.c.ts >= start, t.c.ts < end)
-            ).scalar()
-            if oldest is not None:
-                hour = oldest.replace(minute=0, second=0, microsecond=0)
-                while hour < end:
-                    after = hour + timedelta(hours=1)
-                    b = min(after, end)
-                    rows += conn.execute(in_hour, {"a": max(hour, start), "b": b}).all()
-                    hour = after
-        if not rows:
-            return [], np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        ids, first, n, plugged = zip(*rows, strict=True)
-        return (
-            builtins.list(ids),
-            epoch_seconds(first),
-            np.array(n, dtype=np.int64),
-            np.array(plugged, dtype=np.int64),
-        )
 
     def weather_between(
         self, start: datetime, end: datetime

@@ -2,9 +2,14 @@
 
 A forecast needs each resource's plug-in pattern over the last weeks. Reading weeks of raw
 samples per request costs seconds at 10k resources, so history is folded on arrival into one
-byte per resource and clock hour (the share of its samples that hour that were plugged in), in
-a ring of the last `hours` hours. The hour a resource is reporting in stays in small
-accumulators until that resource moves on to a later hour or the hour is read as finished.
+byte per resource and clock hour (the share of that hour's reported time it was plugged in), in
+a ring of the last `hours` hours. The share is of time, not of samples, by the sample-and-hold
+rule the meter measures with (`domain/metering`): a sample's state holds until the resource's
+next sample, for at most `hold_s`. Counting samples would make the forecast depend on how often
+devices report: a charger reporting every minute beside a vehicle heartbeat every 15 minutes
+away from it would weigh the plugged-in minutes of the hour it arrives many times over. The
+hour a resource's held time is in stays in small accumulators until that resource moves on to
+a later hour or the hour is read as finished.
 
 Beside it, each resource's SoC while plugged in, by UTC hour of day: a vehicle's SoC runs
 through the day (low as it arrives, rising as it charges), and where a floor is its driver's
@@ -22,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from vpp_aggregator.domain.forecast.held_time import SampleStream, after, by_hour, grown
 from vpp_aggregator.domain.id_index import grown_rows
 
 MISSING = 255  # no sample that hour
@@ -81,42 +87,42 @@ class PluggedHistory:
     """`rows` maps ids to rows and their generation: the live state's own rows (no second index
     of a million ids), where a row handed to another resource comes back with a new generation
     and its history is cleared. Each hour's column is allocated when its first sample arrives and
-    let go when the hour leaves the window, so memory follows the hours that have data."""
+    let go when the hour leaves the window, so memory follows the hours that have data. `hold_s`:
+    how long a sample's state holds when no next one comes (the service's stale window)."""
 
-    def __init__(self, hours: int, rows: Rows | None = None) -> None:
+    def __init__(self, hours: int, rows: Rows | None = None, *, hold_s: float) -> None:
         self.hours = hours
+        self.hold_s = hold_s
         self._lock = threading.Lock()
         self._source: Rows = rows or OwnRows()
         self._size = 0  # rows allocated in every per-row array and column
         self._cols: list[NDArray[np.uint8] | None] = [None] * hours  # by slot (hour % hours)
         self._slot_hour = np.full(hours, -1, dtype=np.int64)  # epoch hour each slot holds
         self._gen = np.zeros(0, dtype=np.uint32)  # generation + 1 of the row's owner; 0 unseen
-        self._cur_hour = np.zeros(0, dtype=np.int32)  # hour being accumulated per row
-        self._cur_n = np.zeros(0, dtype=np.int32)
-        self._cur_plugged = np.zeros(0, dtype=np.int32)
+        self._live = SampleStream()
+        self._stored: SampleStream | None = None  # while the stored history is read after a start
         self._soc_sum = np.zeros(0, dtype=np.float64)
         self._soc_n = np.zeros(0, dtype=np.int32)
-        self._cur_soc = np.zeros(0, dtype=np.float32)  # SoC sum of the hour's plugged samples
         self._hour_soc = np.full((0, 24), MISSING, dtype=np.uint8)  # by UTC hour of day
+        self._mark = np.zeros(0, dtype=np.int64)  # scratch: which resources a batch repeats
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._gen))
+
+    def _streams(self) -> list[SampleStream]:
+        return [self._live] if self._stored is None else [self._live, self._stored]
 
     def _grow(self, size: int) -> None:
         if size <= self._size:
             return
         new = grown_rows(self._size, size)  # as the live state's rows grow
-
-        def grown(a: NDArray[Any], fill: float) -> NDArray[Any]:
-            out = np.full(new, fill, dtype=a.dtype)
-            out[: a.shape[0]] = a
-            return out
-
-        self._cols = [None if c is None else grown(c, MISSING) for c in self._cols]
-        self._gen = grown(self._gen, 0)
-        self._cur_hour = grown(self._cur_hour, -1)
-        for name in ("_cur_n", "_cur_plugged", "_soc_sum", "_soc_n", "_cur_soc"):
-            setattr(self, name, grown(getattr(self, name), 0))
+        self._cols = [None if c is None else grown(c, new, MISSING) for c in self._cols]
+        self._gen = grown(self._gen, new, 0)
+        for stream in self._streams():
+            stream.grow(new)
+        self._soc_sum = grown(self._soc_sum, new, 0)
+        self._soc_n = grown(self._soc_n, new, 0)
+        self._mark = np.zeros(new, dtype=np.int64)
         hour_soc = np.full((new, 24), MISSING, dtype=np.uint8)
         hour_soc[: self._hour_soc.shape[0]] = self._hour_soc
         self._hour_soc = hour_soc
@@ -137,9 +143,10 @@ class PluggedHistory:
             for col in self._cols:
                 if col is not None:
                     col[again] = MISSING
-            self._cur_hour[again] = -1
-            for a in (self._cur_n, self._cur_plugged, self._soc_sum, self._soc_n, self._cur_soc):
-                a[again] = 0
+            for stream in self._streams():
+                stream.clear(again)
+            self._soc_sum[again] = 0
+            self._soc_n[again] = 0
             self._hour_soc[again] = MISSING
             self._gen[r[other]] = g[other]
         elif other.any():  # read before the new owner reported: nothing of the old one shows
@@ -154,9 +161,12 @@ class PluggedHistory:
         soc_pct: NDArray[np.float64],
         now_s: float,
         found: Found | None = None,
+        stored: bool = False,
     ) -> None:
         """Fold samples in; samples older than the window, or of unknown resources, are ignored.
-        `found`: the samples' rows as the source gave them at ingest (checked, not looked up)."""
+        `found`: the samples' rows as the source gave them at ingest (checked, not looked up).
+        `stored`: samples of the stored history read after a start (`load_history`), a time
+        order of their own beside live ingest's; `finish_stored` ends it."""
         now_h = int(now_s // 3600)
         hour = np.floor(timestamp_s / 3600.0).astype(np.int64)
         keep = hour >= now_h - self.hours
@@ -168,63 +178,113 @@ class PluggedHistory:
                 True,
                 None if found is None else (found[0][keep], found[1][keep]),
             )
-            hour, plugged, soc = hour[keep], plugged_in[keep], soc_pct[keep]
+            ts, plugged, soc = timestamp_s[keep], plugged_in[keep], soc_pct[keep]
             known = rows >= 0
             if not known.all():
-                rows, hour, plugged, soc = rows[known], hour[known], plugged[known], soc[known]
+                rows, ts, plugged, soc = rows[known], ts[known], plugged[known], soc[known]
             if rows.size == 0:
                 return
-            np.add.at(self._soc_sum, rows[plugged], soc[plugged])
-            np.add.at(self._soc_n, rows[plugged], 1)
-            # One group per (resource, hour), in hour order within each resource.
-            span = int(hour.max() - hour.min() + 1)
-            key = rows * span + (hour - hour.min())
-            uniq, inv = np.unique(key, return_inverse=True)
-            g_row, g_hour = uniq // span, uniq % span + hour.min()
-            g_n = np.bincount(inv).astype(np.int64)
-            g_plug = np.bincount(inv, weights=plugged.astype(np.float64)).astype(np.int64)
-            g_soc = np.bincount(inv, weights=np.where(plugged, soc, 0.0))
-            # Samples of the hour a resource is in join its accumulator; then a resource whose
-            # latest sample is in a later hour finishes that hour and starts accumulating anew.
-            same = g_hour == self._cur_hour[g_row]
-            np.add.at(self._cur_n, g_row[same], g_n[same])
-            np.add.at(self._cur_plugged, g_row[same], g_plug[same])
-            np.add.at(self._cur_soc, g_row[same], g_soc[same])
-            last = np.r_[g_row[1:] != g_row[:-1], True]
-            newer = last & (g_hour > self._cur_hour[g_row])
-            moving = g_row[newer]
-            self._flush(moving)
-            self._cur_hour[moving] = g_hour[newer]
-            self._cur_n[moving] = g_n[newer]
-            self._cur_plugged[moving] = g_plug[newer]
-            self._cur_soc[moving] = g_soc[newer]
-            # Other (earlier) hours go straight into the ring.
-            rest = ~same & ~newer
-            self._write(g_row[rest], g_hour[rest], g_n[rest], g_plug[rest], g_soc[rest])
+            # Most batches hold one sample per resource (a gateway's reading of its fleet).
+            k = np.arange(rows.size, dtype=np.int64)
+            self._mark[rows] = k
+            once = bool((self._mark[rows] == k).all())
+            on = rows[plugged]
+            if once:
+                self._soc_sum[on] += soc[plugged]
+                self._soc_n[on] += 1
+            else:
+                np.add.at(self._soc_sum, on, soc[plugged])
+                np.add.at(self._soc_n, on, 1)
+            if stored and self._stored is None:
+                self._stored = SampleStream()
+                self._stored.grow(self._size)
+            stream = self._stored if stored and self._stored is not None else self._live
+            for span in stream.ended(rows, ts, plugged, soc, once, self.hold_s):
+                self._count(stream, *span)
 
-    def _flush(self, rows: NDArray[np.int64]) -> None:
-        rows = rows[self._cur_n[rows] > 0]
-        self._write(
-            rows,
-            self._cur_hour[rows].astype(np.int64),
-            self._cur_n[rows],
-            self._cur_plugged[rows],
-            self._cur_soc[rows],
-        )
-        self._cur_n[rows] = 0
-        self._cur_plugged[rows] = 0
-        self._cur_soc[rows] = 0.0
+    def _count_held(self, st: SampleStream, end_s: float) -> None:
+        """Count each resource's last sample's held time up to `end_s` (an hour read as
+        finished, or the end of the stored history)."""
+        for span in st.held_to(end_s, self.hold_s):
+            self._count(st, *span)
+
+    def _count(
+        self,
+        st: SampleStream,
+        rows: NDArray[np.int64],
+        a: NDArray[np.float64],
+        b: NDArray[np.float64],
+        plugged: NDArray[np.bool_],
+        soc: NDArray[Any],
+    ) -> None:
+        """Count the held spans [a, b) (in time order per resource) into their hours."""
+        keep = b > a
+        if not keep.all():
+            rows, a, b, plugged, soc = rows[keep], a[keep], b[keep], plugged[keep], soc[keep]
+        if rows.size == 0:
+            return
+        rows, hour, secs, span = by_hour(rows, a, b)
+        if span is not None:
+            plugged, soc = plugged[span], soc[span]
+        on_s = np.where(plugged, secs, 0.0)
+        # One group per (resource, hour): the spans come in time order per resource, by row.
+        cut = np.flatnonzero((after(rows, -1) != rows) | (after(hour, -1) != hour))
+        g_row, g_hour = rows[cut], hour[cut]
+        if cut.size == rows.size:
+            g_cov, g_plug, g_soc = secs, on_s, on_s * soc
+        else:
+            g_cov = np.add.reduceat(secs, cut)
+            g_plug = np.add.reduceat(on_s, cut)
+            g_soc = np.add.reduceat(on_s * soc, cut)
+        # Time in the hour a resource is in joins its accumulator; then a resource whose latest
+        # time is in a later hour finishes that hour and starts accumulating anew.
+        same = g_hour == st.hour[g_row]
+        r = g_row[same]  # one group each: a resource is in one hour
+        st.covered_s[r] += g_cov[same]
+        st.plugged_s[r] += g_plug[same]
+        st.soc_s[r] += g_soc[same]
+        last = after(g_row[::-1], -1)[::-1] != g_row
+        newer = last & (g_hour > st.hour[g_row])
+        moving = g_row[newer]
+        self._flush(st, moving)
+        st.hour[moving] = g_hour[newer]
+        st.covered_s[moving] = g_cov[newer]
+        st.plugged_s[moving] = g_plug[newer]
+        st.soc_s[moving] = g_soc[newer]
+        # Other (earlier) hours go straight into the ring.
+        rest = ~same & ~newer
+        self._write(g_row[rest], g_hour[rest], g_cov[rest], g_plug[rest], g_soc[rest])
+
+    def finish_stored(self, now_s: float) -> None:
+        """The stored history is read: its last samples' held time is counted (up to now) and
+        its hours under way are stored; an hour live ingest stored first keeps live's value."""
+        with self._lock:
+            st = self._stored
+            if st is None:
+                return
+            self._count_held(st, now_s)
+            self._flush(st, np.flatnonzero(st.covered_s > 0))
+            self._stored = None
+
+    def _flush(self, st: SampleStream, rows: NDArray[np.int64]) -> None:
+        rows = rows[st.covered_s[rows] > 0]
+        hours = st.hour[rows].astype(np.int64)
+        self._write(rows, hours, st.covered_s[rows], st.plugged_s[rows], st.soc_s[rows])
+        st.covered_s[rows] = 0
+        st.plugged_s[rows] = 0
+        st.soc_s[rows] = 0
 
     def _write(
         self,
         rows: NDArray[np.int64],
         hours: NDArray[np.int64],
-        n: NDArray[Any],
-        plugged: NDArray[Any],
-        soc_sum: NDArray[Any],
+        covered_s: NDArray[Any],
+        plugged_s: NDArray[Any],
+        soc_s: NDArray[Any],
     ) -> None:
-        """Store finished hours (`n` samples, `plugged` of them plugged in, their SoC summing to
-        `soc_sum`); an hour already stored for a resource keeps its first value."""
+        """Store finished hours (`covered_s` seconds reported, `plugged_s` of them plugged in,
+        SoC × seconds plugged in `soc_s`); an hour already stored for a resource keeps its
+        first value."""
         if rows.size == 0:
             return
         slot = hours % self.hours
@@ -236,7 +296,7 @@ class PluggedHistory:
         ok = np.flatnonzero(self._slot_hour[slot] == hours)
         ok = ok[np.argsort(slot[ok], kind="stable")]
         rows, slot = rows[ok], slot[ok]
-        value = np.rint(plugged[ok] / n[ok] * FULL).astype(np.uint8)
+        value = np.rint(plugged_s[ok] / covered_s[ok] * FULL).astype(np.uint8)
         fresh = np.zeros(ok.size, dtype=np.bool_)
         bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1], True])
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
@@ -248,7 +308,7 @@ class PluggedHistory:
             fresh[a:b] = col[r] == MISSING
             col[r[fresh[a:b]]] = value[a:b][fresh[a:b]]
         ok = ok[fresh]
-        self._note_soc(rows[fresh], hours[ok], plugged[ok], soc_sum[ok])
+        self._note_soc(rows[fresh], hours[ok], plugged_s[ok], soc_s[ok])
 
     def _note_soc(
         self,
@@ -278,8 +338,9 @@ class PluggedHistory:
         """The `hours` finished hours before `end_hour` for these resources (unknown ones: empty).
         `read` (one per hour of the window): only those hours are read, the others are MISSING."""
         with self._lock:
-            finished = np.flatnonzero((self._cur_hour < end_hour) & (self._cur_n > 0))
-            self._flush(finished)
+            st = self._live
+            self._count_held(st, end_hour * 3600.0)
+            self._flush(st, np.flatnonzero((st.hour < end_hour) & (st.covered_s > 0)))
             rows = self._rows(resource_ids, False)
             start = end_hour - self.hours
             known = np.flatnonzero(rows >= 0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -82,33 +81,6 @@ def find_gaps(
     empty_day = (per_day == 0) & (typical >= min_typical)
     gap = empty_day[inverse]
     return np.asarray(gap, dtype=np.bool_)
-
-
-def fleet_series(
-    is_bess: NDArray[np.bool_],
-    row: NDArray[np.int64],
-    first_ts: NDArray[np.float64],
-    samples: NDArray[np.int64],
-    plugged: NDArray[np.int64],
-    now: datetime,
-) -> HourlySeries:
-    """Hourly plugged-in vehicles of a fleet from its telemetry, up to the hour before `now`:
-    each vehicle's share of plugged samples in an hour, summed; hours nobody reported are gaps.
-    One entry per resource (`row`) and hour it reported in: the hour's first sample time, its
-    sample count and how many of them were plugged in."""
-    ev = ~is_bess[row]
-    start_h = int(first_ts.min() // 3600)
-    origin = int(now.timestamp() // 3600) - start_h
-    hour = (first_ts // 3600).astype(np.int64) - start_h
-    key = row * (origin + 1) + hour
-    order = np.argsort(key[ev], kind="stable")  # by vehicle, then hour: the order summed in
-    share = (plugged[ev].astype(np.float64) / samples[ev])[order]
-    series_hour = hour[ev][order]
-    plugged_h = np.asarray(
-        np.bincount(series_hour, weights=share, minlength=origin + 1)[:origin], dtype=np.float64
-    )
-    seen = np.bincount(series_hour, minlength=origin + 1)[:origin] > 0
-    return HourlySeries(float(start_h * 3600), plugged_h, np.zeros(origin), ~seen)
 
 
 def window_series(window: HourlyWindow, is_bess: NDArray[np.bool_]) -> HourlySeries | None:
