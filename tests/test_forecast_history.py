@@ -62,13 +62,15 @@ def brute_force(
         max_size=80,
     ),
     batch=st.integers(min_value=1, max_value=30),
+    reads=st.booleans(),
 )
 def test_in_order_samples_fold_to_the_share_of_each_hours_time_plugged_in(
-    samples: list[tuple[str, float, bool]], batch: int
+    samples: list[tuple[str, float, bool]], batch: int, reads: bool
 ) -> None:
-    """Whatever the batching, telemetry arriving in time order gives each resource-hour's share
-    of reported time plugged in, each sample holding until the next (at most the hold), exactly
-    as the meter measures; samples older than the window are dropped."""
+    """Whatever the batching, and read or not as hours finish, telemetry arriving in time order
+    gives each resource-hour's share of reported time plugged in, each sample holding until the
+    next (at most the hold), exactly as the meter measures; samples older than the window are
+    dropped."""
     samples.sort(key=lambda s: s[1])
     ids = [s[0] for s in samples]
     ts = np.array([s[1] for s in samples])
@@ -82,6 +84,8 @@ def test_in_order_samples_fold_to_the_share_of_each_hours_time_plugged_in(
             np.full(batch, 50.0)[: len(ids[i : i + batch])],
             NOW_S,
         )
+        if reads:  # a forecast now: the hours finished so far are read
+            history.window(["a", "c"], int(ts[i : i + batch].max() // 3600))
     who = ["a", "b", "c", "never"]
     window = history.window(who, int(NOW_S // 3600))
     expected = brute_force(ids, ts, plugged, who, 24)
@@ -105,6 +109,48 @@ def test_an_hours_share_is_of_its_time_not_of_its_samples() -> None:
     assert share[1] == 0.0  # the hour before: away all through
     assert abs(share[2] - 1 / 3) <= 0.5 / 250  # plugged in from :40
     assert share[3] == 1.0  # plugged in from :00 to :20 and then held, all it reported
+
+
+def test_a_batch_delivered_again_changes_nothing() -> None:
+    """A consumer that fails mid-stream reads its batches again: the samples are the same ones,
+    and the history must not count their time twice (in the hour under way or before it)."""
+    h = int(NOW_S // 3600) - 2
+    ts = h * 3600.0 + 60.0 * np.arange(0, 80)  # a sample a minute from :00 to the next :20
+    plugged = (ts < h * 3600.0 + 50 * 60) | (ts >= (h + 1) * 3600.0)
+    once, twice = PluggedHistory(4, hold_s=300.0), PluggedHistory(4, hold_s=300.0)
+    for history, again in ((once, False), (twice, True)):
+        for k in range(0, ts.size, 10):
+            part = slice(k, k + 10)
+            history.add(["ev"] * 10, ts[part], plugged[part], np.full(10, 50.0), NOW_S)
+            if again and k >= 40:  # :40 to the next :20 come twice, each right after itself
+                history.add(["ev"] * 10, ts[part], plugged[part], np.full(10, 50.0), NOW_S)
+    share = twice.window(["ev"], h + 2).share[0]
+    np.testing.assert_array_equal(share, once.window(["ev"], h + 2).share[0])
+    assert abs(share[2] - 50 / 60) <= 0.5 / 250
+
+
+def test_after_a_start_the_hour_under_way_goes_on_from_the_stored_history() -> None:
+    """After a restart at :05 the stored history (away :00 to :05) and live telemetry (plugged
+    in from :05) make one hour, not the stored five minutes alone; and reading the history as
+    the stored part finishes loses no finished hour."""
+    start_h = int(NOW_S // 3600) - 1
+    start_s = start_h * 3600.0 + 300.0
+    history = PluggedHistory(4, hold_s=300.0)
+    old = np.r_[(start_h - 3) * 3600.0 + 60.0 * np.arange(0, 185)]  # from H-3 to H:04
+    history.add(
+        ["ev"] * old.size,
+        old,
+        old < start_h * 3600.0,
+        np.full(old.size, 50.0),
+        start_s,
+        stored=True,
+    )
+    history.finish_stored(start_s)
+    before = history.window(["ev"], start_h).share[0]
+    assert before[1:].tolist() == [1.0, 1.0, 1.0]  # H-3..H-1, none lost to the hour under way
+    live = start_h * 3600.0 + 60.0 * np.arange(5, 60)
+    history.add(["ev"] * live.size, live, np.ones(live.size, bool), np.full(live.size, 50.0), NOW_S)
+    assert abs(history.window(["ev"], start_h + 1).share[0, 3] - 55 / 60) <= 0.5 / 250
 
 
 def test_late_sample_fills_a_missing_hour_and_an_hour_older_than_the_window_is_ignored() -> None:

@@ -187,3 +187,16 @@ def test_a_profile_of_some_hours_of_week_is_the_whole_profile_there(
     others = np.setdiff1d(np.arange(168), asked)
     assert np.isnan(some[:, others]).all()
     assert not np.isnan(whole).any()
+
+
+def test_training_waits_until_the_stored_history_is_read(service: ForecastService) -> None:
+    """A model learns from the forecast's own history: right after a start, while the stored
+    history is still being read, training is refused with why, not fitted on a part of it."""
+    from vpp_aggregator.app.forecast_inputs import ForecastRejectedError
+
+    service.history_ready.clear()
+    with pytest.raises(ForecastRejectedError, match="still being read"):
+        service.models.train_now()
+    service.history_ready.set()
+    with pytest.raises(ForecastRejectedError, match="at least 21 days"):
+        service.models.train_now()  # 16 days of history: the next reason

@@ -30,6 +30,7 @@ class ForecastModels:
         self,
         state: FleetState,
         history: PluggedHistory,
+        history_ready: threading.Event,
         inputs: ForecastInputs,
         clock: Callable[[], datetime],
         *,
@@ -39,6 +40,7 @@ class ForecastModels:
     ) -> None:
         self.state = state
         self.history = history
+        self.history_ready = history_ready  # the stored history is read after a start
         self.inputs = inputs
         self.clock = clock
         self.model_dir = model_dir
@@ -77,6 +79,16 @@ class ForecastModels:
         if self.model_dir is None:
             raise ForecastRejectedError(
                 [("model_dir", "No model directory is configured (VPP_MODEL_DIR).")]
+            )
+        if not self.history_ready.is_set():
+            raise ForecastRejectedError(
+                [
+                    (
+                        "history",
+                        "The stored telemetry history is still being read after the start "
+                        "(GET /forecast/model: history_loading); training waits for it.",
+                    )
+                ]
             )
         now = self.clock()
         inputs, _ = self.state.dispatch_inputs(now, now, direction=1)

@@ -68,16 +68,17 @@ class ForecastService:
         self.holidays = (holiday_country, holiday_subdivision or None)
         self.inputs = ForecastInputs(state, store, clock)
         self.history = PluggedHistory(history_days * 24, state.history_rows, hold_s=hold_s)
+        self.history_ready = threading.Event()  # stored history folded in after a start
         self.models = ForecastModels(
             state,
             self.history,
+            self.history_ready,
             self.inputs,
             clock,
             model_dir=model_dir,
             timezone=timezone,
             holidays=self.holidays,
         )
-        self.history_ready = threading.Event()  # stored history folded in after a start
         self.accuracy = OnlineAccuracy()
         self._last_forecast_hour = -1
         self.part_rows: int | None = None  # resources per part of a forecast (None: by memory)

@@ -9,9 +9,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-# A held span: rows, from, to (epoch s), plugged in, SoC (per span, time order per row).
+# Held spans: rows, from, to (epoch s), plugged in, SoC (time order per row), and whether they
+# are late (of samples not after the stream's last).
 Spans = tuple[
-    NDArray[np.int64], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_], NDArray[Any]
+    NDArray[np.int64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.bool_],
+    NDArray[Any],
+    bool,
 ]
 
 
@@ -84,7 +90,8 @@ class SampleStream:
     ) -> list[Spans]:
         """The held time these samples end, and they become the last. Each sample ends the time
         held by the one before it (of the batch, or the stream's last). A sample not after the
-        stream's last (late, or again) gives only its own held time before the next such one.
+        stream's last (late, or delivered again) gives only its own held time before the next
+        such one, and only to hours already past (`PluggedHistory._count`).
         `once`: no resource has two samples in the batch (then their order does not matter)."""
         out: list[Spans] = []
         if once:
@@ -101,7 +108,7 @@ class SampleStream:
             nxt = after(t[::-1], np.inf)[::-1]
             nxt[after(r[::-1], -1)[::-1] != r] = np.inf
             b = np.minimum(np.minimum(nxt, t + hold_s), last_ts[late])
-            out.append((r, t, b, plugged[late], soc[late]))
+            out.append((r, t, b, plugged[late], soc[late], True))
         if not fresh.all():
             rows, ts, plugged, soc = rows[fresh], ts[fresh], plugged[fresh], soc[fresh]
             if rows.size == 0:
@@ -121,19 +128,20 @@ class SampleStream:
         a = np.fmax(before, self.counted_to[rows])
         b = np.minimum(ts, before + hold_s)
         ok = b > a  # NaN (no sample before) compares False
-        out.append((rows[ok], a[ok], b[ok], was_plugged[ok], was_soc[ok]))
+        out.append((rows[ok], a[ok], b[ok], was_plugged[ok], was_soc[ok], False))
         end = other if once else after(other[::-1], True)[::-1]  # its last sample of the batch
         r = rows[end]
         self.counted_to[r] = np.fmax(self.counted_to[r], ts[end])
         self.last_ts[r], self.last_plugged[r], self.last_soc[r] = ts[end], plugged[end], soc[end]
         return out
 
-    def held_to(self, end_s: float, hold_s: float) -> list[Spans]:
-        """Each resource's last sample's held time not yet counted, up to `end_s`."""
-        until = np.minimum(self.last_ts + hold_s, end_s)
-        r = np.flatnonzero(until > self.counted_to)  # NaN (none) compares False
+    def held_to(self, end_s: float, hold_s: float, rows: NDArray[np.int64]) -> list[Spans]:
+        """The last samples' held time of these resources not yet counted, up to `end_s`."""
+        until = np.minimum(self.last_ts[rows] + hold_s, end_s)
+        r = rows[until > self.counted_to[rows]]  # NaN (none) compares False
         if r.size == 0:
             return []
-        spans = (r, self.counted_to[r], until[r], self.last_plugged[r], self.last_soc[r])
-        self.counted_to[r] = until[r]
+        until = np.minimum(self.last_ts[r] + hold_s, end_s)
+        spans = (r, self.counted_to[r], until, self.last_plugged[r], self.last_soc[r], False)
+        self.counted_to[r] = until
         return [spans]

@@ -202,10 +202,10 @@ class PluggedHistory:
             for span in stream.ended(rows, ts, plugged, soc, once, self.hold_s):
                 self._count(stream, *span)
 
-    def _count_held(self, st: SampleStream, end_s: float) -> None:
-        """Count each resource's last sample's held time up to `end_s` (an hour read as
+    def _count_held(self, st: SampleStream, end_s: float, rows: NDArray[np.int64]) -> None:
+        """Count these resources' last samples' held time up to `end_s` (an hour read as
         finished, or the end of the stored history)."""
-        for span in st.held_to(end_s, self.hold_s):
+        for span in st.held_to(end_s, self.hold_s, rows):
             self._count(st, *span)
 
     def _count(
@@ -216,8 +216,13 @@ class PluggedHistory:
         b: NDArray[np.float64],
         plugged: NDArray[np.bool_],
         soc: NDArray[Any],
+        late: bool,
     ) -> None:
-        """Count the held spans [a, b) (in time order per resource) into their hours."""
+        """Count the held spans [a, b) (in time order per resource) into their hours. Late
+        spans only fill hours that hold nothing yet, before the stream's last sample and other
+        than the one being accumulated: the time they cover there was counted already as the
+        sample before them held, and a batch delivered again (a consumer re-reading after a
+        failure) must change nothing."""
         keep = b > a
         if not keep.all():
             rows, a, b, plugged, soc = rows[keep], a[keep], b[keep], plugged[keep], soc[keep]
@@ -236,6 +241,10 @@ class PluggedHistory:
             g_cov = np.add.reduceat(secs, cut)
             g_plug = np.add.reduceat(on_s, cut)
             g_soc = np.add.reduceat(on_s * soc, cut)
+        if late:  # an hour past, or one the stream's samples skipped (a gap in its reports)
+            gone = (g_hour < st.last_ts[g_row] // 3600) & (g_hour != st.hour[g_row])
+            self._write(g_row[gone], g_hour[gone], g_cov[gone], g_plug[gone], g_soc[gone])
+            return
         # Time in the hour a resource is in joins its accumulator; then a resource whose latest
         # time is in a later hour finishes that hour and starts accumulating anew.
         same = g_hour == st.hour[g_row]
@@ -256,15 +265,31 @@ class PluggedHistory:
         self._write(g_row[rest], g_hour[rest], g_cov[rest], g_plug[rest], g_soc[rest])
 
     def finish_stored(self, now_s: float) -> None:
-        """The stored history is read: its last samples' held time is counted (up to now) and
-        its hours under way are stored; an hour live ingest stored first keeps live's value."""
+        """The stored history (samples before `now_s`, the start) is read: its last samples'
+        held time is counted up to the start and its finished hours are stored (an hour live
+        ingest stored first keeps live's value). The hour under way goes on in live ingest's
+        accumulators, and a resource live has not heard from yet goes on from its stored last
+        sample, whose held time runs on past the start."""
         with self._lock:
-            st = self._stored
+            st, live = self._stored, self._live
             if st is None:
                 return
-            self._count_held(st, now_s)
-            self._flush(st, np.flatnonzero(st.covered_s > 0))
             self._stored = None
+            every = np.arange(self._size, dtype=np.int64)
+            self._count_held(st, now_s, every)
+            now_h = int(now_s // 3600)
+            self._flush(st, np.flatnonzero((st.hour < now_h) & (st.covered_s > 0)))
+            r = np.flatnonzero(st.covered_s > 0)  # the hour under way at the start
+            join = r[live.hour[r] == st.hour[r]]
+            for name in ("covered_s", "plugged_s", "soc_s"):
+                getattr(live, name)[join] += getattr(st, name)[join]
+            take = r[live.hour[r] < 0]  # live has counted nothing of them yet
+            for name in ("hour", "covered_s", "plugged_s", "soc_s"):
+                getattr(live, name)[take] = getattr(st, name)[take]
+            self._flush(st, np.setdiff1d(r, np.r_[join, take]))  # live is in another hour
+            unheard = np.flatnonzero(np.isnan(live.last_ts) & ~np.isnan(st.last_ts))
+            for name in ("last_ts", "last_plugged", "last_soc", "counted_to"):
+                getattr(live, name)[unheard] = getattr(st, name)[unheard]
 
     def _flush(self, st: SampleStream, rows: NDArray[np.int64]) -> None:
         rows = rows[st.covered_s[rows] > 0]
@@ -338,10 +363,10 @@ class PluggedHistory:
         """The `hours` finished hours before `end_hour` for these resources (unknown ones: empty).
         `read` (one per hour of the window): only those hours are read, the others are MISSING."""
         with self._lock:
-            st = self._live
-            self._count_held(st, end_hour * 3600.0)
-            self._flush(st, np.flatnonzero((st.hour < end_hour) & (st.covered_s > 0)))
             rows = self._rows(resource_ids, False)
+            st, mine = self._live, rows[rows >= 0]
+            self._count_held(st, end_hour * 3600.0, mine)
+            self._flush(st, mine[(st.hour[mine] < end_hour) & (st.covered_s[mine] > 0)])
             start = end_hour - self.hours
             known = np.flatnonzero(rows >= 0)
             r = rows[known]
