@@ -84,8 +84,8 @@ def test_in_order_samples_fold_to_the_share_of_each_hours_time_plugged_in(
             np.full(batch, 50.0)[: len(ids[i : i + batch])],
             NOW_S,
         )
-        if reads:  # a forecast now: the hours finished so far are read
-            history.window(["a", "c"], int(ts[i : i + batch].max() // 3600))
+        if reads:  # a forecast now: the hours finished so far are read (an id asked twice)
+            history.window(["a", "c", "a"], int(ts[i : i + batch].max() // 3600))
     who = ["a", "b", "c", "never"]
     window = history.window(who, int(NOW_S // 3600))
     expected = brute_force(ids, ts, plugged, who, 24)

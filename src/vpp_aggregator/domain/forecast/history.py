@@ -364,7 +364,7 @@ class PluggedHistory:
         `read` (one per hour of the window): only those hours are read, the others are MISSING."""
         with self._lock:
             rows = self._rows(resource_ids, False)
-            st, mine = self._live, rows[rows >= 0]
+            st, mine = self._live, np.unique(rows[rows >= 0])  # an id asked twice counts once
             self._count_held(st, end_hour * 3600.0, mine)
             self._flush(st, mine[(st.hour[mine] < end_hour) & (st.covered_s[mine] > 0)])
             start = end_hour - self.hours
