@@ -104,7 +104,7 @@ class PluggedHistory:
         self._soc_sum = np.zeros(0, dtype=np.float64)
         self._soc_n = np.zeros(0, dtype=np.int32)
         self._hour_soc = np.full((0, 24), MISSING, dtype=np.uint8)  # by UTC hour of day
-        self._mark = np.zeros(0, dtype=np.int64)  # scratch: which resources a batch repeats
+        self._mark = np.zeros(0, dtype=np.int32)  # scratch: which resources a batch repeats
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._gen))
@@ -122,7 +122,7 @@ class PluggedHistory:
             stream.grow(new)
         self._soc_sum = grown(self._soc_sum, new, 0)
         self._soc_n = grown(self._soc_n, new, 0)
-        self._mark = np.zeros(new, dtype=np.int64)
+        self._mark = np.zeros(new, dtype=np.int32)
         hour_soc = np.full((new, 24), MISSING, dtype=np.uint8)
         hour_soc[: self._hour_soc.shape[0]] = self._hour_soc
         self._hour_soc = hour_soc
@@ -185,7 +185,7 @@ class PluggedHistory:
             if rows.size == 0:
                 return
             # Most batches hold one sample per resource (a gateway's reading of its fleet).
-            k = np.arange(rows.size, dtype=np.int64)
+            k = np.arange(rows.size, dtype=np.int32)
             self._mark[rows] = k
             once = bool((self._mark[rows] == k).all())
             on = rows[plugged]
