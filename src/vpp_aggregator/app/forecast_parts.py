@@ -97,22 +97,7 @@ def fleet_sums(
     rows = rows or part_rows(interval_how.size, history.hours)
     split = parts(inputs.is_bess, rows)
     start_hour = now_h - history.hours
-    known = np.zeros((2, history.hours), dtype=np.int64)
-    plugged = np.zeros((2, history.hours), dtype=np.int64)
-    samples = 0
-    kept: dict[int, HourlyWindow] = {}
-    kept_bytes = 0
-    for j, idx in enumerate(split):
-        kind = int(inputs.is_bess[idx[0]])
-        first = history.window([inputs.resource_ids[i] for i in idx.tolist()], now_h)
-        k_, p_ = hour_totals(first.raw)
-        known[kind] += k_
-        plugged[kind] += p_
-        samples += int(first.samples.sum())
-        if kept_bytes + first.raw.nbytes <= KEEP_BYTES:
-            kept[j] = first
-            kept_bytes += first.raw.nbytes
-        del first
+    known, plugged, samples, kept = _first_pass(history, inputs, split, now_h, KEEP_BYTES)
     mid_hour_s = np.arange(start_hour, now_h, dtype=np.float64) * 3600.0 + 1800.0
     slot_how = hour_of_week(mid_hour_s, zone)
     prior = np.stack([fleet_prior(known[k], plugged[k], slot_how) for k in (0, 1)])
@@ -197,19 +182,43 @@ def part_extras(
     return extras
 
 
+def _first_pass(
+    history: PluggedHistory,
+    inputs: ResourceInputs,
+    split: list[NDArray[np.int64]],
+    now_h: int,
+    keep_bytes: int,
+    vehicles_only: bool = False,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], int, dict[int, HourlyWindow]]:
+    """Per kind (vehicles, batteries) and hour of the window, how many resources reported and
+    their shares plugged in summed (FULL units); the resource-hours read; and the parts'
+    windows kept for a second pass, up to `keep_bytes`."""
+    known = np.zeros((2, history.hours), dtype=np.int64)
+    plugged = np.zeros((2, history.hours), dtype=np.int64)
+    samples = 0
+    kept: dict[int, HourlyWindow] = {}
+    kept_bytes = 0
+    for j, idx in enumerate(split):
+        kind = int(inputs.is_bess[idx[0]])
+        if vehicles_only and kind:
+            continue
+        first = history.window([inputs.resource_ids[i] for i in idx.tolist()], now_h)
+        k_, p_ = hour_totals(first.raw)
+        known[kind] += k_
+        plugged[kind] += p_
+        samples += int(first.samples.sum())
+        if kept_bytes + first.raw.nbytes <= keep_bytes:
+            kept[j] = first
+            kept_bytes += first.raw.nbytes
+        del first
+    return known, plugged, samples, kept
+
+
 def history_series(
     history: PluggedHistory, inputs: ResourceInputs, now_h: int, rows: int | None = None
 ) -> HourlySeries | None:
     """The fleet's hourly plugged-in vehicles over the history window, part by part: the series
     a model learns from, read as `fleet_sums` reads the one it is applied to."""
-    rows = rows or part_rows(1, history.hours)
-    known = np.zeros(history.hours, dtype=np.int64)
-    plugged = np.zeros(history.hours, dtype=np.int64)
-    for idx in parts(inputs.is_bess, rows):
-        if inputs.is_bess[idx[0]]:
-            continue
-        window = history.window([inputs.resource_ids[i] for i in idx.tolist()], now_h)
-        k_, p_ = hour_totals(window.raw)
-        known += k_
-        plugged += p_
-    return totals_series(now_h - history.hours, known, plugged)
+    split = parts(inputs.is_bess, rows or part_rows(1, history.hours))
+    known, plugged, _, _ = _first_pass(history, inputs, split, now_h, 0, vehicles_only=True)
+    return totals_series(now_h - history.hours, known[0], plugged[0])

@@ -138,10 +138,10 @@ class SampleStream:
     def held_to(self, end_s: float, hold_s: float, rows: NDArray[np.int64]) -> list[Spans]:
         """The last samples' held time of these resources not yet counted, up to `end_s`."""
         until = np.minimum(self.last_ts[rows] + hold_s, end_s)
-        r = rows[until > self.counted_to[rows]]  # NaN (none) compares False
-        if r.size == 0:
+        due = until > self.counted_to[rows]  # NaN (none) compares False
+        if not due.any():
             return []
-        until = np.minimum(self.last_ts[r] + hold_s, end_s)
+        r, until = rows[due], until[due]
         spans = (r, self.counted_to[r], until, self.last_plugged[r], self.last_soc[r], False)
         self.counted_to[r] = until
         return [spans]
