@@ -253,6 +253,8 @@ class DispatchPlanner(DispatchCore):
                 self.prefer_bess,
                 include_opposite=include_opposite,
             )
+            if best is not None and np.array_equal(problem.eligible, best[0].eligible):
+                break  # no resource moving against the target can take part: the same problem
             solution = self._solve(problem)
             # Never emit an unsafe schedule: every try passes the independent checker first.
             with stage(SAFETY):

@@ -19,7 +19,8 @@ import numpy as np
 from vpp_aggregator.domain.dispatch.outcome import TOLERANCE
 from vpp_aggregator.domain.dispatch.problem import DispatchProblem, Solution
 
-MAX_SOLVES = 7  # the first solve plus up to six levels tried
+MAX_SOLVES = 9  # the first solve, then up to 8 levels: NEAR_TRIES stepping down, the rest halving
+NEAR_TRIES = 3  # the burst's average, then one resolution step under the last that failed
 RESOLUTION = 0.02  # a searched level is known to within 2 %
 MIN_LEVEL_KW = 0.001  # setpoints go out in whole watts
 
@@ -43,20 +44,24 @@ def plan_held(problem: DispatchProblem, solve: Callable[[DispatchProblem], Solut
         return first
     window_min = problem.duration_min
     average_kw = abs(first.delivered_kwh(problem)) * 60.0 / window_min if window_min > 0 else 0.0
-    # The burst's average, less the tolerance, is nearly always holdable and within a fraction of
-    # a percent of the best level: one more solve. Only when it is not (vehicles leaving during the
-    # window) is the level searched for, downwards.
+    # The burst's average, less the tolerance, is nearly always holdable or a step or two of
+    # the resolution above a level that is: those are tried first, one step down each, so the
+    # level is found to within the resolution in one to three more solves (in a week of the
+    # year's fleet every level searched for was within 4 % of the average; halving from it took
+    # six solves each). Only when none of them holds
+    # (vehicles leaving during the window) is the level searched for by halving, downwards.
     low, high = 0.0, min(average_kw * (1 - TOLERANCE), target)
     level, best = high, None
-    for _ in range(MAX_SOLVES - 1):
+    for tried in range(1, MAX_SOLVES):
         if level < MIN_LEVEL_KW:
             break
         trial = solve(dataclasses.replace(problem, target_kw=problem.direction * level))
         if held_kw(problem, trial, level):
             low, best = level, trial
-            if high - low <= RESOLUTION * high:
+            if high - low <= RESOLUTION * high * (1 + 1e-9):
                 break
         else:
             high = level
-        level = (low + high) / 2.0
+        near = best is None and tried < NEAR_TRIES
+        level = high * (1 - RESOLUTION) if near else (low + high) / 2.0
     return best if best is not None else first
