@@ -221,11 +221,12 @@ class Devices:
     def _step(self, t: float, dt_s: float) -> None:
         hw = self.hw
         plugged = self.plugged()
-        active, kw = self._commanded(t, dt_s)
         # Own behaviour: a vehicle charges at full power until it holds what its driver needs.
-        own = np.where(
-            hw.is_ev & (self.soc_pct < self.target_soc_pct - 1e-9), -hw.max_charge_kw, 0.0
-        )
+        charging = plugged & hw.is_ev & (self.soc_pct < self.target_soc_pct - 1e-9)
+        if not self._holding and not charging.any() and not self.power_kw.any():
+            return  # every device at rest: none holds a command nor charges on its own
+        own = np.where(charging, -hw.max_charge_kw, 0.0)
+        active, kw = self._commanded(t, dt_s)
         want = np.where(active, kw, own)
         want = np.clip(want, -hw.max_charge_kw, hw.max_discharge_kw)
         # The pack's own limits: no discharge at its minimum, no charge at its maximum.
