@@ -24,7 +24,8 @@ from vpp_aggregator.domain.ramps import toward_zero_kw
 
 INF = highspy.kHighsInf
 TIE_BREAK = 1e-4
-LONG_POINTS = 240  # dispatches longer than this many points are solved by primal simplex
+LONG_POINTS = 240  # dispatches longer than this many points are solved by primal simplex...
+FEW_RESOURCES = 10  # ...and so are those of at most this many resources
 PRIMAL_SIMPLEX = 4  # HiGHS's `simplex_strategy` for it
 
 
@@ -157,10 +158,11 @@ def solve_lp(problem: DispatchProblem, time_limit_s: float = 30.0) -> Solution:
     h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_s))
-    if P > LONG_POINTS:
+    if P > LONG_POINTS or m <= FEW_RESOURCES:
         # A long dispatch (a replayed morning's award: 4 resources x 750 points) solved 3.5
         # times faster by primal simplex without presolve than by HiGHS's default, to the same
-        # optimum; an hour's dispatch of 40 or 200 resources was slower so (BENCHMARKS.md).
+        # optimum, and a replayed week's hour-long re-plans of 3 to 10 resources 2 to 3 times;
+        # an hour's dispatch of 20 to 200 resources was slower so (BENCHMARKS.md).
         h.setOptionValue("simplex_strategy", PRIMAL_SIMPLEX)
         h.setOptionValue("presolve", "off")
     h.passModel(lp)
