@@ -243,18 +243,12 @@ class DispatchPlanner(DispatchCore):
             inputs = replace(inputs, floor_pct=np.maximum(inputs.floor_pct, low))
         best: tuple[DispatchProblem, Solution, Outcome] | None = None
         refused: str | None = None
-        for include_opposite in (False, True):
+        for against in (False, True):  # `include_opposite`: resources moving against the target
             problem = DispatchProblem(
-                inputs,
-                target_kw,
-                duration_min,
-                self.ramp,
-                self.rte,
-                self.prefer_bess,
-                include_opposite=include_opposite,
+                inputs, target_kw, duration_min, self.ramp, self.rte, self.prefer_bess, against
             )
             if best is not None and np.array_equal(problem.eligible, best[0].eligible):
-                break  # no resource moving against the target can take part: the same problem
+                break  # none of them can take part: the same problem, the same plan
             solution = self._solve(problem)
             # Never emit an unsafe schedule: every try passes the independent checker first.
             with stage(SAFETY):
