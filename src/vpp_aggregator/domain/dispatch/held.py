@@ -48,8 +48,8 @@ def plan_held(problem: DispatchProblem, solve: Callable[[DispatchProblem], Solut
     # the resolution above a level that is: those are tried first, one step down each, so the
     # level is found to within the resolution in one to three more solves (in a week of the
     # year's fleet every level searched for was within 4 % of the average; halving from it took
-    # six solves each). Only when none of them holds
-    # (vehicles leaving during the window) is the level searched for by halving, downwards.
+    # six solves each). Only when none of them holds (vehicles leaving during the window) is
+    # the level searched for by halving, downwards.
     low, high = 0.0, min(average_kw * (1 - TOLERANCE), target)
     level, best = high, None
     for tried in range(1, MAX_SOLVES):
