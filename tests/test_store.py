@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import Engine
 
 from factories import bess, ev
 from vpp_aggregator.adapters.store.database import (
@@ -19,6 +21,7 @@ from vpp_aggregator.adapters.store.database import (
 )
 from vpp_aggregator.adapters.store.repository import STAMP_BLOCK, Repository
 from vpp_aggregator.app.errors import DuplicateResourceError
+from vpp_aggregator.config import ConfigError, load_settings
 from vpp_aggregator.domain.resources import RecurringDeparture, Trip
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -173,3 +176,26 @@ def test_a_snapshot_larger_than_a_formatting_block_keeps_every_timestamp(
     for i in (0, STAMP_BLOCK - 1, STAMP_BLOCK, 2 * STAMP_BLOCK, n - 1):
         expected = datetime.fromtimestamp(round(ts[i] * 1e6) / 1e6, tz=UTC)
         assert latest[f"r{i}"] == expected
+
+
+def test_sqlite_synchronous_is_what_the_setting_asks(tmp_path: Path) -> None:
+    """`VPP_SQLITE_SYNCHRONOUS`: "normal" by default (WAL syncs at checkpoints), "off" for a
+    store thrown away at the end (a replay's); anything else is refused before it reaches the
+    PRAGMA, by the settings and by the engine."""
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+
+    def read_back(engine: Engine) -> int:
+        with engine.connect() as conn:
+            level = int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
+        engine.dispose()
+        return level
+
+    assert load_settings().sqlite_synchronous == "normal"
+    assert read_back(make_engine(url)) == 1  # SQLite's number for NORMAL
+    for name, level in (("off", 0), ("normal", 1), ("full", 2)):
+        setting = load_settings(VPP_SQLITE_SYNCHRONOUS=name).sqlite_synchronous
+        assert read_back(make_engine(url, setting)) == level
+    with pytest.raises(ConfigError, match="VPP_SQLITE_SYNCHRONOUS"):
+        load_settings(VPP_SQLITE_SYNCHRONOUS="off; DROP TABLE resources")
+    with pytest.raises(ValueError, match="not one of"):
+        make_engine(url, "off; DROP TABLE resources")  # type: ignore[arg-type]

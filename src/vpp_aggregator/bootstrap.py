@@ -148,7 +148,7 @@ def build(
     auth = Authenticator(settings)  # refuses a weak secret before anything starts
     if auth.dev_mode:
         log.warning("no VPP_JWT_SECRET or VPP_JWT_PUBLIC_KEY: dev mode, every caller is an admin")
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.sqlite_synchronous)
     if run_migrations:
         migrate(engine)
     kafka = KafkaParts.connect(settings) if settings.kafka_brokers else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -18,6 +18,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vpp_aggregator.domain.early_departures import EARLY_FLOOR_FROM, MAX_COUNTED
+
+SqliteSynchronous = Literal["normal", "off", "full"]  # SQLite's PRAGMA synchronous
 
 DEFAULT_SQLITE_PATH = Path("var") / "vpp.db"
 
@@ -227,6 +229,12 @@ class Settings(BaseSettings):
         BeforeValidator(lambda v: json.loads(v) if isinstance(v, str) else v),
     ] = Field(default_factory=dict, validation_alias="VPP_BASELINE_PARAMETERS")
     database_url: str = Field("", validation_alias="DATABASE_URL")
+    # SQLite's `PRAGMA synchronous`: "normal" (the default) loses no committed write when the
+    # process dies, at most the last ones when the machine loses power; "off" not even that
+    # much, for a store thrown away at the end (a replay's).
+    sqlite_synchronous: SqliteSynchronous = Field(
+        "normal", validation_alias="VPP_SQLITE_SYNCHRONOUS"
+    )
     kafka_brokers: str | None = Field(None, validation_alias="KAFKA_BROKERS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
     redis_prefix: str = Field("vpp", min_length=1, validation_alias="VPP_REDIS_PREFIX")

@@ -146,6 +146,7 @@ def _settings(spec: ReplaySpec, tmp: Path) -> dict[str, Any]:
     """What the replay sets of the service: its own store, clock-driven cadences, no brokers."""
     return dict(
         DATABASE_URL=f"sqlite:///{tmp / 'replay.db'}",
+        VPP_SQLITE_SYNCHRONOUS="off",  # thrown away at the end: a sync buys nothing
         VPP_MODEL_DIR=str(tmp / "models"),
         VPP_SITE_TIMEZONE=spec.timezone,
         VPP_OFFER_QUANTILE=spec.quantile,

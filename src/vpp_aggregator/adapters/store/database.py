@@ -6,17 +6,22 @@ import contextlib
 import fcntl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
+from vpp_aggregator.config import SqliteSynchronous
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def make_engine(database_url: str) -> Engine:
+def make_engine(database_url: str, sqlite_synchronous: SqliteSynchronous = "normal") -> Engine:
+    allowed = get_args(SqliteSynchronous)
+    if sqlite_synchronous not in allowed:  # it goes into a PRAGMA: never unchecked
+        raise ValueError(f"sqlite_synchronous {sqlite_synchronous!r} is not one of {allowed}")
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -27,7 +32,8 @@ def make_engine(database_url: str) -> Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers never wait for the ingest writer
-            cur.execute("PRAGMA synchronous=NORMAL")
+            # with WAL, "normal" syncs only at checkpoints; "off" never (a throwaway store)
+            cur.execute(f"PRAGMA synchronous={sqlite_synchronous.upper()}")
             cur.execute("PRAGMA cache_size=-131072")  # 128 MiB: history indexes stay in memory
             cur.execute("PRAGMA temp_store=MEMORY")
             cur.execute("PRAGMA foreign_keys=ON")
