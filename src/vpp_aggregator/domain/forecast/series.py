@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from vpp_aggregator.domain.forecast.history import FULL, MISSING, HourlyWindow
+from vpp_aggregator.domain.forecast.history import FULL
 
 HOUR = 3600.0
 
@@ -83,20 +83,13 @@ def find_gaps(
     return np.asarray(gap, dtype=np.bool_)
 
 
-def window_series(window: HourlyWindow, is_bess: NDArray[np.bool_]) -> HourlySeries | None:
-    """Hourly plugged-in vehicles of the fleet from its hourly history, from the first hour any
-    vehicle reported; hours no vehicle reported are gaps (None when none ever did)."""
-    ev = window.raw[~is_bess]
-    known = ev != MISSING
-    total = np.where(known, ev, 0).sum(axis=0, dtype=np.int64)
-    return totals_series(window.start_hour, known.sum(axis=0), total)
-
-
 def totals_series(
     start_hour: int, reported: NDArray[np.int64], plugged_full: NDArray[np.int64]
 ) -> HourlySeries | None:
-    """`window_series` from per-hour totals over the fleet's vehicles (added up part by part):
-    how many reported each hour, and their shares plugged in summed, in FULL units."""
+    """Hourly plugged-in vehicles of the fleet, from per-hour totals over its vehicles (added up
+    part by part): how many reported each hour, and their shares plugged in summed, in FULL
+    units. From the first hour any vehicle reported; hours none did are gaps (None when none
+    ever did)."""
     seen = reported > 0
     if not seen.any():
         return None
