@@ -229,9 +229,10 @@ class Settings(BaseSettings):
         BeforeValidator(lambda v: json.loads(v) if isinstance(v, str) else v),
     ] = Field(default_factory=dict, validation_alias="VPP_BASELINE_PARAMETERS")
     database_url: str = Field("", validation_alias="DATABASE_URL")
-    # SQLite's `PRAGMA synchronous`: "normal" (the default) loses no committed write when the
-    # process dies, at most the last ones when the machine loses power; "off" not even that
-    # much, for a store thrown away at the end (a replay's).
+    # SQLite's `PRAGMA synchronous` (PostgreSQL ignores it): with WAL, "normal" (the default)
+    # loses no committed write when the process dies, at most the last ones when the machine
+    # loses power; "off" may leave the file corrupt after a power cut, so it is only for a store
+    # thrown away at the end (a replay's).
     sqlite_synchronous: SqliteSynchronous = Field(
         "normal", validation_alias="VPP_SQLITE_SYNCHRONOUS"
     )
